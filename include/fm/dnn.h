@@ -1,0 +1,36 @@
+/* dnn.h - the oneDNN engine and stream shared by every layer of a process. */
+#ifndef FM_DNN_H
+#define FM_DNN_H
+
+#include <dnnl.h>
+#include <dnnl_debug.h>
+
+#include "fm/status.h"
+
+typedef struct fm_dnn {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+} fm_dnn;
+
+int fm_dnn_init(fm_dnn *d, fm_err *e);
+void fm_dnn_free(fm_dnn *d);
+
+/* Wrap every oneDNN call: on failure, return FM_ERR_INTERNAL with the call,
+ * file, line and oneDNN's status name in e. */
+#define FM_DNN(call, e)                                                                      \
+    do {                                                                                     \
+        dnnl_status_t fm_dnn_s_ = (call);                                                    \
+        if (fm_dnn_s_ != dnnl_success)                                                       \
+            return fm_fail((e), FM_ERR_INTERNAL, "%s:%d: oneDNN call %s failed: %s", __FILE__, \
+                           __LINE__, #call, dnnl_status2str(fm_dnn_s_));                     \
+    } while (0)
+
+/* Run primitive p on the process stream and wait for it. */
+int fm_dnn_exec(fm_dnn *d, dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t *args, fm_err *e);
+
+/* A memory object of plain fp32 dims with format tag tag (no data attached;
+ * attach with dnnl_memory_set_data_handle before each use). */
+int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag,
+               fm_err *e);
+
+#endif

@@ -1,0 +1,47 @@
+/* tensor.h - a view of a dense array: shape, layout, dtype, data pointer.
+ *
+ * A tensor does not own memory; data lives in an arena. Activations use the
+ * NHWC layout throughout fmtrain (channels innermost): it is what oneDNN's
+ * fast convolution kernels take directly, and it makes attention tokens,
+ * GroupNorm groups and linear layers contiguous. Parameters keep PyTorch's
+ * layouts (conv OIHW, linear [out, in]) so checkpoints map 1:1 to a state dict. */
+#ifndef FM_TENSOR_H
+#define FM_TENSOR_H
+
+#include <stdint.h>
+
+#include "fm/arena.h"
+#include "fm/status.h"
+
+#define FM_MAX_DIMS 4
+
+typedef enum { FM_F32 = 0, FM_BF16 = 1 } fm_dtype;
+typedef enum { FM_LAYOUT_PLAIN = 0, FM_LAYOUT_NHWC = 1, FM_LAYOUT_NCHW = 2 } fm_layout;
+
+typedef struct fm_tensor {
+    void *data;
+    int ndim;
+    int64_t shape[FM_MAX_DIMS];
+    fm_dtype dtype;
+    fm_layout layout;
+} fm_tensor;
+
+size_t fm_dtype_size(fm_dtype t);
+int64_t fm_tensor_numel(const fm_tensor *t);
+size_t fm_tensor_bytes(const fm_tensor *t);
+static inline float *fm_f32(const fm_tensor *t) { return (float *)t->data; }
+
+/* Make a tensor of the given shape in arena a (zero-filled). */
+int fm_tensor_alloc(fm_tensor *t, fm_arena *a, fm_dtype dt, fm_layout lay, int ndim,
+                    const int64_t *shape, fm_err *e);
+/* Shorthand for an fp32 NHWC activation [n, h, w, c]. */
+int fm_tensor_nhwc(fm_tensor *t, fm_arena *a, int64_t n, int64_t h, int64_t w, int64_t c, fm_err *e);
+
+/* Writes "[2, 8, 8, 64]" into buf. */
+const char *fm_shape_str(const fm_tensor *t, char *buf, int len);
+
+/* bf16 <-> fp32 (round to nearest even). */
+uint16_t fm_f32_to_bf16(float x);
+float fm_bf16_to_f32(uint16_t x);
+
+#endif

@@ -1,0 +1,3 @@
+/* fmtrain.c - placeholder until the config loader lands. */
+#include <stdio.h>
+int main(void) { return 0; }

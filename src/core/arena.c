@@ -1,0 +1,56 @@
+/* arena.c - bump allocator. */
+#include "fm/arena.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_ALIGN 64
+
+int fm_arena_init(fm_arena *a, size_t cap, fm_err *e)
+{
+    memset(a, 0, sizeof *a);
+    cap = (cap + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (cap == 0)
+        cap = ARENA_ALIGN;
+    a->base = aligned_alloc(ARENA_ALIGN, cap);
+    if (!a->base)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory: cannot reserve an arena of %zu MiB", cap >> 20);
+    a->cap = cap;
+    return FM_OK;
+}
+
+void fm_arena_free(fm_arena *a)
+{
+    free(a->base);
+    memset(a, 0, sizeof *a);
+}
+
+void *fm_arena_alloc(fm_arena *a, size_t bytes)
+{
+    size_t need = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (need == 0)
+        need = ARENA_ALIGN;
+    if (!a->base || need > a->cap - a->used)
+        return NULL;
+    char *p = a->base + a->used;
+    a->used += need;
+    if (a->used > a->peak)
+        a->peak = a->used;
+    memset(p, 0, need);
+    return p;
+}
+
+int fm_arena_alloc_or(fm_arena *a, size_t bytes, void **out, fm_err *e)
+{
+    *out = fm_arena_alloc(a, bytes);
+    if (!*out)
+        return fm_fail(e, FM_ERR_INTERNAL, "arena exhausted: %zu bytes requested, %zu of %zu in use",
+                       bytes, a->used, a->cap);
+    return FM_OK;
+}
+
+void fm_arena_release(fm_arena *a, size_t mark)
+{
+    if (mark <= a->used)
+        a->used = mark;
+}

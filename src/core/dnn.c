@@ -1,0 +1,37 @@
+/* dnn.c - the oneDNN engine and stream. */
+#include "fm/dnn.h"
+
+#include <string.h>
+
+int fm_dnn_init(fm_dnn *d, fm_err *e)
+{
+    memset(d, 0, sizeof *d);
+    FM_DNN(dnnl_engine_create(&d->engine, dnnl_cpu, 0), e);
+    FM_DNN(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags), e);
+    return FM_OK;
+}
+
+void fm_dnn_free(fm_dnn *d)
+{
+    if (d->stream)
+        dnnl_stream_destroy(d->stream);
+    if (d->engine)
+        dnnl_engine_destroy(d->engine);
+    memset(d, 0, sizeof *d);
+}
+
+int fm_dnn_exec(fm_dnn *d, dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t *args, fm_err *e)
+{
+    FM_DNN(dnnl_primitive_execute(p, d->stream, nargs, args), e);
+    FM_DNN(dnnl_stream_wait(d->stream), e);
+    return FM_OK;
+}
+
+int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag,
+               fm_err *e)
+{
+    dnnl_memory_desc_t md;
+    FM_DNN(dnnl_memory_desc_init_by_tag(&md, ndims, dims, dnnl_f32, tag), e);
+    FM_DNN(dnnl_memory_create(m, &md, d->engine, DNNL_MEMORY_NONE), e);
+    return FM_OK;
+}

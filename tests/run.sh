@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run every C test binary and every Python parity test; print one line per
+# test (PASS/FAIL) and end with "N passed, N failed". Exit 1 on any failure.
+# A binary that crashes or exits non-zero without a FAIL line counts as a failure.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+export FM_BUILD=$BUILD
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+PY=/usr/bin/python3
+pass=0 fail=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+count() { # $1 = name, $2 = exit code; reads output in $log
+  local p f
+  p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")
+  grep -E '^(PASS|FAIL) ' "$log"
+  if [ "$2" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "FAIL $1 (exit code $2, no result line)"; f=1
+  fi
+  if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+    echo "FAIL $1 (no tests ran)"; f=1
+  fi
+  pass=$((pass + p)); fail=$((fail + f))
+  if [ "$f" -ne 0 ]; then sed -e '/^PASS /d' -e 's/^/    /' "$log" | tail -n 40; fi
+}
+
+for t in $(find "$BUILD/tests" -type f -name 'test_*' -perm -u+x | sort); do
+  "$t" >"$log" 2>&1; count "$t" $?
+done
+for t in $(ls tests/*/test_*.py tests/*/test_*.sh 2>/dev/null | sort); do
+  case "$t" in
+    *.py) $PY "$t" >"$log" 2>&1 ;;
+    *.sh) bash "$t" >"$log" 2>&1 ;;
+  esac
+  count "$t" $?
+done
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
