@@ -15,12 +15,12 @@ CFLAGS  := -std=c11 $(OPT) $(ARCH) -fopenmp -Wall -Wextra -Werror -D_POSIX_C_SOU
 LDLIBS  := -ldnnl -lyaml -lpng -lz -lcjson -lm
 
 ifeq ($(SAN),1)
-BUILD   := build-san
+BUILD   ?= build-san
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -g
 LDFLAGS += -fsanitize=address,undefined
 BIN     := $(BUILD)/fmtrain
 else
-BUILD   := build
+BUILD   ?= build
 BIN     := fmtrain
 endif
 
@@ -28,7 +28,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-LIB_SRC  := $(filter-out src/cli/fmtrain.c,$(wildcard src/*/*.c))
+LIB_SRC  := $(filter-out src/cli/fmtrain.c $(LIB_EXCLUDE),$(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 HARN_SRC := $(wildcard tests/harness/*.c)
 HARN_OBJ := $(HARN_SRC:%.c=$(BUILD)/%.o)
