@@ -1,0 +1,31 @@
+/* world.h - the MPI world as the trainer sees it: rank, size, and the
+ * collectives the stages use. Every call returns a status; MPI errors are
+ * returned (MPI_ERRORS_RETURN), not fatal, so main decides how to stop. */
+#ifndef FM_WORLD_H
+#define FM_WORLD_H
+
+#include <stddef.h>
+
+#include "fm/status.h"
+
+typedef struct fm_world {
+    int rank, size;
+    int owns_mpi; /* this process called MPI_Init */
+} fm_world;
+
+int fm_world_init(fm_world *w, int *argc, char ***argv, fm_err *e);
+void fm_world_finalize(fm_world *w);
+
+/* In-place sum over ranks, then scale by `scale` (1/size for a mean). */
+int fm_world_allreduce_mean(const fm_world *w, float *x, size_t n, fm_err *e);
+/* Broadcast n floats from rank 0. */
+int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e);
+/* Sum of one double over ranks. */
+int fm_world_sum(const fm_world *w, double *v, fm_err *e);
+/* Max of one int over ranks (agreement on flags such as "stop now"). */
+int fm_world_max_int(const fm_world *w, int *v, fm_err *e);
+int fm_world_barrier(const fm_world *w, fm_err *e);
+/* Stop every rank (after an error on one of them). */
+void fm_world_abort(const fm_world *w, int code);
+
+#endif

@@ -1,0 +1,101 @@
+/* world.c - MPI world wrapper. */
+#include "fm/world.h"
+
+#include <mpi.h>
+#include <string.h>
+
+#define MPI_CHUNK ((size_t)1 << 28) /* counts are int: reduce in chunks */
+
+static int mpi_fail(fm_err *e, int rc, const char *what)
+{
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    return fm_fail(e, FM_ERR_INTERNAL, "%s failed: %s", what, msg);
+}
+
+int fm_world_init(fm_world *w, int *argc, char ***argv, fm_err *e)
+{
+    memset(w, 0, sizeof *w);
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        int provided = 0;
+        int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(e, rc, "MPI_Init_thread");
+        w->owns_mpi = 1;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &w->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &w->size);
+    return FM_OK;
+}
+
+void fm_world_finalize(fm_world *w)
+{
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (w->owns_mpi && !fin)
+        MPI_Finalize();
+    w->owns_mpi = 0;
+}
+
+int fm_world_allreduce_mean(const fm_world *w, float *x, size_t n, fm_err *e)
+{
+    if (w->size == 1)
+        return FM_OK;
+    for (size_t off = 0; off < n; off += MPI_CHUNK) {
+        size_t c = n - off < MPI_CHUNK ? n - off : MPI_CHUNK;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, (int)c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(e, rc, "gradient allreduce");
+    }
+    float s = 1.0f / (float)w->size;
+    for (size_t i = 0; i < n; i++)
+        x[i] *= s;
+    return FM_OK;
+}
+
+int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e)
+{
+    if (w->size == 1)
+        return FM_OK;
+    for (size_t off = 0; off < n; off += MPI_CHUNK) {
+        size_t c = n - off < MPI_CHUNK ? n - off : MPI_CHUNK;
+        int rc = MPI_Bcast(x + off, (int)c, MPI_FLOAT, 0, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(e, rc, "parameter broadcast");
+    }
+    return FM_OK;
+}
+
+int fm_world_sum(const fm_world *w, double *v, fm_err *e)
+{
+    if (w->size == 1)
+        return FM_OK;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? FM_OK : mpi_fail(e, rc, "MPI_Allreduce(sum)");
+}
+
+int fm_world_max_int(const fm_world *w, int *v, fm_err *e)
+{
+    if (w->size == 1)
+        return FM_OK;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? FM_OK : mpi_fail(e, rc, "MPI_Allreduce(max)");
+}
+
+int fm_world_barrier(const fm_world *w, fm_err *e)
+{
+    if (w->size == 1)
+        return FM_OK;
+    int rc = MPI_Barrier(MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? FM_OK : mpi_fail(e, rc, "MPI_Barrier");
+}
+
+void fm_world_abort(const fm_world *w, int code)
+{
+    if (w->size > 1)
+        MPI_Abort(MPI_COMM_WORLD, code);
+}
