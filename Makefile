@@ -10,7 +10,7 @@ CC      := mpicc
 PREFIX  ?= /usr/local
 ARCH    ?= -march=native
 OPT     ?= -O2
-CFLAGS  := -std=c11 $(OPT) $(ARCH) -fopenmp -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
+CFLAGS  := -std=c11 $(OPT) $(ARCH) -fno-math-errno -fopenmp -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
            -Iinclude -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS  := -ldnnl -lyaml -lpng -lz -lcjson -lm
 

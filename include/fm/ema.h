@@ -1,0 +1,45 @@
+/* ema.h - exponential moving average of the parameter arena.
+ *
+ *   ema = d*ema + (1-d)*p     over all of fm_params.data, one fused pass,
+ * with fp32 arithmetic in torch's order (ema.mul_(d).add_(p, alpha=1-d)).
+ * With warm-up, the decay used at update `step` (0 for the first update) is
+ * d = min(decay, (1+step)/(10+step)), so early averages are not dominated by
+ * the random initialisation. */
+#ifndef FM_EMA_H
+#define FM_EMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fm/params.h"
+#include "fm/status.h"
+
+typedef struct fm_ema {
+    fm_params *p;
+    float *w;        /* [numel] EMA weights, layout of p->data; save/restore for checkpoints */
+    size_t numel;    /* = p->numel at init */
+    double decay;
+    int warmup;      /* 1: use min(decay, (1+step)/(10+step)) */
+} fm_ema;
+
+/* Allocate the EMA buffer and copy the current parameters into it.
+ * decay must be in [0, 1] -> else FM_ERR_USAGE. */
+int fm_ema_init(fm_ema *m, fm_params *p, double decay, int warmup, fm_err *e);
+void fm_ema_free(fm_ema *m);
+
+/* The decay applied at update `step` (pure). */
+double fm_ema_decay_at(const fm_ema *m, int64_t step);
+
+/* Fold the current parameters into the average; `step` counts earlier
+ * updates (0 on the first). */
+int fm_ema_update(fm_ema *m, int64_t step, fm_err *e);
+
+/* Exchange the EMA weights and the live parameters in place: call once to run
+ * the model on EMA weights, call again to get the trained weights back. */
+int fm_ema_swap(fm_ema *m, fm_err *e);
+
+/* Copy the EMA weights into dst ([numel] floats, e.g. another fm_params.data
+ * built with the same registration order). */
+void fm_ema_copy_to(const fm_ema *m, float *dst);
+
+#endif

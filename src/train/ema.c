@@ -1,0 +1,77 @@
+/* ema.c - exponential moving average of the parameter arena. */
+#include "fm/ema.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int fm_ema_init(fm_ema *m, fm_params *p, double decay, int warmup, fm_err *e)
+{
+    memset(m, 0, sizeof *m);
+    if (!(decay >= 0 && decay <= 1))
+        return fm_fail(e, FM_ERR_USAGE, "ema: decay %g must be in [0, 1]", decay);
+    size_t bytes = (p->numel * sizeof(float) + 63) & ~(size_t)63;
+    m->w = aligned_alloc(64, bytes ? bytes : 64);
+    if (!m->w)
+        return fm_fail(e, FM_ERR_INTERNAL, "ema: out of memory for %zu parameters", p->numel);
+    m->p = p;
+    m->numel = p->numel;
+    m->decay = decay;
+    m->warmup = warmup != 0;
+    memcpy(m->w, p->data, p->numel * sizeof(float));
+    return FM_OK;
+}
+
+void fm_ema_free(fm_ema *m)
+{
+    free(m->w);
+    memset(m, 0, sizeof *m);
+}
+
+double fm_ema_decay_at(const fm_ema *m, int64_t step)
+{
+    if (!m->warmup)
+        return m->decay;
+    if (step < 0)
+        step = 0;
+    double d = (1.0 + (double)step) / (10.0 + (double)step);
+    return d < m->decay ? d : m->decay;
+}
+
+static int check_size(const fm_ema *m, fm_err *e)
+{
+    if (m->p->numel != m->numel)
+        return fm_fail(e, FM_ERR_INTERNAL, "ema: parameter arena changed after init (%zu -> %zu floats)",
+                       m->numel, m->p->numel);
+    return FM_OK;
+}
+
+int fm_ema_update(fm_ema *m, int64_t step, fm_err *e)
+{
+    FM_TRY(check_size(m, e));
+    double d = fm_ema_decay_at(m, step);
+    const float df = (float)d, omd = (float)(1.0 - d);
+    float *restrict w = m->w;
+    const float *restrict x = m->p->data;
+    const long n = (long)m->numel;
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++)
+        w[i] = w[i] * df + omd * x[i]; /* ema.mul_(d).add_(p, alpha=1-d) */
+    return FM_OK;
+}
+
+int fm_ema_swap(fm_ema *m, fm_err *e)
+{
+    FM_TRY(check_size(m, e));
+    float *restrict w = m->w, *restrict x = m->p->data;
+    const long n = (long)m->numel;
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float t = w[i];
+        w[i] = x[i];
+        x[i] = t;
+    }
+    return FM_OK;
+}
+
+void fm_ema_copy_to(const fm_ema *m, float *dst) { memcpy(dst, m->w, m->numel * sizeof(float)); }
