@@ -12,7 +12,7 @@ ARCH    ?= -march=native
 OPT     ?= -O2
 CFLAGS  := -std=c11 $(OPT) $(ARCH) -fno-math-errno -fopenmp -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
            -Iinclude -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS  := -ldnnl -lyaml -lpng -lz -lcjson -lm
+LDLIBS  := -ldnnl -lyaml -lpng -lz -lcjson -llapacke -lm
 
 ifeq ($(SAN),1)
 BUILD   ?= build-san

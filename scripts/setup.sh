@@ -9,7 +9,7 @@ PKGS=(
   build-essential make pkg-config
   libopenmpi-dev openmpi-bin
   libdnnl-dev
-  libyaml-dev libpng-dev zlib1g-dev libcjson-dev
+  libyaml-dev libpng-dev zlib1g-dev libcjson-dev liblapacke-dev
   # data
   dataset-fashion-mnist
   # tests: PyTorch parity, sanitizers, fuzzing, local Slurm
