@@ -1,0 +1,151 @@
+/* path.c - Gaussian probability paths, time sampling and the CFM training batch. */
+#include "fm/path.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "fm/rng.h"
+
+#define HALF_PI 1.5707963267948966
+
+double fm_path_alpha(fm_path_kind k, double t)
+{
+    return k == FM_PATH_COSINE ? sin(HALF_PI * t) : t;
+}
+
+double fm_path_beta(fm_path_kind k, double t)
+{
+    return k == FM_PATH_COSINE ? cos(HALF_PI * t) : 1.0 - t;
+}
+
+double fm_path_dalpha(fm_path_kind k, double t)
+{
+    return k == FM_PATH_COSINE ? HALF_PI * cos(HALF_PI * t) : 1.0;
+}
+
+double fm_path_dbeta(fm_path_kind k, double t)
+{
+    return k == FM_PATH_COSINE ? -HALF_PI * sin(HALF_PI * t) : -1.0;
+}
+
+fm_path_coef fm_path_coefs(fm_path_kind k, double t)
+{
+    fm_path_coef c = { fm_path_alpha(k, t), fm_path_beta(k, t), fm_path_dalpha(k, t), fm_path_dbeta(k, t) };
+    /* the endpoints exactly, whatever sin/cos round to */
+    if (t == 0.0) {
+        c.alpha = 0.0;
+        c.beta = 1.0;
+    } else if (t == 1.0) {
+        c.alpha = 1.0;
+        c.beta = 0.0;
+    }
+    return c;
+}
+
+double fm_path_gamma(fm_path_kind k, double t)
+{
+    fm_path_coef c = fm_path_coefs(k, t);
+    return c.dalpha * c.beta - c.dbeta * c.alpha;
+}
+
+int fm_path_parse(const char *name, fm_path_kind *k, fm_err *e)
+{
+    if (strcmp(name, "linear") == 0)
+        *k = FM_PATH_LINEAR;
+    else if (strcmp(name, "cosine") == 0)
+        *k = FM_PATH_COSINE;
+    else
+        return fm_fail(e, FM_ERR_USAGE, "unknown path \"%s\": expected linear or cosine", name);
+    return FM_OK;
+}
+
+const char *fm_path_name(fm_path_kind k)
+{
+    return k == FM_PATH_COSINE ? "cosine" : "linear";
+}
+
+void fm_path_interp(fm_path_kind k, double t, const float *z, const float *eps, long d, float *xt, float *u)
+{
+    fm_path_coef c = fm_path_coefs(k, t);
+    float a = (float)c.alpha, b = (float)c.beta, da = (float)c.dalpha, db = (float)c.dbeta;
+    for (long j = 0; j < d; j++) {
+        xt[j] = a * z[j] + b * eps[j];
+        u[j] = da * z[j] + db * eps[j];
+    }
+}
+
+void fm_path_score(fm_path_kind k, double t, const float *x, const float *u, long n, float *s)
+{
+    fm_path_coef c = fm_path_coefs(k, t);
+    double den = c.beta * (c.dalpha * c.beta - c.dbeta * c.alpha); /* dalpha beta^2 - dbeta beta alpha */
+    float cu = (float)(c.alpha / den), cx = (float)(-c.dalpha / den);
+    for (long i = 0; i < n; i++)
+        s[i] = cu * u[i] + cx * x[i];
+}
+
+int fm_time_parse(const char *name, fm_time_kind *k, fm_err *e)
+{
+    if (strcmp(name, "uniform") == 0)
+        *k = FM_TIME_UNIFORM;
+    else if (strcmp(name, "logit_normal") == 0)
+        *k = FM_TIME_LOGIT_NORMAL;
+    else
+        return fm_fail(e, FM_ERR_USAGE, "unknown time distribution \"%s\": expected uniform or logit_normal", name);
+    return FM_OK;
+}
+
+const char *fm_time_name(fm_time_kind k)
+{
+    return k == FM_TIME_LOGIT_NORMAL ? "logit_normal" : "uniform";
+}
+
+float fm_time_draw(const fm_time_dist *d, uint64_t seed, uint64_t step, uint64_t gidx)
+{
+    uint64_t stream = fm_flow_stream(step, FM_FLOW_TIME);
+    if (d->kind == FM_TIME_LOGIT_NORMAL) {
+        double n = fm_rand_normal(seed, stream, gidx);
+        return (float)(1.0 / (1.0 + exp(-(d->m + d->s * n))));
+    }
+    return fm_rand_uniform(seed, stream, gidx);
+}
+
+void fm_time_sample(const fm_time_dist *d, uint64_t seed, uint64_t step, const uint64_t *gidx, int n, float *t)
+{
+    for (int i = 0; i < n; i++)
+        t[i] = fm_time_draw(d, seed, step, gidx[i]);
+}
+
+int fm_cfm_batch(const fm_cfm_cfg *c, const float *z, const int32_t *y, const uint64_t *gidx, int B, long D,
+                 uint64_t seed, uint64_t step, float *t, float *xt, float *u, int32_t *y_out, fm_err *e)
+{
+    if (B < 0 || D <= 0)
+        return fm_fail(e, FM_ERR_USAGE, "cfm batch: bad shape [%d, %ld]", B, D);
+    if (!(c->cfg_dropout >= 0.0f && c->cfg_dropout <= 1.0f))
+        return fm_fail(e, FM_ERR_USAGE, "cfm batch: cfg dropout %g is not in [0, 1]", c->cfg_dropout);
+    if (c->num_classes < 0)
+        return fm_fail(e, FM_ERR_USAGE, "cfm batch: negative class count %d", c->num_classes);
+    if (c->time.kind == FM_TIME_LOGIT_NORMAL && !(c->time.s >= 0.0f))
+        return fm_fail(e, FM_ERR_USAGE, "cfm batch: logit-normal scale %g is negative", c->time.s);
+    if (y) {
+        for (int i = 0; i < B; i++)
+            if (y[i] < 0 || y[i] > c->num_classes)
+                return fm_fail(e, FM_ERR_DATA, "cfm batch: label %d of row %d (sample %llu) is not in [0, %d]",
+                               (int)y[i], i, (unsigned long long)gidx[i], c->num_classes);
+    }
+    uint64_t s_noise = fm_flow_stream(step, FM_FLOW_NOISE);
+    uint64_t s_drop = fm_flow_stream(step, FM_FLOW_DROP);
+#pragma omp parallel for if ((long)B * D > 65536) schedule(static)
+    for (int i = 0; i < B; i++) {
+        const float *zi = z + (long)i * D;
+        float *xi = xt + (long)i * D, *ui = u + (long)i * D;
+        t[i] = fm_time_draw(&c->time, seed, step, gidx[i]);
+        /* eps goes through u as scratch: u <- eps, then both rows at once */
+        fm_fill_normal(ui, D, seed, s_noise, gidx[i] * (uint64_t)D);
+        fm_path_interp(c->path, t[i], zi, ui, D, xi, ui);
+        int32_t label = y ? y[i] : c->num_classes;
+        if (c->cfg_dropout > 0.0f && fm_rand_uniform(seed, s_drop, gidx[i]) < c->cfg_dropout)
+            label = c->num_classes;
+        y_out[i] = label;
+    }
+    return FM_OK;
+}

@@ -1,0 +1,170 @@
+/* sampler.c - Euler, Heun and Euler-Maruyama samplers with classifier-free guidance. */
+#include "fm/sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/rng.h"
+
+#define PAR_MIN 65536 /* elements below which loops stay serial */
+
+int fm_sampler_parse(const char *name, fm_sampler_kind *k, fm_err *e)
+{
+    if (strcmp(name, "euler") == 0)
+        *k = FM_SAMPLER_EULER;
+    else if (strcmp(name, "heun") == 0)
+        *k = FM_SAMPLER_HEUN;
+    else if (strcmp(name, "sde") == 0)
+        *k = FM_SAMPLER_SDE;
+    else
+        return fm_fail(e, FM_ERR_USAGE, "unknown sampler \"%s\": expected euler, heun or sde", name);
+    return FM_OK;
+}
+
+const char *fm_sampler_name(fm_sampler_kind k)
+{
+    return k == FM_SAMPLER_HEUN ? "heun" : k == FM_SAMPLER_SDE ? "sde" : "euler";
+}
+
+int fm_sampler_nfe(const fm_sampler_cfg *cfg)
+{
+    if (cfg->kind == FM_SAMPLER_HEUN)
+        return 2 * cfg->steps - (cfg->heun_euler_last ? 1 : 0);
+    return cfg->steps;
+}
+
+int fm_sampler_init(fm_sampler *s, const fm_sampler_cfg *cfg, int B, long D, fm_err *e)
+{
+    memset(s, 0, sizeof *s);
+    if (cfg->kind != FM_SAMPLER_EULER && cfg->kind != FM_SAMPLER_HEUN && cfg->kind != FM_SAMPLER_SDE)
+        return fm_fail(e, FM_ERR_USAGE, "sampler: unknown kind %d", (int)cfg->kind);
+    if (cfg->path != FM_PATH_LINEAR && cfg->path != FM_PATH_COSINE)
+        return fm_fail(e, FM_ERR_USAGE, "sampler: unknown path %d", (int)cfg->path);
+    if (cfg->steps < 1)
+        return fm_fail(e, FM_ERR_USAGE, "sampler: steps must be >= 1, got %d", cfg->steps);
+    if (!(cfg->sde_sigma >= 0.0f) || isinf(cfg->sde_sigma))
+        return fm_fail(e, FM_ERR_USAGE, "sampler: sde sigma must be finite and >= 0, got %g", cfg->sde_sigma);
+    if (cfg->null_label < 0)
+        return fm_fail(e, FM_ERR_USAGE, "sampler: negative null label %d", cfg->null_label);
+    if (B < 1 || D < 1)
+        return fm_fail(e, FM_ERR_USAGE, "sampler: bad shape [%d, %ld]", B, D);
+    s->cfg = *cfg;
+    s->B = B;
+    s->D = D;
+    size_t n = (size_t)B * (size_t)D;
+    s->x2 = malloc(2 * n * sizeof *s->x2);
+    s->u2 = malloc(2 * n * sizeof *s->u2);
+    s->t2 = malloc(2 * (size_t)B * sizeof *s->t2);
+    s->y2 = malloc(2 * (size_t)B * sizeof *s->y2);
+    s->k1 = malloc(n * sizeof *s->k1);
+    s->x1 = cfg->kind == FM_SAMPLER_HEUN ? malloc(n * sizeof *s->x1) : NULL;
+    if (!s->x2 || !s->u2 || !s->t2 || !s->y2 || !s->k1 || (cfg->kind == FM_SAMPLER_HEUN && !s->x1)) {
+        fm_sampler_free(s);
+        return fm_fail(e, FM_ERR_INTERNAL, "sampler: out of memory for %d samples of %ld values", B, D);
+    }
+    return FM_OK;
+}
+
+void fm_sampler_free(fm_sampler *s)
+{
+    free(s->x2);
+    free(s->u2);
+    free(s->t2);
+    free(s->y2);
+    free(s->k1);
+    free(s->x1);
+    memset(s, 0, sizeof *s);
+}
+
+void fm_sample_noise(float *x, int B, long D, uint64_t seed, uint64_t first)
+{
+    /* row i, element j at index (first + i) * D + j: one contiguous range */
+    fm_fill_normal(x, (long)B * D, seed, FM_SAMPLE_STREAM_BASE, first * (uint64_t)D);
+}
+
+/* out [B, D] <- (1 - w) u(x, t | null) + w u(x, t | y), one model call on 2B
+ * rows. out may alias x. s->y2 holds the labels. */
+static int guided(fm_sampler *s, fm_velocity_fn f, void *ctx, const float *x, double t, float w, float *out,
+                  fm_err *e)
+{
+    const int B = s->B;
+    const long n = (long)B * s->D;
+    memcpy(s->x2, x, (size_t)n * sizeof *x);
+    memcpy(s->x2 + n, x, (size_t)n * sizeof *x);
+    for (int i = 0; i < 2 * B; i++)
+        s->t2[i] = (float)t;
+    int rc = f(ctx, s->x2, s->t2, s->y2, 2 * B, s->u2, e);
+    if (rc != FM_OK) {
+        fm_err_prefix(e, "sampler: model at t=%.4f", t);
+        return rc;
+    }
+    const float *uc = s->u2, *un = s->u2 + n;
+    if (w == 1.0f) {
+        memcpy(out, uc, (size_t)n * sizeof *out);
+    } else if (w == 0.0f) {
+        memcpy(out, un, (size_t)n * sizeof *out);
+    } else {
+        const float a = 1.0f - w;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (long i = 0; i < n; i++)
+            out[i] = a * un[i] + w * uc[i];
+    }
+    return FM_OK;
+}
+
+int fm_sample(fm_sampler *s, fm_velocity_fn f, void *ctx, const int32_t *y, float w, uint64_t seed, uint64_t first,
+              float *x, fm_err *e)
+{
+    const fm_sampler_cfg *c = &s->cfg;
+    const int B = s->B, steps = c->steps;
+    const long D = s->D, n = (long)B * D;
+    const double h = 1.0 / steps;
+    if (!isfinite(w))
+        return fm_fail(e, FM_ERR_USAGE, "sampler: guidance scale is not finite");
+    for (int i = 0; i < B; i++) {
+        s->y2[i] = y ? y[i] : c->null_label;
+        s->y2[B + i] = c->null_label;
+    }
+    for (int k = 0; k < steps; k++) {
+        const double t = (double)k / steps, t1 = (double)(k + 1) / steps;
+        float *u = s->k1;
+        FM_TRY(guided(s, f, ctx, x, t, w, u, e));
+        if (c->kind == FM_SAMPLER_EULER) {
+            const float hf = (float)h;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+            for (long i = 0; i < n; i++)
+                x[i] += hf * u[i];
+        } else if (c->kind == FM_SAMPLER_HEUN) {
+            const float hf = (float)h;
+            float *xp = s->x1;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+            for (long i = 0; i < n; i++)
+                xp[i] = x[i] + hf * u[i];
+            if (k == steps - 1 && c->heun_euler_last) {
+                memcpy(x, xp, (size_t)n * sizeof *x);
+                continue;
+            }
+            FM_TRY(guided(s, f, ctx, xp, t1, w, xp, e)); /* xp <- k2 */
+            const float hh = (float)(0.5 * h);
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+            for (long i = 0; i < n; i++)
+                x[i] += hh * (u[i] + xp[i]);
+        } else {
+            /* drift u + sigma_t^2/2 s = (1 + cs alpha) u - cs dalpha x, cs = sigma^2 beta / (2 gamma) */
+            fm_path_coef pc = fm_path_coefs(c->path, t);
+            const double sig = c->sde_sigma;
+            const double cs = sig * sig * pc.beta / (2.0 * fm_path_gamma(c->path, t));
+            const float cu = (float)(h * (1.0 + cs * pc.alpha)), cx = (float)(-h * cs * pc.dalpha);
+            const float cn = (float)(sig * pc.beta * sqrt(h));
+            const uint64_t stream = FM_SAMPLE_STREAM_BASE + 1 + (uint64_t)k;
+            const uint64_t first_idx = first * (uint64_t)D;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+            for (long i = 0; i < n; i++) {
+                float xi = cn != 0.0f ? fm_rand_normal(seed, stream, first_idx + (uint64_t)i) : 0.0f;
+                x[i] += cu * u[i] + cx * x[i] + cn * xi;
+            }
+        }
+    }
+    return FM_OK;
+}
