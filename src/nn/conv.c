@@ -1,0 +1,320 @@
+/* conv.c - 2-D convolution forward and backward on oneDNN primitives. */
+#include "fm/conv.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "fm/log.h"
+
+int64_t fm_conv2d_out_hw(int64_t in, int64_t k, int64_t stride, int64_t pad)
+{
+    int64_t span = in + 2 * pad - k;
+    return span < 0 ? 0 : span / stride + 1;
+}
+
+/* The primitive descriptors live only during set-up. */
+typedef struct conv_pds {
+    dnnl_primitive_desc_t fwd, bwd_data, bwd_weights;
+} conv_pds;
+
+static size_t scratch_size(const_dnnl_primitive_desc_t pd)
+{
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    return md ? dnnl_memory_desc_get_size(md) : 0;
+}
+
+static const char *impl_name(const_dnnl_primitive_desc_t pd)
+{
+    const char *s = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) != dnnl_success || !s)
+        return "?";
+    return s;
+}
+
+/* A memory object for md: `same` itself when md equals same's descriptor,
+ * otherwise a new object backed by a fresh arena buffer. */
+static int mem_for(fm_conv2d *l, fm_arena *a, const dnnl_memory_desc_t *md, dnnl_memory_t same,
+                   dnnl_memory_t *out, const char *what, fm_err *e)
+{
+    const dnnl_memory_desc_t *same_md = NULL;
+    FM_DNN(dnnl_memory_get_memory_desc(same, &same_md), e);
+    if (dnnl_memory_desc_equal(md, same_md)) {
+        *out = same;
+        return FM_OK;
+    }
+    void *buf;
+    if (fm_arena_alloc_or(a, dnnl_memory_desc_get_size(md), &buf, e) != FM_OK)
+        return fm_err_prefix(e, "%s", what);
+    FM_DNN(dnnl_memory_create(out, md, l->d->engine, buf), e);
+    return FM_OK;
+}
+
+/* A reorder primitive src_md -> dst_md (user scratchpad); grows *scratch. */
+static int make_reorder(fm_conv2d *l, const dnnl_memory_desc_t *src_md, const dnnl_memory_desc_t *dst_md,
+                        const_dnnl_primitive_attr_t attr, dnnl_primitive_t *out, size_t *scratch, fm_err *e)
+{
+    dnnl_primitive_desc_t pd;
+    FM_DNN(dnnl_reorder_primitive_desc_create(&pd, src_md, l->d->engine, dst_md, l->d->engine, attr), e);
+    size_t s = scratch_size(pd);
+    dnnl_status_t st = dnnl_primitive_create(out, pd);
+    dnnl_primitive_desc_destroy(pd);
+    FM_DNN(st, e);
+    if (s > *scratch)
+        *scratch = s;
+    return FM_OK;
+}
+
+static int create_pds(fm_conv2d *l, conv_pds *pd, const_dnnl_primitive_attr_t attr, fm_err *e)
+{
+    const dnnl_dims_t src_dims = { l->n, l->cin, l->h, l->w };
+    const dnnl_dims_t w_dims = { l->cout, l->cin, l->k, l->k };
+    const dnnl_dims_t b_dims = { l->cout };
+    const dnnl_dims_t dst_dims = { l->n, l->cout, l->ho, l->wo };
+    const dnnl_dims_t strides = { l->stride, l->stride };
+    const dnnl_dims_t pad_l = { l->pad, l->pad };
+    /* right padding that makes the output exactly ho x wo (never negative;
+     * anything between this and pad gives the same floor division) */
+    int64_t prh = (l->ho - 1) * l->stride + l->k - l->h - l->pad;
+    int64_t prw = (l->wo - 1) * l->stride + l->k - l->w - l->pad;
+    const dnnl_dims_t pad_r = { prh > 0 ? prh : 0, prw > 0 ? prw : 0 };
+
+    dnnl_memory_desc_t src_md, w_md, b_md, dst_md;
+    FM_DNN(dnnl_memory_desc_init_by_tag(&src_md, 4, src_dims, dnnl_f32, dnnl_nhwc), e);
+    FM_DNN(dnnl_memory_desc_init_by_tag(&w_md, 4, w_dims, dnnl_f32, dnnl_format_tag_any), e);
+    FM_DNN(dnnl_memory_desc_init_by_tag(&b_md, 1, b_dims, dnnl_f32, dnnl_x), e);
+    FM_DNN(dnnl_memory_desc_init_by_tag(&dst_md, 4, dst_dims, dnnl_f32, dnnl_nhwc), e);
+    const dnnl_memory_desc_t *bias = l->bias ? &b_md : NULL;
+
+    dnnl_convolution_desc_t cd;
+    FM_DNN(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &src_md,
+                                              &w_md, bias, &dst_md, strides, pad_l, pad_r), e);
+    FM_DNN(dnnl_primitive_desc_create(&pd->fwd, &cd, attr, l->d->engine, NULL), e);
+
+    FM_DNN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &src_md, &w_md, &dst_md,
+                                                    strides, pad_l, pad_r), e);
+    FM_DNN(dnnl_primitive_desc_create(&pd->bwd_data, &cd, attr, l->d->engine, pd->fwd), e);
+
+    FM_DNN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src_md, &w_md, bias,
+                                                       &dst_md, strides, pad_l, pad_r), e);
+    FM_DNN(dnnl_primitive_desc_create(&pd->bwd_weights, &cd, attr, l->d->engine, pd->fwd), e);
+    return FM_OK;
+}
+
+static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t attr, const char *name,
+                 fm_err *e)
+{
+    FM_DNN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), e);
+    if (create_pds(l, pd, attr, e) != FM_OK)
+        return fm_err_prefix(e, "[%lld, %lld, %lld, %lld] k%lld s%lld p%lld -> %lld", (long long)l->n,
+                             (long long)l->h, (long long)l->w, (long long)l->cin, (long long)l->k,
+                             (long long)l->stride, (long long)l->pad, (long long)l->cout);
+    fm_debug("conv %s: forward %s, backward-data %s, backward-weights %s", name, impl_name(pd->fwd),
+             impl_name(pd->bwd_data), impl_name(pd->bwd_weights));
+
+    FM_DNN(dnnl_primitive_create(&l->fwd, pd->fwd), e);
+    FM_DNN(dnnl_primitive_create(&l->bwd_data, pd->bwd_data), e);
+    FM_DNN(dnnl_primitive_create(&l->bwd_weights, pd->bwd_weights), e);
+
+    const dnnl_dims_t src_dims = { l->n, l->cin, l->h, l->w };
+    const dnnl_dims_t w_dims = { l->cout, l->cin, l->k, l->k };
+    const dnnl_dims_t b_dims = { l->cout };
+    const dnnl_dims_t dst_dims = { l->n, l->cout, l->ho, l->wo };
+    FM_TRY(fm_dnn_mem(l->d, &l->m_x, 4, src_dims, dnnl_nhwc, e));
+    FM_TRY(fm_dnn_mem(l->d, &l->m_dx, 4, src_dims, dnnl_nhwc, e));
+    FM_TRY(fm_dnn_mem(l->d, &l->m_y, 4, dst_dims, dnnl_nhwc, e));
+    FM_TRY(fm_dnn_mem(l->d, &l->m_dy, 4, dst_dims, dnnl_nhwc, e));
+    /* parameter memory does not move: attach it once */
+    FM_TRY(fm_dnn_mem(l->d, &l->m_w, 4, w_dims, dnnl_oihw, e));
+    FM_TRY(fm_dnn_mem(l->d, &l->m_dw, 4, w_dims, dnnl_oihw, e));
+    FM_DNN(dnnl_memory_set_data_handle(l->m_w, l->weight->w.data), e);
+    FM_DNN(dnnl_memory_set_data_handle(l->m_dw, l->weight->g.data), e);
+    if (l->bias) {
+        FM_TRY(fm_dnn_mem(l->d, &l->m_b, 1, b_dims, dnnl_x, e));
+        FM_TRY(fm_dnn_mem(l->d, &l->m_db, 1, b_dims, dnnl_x, e));
+        FM_DNN(dnnl_memory_set_data_handle(l->m_b, l->bias->w.data), e);
+        FM_DNN(dnnl_memory_set_data_handle(l->m_db, l->bias->g.data), e);
+    }
+
+    /* weights in the layouts the primitives chose, and reorders to/from OIHW */
+    size_t scratch = scratch_size(pd->fwd);
+    size_t s = scratch_size(pd->bwd_data);
+    scratch = s > scratch ? s : scratch;
+    s = scratch_size(pd->bwd_weights);
+    scratch = s > scratch ? s : scratch;
+    const dnnl_memory_desc_t *w_fwd_md = dnnl_primitive_desc_query_md(pd->fwd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *w_bwd_md = dnnl_primitive_desc_query_md(pd->bwd_data, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *dw_md =
+        dnnl_primitive_desc_query_md(pd->bwd_weights, dnnl_query_diff_weights_md, 0);
+    const dnnl_memory_desc_t *oihw_md = NULL;
+    FM_DNN(dnnl_memory_get_memory_desc(l->m_w, &oihw_md), e);
+
+    FM_TRY(mem_for(l, a, w_fwd_md, l->m_w, &l->m_w_fwd, "weights buffer", e));
+    if (l->m_w_fwd != l->m_w)
+        FM_TRY(make_reorder(l, oihw_md, w_fwd_md, attr, &l->w_reorder, &scratch, e));
+    /* backward-data reuses the forward buffer when the layouts match, else gets its own */
+    if (dnnl_memory_desc_equal(w_bwd_md, w_fwd_md)) {
+        l->m_w_bwd = l->m_w_fwd;
+    } else {
+        FM_TRY(mem_for(l, a, w_bwd_md, l->m_w, &l->m_w_bwd, "backward weights buffer", e));
+        if (l->m_w_bwd != l->m_w)
+            FM_TRY(make_reorder(l, oihw_md, w_bwd_md, attr, &l->wb_reorder, &scratch, e));
+    }
+    FM_TRY(mem_for(l, a, dw_md, l->m_dw, &l->m_dw_int, "weight gradient buffer", e));
+    if (l->m_dw_int != l->m_dw)
+        FM_TRY(make_reorder(l, dw_md, oihw_md, attr, &l->dw_reorder, &scratch, e));
+
+    l->scratch_bytes = scratch;
+    if (scratch > 0) {
+        void *buf;
+        if (fm_arena_alloc_or(a, scratch, &buf, e) != FM_OK)
+            return fm_err_prefix(e, "scratchpad");
+        dnnl_memory_desc_t md;
+        const dnnl_dims_t dims = { (int64_t)scratch };
+        FM_DNN(dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_u8, dnnl_x), e);
+        FM_DNN(dnnl_memory_create(&l->m_scratch, &md, l->d->engine, buf), e);
+    }
+    return FM_OK;
+}
+
+int fm_conv2d_init(fm_conv2d *l, fm_dnn *d, fm_params *p, fm_arena *a, const char *name,
+                   int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t pad, int bias,
+                   int64_t n, int64_t h, int64_t w, fm_err *e)
+{
+    memset(l, 0, sizeof *l);
+    if (cin < 1 || cout < 1 || k < 1 || stride < 1 || pad < 0 || n < 1 || h < 1 || w < 1)
+        return fm_fail(e, FM_ERR_USAGE,
+                       "conv %s: bad sizes (cin %lld, cout %lld, k %lld, stride %lld, pad %lld, input %lldx%lldx%lld)",
+                       name, (long long)cin, (long long)cout, (long long)k, (long long)stride, (long long)pad,
+                       (long long)n, (long long)h, (long long)w);
+    l->d = d;
+    l->n = n, l->h = h, l->w = w, l->cin = cin, l->cout = cout;
+    l->k = k, l->stride = stride, l->pad = pad;
+    l->ho = fm_conv2d_out_hw(h, k, stride, pad);
+    l->wo = fm_conv2d_out_hw(w, k, stride, pad);
+    if (l->ho < 1 || l->wo < 1)
+        return fm_fail(e, FM_ERR_USAGE, "conv %s: kernel %lld with padding %lld does not fit a %lldx%lld input",
+                       name, (long long)k, (long long)pad, (long long)h, (long long)w);
+
+    const int64_t wshape[4] = { cout, cin, k, k };
+    FM_TRY(fm_params_add(p, &l->weight, 4, wshape, e, "%s.weight", name));
+    float bound = 1.0f / sqrtf((float)(cin * k * k));
+    fm_param_init_uniform(p, l->weight, bound);
+    if (bias) {
+        FM_TRY(fm_params_add(p, &l->bias, 1, &cout, e, "%s.bias", name));
+        fm_param_init_uniform(p, l->bias, bound);
+    }
+
+    conv_pds pd = { 0 };
+    dnnl_primitive_attr_t attr = NULL;
+    int rc;
+    dnnl_status_t st = dnnl_primitive_attr_create(&attr);
+    if (st != dnnl_success)
+        rc = fm_fail(e, FM_ERR_INTERNAL, "conv %s: cannot create primitive attributes: %s", name,
+                     dnnl_status2str(st));
+    else
+        rc = setup(l, a, &pd, attr, name, e);
+    if (pd.fwd)
+        dnnl_primitive_desc_destroy(pd.fwd);
+    if (pd.bwd_data)
+        dnnl_primitive_desc_destroy(pd.bwd_data);
+    if (pd.bwd_weights)
+        dnnl_primitive_desc_destroy(pd.bwd_weights);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (rc != FM_OK) {
+        fm_err_prefix(e, "conv %s", name);
+        fm_conv2d_free(l);
+    }
+    return rc;
+}
+
+/* Execute p with args plus the scratchpad (if any). */
+static int run(fm_conv2d *l, dnnl_primitive_t p, dnnl_exec_arg_t *args, int nargs, fm_err *e)
+{
+    if (l->m_scratch)
+        args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, l->m_scratch };
+    return fm_dnn_exec(l->d, p, nargs, args, e);
+}
+
+static int reorder(fm_conv2d *l, dnnl_primitive_t p, dnnl_memory_t from, dnnl_memory_t to, fm_err *e)
+{
+    dnnl_exec_arg_t args[3] = { { DNNL_ARG_FROM, from }, { DNNL_ARG_TO, to } };
+    return run(l, p, args, 2, e);
+}
+
+int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
+{
+    if (l->w_reorder)
+        FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
+    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
+    FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
+    dnnl_exec_arg_t args[5] = {
+        { DNNL_ARG_SRC, l->m_x },
+        { DNNL_ARG_WEIGHTS, l->m_w_fwd },
+        { DNNL_ARG_DST, l->m_y },
+    };
+    int nargs = 3;
+    if (l->m_b)
+        args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, l->m_b };
+    return run(l, l->fwd, args, nargs, e);
+}
+
+int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
+    if (dx) {
+        if (l->wb_reorder)
+            FM_TRY(reorder(l, l->wb_reorder, l->m_w, l->m_w_bwd, e));
+        FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
+        dnnl_exec_arg_t args[4] = {
+            { DNNL_ARG_DIFF_DST, l->m_dy },
+            { DNNL_ARG_WEIGHTS, l->m_w_bwd },
+            { DNNL_ARG_DIFF_SRC, l->m_dx },
+        };
+        FM_TRY(run(l, l->bwd_data, args, 3, e));
+    }
+    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
+    dnnl_exec_arg_t args[5] = {
+        { DNNL_ARG_SRC, l->m_x },
+        { DNNL_ARG_DIFF_DST, l->m_dy },
+        { DNNL_ARG_DIFF_WEIGHTS, l->m_dw_int },
+    };
+    int nargs = 3;
+    if (l->m_db)
+        args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_DIFF_BIAS, l->m_db };
+    FM_TRY(run(l, l->bwd_weights, args, nargs, e));
+    if (l->dw_reorder)
+        FM_TRY(reorder(l, l->dw_reorder, l->m_dw_int, l->m_dw, e));
+    return FM_OK;
+}
+
+double fm_conv2d_flops_fwd(const fm_conv2d *l)
+{
+    return 2.0 * (double)l->n * (double)l->ho * (double)l->wo * (double)l->cout * (double)l->cin *
+           (double)l->k * (double)l->k;
+}
+
+double fm_conv2d_flops_bwd(const fm_conv2d *l, int with_dx)
+{
+    return (with_dx ? 2.0 : 1.0) * fm_conv2d_flops_fwd(l);
+}
+
+void fm_conv2d_free(fm_conv2d *l)
+{
+    dnnl_primitive_t prims[] = { l->fwd, l->bwd_data, l->bwd_weights, l->w_reorder, l->wb_reorder, l->dw_reorder };
+    for (size_t i = 0; i < sizeof prims / sizeof *prims; i++)
+        if (prims[i])
+            dnnl_primitive_destroy(prims[i]);
+    /* the internal weight memories may alias the parameter views */
+    if (l->m_w_bwd && l->m_w_bwd != l->m_w_fwd && l->m_w_bwd != l->m_w)
+        dnnl_memory_destroy(l->m_w_bwd);
+    if (l->m_w_fwd && l->m_w_fwd != l->m_w)
+        dnnl_memory_destroy(l->m_w_fwd);
+    if (l->m_dw_int && l->m_dw_int != l->m_dw)
+        dnnl_memory_destroy(l->m_dw_int);
+    dnnl_memory_t mems[] = { l->m_x, l->m_y, l->m_dy, l->m_dx, l->m_w, l->m_dw, l->m_b, l->m_db, l->m_scratch };
+    for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
+        if (mems[i])
+            dnnl_memory_destroy(mems[i]);
+    memset(l, 0, sizeof *l);
+}
