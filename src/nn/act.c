@@ -1,0 +1,19 @@
+/* act.c - SiLU forward and backward (see act.h). */
+#include "fm/act.h"
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 32768
+
+void fm_silu_forward(const float *x, float *y, long n)
+{
+#pragma omp parallel for simd if (n >= PAR_MIN) schedule(static)
+    for (long i = 0; i < n; i++)
+        y[i] = fm_siluf(x[i]);
+}
+
+void fm_silu_backward(const float *x, const float *dy, float *dx, long n)
+{
+#pragma omp parallel for simd if (n >= PAR_MIN) schedule(static)
+    for (long i = 0; i < n; i++)
+        dx[i] = dy[i] * fm_silu_gradf(x[i]);
+}

@@ -1,0 +1,399 @@
+/* test_groupnorm.c - GroupNorm (+ adaGN, + fused SiLU): the fast NHWC loops
+ * against a naive double-precision reference, gradient checks of x, weight,
+ * bias, scale and shift, thread-count independence, and a timing line. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/arena.h"
+#include "fm/groupnorm.h"
+#include "fm/params.h"
+#include "fm/rng.h"
+#include "fm/timer.h"
+#include "gradcheck.h"
+#include "test.h"
+
+/* ---- naive reference: straight from the definition, in double ---- */
+
+static double silu_d(double z) { return z / (1.0 + exp(-z)); }
+static double silu_grad_d(double z)
+{
+    double s = 1.0 / (1.0 + exp(-z));
+    return s * (1.0 + z * (1.0 - s));
+}
+
+typedef struct ref_in {
+    int n, h, w, c, g, flags;
+    double eps;
+    const float *x, *weight, *bias, *scale, *shift, *dy; /* weight..shift may be NULL */
+} ref_in;
+
+#define AT(n, p, c) (((long)(n) * hw + (p)) * C + (c))
+
+/* y, and (when dy is set) dx, dweight, dbias, dscale, dshift. */
+static void ref_groupnorm(const ref_in *r, float *y, float *dx, float *dw, float *db, float *dscale, float *dshift)
+{
+    const int C = r->c, cg = C / r->g;
+    const long hw = (long)r->h * r->w;
+    const double M = (double)hw * cg;
+    if (dw) {
+        memset(dw, 0, (size_t)C * sizeof(float));
+        memset(db, 0, (size_t)C * sizeof(float));
+    }
+    double *dwd = calloc((size_t)C, sizeof(double)), *dbd = calloc((size_t)C, sizeof(double));
+    for (int n = 0; n < r->n; n++)
+        for (int g = 0; g < r->g; g++) {
+            double mu = 0, var = 0;
+            for (long p = 0; p < hw; p++)
+                for (int c = g * cg; c < (g + 1) * cg; c++)
+                    mu += r->x[AT(n, p, c)];
+            mu /= M;
+            for (long p = 0; p < hw; p++)
+                for (int c = g * cg; c < (g + 1) * cg; c++) {
+                    double d = r->x[AT(n, p, c)] - mu;
+                    var += d * d;
+                }
+            var /= M;
+            const double rs = 1.0 / sqrt(var + r->eps);
+            double mdxh = 0, mdxh_xh = 0; /* means of dxhat and dxhat * xhat over the group */
+            for (int pass = 0; pass < 2; pass++)
+                for (long p = 0; p < hw; p++)
+                    for (int c = g * cg; c < (g + 1) * cg; c++) {
+                        const long i = AT(n, p, c), nc = (long)n * C + c;
+                        const double w = r->weight ? r->weight[c] : 1, b = r->bias ? r->bias[c] : 0;
+                        const double s = r->scale ? r->scale[nc] : 0, sh = r->shift ? r->shift[nc] : 0;
+                        const double xh = (r->x[i] - mu) * rs, u = xh * w + b, z = u * (1 + s) + sh;
+                        if (pass == 0 && y)
+                            y[i] = (float)((r->flags & FM_GN_SILU) ? silu_d(z) : z);
+                        if (!r->dy)
+                            continue;
+                        const double dz = r->dy[i] * ((r->flags & FM_GN_SILU) ? silu_grad_d(z) : 1.0);
+                        const double dxh = dz * (1 + s) * w;
+                        if (pass == 0) {
+                            mdxh += dxh / M;
+                            mdxh_xh += dxh * xh / M;
+                            dwd[c] += dz * (1 + s) * xh;
+                            dbd[c] += dz * (1 + s);
+                            if (dscale) {
+                                if (p == 0 && c == g * cg)
+                                    for (int k = g * cg; k < (g + 1) * cg; k++)
+                                        dscale[(long)n * C + k] = dshift[(long)n * C + k] = 0;
+                                dscale[nc] += (float)(dz * u);
+                                dshift[nc] += (float)dz;
+                            }
+                        } else if (dx) {
+                            dx[i] = (float)(rs * (dxh - mdxh - xh * mdxh_xh));
+                        }
+                    }
+        }
+    if (dw)
+        for (int c = 0; c < C; c++) {
+            dw[c] = (float)dwd[c];
+            db[c] = (float)dbd[c];
+        }
+    free(dwd);
+    free(dbd);
+}
+
+/* ---- a layer instance with random data ---- */
+
+typedef struct gn_case {
+    fm_params p;
+    fm_arena a;
+    fm_groupnorm l;
+    long nx, nc;
+    float *x, *y, *dy, *dx, *scale, *shift, *dscale, *dshift;
+    int ada;
+} gn_case;
+
+static int gn_setup(gn_case *t, int n, int h, int w, int c, int g, int flags, int ada, float mean_offset, fm_err *e)
+{
+    memset(t, 0, sizeof *t);
+    t->nx = (long)n * h * w * c;
+    t->nc = (long)n * c;
+    t->ada = ada;
+    FM_TRY(fm_params_init(&t->p, 4, 2 * (size_t)c + 64, 11, e));
+    FM_TRY(fm_arena_init(&t->a, 64 * 1024 + (size_t)(8 * t->nx + 12 * t->nc) * sizeof(float) * 2, e));
+    FM_TRY(fm_groupnorm_init(&t->l, &t->p, &t->a, "gn", g, 1e-5f, flags, n, h, w, c, e));
+    float **bufs[8] = { &t->x, &t->y, &t->dy, &t->dx, &t->scale, &t->shift, &t->dscale, &t->dshift };
+    for (int i = 0; i < 8; i++)
+        FM_TRY(fm_arena_alloc_or(&t->a, (size_t)(i < 4 ? t->nx : t->nc) * sizeof(float), (void **)bufs[i], e));
+    fm_fill_normal(t->x, t->nx, 5, 1, 0);
+    for (long i = 0; i < t->nx; i++)
+        t->x[i] = t->x[i] * 1.5f + mean_offset + 0.3f * (float)((i % c) % 5); /* non-zero, channel-dependent means */
+    fm_fill_normal(t->dy, t->nx, 5, 2, 0);
+    fm_fill_normal(t->scale, t->nc, 5, 3, 0);
+    fm_fill_normal(t->shift, t->nc, 5, 4, 0);
+    for (long i = 0; i < t->nc; i++)
+        t->scale[i] *= 0.5f;
+    if (t->l.weight) {
+        fm_fill_normal(t->l.weight->w.data, c, 5, 5, 0);
+        fm_fill_normal(t->l.bias->w.data, c, 5, 6, 0);
+        for (int i = 0; i < c; i++)
+            fm_f32(&t->l.weight->w)[i] += 1.0f;
+    }
+    return FM_OK;
+}
+
+static void gn_teardown(gn_case *t)
+{
+    fm_arena_free(&t->a);
+    fm_params_free(&t->p);
+}
+
+static int gn_run(gn_case *t, fm_err *e)
+{
+    const float *s = t->ada ? t->scale : NULL, *sh = t->ada ? t->shift : NULL;
+    FM_TRY(fm_groupnorm_forward_ada(&t->l, t->x, s, sh, t->y, e));
+    return fm_groupnorm_backward_ada(&t->l, t->x, s, sh, t->dy, t->dx, t->ada ? t->dscale : NULL,
+                                     t->ada ? t->dshift : NULL, e);
+}
+
+/* ---- tests ---- */
+
+static int test_init(void)
+{
+    fm_err e = { 0 };
+    gn_case t;
+    CHECK_OK(gn_setup(&t, 2, 3, 3, 8, 4, 0, 0, 0, &e), &e);
+    fm_groupnorm l2;
+    CHECK_OK(fm_groupnorm_init(&l2, &t.p, &t.a, "gn2", 2, 1e-5f, 0, 1, 2, 2, 8, &e), &e);
+    CHECK(fm_params_find(&t.p, "gn2.weight") == l2.weight && fm_params_find(&t.p, "gn2.bias") == l2.bias,
+          "parameter names");
+    CHECK(l2.weight->w.ndim == 1 && l2.weight->w.shape[0] == 8, "weight shape");
+    for (int c = 0; c < 8; c++)
+        CHECK(fm_f32(&l2.weight->w)[c] == 1.0f && fm_f32(&l2.bias->w)[c] == 0.0f, "init at %d", c);
+    int rc = fm_groupnorm_init(&l2, &t.p, &t.a, "bad", 3, 1e-5f, 0, 1, 2, 2, 8, &e);
+    CHECK(rc == FM_ERR_INTERNAL && strstr(e.msg, "bad"), "3 groups of 8 channels accepted (%s)", e.msg);
+    fm_groupnorm l3;
+    CHECK_OK(fm_groupnorm_init(&l3, NULL, &t.a, "na", 2, 1e-5f, FM_GN_NO_AFFINE, 1, 2, 2, 8, &e), &e);
+    CHECK(!l3.weight && !l3.bias, "no-affine registered parameters");
+    gn_teardown(&t);
+    return 0;
+}
+
+/* Fast path vs the naive reference over shapes, group counts and variants. */
+static int test_against_reference(void)
+{
+    static const struct { int n, h, w, c, g, flags, ada; float off; } cs[] = {
+        { 3, 5, 7, 32, 1, 0, 0, 0 },           { 3, 5, 7, 32, 4, FM_GN_SILU, 0, 0 },
+        { 2, 8, 8, 64, 8, 0, 1, 0 },           { 3, 3, 5, 64, 32, FM_GN_SILU, 1, 0 },
+        { 1, 4, 4, 96, 32, FM_GN_NO_AFFINE, 1, 0 }, { 2, 1, 1, 32, 8, 0, 0, 0 },
+        { 1, 16, 16, 64, 8, FM_GN_SILU, 1, 0 }, /* several chunks per sample */
+        { 2, 6, 6, 16, 4, 0, 0, 10000.0f },     /* |mean| >> std: the fp32 mean alone would */
+        { 2, 5, 3, 32, 8, FM_GN_SILU, 1, -300.0f }, /* cost ~1e-4 (half an ulp of 10000 / std) */
+    };
+    fm_err e = { 0 };
+    double worst = 0;
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        gn_case t;
+        CHECK_OK(gn_setup(&t, cs[k].n, cs[k].h, cs[k].w, cs[k].c, cs[k].g, cs[k].flags, cs[k].ada, cs[k].off, &e),
+                 &e);
+        CHECK_OK(gn_run(&t, &e), &e);
+        float *ry = malloc(t.nx * sizeof(float)), *rdx = malloc(t.nx * sizeof(float));
+        float *rdw = malloc(cs[k].c * sizeof(float)), *rdb = malloc(cs[k].c * sizeof(float));
+        float *rds = malloc(t.nc * sizeof(float)), *rdsh = malloc(t.nc * sizeof(float));
+        ref_in r = { cs[k].n, cs[k].h, cs[k].w, cs[k].c, cs[k].g, cs[k].flags, 1e-5,
+                     t.x, t.l.weight ? t.l.weight->w.data : NULL, t.l.bias ? t.l.bias->w.data : NULL,
+                     cs[k].ada ? t.scale : NULL, cs[k].ada ? t.shift : NULL, t.dy };
+        ref_groupnorm(&r, ry, rdx, rdw, rdb, rds, rdsh);
+        double ey = fm_rel_err(t.y, ry, t.nx, 1e-6), edx = fm_rel_err(t.dx, rdx, t.nx, 1e-6);
+        double ew = t.l.weight ? fm_rel_err(t.l.weight->g.data, rdw, cs[k].c, 1e-6) : 0;
+        double eb = t.l.weight ? fm_rel_err(t.l.bias->g.data, rdb, cs[k].c, 1e-6) : 0;
+        double es = cs[k].ada ? fm_rel_err(t.dscale, rds, t.nc, 1e-6) : 0;
+        double esh = cs[k].ada ? fm_rel_err(t.dshift, rdsh, t.nc, 1e-6) : 0;
+        fprintf(stderr, "  case %zu [%d,%d,%d,%d] G=%d flags=%d ada=%d offset=%g chunks=%d: y %.1e dx %.1e dw %.1e "
+                "db %.1e dscale %.1e dshift %.1e\n", k, cs[k].n, cs[k].h, cs[k].w, cs[k].c, cs[k].g, cs[k].flags,
+                cs[k].ada, (double)cs[k].off, t.l.chunks, ey, edx, ew, eb, es, esh);
+        double m = fmax(fmax(fmax(ey, edx), fmax(ew, eb)), fmax(es, esh));
+        worst = fmax(worst, m);
+        free(ry);
+        free(rdx);
+        free(rdw);
+        free(rdb);
+        free(rds);
+        free(rdsh);
+        gn_teardown(&t);
+        CHECK(m <= 2e-6, "case %zu: worst relative error %.2e", k, m);
+    }
+    fprintf(stderr, "  worst relative error vs the double reference: %.2e\n", worst);
+    return 0;
+}
+
+/* Gradient check context: output buffers for the checker. */
+typedef struct gc_ctx {
+    gn_case *t;
+} gc_ctx;
+
+static int gc_forward(void *ctx, fm_err *e)
+{
+    gn_case *t = ((gc_ctx *)ctx)->t;
+    return fm_groupnorm_forward_ada(&t->l, t->x, t->ada ? t->scale : NULL, t->ada ? t->shift : NULL, t->y, e);
+}
+
+static int gc_backward(void *ctx, fm_err *e)
+{
+    gn_case *t = ((gc_ctx *)ctx)->t;
+    return fm_groupnorm_backward_ada(&t->l, t->x, t->ada ? t->scale : NULL, t->ada ? t->shift : NULL, t->dy, t->dx,
+                                     t->ada ? t->dscale : NULL, t->ada ? t->dshift : NULL, e);
+}
+
+static int gradcheck_variant(int flags, int ada)
+{
+    fm_err e = { 0 };
+    gn_case t;
+    CHECK_OK(gn_setup(&t, 2, 3, 5, 8, 4, flags, ada, 0, &e), &e);
+    gc_ctx ctx = { &t };
+    fm_gc_op op = { .name = "groupnorm", .ctx = &ctx, .forward = gc_forward, .backward = gc_backward,
+                    .out = t.y, .dout = t.dy, .out_n = t.nx };
+    op.vars[op.nvars++] = (fm_gc_var){ "x", t.x, t.dx, t.nx };
+    if (t.l.weight) {
+        op.vars[op.nvars++] = (fm_gc_var){ "weight", t.l.weight->w.data, t.l.weight->g.data, 8 };
+        op.vars[op.nvars++] = (fm_gc_var){ "bias", t.l.bias->w.data, t.l.bias->g.data, 8 };
+    }
+    if (ada) {
+        op.vars[op.nvars++] = (fm_gc_var){ "scale", t.scale, t.dscale, t.nc };
+        op.vars[op.nvars++] = (fm_gc_var){ "shift", t.shift, t.dshift, t.nc };
+    }
+    /* fp32 central differences: eps = 1e-2 on O(1) inputs, tol = 1e-2 */
+    CHECK_OK(fm_gradcheck(&op, 1e-2, 1e-2, 240, &e), &e);
+    gn_teardown(&t);
+    return 0;
+}
+
+static int test_gradcheck_plain(void) { return gradcheck_variant(0, 0); }
+static int test_gradcheck_silu_ada(void) { return gradcheck_variant(FM_GN_SILU, 1); }
+static int test_gradcheck_no_affine_ada(void) { return gradcheck_variant(FM_GN_NO_AFFINE, 1); }
+
+/* Aliasing and optional outputs: dx == dy, dx = NULL, plain entry points. */
+static int test_aliasing_and_nulls(void)
+{
+    fm_err e = { 0 };
+    gn_case t;
+    CHECK_OK(gn_setup(&t, 2, 4, 3, 16, 4, FM_GN_SILU, 0, 0, &e), &e);
+    CHECK_OK(fm_groupnorm_forward(&t.l, t.x, t.y, &e), &e);
+    CHECK_OK(fm_groupnorm_backward(&t.l, t.x, t.dy, t.dx, &e), &e);
+    float dw[16], db[16];
+    memcpy(dw, t.l.weight->g.data, sizeof dw);
+    memcpy(db, t.l.bias->g.data, sizeof db);
+    float *d = malloc(t.nx * sizeof(float));
+    memcpy(d, t.dy, t.nx * sizeof(float));
+    fm_fill_normal(t.l.weight->g.data, 16, 1, 1, 0); /* garbage: backward must overwrite */
+    CHECK_OK(fm_groupnorm_backward(&t.l, t.x, d, d, &e), &e);
+    CHECK(memcmp(d, t.dx, t.nx * sizeof(float)) == 0, "dx == dy gives a different dx");
+    CHECK(memcmp(dw, t.l.weight->g.data, sizeof dw) == 0, "weight gradient not overwritten");
+    CHECK_OK(fm_groupnorm_backward(&t.l, t.x, t.dy, NULL, &e), &e);
+    CHECK(memcmp(db, t.l.bias->g.data, sizeof db) == 0, "dx = NULL changes dbias");
+    free(d);
+    gn_teardown(&t);
+    return 0;
+}
+
+/* scale/shift packed as one [N, 2C] array (ss_stride = 2C) give the same
+ * results as separate [N, C] arrays, and the gradients land in the packed rows. */
+static int test_packed_scale_shift(void)
+{
+    fm_err e = { 0 };
+    gn_case t;
+    enum { N = 3, C = 16 };
+    CHECK_OK(gn_setup(&t, N, 4, 5, C, 4, FM_GN_SILU, 1, 0, &e), &e);
+    CHECK_OK(gn_run(&t, &e), &e);
+    float *y = malloc(t.nx * sizeof(float)), *dx = malloc(t.nx * sizeof(float));
+    memcpy(y, t.y, t.nx * sizeof(float));
+    memcpy(dx, t.dx, t.nx * sizeof(float));
+    float ss[N * 2 * C], dss[N * 2 * C];
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            ss[n * 2 * C + c] = t.scale[n * C + c];
+            ss[n * 2 * C + C + c] = t.shift[n * C + c];
+        }
+    t.l.ss_stride = 2 * C;
+    CHECK_OK(fm_groupnorm_forward_ada(&t.l, t.x, ss, ss + C, t.y, &e), &e);
+    CHECK_OK(fm_groupnorm_backward_ada(&t.l, t.x, ss, ss + C, t.dy, t.dx, dss, dss + C, &e), &e);
+    CHECK(memcmp(y, t.y, t.nx * sizeof(float)) == 0, "packed y differs");
+    CHECK(memcmp(dx, t.dx, t.nx * sizeof(float)) == 0, "packed dx differs");
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            CHECK(dss[n * 2 * C + c] == t.dscale[n * C + c] && dss[n * 2 * C + C + c] == t.dshift[n * C + c],
+                  "packed gradient at (%d, %d)", n, c);
+    free(y);
+    free(dx);
+    gn_teardown(&t);
+    return 0;
+}
+
+/* Results are bitwise identical on 1 and 2 threads. */
+static int test_thread_independent(void)
+{
+    fm_err e = { 0 };
+    gn_case t;
+    CHECK_OK(gn_setup(&t, 3, 15, 13, 64, 8, FM_GN_SILU, 1, 0, &e), &e); /* above the parallel threshold */
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    CHECK_OK(gn_run(&t, &e), &e);
+    float *y1 = malloc(t.nx * sizeof(float)), *dx1 = malloc(t.nx * sizeof(float)), dw1[64];
+    memcpy(y1, t.y, t.nx * sizeof(float));
+    memcpy(dx1, t.dx, t.nx * sizeof(float));
+    memcpy(dw1, t.l.weight->g.data, sizeof dw1);
+    omp_set_num_threads(nt > 1 ? nt : 2);
+    CHECK_OK(gn_run(&t, &e), &e);
+    omp_set_num_threads(nt);
+    CHECK(memcmp(y1, t.y, t.nx * sizeof(float)) == 0, "y depends on the thread count");
+    CHECK(memcmp(dx1, t.dx, t.nx * sizeof(float)) == 0, "dx depends on the thread count");
+    CHECK(memcmp(dw1, t.l.weight->g.data, sizeof dw1) == 0, "dweight depends on the thread count");
+    free(y1);
+    free(dx1);
+    gn_teardown(&t);
+    return 0;
+}
+
+/* Not asserted: forward + backward time of the U-Net's common shape. */
+static int test_timing(void)
+{
+    static const struct { int flags, ada; const char *what; } v[] = {
+        { 0, 0, "plain" }, { FM_GN_SILU, 1, "adaGN+SiLU" } };
+    fm_err e = { 0 };
+    for (int k = 0; k < 2; k++) {
+        gn_case t;
+        CHECK_OK(gn_setup(&t, 128, 8, 8, 128, 32, v[k].flags, v[k].ada, 0, &e), &e);
+        CHECK_OK(gn_run(&t, &e), &e); /* warm up */
+        const int reps = 20;
+        double tf = 0, tb = 0, bf = 1e9, bb = 1e9;
+        for (int r = 0; r < reps; r++) {
+            const float *s = t.ada ? t.scale : NULL, *sh = t.ada ? t.shift : NULL;
+            double t0 = fm_now();
+            CHECK_OK(fm_groupnorm_forward_ada(&t.l, t.x, s, sh, t.y, &e), &e);
+            double t1 = fm_now();
+            CHECK_OK(fm_groupnorm_backward_ada(&t.l, t.x, s, sh, t.dy, t.dx, t.ada ? t.dscale : NULL,
+                                               t.ada ? t.dshift : NULL, &e), &e);
+            double t2 = fm_now();
+            tf += t1 - t0;
+            tb += t2 - t1;
+            bf = fmin(bf, t1 - t0);
+            bb = fmin(bb, t2 - t1);
+        }
+        fprintf(stderr, "  groupnorm %s N=128 8x8 C=128 G=32, %d threads: forward %.3f ms (best %.3f), "
+                "backward %.3f ms (best %.3f)\n", v[k].what, omp_get_max_threads(), 1e3 * tf / reps, 1e3 * bf,
+                1e3 * tb / reps, 1e3 * bb);
+        gn_teardown(&t);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const fm_test tests[] = {
+        TEST(test_init),
+        TEST(test_against_reference),
+        TEST(test_gradcheck_plain),
+        TEST(test_gradcheck_silu_ada),
+        TEST(test_gradcheck_no_affine_ada),
+        TEST(test_aliasing_and_nulls),
+        TEST(test_packed_scale_shift),
+        TEST(test_thread_independent),
+        TEST(test_timing),
+    };
+    return fm_test_main("groupnorm", tests, sizeof tests / sizeof tests[0], argc, argv);
+}
