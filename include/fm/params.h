@@ -43,6 +43,8 @@ fm_param *fm_params_find(const fm_params *p, const char *name);
 /* PyTorch's default initialisers, drawn from Philox keyed by (seed, name):
  * uniform(-bound, bound). */
 void fm_param_init_uniform(const fm_params *p, fm_param *t, float bound);
+/* N(0, std^2), keyed the same way (torch.nn.Embedding uses std = 1). */
+void fm_param_init_normal(const fm_params *p, fm_param *t, float std);
 void fm_param_fill(fm_param *t, float v);
 
 void fm_params_zero_grad(fm_params *p);

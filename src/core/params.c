@@ -98,6 +98,15 @@ void fm_param_init_uniform(const fm_params *p, fm_param *t, float bound)
         w[i] = (2.0f * fm_rand_uniform(p->seed, stream, (uint64_t)i) - 1.0f) * bound;
 }
 
+void fm_param_init_normal(const fm_params *p, fm_param *t, float std)
+{
+    float *w = t->w.data;
+    int64_t n = fm_tensor_numel(&t->w);
+    fm_fill_normal(w, n, p->seed, name_hash(t->name), 0);
+    for (int64_t i = 0; i < n; i++)
+        w[i] *= std;
+}
+
 void fm_param_fill(fm_param *t, float v)
 {
     float *w = t->w.data;

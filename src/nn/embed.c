@@ -57,16 +57,6 @@ int fm_time_embed_backward(const fm_time_embed *l, const float *t, const float *
     return FM_OK;
 }
 
-/* The Philox stream of a parameter: FNV-1a of its name (as params.c keys its
- * uniform initialiser). */
-static uint64_t name_stream(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 int fm_class_embed_init(fm_class_embed *l, fm_params *p, const char *name, int n, int num_classes,
                         int dim, fm_err *e)
 {
@@ -76,7 +66,7 @@ int fm_class_embed_init(fm_class_embed *l, fm_params *p, const char *name, int n
                        name, n, num_classes, dim);
     const int64_t shape[2] = { num_classes + 1, dim };
     FM_TRY(fm_params_add(p, &l->weight, 2, shape, e, "%s.weight", name));
-    fm_fill_normal(l->weight->w.data, (long)shape[0] * dim, p->seed, name_stream(l->weight->name), 0);
+    fm_param_init_normal(p, l->weight, 1.0f);
     l->n = n;
     l->num_classes = num_classes;
     l->dim = dim;
