@@ -1,3 +1,377 @@
-/* fmtrain.c - placeholder until the config loader lands. */
+/* fmtrain.c - the command line: argument parsing and the stage pipeline.
+ *
+ *   fmtrain CONFIG [--out DIR] [--set section.key=value]...
+ *   fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler s] [--seed s] -o FILE.png
+ *   fmtrain eval RUN_DIR
+ *   fmtrain --help | --version | --keys
+ *
+ * Until the stage runners exist, CONFIG is validated (config, overrides,
+ * rank count, data), the resolved config and the plan are printed, and
+ * nothing is created. The exit status is the fm status (status.h). Every
+ * rank runs the same checks; rank 0 prints, and all ranks exit with the
+ * worst status. */
+#include <errno.h>
+#include <limits.h>
+#include <mpi.h>
+#include <omp.h>
 #include <stdio.h>
-int main(void) { return 0; }
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fm/config.h"
+#include "fm/dataset.h"
+#include "fm/log.h"
+#include "fm/status.h"
+#include "fm/world.h"
+
+#define FMTRAIN_VERSION "0.1.0"
+#define MAX_OVERRIDES 256
+
+static const char usage_text[] =
+    "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]...\n"
+    "       fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler euler|heun|sde] [--seed s] -o FILE.png\n"
+    "       fmtrain eval RUN_DIR\n"
+    "       fmtrain --help | --version | --keys\n";
+
+static const char help_text[] =
+    "\n"
+    "Trains a class-conditional latent flow-matching model on Fashion-MNIST: the stages\n"
+    "vae -> encode -> flow -> sample -> eval listed in run.stages of CONFIG (YAML, see\n"
+    "docs/config.md). Each stage resumes from its own checkpoints in the run directory.\n"
+    "Run data-parallel with: mpirun -np N fmtrain CONFIG (batch sizes are global).\n"
+    "\n"
+    "options:\n"
+    "  --out DIR                 run directory (sets run.out; default runs/<config file stem>)\n"
+    "  --set section.key=value   override one config key; repeatable, applied in order;\n"
+    "                            the value is YAML (e.g. --set sample.cfg=[1,3,5])\n"
+    "  --keys                    print every config key: type, default, range, meaning\n"
+    "  -h, --help                print this help\n"
+    "  --version                 print the version\n"
+    "\n"
+    "sample: draw a grid from checkpoint CKPT (rows = classes, or only --class c) with\n"
+    "guidance scale w, n sampler steps and seed s into FILE.png.\n"
+    "eval: score the samples of a finished run directory.\n"
+    "\n"
+    "exit status: 0 done, 1 internal error, 2 bad usage or config, 3 bad data,\n"
+    "4 I/O error, 75 preempted (checkpoint written, requeue me).\n";
+
+typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_EVAL, CMD_HELP, CMD_VERSION, CMD_KEYS } cmd_kind;
+
+typedef struct override {
+    int is_out; /* 1: --out DIR, 0: --set key=value */
+    const char *text;
+} override;
+
+typedef struct args {
+    cmd_kind cmd;
+    const char *config;                  /* train */
+    override ovr[MAX_OVERRIDES];
+    int novr;
+    const char *ckpt, *png;              /* sample */
+    int cls, steps, seed, sampler;       /* -1 = not given */
+    double cfg;                          /* < 0 = not given */
+    const char *run_dir;                 /* eval */
+} args;
+
+static int usage_fail(fm_err *e, const char *fmt, const char *arg)
+{
+    char what[256];
+    snprintf(what, sizeof what, fmt, arg);
+    return fm_fail(e, FM_ERR_USAGE, "%s\nTry 'fmtrain --help' for more information.", what);
+}
+
+/* The value of option argv[*i] ("--opt VALUE" or "--opt=VALUE"), or NULL. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name, fm_err *e, int *rc)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *rc = usage_fail(e, "option '%s' needs a value", name);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static int parse_int_opt(const char *cmd, const char *opt, const char *v, int lo, int hi, int *out, fm_err *e)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno)
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain %s: %s: expected an integer, got \"%s\"", cmd, opt, v);
+    if (x < lo || x > hi)
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain %s: %s: %s is out of range [%d, %d]", cmd, opt, v, lo, hi);
+    *out = (int)x;
+    return FM_OK;
+}
+
+static int parse_sample_args(int argc, char **argv, args *a, fm_err *e)
+{
+    for (int i = 2; i < argc; i++) {
+        int rc = FM_OK;
+        const char *v;
+        if ((v = opt_value(argc, argv, &i, "--class", e, &rc)))
+            FM_TRY(parse_int_opt("sample", "--class", v, 0, FM_MNIST_CLASSES - 1, &a->cls, e));
+        else if ((v = opt_value(argc, argv, &i, "--steps", e, &rc)))
+            FM_TRY(parse_int_opt("sample", "--steps", v, 1, 100000, &a->steps, e));
+        else if ((v = opt_value(argc, argv, &i, "--seed", e, &rc)))
+            FM_TRY(parse_int_opt("sample", "--seed", v, 0, INT_MAX, &a->seed, e));
+        else if ((v = opt_value(argc, argv, &i, "--cfg", e, &rc))) {
+            char *end;
+            a->cfg = strtod(v, &end);
+            if (!*v || *end || !(a->cfg >= 0 && a->cfg <= 100))
+                return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: --cfg: expected a guidance scale in [0, 100], got \"%s\"",
+                               v);
+        } else if ((v = opt_value(argc, argv, &i, "--sampler", e, &rc))) {
+            a->sampler = -1;
+            for (int k = 0; fm_sampler_names[k]; k++)
+                if (!strcmp(v, fm_sampler_names[k]))
+                    a->sampler = k;
+            if (a->sampler < 0)
+                return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: --sampler: expected one of euler, heun, sde, got \"%s\"",
+                               v);
+        } else if ((v = opt_value(argc, argv, &i, "-o", e, &rc)) || (v = opt_value(argc, argv, &i, "--output", e, &rc))) {
+            a->png = v;
+        } else if (rc != FM_OK) {
+            return rc;
+        } else if (argv[i][0] == '-') {
+            return usage_fail(e, "fmtrain sample: unknown option '%s'", argv[i]);
+        } else if (!a->ckpt) {
+            a->ckpt = argv[i];
+        } else {
+            return usage_fail(e, "fmtrain sample: unexpected argument '%s'", argv[i]);
+        }
+        if (rc != FM_OK)
+            return rc;
+    }
+    if (!a->ckpt)
+        return usage_fail(e, "fmtrain sample: missing the checkpoint%s", "");
+    if (!a->png)
+        return usage_fail(e, "fmtrain sample: missing -o FILE.png%s", "");
+    size_t n = strlen(a->png);
+    if (n < 5 || strcmp(a->png + n - 4, ".png") != 0)
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: -o %s: the output must be a .png file", a->png);
+    FILE *f = fopen(a->ckpt, "rb");
+    if (!f)
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s: cannot open checkpoint: %s", a->ckpt, strerror(errno));
+    fclose(f);
+    return FM_OK;
+}
+
+static int parse_eval_args(int argc, char **argv, args *a, fm_err *e)
+{
+    for (int i = 2; i < argc; i++) {
+        if (argv[i][0] == '-')
+            return usage_fail(e, "fmtrain eval: unknown option '%s'", argv[i]);
+        if (a->run_dir)
+            return usage_fail(e, "fmtrain eval: unexpected argument '%s'", argv[i]);
+        a->run_dir = argv[i];
+    }
+    if (!a->run_dir)
+        return usage_fail(e, "fmtrain eval: missing the run directory%s", "");
+    struct stat st;
+    if (stat(a->run_dir, &st) != 0)
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain eval: %s: %s", a->run_dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain eval: %s: not a run directory", a->run_dir);
+    return FM_OK;
+}
+
+static int parse_args(int argc, char **argv, args *a, fm_err *e)
+{
+    memset(a, 0, sizeof *a);
+    a->cls = a->steps = a->seed = a->sampler = -1;
+    a->cfg = -1;
+    for (int i = 2; i < argc && (!strcmp(argv[1], "sample") || !strcmp(argv[1], "eval")); i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            a->cmd = CMD_HELP;
+            return FM_OK;
+        }
+    if (argc >= 2 && !strcmp(argv[1], "sample")) {
+        a->cmd = CMD_SAMPLE;
+        return parse_sample_args(argc, argv, a, e);
+    }
+    if (argc >= 2 && !strcmp(argv[1], "eval")) {
+        a->cmd = CMD_EVAL;
+        return parse_eval_args(argc, argv, a, e);
+    }
+    a->cmd = CMD_TRAIN;
+    int only_positional = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *v;
+        int rc = FM_OK;
+        if (!only_positional && (!strcmp(arg, "--help") || !strcmp(arg, "-h"))) {
+            a->cmd = CMD_HELP;
+            return FM_OK;
+        }
+        if (!only_positional && !strcmp(arg, "--version")) {
+            a->cmd = CMD_VERSION;
+            return FM_OK;
+        }
+        if (!only_positional && !strcmp(arg, "--keys")) {
+            a->cmd = CMD_KEYS;
+            return FM_OK;
+        }
+        if (!only_positional && !strcmp(arg, "--")) {
+            only_positional = 1;
+            continue;
+        }
+        int is_out = 0;
+        if (!only_positional && ((v = opt_value(argc, argv, &i, "--set", e, &rc)) ||
+                                 (rc == FM_OK && (is_out = 1, v = opt_value(argc, argv, &i, "--out", e, &rc))))) {
+            if (a->novr == MAX_OVERRIDES)
+                return usage_fail(e, "more than %s --set/--out options", "256");
+            a->ovr[a->novr].is_out = is_out;
+            a->ovr[a->novr++].text = v;
+            continue;
+        }
+        if (rc != FM_OK)
+            return rc;
+        if (!only_positional && arg[0] == '-' && arg[1] != '\0')
+            return usage_fail(e, "unknown option '%s'", arg);
+        if (a->config)
+            return usage_fail(e, "unexpected argument '%s' (one CONFIG file only)", arg);
+        a->config = arg;
+    }
+    if (!a->config)
+        return usage_fail(e, "missing the CONFIG file%s", "");
+    return FM_OK;
+}
+
+/* The resolved configuration, as YAML with the plan in comments. */
+static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dataset *test, int world, FILE *f)
+{
+    int side, ch;
+    fm_config_flow_shape(c, &side, &ch);
+    fprintf(f, "# would run:");
+    for (int i = 0; i < c->run.stages.n; i++) {
+        fprintf(f, "%s", i ? " ->" : "");
+        switch ((fm_stage)c->run.stages.v[i]) {
+        case FM_STAGE_VAE:
+            fprintf(f, " vae (%d steps, batch %d, %dx%dx1 -> %dx%dx%d latents)", c->vae.train.steps,
+                    c->vae.train.batch_size, FM_CFG_IMAGE_SIDE, FM_CFG_IMAGE_SIDE, side, side, ch);
+            break;
+        case FM_STAGE_ENCODE:
+            fprintf(f, " encode (%d images, batch %d)", train->n, c->encode.batch_size);
+            break;
+        case FM_STAGE_FLOW:
+            fprintf(f, " flow (%s on %dx%dx%d %s, %d steps, batch %d, %s path, cfg dropout %g)",
+                    fm_model_names[c->flow.model], side, side, ch, c->flow.latent ? "latents" : "pixels",
+                    c->flow.train.steps, c->flow.train.batch_size, fm_path_names[c->flow.path], c->flow.cfg_dropout);
+            break;
+        case FM_STAGE_SAMPLE:
+            fprintf(f, " sample (%s, %d steps, %d per class, cfg [", fm_sampler_names[c->sample.sampler],
+                    c->sample.steps, c->sample.per_class);
+            for (int k = 0; k < c->sample.cfg.n; k++)
+                fprintf(f, "%s%g", k ? ", " : "", c->sample.cfg.v[k]);
+            fprintf(f, "])");
+            break;
+        case FM_STAGE_EVAL:
+            fprintf(f, " eval (classifier %d steps, %d samples per class and scale, %d test images)",
+                    c->eval.classifier_steps, c->eval.samples_per_class, test->n);
+            break;
+        case FM_STAGE_COUNT:
+            break;
+        }
+    }
+    fprintf(f, "\n# data: %d training and %d test images of %dx%d from %s\n", train->n, test->n, train->h, train->w,
+            c->data.dir);
+    fprintf(f, "# world: %d rank%s x %d OpenMP thread%s\n", world, world == 1 ? "" : "s", omp_get_max_threads(),
+            omp_get_max_threads() == 1 ? "" : "s");
+    fprintf(f, "# the stages are not built yet: nothing was run, and %s was not created\n", c->run.out);
+}
+
+/* Validate CONFIG with its overrides, the rank count and the data; on
+ * success rank 0 prints the resolved config and the plan. */
+static int run_train(const args *a, const fm_world *w, fm_err *e)
+{
+    fm_config c;
+    FM_TRY(fm_config_load(&c, a->config, e));
+    for (int i = 0; i < a->novr; i++) {
+        if (a->ovr[i].is_out)
+            FM_TRY(fm_config_set_out(&c, a->ovr[i].text, e));
+        else
+            FM_TRY(fm_config_set(&c, a->ovr[i].text, e));
+    }
+    FM_TRY(fm_config_validate(&c, e));
+    FM_TRY(fm_config_check_world(&c, w->size, e));
+    if (c.run.threads > 0)
+        omp_set_num_threads(c.run.threads);
+
+    fm_dataset train, test;
+    memset(&train, 0, sizeof train);
+    memset(&test, 0, sizeof test);
+    int rc = fm_mnist_load(c.data.dir, "train", c.data.train_limit, &train, e);
+    if (rc == FM_OK)
+        rc = fm_mnist_load(c.data.dir, "t10k", c.data.test_limit, &test, e);
+    if (rc == FM_OK && w->rank == 0) {
+        rc = fm_config_dump(&c, stdout, e);
+        if (rc == FM_OK) {
+            print_plan(&c, &train, &test, w->size, stdout);
+            if (fflush(stdout) != 0)
+                rc = fm_fail(e, FM_ERR_IO, "cannot write to standard output: %s", strerror(errno));
+        }
+        if (rc == FM_OK)
+            fm_info("config and data are valid; the training stages are not built yet, so nothing was run");
+    }
+    fm_dataset_free(&train);
+    fm_dataset_free(&test);
+    return rc;
+}
+
+static int run(const args *a, const fm_world *w, fm_err *e)
+{
+    switch (a->cmd) {
+    case CMD_HELP:
+        if (w->rank == 0)
+            printf("%s%s", usage_text, help_text);
+        return FM_OK;
+    case CMD_VERSION:
+        if (w->rank == 0)
+            printf("fmtrain %s\n", FMTRAIN_VERSION);
+        return FM_OK;
+    case CMD_KEYS:
+        return w->rank == 0 ? fm_config_reference(stdout, e) : FM_OK;
+    case CMD_SAMPLE:
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: not built yet");
+    case CMD_EVAL:
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain eval: not built yet");
+    case CMD_TRAIN:
+        return run_train(a, w, e);
+    }
+    return fm_fail(e, FM_ERR_INTERNAL, "unknown command");
+}
+
+int main(int argc, char **argv)
+{
+    fm_err e = { 0 };
+    fm_world w;
+    if (fm_world_init(&w, &argc, &argv, &e) != FM_OK) {
+        fprintf(stderr, "fmtrain: error: %s\n", e.msg);
+        return FM_ERR_INTERNAL;
+    }
+    fm_log_set_rank(w.rank);
+    args a;
+    int rc = parse_args(argc, argv, &a, &e);
+    if (rc == FM_OK)
+        rc = run(&a, &w, &e);
+
+    /* Agree on the outcome: rank 0 reports its own error; another rank
+     * reports only an error rank 0 did not have. All exit with the worst. */
+    int rc0 = rc, worst = rc;
+    if (w.size > 1) {
+        MPI_Bcast(&rc0, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    }
+    if (rc != FM_OK && (w.rank == 0 || rc0 == FM_OK))
+        fm_error("%s", e.msg);
+    fm_world_finalize(&w);
+    return worst;
+}

@@ -1,0 +1,312 @@
+/* config_schema.c - what a valid configuration is: the key table (one line
+ * per key) and the cross-key checks. The YAML loader is in config.c. */
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fm/config.h"
+#include "fm/dataset.h"
+#include "fm/path.h"
+#include "fm/sampler.h"
+#include "fm/unet.h"
+#include "fm/vae.h"
+
+const char *const fm_stage_names[] = { "vae", "encode", "flow", "sample", "eval", NULL };
+const char *const fm_precision_names[] = { "fp32", "bf16", NULL };
+const char *const fm_recon_names[] = { "l2", "l1", NULL };
+const char *const fm_model_names[] = { "unet", "dit", NULL };
+const char *const fm_path_names[] = { "linear", "cosine", NULL };
+const char *const fm_tdist_names[] = { "uniform", "logit_normal", NULL };
+const char *const fm_sampler_names[] = { "euler", "heun", "sde", NULL };
+
+/* The enum values of the modules that consume them are the name indexes. */
+_Static_assert(FM_PATH_LINEAR == 0 && FM_PATH_COSINE == 1, "fm_path_names order");
+_Static_assert(FM_TIME_UNIFORM == 0 && FM_TIME_LOGIT_NORMAL == 1, "fm_tdist_names order");
+_Static_assert(FM_SAMPLER_EULER == 0 && FM_SAMPLER_HEUN == 1 && FM_SAMPLER_SDE == 2, "fm_sampler_names order");
+_Static_assert(FM_CFG_IMAGE_SIDE == FM_MNIST_PADDED, "image side");
+_Static_assert(FM_VAE_LOSS_L2 == (int)FM_RECON_L2 && FM_VAE_LOSS_L1 == (int)FM_RECON_L1, "fm_recon_names order");
+
+#define OFF(field) offsetof(fm_config, field)
+#define BIG 1e9   /* "no real upper limit" for counts of steps */
+#define INT_(k, f, d, lo, hi, doc) { k, FM_T_INT, OFF(f), d, lo, hi, 0, 0, NULL, doc }
+#define FLT_(k, f, d, lo, hi, doc) { k, FM_T_FLOAT, OFF(f), d, lo, hi, 0, 0, NULL, doc }
+#define POS_(k, f, d, hi, doc) { k, FM_T_FLOAT, OFF(f), d, 0, hi, 0, FM_CFG_LO_OPEN, NULL, doc }
+#define BOOL_(k, f, d, doc) { k, FM_T_BOOL, OFF(f), d, 0, 1, 0, 0, NULL, doc }
+#define STR_(k, f, d, doc) { k, FM_T_STRING, OFF(f), d, 1, FM_CFG_STR_MAX - 1, 0, 0, NULL, doc }
+#define ENUM_(k, f, d, names, doc) { k, FM_T_ENUM, OFF(f), d, 0, 0, 0, 0, names, doc }
+#define INTS_(k, f, d, lo, hi, min_n, doc) { k, FM_T_INTS, OFF(f), d, lo, hi, min_n, 0, NULL, doc }
+#define FLTS_(k, f, d, lo, hi, min_n, doc) { k, FM_T_FLOATS, OFF(f), d, lo, hi, min_n, 0, NULL, doc }
+#define ENUMS_(k, f, d, names, min_n, doc) { k, FM_T_ENUMS, OFF(f), d, 0, 0, min_n, 0, names, doc }
+
+/* The optimisation keys of a trained stage (fm_train_config). */
+#define TRAIN_KEYS(S, D_STEPS, D_BATCH, D_LR, D_MINR, D_WARM, D_CKPT)                                                     \
+    INT_(#S ".steps", S.train.steps, D_STEPS, 1, BIG, "optimiser steps of the stage"),                         \
+    INT_(#S ".batch_size", S.train.batch_size, D_BATCH, 1, 1 << 20, "global batch size, split evenly over the ranks"), \
+    POS_(#S ".lr", S.train.lr, D_LR, 10, "peak learning rate (after warm-up; cosine decay follows)"),          \
+    FLT_(#S ".min_lr_ratio", S.train.min_lr_ratio, D_MINR, 0, 1, "final learning rate as a fraction of " #S ".lr"), \
+    INT_(#S ".warmup", S.train.warmup, D_WARM, 0, BIG, "linear warm-up steps (at most " #S ".steps)"),         \
+    FLT_(#S ".weight_decay", S.train.weight_decay, "0", 0, 10, "AdamW decoupled weight decay (not on biases and norms)"), \
+    FLT_(#S ".beta1", S.train.beta1, "0.9", 0, 0.9999, "AdamW first-moment decay"),                         \
+    FLT_(#S ".beta2", S.train.beta2, "0.999", 0, 0.999999, "AdamW second-moment decay"),                    \
+    FLT_(#S ".grad_clip", S.train.grad_clip, "1", 0, 1e6, "clip the global gradient norm to this; 0 = off"), \
+    INT_(#S ".ckpt_every", S.train.ckpt_every, D_CKPT, 1, BIG, "checkpoint every K steps (and at the last step)")
+
+static const fm_cfg_key keys[] = {
+    /* run: the job as a whole */
+    STR_("run.out", run.out, "runs/default", "run directory (runs/default without a config file); --out sets it"),
+    INT_("run.seed", run.seed, "0", 0, INT_MAX, "seed of every random draw (init, data order, noise)"),
+    ENUMS_("run.stages", run.stages, "[vae, encode, flow, sample, eval]", fm_stage_names, 1,
+           "stages to run, in pipeline order; each resumes from its own checkpoints"),
+    INT_("run.log_every", run.log_every, "10", 1, BIG, "metrics line every K steps"),
+    INT_("run.ckpt_keep", run.ckpt_keep, "3", 1, 1000, "keep the newest K checkpoints of each stage"),
+    INT_("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank; 0 = OMP_NUM_THREADS"),
+    ENUM_("run.precision", run.precision, "fp32", fm_precision_names, "arithmetic precision of the models"),
+    /* data: Fashion-MNIST IDX files */
+    STR_("data.dir", data.dir, "/usr/share/datasets/fashion-mnist", "folder of the IDX .gz files (train-*, t10k-*)"),
+    INT_("data.train_limit", data.train_limit, "0", 0, BIG, "use the first N training images; 0 = all"),
+    INT_("data.test_limit", data.test_limit, "0", 0, BIG, "use the first N test images; 0 = all"),
+    /* vae: the autoencoder of the latent space */
+    TRAIN_KEYS(vae, "1500", "128", "1e-3", "0.1", "100", "500"),
+    INTS_("vae.channels", vae.channels, "[32, 64, 128]", 1, 4096, 1,
+          "width per level, at most 4 levels; each level after the first halves the side (32 -> 8 with 3)"),
+    INT_("vae.res_blocks", vae.res_blocks, "1", 1, FM_VAE_MAX_RES, "ResBlocks per level"),
+    INT_("vae.groups", vae.groups, "8", 1, 4096, "GroupNorm groups, capped at the width (min(groups, C) must divide C)"),
+    INT_("vae.latent_channels", vae.latent_channels, "4", 1, 256, "channels of the latent"),
+    FLT_("vae.kl_weight", vae.kl_weight, "1e-4", 0, 1000, "beta: weight of KL(N(mu, sigma^2) || N(0, I)), both terms per-element means"),
+    ENUM_("vae.loss", vae.loss, "l2", fm_recon_names, "reconstruction loss"),
+    /* encode: the frozen encoder turns the training set into latents */
+    INT_("encode.batch_size", encode.batch_size, "256", 1, 1 << 20, "global batch size of the encoder pass"),
+    /* flow: the flow-matching model */
+    ENUM_("flow.model", flow.model, "unet", fm_model_names, "architecture of u_theta(x_t, t, y)"),
+    BOOL_("flow.latent", flow.latent, "true", "train on VAE latents (true) or on 32x32 pixels (false)"),
+    TRAIN_KEYS(flow, "6000", "128", "1e-3", "0.2", "200", "1000"),
+    INT_("flow.sample_every", flow.sample_every, "1000", 0, BIG, "EMA sample grid every K steps; 0 = never"),
+    FLT_("flow.cfg_dropout", flow.cfg_dropout, "0.1", 0, 1, "eta: probability that the label is replaced by the null label"),
+    ENUM_("flow.path", flow.path, "linear", fm_path_names, "probability path: linear (alpha=t, beta=1-t) or cosine"),
+    ENUM_("flow.t_dist", flow.t_dist, "uniform", fm_tdist_names, "training time distribution"),
+    FLT_("flow.t_mean", flow.t_mean, "0", -10, 10, "logit-normal location m: t = sigmoid(m + s n)"),
+    FLT_("flow.t_std", flow.t_std, "1", 0, 10, "logit-normal scale s"),
+    FLT_("flow.ema_decay", flow.ema_decay, "0.999", 0, 1, "decay of the EMA of the weights"),
+    BOOL_("flow.ema_warmup", flow.ema_warmup, "true", "EMA decay min(ema_decay, (1+k)/(10+k)) at update k"),
+    POS_("flow.bucket_mb", flow.bucket_mb, "25", 4096, "gradient allreduce bucket size in MiB"),
+    /* unet: the default flow model */
+    INTS_("unet.channels", unet.channels, "[64, 128]", 1, 4096, 1, "width per level, at most 8 levels; each level after the first halves the side; [0] even"),
+    INT_("unet.res_blocks", unet.res_blocks, "2", 1, 16, "ResBlocks per level"),
+    INTS_("unet.attn_res", unet.attn_res, "[4]", 1, 1024, 0, "sides of the levels with self-attention (the middle always has it)"),
+    INT_("unet.heads", unet.heads, "4", 1, 256, "attention heads (must divide the width of each attention level)"),
+    INT_("unet.groups", unet.groups, "8", 1, 4096, "GroupNorm groups, capped at the width (min(groups, C) must divide C)"),
+    INT_("unet.emb_dim", unet.emb_dim, "256", 1, 8192, "width of the (t, y) embedding"),
+    /* dit: the transformer flow model */
+    INT_("dit.width", dit.width, "256", 1, 8192, "token width"),
+    INT_("dit.depth", dit.depth, "6", 1, 128, "transformer blocks"),
+    INT_("dit.heads", dit.heads, "4", 1, 256, "attention heads (must divide dit.width)"),
+    INT_("dit.patch", dit.patch, "2", 1, 32, "patch side (must divide the input side)"),
+    POS_("dit.mlp_ratio", dit.mlp_ratio, "4", 16, "MLP hidden width / dit.width"),
+    /* sample: grids from the trained flow */
+    FLTS_("sample.cfg", sample.cfg, "[1, 3, 5]", 0, 100, 1, "guidance scales w, one grid each (1 = conditional, 0 = unconditional)"),
+    ENUM_("sample.sampler", sample.sampler, "euler", fm_sampler_names, "ODE/SDE integrator"),
+    INT_("sample.steps", sample.steps, "50", 1, 100000, "integration steps from noise to data"),
+    INT_("sample.per_class", sample.per_class, "8", 1, 10000, "samples per class (columns of a grid)"),
+    FLT_("sample.sde_sigma", sample.sde_sigma, "0.5", 0, 100, "sde sampler noise: sigma_t = sde_sigma * beta_t (0 = Euler)"),
+    BOOL_("sample.ema", sample.ema, "true", "sample with the EMA weights (false: the trained weights)"),
+    /* eval: classifier accuracy and Frechet distance of generated samples */
+    INT_("eval.classifier_steps", eval.classifier_steps, "2000", 1, BIG, "training steps of the evaluation classifier"),
+    INT_("eval.classifier_batch_size", eval.classifier_batch_size, "128", 1, 1 << 20, "global batch size of the classifier"),
+    POS_("eval.classifier_lr", eval.classifier_lr, "1e-3", 10, "learning rate of the classifier"),
+    INT_("eval.samples_per_class", eval.samples_per_class, "100", 1, 100000, "generated samples per class and guidance scale"),
+    INT_("eval.batch_size", eval.batch_size, "256", 1, 1 << 20, "global batch size of generation and feature extraction"),
+};
+
+_Static_assert(sizeof keys / sizeof keys[0] <= FM_CFG_MAX_KEYS, "raise FM_CFG_MAX_KEYS");
+
+const fm_cfg_key *fm_config_keys(int *n)
+{
+    *n = (int)(sizeof keys / sizeof keys[0]);
+    return keys;
+}
+
+int fm_config_key_index(const char *name)
+{
+    for (int i = 0; i < (int)(sizeof keys / sizeof keys[0]); i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+bool fm_config_has_stage(const fm_config *c, fm_stage s)
+{
+    for (int i = 0; i < c->run.stages.n; i++)
+        if (c->run.stages.v[i] == (int)s)
+            return true;
+    return false;
+}
+
+void fm_config_flow_shape(const fm_config *c, int *side, int *channels)
+{
+    if (c->flow.latent) {
+        int down = c->vae.channels.n - 1; /* vae.h: side >> (levels - 1) */
+        *side = FM_CFG_IMAGE_SIDE >> (down < 30 ? down : 30);
+        *channels = c->vae.latent_channels;
+    } else {
+        *side = FM_CFG_IMAGE_SIDE;
+        *channels = 1;
+    }
+}
+
+/* ---- cross-key checks ---- */
+
+/* FM_ERR_USAGE "<where key was set>: <key>: <message>". */
+static int fail_at(const fm_config *c, const char *key, fm_err *e, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail_at(const fm_config *c, const char *key, fm_err *e, const char *fmt, ...)
+{
+    char where[FM_CFG_STR_MAX + 64], msg[512];
+    fm_config_where(c, key, where, sizeof where);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return fm_fail(e, FM_ERR_USAGE, "%s: %s: %s", where, key, msg);
+}
+
+static int check_stages(const fm_config *c, fm_err *e)
+{
+    const fm_ilist *s = &c->run.stages;
+    for (int i = 0; i < s->n; i++)
+        for (int j = 0; j < i; j++) {
+            if (s->v[j] == s->v[i])
+                return fail_at(c, "run.stages", e, "%s is listed twice", fm_stage_names[s->v[i]]);
+            if (s->v[j] > s->v[i])
+                return fail_at(c, "run.stages", e,
+                               "%s must come before %s; stages run in the order vae, encode, flow, sample, eval",
+                               fm_stage_names[s->v[i]], fm_stage_names[s->v[j]]);
+        }
+    if (!c->flow.latent)
+        for (int i = 0; i < s->n; i++)
+            if (s->v[i] == FM_STAGE_VAE || s->v[i] == FM_STAGE_ENCODE)
+                return fail_at(c, "run.stages", e, "%s is not used when flow.latent is false (the flow trains on pixels)",
+                               fm_stage_names[s->v[i]]);
+    return FM_OK;
+}
+
+static int check_train(const fm_config *c, const char *stage, const fm_train_config *t, fm_err *e)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s.warmup", stage);
+    if (t->warmup > t->steps)
+        return fail_at(c, key, e, "%d is more than %s.steps = %d", t->warmup, stage, t->steps);
+    return FM_OK;
+}
+
+/* GroupNorm over C channels uses min(groups, C) groups, which must divide C. */
+static int check_groups(const fm_config *c, const char *key_groups, int groups, const char *key_list,
+                        const fm_ilist *widths, fm_err *e)
+{
+    for (int i = 0; i < widths->n; i++) {
+        int g = groups < widths->v[i] ? groups : widths->v[i];
+        if (widths->v[i] % g != 0)
+            return fail_at(c, key_groups, e, "%d does not divide %s[%d] = %d (GroupNorm groups)", g, key_list, i,
+                           widths->v[i]);
+    }
+    return FM_OK;
+}
+
+static int check_vae(const fm_config *c, fm_err *e)
+{
+    int levels = c->vae.channels.n;
+    if (levels > FM_VAE_MAX_LEVELS)
+        return fail_at(c, "vae.channels", e, "%d levels, at most %d (the side halves after each level but the last)",
+                       levels, FM_VAE_MAX_LEVELS);
+    FM_TRY(check_groups(c, "vae.groups", c->vae.groups, "vae.channels", &c->vae.channels, e));
+    return check_train(c, "vae", &c->vae.train, e);
+}
+
+static int check_unet(const fm_config *c, int side, fm_err *e)
+{
+    const fm_ilist *ch = &c->unet.channels;
+    int max_levels = 1;
+    while ((side >> max_levels) >= 1 && side % (1 << max_levels) == 0)
+        max_levels++;
+    if (ch->n > FM_UNET_MAX_LEVELS)
+        return fail_at(c, "unet.channels", e, "%d levels, at most %d", ch->n, FM_UNET_MAX_LEVELS);
+    if (ch->n > max_levels)
+        return fail_at(c, "unet.channels", e,
+                       "%d levels halve the %dx%d flow input %d times (at most %d levels fit)", ch->n, side, side,
+                       ch->n - 1, max_levels);
+    if (ch->v[0] % 2 != 0)
+        return fail_at(c, "unet.channels", e, "unet.channels[0] = %d must be even (sinusoidal time features)", ch->v[0]);
+    FM_TRY(check_groups(c, "unet.groups", c->unet.groups, "unet.channels", ch, e));
+    if (c->unet.attn_res.n > FM_UNET_MAX_LEVELS)
+        return fail_at(c, "unet.attn_res", e, "%d entries, at most %d", c->unet.attn_res.n, FM_UNET_MAX_LEVELS);
+    for (int a = 0; a < c->unet.attn_res.n; a++) {
+        int r = c->unet.attn_res.v[a], found = -1;
+        for (int l = 0; l < ch->n; l++)
+            if (side >> l == r)
+                found = l;
+        if (found < 0) {
+            char sides[128] = "";
+            for (int l = 0; l < ch->n; l++)
+                snprintf(sides + strlen(sides), sizeof sides - strlen(sides), "%s%d", l ? ", " : "", side >> l);
+            return fail_at(c, "unet.attn_res", e, "%d is not the side of a U-Net level (levels: %s)", r, sides);
+        }
+        if (ch->v[found] % c->unet.heads != 0)
+            return fail_at(c, "unet.heads", e, "%d does not divide unet.channels[%d] = %d (a level with attention)",
+                           c->unet.heads, found, ch->v[found]);
+    }
+    int deepest = ch->v[ch->n - 1];
+    if (deepest % c->unet.heads != 0)
+        return fail_at(c, "unet.heads", e, "%d does not divide unet.channels[%d] = %d (the middle has attention)",
+                       c->unet.heads, ch->n - 1, deepest);
+    return FM_OK;
+}
+
+static int check_dit(const fm_config *c, int side, fm_err *e)
+{
+    if (c->dit.width % c->dit.heads != 0)
+        return fail_at(c, "dit.heads", e, "%d does not divide dit.width = %d", c->dit.heads, c->dit.width);
+    if (side % c->dit.patch != 0)
+        return fail_at(c, "dit.patch", e, "%d does not divide the side of the %dx%d flow input", c->dit.patch, side,
+                       side);
+    double hidden = c->dit.mlp_ratio * c->dit.width;
+    if (fabs(hidden - nearbyint(hidden)) > 1e-9 * hidden)
+        return fail_at(c, "dit.mlp_ratio", e, "%g * dit.width = %g is not a whole number of channels",
+                       c->dit.mlp_ratio, hidden);
+    return FM_OK;
+}
+
+int fm_config_validate(const fm_config *c, fm_err *e)
+{
+    FM_TRY(check_stages(c, e));
+    if (c->flow.latent)
+        FM_TRY(check_vae(c, e)); /* the latent shape depends on it even if the vae stage is not run */
+    FM_TRY(check_train(c, "flow", &c->flow.train, e));
+    int side, channels;
+    fm_config_flow_shape(c, &side, &channels);
+    if (c->flow.model == FM_MODEL_UNET)
+        FM_TRY(check_unet(c, side, e));
+    else
+        FM_TRY(check_dit(c, side, e));
+    return FM_OK;
+}
+
+int fm_config_check_world(const fm_config *c, int world_size, fm_err *e)
+{
+    struct {
+        fm_stage stage;
+        const char *key;
+        int batch;
+    } b[] = {
+        { FM_STAGE_VAE, "vae.batch_size", c->vae.train.batch_size },
+        { FM_STAGE_ENCODE, "encode.batch_size", c->encode.batch_size },
+        { FM_STAGE_FLOW, "flow.batch_size", c->flow.train.batch_size },
+        { FM_STAGE_EVAL, "eval.classifier_batch_size", c->eval.classifier_batch_size },
+        { FM_STAGE_EVAL, "eval.batch_size", c->eval.batch_size },
+    };
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
+        if (fm_config_has_stage(c, b[i].stage) && b[i].batch % world_size != 0)
+            return fail_at(c, b[i].key, e, "%d does not split evenly over %d ranks (batch sizes are global)",
+                           b[i].batch, world_size);
+    return FM_OK;
+}
