@@ -1,0 +1,81 @@
+/* trainer.h - what every trained stage (vae, flow, classifier) does around its
+ * model's forward and backward: gradient averaging over ranks, clipping, the
+ * non-finite guard, AdamW on the scheduled learning rate, EMA, metrics, the
+ * progress line, and checkpoints (save every K steps and at the end; resume
+ * from the newest valid one).
+ *
+ * A stage's loop:
+ *     fm_trainer_resume(&t, e);                 // t.step = first step to run
+ *     for (; t.step < t.tc->steps; ) {
+ *         fm_trainer_begin(&t);
+ *         ... load the batch of step t.step, forward, loss, backward (grads in params->grad) ...
+ *         fm_trainer_end(&t, local_loss, e);    // averages, updates, logs, checkpoints; t.step++
+ *     }
+ * Only rank 0 writes (metrics, checkpoints); every rank runs the same updates. */
+#ifndef FM_TRAINER_H
+#define FM_TRAINER_H
+
+#include <stdint.h>
+
+#include "fm/ckpt.h"
+#include "fm/config.h"
+#include "fm/ema.h"
+#include "fm/metrics.h"
+#include "fm/optim.h"
+#include "fm/params.h"
+#include "fm/schedule.h"
+#include "fm/status.h"
+#include "fm/world.h"
+
+#define FM_TRAINER_MAX_EXTRA 4
+
+typedef struct fm_trainer {
+    const char *stage;            /* "vae", "flow", "classifier": names checkpoints and metrics */
+    const fm_train_config *tc;
+    const fm_config *cfg;
+    const fm_world *world;
+    const char *config_text;      /* resolved YAML, stored in checkpoint metadata */
+    fm_params *params;
+    fm_metrics *metrics;          /* open on rank 0 only */
+    fm_adamw opt;
+    fm_ema ema;
+    int use_ema;
+    fm_lr_schedule sched;
+    int64_t step;                 /* the next step to run */
+    int global_batch;
+    double flops_per_step;        /* forward+backward FLOPs of one global batch (0 = unknown) */
+    int max_bad_steps;            /* stop after this many consecutive non-finite steps */
+    int bad_steps;
+    fm_ckpt_extra extra[FM_TRAINER_MAX_EXTRA]; /* extra tensors saved with each checkpoint */
+    int nextra;
+    /* timing of the current step and of the run */
+    double t_begin, t_compute_end, t_start;
+    int64_t step_at_start;
+    double last_loss, last_grad_norm, last_lr, last_step_ms;
+} fm_trainer;
+
+/* params must hold every parameter of the model. use_ema keeps an EMA with
+ * decay ema_decay. Weight decay is off for 1-D tensors and embedding tables. */
+int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc, const fm_config *cfg,
+                    const char *config_text, const fm_world *w, fm_params *params, fm_metrics *metrics,
+                    int use_ema, double ema_decay, int ema_warmup, fm_err *e);
+void fm_trainer_free(fm_trainer *t);
+
+/* Add an extra fp32 tensor saved with (and restored from) each checkpoint. */
+int fm_trainer_add_extra(fm_trainer *t, const char *name, float *data, int n, fm_err *e);
+
+/* Broadcast rank 0's initial parameters, then load the newest valid
+ * checkpoint of the stage if there is one (weights, EMA, moments, step,
+ * extras). Sets t->step. */
+int fm_trainer_resume(fm_trainer *t, fm_err *e);
+
+
+void fm_trainer_begin(fm_trainer *t);
+/* After backward: average gradients and loss over ranks, clip, skip the
+ * update if anything is non-finite, AdamW + EMA, log, checkpoint. */
+int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e);
+
+/* Write a checkpoint of the current state now (rank 0). */
+int fm_trainer_save(fm_trainer *t, fm_err *e);
+
+#endif

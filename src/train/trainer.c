@@ -1,0 +1,197 @@
+/* trainer.c - the update, logging and checkpoint half of every training loop. */
+#include "fm/trainer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fm/clip.h"
+#include "fm/log.h"
+#include "fm/timer.h"
+
+static int no_decay_embedding(const fm_param *p, void *ctx)
+{
+    (void)ctx;
+    return strstr(p->name, "emb") != NULL && strstr(p->name, "proj") == NULL && strstr(p->name, "mlp") == NULL;
+}
+
+int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc, const fm_config *cfg,
+                    const char *config_text, const fm_world *w, fm_params *params, fm_metrics *metrics,
+                    int use_ema, double ema_decay, int ema_warmup, fm_err *e)
+{
+    memset(t, 0, sizeof *t);
+    t->stage = stage;
+    t->tc = tc;
+    t->cfg = cfg;
+    t->config_text = config_text;
+    t->world = w;
+    t->params = params;
+    t->metrics = metrics;
+    t->global_batch = tc->batch_size;
+    t->max_bad_steps = 20;
+    fm_adamw_cfg oc = fm_adamw_defaults();
+    oc.beta1 = tc->beta1;
+    oc.beta2 = tc->beta2;
+    oc.weight_decay = tc->weight_decay;
+    FM_TRY(fm_adamw_init(&t->opt, params, &oc, e));
+    fm_adamw_no_decay_1d(&t->opt);
+    fm_adamw_no_decay_if(&t->opt, no_decay_embedding, NULL);
+    t->use_ema = use_ema;
+    if (use_ema) {
+        int rc = fm_ema_init(&t->ema, params, ema_decay, ema_warmup, e);
+        if (rc != FM_OK) {
+            fm_adamw_free(&t->opt);
+            return rc;
+        }
+    }
+    t->sched.base = tc->lr;
+    t->sched.min_ratio = tc->min_lr_ratio;
+    t->sched.warmup = tc->warmup;
+    t->sched.total = tc->steps;
+    int rc = fm_lr_schedule_check(&t->sched, e);
+    if (rc != FM_OK) {
+        fm_err_prefix(e, "%s", stage);
+        fm_trainer_free(t);
+    }
+    return rc;
+}
+
+void fm_trainer_free(fm_trainer *t)
+{
+    fm_adamw_free(&t->opt);
+    if (t->use_ema)
+        fm_ema_free(&t->ema);
+    t->use_ema = 0;
+}
+
+int fm_trainer_add_extra(fm_trainer *t, const char *name, float *data, int n, fm_err *e)
+{
+    if (t->nextra == FM_TRAINER_MAX_EXTRA)
+        return fm_fail(e, FM_ERR_INTERNAL, "trainer: more than %d extra tensors", FM_TRAINER_MAX_EXTRA);
+    fm_ckpt_extra *x = &t->extra[t->nextra++];
+    memset(x, 0, sizeof *x);
+    x->name = name;
+    x->data = data;
+    x->ndim = 1;
+    x->shape[0] = n;
+    return FM_OK;
+}
+
+static int groups(fm_trainer *t, fm_ckpt_group *g)
+{
+    int n = 0;
+    g[n++] = (fm_ckpt_group){ "", t->params, t->params->data };
+    if (t->use_ema)
+        g[n++] = (fm_ckpt_group){ "ema.", t->params, t->ema.w };
+    g[n++] = (fm_ckpt_group){ "adam.m.", t->params, t->opt.m };
+    g[n++] = (fm_ckpt_group){ "adam.v.", t->params, t->opt.v };
+    return n;
+}
+
+int fm_trainer_resume(fm_trainer *t, fm_err *e)
+{
+    FM_TRY(fm_world_bcast(t->world, t->params->data, t->params->numel, e));
+    if (t->use_ema) /* the EMA starts equal to the broadcast weights */
+        memcpy(t->ema.w, t->params->data, t->params->numel * sizeof(float));
+    t->step = 0;
+    fm_ckpt_group g[4];
+    int ng = groups(t, g);
+    fm_ckpt ck;
+    int rc = fm_ckpt_load_latest(t->cfg->run.out, t->stage, g, ng, t->extra, t->nextra, &ck, e);
+    if (rc == FM_CKPT_NONE)
+        return FM_OK;
+    if (rc != FM_OK)
+        return rc;
+    int64_t adam_step = 0;
+    rc = fm_ckpt_meta_int(&ck, "adam_step", &adam_step, e);
+    if (rc == FM_OK) {
+        t->step = ck.step;
+        t->opt.step = adam_step;
+        fm_info("%s: resumed from %s (step %lld)", t->stage, ck.path, (long long)ck.step);
+    }
+    fm_ckpt_close(&ck);
+    return rc;
+}
+
+void fm_trainer_begin(fm_trainer *t)
+{
+    t->t_begin = fm_now();
+    if (t->t_start == 0) {
+        t->t_start = t->t_begin;
+        t->step_at_start = t->step;
+    }
+}
+
+int fm_trainer_save(fm_trainer *t, fm_err *e)
+{
+    if (t->world->rank != 0)
+        return FM_OK;
+    fm_ckpt_group g[4];
+    int ng = groups(t, g);
+    char seed[32], world[32], adam_step[32];
+    snprintf(seed, sizeof seed, "%d", t->cfg->run.seed);
+    snprintf(world, sizeof world, "%d", t->world->size);
+    snprintf(adam_step, sizeof adam_step, "%lld", (long long)t->opt.step);
+    fm_st_meta meta[] = {
+        { "config", t->config_text ? t->config_text : "" },
+        { "seed", seed },
+        { "world_size", world },
+        { "adam_step", adam_step },
+        { "data_position", "step" }, /* the data order is a pure function of (seed, step): see loader.h */
+    };
+    return fm_ckpt_save(t->cfg->run.out, t->stage, t->step, g, ng, t->extra, t->nextra, meta,
+                        (int)(sizeof meta / sizeof meta[0]), t->cfg->run.ckpt_keep, NULL, 0, e);
+}
+
+int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
+{
+    t->t_compute_end = fm_now();
+    FM_TRY(fm_world_allreduce_mean(t->world, t->params->grad, t->params->numel, e));
+    double loss = local_loss;
+    FM_TRY(fm_world_sum(t->world, &loss, e));
+    loss /= t->world->size;
+    double t_reduced = fm_now();
+    double max_norm = t->tc->grad_clip > 0 ? t->tc->grad_clip : INFINITY;
+    double norm = fm_clip_grad_norm(t->params->grad, t->params->numel, max_norm);
+    double lr = fm_lr_at(&t->sched, t->step);
+    if (!isfinite(loss) || !isfinite(norm)) {
+        t->bad_steps++;
+        fm_warn("%s step %lld: non-finite %s (loss %g, gradient norm %g): update skipped (%d in a row)", t->stage,
+                (long long)t->step, isfinite(loss) ? "gradient" : "loss", loss, norm, t->bad_steps);
+        if (t->bad_steps >= t->max_bad_steps)
+            return fm_fail(e, FM_ERR_INTERNAL,
+                           "%s: %d consecutive non-finite steps at step %lld: training diverged; lower %s.lr or set "
+                           "%s.grad_clip, then resume from the last checkpoint",
+                           t->stage, t->bad_steps, (long long)t->step, t->stage, t->stage);
+    } else {
+        t->bad_steps = 0;
+        FM_TRY(fm_adamw_step(&t->opt, lr, e));
+        if (t->use_ema)
+            FM_TRY(fm_ema_update(&t->ema, t->opt.step - 1, e));
+    }
+    double now = fm_now();
+    t->last_loss = loss;
+    t->last_grad_norm = norm;
+    t->last_lr = lr;
+    t->last_step_ms = 1e3 * (now - t->t_begin);
+    t->step++;
+    int64_t total = t->tc->steps;
+    int log_every = t->cfg->run.log_every > 0 ? t->cfg->run.log_every : 1;
+    if (t->world->rank == 0 && (t->step % log_every == 0 || t->step == total || t->step == t->step_at_start + 1)) {
+        double elapsed = now - t->t_start;
+        double done = (double)(t->step - t->step_at_start);
+        double ips = done * t->global_batch / (elapsed > 0 ? elapsed : 1e-9);
+        double step_ms = t->last_step_ms, compute_ms = 1e3 * (t->t_compute_end - t->t_begin);
+        double allreduce_ms = 1e3 * (t_reduced - t->t_compute_end);
+        double gflops = t->flops_per_step > 0 ? t->flops_per_step / (compute_ms * 1e-3) * 1e-9 : NAN;
+        const char *keys[] = { "loss", "lr", "grad_norm", "images_per_s", "step_ms", "compute_ms", "allreduce_ms",
+                               "gflops" };
+        double vals[] = { loss, lr, norm, ips, step_ms, compute_ms, allreduce_ms, gflops };
+        FM_TRY(fm_metrics_log(t->metrics, t->stage, t->step, 8, keys, vals, e));
+        double eta = (double)(total - t->step) * elapsed / done;
+        fm_progress_print(t->stage, t->step, total, loss, ips, eta);
+    }
+    if (t->step == total || (t->tc->ckpt_every > 0 && t->step % t->tc->ckpt_every == 0))
+        FM_TRY(fm_trainer_save(t, e));
+    return FM_OK;
+}
