@@ -1,0 +1,92 @@
+/* attention.h - multi-head self-attention with the semantics of
+ * torch.nn.MultiheadAttention(C, heads, batch_first=True) called as
+ * attn(x, x, x) (no dropout, no mask).
+ *
+ * x [B, T, C] (the same memory as an NHWC [B, H, W, C] map with T = H*W):
+ *   qkv [B, T, 3C] = x W_in^T + b_in          (q, k, v side by side)
+ *   per batch b and head i (d = C / heads, channels i*d .. i*d+d-1):
+ *     P = softmax(Q K^T / sqrt(d))            [T, T], rows sum to 1
+ *     O = P V                                 [T, d], into o [B, T, C]
+ *   y [B, T, C] = o W_out^T + b_out
+ * Parameters, named as the torch module's state dict: "<name>.in_proj_weight"
+ * [3C, C], "<name>.in_proj_bias" [3C], "<name>.out_proj.weight" [C, C],
+ * "<name>.out_proj.bias" [C].
+ *
+ * The per-head products are oneDNN batched matmuls (batch dims {B, heads}) on
+ * strided views of the qkv buffer, so no head is ever copied or transposed;
+ * their gradients are written the same way straight into a dqkv [B, T, 3C]
+ * buffer. The softmax and its backward are hand-written fused row loops.
+ * Forward saves qkv, P and o in arena buffers for backward. */
+#ifndef FM_ATTENTION_H
+#define FM_ATTENTION_H
+
+#include <stdint.h>
+
+#include "fm/arena.h"
+#include "fm/dnn.h"
+#include "fm/linear.h"
+#include "fm/params.h"
+#include "fm/status.h"
+
+typedef struct fm_attention {
+    fm_dnn *d;
+    fm_linear in_proj;   /* C -> 3C on "<name>.in_proj_weight" / "<name>.in_proj_bias" */
+    fm_linear out_proj;  /* C -> C, "<name>.out_proj.{weight,bias}" */
+    int64_t b, t, c, heads, hd;  /* hd = C / heads */
+    float scale;                 /* 1 / sqrt(hd) */
+
+    /* arena buffers */
+    float *qkv;   /* [B, T, 3C] saved by forward */
+    float *p;     /* [B, heads, T, T] softmax probabilities, saved by forward */
+    float *o;     /* [B, T, C] head outputs (out_proj input), saved by forward */
+    float *dp;    /* [B, heads, T, T] backward scratch: dP, then dS in place */
+    float *dout;  /* [B, T, C] backward scratch: gradient of o */
+    float *dqkv;  /* [B, T, 3C] backward scratch: gradient of qkv */
+
+    /* batched matmuls, all [B, heads, rows, cols] */
+    dnnl_primitive_t qk;  /* S  = Q K^T    */
+    dnnl_primitive_t pv;  /* O  = P V      */
+    dnnl_primitive_t dv;  /* dV = P^T dO   */
+    dnnl_primitive_t dpm; /* dP = dO V^T   */
+    dnnl_primitive_t dq;  /* dQ = dS K     */
+    dnnl_primitive_t dk;  /* dK = dS^T Q   */
+
+    /* memory objects: every buffer is internal, so handles are attached once */
+    dnnl_memory_t m_q, m_k, m_kt, m_v, m_vt;  /* views of qkv          */
+    dnnl_memory_t m_dq, m_dk, m_dv;           /* views of dqkv         */
+    dnnl_memory_t m_p, m_pt;                  /* P, P^T                */
+    dnnl_memory_t m_ds, m_dst;                /* dP/dS, dS^T           */
+    dnnl_memory_t m_o, m_do;                  /* o, dout as [B, h, T, d] */
+    dnnl_memory_t m_scratch;
+    size_t scratch_bytes;
+} fm_attention;
+
+/* Register the four parameters in p with PyTorch's initialisation
+ * (in_proj_weight Xavier-uniform, bound sqrt(6 / (C + 3C)); out_proj.weight
+ * uniform, bound 1/sqrt(C); both biases zero), create every primitive for
+ * x [b, t, c] with `heads` heads and take all buffers from arena a.
+ * c % heads != 0 or a size < 1 gives FM_ERR_USAGE naming the layer. */
+int fm_attention_init(fm_attention *l, fm_dnn *d, fm_params *p, fm_arena *a, const char *name, int64_t c,
+                      int64_t heads, int64_t b, int64_t t, fm_err *e);
+
+/* y [B, T, C] = MultiheadAttention(x, x, x) for x [B, T, C]. Saves qkv, P and
+ * o for backward, which also needs x itself unchanged. */
+int fm_attention_forward(fm_attention *l, const float *x, float *y, fm_err *e);
+
+/* Given x (the input of the latest forward, which must have run with the
+ * current weights) and dy [B, T, C], OVERWRITE dx [B, T, C] (skipped when dx
+ * is NULL) and the gradients of all four parameters. dx is written last, so
+ * it may alias x or dy. */
+int fm_attention_backward(fm_attention *l, const float *x, const float *dy, float *dx, fm_err *e);
+
+/* Floating-point operations of the matrix products (multiply and add counted
+ * separately; the softmax is not counted): forward
+ * 2*B*T*C*3C + 2 * 2*B*T*T*C + 2*B*T*C*C (+ bias adds); backward twice each
+ * product (the in_proj data gradient only when with_dx). */
+double fm_attention_flops_fwd(const fm_attention *l);
+double fm_attention_flops_bwd(const fm_attention *l, int with_dx);
+
+/* Destroy the oneDNN objects; safe after a failed init. */
+void fm_attention_free(fm_attention *l);
+
+#endif

@@ -1,0 +1,76 @@
+/* linear.h - fully connected layer (PyTorch nn.Linear semantics) on oneDNN matmul.
+ *
+ * y [M, out] = x [M, in] W^T + b for a number of rows M (batch x tokens) fixed
+ * at init. Parameters keep PyTorch's layout: "<name>.weight" [out, in] and,
+ * when bias is on, "<name>.bias" [out]. The transposes (W^T in forward, dy^T in
+ * the weight gradient) are strided memory descriptors over the same buffers:
+ * nothing is copied. Scratchpad memory is user-managed: one buffer per layer,
+ * from the arena, sized for the largest of the three primitives. */
+#ifndef FM_LINEAR_H
+#define FM_LINEAR_H
+
+#include <stdint.h>
+
+#include "fm/arena.h"
+#include "fm/dnn.h"
+#include "fm/params.h"
+#include "fm/status.h"
+
+typedef struct fm_linear {
+    fm_dnn *d;
+    fm_param *weight;  /* [out, in] */
+    fm_param *bias;    /* [out], NULL without bias */
+    int64_t m, in, out;
+
+    dnnl_primitive_t fwd;          /* y = x W^T (+ b)  */
+    dnnl_primitive_t bwd_data;     /* dx = dy W        */
+    dnnl_primitive_t bwd_weights;  /* dW = dy^T x      */
+
+    /* memory objects; activation handles are attached on each call */
+    dnnl_memory_t m_x;    /* [M, in]                          */
+    dnnl_memory_t m_y;    /* [M, out], also dy                */
+    dnnl_memory_t m_dx;   /* [M, in]                          */
+    dnnl_memory_t m_dyt;  /* dy^T [out, M], strides {1, out}  */
+    dnnl_memory_t m_wt;   /* W^T [in, out], strides {1, in}   */
+    dnnl_memory_t m_w;    /* W [out, in]                      */
+    dnnl_memory_t m_dw;   /* dW [out, in]                     */
+    dnnl_memory_t m_b;    /* [1, out], NULL without bias      */
+    dnnl_memory_t m_scratch;
+    size_t scratch_bytes;
+} fm_linear;
+
+/* Register "<name>.weight" [out, in] (and "<name>.bias" [out] if bias) in p
+ * with PyTorch's default init (uniform, bound 1/sqrt(in), for both), then
+ * create the primitives as fm_linear_init_params does. Bad sizes give
+ * FM_ERR_USAGE naming the layer. */
+int fm_linear_init(fm_linear *l, fm_dnn *d, fm_params *p, fm_arena *a, const char *name, int64_t in,
+                   int64_t out, int bias, int64_t m, fm_err *e);
+
+/* Build the layer on parameters registered by the caller (for modules whose
+ * state dict names them differently, e.g. attention's "in_proj_weight"):
+ * weight must be [out, in], bias [out] or NULL. Values are left as they are.
+ * Creates every oneDNN primitive for M rows and takes the scratchpad from a. */
+int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight, fm_param *bias,
+                          int64_t m, fm_err *e);
+
+/* y [M, out] = x [M, in] W^T + b. */
+int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e);
+
+/* Given x [M, in] (the forward input) and dy [M, out], OVERWRITE the weight
+ * gradient (dy^T x), the bias gradient (column sums of dy) and dx [M, in] =
+ * dy W (skipped when dx is NULL), in that order: dx may alias x, not dy.
+ * Needs no state from forward. */
+int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e);
+
+/* Floating-point operations (multiply and add counted separately): forward
+ * 2*M*in*out (+ M*out with bias); backward 2*M*in*out for the weights
+ * (+ M*out with bias) plus 2*M*in*out when with_dx. */
+double fm_linear_flops_fwd(const fm_linear *l);
+double fm_linear_flops_bwd(const fm_linear *l, int with_dx);
+
+/* Destroy the oneDNN objects (arena and parameter memory stay with their
+ * owners). Safe after a failed init, which leaves the layer zeroed or partly
+ * built. */
+void fm_linear_free(fm_linear *l);
+
+#endif

@@ -1,0 +1,196 @@
+/* linear.c - fully connected layer: oneDNN matmuls over strided views, a hand
+ * column sum for the bias gradient. */
+#include "fm/linear.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Create a matmul primitive dst = src x weights (+ bias) with a user-managed
+ * scratchpad; raise *scratch to the size it needs. */
+static int make_matmul(fm_dnn *d, dnnl_primitive_t *out, const dnnl_memory_desc_t *src,
+                       const dnnl_memory_desc_t *wei, const dnnl_memory_desc_t *bias,
+                       const dnnl_memory_desc_t *dst, size_t *scratch, fm_err *e)
+{
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr;
+    dnnl_primitive_desc_t pd;
+    FM_DNN(dnnl_matmul_desc_init(&desc, src, wei, bias, dst), e);
+    FM_DNN(dnnl_primitive_attr_create(&attr), e);
+    dnnl_status_t s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success)
+        s = dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    FM_DNN(s, e);
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    if (need > *scratch)
+        *scratch = need;
+    s = dnnl_primitive_create(out, pd);
+    dnnl_primitive_desc_destroy(pd);
+    FM_DNN(s, e);
+    return FM_OK;
+}
+
+/* A memory object over fp32 dims with the given strides, data attached. */
+static int strided_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims,
+                       const dnnl_dims_t strides, void *data, fm_err *e)
+{
+    dnnl_memory_desc_t md;
+    FM_DNN(dnnl_memory_desc_init_by_strides(&md, ndims, dims, dnnl_f32, strides), e);
+    FM_DNN(dnnl_memory_create(m, &md, d->engine, data ? data : DNNL_MEMORY_NONE), e);
+    return FM_OK;
+}
+
+static const dnnl_memory_desc_t *md_of(dnnl_memory_t m)
+{
+    const dnnl_memory_desc_t *md = NULL;
+    dnnl_memory_get_memory_desc(m, &md);
+    return md;
+}
+
+int fm_linear_init(fm_linear *l, fm_dnn *d, fm_params *p, fm_arena *a, const char *name, int64_t in,
+                   int64_t out, int bias, int64_t m, fm_err *e)
+{
+    memset(l, 0, sizeof *l);
+    if (in < 1 || out < 1 || m < 1)
+        return fm_fail(e, FM_ERR_USAGE, "linear %s: bad sizes in %lld, out %lld, rows %lld", name,
+                       (long long)in, (long long)out, (long long)m);
+    fm_param *w, *b = NULL;
+    FM_TRY(fm_params_add(p, &w, 2, (int64_t[]){ out, in }, e, "%s.weight", name));
+    fm_param_init_uniform(p, w, 1.0f / sqrtf((float)in));
+    if (bias) {
+        FM_TRY(fm_params_add(p, &b, 1, (int64_t[]){ out }, e, "%s.bias", name));
+        fm_param_init_uniform(p, b, 1.0f / sqrtf((float)in));
+    }
+    return fm_linear_init_params(l, d, a, w, b, m, e);
+}
+
+int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight, fm_param *bias,
+                          int64_t m, fm_err *e)
+{
+    memset(l, 0, sizeof *l);
+    if (weight->w.ndim != 2 || weight->w.shape[0] < 1 || weight->w.shape[1] < 1 || m < 1)
+        return fm_fail(e, FM_ERR_USAGE, "linear %s: weight must be [out, in] and rows >= 1 (got %d dims, %lld rows)",
+                       weight->name, weight->w.ndim, (long long)m);
+    const int64_t in = weight->w.shape[1], out = weight->w.shape[0];
+    if (bias && (bias->w.ndim != 1 || bias->w.shape[0] != out))
+        return fm_fail(e, FM_ERR_USAGE, "linear %s: bias must be [%lld]", bias->name, (long long)out);
+    l->d = d;
+    l->weight = weight;
+    l->bias = bias;
+    l->m = m;
+    l->in = in;
+    l->out = out;
+
+    /* The parameter blocks never move, so their handles are attached once. */
+    FM_TRY(strided_mem(d, &l->m_x, 2, (dnnl_dims_t){ m, in }, (dnnl_dims_t){ in, 1 }, NULL, e));
+    FM_TRY(strided_mem(d, &l->m_y, 2, (dnnl_dims_t){ m, out }, (dnnl_dims_t){ out, 1 }, NULL, e));
+    FM_TRY(strided_mem(d, &l->m_dx, 2, (dnnl_dims_t){ m, in }, (dnnl_dims_t){ in, 1 }, NULL, e));
+    FM_TRY(strided_mem(d, &l->m_dyt, 2, (dnnl_dims_t){ out, m }, (dnnl_dims_t){ 1, out }, NULL, e));
+    FM_TRY(strided_mem(d, &l->m_wt, 2, (dnnl_dims_t){ in, out }, (dnnl_dims_t){ 1, in }, weight->w.data, e));
+    FM_TRY(strided_mem(d, &l->m_w, 2, (dnnl_dims_t){ out, in }, (dnnl_dims_t){ in, 1 }, weight->w.data, e));
+    FM_TRY(strided_mem(d, &l->m_dw, 2, (dnnl_dims_t){ out, in }, (dnnl_dims_t){ in, 1 }, weight->g.data, e));
+    if (bias)
+        FM_TRY(strided_mem(d, &l->m_b, 2, (dnnl_dims_t){ 1, out }, (dnnl_dims_t){ out, 1 }, bias->w.data, e));
+
+    size_t scratch = 0;
+    FM_TRY(make_matmul(d, &l->fwd, md_of(l->m_x), md_of(l->m_wt), bias ? md_of(l->m_b) : NULL,
+                       md_of(l->m_y), &scratch, e));
+    FM_TRY(make_matmul(d, &l->bwd_data, md_of(l->m_y), md_of(l->m_w), NULL, md_of(l->m_dx), &scratch, e));
+    FM_TRY(make_matmul(d, &l->bwd_weights, md_of(l->m_dyt), md_of(l->m_x), NULL, md_of(l->m_dw), &scratch, e));
+
+    l->scratch_bytes = scratch;
+    void *buf = NULL;
+    if (scratch)
+        FM_TRY(fm_arena_alloc_or(a, scratch, &buf, e));
+    dnnl_memory_desc_t smd;
+    FM_DNN(dnnl_memory_desc_init_by_tag(&smd, 1, (dnnl_dims_t){ (dnnl_dim_t)(scratch ? scratch : 1) }, dnnl_u8,
+                                        dnnl_a), e);
+    FM_DNN(dnnl_memory_create(&l->m_scratch, &smd, d->engine, buf ? buf : DNNL_MEMORY_NONE), e);
+    return FM_OK;
+}
+
+int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e)
+{
+    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
+    FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
+    dnnl_exec_arg_t args[] = {
+        { DNNL_ARG_SRC, l->m_x },
+        { DNNL_ARG_WEIGHTS, l->m_wt },
+        { DNNL_ARG_DST, l->m_y },
+        { DNNL_ARG_SCRATCHPAD, l->m_scratch },
+        { DNNL_ARG_BIAS, l->m_b },
+    };
+    return fm_dnn_exec(l->d, l->fwd, l->bias ? 5 : 4, args, e);
+}
+
+/* db[j] = sum_i dy[i, j] for dy [m, n]: threads take blocks of columns and
+ * stream down the rows, so each inner loop is a contiguous vector add. */
+static void column_sum(const float *dy, int64_t m, int64_t n, float *db)
+{
+    enum { BLK = 64 };
+    const int64_t nblk = (n + BLK - 1) / BLK;
+#pragma omp parallel for schedule(static)
+    for (int64_t jb = 0; jb < nblk; jb++) {
+        const int64_t j0 = jb * BLK, nj = n - j0 < BLK ? n - j0 : BLK;
+        float acc[BLK] = { 0 };
+        for (int64_t i = 0; i < m; i++) {
+            const float *row = dy + i * n + j0;
+#pragma omp simd
+            for (int64_t j = 0; j < nj; j++)
+                acc[j] += row[j];
+        }
+        memcpy(db + j0, acc, (size_t)nj * sizeof(float));
+    }
+}
+
+int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    /* parameter gradients first: they are the last readers of x, so dx may overwrite it */
+    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
+    FM_DNN(dnnl_memory_set_data_handle(l->m_dyt, (void *)dy), e);
+    dnnl_exec_arg_t wargs[] = {
+        { DNNL_ARG_SRC, l->m_dyt },
+        { DNNL_ARG_WEIGHTS, l->m_x },
+        { DNNL_ARG_DST, l->m_dw },
+        { DNNL_ARG_SCRATCHPAD, l->m_scratch },
+    };
+    FM_TRY(fm_dnn_exec(l->d, l->bwd_weights, 4, wargs, e));
+    if (l->bias)
+        column_sum(dy, l->m, l->out, l->bias->g.data);
+    if (!dx)
+        return FM_OK;
+    FM_DNN(dnnl_memory_set_data_handle(l->m_y, (void *)dy), e);
+    FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
+    dnnl_exec_arg_t dargs[] = {
+        { DNNL_ARG_SRC, l->m_y },
+        { DNNL_ARG_WEIGHTS, l->m_w },
+        { DNNL_ARG_DST, l->m_dx },
+        { DNNL_ARG_SCRATCHPAD, l->m_scratch },
+    };
+    return fm_dnn_exec(l->d, l->bwd_data, 4, dargs, e);
+}
+
+double fm_linear_flops_fwd(const fm_linear *l)
+{
+    return 2.0 * (double)l->m * (double)l->in * (double)l->out + (l->bias ? (double)l->m * (double)l->out : 0);
+}
+
+double fm_linear_flops_bwd(const fm_linear *l, int with_dx)
+{
+    double mm = 2.0 * (double)l->m * (double)l->in * (double)l->out;
+    return mm * (with_dx ? 2 : 1) + (l->bias ? (double)l->m * (double)l->out : 0);
+}
+
+void fm_linear_free(fm_linear *l)
+{
+    dnnl_primitive_t prims[] = { l->fwd, l->bwd_data, l->bwd_weights };
+    for (size_t i = 0; i < sizeof prims / sizeof *prims; i++)
+        if (prims[i])
+            dnnl_primitive_destroy(prims[i]);
+    dnnl_memory_t mems[] = { l->m_x, l->m_y, l->m_dx, l->m_dyt, l->m_wt, l->m_w, l->m_dw, l->m_b, l->m_scratch };
+    for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
+        if (mems[i])
+            dnnl_memory_destroy(mems[i]);
+    memset(l, 0, sizeof *l);
+}
