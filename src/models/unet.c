@@ -1,0 +1,819 @@
+/* unet.c - the U-Net velocity model: a plan of blocks built from the config,
+ * forward along the plan, backward along it in reverse (see unet.h). */
+#include "fm/unet.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/act.h"
+#include "fm/log.h"
+#include "fm/tensorops.h"
+#include "fm/updown.h"
+
+/* ---- the plan: blocks in execution order, a pure function of cfg --------- */
+
+static int attn_at(const fm_unet_cfg *cfg, int side)
+{
+    for (int i = 0; i < cfg->n_attn; i++)
+        if (cfg->attn_res[i] == side)
+            return 1;
+    return 0;
+}
+
+/* GroupNorm groups for a width: min(groups, c). */
+static int gn_groups(const fm_unet_cfg *cfg, int c) { return cfg->groups < c ? cfg->groups : c; }
+
+typedef struct plan {
+    int nblocks, nres, nattn, nconv, nskips;
+    fm_unet_block *b;      /* [nblocks] when non-NULL */
+    int *skip_ch, *skip_side;  /* [nskips] when non-NULL */
+} plan;
+
+static void plan_add(plan *pl, int kind, int group, int side, int cin, int cout, int skip_in, const char *name)
+{
+    if (pl->b) {
+        fm_unet_block *b = &pl->b[pl->nblocks];
+        memset(b, 0, sizeof *b);
+        b->kind = kind;
+        b->group = group;
+        b->side = side;
+        b->cin = cin;
+        b->cout = cout;
+        b->skip_in = skip_in;
+        b->skip_out = -1;
+        b->layer = kind == FM_UNET_RES ? pl->nres : kind == FM_UNET_ATTN ? pl->nattn : pl->nconv;
+        snprintf(b->name, sizeof b->name, "%s", name);
+    }
+    pl->nblocks++;
+    if (kind == FM_UNET_RES)
+        pl->nres++;
+    else if (kind == FM_UNET_ATTN)
+        pl->nattn++;
+    else
+        pl->nconv++;
+}
+
+/* The latest block's output becomes skip number nskips. */
+static void plan_push(plan *pl, int ch, int side)
+{
+    if (pl->b)
+        pl->b[pl->nblocks - 1].skip_out = pl->nskips;
+    if (pl->skip_ch) {
+        pl->skip_ch[pl->nskips] = ch;
+        pl->skip_side[pl->nskips] = side;
+    }
+    pl->nskips++;
+}
+
+/* Walk the architecture; with pl->b == NULL it only counts. Skip 0 is
+ * conv_in's output. skip_ch/skip_side must be given when b is. */
+static void make_plan(const fm_unet_cfg *cfg, plan *pl)
+{
+    const int L = cfg->levels, R = cfg->res_blocks;
+    int ch = cfg->channels[0], side = cfg->size, top;  /* top: skips not yet popped */
+    char nm[48];
+    pl->nblocks = pl->nres = pl->nattn = pl->nconv = 0;
+    pl->nskips = 1;
+    if (pl->skip_ch) {
+        pl->skip_ch[0] = ch;
+        pl->skip_side[0] = side;
+    }
+    for (int i = 0; i < L; i++) {
+        side = cfg->size >> i;
+        for (int j = 0; j < R; j++) {
+            snprintf(nm, sizeof nm, "down.%d.res.%d", i, j);
+            plan_add(pl, FM_UNET_RES, i, side, ch, cfg->channels[i], -1, nm);
+            ch = cfg->channels[i];
+            if (attn_at(cfg, side)) {
+                snprintf(nm, sizeof nm, "down.%d.attn.%d", i, j);
+                plan_add(pl, FM_UNET_ATTN, i, side, ch, ch, -1, nm);
+            }
+            plan_push(pl, ch, side);
+        }
+        if (i < L - 1) {
+            snprintf(nm, sizeof nm, "down.%d.downsample", i);
+            plan_add(pl, FM_UNET_DOWN, i, side, ch, ch, -1, nm);
+            plan_push(pl, ch, side / 2);
+        }
+    }
+    top = pl->nskips;
+    plan_add(pl, FM_UNET_RES, L, side, ch, ch, -1, "mid.0");
+    plan_add(pl, FM_UNET_ATTN, L, side, ch, ch, -1, "mid.1");
+    plan_add(pl, FM_UNET_RES, L, side, ch, ch, -1, "mid.2");
+    for (int i = L - 1; i >= 0; i--) {
+        side = cfg->size >> i;
+        for (int j = 0; j <= R; j++) {
+            const int k = --top;
+            const int sch = pl->skip_ch ? pl->skip_ch[k] : 0;
+            snprintf(nm, sizeof nm, "up.%d.res.%d", i, j);
+            plan_add(pl, FM_UNET_RES, L + 1 + i, side, ch + sch, cfg->channels[i], k, nm);
+            ch = cfg->channels[i];
+            if (attn_at(cfg, side)) {
+                snprintf(nm, sizeof nm, "up.%d.attn.%d", i, j);
+                plan_add(pl, FM_UNET_ATTN, L + 1 + i, side, ch, ch, -1, nm);
+            }
+        }
+        if (i > 0) {
+            snprintf(nm, sizeof nm, "up.%d.upsample", i);
+            plan_add(pl, FM_UNET_UP, L + 1 + i, side, ch, ch, -1, nm);
+        }
+    }
+}
+
+/* Output side of a block. */
+static int out_side(const fm_unet_block *b)
+{
+    return b->kind == FM_UNET_DOWN ? b->side / 2 : b->kind == FM_UNET_UP ? b->side * 2 : b->side;
+}
+
+/* ---- config check and parameter count ------------------------------------ */
+
+static int check_gn(const fm_unet_cfg *cfg, int c, const char *what, fm_err *e)
+{
+    const int g = gn_groups(cfg, c);
+    if (c % g)
+        return fm_fail(e, FM_ERR_USAGE, "unet: %s: %d channels are not divisible into %d groups (unet.groups)",
+                       what, c, g);
+    return FM_OK;
+}
+
+int fm_unet_cfg_check(const fm_unet_cfg *cfg, fm_err *e)
+{
+    if (cfg->in_ch < 1 || cfg->size < 1)
+        return fm_fail(e, FM_ERR_USAGE, "unet: bad input %dx%dx%d", cfg->size, cfg->size, cfg->in_ch);
+    if (cfg->levels < 1 || cfg->levels > FM_UNET_MAX_LEVELS)
+        return fm_fail(e, FM_ERR_USAGE, "unet.channels: %d levels, expected 1 to %d", cfg->levels,
+                       FM_UNET_MAX_LEVELS);
+    if (cfg->size % (1 << (cfg->levels - 1)))
+        return fm_fail(e, FM_ERR_USAGE, "unet.channels: %d levels need a side divisible by %d, got %d",
+                       cfg->levels, 1 << (cfg->levels - 1), cfg->size);
+    for (int i = 0; i < cfg->levels; i++)
+        if (cfg->channels[i] < 1)
+            return fm_fail(e, FM_ERR_USAGE, "unet.channels[%d]: %d, expected > 0", i, cfg->channels[i]);
+    if (cfg->channels[0] % 2)
+        return fm_fail(e, FM_ERR_USAGE, "unet.channels[0]: %d, must be even (sinusoidal time features)",
+                       cfg->channels[0]);
+    if (cfg->res_blocks < 1)
+        return fm_fail(e, FM_ERR_USAGE, "unet.res_blocks: %d, expected > 0", cfg->res_blocks);
+    if (cfg->n_attn < 0 || cfg->n_attn > FM_UNET_MAX_LEVELS)
+        return fm_fail(e, FM_ERR_USAGE, "unet.attn_res: %d entries, expected at most %d", cfg->n_attn,
+                       FM_UNET_MAX_LEVELS);
+    for (int i = 0; i < cfg->n_attn; i++) {
+        int found = 0;
+        for (int l = 0; l < cfg->levels; l++)
+            found |= cfg->attn_res[i] == cfg->size >> l;
+        if (!found)
+            return fm_fail(e, FM_ERR_USAGE, "unet.attn_res[%d]: %d is not the side of any level (%d down to %d)", i,
+                           cfg->attn_res[i], cfg->size, cfg->size >> (cfg->levels - 1));
+    }
+    if (cfg->heads < 1 || cfg->groups < 1 || cfg->emb_dim < 1 || cfg->num_classes < 1)
+        return fm_fail(e, FM_ERR_USAGE, "unet: heads %d, groups %d, emb_dim %d, classes %d: all must be > 0",
+                       cfg->heads, cfg->groups, cfg->emb_dim, cfg->num_classes);
+    plan pl = { 0 };
+    make_plan(cfg, &pl);
+    int *sch = malloc(2 * (size_t)pl.nskips * sizeof(int));
+    fm_unet_block *b = malloc((size_t)pl.nblocks * sizeof *b);
+    int rc = FM_OK;
+    if (!sch || !b) {
+        rc = fm_fail(e, FM_ERR_INTERNAL, "unet: out of memory");
+        goto out;
+    }
+    pl.b = b;
+    pl.skip_ch = sch;
+    pl.skip_side = sch + pl.nskips;
+    make_plan(cfg, &pl);
+    for (int i = 0; i < pl.nblocks && rc == FM_OK; i++) {
+        char what[80];
+        snprintf(what, sizeof what, "%s input", b[i].name);
+        if (b[i].kind == FM_UNET_RES) {
+            rc = check_gn(cfg, b[i].cin, what, e);
+            if (rc == FM_OK) {
+                snprintf(what, sizeof what, "%s output", b[i].name);
+                rc = check_gn(cfg, b[i].cout, what, e);
+            }
+        } else if (b[i].kind == FM_UNET_ATTN) {
+            rc = check_gn(cfg, b[i].cin, what, e);
+            if (rc == FM_OK && b[i].cin % cfg->heads)
+                rc = fm_fail(e, FM_ERR_USAGE, "unet: %s: %d channels are not divisible by %d heads (unet.heads)",
+                             b[i].name, b[i].cin, cfg->heads);
+        }
+    }
+    if (rc == FM_OK)
+        rc = check_gn(cfg, cfg->channels[0], "out_norm", e);
+out:
+    free(sch);
+    free(b);
+    return rc;
+}
+
+typedef struct counter {
+    int tensors;
+    size_t padded, count;
+} counter;
+
+static void count(counter *c, size_t numel)
+{
+    c->tensors++;
+    c->count += numel;
+    c->padded += (numel + 15) & ~(size_t)15; /* as fm_params_add aligns */
+}
+
+static void count_conv(counter *c, size_t cin, size_t cout, size_t k)
+{
+    count(c, cout * cin * k * k);
+    count(c, cout);
+}
+
+static void count_gn(counter *c, size_t ch)
+{
+    count(c, ch);
+    count(c, ch);
+}
+
+int fm_unet_param_count(const fm_unet_cfg *cfg, int *tensors, size_t *padded, size_t *total, fm_err *e)
+{
+    FM_TRY(fm_unet_cfg_check(cfg, e));
+    plan pl = { 0 };
+    make_plan(cfg, &pl);
+    fm_unet_block *b = malloc((size_t)pl.nblocks * sizeof *b);
+    int *sch = malloc(2 * (size_t)pl.nskips * sizeof(int));
+    if (!b || !sch) {
+        free(b);
+        free(sch);
+        return fm_fail(e, FM_ERR_INTERNAL, "unet: out of memory");
+    }
+    pl.b = b;
+    pl.skip_ch = sch;
+    pl.skip_side = sch + pl.nskips;
+    make_plan(cfg, &pl);
+    const size_t E = (size_t)cfg->emb_dim, ch0 = (size_t)cfg->channels[0];
+    counter c = { 0 };
+    count(&c, E * ch0); /* time_mlp.0 */
+    count(&c, E);
+    count(&c, E * E);   /* time_mlp.2 */
+    count(&c, E);
+    count(&c, ((size_t)cfg->num_classes + 1) * E);
+    count_conv(&c, (size_t)cfg->in_ch, ch0, 3);
+    for (int i = 0; i < pl.nblocks; i++) {
+        const size_t ci = (size_t)b[i].cin, co = (size_t)b[i].cout;
+        switch (b[i].kind) {
+        case FM_UNET_RES:
+            count_gn(&c, ci);
+            count_conv(&c, ci, co, 3);
+            count(&c, 2 * co * E);
+            count(&c, 2 * co);
+            count_gn(&c, co);
+            count_conv(&c, co, co, 3);
+            if (ci != co)
+                count_conv(&c, ci, co, 1);
+            break;
+        case FM_UNET_ATTN:
+            count_gn(&c, ci);
+            count(&c, 3 * ci * ci);
+            count(&c, 3 * ci);
+            count(&c, ci * ci);
+            count(&c, ci);
+            break;
+        default:
+            count_conv(&c, ci, co, 3);
+        }
+    }
+    count_gn(&c, ch0);
+    count_conv(&c, ch0, (size_t)cfg->in_ch, 3);
+    free(b);
+    free(sch);
+    if (tensors)
+        *tensors = c.tensors;
+    if (padded)
+        *padded = c.padded;
+    if (total)
+        *total = c.count;
+    return FM_OK;
+}
+
+/* ---- set-up -------------------------------------------------------------- */
+
+static int take(fm_unet *u, void *out, size_t n, size_t elem, fm_err *e)
+{
+    void *q;
+    if (fm_arena_alloc_or(&u->arena, n * elem, &q, e) != FM_OK)
+        return fm_err_prefix(e, "unet");
+    *(void **)out = q;
+    return FM_OK;
+}
+
+static size_t al64(size_t bytes) { return ((bytes + 63) & ~(size_t)63) + 64; }
+
+/* A bound of the arena bytes of a GroupNorm on [n, hw, c]: saved statistics,
+ * per-(sample, channel) coefficients and double partial sums over at most
+ * max(1, 32/n) pixel chunks per sample (see groupnorm.c). */
+static size_t gn_bytes(size_t n, size_t c, size_t groups)
+{
+    return 3 * al64(n * groups * 8) + 6 * al64(n * c * 4) + 2 * al64((n + 32) * c * 8);
+}
+
+/* oneDNN buffers of a layer with w weights (fp32 values): internal weight
+ * layouts (channels padded to blocks of 16) and scratchpads, which can hold a
+ * per-thread copy of the weights. Generous: the arena is only reserved
+ * address space beyond what is touched. */
+static size_t dnn_bytes(size_t cin, size_t cout, size_t k)
+{
+    const size_t wp = ((cin + 15) / 16 * 16) * ((cout + 15) / 16 * 16) * k * k * 4;
+    return (4 + (size_t)omp_get_max_threads()) * wp + (2u << 20);
+}
+
+/* An upper bound of the arena bytes for the plan. */
+static size_t arena_estimate(const fm_unet *u)
+{
+    const fm_unet_cfg *cfg = &u->cfg;
+    const size_t B = (size_t)u->batch, E = (size_t)cfg->emb_dim, S = (size_t)cfg->size;
+    const size_t ch0 = (size_t)cfg->channels[0], in = (size_t)cfg->in_ch;
+    size_t cmax = 0, sum = 0;
+    for (int i = 0; i < cfg->levels; i++)
+        cmax = (size_t)cfg->channels[i] > cmax ? (size_t)cfg->channels[i] : cmax;
+    sum += al64(B * S * S * in * 4) + 2 * al64(B * 4) + al64(B * ch0 * 4) + 9 * al64(B * E * 4);
+    sum += al64(2 * B * cmax * 4) + 2 * al64(B * cmax * 4) + al64(B * S * S * ch0 * 4);
+    sum += 5 * al64(u->max_numel * 4);
+    sum += al64(ch0 * 8) + 3 * dnn_bytes(ch0, E, 1) + dnn_bytes(E, E, 1);
+    sum += 2 * dnn_bytes(in, ch0, 3) + gn_bytes(B, ch0, (size_t)gn_groups(cfg, (int)ch0));
+    for (int i = 0; i < u->nblocks; i++) {
+        const fm_unet_block *b = &u->blocks[i];
+        const size_t r = (size_t)b->side, ro = (size_t)out_side(b), ci = (size_t)b->cin, co = (size_t)b->cout;
+        sum += al64(B * ro * ro * co * 4);
+        if (b->kind == FM_UNET_RES) {
+            sum += al64(B * r * r * co * 4) + 2 * al64(B * co * 4);
+            sum += gn_bytes(B, ci, (size_t)gn_groups(cfg, (int)ci)) +
+                   gn_bytes(B, co, (size_t)gn_groups(cfg, (int)co));
+            sum += dnn_bytes(ci, co, 3) + dnn_bytes(co, co, 3) + dnn_bytes(E, 2 * co, 1);
+            if (ci != co)
+                sum += dnn_bytes(ci, co, 1);
+        } else if (b->kind == FM_UNET_ATTN) {
+            const size_t t = r * r, h = (size_t)cfg->heads;
+            sum += gn_bytes(B, ci, (size_t)gn_groups(cfg, (int)ci));
+            sum += 2 * al64(B * t * 3 * ci * 4) + 2 * al64(B * h * t * t * 4) + 2 * al64(B * t * ci * 4);
+            sum += dnn_bytes(ci, 3 * ci, 1) + dnn_bytes(ci, ci, 1) + (4u << 20);
+        } else {
+            sum += dnn_bytes(ci, co, 3);
+        }
+    }
+    for (int k = 0; k < u->nskips; k++)
+        sum += al64(u->max_numel * 4); /* bounded by the largest activation */
+    return sum + sum / 4 + (64u << 20);
+}
+
+static int init_res(fm_unet *u, fm_unet_block *b, fm_err *e)
+{
+    fm_unet_res *r = &u->res[b->layer];
+    const int B = u->batch, s = b->side, ci = b->cin, co = b->cout;
+    fm_params *p = u->p;
+    fm_arena *a = &u->arena;
+    char nm[FM_PARAM_NAME];
+    snprintf(nm, sizeof nm, "%s.norm1", b->name);
+    FM_TRY(fm_groupnorm_init(&r->norm1, p, a, nm, gn_groups(&u->cfg, ci), FM_UNET_GN_EPS, FM_GN_SILU, B, s, s, ci,
+                             e));
+    snprintf(nm, sizeof nm, "%s.conv1", b->name);
+    FM_TRY(fm_conv2d_init(&r->conv1, u->d, p, a, nm, ci, co, 3, 1, 1, 1, B, s, s, e));
+    snprintf(nm, sizeof nm, "%s.emb_proj", b->name);
+    FM_TRY(fm_linear_init(&r->emb_proj, u->d, p, a, nm, u->cfg.emb_dim, 2 * co, 1, B, e));
+    snprintf(nm, sizeof nm, "%s.norm2", b->name);
+    FM_TRY(fm_groupnorm_init(&r->norm2, p, a, nm, gn_groups(&u->cfg, co), FM_UNET_GN_EPS, FM_GN_SILU, B, s, s, co,
+                             e));
+    snprintf(nm, sizeof nm, "%s.conv2", b->name);
+    FM_TRY(fm_conv2d_init(&r->conv2, u->d, p, a, nm, co, co, 3, 1, 1, 1, B, s, s, e));
+    fm_param_fill(r->conv2.weight, 0.0f); /* zero_module: the block starts as its skip path */
+    fm_param_fill(r->conv2.bias, 0.0f);
+    r->has_skip = ci != co;
+    if (r->has_skip) {
+        snprintf(nm, sizeof nm, "%s.skip", b->name);
+        FM_TRY(fm_conv2d_init(&r->skip, u->d, p, a, nm, ci, co, 1, 1, 0, 1, B, s, s, e));
+    }
+    const size_t n = (size_t)B * s * s * co;
+    FM_TRY(take(u, &r->h1, n, sizeof(float), e));
+    FM_TRY(take(u, &r->scale, (size_t)B * co, sizeof(float), e));
+    FM_TRY(take(u, &r->shift, (size_t)B * co, sizeof(float), e));
+    u->flops += fm_conv2d_flops_fwd(&r->conv1) + fm_conv2d_flops_fwd(&r->conv2) +
+                fm_linear_flops_fwd(&r->emb_proj) + (r->has_skip ? fm_conv2d_flops_fwd(&r->skip) : 0);
+    return FM_OK;
+}
+
+static int init_attn(fm_unet *u, fm_unet_block *b, fm_err *e)
+{
+    fm_unet_attn *l = &u->attn[b->layer];
+    const int B = u->batch, s = b->side, c = b->cin;
+    char nm[FM_PARAM_NAME];
+    snprintf(nm, sizeof nm, "%s.norm", b->name);
+    FM_TRY(fm_groupnorm_init(&l->norm, u->p, &u->arena, nm, gn_groups(&u->cfg, c), FM_UNET_GN_EPS, 0, B, s, s, c,
+                             e));
+    snprintf(nm, sizeof nm, "%s.attn", b->name);
+    FM_TRY(fm_attention_init(&l->attn, u->d, u->p, &u->arena, nm, c, u->cfg.heads, B, (int64_t)s * s, e));
+    u->flops += fm_attention_flops_fwd(&l->attn);
+    return FM_OK;
+}
+
+/* Down: 3x3 stride 2 on the block's side; up: 3x3 on the upsampled side. */
+static int init_updown(fm_unet *u, fm_unet_block *b, fm_err *e)
+{
+    fm_conv2d *l = &u->conv[b->layer];
+    const int s = b->kind == FM_UNET_UP ? 2 * b->side : b->side;
+    FM_TRY(fm_conv2d_init(l, u->d, u->p, &u->arena, b->name, b->cin, b->cout, 3, b->kind == FM_UNET_DOWN ? 2 : 1,
+                          1, 1, u->batch, s, s, e));
+    u->flops += fm_conv2d_flops_fwd(l);
+    return FM_OK;
+}
+
+static int init_block(fm_unet *u, fm_unet_block *b, fm_err *e)
+{
+    b->first_param = u->p->n;
+    int rc = b->kind == FM_UNET_RES    ? init_res(u, b, e)
+             : b->kind == FM_UNET_ATTN ? init_attn(u, b, e)
+                                       : init_updown(u, b, e);
+    b->n_params = u->p->n - b->first_param;
+    if (rc == FM_OK)
+        rc = take(u, &b->out, (size_t)u->batch * out_side(b) * out_side(b) * b->cout, sizeof(float), e);
+    return rc;
+}
+
+/* Every block, in the twin's state-dict order: per group (down levels, mid,
+ * up levels 0 .. L-1), the ResBlocks, then the AttnBlocks, then the
+ * down/upsample conv (ModuleLists res, attn, then the conv); mid in order. */
+static int init_blocks(fm_unet *u, fm_err *e)
+{
+    const int L = u->cfg.levels;
+    for (int g = 0; g <= 2 * L; g++) {
+        for (int pass = 0; pass < 3; pass++)
+            for (int i = 0; i < u->nblocks; i++) {
+                fm_unet_block *b = &u->blocks[i];
+                if (b->group != g)
+                    continue;
+                const int kp = b->kind == FM_UNET_RES ? 0 : b->kind == FM_UNET_ATTN ? 1 : 2;
+                if (g == L ? pass == 0 : kp == pass)
+                    FM_TRY(init_block(u, b, e));
+            }
+    }
+    return FM_OK;
+}
+
+static int init_cond(fm_unet *u, fm_err *e)
+{
+    const int B = u->batch, E = u->cfg.emb_dim, ch0 = u->cfg.channels[0];
+    u->cond_first_param = u->p->n;
+    FM_TRY(fm_time_embed_init(&u->temb, &u->arena, B, ch0, FM_UNET_TIME_SCALE, e));
+    FM_TRY(fm_linear_init(&u->time_mlp0, u->d, u->p, &u->arena, "time_mlp.0", ch0, E, 1, B, e));
+    FM_TRY(fm_linear_init(&u->time_mlp2, u->d, u->p, &u->arena, "time_mlp.2", E, E, 1, B, e));
+    FM_TRY(fm_class_embed_init(&u->class_emb, u->p, "class_emb", B, u->cfg.num_classes, E, e));
+    u->cond_n_params = u->p->n - u->cond_first_param;
+    u->flops += fm_linear_flops_fwd(&u->time_mlp0) + fm_linear_flops_fwd(&u->time_mlp2);
+    float **bufs[] = { &u->sin, &u->t1, &u->t1s, &u->tproj, &u->yemb, &u->pre, &u->c, &u->dc, &u->dcpart, &u->dpre };
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        FM_TRY(take(u, bufs[i], (size_t)B * (i == 0 ? ch0 : E), sizeof(float), e));
+    return FM_OK;
+}
+
+static int build(fm_unet *u, fm_err *e)
+{
+    const fm_unet_cfg *cfg = &u->cfg;
+    const int B = u->batch, S = cfg->size, ch0 = cfg->channels[0];
+    FM_TRY(fm_arena_init(&u->arena, arena_estimate(u), e));
+    FM_TRY(init_cond(u, e));
+    u->conv_in_first_param = u->p->n;
+    FM_TRY(fm_conv2d_init(&u->conv_in, u->d, u->p, &u->arena, "conv_in", cfg->in_ch, ch0, 3, 1, 1, 1, B, S, S, e));
+    FM_TRY(init_blocks(u, e));
+    u->out_first_param = u->p->n;
+    FM_TRY(fm_groupnorm_init(&u->out_norm, u->p, &u->arena, "out_norm", gn_groups(cfg, ch0), FM_UNET_GN_EPS,
+                             FM_GN_SILU, B, S, S, ch0, e));
+    FM_TRY(fm_conv2d_init(&u->out_conv, u->d, u->p, &u->arena, "out_conv", ch0, cfg->in_ch, 3, 1, 1, 1, B, S, S,
+                          e));
+    fm_param_fill(u->out_conv.weight, 0.0f); /* zero_module: the model starts at u = 0 */
+    fm_param_fill(u->out_conv.bias, 0.0f);
+    u->flops += fm_conv2d_flops_fwd(&u->conv_in) + fm_conv2d_flops_fwd(&u->out_conv);
+
+    int cmax = 0;
+    for (int i = 0; i < cfg->levels; i++)
+        cmax = cfg->channels[i] > cmax ? cfg->channels[i] : cmax;
+    const size_t nx = (size_t)B * S * S * cfg->in_ch;
+    FM_TRY(take(u, &u->x, nx, sizeof(float), e));
+    FM_TRY(take(u, &u->t, (size_t)B, sizeof(float), e));
+    FM_TRY(take(u, &u->y, (size_t)B, sizeof(int32_t), e));
+    FM_TRY(take(u, &u->h0, (size_t)B * S * S * ch0, sizeof(float), e));
+    FM_TRY(take(u, &u->ep, (size_t)B * 2 * cmax, sizeof(float), e));
+    FM_TRY(take(u, &u->dscale, (size_t)B * cmax, sizeof(float), e));
+    FM_TRY(take(u, &u->dshift, (size_t)B * cmax, sizeof(float), e));
+    float **scr[] = { &u->sa, &u->sb, &u->t1buf, &u->g0, &u->g1 };
+    for (size_t i = 0; i < sizeof scr / sizeof *scr; i++)
+        FM_TRY(take(u, scr[i], u->max_numel, sizeof(float), e));
+
+    /* skips: where each activation lives, and a gradient buffer for each */
+    u->skip[0] = u->h0;
+    for (int i = 0; i < u->nblocks; i++)
+        if (u->blocks[i].skip_out >= 0)
+            u->skip[u->blocks[i].skip_out] = u->blocks[i].out;
+    for (int k = 0; k < u->nskips; k++)
+        FM_TRY(take(u, &u->dskip[k], (size_t)B * u->skip_side[k] * u->skip_side[k] * u->skip_ch[k], sizeof(float),
+                    e));
+    return FM_OK;
+}
+
+int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, int batch, fm_err *e)
+{
+    memset(u, 0, sizeof *u);
+    FM_TRY(fm_unet_cfg_check(cfg, e));
+    if (batch < 1)
+        return fm_fail(e, FM_ERR_USAGE, "unet: batch size %d, expected > 0", batch);
+    u->cfg = *cfg;
+    u->d = d;
+    u->p = p;
+    u->batch = batch;
+
+    plan pl = { 0 };
+    make_plan(cfg, &pl);
+    u->nblocks = pl.nblocks;
+    u->nres = pl.nres;
+    u->nattn = pl.nattn;
+    u->nconv = pl.nconv;
+    u->nskips = pl.nskips;
+    u->blocks = calloc((size_t)pl.nblocks, sizeof *u->blocks);
+    u->res = calloc((size_t)(pl.nres ? pl.nres : 1), sizeof *u->res);
+    u->attn = calloc((size_t)(pl.nattn ? pl.nattn : 1), sizeof *u->attn);
+    u->conv = calloc((size_t)(pl.nconv ? pl.nconv : 1), sizeof *u->conv);
+    u->skip = calloc((size_t)pl.nskips, sizeof *u->skip);
+    u->dskip = calloc((size_t)pl.nskips, sizeof *u->dskip);
+    u->skip_ch = calloc(2 * (size_t)pl.nskips, sizeof *u->skip_ch);
+    if (!u->blocks || !u->res || !u->attn || !u->conv || !u->skip || !u->dskip || !u->skip_ch) {
+        fm_unet_free(u);
+        return fm_fail(e, FM_ERR_INTERNAL, "unet: out of memory for %d blocks", pl.nblocks);
+    }
+    u->skip_side = u->skip_ch + pl.nskips;
+    pl.b = u->blocks;
+    pl.skip_ch = u->skip_ch;
+    pl.skip_side = u->skip_side;
+    make_plan(cfg, &pl);
+
+    /* the largest activation any scratch buffer must hold */
+    size_t mx = (size_t)batch * cfg->size * cfg->size * (size_t)(cfg->channels[0] > cfg->in_ch ? cfg->channels[0]
+                                                                                              : cfg->in_ch);
+    for (int i = 0; i < u->nblocks; i++) {
+        const fm_unet_block *b = &u->blocks[i];
+        const size_t s = (size_t)(b->kind == FM_UNET_UP ? 2 * b->side : b->side);
+        const size_t c = (size_t)(b->cin > b->cout ? b->cin : b->cout);
+        if ((size_t)batch * s * s * c > mx)
+            mx = (size_t)batch * s * s * c;
+    }
+    u->max_numel = mx;
+
+    int rc = build(u, e);
+    if (rc != FM_OK) {
+        fm_unet_free(u);
+        return rc;
+    }
+    fm_debug("unet: %d blocks, %d skips, batch %d, arena %.1f MiB in use of %.1f MiB reserved, %.3g GFLOP forward",
+             u->nblocks, u->nskips, batch, (double)u->arena.used / (1 << 20), (double)u->arena.cap / (1 << 20),
+             u->flops * 1e-9);
+    return FM_OK;
+}
+
+/* ---- forward ------------------------------------------------------------- */
+
+static int res_forward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, const float *x, fm_err *e)
+{
+    const int B = u->batch, co = b->cout;
+    const long n = (long)B * b->side * b->side * co;
+    float *a = u->sb;
+    FM_TRY(fm_groupnorm_forward(&r->norm1, x, a, e));     // silu(norm1(x)) [B, s, s, Cin]
+    FM_TRY(fm_conv2d_forward(&r->conv1, a, r->h1, e));    // [B, s, s, Cout]
+    FM_TRY(fm_linear_forward(&r->emb_proj, u->c, u->ep, e));  // [B, 2 Cout]
+    fm_concat_backward(u->ep, co, co, r->scale, r->shift, B); // halves: scale, shift [B, Cout]
+    FM_TRY(fm_groupnorm_forward_ada(&r->norm2, r->h1, r->scale, r->shift, a, e));
+    FM_TRY(fm_conv2d_forward(&r->conv2, a, b->out, e));
+    if (r->has_skip) {
+        FM_TRY(fm_conv2d_forward(&r->skip, x, a, e));
+        fm_acc(b->out, a, n);
+    } else {
+        fm_acc(b->out, x, n);
+    }
+    return FM_OK;
+}
+
+static int attn_forward(fm_unet *u, fm_unet_attn *l, const fm_unet_block *b, const float *x, fm_err *e)
+{
+    FM_TRY(fm_groupnorm_forward(&l->norm, x, u->sb, e));      // [B, T, C]
+    FM_TRY(fm_attention_forward(&l->attn, u->sb, b->out, e));
+    fm_acc(b->out, x, (long)u->batch * b->side * b->side * b->cin);
+    return FM_OK;
+}
+
+static int block_forward(fm_unet *u, const fm_unet_block *b, const float *x, fm_err *e)
+{
+    switch (b->kind) {
+    case FM_UNET_RES:
+        return res_forward(u, &u->res[b->layer], b, x, e);
+    case FM_UNET_ATTN:
+        return attn_forward(u, &u->attn[b->layer], b, x, e);
+    case FM_UNET_DOWN:
+        return fm_conv2d_forward(&u->conv[b->layer], x, b->out, e);
+    default:
+        fm_upsample2x_forward(x, u->sb, u->batch, b->side, b->side, b->cin);  // [B, 2s, 2s, C]
+        return fm_conv2d_forward(&u->conv[b->layer], u->sb, b->out, e);
+    }
+}
+
+/* The input of block i: the previous output, concatenated with a skip for
+ * up-path ResBlocks (built in u->sa). */
+static const float *block_input(fm_unet *u, int i)
+{
+    const fm_unet_block *b = &u->blocks[i];
+    const float *prev = i == 0 ? u->h0 : u->blocks[i - 1].out;
+    if (b->skip_in < 0)
+        return prev;
+    const int k = b->skip_in, sch = u->skip_ch[k];
+    fm_concat_forward(prev, b->cin - sch, u->skip[k], sch, u->sa, (long)u->batch * b->side * b->side);
+    return u->sa;
+}
+
+static int cond_forward(fm_unet *u, fm_err *e)
+{
+    const long be = (long)u->batch * u->cfg.emb_dim;
+    FM_TRY(fm_time_embed_forward(&u->temb, u->t, u->sin, e));   // [B, ch0]
+    FM_TRY(fm_linear_forward(&u->time_mlp0, u->sin, u->t1, e));  // [B, E]
+    fm_silu_forward(u->t1, u->t1s, be);
+    FM_TRY(fm_linear_forward(&u->time_mlp2, u->t1s, u->tproj, e));
+    FM_TRY(fm_class_embed_forward(&u->class_emb, u->y, u->yemb, e));
+    fm_add(u->tproj, u->yemb, u->pre, be);
+    fm_silu_forward(u->pre, u->c, be);
+    return FM_OK;
+}
+
+int fm_unet_forward(fm_unet *u, const float *x, const float *t, const int32_t *y, float *out, fm_err *e)
+{
+    const fm_unet_cfg *cfg = &u->cfg;
+    const int B = u->batch, S = cfg->size;
+    u->forward_done = 0;
+    memcpy(u->x, x, (size_t)B * S * S * cfg->in_ch * sizeof(float));
+    memcpy(u->t, t, (size_t)B * sizeof(float));
+    memcpy(u->y, y, (size_t)B * sizeof(int32_t));
+    FM_TRY(cond_forward(u, e));
+    FM_TRY(fm_conv2d_forward(&u->conv_in, u->x, u->h0, e));  // [B, S, S, ch0]
+    for (int i = 0; i < u->nblocks; i++)
+        FM_TRY(block_forward(u, &u->blocks[i], block_input(u, i), e));
+    const float *h = u->blocks[u->nblocks - 1].out;          // [B, S, S, ch0]
+    FM_TRY(fm_groupnorm_forward(&u->out_norm, h, u->sb, e)); // silu(out_norm(h))
+    FM_TRY(fm_conv2d_forward(&u->out_conv, u->sb, out, e));  // [B, S, S, in]
+    u->forward_done = 1;
+    return FM_OK;
+}
+
+/* ---- backward ------------------------------------------------------------ */
+/* Each block's backward takes its input x (as in forward), dout and writes dx
+ * (another buffer, the size of x). Scratch: sb holds a recomputed layer
+ * input, t1buf an intermediate gradient. */
+
+static int res_backward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, const float *x, const float *dout,
+                        float *dx, fm_err *e)
+{
+    const int B = u->batch, co = b->cout;
+    float *a = u->sb, *t = u->t1buf;
+    FM_TRY(fm_groupnorm_forward_ada(&r->norm2, r->h1, r->scale, r->shift, a, e)); // recompute conv2's input
+    FM_TRY(fm_conv2d_backward(&r->conv2, a, dout, t, e));                          // t = d(conv2 input)
+    FM_TRY(fm_groupnorm_backward_ada(&r->norm2, r->h1, r->scale, r->shift, t, t, u->dscale, u->dshift, e));
+    fm_concat_forward(u->dscale, co, u->dshift, co, u->ep, B);                     // [B, 2 Cout]
+    FM_TRY(fm_linear_backward(&r->emb_proj, u->c, u->ep, u->dcpart, e));
+    fm_acc(u->dc, u->dcpart, (long)B * u->cfg.emb_dim);                            // c feeds every block
+    FM_TRY(fm_groupnorm_forward(&r->norm1, x, a, e));                              // recompute conv1's input
+    FM_TRY(fm_conv2d_backward(&r->conv1, a, t, dx, e));                            // dx = d(conv1 input)
+    FM_TRY(fm_groupnorm_backward(&r->norm1, x, dx, dx, e));
+    const long n = (long)B * b->side * b->side * b->cin;
+    if (r->has_skip) {
+        FM_TRY(fm_conv2d_backward(&r->skip, x, dout, t, e));
+        fm_acc(dx, t, n);
+    } else {
+        fm_acc(dx, dout, n);
+    }
+    return FM_OK;
+}
+
+static int attn_backward(fm_unet *u, fm_unet_attn *l, const fm_unet_block *b, const float *x, const float *dout,
+                         float *dx, fm_err *e)
+{
+    FM_TRY(fm_groupnorm_forward(&l->norm, x, u->sb, e));  // recompute the attention input
+    FM_TRY(fm_attention_backward(&l->attn, u->sb, dout, u->t1buf, e));
+    FM_TRY(fm_groupnorm_backward(&l->norm, x, u->t1buf, dx, e));
+    fm_acc(dx, dout, (long)u->batch * b->side * b->side * b->cin);
+    return FM_OK;
+}
+
+static int block_backward(fm_unet *u, const fm_unet_block *b, const float *x, const float *dout, float *dx,
+                          fm_err *e)
+{
+    switch (b->kind) {
+    case FM_UNET_RES:
+        return res_backward(u, &u->res[b->layer], b, x, dout, dx, e);
+    case FM_UNET_ATTN:
+        return attn_backward(u, &u->attn[b->layer], b, x, dout, dx, e);
+    case FM_UNET_DOWN:
+        return fm_conv2d_backward(&u->conv[b->layer], x, dout, dx, e);
+    default:
+        fm_upsample2x_forward(x, u->sb, u->batch, b->side, b->side, b->cin);
+        FM_TRY(fm_conv2d_backward(&u->conv[b->layer], u->sb, dout, u->t1buf, e));
+        fm_upsample2x_backward(u->t1buf, dx, u->batch, b->side, b->side, b->cin);
+        return FM_OK;
+    }
+}
+
+static int hook(fm_unet *u, int first, int n, fm_err *e)
+{
+    if (u->hook && n > 0)
+        return u->hook(u->hook_ctx, first, n, e);
+    return FM_OK;
+}
+
+/* From dc = dL/dc: the gradients of time_mlp and class_emb. */
+static int cond_backward(fm_unet *u, fm_err *e)
+{
+    const long be = (long)u->batch * u->cfg.emb_dim;
+    fm_silu_backward(u->pre, u->dc, u->dpre, be);                              // d(temb + yemb)
+    FM_TRY(fm_class_embed_backward(&u->class_emb, u->y, u->dpre, e));
+    FM_TRY(fm_linear_backward(&u->time_mlp2, u->t1s, u->dpre, u->dcpart, e));  // d t1s
+    fm_silu_backward(u->t1, u->dcpart, u->dcpart, be);
+    return fm_linear_backward(&u->time_mlp0, u->sin, u->dcpart, NULL, e);
+}
+
+int fm_unet_backward(fm_unet *u, const float *dout, fm_err *e)
+{
+    if (!u->forward_done)
+        return fm_fail(e, FM_ERR_INTERNAL, "unet: backward without a completed forward");
+    const fm_unet_cfg *cfg = &u->cfg;
+    const int B = u->batch, S = cfg->size;
+    memset(u->dc, 0, (size_t)B * cfg->emb_dim * sizeof(float));
+
+    /* out: recompute silu(out_norm(h)), then back through out_conv and out_norm */
+    const float *h = u->blocks[u->nblocks - 1].out;
+    float *cur = u->g0, *other = u->g1;  // cur: gradient of the current activation
+    FM_TRY(fm_groupnorm_forward(&u->out_norm, h, u->sb, e));
+    FM_TRY(fm_conv2d_backward(&u->out_conv, u->sb, dout, u->t1buf, e));
+    FM_TRY(fm_groupnorm_backward(&u->out_norm, h, u->t1buf, cur, e));
+    FM_TRY(hook(u, u->out_first_param, 4, e)); // out_norm and out_conv weight and bias
+
+    for (int i = u->nblocks - 1; i >= 0; i--) {
+        const fm_unet_block *b = &u->blocks[i];
+        const long n = (long)B * out_side(b) * out_side(b) * b->cout;
+        if (b->skip_out >= 0)
+            fm_acc(cur, u->dskip[b->skip_out], n);  // plus what the up path took from it
+        const float *x = block_input(u, i);
+        FM_TRY(block_backward(u, b, x, cur, other, e));
+        if (b->skip_in >= 0) {
+            const int k = b->skip_in, sch = u->skip_ch[k];
+            fm_concat_backward(other, b->cin - sch, sch, cur, u->dskip[k], (long)B * b->side * b->side);
+        } else {
+            float *tmp = cur;
+            cur = other;
+            other = tmp;
+        }
+        FM_TRY(hook(u, b->first_param, b->n_params, e));
+    }
+    fm_acc(cur, u->dskip[0], (long)B * S * S * cfg->channels[0]);
+    FM_TRY(fm_conv2d_backward(&u->conv_in, u->x, cur, NULL, e));
+    FM_TRY(hook(u, u->conv_in_first_param, 2, e));
+    FM_TRY(cond_backward(u, e));
+    FM_TRY(hook(u, u->cond_first_param, u->cond_n_params, e));
+    return FM_OK;
+}
+
+/* ---- the rest ------------------------------------------------------------ */
+
+void fm_unet_set_grad_hook(fm_unet *u, fm_unet_grad_hook fn, void *ctx)
+{
+    u->hook = fn;
+    u->hook_ctx = ctx;
+}
+
+double fm_unet_flops(const fm_unet *u) { return u->flops; }
+
+size_t fm_unet_activation_bytes(const fm_unet *u) { return u->arena.used; }
+
+void fm_unet_free(fm_unet *u)
+{
+    for (int i = 0; u->res && i < u->nres; i++) {
+        fm_conv2d_free(&u->res[i].conv1);
+        fm_conv2d_free(&u->res[i].conv2);
+        fm_conv2d_free(&u->res[i].skip);
+        fm_linear_free(&u->res[i].emb_proj);
+    }
+    for (int i = 0; u->attn && i < u->nattn; i++)
+        fm_attention_free(&u->attn[i].attn);
+    for (int i = 0; u->conv && i < u->nconv; i++)
+        fm_conv2d_free(&u->conv[i]);
+    fm_linear_free(&u->time_mlp0);
+    fm_linear_free(&u->time_mlp2);
+    fm_conv2d_free(&u->conv_in);
+    fm_conv2d_free(&u->out_conv);
+    free(u->blocks);
+    free(u->res);
+    free(u->attn);
+    free(u->conv);
+    free(u->skip);
+    free(u->dskip);
+    free(u->skip_ch);
+    fm_arena_free(&u->arena);
+    memset(u, 0, sizeof *u);
+}
