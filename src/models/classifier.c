@@ -1,0 +1,189 @@
+/* classifier.c - the eval CNN: four conv + GroupNorm + SiLU stages, global
+ * average pooling, a linear head (see classifier.h). */
+#include "fm/classifier.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fm/pool.h"
+#include "fm/xent.h"
+
+#define GN_EPS 1e-5f
+
+fm_classifier_cfg fm_classifier_cfg_default(void)
+{
+    fm_classifier_cfg c = { .in_ch = 1, .size = 32, .width = 32, .num_classes = 10, .groups = 8 };
+    return c;
+}
+
+static int gn_groups(const fm_classifier_cfg *c, int ch) { return ch < c->groups ? ch : c->groups; }
+
+/* Channels of stage k: w, 2w, 4w, 4w. */
+static int stage_ch(const fm_classifier_cfg *c, int k) { return c->width * (k == 0 ? 1 : k == 1 ? 2 : 4); }
+
+static int check_cfg(const fm_classifier_cfg *c, int n, fm_err *e)
+{
+    if (c->in_ch < 1 || c->width < 1 || c->num_classes < 1 || c->groups < 1 || n < 1)
+        return fm_fail(e, FM_ERR_USAGE,
+                       "classifier: in_ch (%d), width (%d), num_classes (%d), groups (%d) and batch (%d) must be >= 1",
+                       c->in_ch, c->width, c->num_classes, c->groups, n);
+    if (c->size < 8)
+        return fm_fail(e, FM_ERR_USAGE, "classifier: image size %d is below 8", c->size);
+    for (int k = 0; k < FM_CLS_STAGES; k++) {
+        int ch = stage_ch(c, k);
+        if (ch % gn_groups(c, ch))
+            return fm_fail(e, FM_ERR_USAGE, "classifier: %d channels are not a multiple of %d groups", ch,
+                           gn_groups(c, ch));
+    }
+    return FM_OK;
+}
+
+static int take(fm_arena *a, float **out, long n, fm_err *e)
+{
+    void *p;
+    if (fm_arena_alloc_or(a, (size_t)n * sizeof(float), &p, e) != FM_OK)
+        return fm_err_prefix(e, "classifier buffers");
+    *out = p;
+    return FM_OK;
+}
+
+/* Upper bound of the bytes of one conv's oneDNN buffers (weights in blocked
+ * layouts, per-thread reduction and im2col scratch). */
+static size_t conv_bound(long hw, long cin, long cout)
+{
+    const long nthr = omp_get_max_threads();
+    const long wpad = ((cout + 15) / 16 * 16) * ((cin + 15) / 16 * 16) * 9;
+    const long col = hw * hw * ((cin > cout ? cin : cout) + 16) * 9;
+    return (size_t)(4 * wpad + (nthr + 2) * (wpad + col) + (1 << 18)) * sizeof(float) + (1u << 20);
+}
+
+static size_t arena_bound(const fm_classifier_cfg *c, long n)
+{
+    size_t b = (8u << 20) + (size_t)n * c->size * c->size * c->in_ch * sizeof(float);
+    long hw = c->size, cin = c->in_ch, mx = n * hw * hw * cin;
+    for (int k = 0; k < FM_CLS_STAGES; k++) {
+        const long hin = hw, cout = stage_ch(c, k);
+        hw = k == 0 ? hw : (hw - 1) / 2 + 1;
+        const long act = n * hw * hw * cout;
+        mx = act > mx ? act : mx;
+        b += 2 * (size_t)act * sizeof(float) + conv_bound(hin, cin, cout) +
+             (size_t)n * cout * (64 * sizeof(double) + 8 * sizeof(float)) + 4096;
+        cin = cout;
+    }
+    const long f = 4L * c->width, k = c->num_classes;
+    b += (size_t)(2 * mx + 2 * n * (f + k) + 4 * f * k) * sizeof(float) + (1u << 20);
+    return b;
+}
+
+static int build(fm_classifier *m, fm_dnn *d, fm_params *p, fm_err *e)
+{
+    const fm_classifier_cfg *c = &m->cfg;
+    const int n = m->n;
+    fm_arena *a = &m->arena;
+    int hw = c->size, cin = c->in_ch;
+    long mx = (long)n * hw * hw * cin;
+    char name[32];
+    for (int k = 0; k < FM_CLS_STAGES; k++) {
+        const int cout = stage_ch(c, k), stride = k == 0 ? 1 : 2;
+        snprintf(name, sizeof name, "features.%d", 3 * k);
+        FM_TRY(fm_conv2d_init(&m->conv[k], d, p, a, name, cin, cout, 3, stride, 1, 1, n, hw, hw, e));
+        hw = (int)m->conv[k].ho;
+        snprintf(name, sizeof name, "features.%d", 3 * k + 1);
+        FM_TRY(fm_groupnorm_init(&m->norm[k], p, a, name, gn_groups(c, cout), GN_EPS, FM_GN_SILU, n, hw, hw, cout, e));
+        const long act = (long)n * hw * hw * cout;
+        FM_TRY(take(a, &m->c[k], act, e));
+        FM_TRY(take(a, &m->h[k], act, e));
+        mx = act > mx ? act : mx;
+        m->hw[k] = hw;
+        m->ch[k] = cout;
+        cin = cout;
+    }
+    m->nfeat = cin;
+    FM_TRY(fm_linear_init(&m->head, d, p, a, "head", cin, c->num_classes, 1, n, e));
+    FM_TRY(take(a, &m->features, (long)n * cin, e));
+    FM_TRY(take(a, &m->logits, (long)n * c->num_classes, e));
+    if (m->train) {
+        FM_TRY(take(a, &m->dlogits, (long)n * c->num_classes, e));
+        FM_TRY(take(a, &m->dfeat, (long)n * cin, e));
+        FM_TRY(take(a, &m->g[0], mx, e));
+        FM_TRY(take(a, &m->g[1], mx, e));
+    }
+    return FM_OK;
+}
+
+int fm_classifier_init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_classifier_cfg *cfg, int n, int train,
+                       fm_err *e)
+{
+    memset(m, 0, sizeof *m);
+    FM_TRY(check_cfg(cfg, n, e));
+    m->cfg = *cfg;
+    m->n = n;
+    m->train = train;
+    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n), e);
+    if (rc == FM_OK)
+        rc = build(m, d, p, e);
+    if (rc != FM_OK) {
+        fm_classifier_free(m);
+        return fm_err_prefix(e, "classifier (batch %d)", n);
+    }
+    return FM_OK;
+}
+
+int fm_classifier_forward(fm_classifier *m, const float *x, const float **logits, const float **features,
+                          fm_err *e)
+{
+    const float *in = x;
+    for (int k = 0; k < FM_CLS_STAGES; k++) {
+        FM_TRY(fm_conv2d_forward(&m->conv[k], in, m->c[k], e));
+        FM_TRY(fm_groupnorm_forward(&m->norm[k], m->c[k], m->h[k], e));
+        in = m->h[k];
+    }
+    const int last = FM_CLS_STAGES - 1;
+    fm_global_avgpool_forward(in, m->features, m->n, (long)m->hw[last] * m->hw[last], m->nfeat);
+    FM_TRY(fm_linear_forward(&m->head, m->features, m->logits, e));
+    if (logits)
+        *logits = m->logits;
+    if (features)
+        *features = m->features;
+    return FM_OK;
+}
+
+int fm_classifier_loss(const fm_classifier *m, const int32_t *labels, double *loss, int *correct, fm_err *e)
+{
+    return fm_xent_forward(m->logits, labels, m->n, m->cfg.num_classes, loss, correct, e);
+}
+
+int fm_classifier_backward(fm_classifier *m, const float *x, const int32_t *labels, fm_err *e)
+{
+    if (!m->train)
+        return fm_fail(e, FM_ERR_INTERNAL, "classifier: backward on an instance built without train");
+    const int last = FM_CLS_STAGES - 1;
+    FM_TRY(fm_xent_backward(m->logits, labels, m->n, m->cfg.num_classes, 1.0f, m->dlogits, e));
+    FM_TRY(fm_linear_backward(&m->head, m->features, m->dlogits, m->dfeat, e));
+    float *cur = m->g[0], *oth = m->g[1], *sw;
+    fm_global_avgpool_backward(m->dfeat, cur, m->n, (long)m->hw[last] * m->hw[last], m->nfeat);
+    for (int k = last; k >= 0; k--) {
+        FM_TRY(fm_groupnorm_backward(&m->norm[k], m->c[k], cur, cur, e));
+        FM_TRY(fm_conv2d_backward(&m->conv[k], k > 0 ? m->h[k - 1] : x, cur, k > 0 ? oth : NULL, e));
+        sw = cur, cur = oth, oth = sw;
+    }
+    return FM_OK;
+}
+
+double fm_classifier_flops(const fm_classifier *m)
+{
+    double f = fm_linear_flops_fwd(&m->head) + fm_linear_flops_bwd(&m->head, 1);
+    for (int k = 0; k < FM_CLS_STAGES; k++)
+        f += fm_conv2d_flops_fwd(&m->conv[k]) + fm_conv2d_flops_bwd(&m->conv[k], k > 0);
+    return f;
+}
+
+void fm_classifier_free(fm_classifier *m)
+{
+    for (int k = 0; k < FM_CLS_STAGES; k++)
+        fm_conv2d_free(&m->conv[k]);
+    fm_linear_free(&m->head);
+    fm_arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,614 @@
+/* vae.c - the VAE: encoder, decoder, reparameterisation and loss (see vae.h).
+ *
+ * Backward runs down the model with two ping-pong gradient buffers (cur, oth)
+ * and two temporaries inside a ResBlock, all as large as the largest
+ * activation; every activation the backward pass reads is kept from forward. */
+#include "fm/vae.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fm/loss.h"
+#include "fm/rng.h"
+#include "fm/tensorops.h"
+#include "fm/updown.h"
+
+fm_vae_cfg fm_vae_cfg_default(void)
+{
+    fm_vae_cfg c = { .in_ch = 1, .size = 32, .levels = 3, .channels = { 32, 64, 128 }, .res_blocks = 1,
+                     .latent_ch = 4, .groups = 8, .recon = FM_VAE_LOSS_L2, .kl_weight = 1e-4f };
+    return c;
+}
+
+int fm_vae_latent_hw(const fm_vae_cfg *c) { return c->size >> (c->levels - 1); }
+
+static int gn_groups(const fm_vae_cfg *c, int ch) { return ch < c->groups ? ch : c->groups; }
+
+static int check_cfg(const fm_vae_cfg *c, int n, fm_err *e)
+{
+    if (c->levels < 1 || c->levels > FM_VAE_MAX_LEVELS)
+        return fm_fail(e, FM_ERR_USAGE, "vae: levels must be in [1, %d], got %d", FM_VAE_MAX_LEVELS, c->levels);
+    if (c->res_blocks < 1 || c->res_blocks > FM_VAE_MAX_RES)
+        return fm_fail(e, FM_ERR_USAGE, "vae: res_blocks must be in [1, %d], got %d", FM_VAE_MAX_RES,
+                       c->res_blocks);
+    if (c->in_ch < 1 || c->latent_ch < 1 || c->groups < 1 || n < 1)
+        return fm_fail(e, FM_ERR_USAGE, "vae: in_ch (%d), latent_ch (%d), groups (%d) and batch (%d) must be >= 1",
+                       c->in_ch, c->latent_ch, c->groups, n);
+    const int f = 1 << (c->levels - 1);
+    if (c->size < f || c->size % f)
+        return fm_fail(e, FM_ERR_USAGE, "vae: image size %d is not a multiple of %d (%d levels)", c->size, f,
+                       c->levels);
+    for (int i = 0; i < c->levels; i++) {
+        int ch = c->channels[i];
+        if (ch < 1 || ch % gn_groups(c, ch))
+            return fm_fail(e, FM_ERR_USAGE, "vae: channels[%d] = %d is not a multiple of %d groups", i, ch,
+                           gn_groups(c, ch));
+    }
+    if (!(c->kl_weight >= 0.0f && c->kl_weight < INFINITY))
+        return fm_fail(e, FM_ERR_USAGE, "vae: kl_weight must be finite and >= 0, got %g", (double)c->kl_weight);
+    if (c->recon != FM_VAE_LOSS_L2 && c->recon != FM_VAE_LOSS_L1)
+        return fm_fail(e, FM_ERR_USAGE, "vae: unknown reconstruction loss %d", (int)c->recon);
+    return FM_OK;
+}
+
+/* printf into a parameter-name buffer; a name that does not fit is an error. */
+static int fmt_name(char *out, fm_err *e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fmt_name(char *out, fm_err *e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(out, FM_PARAM_NAME, fmt, ap);
+    va_end(ap);
+    if (len < 0 || len >= FM_PARAM_NAME)
+        return fm_fail(e, FM_ERR_INTERNAL, "vae: parameter name too long: %s...", out);
+    return FM_OK;
+}
+
+static int take(fm_arena *a, float **out, long n, fm_err *e)
+{
+    void *p;
+    if (fm_arena_alloc_or(a, (size_t)n * sizeof(float), &p, e) != FM_OK)
+        return fm_err_prefix(e, "vae buffers");
+    *out = p;
+    return FM_OK;
+}
+
+static void track(long *mx, long v)
+{
+    if (v > *mx)
+        *mx = v;
+}
+
+/* ---- arena size: activations exactly, oneDNN buffers by a generous bound ----
+ * The arena is reserved, not touched, beyond what is allocated (pages are
+ * faulted in by use), so the bound may be loose; too small fails init with
+ * "arena exhausted". */
+
+/* One conv's oneDNN buffers: weights in blocked layouts (channels padded to
+ * 16), per-thread reduction and im2col scratch. */
+static size_t conv_bound(long hw, long cin, long cout, long k)
+{
+    const long nthr = omp_get_max_threads();
+    const long wpad = ((cout + 15) / 16 * 16) * ((cin + 15) / 16 * 16) * k * k;
+    const long col = hw * hw * ((cin > cout ? cin : cout) + 16) * k * k;  /* one im2col image */
+    return (size_t)(4 * wpad + (nthr + 2) * (wpad + col) + (1 << 18)) * sizeof(float) + (1u << 20);
+}
+
+/* One GroupNorm's statistics and scratch. */
+static size_t gn_bound(long n, long c) { return (size_t)n * c * (32 * 2 * sizeof(double) + 8 * sizeof(float)) + 4096; }
+
+/* Upper bound of the arena bytes of an encoder (dec = 0) or decoder (dec = 1). */
+static size_t arena_bound(const fm_vae_cfg *c, long n, int dec, int train)
+{
+    const long S = c->size, L = c->levels, lat = fm_vae_latent_hw(c), lc = c->latent_ch;
+    const int *ch = c->channels;
+    long acts = 0, mx = n * S * S * c->in_ch;  /* floats: all activations, the largest one */
+    size_t dnn = 0;                            /* bytes of oneDNN and GroupNorm buffers */
+    const long c0 = dec ? lc : c->in_ch, c1 = dec ? ch[L - 1] : ch[0], h0 = dec ? lat : S;
+    dnn += conv_bound(h0, c0, c1, 3);
+    acts += n * h0 * h0 * c1;
+    for (long i = 0; i < L; i++) {
+        const long hw = S >> i;
+        long cin = dec ? (i == L - 1 ? ch[L - 1] : ch[i + 1]) : (i == 0 ? ch[0] : ch[i - 1]);
+        for (long j = 0; j < c->res_blocks; j++, cin = ch[i]) {
+            const long cmax = cin > ch[i] ? cin : ch[i];
+            acts += n * hw * hw * (cin + 3 * ch[i]);
+            track(&mx, n * hw * hw * cmax);
+            dnn += 2 * gn_bound(n, cmax) + conv_bound(hw, cin, ch[i], 3) + conv_bound(hw, ch[i], ch[i], 3) +
+                   conv_bound(hw, cin, ch[i], 1);
+        }
+        if (dec && i > 0) {  /* upsampled input and conv output at 2hw */
+            acts += 2 * n * 4 * hw * hw * ch[i];
+            track(&mx, n * 4 * hw * hw * ch[i]);
+            dnn += conv_bound(2 * hw, ch[i], ch[i], 3);
+        } else if (!dec && i < L - 1) {  /* downsampled output */
+            acts += n * hw * hw * ch[i] / 4 + n * ch[i];
+            dnn += conv_bound(hw, ch[i], ch[i], 3);
+        }
+    }
+    const long hn = dec ? S : lat, cn = dec ? ch[0] : ch[L - 1], co = dec ? c->in_ch : 2 * lc;
+    acts += n * hn * hn * (cn + co) + n * lat * lat * lc;  /* out_norm, out_conv, dz */
+    dnn += gn_bound(n, cn) + conv_bound(hn, cn, co, 3);
+    acts += (train ? 5 : 1) * mx;                         /* tmp and the gradient buffers */
+    return (size_t)acts * sizeof(float) + dnn + (8u << 20);
+}
+
+/* ---- ResBlock ---- */
+
+static int res_init(fm_vae_res *r, fm_dnn *d, fm_params *p, fm_arena *a, const fm_vae_cfg *c, const char *name,
+                    int n, int hw, int cin, int cout, long *mx, fm_err *e)
+{
+    char nm[FM_PARAM_NAME];
+    r->n = n, r->h = r->w = hw, r->cin = cin, r->cout = cout;
+    FM_TRY(fmt_name(nm, e, "%s.norm1", name));
+    FM_TRY(fm_groupnorm_init(&r->norm1, p, a, nm, gn_groups(c, cin), FM_VAE_GN_EPS, FM_GN_SILU, n, hw, hw, cin, e));
+    FM_TRY(fmt_name(nm, e, "%s.conv1", name));
+    FM_TRY(fm_conv2d_init(&r->conv1, d, p, a, nm, cin, cout, 3, 1, 1, 1, n, hw, hw, e));
+    FM_TRY(fmt_name(nm, e, "%s.norm2", name));
+    FM_TRY(fm_groupnorm_init(&r->norm2, p, a, nm, gn_groups(c, cout), FM_VAE_GN_EPS, FM_GN_SILU, n, hw, hw, cout,
+                             e));
+    FM_TRY(fmt_name(nm, e, "%s.conv2", name));
+    FM_TRY(fm_conv2d_init(&r->conv2, d, p, a, nm, cout, cout, 3, 1, 1, 1, n, hw, hw, e));
+    r->has_skip = cin != cout;
+    if (r->has_skip) {
+        FM_TRY(fmt_name(nm, e, "%s.skip", name));
+        FM_TRY(fm_conv2d_init(&r->skip, d, p, a, nm, cin, cout, 1, 1, 0, 1, n, hw, hw, e));
+    }
+    const long pix = (long)n * hw * hw;
+    FM_TRY(take(a, &r->h1, pix * cin, e));
+    FM_TRY(take(a, &r->c1, pix * cout, e));
+    FM_TRY(take(a, &r->h2, pix * cout, e));
+    FM_TRY(take(a, &r->y, pix * cout, e));
+    track(mx, pix * (cin > cout ? cin : cout));
+    return FM_OK;
+}
+
+/* r->y [n, h, w, cout] = conv2(silu(gn2(conv1(silu(gn1(x)))))) + skip(x);
+ * tmp holds the skip branch. */
+static int res_forward(fm_vae_res *r, const float *x, float *tmp, fm_err *e)
+{
+    FM_TRY(fm_groupnorm_forward(&r->norm1, x, r->h1, e));
+    FM_TRY(fm_conv2d_forward(&r->conv1, r->h1, r->c1, e));
+    FM_TRY(fm_groupnorm_forward(&r->norm2, r->c1, r->h2, e));
+    FM_TRY(fm_conv2d_forward(&r->conv2, r->h2, r->y, e));
+    const long ny = (long)r->n * r->h * r->w * r->cout;
+    if (r->has_skip) {
+        FM_TRY(fm_conv2d_forward(&r->skip, x, tmp, e));
+        fm_acc(r->y, tmp, ny);
+    } else {
+        fm_acc(r->y, x, ny);
+    }
+    return FM_OK;
+}
+
+/* From dy [n, h, w, cout]: overwrites dx [n, h, w, cin] (must differ from dy)
+ * and the block's parameter gradients; t1, t2 are scratch. */
+static int res_backward(fm_vae_res *r, const float *x, const float *dy, float *dx, float *t1, float *t2, fm_err *e)
+{
+    FM_TRY(fm_conv2d_backward(&r->conv2, r->h2, dy, t1, e));  // t1 = dh2
+    FM_TRY(fm_groupnorm_backward(&r->norm2, r->c1, t1, t1, e));  // t1 = dc1
+    FM_TRY(fm_conv2d_backward(&r->conv1, r->h1, t1, t2, e));  // t2 = dh1 [.., cin]
+    FM_TRY(fm_groupnorm_backward(&r->norm1, x, t2, dx, e));
+    const long nx = (long)r->n * r->h * r->w * r->cin;
+    if (r->has_skip) {
+        FM_TRY(fm_conv2d_backward(&r->skip, x, dy, t2, e));
+        fm_acc(dx, t2, nx);
+    } else {
+        fm_acc(dx, dy, nx);
+    }
+    return FM_OK;
+}
+
+static void res_free(fm_vae_res *r)
+{
+    fm_conv2d_free(&r->conv1);
+    fm_conv2d_free(&r->conv2);
+    fm_conv2d_free(&r->skip);
+}
+
+static double res_flops(const fm_vae_res *r)
+{
+    double f = 0;
+    const fm_conv2d *cs[3] = { &r->conv1, &r->conv2, &r->skip };
+    for (int k = 0; k < (r->has_skip ? 3 : 2); k++)
+        f += fm_conv2d_flops_fwd(cs[k]) + fm_conv2d_flops_bwd(cs[k], 1);
+    return f;
+}
+
+static void levels_free(fm_vae_level *lv)
+{
+    for (int i = 0; i < FM_VAE_MAX_LEVELS; i++) {
+        for (int j = 0; j < FM_VAE_MAX_RES; j++)
+            res_free(&lv[i].res[j]);
+        fm_conv2d_free(&lv[i].resample);
+    }
+}
+
+static double levels_flops(const fm_vae_level *lv, const fm_vae_cfg *c)
+{
+    double f = 0;
+    for (int i = 0; i < c->levels; i++) {
+        for (int j = 0; j < c->res_blocks; j++)
+            f += res_flops(&lv[i].res[j]);
+        if (lv[i].has_resample)
+            f += fm_conv2d_flops_fwd(&lv[i].resample) + fm_conv2d_flops_bwd(&lv[i].resample, 1);
+    }
+    return f;
+}
+
+static int take_grads(float *g[4], fm_arena *a, long mx, fm_err *e)
+{
+    for (int k = 0; k < 4; k++)
+        FM_TRY(take(a, &g[k], mx, e));
+    return FM_OK;
+}
+
+/* ---- encoder ---- */
+
+static int encoder_build(fm_vae_encoder *m, fm_dnn *d, fm_params *p, fm_err *e)
+{
+    const fm_vae_cfg *c = &m->cfg;
+    const int n = m->n, S = c->size, L = c->levels, lat = m->lat, *ch = c->channels;
+    fm_arena *a = &m->arena;
+    char nm[FM_PARAM_NAME];
+    long mx = (long)n * S * S * c->in_ch;
+    FM_TRY(fm_conv2d_init(&m->conv_in, d, p, a, "encoder.conv_in", c->in_ch, ch[0], 3, 1, 1, 1, n, S, S, e));
+    FM_TRY(take(a, &m->h0, (long)n * S * S * ch[0], e));
+    for (int i = 0; i < L; i++) {
+        fm_vae_level *lv = &m->lv[i];
+        const int hw = S >> i;
+        lv->h = hw;
+        lv->ch = ch[i];
+        for (int j = 0; j < c->res_blocks; j++) {
+            const int cin = j > 0 ? ch[i] : i > 0 ? ch[i - 1] : ch[0];
+            FM_TRY(fmt_name(nm, e, "encoder.down.%d.res.%d", i, j));
+            FM_TRY(res_init(&lv->res[j], d, p, a, c, nm, n, hw, cin, ch[i], &mx, e));
+        }
+        if (i < L - 1) {
+            lv->has_resample = 1;
+            FM_TRY(fmt_name(nm, e, "encoder.down.%d.downsample", i));
+            FM_TRY(fm_conv2d_init(&lv->resample, d, p, a, nm, ch[i], ch[i], 3, 2, 1, 1, n, hw, hw, e));
+            FM_TRY(take(a, &lv->out, (long)n * (hw / 2) * (hw / 2) * ch[i], e));
+        }
+    }
+    FM_TRY(fm_groupnorm_init(&m->out_norm, p, a, "encoder.out_norm", gn_groups(c, ch[L - 1]), FM_VAE_GN_EPS,
+                             FM_GN_SILU, n, lat, lat, ch[L - 1], e));
+    FM_TRY(take(a, &m->hn, (long)n * lat * lat * ch[L - 1], e));
+    FM_TRY(fm_conv2d_init(&m->out_conv, d, p, a, "encoder.out_conv", ch[L - 1], 2 * c->latent_ch, 3, 1, 1, 1, n,
+                          lat, lat, e));
+    FM_TRY(take(a, &m->moments, (long)n * lat * lat * 2 * c->latent_ch, e));
+    FM_TRY(take(a, &m->tmp, mx, e));
+    if (m->train)
+        FM_TRY(take_grads(m->g, a, mx, e));
+    return FM_OK;
+}
+
+int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
+                        fm_err *e)
+{
+    memset(m, 0, sizeof *m);
+    FM_TRY(check_cfg(cfg, n, e));
+    m->cfg = *cfg;
+    m->n = n;
+    m->lat = fm_vae_latent_hw(cfg);
+    m->train = train;
+    m->p_first = p->numel;
+    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, 0, train), e);
+    if (rc == FM_OK)
+        rc = encoder_build(m, d, p, e);
+    if (rc != FM_OK) {
+        fm_vae_encoder_free(m);
+        return fm_err_prefix(e, "vae encoder (batch %d)", n);
+    }
+    m->p_numel = p->numel - m->p_first;
+    return FM_OK;
+}
+
+/* The input of ResBlock j of level i. */
+static const float *enc_block_in(const fm_vae_encoder *m, int i, int j)
+{
+    return j > 0 ? m->lv[i].res[j - 1].y : i > 0 ? m->lv[i - 1].out : m->h0;
+}
+
+int fm_vae_encoder_forward(fm_vae_encoder *m, const float *x, fm_err *e)
+{
+    const fm_vae_cfg *c = &m->cfg;
+    FM_TRY(fm_conv2d_forward(&m->conv_in, x, m->h0, e));
+    for (int i = 0; i < c->levels; i++) {
+        fm_vae_level *lv = &m->lv[i];
+        for (int j = 0; j < c->res_blocks; j++)
+            FM_TRY(res_forward(&lv->res[j], enc_block_in(m, i, j), m->tmp, e));
+        if (lv->has_resample)
+            FM_TRY(fm_conv2d_forward(&lv->resample, lv->res[c->res_blocks - 1].y, lv->out, e));
+    }
+    const float *last = m->lv[c->levels - 1].res[c->res_blocks - 1].y;  // [n, lat, lat, ch_last]
+    FM_TRY(fm_groupnorm_forward(&m->out_norm, last, m->hn, e));
+    return fm_conv2d_forward(&m->out_conv, m->hn, m->moments, e);
+}
+
+int fm_vae_encoder_backward(fm_vae_encoder *m, const float *x, const float *dmoments, fm_err *e)
+{
+    if (!m->train)
+        return fm_fail(e, FM_ERR_INTERNAL, "vae encoder: backward on an instance built without train");
+    const fm_vae_cfg *c = &m->cfg;
+    const int R = c->res_blocks;
+    float *cur = m->g[0], *oth = m->g[1], *sw;
+    FM_TRY(fm_conv2d_backward(&m->out_conv, m->hn, dmoments, cur, e));
+    FM_TRY(fm_groupnorm_backward(&m->out_norm, m->lv[c->levels - 1].res[R - 1].y, cur, cur, e));
+    for (int i = c->levels - 1; i >= 0; i--) {
+        fm_vae_level *lv = &m->lv[i];
+        if (lv->has_resample) {
+            FM_TRY(fm_conv2d_backward(&lv->resample, lv->res[R - 1].y, cur, oth, e));
+            sw = cur, cur = oth, oth = sw;
+        }
+        for (int j = R - 1; j >= 0; j--) {
+            FM_TRY(res_backward(&lv->res[j], enc_block_in(m, i, j), cur, oth, m->g[2], m->g[3], e));
+            sw = cur, cur = oth, oth = sw;
+        }
+    }
+    return fm_conv2d_backward(&m->conv_in, x, cur, NULL, e);
+}
+
+void fm_vae_encoder_free(fm_vae_encoder *m)
+{
+    fm_conv2d_free(&m->conv_in);
+    fm_conv2d_free(&m->out_conv);
+    levels_free(m->lv);
+    fm_arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+int fm_vae_encode_mean(fm_vae_encoder *m, const float *x, float *mu, fm_err *e)
+{
+    FM_TRY(fm_vae_encoder_forward(m, x, e));
+    const int lc = m->cfg.latent_ch;
+    fm_concat_backward(m->moments, lc, lc, mu, NULL, (long)m->n * m->lat * m->lat);
+    return FM_OK;
+}
+
+/* ---- decoder ---- */
+
+static int decoder_build(fm_vae_decoder *m, fm_dnn *d, fm_params *p, fm_err *e)
+{
+    const fm_vae_cfg *c = &m->cfg;
+    const int n = m->n, S = c->size, L = c->levels, lat = m->lat, *ch = c->channels, lc = c->latent_ch;
+    fm_arena *a = &m->arena;
+    char nm[FM_PARAM_NAME];
+    long mx = (long)n * S * S * c->in_ch;
+    FM_TRY(fm_conv2d_init(&m->conv_in, d, p, a, "decoder.conv_in", lc, ch[L - 1], 3, 1, 1, 1, n, lat, lat, e));
+    FM_TRY(take(a, &m->h0, (long)n * lat * lat * ch[L - 1], e));
+    for (int i = 0; i < L; i++) {  /* registered in index order; run from L-1 down */
+        fm_vae_level *lv = &m->lv[i];
+        const int hw = S >> i;
+        lv->h = hw;
+        lv->ch = ch[i];
+        for (int j = 0; j < c->res_blocks; j++) {
+            const int cin = j > 0 ? ch[i] : i < L - 1 ? ch[i + 1] : ch[L - 1];
+            FM_TRY(fmt_name(nm, e, "decoder.up.%d.res.%d", i, j));
+            FM_TRY(res_init(&lv->res[j], d, p, a, c, nm, n, hw, cin, ch[i], &mx, e));
+        }
+        if (i > 0) {
+            const long up = (long)n * 4 * hw * hw * ch[i];
+            lv->has_resample = 1;
+            FM_TRY(fmt_name(nm, e, "decoder.up.%d.upsample", i));
+            FM_TRY(fm_conv2d_init(&lv->resample, d, p, a, nm, ch[i], ch[i], 3, 1, 1, 1, n, 2 * hw, 2 * hw, e));
+            FM_TRY(take(a, &lv->up, up, e));
+            FM_TRY(take(a, &lv->out, up, e));
+            track(&mx, up);
+        }
+    }
+    FM_TRY(fm_groupnorm_init(&m->out_norm, p, a, "decoder.out_norm", gn_groups(c, ch[0]), FM_VAE_GN_EPS, FM_GN_SILU,
+                             n, S, S, ch[0], e));
+    FM_TRY(take(a, &m->hn, (long)n * S * S * ch[0], e));
+    FM_TRY(fm_conv2d_init(&m->out_conv, d, p, a, "decoder.out_conv", ch[0], c->in_ch, 3, 1, 1, 1, n, S, S, e));
+    FM_TRY(take(a, &m->xhat, (long)n * S * S * c->in_ch, e));
+    FM_TRY(take(a, &m->tmp, mx, e));
+    if (m->train) {
+        FM_TRY(take_grads(m->g, a, mx, e));
+        FM_TRY(take(a, &m->dz, (long)n * lat * lat * lc, e));
+    }
+    return FM_OK;
+}
+
+int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
+                        fm_err *e)
+{
+    memset(m, 0, sizeof *m);
+    FM_TRY(check_cfg(cfg, n, e));
+    m->cfg = *cfg;
+    m->n = n;
+    m->lat = fm_vae_latent_hw(cfg);
+    m->train = train;
+    m->p_first = p->numel;
+    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, 1, train), e);
+    if (rc == FM_OK)
+        rc = decoder_build(m, d, p, e);
+    if (rc != FM_OK) {
+        fm_vae_decoder_free(m);
+        return fm_err_prefix(e, "vae decoder (batch %d)", n);
+    }
+    m->p_numel = p->numel - m->p_first;
+    return FM_OK;
+}
+
+/* The input of ResBlock j of level i. */
+static const float *dec_block_in(const fm_vae_decoder *m, int i, int j)
+{
+    return j > 0 ? m->lv[i].res[j - 1].y : i < m->cfg.levels - 1 ? m->lv[i + 1].out : m->h0;
+}
+
+int fm_vae_decoder_forward(fm_vae_decoder *m, const float *z, fm_err *e)
+{
+    const fm_vae_cfg *c = &m->cfg;
+    const int R = c->res_blocks;
+    FM_TRY(fm_conv2d_forward(&m->conv_in, z, m->h0, e));
+    for (int i = c->levels - 1; i >= 0; i--) {
+        fm_vae_level *lv = &m->lv[i];
+        for (int j = 0; j < R; j++)
+            FM_TRY(res_forward(&lv->res[j], dec_block_in(m, i, j), m->tmp, e));
+        if (lv->has_resample) {
+            fm_upsample2x_forward(lv->res[R - 1].y, lv->up, m->n, lv->h, lv->h, lv->ch);
+            FM_TRY(fm_conv2d_forward(&lv->resample, lv->up, lv->out, e));
+        }
+    }
+    FM_TRY(fm_groupnorm_forward(&m->out_norm, m->lv[0].res[R - 1].y, m->hn, e));
+    return fm_conv2d_forward(&m->out_conv, m->hn, m->xhat, e);
+}
+
+int fm_vae_decoder_backward(fm_vae_decoder *m, const float *z, const float *dxhat, fm_err *e)
+{
+    if (!m->train)
+        return fm_fail(e, FM_ERR_INTERNAL, "vae decoder: backward on an instance built without train");
+    const fm_vae_cfg *c = &m->cfg;
+    const int R = c->res_blocks;
+    float *cur = m->g[0], *oth = m->g[1], *sw;
+    FM_TRY(fm_conv2d_backward(&m->out_conv, m->hn, dxhat, cur, e));
+    FM_TRY(fm_groupnorm_backward(&m->out_norm, m->lv[0].res[R - 1].y, cur, cur, e));
+    for (int i = 0; i < c->levels; i++) {
+        fm_vae_level *lv = &m->lv[i];
+        if (lv->has_resample) {
+            FM_TRY(fm_conv2d_backward(&lv->resample, lv->up, cur, oth, e));  // oth [n, 2h, 2h, ch]
+            fm_upsample2x_backward(oth, cur, m->n, lv->h, lv->h, lv->ch);    // cur [n, h, h, ch]
+        }
+        for (int j = R - 1; j >= 0; j--) {
+            FM_TRY(res_backward(&lv->res[j], dec_block_in(m, i, j), cur, oth, m->g[2], m->g[3], e));
+            sw = cur, cur = oth, oth = sw;
+        }
+    }
+    return fm_conv2d_backward(&m->conv_in, z, cur, m->dz, e);
+}
+
+void fm_vae_decoder_free(fm_vae_decoder *m)
+{
+    fm_conv2d_free(&m->conv_in);
+    fm_conv2d_free(&m->out_conv);
+    levels_free(m->lv);
+    fm_arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+int fm_vae_decode(fm_vae_decoder *m, const float *z, float *xhat, fm_err *e)
+{
+    FM_TRY(fm_vae_decoder_forward(m, z, e));
+    if (xhat != m->xhat)
+        memcpy(xhat, m->xhat, (size_t)m->n * m->cfg.size * m->cfg.size * m->cfg.in_ch * sizeof(float));
+    return FM_OK;
+}
+
+/* ---- the training model ---- */
+
+int fm_vae_init(fm_vae *v, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, fm_err *e)
+{
+    memset(v, 0, sizeof *v);
+    FM_TRY(check_cfg(cfg, n, e));
+    v->cfg = *cfg;
+    v->n = n;
+    v->lat = fm_vae_latent_hw(cfg);
+    v->nlat = (long)n * v->lat * v->lat * cfg->latent_ch;
+    const long npix = (long)n * cfg->size * cfg->size * cfg->in_ch;
+    int rc = fm_vae_encoder_init(&v->enc, d, p, cfg, n, 1, e);
+    if (rc == FM_OK)
+        rc = fm_vae_decoder_init(&v->dec, d, p, cfg, n, 1, e);
+    if (rc == FM_OK)
+        rc = fm_arena_init(&v->arena, (size_t)(8 * v->nlat + npix) * sizeof(float) + 64 * 16, e);
+    float **bufs[7] = { &v->mu, &v->logvar, &v->eps, &v->z, &v->dmu, &v->dlogvar, &v->dxhat };
+    for (int k = 0; k < 7 && rc == FM_OK; k++)
+        rc = take(&v->arena, bufs[k], k == 6 ? npix : v->nlat, e);
+    if (rc == FM_OK)
+        rc = take(&v->arena, &v->dmoments, 2 * v->nlat, e);
+    if (rc != FM_OK)
+        fm_vae_free(v);
+    return rc;
+}
+
+void fm_vae_free(fm_vae *v)
+{
+    fm_vae_encoder_free(&v->enc);
+    fm_vae_decoder_free(&v->dec);
+    fm_arena_free(&v->arena);
+    memset(v, 0, sizeof *v);
+}
+
+static double l1_forward(const float *pred, const float *target, long n)
+{
+    double s = 0;
+    for (long i = 0; i < n; i++)
+        s += fabs((double)pred[i] - (double)target[i]);
+    return s / (double)n;
+}
+
+/* d|p - t| / dp = sign(p - t) (0 at p = t, as torch), times 1/n. */
+static void l1_backward(const float *pred, const float *target, long n, float *dpred)
+{
+    const float k = (float)(1.0 / (double)n);
+#pragma omp parallel for simd schedule(static) if (n >= 32768)
+    for (long i = 0; i < n; i++) {
+        float d = pred[i] - target[i];
+        dpred[i] = d > 0 ? k : d < 0 ? -k : 0.0f;
+    }
+}
+
+int fm_vae_forward(fm_vae *v, const float *x, uint64_t seed, uint64_t step, uint64_t first, fm_vae_loss *loss,
+                   fm_err *e)
+{
+    const fm_vae_cfg *c = &v->cfg;
+    const int lc = c->latent_ch;
+    const long rows = (long)v->n * v->lat * v->lat, nl = v->nlat, D = nl / v->n;
+    const long npix = (long)v->n * c->size * c->size * c->in_ch;
+    FM_TRY(fm_vae_encoder_forward(&v->enc, x, e));
+    fm_concat_backward(v->enc.moments, lc, lc, v->mu, v->logvar, rows);  // split (mu, logvar)
+    for (long i = 0; i < nl; i++)
+        v->logvar[i] = fminf(fmaxf(v->logvar[i], FM_VAE_LOGVAR_MIN), FM_VAE_LOGVAR_MAX);
+    const uint64_t stream = fm_vae_noise_stream(step);
+    for (int i = 0; i < v->n; i++)
+        fm_fill_normal(v->eps + (long)i * D, D, seed, stream, (first + (uint64_t)i) * (uint64_t)D);
+    double kl = 0;
+    for (long i = 0; i < nl; i++) {
+        const float mu = v->mu[i], lv = v->logvar[i];
+        v->z[i] = mu + expf(0.5f * lv) * v->eps[i];
+        kl += 0.5 * ((double)mu * mu + exp((double)lv) - 1.0 - (double)lv);
+    }
+    FM_TRY(fm_vae_decoder_forward(&v->dec, v->z, e));
+    loss->recon = c->recon == FM_VAE_LOSS_L1 ? l1_forward(v->dec.xhat, x, npix) : fm_mse_forward(v->dec.xhat, x, npix);
+    loss->kl = kl / (double)nl;
+    loss->total = loss->recon + (double)c->kl_weight * loss->kl;
+    return FM_OK;
+}
+
+int fm_vae_backward(fm_vae *v, const float *x, fm_err *e)
+{
+    const fm_vae_cfg *c = &v->cfg;
+    const int lc = c->latent_ch;
+    const long rows = (long)v->n * v->lat * v->lat, npix = (long)v->n * c->size * c->size * c->in_ch;
+    if (c->recon == FM_VAE_LOSS_L1)
+        l1_backward(v->dec.xhat, x, npix, v->dxhat);
+    else
+        fm_mse_backward(v->dec.xhat, x, npix, 1.0f, v->dxhat);
+    FM_TRY(fm_vae_decoder_backward(&v->dec, v->z, v->dxhat, e));
+    /* z = mu + exp(lv / 2) eps;  kl = sum 0.5 (mu^2 + exp(lv) - 1 - lv) / nlat */
+    const float kw = (float)((double)c->kl_weight / (double)v->nlat);
+    const float *dz = v->dec.dz;
+    for (long r = 0; r < rows; r++)
+        for (int k = 0; k < lc; k++) {
+            const long i = r * lc + k;
+            const float raw = v->enc.moments[r * 2 * lc + lc + k], lv = v->logvar[i];
+            const float s = expf(0.5f * lv);
+            v->dmu[i] = dz[i] + kw * v->mu[i];
+            const float dlv = dz[i] * v->eps[i] * 0.5f * s + kw * 0.5f * (expf(lv) - 1.0f);
+            v->dlogvar[i] = raw >= FM_VAE_LOGVAR_MIN && raw <= FM_VAE_LOGVAR_MAX ? dlv : 0.0f;
+        }
+    fm_concat_forward(v->dmu, lc, v->dlogvar, lc, v->dmoments, rows);
+    return fm_vae_encoder_backward(&v->enc, x, v->dmoments, e);
+}
+
+double fm_vae_flops(const fm_vae *v)
+{
+    double f = levels_flops(v->enc.lv, &v->cfg) + levels_flops(v->dec.lv, &v->cfg);
+    const fm_conv2d *cs[3] = { &v->enc.out_conv, &v->dec.conv_in, &v->dec.out_conv };
+    for (int k = 0; k < 3; k++)
+        f += fm_conv2d_flops_fwd(cs[k]) + fm_conv2d_flops_bwd(cs[k], 1);
+    return f + fm_conv2d_flops_fwd(&v->enc.conv_in) + fm_conv2d_flops_bwd(&v->enc.conv_in, 0);
+}
