@@ -18,6 +18,8 @@ void fm_world_finalize(fm_world *w);
 
 /* In-place sum over ranks, then scale by `scale` (1/size for a mean). */
 int fm_world_allreduce_mean(const fm_world *w, float *x, size_t n, fm_err *e);
+/* In-place sum over ranks of n floats, every rank gets the result. */
+int fm_world_allreduce_sum(const fm_world *w, float *x, size_t n, fm_err *e);
 /* Broadcast n floats from rank 0. */
 int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e);
 /* Sum of one double over ranks. */

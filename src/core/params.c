@@ -19,8 +19,8 @@ int fm_params_init(fm_params *p, int max_tensors, size_t max_numel, uint64_t see
         fm_params_free(p);
         return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %zu parameters", max_numel);
     }
-    memset(p->data, 0, max_numel * sizeof(float));
-    memset(p->grad, 0, max_numel * sizeof(float));
+    /* not zeroed here: fm_params_add zeroes what it hands out, so a generous
+     * capacity costs address space, not memory */
     p->cap = max_tensors;
     p->numel_cap = max_numel;
     p->seed = seed;
@@ -67,6 +67,8 @@ int fm_params_add(fm_params *p, fm_param **out, int ndim, const int64_t *shape, 
         t->w.shape[i] = t->g.shape[i] = shape[i];
     t->w.data = p->data + p->numel;
     t->g.data = p->grad + p->numel;
+    memset(t->w.data, 0, padded * sizeof(float));
+    memset(t->g.data, 0, padded * sizeof(float));
     p->numel += padded;
     if (out)
         *out = t;

@@ -41,7 +41,7 @@ void fm_world_finalize(fm_world *w)
     w->owns_mpi = 0;
 }
 
-int fm_world_allreduce_mean(const fm_world *w, float *x, size_t n, fm_err *e)
+int fm_world_allreduce_sum(const fm_world *w, float *x, size_t n, fm_err *e)
 {
     if (w->size == 1)
         return FM_OK;
@@ -49,8 +49,16 @@ int fm_world_allreduce_mean(const fm_world *w, float *x, size_t n, fm_err *e)
         size_t c = n - off < MPI_CHUNK ? n - off : MPI_CHUNK;
         int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, (int)c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS)
-            return mpi_fail(e, rc, "gradient allreduce");
+            return mpi_fail(e, rc, "MPI_Allreduce");
     }
+    return FM_OK;
+}
+
+int fm_world_allreduce_mean(const fm_world *w, float *x, size_t n, fm_err *e)
+{
+    if (w->size == 1)
+        return FM_OK;
+    FM_TRY(fm_world_allreduce_sum(w, x, n, e));
     float s = 1.0f / (float)w->size;
     for (size_t i = 0; i < n; i++)
         x[i] *= s;
