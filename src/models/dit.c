@@ -1,0 +1,469 @@
+/* dit.c - the DiT velocity model: parameter registration, the position
+ * embedding, forward and backward (see dit.h). */
+#include "fm/dit.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/act.h"
+#include "fm/gelu.h"
+#include "fm/modulate.h"
+#include "fm/patch.h"
+#include "fm/tensorops.h"
+
+/* ---- arena size: our buffers exactly, oneDNN's by a generous bound ----------
+ * The arena is sized before the primitives exist, and oneDNN's scratchpads
+ * grow with the thread count (a matmul's weight-gradient reduction can hold
+ * about one copy of the weights per thread, plus a fixed ~0.5 MiB per thread).
+ * The arena is reserved address space: only what the layers take is touched
+ * (the arena zero-fills its allocations only), so a loose bound costs
+ * nothing; too small fails init with "arena exhausted". */
+static size_t al64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+static size_t pad16(int64_t v) { return ((size_t)v + 15) / 16 * 16; }
+
+/* oneDNN scratch bound of a linear layer in -> out. */
+static size_t linear_bytes(int64_t in, int64_t out)
+{
+    const size_t nthr = (size_t)omp_get_max_threads();
+    return (4 + nthr) * pad16(in) * pad16(out) * sizeof(float) + (2 + nthr) * ((size_t)1 << 20);
+}
+
+/* Everything an attention layer takes: its saved and scratch buffers exactly,
+ * its two linears and the per-head batched matmuls by the bound. */
+static size_t attention_bytes(int64_t B, int64_t T, int64_t D, int64_t h)
+{
+    const size_t nthr = (size_t)omp_get_max_threads();
+    /* qkv, dqkv [B, T, 3D]; P, dP [B, h, T, T]; o, dout [B, T, D] */
+    const size_t own = 2 * al64((size_t)(B * T * 3 * D) * 4) + 2 * al64((size_t)(B * h * T * T) * 4) +
+                       2 * al64((size_t)(B * T * D) * 4);
+    const size_t core = (4 + nthr) * (pad16(T) * pad16(T) + 2 * pad16(T) * pad16(D / h)) * sizeof(float) +
+                        (2 + nthr) * ((size_t)1 << 20);
+    return own + linear_bytes(D, 3 * D) + linear_bytes(D, D) + core;
+}
+
+int fm_dit_cfg_check(const fm_dit_cfg *c, fm_err *e)
+{
+    const struct { const char *name; int v; } pos[] = {
+        { "in_ch", c->in_ch }, { "size", c->size }, { "patch", c->patch }, { "width", c->width },
+        { "depth", c->depth }, { "heads", c->heads }, { "num_classes", c->num_classes },
+    };
+    for (size_t i = 0; i < sizeof pos / sizeof *pos; i++)
+        if (pos[i].v < 1)
+            return fm_fail(e, FM_ERR_USAGE, "dit: %s must be >= 1, got %d", pos[i].name, pos[i].v);
+    if (c->size % c->patch)
+        return fm_fail(e, FM_ERR_USAGE, "dit: patch %d does not divide size %d", c->patch, c->size);
+    if (c->width % 4)
+        return fm_fail(e, FM_ERR_USAGE, "dit: width %d is not a multiple of 4 (2-D sin-cos position embedding)",
+                       c->width);
+    if (c->width % c->heads)
+        return fm_fail(e, FM_ERR_USAGE, "dit: width %d is not a multiple of heads %d", c->width, c->heads);
+    if (!(c->mlp_ratio * c->width >= 1) || c->mlp_ratio * c->width > 1e8)
+        return fm_fail(e, FM_ERR_USAGE, "dit: mlp_ratio %g gives an MLP width of %g", c->mlp_ratio,
+                       c->mlp_ratio * c->width);
+    if (c->t_freq < 0 || c->t_freq % 2)
+        return fm_fail(e, FM_ERR_USAGE, "dit: t_freq must be even and >= 0 (0 = %d), got %d", FM_DIT_T_FREQ,
+                       c->t_freq);
+    return FM_OK;
+}
+
+static int t_freq_of(const fm_dit_cfg *c) { return c->t_freq ? c->t_freq : FM_DIT_T_FREQ; }
+static int64_t hidden_of(const fm_dit_cfg *c) { return (int64_t)(c->mlp_ratio * c->width); }
+
+/* ---- parameter count ------------------------------------------------------- */
+
+typedef struct tally {
+    int tensors;
+    size_t padded, count;
+} tally;
+
+static void tally_add(tally *t, int64_t numel)
+{
+    t->tensors++;
+    t->count += (size_t)numel;
+    t->padded += ((size_t)numel + 15) & ~(size_t)15;  // as fm_params_add aligns
+}
+
+static void tally_linear(tally *t, int64_t in, int64_t out)
+{
+    tally_add(t, in * out);
+    tally_add(t, out);
+}
+
+int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size_t *count, fm_err *e)
+{
+    FM_TRY(fm_dit_cfg_check(cfg, e));
+    const int64_t D = cfg->width, P = (int64_t)cfg->patch * cfg->patch * cfg->in_ch, Hd = hidden_of(cfg);
+    tally t = { 0 };
+    tally_linear(&t, P, D);              // x_embed
+    tally_linear(&t, t_freq_of(cfg), D); // t_embed.0
+    tally_linear(&t, D, D);              // t_embed.2
+    tally_add(&t, (int64_t)(cfg->num_classes + 1) * D);  // y_embed
+    for (int i = 0; i < cfg->depth; i++) {
+        tally_linear(&t, D, 6 * D);      // adaLN
+        tally_linear(&t, D, 3 * D);      // attn in_proj
+        tally_linear(&t, D, D);          // attn out_proj
+        tally_linear(&t, D, Hd);         // mlp.0
+        tally_linear(&t, Hd, D);         // mlp.2
+    }
+    tally_linear(&t, D, 2 * D);          // final.adaLN
+    tally_linear(&t, D, P);              // final.linear
+    if (tensors)
+        *tensors = t.tensors;
+    if (padded)
+        *padded = t.padded;
+    if (count)
+        *count = t.count;
+    return FM_OK;
+}
+
+/* ---- init ------------------------------------------------------------------ */
+
+/* Arena bytes: every buffer init takes (exactly, 64-byte aligned), plus the
+ * layers' own by the bounds above. */
+static size_t arena_bytes(const fm_dit_cfg *cfg, int64_t B, int64_t T)
+{
+    const int64_t D = cfg->width, P = (int64_t)cfg->patch * cfg->patch * cfg->in_ch, Hd = hidden_of(cfg);
+    const int64_t M = B * T, L = cfg->depth, F = t_freq_of(cfg);
+    size_t n = 0;
+#define BUF(k) (n += al64((size_t)(k) * 4))
+    for (int64_t i = 0; i < L; i++) {
+        BUF(M * D), BUF(M * D), BUF(M * Hd), BUF(M * D), BUF(B * 6 * D);  // xmid, a, h1, f, mod
+        BUF(M), BUF(M), BUF(M), BUF(M);                                    // ln1, ln2 statistics
+        n += attention_bytes(B, T, D, cfg->heads);
+        n += linear_bytes(D, 6 * D) + linear_bytes(D, Hd) + linear_bytes(Hd, D);
+    }
+    for (int64_t i = 0; i <= L; i++)
+        BUF(M * D);                                                        // residual stream
+    BUF(T * D), BUF(M * P), BUF(B), BUF(B), BUF(B * F), BUF(F * 2);       // pos, tok, t, y, tf, freqs
+    for (int i = 0; i < 9; i++)
+        BUF(B * D);                                                        // t1 t1s ye c sc dsc dpart dc dt1
+    BUF(B * 2 * D), BUF(M * D), BUF(M * P), BUF(M), BUF(M);               // fmod, mfin, otok, final ln
+    for (int i = 0; i < 4; i++)
+        BUF(M * D);                                                        // s_n, s_m, s_g, s_d
+    BUF(M * Hd), BUF(B * 6 * D), BUF(B * 2 * D);                           // s_h, dmod, dfmod
+#undef BUF
+    n += linear_bytes(P, D) + linear_bytes(F, D) + linear_bytes(D, D) + linear_bytes(D, 2 * D) + linear_bytes(D, P);
+    return n;
+}
+
+static int take(fm_arena *a, float **out, int64_t n, fm_err *e)
+{
+    void *p;
+    FM_TRY(fm_arena_alloc_or(a, (size_t)n * sizeof(float), &p, e));
+    *out = p;
+    return FM_OK;
+}
+
+/* The 2-D sin-cos table of dit.h: pos [T, D] for a (side x side) token grid. */
+static void position_embedding(float *pos, int side, int64_t D)
+{
+    const int64_t q = D / 4;
+    for (int i = 0; i < side; i++)
+        for (int j = 0; j < side; j++) {
+            float *r = pos + ((int64_t)i * side + j) * D;  // [D]
+            for (int64_t k = 0; k < q; k++) {
+                const double omega = exp(-log(10000.0) * (double)k / (double)q);
+                r[k] = (float)sin(j * omega);
+                r[q + k] = (float)cos(j * omega);
+                r[2 * q + k] = (float)sin(i * omega);
+                r[3 * q + k] = (float)cos(i * omega);
+            }
+        }
+}
+
+static void zero_linear(fm_linear *l)
+{
+    fm_param_fill(l->weight, 0.0f);
+    fm_param_fill(l->bias, 0.0f);
+}
+
+static int init_block(fm_dit *m, int i, fm_err *e)
+{
+    fm_dit_block *b = &m->blocks[i];
+    const int64_t B = m->batch, M = B * m->tokens, D = m->cfg.width;
+    char name[FM_PARAM_NAME];
+    b->first_param = m->p->n;
+    snprintf(name, sizeof name, "blocks.%d.adaLN", i);
+    FM_TRY(fm_linear_init(&b->ada, m->d, m->p, &m->arena, name, D, 6 * D, 1, B, e));
+    zero_linear(&b->ada);
+    FM_TRY(fm_layernorm_init(&b->ln1, NULL, &m->arena, NULL, D, 0, FM_DIT_LN_EPS, M, e));
+    snprintf(name, sizeof name, "blocks.%d.attn", i);
+    FM_TRY(fm_attention_init(&b->attn, m->d, m->p, &m->arena, name, D, m->cfg.heads, B, m->tokens, e));
+    FM_TRY(fm_layernorm_init(&b->ln2, NULL, &m->arena, NULL, D, 0, FM_DIT_LN_EPS, M, e));
+    snprintf(name, sizeof name, "blocks.%d.mlp.0", i);
+    FM_TRY(fm_linear_init(&b->mlp0, m->d, m->p, &m->arena, name, D, m->hidden, 1, M, e));
+    snprintf(name, sizeof name, "blocks.%d.mlp.2", i);
+    FM_TRY(fm_linear_init(&b->mlp2, m->d, m->p, &m->arena, name, m->hidden, D, 1, M, e));
+    b->n_params = m->p->n - b->first_param;
+    FM_TRY(take(&m->arena, &b->xmid, M * D, e));
+    FM_TRY(take(&m->arena, &b->a, M * D, e));
+    FM_TRY(take(&m->arena, &b->h1, M * m->hidden, e));
+    FM_TRY(take(&m->arena, &b->f, M * D, e));
+    FM_TRY(take(&m->arena, &b->mod, B * 6 * D, e));
+    m->flops += fm_linear_flops_fwd(&b->ada) + fm_attention_flops_fwd(&b->attn) + fm_linear_flops_fwd(&b->mlp0) +
+                fm_linear_flops_fwd(&b->mlp2);
+    return FM_OK;
+}
+
+static int init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, fm_err *e)
+{
+    m->cfg = *cfg;
+    m->cfg.t_freq = t_freq_of(cfg);
+    m->d = d;
+    m->p = p;
+    m->batch = batch;
+    const int side = cfg->size / cfg->patch;
+    m->tokens = (int64_t)side * side;
+    m->pdim = (int64_t)cfg->patch * cfg->patch * cfg->in_ch;
+    m->hidden = hidden_of(cfg);
+    const int64_t B = batch, T = m->tokens, M = B * T, D = cfg->width, P = m->pdim, F = m->cfg.t_freq;
+    m->blocks = calloc((size_t)cfg->depth, sizeof *m->blocks);
+    if (!m->blocks)
+        return fm_fail(e, FM_ERR_INTERNAL, "dit: out of memory for %d blocks", cfg->depth);
+    FM_TRY(fm_arena_init(&m->arena, arena_bytes(cfg, B, T), e));
+    fm_arena *a = &m->arena;
+
+    /* parameters, in the twin's state-dict order */
+    m->x_first = p->n;
+    FM_TRY(fm_linear_init(&m->x_embed, d, p, a, "x_embed", P, D, 1, M, e));
+    m->x_n = p->n - m->x_first;
+    m->cond_first = p->n;
+    FM_TRY(fm_time_embed_init(&m->temb, a, batch, (int)F, FM_DIT_TIME_SCALE, e));
+    FM_TRY(fm_linear_init(&m->t0, d, p, a, "t_embed.0", F, D, 1, B, e));
+    FM_TRY(fm_linear_init(&m->t2, d, p, a, "t_embed.2", D, D, 1, B, e));
+    FM_TRY(fm_class_embed_init(&m->yemb, p, "y_embed", batch, cfg->num_classes, (int)D, e));
+    m->cond_n = p->n - m->cond_first;
+    for (int i = 0; i < cfg->depth; i++)
+        FM_TRY(init_block(m, i, e));
+    m->final_first = p->n;
+    FM_TRY(fm_linear_init(&m->final_ada, d, p, a, "final.adaLN", D, 2 * D, 1, B, e));
+    zero_linear(&m->final_ada);
+    FM_TRY(fm_layernorm_init(&m->final_ln, NULL, a, NULL, D, 0, FM_DIT_LN_EPS, M, e));
+    FM_TRY(fm_linear_init(&m->final_linear, d, p, a, "final.linear", D, P, 1, M, e));
+    zero_linear(&m->final_linear);
+    m->final_n = p->n - m->final_first;
+
+    /* activations and scratch */
+    for (int i = 0; i < cfg->depth; i++)
+        FM_TRY(take(a, &m->blocks[i].x, M * D, e));
+    FM_TRY(take(a, &m->xout, M * D, e));
+    FM_TRY(take(a, &m->pos, T * D, e));
+    FM_TRY(take(a, &m->tok, M * P, e));
+    FM_TRY(take(a, &m->t, B, e));
+    void *yb;
+    FM_TRY(fm_arena_alloc_or(a, (size_t)B * sizeof(int32_t), &yb, e));
+    m->y = yb;
+    FM_TRY(take(a, &m->tf, B * F, e));
+    float **bd[] = { &m->t1, &m->t1s, &m->ye, &m->c, &m->sc, &m->dsc, &m->dpart, &m->dc, &m->dt1 };
+    for (size_t i = 0; i < sizeof bd / sizeof *bd; i++)
+        FM_TRY(take(a, bd[i], B * D, e));
+    FM_TRY(take(a, &m->fmod, B * 2 * D, e));
+    FM_TRY(take(a, &m->mfin, M * D, e));
+    if (cfg->patch > 1)
+        FM_TRY(take(a, &m->otok, M * P, e));
+    float **md[] = { &m->s_n, &m->s_m, &m->s_g, &m->s_d };
+    for (size_t i = 0; i < sizeof md / sizeof *md; i++)
+        FM_TRY(take(a, md[i], M * D, e));
+    FM_TRY(take(a, &m->s_h, M * m->hidden, e));
+    FM_TRY(take(a, &m->dmod, B * 6 * D, e));
+    FM_TRY(take(a, &m->dfmod, B * 2 * D, e));
+
+    position_embedding(m->pos, side, D);
+    m->flops += fm_linear_flops_fwd(&m->x_embed) + fm_linear_flops_fwd(&m->t0) + fm_linear_flops_fwd(&m->t2) +
+                fm_linear_flops_fwd(&m->final_ada) + fm_linear_flops_fwd(&m->final_linear);
+    return FM_OK;
+}
+
+int fm_dit_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, fm_err *e)
+{
+    memset(m, 0, sizeof *m);
+    FM_TRY(fm_dit_cfg_check(cfg, e));
+    if (batch < 1)
+        return fm_fail(e, FM_ERR_USAGE, "dit: batch must be >= 1, got %d", batch);
+    int rc = init(m, d, p, cfg, batch, e);
+    if (rc != FM_OK)
+        fm_err_prefix(e, "dit init");
+    return rc;
+}
+
+/* ---- forward ---------------------------------------------------------------- */
+
+/* One block: x (blk->x) -> out [B, T, D]. */
+static int block_forward(fm_dit *m, fm_dit_block *b, float *out, fm_err *e)
+{
+    const int B = m->batch, D = m->cfg.width;
+    const long T = (long)m->tokens, M = B * T, ld = 6L * D;
+    const float *mod = b->mod;  // [B, 6D]: shift1 scale1 gate1 shift2 scale2 gate2
+    FM_TRY(fm_linear_forward(&b->ada, m->sc, b->mod, e));
+    /* attention half */
+    FM_TRY(fm_layernorm_forward(&b->ln1, b->x, m->s_n, e));
+    fm_modulate_forward(m->s_n, mod, mod + D, ld, m->s_m, B, T, D);
+    FM_TRY(fm_attention_forward(&b->attn, m->s_m, b->a, e));
+    fm_gate_residual_forward(b->x, mod + 2 * D, ld, b->a, b->xmid, B, T, D);
+    /* MLP half */
+    FM_TRY(fm_layernorm_forward(&b->ln2, b->xmid, m->s_n, e));
+    fm_modulate_forward(m->s_n, mod + 3 * D, mod + 4 * D, ld, m->s_m, B, T, D);
+    FM_TRY(fm_linear_forward(&b->mlp0, m->s_m, b->h1, e));
+    fm_gelu_forward(b->h1, m->s_h, M * (long)m->hidden);
+    FM_TRY(fm_linear_forward(&b->mlp2, m->s_h, b->f, e));
+    fm_gate_residual_forward(b->xmid, mod + 5 * D, ld, b->f, out, B, T, D);
+    return FM_OK;
+}
+
+int fm_dit_forward(fm_dit *m, const float *x, const float *t, const int32_t *y, float *out, fm_err *e)
+{
+    const int B = m->batch, D = m->cfg.width, S = m->cfg.size, C = m->cfg.in_ch, p = m->cfg.patch;
+    const long T = (long)m->tokens, M = B * T;
+    m->forward_done = 0;
+    memcpy(m->t, t, (size_t)B * sizeof(float));
+    memcpy(m->y, y, (size_t)B * sizeof(int32_t));
+
+    /* c = t_embed(t) + y_embed(y); sc = SiLU(c) feeds every adaLN */
+    FM_TRY(fm_time_embed_forward(&m->temb, m->t, m->tf, e));
+    FM_TRY(fm_linear_forward(&m->t0, m->tf, m->t1, e));
+    fm_silu_forward(m->t1, m->t1s, (long)B * D);
+    FM_TRY(fm_linear_forward(&m->t2, m->t1s, m->c, e));
+    FM_TRY(fm_class_embed_forward(&m->yemb, m->y, m->ye, e));
+    fm_acc(m->c, m->ye, (long)B * D);
+    fm_silu_forward(m->c, m->sc, (long)B * D);
+
+    /* tokens + position embedding */
+    if (p > 1)
+        fm_patchify(x, m->tok, B, S, S, C, p);  // [B, T, P]
+    else
+        memcpy(m->tok, x, (size_t)M * m->pdim * sizeof(float));
+    float *h = m->blocks[0].x;
+    FM_TRY(fm_linear_forward(&m->x_embed, m->tok, h, e));
+    for (int s = 0; s < B; s++)
+        fm_acc(h + (long)s * T * D, m->pos, T * D);
+
+    for (int i = 0; i < m->cfg.depth; i++)
+        FM_TRY(block_forward(m, &m->blocks[i], i + 1 < m->cfg.depth ? m->blocks[i + 1].x : m->xout, e));
+
+    /* final layer */
+    FM_TRY(fm_linear_forward(&m->final_ada, m->sc, m->fmod, e));
+    FM_TRY(fm_layernorm_forward(&m->final_ln, m->xout, m->s_n, e));
+    fm_modulate_forward(m->s_n, m->fmod, m->fmod + D, 2L * D, m->mfin, B, T, D);
+    if (p > 1) {
+        FM_TRY(fm_linear_forward(&m->final_linear, m->mfin, m->otok, e));
+        fm_unpatchify(m->otok, out, B, S, S, C, p);
+    } else {
+        FM_TRY(fm_linear_forward(&m->final_linear, m->mfin, out, e));
+    }
+    m->forward_done = 1;
+    return FM_OK;
+}
+
+/* ---- backward --------------------------------------------------------------- */
+
+static int hook(fm_dit *m, int first, int n, fm_err *e)
+{
+    return m->hook ? m->hook(m->hook_ctx, first, n, e) : FM_OK;
+}
+
+/* One block, given g = dL/d(block output) in s_g: leaves dL/d(block input) in
+ * s_g, writes the block's parameter gradients and adds its share of dL/dSiLU(c)
+ * to dsc. */
+static int block_backward(fm_dit *m, fm_dit_block *b, fm_err *e)
+{
+    const int B = m->batch, D = m->cfg.width;
+    const long T = (long)m->tokens, M = B * T, ld = 6L * D, n = M * D;
+    const float *mod = b->mod;
+    float *dmod = m->dmod, *g = m->s_g, *sn = m->s_n, *sm = m->s_m, *sh = m->s_h, *sd = m->s_d;
+
+    /* MLP half: out = xmid + gate2 * mlp2(gelu(mlp0(modulate(ln2(xmid))))) */
+    fm_gate_residual_backward(b->f, mod + 5 * D, ld, g, sd, dmod + 5 * D, B, T, D);  // sd = df
+    fm_gelu_forward(b->h1, sh, M * (long)m->hidden);                                  // recompute
+    FM_TRY(fm_linear_backward(&b->mlp2, sh, sd, sh, e));                              // sh = d gelu out
+    fm_gelu_backward(b->h1, sh, sh, M * (long)m->hidden);                            // sh = dh1
+    FM_TRY(fm_layernorm_apply(&b->ln2, b->xmid, sn, e));                              // recompute
+    fm_modulate_forward(sn, mod + 3 * D, mod + 4 * D, ld, sm, B, T, D);
+    FM_TRY(fm_linear_backward(&b->mlp0, sm, sh, sm, e));                              // sm = dm2
+    fm_modulate_backward(sn, mod + 4 * D, sm, ld, sm, dmod + 3 * D, dmod + 4 * D, B, T, D);
+    FM_TRY(fm_layernorm_backward(&b->ln2, b->xmid, sm, sm, e));
+    fm_acc(g, sm, n);                                                                 // g = d xmid
+
+    /* attention half: xmid = x + gate1 * attn(modulate(ln1(x))) */
+    fm_gate_residual_backward(b->a, mod + 2 * D, ld, g, sd, dmod + 2 * D, B, T, D);  // sd = da
+    FM_TRY(fm_layernorm_apply(&b->ln1, b->x, sn, e));                                 // recompute
+    fm_modulate_forward(sn, mod, mod + D, ld, sm, B, T, D);
+    FM_TRY(fm_attention_backward(&b->attn, sm, sd, sm, e));                           // sm = dm1
+    fm_modulate_backward(sn, mod + D, sm, ld, sm, dmod, dmod + D, B, T, D);
+    FM_TRY(fm_layernorm_backward(&b->ln1, b->x, sm, sm, e));
+    fm_acc(g, sm, n);                                                                 // g = d x
+
+    FM_TRY(fm_linear_backward(&b->ada, m->sc, dmod, m->dpart, e));
+    fm_acc(m->dsc, m->dpart, (long)B * D);
+    return FM_OK;
+}
+
+int fm_dit_backward(fm_dit *m, const float *dout, fm_err *e)
+{
+    if (!m->forward_done)
+        return fm_fail(e, FM_ERR_INTERNAL, "dit backward: no forward to differentiate");
+    const int B = m->batch, D = m->cfg.width, S = m->cfg.size, C = m->cfg.in_ch, p = m->cfg.patch;
+    const long T = (long)m->tokens;
+    const float *dtok = dout;  // [B, T, P]
+    if (p > 1) {
+        fm_patchify(dout, m->otok, B, S, S, C, p);
+        dtok = m->otok;
+    }
+
+    /* final layer: out = final_linear(modulate(final_ln(xout), fmod)) */
+    FM_TRY(fm_linear_backward(&m->final_linear, m->mfin, dtok, m->s_m, e));
+    FM_TRY(fm_layernorm_apply(&m->final_ln, m->xout, m->s_n, e));
+    fm_modulate_backward(m->s_n, m->fmod + D, m->s_m, 2L * D, m->s_m, m->dfmod, m->dfmod + D, B, T, D);
+    FM_TRY(fm_layernorm_backward(&m->final_ln, m->xout, m->s_m, m->s_g, e));
+    FM_TRY(fm_linear_backward(&m->final_ada, m->sc, m->dfmod, m->dsc, e));
+    FM_TRY(hook(m, m->final_first, m->final_n, e));
+
+    for (int i = m->cfg.depth - 1; i >= 0; i--) {
+        FM_TRY(block_backward(m, &m->blocks[i], e));
+        FM_TRY(hook(m, m->blocks[i].first_param, m->blocks[i].n_params, e));
+    }
+
+    /* the position embedding is fixed: s_g is the gradient of x_embed's output */
+    FM_TRY(fm_linear_backward(&m->x_embed, m->tok, m->s_g, NULL, e));
+    FM_TRY(hook(m, m->x_first, m->x_n, e));
+
+    /* conditioning: dsc -> dc -> y_embed, t_embed.2, SiLU, t_embed.0 */
+    fm_silu_backward(m->c, m->dsc, m->dc, (long)B * D);
+    FM_TRY(fm_class_embed_backward(&m->yemb, m->y, m->dc, e));
+    FM_TRY(fm_linear_backward(&m->t2, m->t1s, m->dc, m->dt1, e));
+    fm_silu_backward(m->t1, m->dt1, m->dt1, (long)B * D);
+    FM_TRY(fm_linear_backward(&m->t0, m->tf, m->dt1, NULL, e));
+    FM_TRY(hook(m, m->cond_first, m->cond_n, e));
+    return FM_OK;
+}
+
+void fm_dit_set_grad_hook(fm_dit *m, fm_dit_grad_hook fn, void *ctx)
+{
+    m->hook = fn;
+    m->hook_ctx = ctx;
+}
+
+double fm_dit_flops(const fm_dit *m) { return m->flops; }
+
+size_t fm_dit_activation_bytes(const fm_dit *m) { return m->arena.used; }
+
+void fm_dit_free(fm_dit *m)
+{
+    if (m->blocks)
+        for (int i = 0; i < m->cfg.depth; i++) {
+            fm_linear_free(&m->blocks[i].ada);
+            fm_attention_free(&m->blocks[i].attn);
+            fm_linear_free(&m->blocks[i].mlp0);
+            fm_linear_free(&m->blocks[i].mlp2);
+        }
+    fm_linear_free(&m->x_embed);
+    fm_linear_free(&m->t0);
+    fm_linear_free(&m->t2);
+    fm_linear_free(&m->final_ada);
+    fm_linear_free(&m->final_linear);
+    free(m->blocks);
+    fm_arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}

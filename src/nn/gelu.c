@@ -1,0 +1,19 @@
+/* gelu.c - GELU (tanh approximation) forward and backward (see gelu.h). */
+#include "fm/gelu.h"
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 32768
+
+void fm_gelu_forward(const float *x, float *y, long n)
+{
+#pragma omp parallel for simd if (n >= PAR_MIN) schedule(static)
+    for (long i = 0; i < n; i++)
+        y[i] = fm_geluf(x[i]);
+}
+
+void fm_gelu_backward(const float *x, const float *dy, float *dx, long n)
+{
+#pragma omp parallel for simd if (n >= PAR_MIN) schedule(static)
+    for (long i = 0; i < n; i++)
+        dx[i] = dy[i] * fm_gelu_gradf(x[i]);
+}
