@@ -8,6 +8,10 @@ BUILD=${BUILD:-build}
 export FM_BUILD=$BUILD
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 PY=/usr/bin/python3
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# sanitizer builds (make test SAN=1): full stacks, and Open MPI's own leaks suppressed
+export ASAN_OPTIONS=${ASAN_OPTIONS:-fast_unwind_on_malloc=0}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/harness/lsan-mpi.supp:fast_unwind_on_malloc=0}
 pass=0 fail=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

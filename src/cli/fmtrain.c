@@ -5,11 +5,11 @@
  *   fmtrain eval RUN_DIR
  *   fmtrain --help | --version | --keys
  *
- * Until the stage runners exist, CONFIG is validated (config, overrides,
- * rank count, data), the resolved config and the plan are printed, and
- * nothing is created. The exit status is the fm status (status.h). Every
- * rank runs the same checks; rank 0 prints, and all ranks exit with the
- * worst status. */
+ * CONFIG is validated (config, overrides, rank count, data) before anything
+ * is created; then the stages run (src/train/pipeline.c). With --dry-run the
+ * resolved config and the plan are printed and nothing is created. The exit
+ * status is the fm status (status.h). Every rank runs the same checks; rank 0
+ * prints, and all ranks exit with the worst status. */
 #include <errno.h>
 #include <limits.h>
 #include <mpi.h>
@@ -19,9 +19,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fm/ckpt.h"
 #include "fm/config.h"
 #include "fm/dataset.h"
+#include "fm/generate.h"
 #include "fm/log.h"
+#include "fm/pipeline.h"
 #include "fm/status.h"
 #include "fm/world.h"
 
@@ -29,7 +32,7 @@
 #define MAX_OVERRIDES 256
 
 static const char usage_text[] =
-    "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]...\n"
+    "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]... [--dry-run]\n"
     "       fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler euler|heun|sde] [--seed s] -o FILE.png\n"
     "       fmtrain eval RUN_DIR\n"
     "       fmtrain --help | --version | --keys\n";
@@ -45,6 +48,8 @@ static const char help_text[] =
     "  --out DIR                 run directory (sets run.out; default runs/<config file stem>)\n"
     "  --set section.key=value   override one config key; repeatable, applied in order;\n"
     "                            the value is YAML (e.g. --set sample.cfg=[1,3,5])\n"
+    "  --dry-run                 validate config and data, print the resolved config and the\n"
+    "                            plan, create nothing\n"
     "  --keys                    print every config key: type, default, range, meaning\n"
     "  -h, --help                print this help\n"
     "  --version                 print the version\n"
@@ -72,6 +77,7 @@ typedef struct args {
     int cls, steps, seed, sampler;       /* -1 = not given */
     double cfg;                          /* < 0 = not given */
     const char *run_dir;                 /* eval */
+    int dry_run;                         /* train: validate and print the plan only */
 } args;
 
 static int usage_fail(fm_err *e, const char *fmt, const char *arg)
@@ -219,6 +225,10 @@ static int parse_args(int argc, char **argv, args *a, fm_err *e)
             a->cmd = CMD_KEYS;
             return FM_OK;
         }
+        if (!only_positional && !strcmp(arg, "--dry-run")) {
+            a->dry_run = 1;
+            continue;
+        }
         if (!only_positional && !strcmp(arg, "--")) {
             only_positional = 1;
             continue;
@@ -285,7 +295,7 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
             c->data.dir);
     fprintf(f, "# world: %d rank%s x %d OpenMP thread%s\n", world, world == 1 ? "" : "s", omp_get_max_threads(),
             omp_get_max_threads() == 1 ? "" : "s");
-    fprintf(f, "# the stages are not built yet: nothing was run, and %s was not created\n", c->run.out);
+    fprintf(f, "# dry run: nothing was run, and %s was not created\n", c->run.out);
 }
 
 /* Validate CONFIG with its overrides, the rank count and the data; on
@@ -311,7 +321,7 @@ static int run_train(const args *a, const fm_world *w, fm_err *e)
     int rc = fm_mnist_load(c.data.dir, "train", c.data.train_limit, &train, e);
     if (rc == FM_OK)
         rc = fm_mnist_load(c.data.dir, "t10k", c.data.test_limit, &test, e);
-    if (rc == FM_OK && w->rank == 0) {
+    if (rc == FM_OK && a->dry_run && w->rank == 0) {
         rc = fm_config_dump(&c, stdout, e);
         if (rc == FM_OK) {
             print_plan(&c, &train, &test, w->size, stdout);
@@ -319,8 +329,110 @@ static int run_train(const args *a, const fm_world *w, fm_err *e)
                 rc = fm_fail(e, FM_ERR_IO, "cannot write to standard output: %s", strerror(errno));
         }
         if (rc == FM_OK)
-            fm_info("config and data are valid; the training stages are not built yet, so nothing was run");
+            fm_info("config and data are valid (dry run: nothing was run)");
     }
+    if (rc == FM_OK && !a->dry_run)
+        rc = fm_pipeline_run(&c, &train, &test, w, 0, e);
+    fm_dataset_free(&train);
+    fm_dataset_free(&test);
+    return rc;
+}
+
+/* The run directory of a checkpoint RUN/ckpt/<name>: RUN. */
+static void run_dir_of(const char *ckpt, char *out, size_t n)
+{
+    snprintf(out, n, "%s", ckpt);
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(out, '/');
+        if (slash)
+            *slash = '\0';
+        else
+            snprintf(out, n, ".");
+    }
+    if (!out[0])
+        snprintf(out, n, "/");
+}
+
+/* fmtrain sample: a grid from a flow checkpoint (its config is in the
+ * checkpoint; the VAE comes from the newest vae checkpoint of the same run). */
+static int run_sample(const args *a, const fm_world *w, fm_err *e)
+{
+    if (w->rank != 0)
+        return FM_OK;
+    fm_ckpt probe;
+    FM_TRY(fm_ckpt_load_file(a->ckpt, NULL, 0, NULL, 0, &probe, e));
+    const char *text = fm_ckpt_meta(&probe, "config");
+    int rc = FM_OK;
+    fm_config c;
+    if (strcmp(probe.stage, "flow") != 0)
+        rc = fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s is a %s checkpoint, not a flow checkpoint", a->ckpt,
+                     probe.stage);
+    else if (!text)
+        rc = fm_fail(e, FM_ERR_DATA, "%s: the checkpoint holds no config", a->ckpt);
+    else
+        rc = fm_config_load_string(&c, text, strlen(text), a->ckpt, e);
+    fm_ckpt_close(&probe);
+    FM_TRY(rc);
+    char run_dir[4096];
+    run_dir_of(a->ckpt, run_dir, sizeof run_dir);
+    FM_TRY(fm_config_set_out(&c, run_dir, e));
+    int per = c.sample.per_class, rows = a->cls >= 0 ? 1 : FM_NUM_CLASSES;
+    int steps = a->steps > 0 ? a->steps : c.sample.steps;
+    int kind = a->sampler >= 0 ? a->sampler : c.sample.sampler;
+    double cfgw = a->cfg >= 0 ? a->cfg : (c.sample.cfg.n > 0 ? c.sample.cfg.v[0] : 1.0);
+    uint64_t seed = a->seed >= 0 ? (uint64_t)a->seed : (uint64_t)c.run.seed;
+    fm_dnn d;
+    FM_TRY(fm_dnn_init(&d, e));
+    fm_generator g;
+    rc = fm_generator_init(&g, &c, &d, rows * per, (fm_sampler_kind)kind, steps, e);
+    if (rc == FM_OK) {
+        float scale = 1.0f;
+        fm_ckpt_extra ex = { "latent_scale", &scale, 1, { 1 } };
+        fm_ckpt_group grp = { c.sample.ema ? "ema." : "", &g.flow_p, g.flow_p.data };
+        fm_ckpt ck;
+        rc = fm_ckpt_load_file(a->ckpt, &grp, 1, &ex, 1, &ck, e);
+        if (rc == FM_OK) {
+            fm_ckpt_close(&ck);
+            rc = fm_generator_load_vae(&g, run_dir, scale, e);
+        }
+        int32_t y[FM_NUM_CLASSES * FM_CFG_LIST_MAX * 64];
+        for (int i = 0; rc == FM_OK && i < rows * per; i++)
+            y[i] = a->cls >= 0 ? a->cls : i / per;
+        if (rc == FM_OK && rows * per > (int)(sizeof y / sizeof y[0]))
+            rc = fm_fail(e, FM_ERR_USAGE, "fmtrain sample: sample.per_class %d is too large", per);
+        if (rc == FM_OK)
+            rc = fm_generate(&g, y, (float)cfgw, seed, 0, e);
+        if (rc == FM_OK)
+            rc = fm_write_sample_grid(a->png, g.images, rows, per, e);
+        if (rc == FM_OK)
+            fm_info("wrote %s: %d x %d samples, %s %d steps, cfg %g, seed %llu", a->png, rows, per,
+                    fm_sampler_names[kind], steps, cfgw, (unsigned long long)seed);
+        fm_generator_free(&g);
+    }
+    fm_dnn_free(&d);
+    return rc;
+}
+
+/* fmtrain eval: recompute RUN_DIR/eval.json with the run's own config. */
+static int run_eval(const args *a, const fm_world *w, fm_err *e)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.yaml", a->run_dir);
+    fm_config c;
+    FM_TRY(fm_config_load(&c, path, e));
+    FM_TRY(fm_config_set_out(&c, a->run_dir, e));
+    c.run.stages.n = 1;
+    c.run.stages.v[0] = FM_STAGE_EVAL;
+    FM_TRY(fm_config_validate(&c, e));
+    FM_TRY(fm_config_check_world(&c, w->size, e));
+    fm_dataset train, test;
+    memset(&train, 0, sizeof train);
+    memset(&test, 0, sizeof test);
+    int rc = fm_mnist_load(c.data.dir, "train", c.data.train_limit, &train, e);
+    if (rc == FM_OK)
+        rc = fm_mnist_load(c.data.dir, "t10k", c.data.test_limit, &test, e);
+    if (rc == FM_OK)
+        rc = fm_pipeline_run(&c, &train, &test, w, 1, e);
     fm_dataset_free(&train);
     fm_dataset_free(&test);
     return rc;
@@ -340,9 +452,9 @@ static int run(const args *a, const fm_world *w, fm_err *e)
     case CMD_KEYS:
         return w->rank == 0 ? fm_config_reference(stdout, e) : FM_OK;
     case CMD_SAMPLE:
-        return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: not built yet");
+        return run_sample(a, w, e);
     case CMD_EVAL:
-        return fm_fail(e, FM_ERR_USAGE, "fmtrain eval: not built yet");
+        return run_eval(a, w, e);
     case CMD_TRAIN:
         return run_train(a, w, e);
     }

@@ -9,10 +9,11 @@
 #include "fm/log.h"
 #include "fm/timer.h"
 
+/* Embedding tables (2-D, but lookup tables, not weights of a product). */
 static int no_decay_embedding(const fm_param *p, void *ctx)
 {
     (void)ctx;
-    return strstr(p->name, "emb") != NULL && strstr(p->name, "proj") == NULL && strstr(p->name, "mlp") == NULL;
+    return strcmp(p->name, "class_emb.weight") == 0 || strcmp(p->name, "y_embed.weight") == 0;
 }
 
 int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc, const fm_config *cfg,

@@ -114,7 +114,7 @@ if [ $rc -ne 2 ]; then fail $name "expected exit 2"; else pass $name; fi
 
 # --- a valid config: exit 0, prints the resolved config and the plan, creates nothing
 name=valid_tiny_plan
-run $name "$FMTRAIN" "$TINY" --set flow.steps=40 --set run.seed=3 --out "$T/out_$name"
+run $name "$FMTRAIN" "$TINY" --set flow.steps=40 --set run.seed=3 --out "$T/out_$name" --dry-run
 if [ $rc -ne 0 ]; then fail $name "expected exit 0"
 elif ! grep -q '^# would run: vae (60 steps, batch 32, .*) -> encode .* -> flow (unet .*, 40 steps, batch 32, .*) -> sample .* -> eval' "$W.out"; then
   fail $name "stdout lacks the plan"
@@ -125,13 +125,13 @@ else pass $name; fi
 # the printed config is itself a config that resolves to the same thing
 name=printed_config_reloads
 cp "$T/valid_tiny_plan.out" "$T/cfg/printed.yaml"
-run $name "$FMTRAIN" "$T/cfg/printed.yaml"
+run $name "$FMTRAIN" "$T/cfg/printed.yaml" --dry-run
 if [ $rc -ne 0 ]; then fail $name "the printed config does not load"
 elif ! diff <(grep -v '^#' "$T/valid_tiny_plan.out") <(grep -v '^#' "$W.out") >/dev/null; then fail $name "resolves differently"
 else pass $name; fi
 
 name=default_run_dir_not_created
-run $name "$FMTRAIN" "$TINY"
+run $name "$FMTRAIN" "$TINY" --dry-run
 if [ $rc -ne 0 ] || ! grep -q '^  out: "runs/tiny"$' "$W.out" || ! empty_dir "$W"; then fail $name "expected exit 0, runs/tiny not created"
 else pass $name; fi
 
@@ -150,11 +150,11 @@ name=empty_data_dir
 run $name "$FMTRAIN" "$TINY" --set "data.dir=$T/empty" --out "$T/out_$name"
 if [ $rc -ne 3 ] || [ -e "$T/out_$name" ]; then fail $name "expected exit 3, nothing created"; else pass $name; fi
 
-# --- sample and eval parse their arguments, then say they are not built yet
-name=sample_not_built
+# --- sample and eval check their arguments and inputs (the real runs are in tests/e2e)
+name=sample_bad_checkpoint
 touch "$T/cfg/fake.safetensors"
 run $name "$FMTRAIN" sample "$T/cfg/fake.safetensors" --class 3 --cfg 2.5 --steps 20 --sampler heun --seed 7 -o "$T/g.png"
-if [ $rc -ne 2 ] || ! grep -q 'fmtrain sample: not built yet' "$W.err" || [ -e "$T/g.png" ]; then fail $name "expected exit 2, not built yet"
+if [ $rc -ne 3 ] || ! grep -q 'fake.safetensors' "$W.err" || [ -e "$T/g.png" ]; then fail $name "expected exit 3 naming the checkpoint"
 else pass $name; fi
 
 name=sample_bad_args
@@ -166,19 +166,19 @@ name=sample_missing_output
 run $name "$FMTRAIN" sample "$T/cfg/fake.safetensors"
 if [ $rc -ne 2 ] || ! grep -q 'missing -o FILE.png' "$W.err"; then fail $name "expected exit 2, missing -o"; else pass $name; fi
 
-name=eval_not_built
+name=eval_not_a_run
 run $name "$FMTRAIN" eval "$T/cfg"
-if [ $rc -ne 2 ] || ! grep -q 'fmtrain eval: not built yet' "$W.err"; then fail $name "expected exit 2, not built yet"; else pass $name; fi
+if [ $rc -ne 2 ] || ! grep -q 'config.yaml' "$W.err" || [ -e "$T/cfg/eval.json" ]; then fail $name "expected exit 2 naming config.yaml"; else pass $name; fi
 
 # --- under MPI: one rank, then two ranks (rank 0 prints once; errors once; same exit everywhere)
 if command -v mpirun >/dev/null; then
   name=mpirun_np1
-  run $name mpirun -np 1 "$FMTRAIN" "$TINY" --out "$T/out_$name"
+  run $name mpirun -np 1 "$FMTRAIN" "$TINY" --out "$T/out_$name" --dry-run
   if [ $rc -ne 0 ] || ! grep -q '^# would run: vae' "$W.out" || [ -e "$T/out_$name" ]; then fail $name "expected exit 0 and the plan"
   else pass $name; fi
 
   name=mpirun_np2
-  run $name mpirun -np 2 "$FMTRAIN" "$TINY" --out "$T/out_$name"
+  run $name mpirun -np 2 "$FMTRAIN" "$TINY" --out "$T/out_$name" --dry-run
   if [ $rc -ne 0 ] || [ "$(grep -c '^# would run: vae' "$W.out")" -ne 1 ] || ! grep -q '^# world: 2 ranks' "$W.out"; then
     fail $name "expected exit 0 and one plan from 2 ranks"
   else pass $name; fi

@@ -1,0 +1,42 @@
+/* flowmodel.h - the velocity model u_theta(x, t, y) of the flow stage, whichever
+ * architecture the config names (flow.model: unet | dit), built from the config.
+ * Both architectures take x [B, side, side, ch] NHWC, t [B], y [B] (the null
+ * label is num_classes) and give u of x's shape. */
+#ifndef FM_FLOWMODEL_H
+#define FM_FLOWMODEL_H
+
+#include "fm/config.h"
+#include "fm/dit.h"
+#include "fm/unet.h"
+
+#define FM_NUM_CLASSES 10
+
+typedef struct fm_flow_model {
+    int kind; /* fm_model_kind */
+    int side, ch, batch;
+    long dim; /* side * side * ch: values per sample */
+    union {
+        fm_unet unet;
+        fm_dit dit;
+    } m;
+} fm_flow_model;
+
+/* Parameter tensors and floats (padded) the model of this config registers,
+ * for sizing an fm_params. */
+int fm_flow_model_size(const fm_config *c, int *tensors, size_t *numel, size_t *count, fm_err *e);
+
+/* Register the parameters in p and build for batches of `batch`. */
+int fm_flow_model_init(fm_flow_model *f, const fm_config *c, fm_dnn *d, fm_params *p, int batch, fm_err *e);
+int fm_flow_model_forward(fm_flow_model *f, const float *x, const float *t, const int32_t *y, float *out, fm_err *e);
+/* Overwrites every parameter gradient from dout = dL/du. */
+int fm_flow_model_backward(fm_flow_model *f, const float *dout, fm_err *e);
+/* Forward FLOPs of one batch. */
+double fm_flow_model_flops(const fm_flow_model *f);
+size_t fm_flow_model_activation_bytes(const fm_flow_model *f);
+void fm_flow_model_free(fm_flow_model *f);
+
+/* The velocity callback for samplers (include/fm/sampler.h); ctx is an
+ * fm_flow_model built for n rows. */
+int fm_flow_model_velocity(void *ctx, const float *x, const float *t, const int32_t *y, int n, float *u, fm_err *e);
+
+#endif

@@ -1,0 +1,132 @@
+/* generate.c - CFG sampling and VAE decoding into images. */
+#include "fm/generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/ckpt.h"
+
+#define IMG_SIDE 32
+#define MAX_TENSORS 4096
+#define MAX_VAE_NUMEL ((size_t)64 << 20)
+
+int fm_params_for_flow(fm_params *p, const fm_config *c, fm_err *e)
+{
+    int tensors = 0;
+    size_t numel = 0;
+    FM_TRY(fm_flow_model_size(c, &tensors, &numel, NULL, e));
+    return fm_params_init(p, tensors, numel, (uint64_t)c->run.seed, e);
+}
+
+int fm_params_for_vae(fm_params *p, fm_err *e) { return fm_params_init(p, MAX_TENSORS, MAX_VAE_NUMEL, 0, e); }
+
+void fm_vae_cfg_from(const fm_config *c, fm_vae_cfg *v)
+{
+    *v = fm_vae_cfg_default();
+    v->levels = c->vae.channels.n;
+    for (int i = 0; i < v->levels; i++)
+        v->channels[i] = c->vae.channels.v[i];
+    v->res_blocks = c->vae.res_blocks;
+    v->latent_ch = c->vae.latent_channels;
+    v->groups = c->vae.groups;
+    v->recon = c->vae.loss == FM_RECON_L1 ? FM_VAE_LOSS_L1 : FM_VAE_LOSS_L2;
+    v->kl_weight = (float)c->vae.kl_weight;
+}
+
+int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_sampler_kind kind, int steps,
+                      fm_err *e)
+{
+    memset(g, 0, sizeof *g);
+    g->B = B;
+    g->latent = c->flow.latent;
+    g->latent_scale = 1.0f;
+    int rc = fm_params_for_flow(&g->flow_p, c, e);
+    if (rc == FM_OK)
+        rc = fm_flow_model_init(&g->model, c, d, &g->flow_p, 2 * B, e);
+    if (rc != FM_OK)
+        goto fail;
+    g->dim = g->model.dim;
+    fm_sampler_cfg sc = { .kind = kind,
+                          .path = (fm_path_kind)c->flow.path,
+                          .steps = steps,
+                          .sde_sigma = (float)c->sample.sde_sigma,
+                          .heun_euler_last = 0,
+                          .null_label = FM_NUM_CLASSES };
+    if ((rc = fm_sampler_init(&g->sampler, &sc, B, g->dim, e)) != FM_OK)
+        goto fail;
+    if (g->latent) {
+        fm_vae_cfg vc;
+        fm_vae_cfg_from(c, &vc);
+        if ((rc = fm_params_for_vae(&g->vae_p, e)) != FM_OK ||
+            (rc = fm_vae_encoder_init(&g->enc, d, &g->vae_p, &vc, 1, 0, e)) != FM_OK ||
+            (rc = fm_vae_decoder_init(&g->dec, d, &g->vae_p, &vc, B, 0, e)) != FM_OK)
+            goto fail;
+    }
+    g->x = malloc((size_t)B * g->dim * sizeof(float));
+    g->z = malloc((size_t)B * g->dim * sizeof(float));
+    g->images = malloc((size_t)B * IMG_SIDE * IMG_SIDE * sizeof(float));
+    if (!g->x || !g->z || !g->images) {
+        rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d generated samples", B);
+        goto fail;
+    }
+    return FM_OK;
+fail:
+    fm_generator_free(g);
+    return rc;
+}
+
+void fm_generator_free(fm_generator *g)
+{
+    if (g->model.batch)
+        fm_flow_model_free(&g->model);
+    fm_sampler_free(&g->sampler);
+    if (g->dec.n)
+        fm_vae_decoder_free(&g->dec);
+    if (g->enc.n)
+        fm_vae_encoder_free(&g->enc);
+    fm_params_free(&g->vae_p);
+    fm_params_free(&g->flow_p);
+    free(g->x);
+    free(g->z);
+    free(g->images);
+    memset(g, 0, sizeof *g);
+}
+
+void fm_generator_set_flow_weights(fm_generator *g, const float *w, size_t numel)
+{
+    memcpy(g->flow_p.data, w, (numel < g->flow_p.numel ? numel : g->flow_p.numel) * sizeof(float));
+}
+
+int fm_generator_load_vae(fm_generator *g, const char *run_dir, float latent_scale, fm_err *e)
+{
+    if (!g->latent)
+        return FM_OK;
+    fm_ckpt_group grp = { "", &g->vae_p, g->vae_p.data };
+    int rc = fm_ckpt_load_latest(run_dir, "vae", &grp, 1, NULL, 0, NULL, e);
+    if (rc == FM_CKPT_NONE)
+        return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no vae checkpoint: the latent flow needs the trained VAE (run the vae stage)",
+                       run_dir);
+    g->latent_scale = latent_scale;
+    return rc;
+}
+
+int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint64_t first, fm_err *e)
+{
+    long n = (long)g->B * g->dim;
+    fm_sample_noise(g->x, g->B, g->dim, seed, first);
+    FM_TRY(fm_sample(&g->sampler, fm_flow_model_velocity, &g->model, y, w, seed, first, g->x, e));
+    const float *img = g->x;
+    if (g->latent) {
+        float inv = 1.0f / g->latent_scale;
+        for (long i = 0; i < n; i++)
+            g->z[i] = g->x[i] * inv;
+        FM_TRY(fm_vae_decode(&g->dec, g->z, g->images, e));
+        img = g->images;
+    }
+    long npix = (long)g->B * IMG_SIDE * IMG_SIDE;
+    for (long i = 0; i < npix; i++) {
+        float v = img[i];
+        g->images[i] = v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v;
+    }
+    return FM_OK;
+}

@@ -1,0 +1,133 @@
+/* pipeline.c - run directory set-up and the stage sequence. */
+#include "fm/pipeline.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fm/log.h"
+#include "fm/png.h"
+
+void fm_run_path(const fm_pipeline *P, char *path, size_t n, const char *name)
+{
+    snprintf(path, n, "%s/%s", P->cfg->run.out, name);
+}
+
+int fm_mkdir_p(const char *dir, fm_err *e)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+        return fm_fail(e, FM_ERR_IO, "%s: path too long", dir);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return fm_fail(e, FM_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
+            struct stat st;
+            if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
+                return fm_fail(e, FM_ERR_IO, "cannot create directory %s: a file of that name exists", buf);
+            *p = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    return FM_OK;
+}
+
+int fm_write_sample_grid(const char *path, const float *images, int rows, int cols, fm_err *e)
+{
+    return fm_png_write_grid(path, images, rows * cols, 32, 32, 1, rows, cols, 2, 2, e);
+}
+
+/* config.yaml: the resolved config, written atomically. */
+static int write_config(const fm_pipeline *P, fm_err *e)
+{
+    char path[4096], tmp[4200];
+    fm_run_path(P, path, sizeof path, "config.yaml");
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return fm_fail(e, FM_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    size_t n = strlen(P->config_text);
+    int ok = fwrite(P->config_text, 1, n, f) == n;
+    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        int err = errno;
+        unlink(tmp);
+        return fm_fail(e, FM_ERR_IO, "cannot write %s: %s", path, strerror(err));
+    }
+    return FM_OK;
+}
+
+static int setup(fm_pipeline *P, fm_err *e)
+{
+    int rc = FM_OK;
+    if (P->world->rank == 0) {
+        char dir[4200];
+        rc = fm_mkdir_p(P->cfg->run.out, e);
+        fm_run_path(P, dir, sizeof dir, "samples");
+        if (rc == FM_OK)
+            rc = fm_mkdir_p(dir, e);
+        if (rc == FM_OK && !P->force_eval) /* `fmtrain eval` keeps the run's own config.yaml */
+            rc = write_config(P, e);
+        if (rc == FM_OK) {
+            fm_run_path(P, dir, sizeof dir, "metrics.jsonl");
+            rc = fm_metrics_open(&P->metrics, dir, e);
+        }
+    }
+    /* every rank learns whether rank 0 could set up the run directory */
+    int bad = rc != FM_OK ? rc : 0;
+    FM_TRY(fm_world_max_int(P->world, &bad, e));
+    if (bad && rc == FM_OK)
+        return fm_fail(e, bad, "rank 0 could not set up the run directory %s", P->cfg->run.out);
+    return rc;
+}
+
+int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_dataset *test, const fm_world *w,
+                    int force_eval, fm_err *e)
+{
+    fm_pipeline P;
+    memset(&P, 0, sizeof P);
+    P.cfg = cfg;
+    P.world = w;
+    P.train = train;
+    P.test = test;
+    P.force_eval = force_eval;
+    size_t len = 0;
+    FILE *mem = open_memstream(&P.config_text, &len);
+    if (!mem)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the config text");
+    int rc = fm_config_dump(cfg, mem, e);
+    fclose(mem);
+    if (rc == FM_OK)
+        rc = fm_dnn_init(&P.dnn, e);
+    if (rc == FM_OK)
+        rc = setup(&P, e);
+    static int (*const stage_fn[FM_STAGE_COUNT])(fm_pipeline *, fm_err *) = {
+        [FM_STAGE_VAE] = fm_stage_vae,     [FM_STAGE_ENCODE] = fm_stage_encode, [FM_STAGE_FLOW] = fm_stage_flow,
+        [FM_STAGE_SAMPLE] = fm_stage_sample, [FM_STAGE_EVAL] = fm_stage_eval,
+    };
+    for (int i = 0; rc == FM_OK && i < cfg->run.stages.n; i++) {
+        int s = cfg->run.stages.v[i];
+        fm_info("stage %s", fm_stage_names[s]);
+        rc = stage_fn[s](&P, e);
+        if (rc != FM_OK && rc != FM_PREEMPTED)
+            fm_err_prefix(e, "stage %s", fm_stage_names[s]);
+    }
+    fm_err closing;
+    if (fm_metrics_close(&P.metrics, &closing) != FM_OK && rc == FM_OK) {
+        *e = closing;
+        rc = closing.code;
+    }
+    if (P.dnn.engine)
+        fm_dnn_free(&P.dnn);
+    free(P.config_text);
+    if (rc == FM_OK)
+        fm_info("done: %s", cfg->run.out);
+    return rc;
+}

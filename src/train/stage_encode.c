@@ -1,0 +1,129 @@
+/* stage_encode.c - the frozen VAE encoder maps the training set to latents.
+ *
+ * Writes RUN/latents.safetensors: "latents" [N, s, s, C] (the encoder means,
+ * unscaled), "labels" [N] (as F32), "scale" [1] = 1 / std of all latent values,
+ * the factor the flow stage multiplies latents by (and generation divides by).
+ * Ranks encode interleaved chunks; the results are summed to every rank
+ * (each value is written by exactly one rank, so the sum is exact). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/ckpt.h"
+#include "fm/generate.h"
+#include "fm/log.h"
+#include "fm/pipeline.h"
+#include "fm/safetensors.h"
+#include "fm/timer.h"
+#include "fm/vae.h"
+
+/* The latents file is valid and matches the config's latent shape. */
+static int latents_ok(const char *path, int n, int side, int ch)
+{
+    fm_st_file f;
+    fm_err e;
+    if (fm_st_read(path, &f, &e) != FM_OK)
+        return 0;
+    const fm_st_tensor *l = fm_st_get(&f, "latents"), *s = fm_st_get(&f, "scale");
+    int ok = l && s && l->ndim == 4 && l->shape[0] == n && l->shape[1] == side && l->shape[2] == side &&
+             l->shape[3] == ch;
+    fm_st_free(&f);
+    return ok;
+}
+
+int fm_stage_encode(fm_pipeline *P, fm_err *e)
+{
+    const fm_config *c = P->cfg;
+    char path[4200];
+    fm_run_path(P, path, sizeof path, FM_LATENTS_FILE);
+    int side, ch;
+    fm_config_flow_shape(c, &side, &ch);
+    if (!c->flow.latent) {
+        fm_info("encode: skipped (flow.latent is false: the flow trains on pixels)");
+        return FM_OK;
+    }
+    const int n = P->train->n, D = side * side * ch, XD = 32 * 32;
+    if (latents_ok(path, n, side, ch)) {
+        fm_info("encode: done (%s)", path);
+        return FM_OK;
+    }
+    int B = c->encode.batch_size / P->world->size;
+    fm_params p;
+    fm_vae_encoder enc;
+    fm_vae_decoder dec;
+    memset(&enc, 0, sizeof enc);
+    memset(&dec, 0, sizeof dec);
+    float *lat = NULL, *xb = NULL, *mu = NULL, *labels = NULL;
+    FM_TRY(fm_params_for_vae(&p, e));
+    fm_vae_cfg vc;
+    fm_vae_cfg_from(c, &vc);
+    /* the same table as the vae stage's: encoder then decoder */
+    int rc = fm_vae_encoder_init(&enc, &P->dnn, &p, &vc, B, 0, e);
+    if (rc == FM_OK)
+        rc = fm_vae_decoder_init(&dec, &P->dnn, &p, &vc, 1, 0, e);
+    if (rc != FM_OK)
+        goto out;
+    fm_ckpt_group grp = { "", &p, p.data };
+    rc = fm_ckpt_load_latest(c->run.out, "vae", &grp, 1, NULL, 0, NULL, e);
+    if (rc == FM_CKPT_NONE)
+        rc = fm_fail(e, FM_ERR_DATA, "%s/ckpt: no vae checkpoint to encode with: run the vae stage first",
+                     c->run.out);
+    if (rc != FM_OK)
+        goto out;
+    lat = calloc((size_t)n * D, sizeof(float));
+    xb = malloc((size_t)B * XD * sizeof(float));
+    mu = malloc((size_t)B * D * sizeof(float));
+    labels = malloc((size_t)n * sizeof(float));
+    if (!lat || !xb || !mu || !labels) {
+        rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d latents", n);
+        goto out;
+    }
+    double t0 = fm_now();
+    int chunks = (n + B - 1) / B;
+    for (int k = P->world->rank; k < chunks && rc == FM_OK; k += P->world->size) {
+        int first = k * B, rows = n - first < B ? n - first : B;
+        memcpy(xb, P->train->images + (size_t)first * XD, (size_t)rows * XD * sizeof(float));
+        for (int r = rows; r < B; r++) /* pad the last chunk with its first row */
+            memcpy(xb + (size_t)r * XD, xb, XD * sizeof(float));
+        rc = fm_vae_encode_mean(&enc, xb, mu, e);
+        if (rc == FM_OK)
+            memcpy(lat + (size_t)first * D, mu, (size_t)rows * D * sizeof(float));
+    }
+    if (rc == FM_OK)
+        rc = fm_world_allreduce_sum(P->world, lat, (size_t)n * D, e);
+    if (rc != FM_OK)
+        goto out;
+    double s1 = 0, s2 = 0;
+    for (size_t i = 0; i < (size_t)n * D; i++) {
+        s1 += lat[i];
+        s2 += (double)lat[i] * lat[i];
+    }
+    double mean = s1 / ((double)n * D), var = s2 / ((double)n * D) - mean * mean;
+    float scale = (float)(1.0 / sqrt(var > 1e-12 ? var : 1e-12));
+    for (int i = 0; i < n; i++)
+        labels[i] = (float)P->train->labels[i];
+    fm_info("encode: %d images -> %dx%dx%d latents in %.1fs; mean %.4f, std %.4f, scale %.4f", n, side, side, ch,
+            fm_now() - t0, mean, sqrt(var), scale);
+    if (P->world->rank == 0) {
+        char scale_txt[32];
+        snprintf(scale_txt, sizeof scale_txt, "%.9g", scale);
+        fm_st_tensor t[3] = {
+            { "latents", lat, FM_F32, 4, { n, side, side, ch } },
+            { "labels", labels, FM_F32, 1, { n } },
+            { "scale", &scale, FM_F32, 1, { 1 } },
+        };
+        fm_st_meta meta[] = { { "format", "fmtrain-latents-1" }, { "latent_scale", scale_txt } };
+        rc = fm_st_write(path, t, 3, meta, 2, e);
+    }
+out:
+    free(lat);
+    free(xb);
+    free(mu);
+    free(labels);
+    if (dec.n)
+        fm_vae_decoder_free(&dec);
+    if (enc.n)
+        fm_vae_encoder_free(&enc);
+    fm_params_free(&p);
+    return rc;
+}

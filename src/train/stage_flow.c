@@ -1,0 +1,205 @@
+/* stage_flow.c - train the velocity model with the guided CFM loss.
+ *
+ * Data: the scaled latents of the encode stage (or the images themselves
+ * when flow.latent is false). Step s: the loader's global batch s, then
+ * fm_cfm_batch draws t, the noise and the label dropout keyed by (seed, s,
+ * global sample index), the model predicts u, the loss is the mean squared
+ * error to the CFM target. Every flow.sample_every steps and at the end,
+ * rank 0 draws one grid per guidance scale from the EMA weights. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/flowmodel.h"
+#include "fm/generate.h"
+#include "fm/loader.h"
+#include "fm/log.h"
+#include "fm/loss.h"
+#include "fm/path.h"
+#include "fm/pipeline.h"
+#include "fm/safetensors.h"
+#include "fm/trainer.h"
+
+/* The training set of the flow: x [n, dim] (scaled latents or pixels), labels. */
+typedef struct flow_data {
+    float *x;
+    int32_t *y;
+    int n;
+    float scale;
+    fm_st_file file;
+} flow_data;
+
+static int load_latents(const fm_pipeline *P, flow_data *d, long dim, fm_err *e)
+{
+    char path[4200];
+    fm_run_path(P, path, sizeof path, FM_LATENTS_FILE);
+    FM_TRY(fm_st_read(path, &d->file, e));
+    const fm_st_tensor *l = fm_st_get(&d->file, "latents"), *y = fm_st_get(&d->file, "labels"),
+                       *s = fm_st_get(&d->file, "scale");
+    if (!l || !y || !s || l->ndim != 4 || l->shape[1] * l->shape[2] * l->shape[3] != dim || y->shape[0] != l->shape[0])
+        return fm_fail(e, FM_ERR_DATA,
+                       "%s: not the latents of this config (expected %ld values per sample): delete it to re-encode",
+                       path, dim);
+    d->n = (int)l->shape[0];
+    memcpy(&d->scale, s->data, sizeof(float));
+    d->x = malloc((size_t)d->n * dim * sizeof(float));
+    d->y = malloc((size_t)d->n * sizeof(int32_t));
+    if (!d->x || !d->y)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d latents", d->n);
+    const float *src = l->data;
+    for (size_t i = 0; i < (size_t)d->n * dim; i++) {
+        float v;
+        memcpy(&v, src + i, sizeof v);
+        d->x[i] = v * d->scale;
+    }
+    for (int i = 0; i < d->n; i++) {
+        float v;
+        memcpy(&v, (const float *)y->data + i, sizeof v);
+        d->y[i] = (int32_t)v;
+    }
+    fm_st_free(&d->file);
+    return FM_OK;
+}
+
+int fm_flow_write_grids(fm_pipeline *P, fm_generator *g, const char *tag, int64_t step, fm_err *e)
+{
+    const fm_config *c = P->cfg;
+    int per = c->sample.per_class, B = g->B;
+    int32_t *y = malloc((size_t)B * sizeof *y);
+    if (!y)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory");
+    for (int i = 0; i < B; i++)
+        y[i] = (i / per) % FM_NUM_CLASSES;
+    int rc = FM_OK;
+    for (int k = 0; k < c->sample.cfg.n && rc == FM_OK; k++) {
+        char name[128], path[4300];
+        snprintf(name, sizeof name, "samples/%s-%08lld-w%g.png", tag, (long long)step, c->sample.cfg.v[k]);
+        fm_run_path(P, path, sizeof path, name);
+        rc = fm_generate(g, y, (float)c->sample.cfg.v[k], (uint64_t)c->run.seed, 0, e);
+        if (rc == FM_OK)
+            rc = fm_write_sample_grid(path, g->images, B / per, per, e);
+        if (rc == FM_OK)
+            fm_info("%s: wrote %s", tag, path);
+    }
+    free(y);
+    return rc;
+}
+
+int fm_stage_flow(fm_pipeline *P, fm_err *e)
+{
+    const fm_config *c = P->cfg;
+    const fm_train_config *tc = &c->flow.train;
+    const fm_world *w = P->world;
+    int local = tc->batch_size / w->size;
+    flow_data data;
+    fm_params p;
+    fm_flow_model model;
+    fm_trainer t;
+    fm_loader L;
+    fm_generator gen;
+    memset(&data, 0, sizeof data);
+    memset(&model, 0, sizeof model);
+    memset(&t, 0, sizeof t);
+    memset(&L, 0, sizeof L);
+    memset(&gen, 0, sizeof gen);
+    float *buf = NULL;
+    FM_TRY(fm_params_for_flow(&p, c, e));
+    int rc = fm_flow_model_init(&model, c, &P->dnn, &p, local, e);
+    if (rc == FM_OK)
+        rc = fm_trainer_init(&t, "flow", tc, c, P->config_text, w, &p, &P->metrics, 1, c->flow.ema_decay,
+                             c->flow.ema_warmup, e);
+    if (rc != FM_OK)
+        goto out;
+    long D = model.dim;
+    data.scale = 1.0f;
+    if (c->flow.latent) {
+        if ((rc = load_latents(P, &data, D, e)) != FM_OK)
+            goto out;
+    } else {
+        data.x = P->train->images;
+        data.y = P->train->labels;
+        data.n = P->train->n;
+    }
+    if ((rc = fm_trainer_add_extra(&t, "latent_scale", &data.scale, 1, e)) != FM_OK)
+        goto out;
+    float scale_now = data.scale;
+    t.flops_per_step = 3 * fm_flow_model_flops(&model);
+    if ((rc = fm_trainer_resume(&t, e)) != FM_OK)
+        goto out;
+    if (data.scale != scale_now) {
+        rc = fm_fail(e, FM_ERR_DATA, "the flow checkpoint was trained on latents of scale %g, %s has %g: "
+                     "delete the flow checkpoints or the latents", data.scale, FM_LATENTS_FILE, scale_now);
+        goto out;
+    }
+    if (t.step >= tc->steps) {
+        fm_info("flow: done (checkpoint at step %lld)", (long long)t.step);
+        goto out;
+    }
+    fm_info("flow: %s with %zu parameters on %dx%dx%d %s, %d steps from step %lld, global batch %d, "
+            "activations %.1f MiB",
+            fm_model_names[c->flow.model], p.numel, model.side, model.side, model.ch,
+            c->flow.latent ? "latents" : "pixels", tc->steps, (long long)t.step, tc->batch_size,
+            fm_flow_model_activation_bytes(&model) / 1048576.0);
+    rc = fm_loader_init(&L, data.x, data.y, data.n, (int)D, tc->batch_size, w->rank, w->size,
+                        (uint64_t)c->run.seed, e);
+    if (rc != FM_OK)
+        goto out;
+    int grids = w->rank == 0 && c->flow.sample_every > 0 && c->sample.cfg.n > 0;
+    if (grids) {
+        rc = fm_generator_init(&gen, c, &P->dnn, FM_NUM_CLASSES * c->sample.per_class,
+                               (fm_sampler_kind)c->sample.sampler, c->sample.steps, e);
+        if (rc == FM_OK)
+            rc = fm_generator_load_vae(&gen, c->run.out, data.scale, e);
+        if (rc != FM_OK)
+            goto out;
+    }
+    /* one block for the step's buffers: z, x_t, target, u, du [local, D]; t; labels; indices */
+    size_t per = (size_t)local * D;
+    buf = malloc((5 * per + local) * sizeof(float) + 2 * (size_t)local * sizeof(int32_t) +
+                 (size_t)local * sizeof(uint64_t));
+    if (!buf) {
+        rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for a flow batch");
+        goto out;
+    }
+    float *z = buf, *xt = z + per, *target = xt + per, *u = target + per, *du = u + per, *tt = du + per;
+    int32_t *y = (int32_t *)(tt + local), *yd = y + local;
+    uint64_t *gidx = (uint64_t *)(yd + local);
+    fm_cfm_cfg cfm = { .path = (fm_path_kind)c->flow.path,
+                       .time = { (fm_time_kind)c->flow.t_dist, (float)c->flow.t_mean, (float)c->flow.t_std },
+                       .cfg_dropout = (float)c->flow.cfg_dropout,
+                       .num_classes = FM_NUM_CLASSES };
+    while (rc == FM_OK && t.step < tc->steps) {
+        fm_trainer_begin(&t);
+        fm_loader_batch(&L, t.step, z, y, gidx);
+        rc = fm_cfm_batch(&cfm, z, y, gidx, local, D, (uint64_t)c->run.seed, (uint64_t)t.step, tt, xt, target, yd, e);
+        if (rc == FM_OK)
+            rc = fm_flow_model_forward(&model, xt, tt, yd, u, e);
+        if (rc != FM_OK)
+            break;
+        double loss = fm_mse_forward(u, target, (long)per);
+        fm_mse_backward(u, target, (long)per, 1.0f, du);
+        if ((rc = fm_flow_model_backward(&model, du, e)) != FM_OK)
+            break;
+        if ((rc = fm_trainer_end(&t, loss, e)) != FM_OK)
+            break;
+        if (grids && (t.step % c->flow.sample_every == 0 || t.step == tc->steps)) {
+            fm_generator_set_flow_weights(&gen, c->sample.ema ? t.ema.w : p.data, p.numel);
+            rc = fm_flow_write_grids(P, &gen, "flow", t.step, e);
+        }
+    }
+out:
+    free(buf);
+    if (gen.B)
+        fm_generator_free(&gen);
+    fm_loader_free(&L);
+    fm_trainer_free(&t);
+    if (model.batch)
+        fm_flow_model_free(&model);
+    fm_params_free(&p);
+    if (c->flow.latent) {
+        free(data.x);
+        free(data.y);
+    }
+    return rc;
+}
