@@ -68,8 +68,8 @@ static const fm_cfg_key keys[] = {
     INT_("data.train_limit", data.train_limit, "0", 0, BIG, "use the first N training images; 0 = all"),
     INT_("data.test_limit", data.test_limit, "0", 0, BIG, "use the first N test images; 0 = all"),
     /* vae: the autoencoder of the latent space */
-    TRAIN_KEYS(vae, "1500", "128", "1e-3", "0.1", "100", "500"),
-    INTS_("vae.channels", vae.channels, "[32, 64, 128]", 1, 4096, 1,
+    TRAIN_KEYS(vae, "1000", "128", "1e-3", "0.1", "50", "250"),
+    INTS_("vae.channels", vae.channels, "[16, 32, 64]", 1, 4096, 1,
           "width per level, at most 4 levels; each level after the first halves the side (32 -> 8 with 3)"),
     INT_("vae.res_blocks", vae.res_blocks, "1", 1, FM_VAE_MAX_RES, "ResBlocks per level"),
     INT_("vae.groups", vae.groups, "8", 1, 4096, "GroupNorm groups, capped at the width (min(groups, C) must divide C)"),
@@ -81,8 +81,8 @@ static const fm_cfg_key keys[] = {
     /* flow: the flow-matching model */
     ENUM_("flow.model", flow.model, "unet", fm_model_names, "architecture of u_theta(x_t, t, y)"),
     BOOL_("flow.latent", flow.latent, "true", "train on VAE latents (true) or on 32x32 pixels (false)"),
-    TRAIN_KEYS(flow, "6000", "128", "1e-3", "0.2", "200", "1000"),
-    INT_("flow.sample_every", flow.sample_every, "1000", 0, BIG, "EMA sample grid every K steps; 0 = never"),
+    TRAIN_KEYS(flow, "3500", "128", "1e-3", "0.2", "200", "500"),
+    INT_("flow.sample_every", flow.sample_every, "500", 0, BIG, "EMA sample grid every K steps; 0 = never"),
     FLT_("flow.cfg_dropout", flow.cfg_dropout, "0.1", 0, 1, "eta: probability that the label is replaced by the null label"),
     ENUM_("flow.path", flow.path, "linear", fm_path_names, "probability path: linear (alpha=t, beta=1-t) or cosine"),
     ENUM_("flow.t_dist", flow.t_dist, "uniform", fm_tdist_names, "training time distribution"),
@@ -93,7 +93,7 @@ static const fm_cfg_key keys[] = {
     POS_("flow.bucket_mb", flow.bucket_mb, "25", 4096, "gradient allreduce bucket size in MiB"),
     /* unet: the default flow model */
     INTS_("unet.channels", unet.channels, "[64, 128]", 1, 4096, 1, "width per level, at most 8 levels; each level after the first halves the side; [0] even"),
-    INT_("unet.res_blocks", unet.res_blocks, "2", 1, 16, "ResBlocks per level"),
+    INT_("unet.res_blocks", unet.res_blocks, "1", 1, 16, "ResBlocks per level"),
     INTS_("unet.attn_res", unet.attn_res, "[4]", 1, 1024, 0, "sides of the levels with self-attention (the middle always has it)"),
     INT_("unet.heads", unet.heads, "4", 1, 256, "attention heads (must divide the width of each attention level)"),
     INT_("unet.groups", unet.groups, "8", 1, 4096, "GroupNorm groups, capped at the width (min(groups, C) must divide C)"),
@@ -112,10 +112,10 @@ static const fm_cfg_key keys[] = {
     FLT_("sample.sde_sigma", sample.sde_sigma, "0.5", 0, 100, "sde sampler noise: sigma_t = sde_sigma * beta_t (0 = Euler)"),
     BOOL_("sample.ema", sample.ema, "true", "sample with the EMA weights (false: the trained weights)"),
     /* eval: classifier accuracy and Frechet distance of generated samples */
-    INT_("eval.classifier_steps", eval.classifier_steps, "2000", 1, BIG, "training steps of the evaluation classifier"),
+    INT_("eval.classifier_steps", eval.classifier_steps, "1500", 1, BIG, "training steps of the evaluation classifier"),
     INT_("eval.classifier_batch_size", eval.classifier_batch_size, "128", 1, 1 << 20, "global batch size of the classifier"),
     POS_("eval.classifier_lr", eval.classifier_lr, "1e-3", 10, "learning rate of the classifier"),
-    INT_("eval.samples_per_class", eval.samples_per_class, "100", 1, 100000, "generated samples per class and guidance scale"),
+    INT_("eval.samples_per_class", eval.samples_per_class, "50", 1, 100000, "generated samples per class and guidance scale"),
     INT_("eval.batch_size", eval.batch_size, "256", 1, 1 << 20, "global batch size of generation and feature extraction"),
 };
 

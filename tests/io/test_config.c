@@ -55,7 +55,7 @@ static int test_defaults(void)
     for (int i = 0; i < 5; i++)
         CHECK(c.run.stages.v[i] == i, "stage %d is %d", i, c.run.stages.v[i]);
     CHECK(c.run.ckpt_keep == 3 && c.run.precision == FM_PRECISION_FP32, "run");
-    CHECK(c.vae.latent_channels == 4 && c.vae.channels.n == 3 && c.vae.channels.v[2] == 128, "vae");
+    CHECK(c.vae.latent_channels == 4 && c.vae.channels.n == 3 && c.vae.channels.v[2] == 64, "vae");
     CHECK(c.flow.train.lr == 1e-3 && c.flow.model == FM_MODEL_UNET && c.flow.latent, "flow");
     CHECK(c.flow.cfg_dropout == 0.1 && c.flow.train.beta2 == 0.999, "flow");
     CHECK(c.sample.cfg.n == 3 && c.sample.cfg.v[2] == 5.0, "sample.cfg");
