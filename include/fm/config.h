@@ -91,6 +91,8 @@ typedef struct fm_config {
         int ckpt_keep;            /* keep the newest K checkpoints per stage */
         int threads;              /* OpenMP threads per rank; 0 = OMP_NUM_THREADS */
         int precision;            /* fm_precision */
+        int max_bad_steps;        /* consecutive non-finite steps before giving up */
+        fm_ilist fault_nan_steps; /* test-only fault injection: steps with a NaN gradient */
     } run;
     struct {
         char dir[FM_CFG_STR_MAX]; /* folder of the IDX .gz files */

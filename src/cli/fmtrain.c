@@ -25,6 +25,7 @@
 #include "fm/generate.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
+#include "fm/signals.h"
 #include "fm/status.h"
 #include "fm/world.h"
 
@@ -470,6 +471,8 @@ int main(int argc, char **argv)
         return FM_ERR_INTERNAL;
     }
     fm_log_set_rank(w.rank);
+    if (fm_signals_install() != FM_OK)
+        fm_warn("cannot install the SIGUSR1/SIGTERM handlers: preemption will not checkpoint");
     args a;
     int rc = parse_args(argc, argv, &a, &e);
     if (rc == FM_OK)
@@ -482,7 +485,9 @@ int main(int argc, char **argv)
         MPI_Bcast(&rc0, 1, MPI_INT, 0, MPI_COMM_WORLD);
         MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     }
-    if (rc != FM_OK && (w.rank == 0 || rc0 == FM_OK))
+    if (rc == FM_PREEMPTED && w.rank == 0)
+        fm_warn("%s", e.msg);
+    else if (rc != FM_OK && (w.rank == 0 || rc0 == FM_OK))
         fm_error("%s", e.msg);
     fm_world_finalize(&w);
     return worst;

@@ -63,6 +63,10 @@ static const fm_cfg_key keys[] = {
     INT_("run.ckpt_keep", run.ckpt_keep, "3", 1, 1000, "keep the newest K checkpoints of each stage"),
     INT_("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank; 0 = OMP_NUM_THREADS"),
     ENUM_("run.precision", run.precision, "fp32", fm_precision_names, "arithmetic precision of the models"),
+    INT_("run.max_bad_steps", run.max_bad_steps, "20", 1, 1000000,
+         "stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)"),
+    INTS_("run.fault_nan_steps", run.fault_nan_steps, "[]", 0, BIG, 0,
+          "fault injection, for tests: steps (of every trained stage) whose gradient rank 0 makes NaN"),
     /* data: Fashion-MNIST IDX files */
     STR_("data.dir", data.dir, "/usr/share/datasets/fashion-mnist", "folder of the IDX .gz files (train-*, t10k-*)"),
     INT_("data.train_limit", data.train_limit, "0", 0, BIG, "use the first N training images; 0 = all"),

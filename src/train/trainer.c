@@ -7,6 +7,7 @@
 
 #include "fm/clip.h"
 #include "fm/log.h"
+#include "fm/signals.h"
 #include "fm/timer.h"
 
 /* Embedding tables (2-D, but lookup tables, not weights of a product). */
@@ -29,7 +30,7 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     t->params = params;
     t->metrics = metrics;
     t->global_batch = tc->batch_size;
-    t->max_bad_steps = 20;
+    t->max_bad_steps = cfg->run.max_bad_steps;
     fm_adamw_cfg oc = fm_adamw_defaults();
     oc.beta1 = tc->beta1;
     oc.beta2 = tc->beta2;
@@ -144,9 +145,20 @@ int fm_trainer_save(fm_trainer *t, fm_err *e)
                         (int)(sizeof meta / sizeof meta[0]), t->cfg->run.ckpt_keep, NULL, 0, e);
 }
 
+/* Test-only fault injection (run.fault_nan_steps): rank 0's gradient turns
+ * NaN at the listed steps; the allreduce spreads it to every rank. */
+static void inject_faults(const fm_trainer *t)
+{
+    const fm_ilist *l = &t->cfg->run.fault_nan_steps;
+    for (int i = 0; i < l->n && t->world->rank == 0; i++)
+        if (l->v[i] == t->step)
+            t->params->grad[0] = NAN;
+}
+
 int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
 {
     t->t_compute_end = fm_now();
+    inject_faults(t);
     FM_TRY(fm_world_allreduce_mean(t->world, t->params->grad, t->params->numel, e));
     double loss = local_loss;
     FM_TRY(fm_world_sum(t->world, &loss, e));
@@ -192,7 +204,19 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
         double eta = (double)(total - t->step) * elapsed / done;
         fm_progress_print(t->stage, t->step, total, loss, ips, eta);
     }
-    if (t->step == total || (t->tc->ckpt_every > 0 && t->step % t->tc->ckpt_every == 0))
+    int saved = t->step == total || (t->tc->ckpt_every > 0 && t->step % t->tc->ckpt_every == 0);
+    if (saved)
         FM_TRY(fm_trainer_save(t, e));
+    /* preemption: every rank learns whether any rank was signalled */
+    int stop = fm_stop_requested();
+    FM_TRY(fm_world_max_int(t->world, &stop, e));
+    if (stop && t->step < total) {
+        if (!saved)
+            FM_TRY(fm_trainer_save(t, e));
+        return fm_fail(e, FM_PREEMPTED,
+                       "%s: stopped by signal %d after step %lld: checkpoint written; run the same command again "
+                       "(or let Slurm requeue the job) to resume",
+                       t->stage, stop, (long long)t->step);
+    }
     return FM_OK;
 }
