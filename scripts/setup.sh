@@ -13,8 +13,8 @@ PKGS=(
   # data
   dataset-fashion-mnist
   # tests: PyTorch parity, sanitizers, fuzzing, local Slurm
-  python3 python3-torch python3-numpy
-  clang libclang-rt-14-dev
+  python3 python3-torch python3-numpy python3-matplotlib
+  clang libclang-rt-14-dev valgrind bc
   slurm-wlm munge
   # benchmark baseline: a real BLAS for PyTorch
   libopenblas0-openmp
