@@ -22,10 +22,29 @@
 #include "fm/loader.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
+#include "fm/rng.h"
 #include "fm/timer.h"
 #include "fm/trainer.h"
 
 #define XD (32 * 32)
+#define FLIP_STREAM 0x464c495000000000ull /* "FLIP" */
+
+/* Augmentation: mirror each training image left-right with probability 1/2,
+ * keyed by (seed, step, global sample index) like every other draw. */
+static void random_flips(float *x, const uint64_t *gidx, int n, uint64_t seed, int64_t step)
+{
+    for (int i = 0; i < n; i++) {
+        if (fm_rand_uniform(seed, FLIP_STREAM + (uint64_t)step, gidx[i]) >= 0.5f)
+            continue;
+        float *img = x + (size_t)i * XD;
+        for (int r = 0; r < 32; r++)
+            for (int c = 0; c < 16; c++) {
+                float t = img[r * 32 + c];
+                img[r * 32 + c] = img[r * 32 + 31 - c];
+                img[r * 32 + 31 - c] = t;
+            }
+    }
+}
 
 static int train_classifier(fm_pipeline *P, fm_params *p, fm_err *e)
 {
@@ -51,8 +70,9 @@ static int train_classifier(fm_pipeline *P, fm_params *p, fm_err *e)
     memset(&L, 0, sizeof L);
     float *xb = malloc((size_t)local * XD * sizeof(float));
     int32_t *yb = malloc((size_t)local * sizeof(int32_t));
+    uint64_t *gidx = malloc((size_t)local * sizeof(uint64_t));
     fm_classifier_cfg cc = fm_classifier_cfg_default();
-    int rc = xb && yb ? FM_OK : fm_fail(e, FM_ERR_INTERNAL, "out of memory");
+    int rc = xb && yb && gidx ? FM_OK : fm_fail(e, FM_ERR_INTERNAL, "out of memory");
     if (rc == FM_OK)
         rc = fm_classifier_init(&m, &P->dnn, p, &cc, local, 1, e);
     if (rc == FM_OK)
@@ -66,7 +86,8 @@ static int train_classifier(fm_pipeline *P, fm_params *p, fm_err *e)
                             P->world->size, (uint64_t)c->run.seed ^ 0x434c53u, e);
     while (rc == FM_OK && t.step < tc.steps) {
         fm_trainer_begin(&t);
-        fm_loader_batch(&L, t.step, xb, yb, NULL);
+        fm_loader_batch(&L, t.step, xb, yb, gidx);
+        random_flips(xb, gidx, local, (uint64_t)c->run.seed, t.step);
         double loss = 0;
         rc = fm_classifier_forward(&m, xb, NULL, NULL, e);
         if (rc == FM_OK)
@@ -82,6 +103,7 @@ static int train_classifier(fm_pipeline *P, fm_params *p, fm_err *e)
         fm_classifier_free(&m);
     free(xb);
     free(yb);
+    free(gidx);
     return rc;
 }
 
@@ -157,7 +179,7 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e)
     fm_classifier_cfg cc = fm_classifier_cfg_default();
     float *xb = malloc((size_t)EB * XD * sizeof(float)), *imgs = malloc((size_t)ngen * XD * sizeof(float));
     float *f_test = NULL, *f_train = NULL, *f_gen = NULL;
-    int32_t *ygen = malloc((size_t)ngen * sizeof(int32_t));
+    int32_t *ygen = malloc((size_t)ngen * sizeof(int32_t)), *ybatch = malloc((size_t)EB * sizeof(int32_t));
     char *json = NULL;
     size_t json_len = 0;
     FILE *js = NULL;
@@ -176,7 +198,7 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e)
     mu_x = malloc((size_t)nf * sizeof(double));
     c_t = malloc((size_t)nf * nf * sizeof(double));
     c_x = malloc((size_t)nf * nf * sizeof(double));
-    if (!xb || !imgs || !ygen || !f_test || !f_train || !f_gen || !mu_t || !mu_x || !c_t || !c_x) {
+    if (!xb || !imgs || !ygen || !ybatch || !f_test || !f_train || !f_gen || !mu_t || !mu_x || !c_t || !c_x) {
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for evaluation");
         goto out;
     }
@@ -213,10 +235,9 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e)
         double tg = fm_now();
         for (int first = 0; first < ngen && rc == FM_OK; first += EB) {
             int rows = ngen - first < EB ? ngen - first : EB;
-            int32_t yb[EB];
             for (int r = 0; r < EB; r++)
-                yb[r] = ygen[(first + r) % ngen];
-            rc = fm_generate(&g, yb, w, (uint64_t)c->run.seed + 1000003u, (uint64_t)first, e);
+                ybatch[r] = ygen[(first + r) % ngen];
+            rc = fm_generate(&g, ybatch, w, (uint64_t)c->run.seed + 1000003u, (uint64_t)first, e);
             if (rc == FM_OK)
                 memcpy(imgs + (size_t)first * XD, g.images, (size_t)rows * XD * sizeof(float));
         }
@@ -253,6 +274,7 @@ out:
     free(xb);
     free(imgs);
     free(ygen);
+    free(ybatch);
     free(f_test);
     free(f_train);
     free(f_gen);
