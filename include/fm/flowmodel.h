@@ -30,6 +30,11 @@ int fm_flow_model_init(fm_flow_model *f, const fm_config *c, fm_dnn *d, fm_param
 int fm_flow_model_forward(fm_flow_model *f, const float *x, const float *t, const int32_t *y, float *out, fm_err *e);
 /* Overwrites every parameter gradient from dout = dL/du. */
 int fm_flow_model_backward(fm_flow_model *f, const float *dout, fm_err *e);
+/* Grad-ready hook (the type of fm_unet_grad_hook and fm_dit_grad_hook):
+ * called during backward each time the gradients of p->items[first .. +n)
+ * are final, e.g. fm_gradsync_ready (gradsync.h). fn = NULL removes it. */
+typedef int (*fm_flow_grad_hook)(void *ctx, int first, int n, fm_err *e);
+void fm_flow_model_set_grad_hook(fm_flow_model *f, fm_flow_grad_hook fn, void *ctx);
 /* Forward FLOPs of one batch. */
 double fm_flow_model_flops(const fm_flow_model *f);
 size_t fm_flow_model_activation_bytes(const fm_flow_model *f);

@@ -11,7 +11,24 @@
  *         ... load the batch of step t.step, forward, loss, backward (grads in params->grad) ...
  *         fm_trainer_end(&t, local_loss, e);    // averages, updates, logs, checkpoints; t.step++
  *     }
- * Only rank 0 writes (metrics, checkpoints); every rank runs the same updates. */
+ * A model with a grad hook (unet, dit) installs fm_gradsync_ready with ctx
+ * &t.sync so that gradient buckets are reduced during backward (gradsync.h);
+ * the bucket size is flow.bucket_mb for every stage.
+ * Only rank 0 writes (metrics, checkpoints); every rank runs the same updates.
+ *
+ * Timing keys of each metrics line (means over the steps since the previous
+ * line; milliseconds): step_ms (whole step), compute_ms (begin to the end of
+ * backward, including poll_ms), poll_ms (MPI calls made from the grad hooks),
+ * allreduce_ms (blocked after backward until gradients and loss are
+ * averaged), inflight_ms (first bucket start to last bucket completion),
+ * comm_ms (the same buckets reduced alone, after a barrier: the
+ * communication there is to hide; the best of the probes taken at init, at
+ * the first 8 logged steps and every 100 steps, see fm_gradsync_probe) and
+ * hidden_frac = 1 - allreduce_ms / comm_ms clamped to [0, 1] (0 with one
+ * rank: nothing to hide). allreduce_ms also holds waiting for a slower rank:
+ * imbalance_ms is the slowest rank's compute_ms minus rank 0's (per step,
+ * then averaged), so on a busy machine hidden_frac
+ * understates the overlap. Timing keys are rank 0's. */
 #ifndef FM_TRAINER_H
 #define FM_TRAINER_H
 
@@ -20,6 +37,7 @@
 #include "fm/ckpt.h"
 #include "fm/config.h"
 #include "fm/ema.h"
+#include "fm/gradsync.h"
 #include "fm/metrics.h"
 #include "fm/optim.h"
 #include "fm/params.h"
@@ -48,8 +66,13 @@ typedef struct fm_trainer {
     int bad_steps;
     fm_ckpt_extra extra[FM_TRAINER_MAX_EXTRA]; /* extra tensors saved with each checkpoint */
     int nextra;
+    fm_gradsync sync;             /* bucketed gradient averaging over the ranks */
     /* timing of the current step and of the run */
     double t_begin, t_compute_end, t_start;
+    double *gathered;             /* [world size * 2]: every rank's (loss, compute ms) of the step */
+    double win[6];                /* sums since the last metrics line: step, compute, allreduce, poll, inflight,
+                                     imbalance ms */
+    int win_n;
     int64_t step_at_start;
     double last_loss, last_grad_norm, last_lr, last_step_ms;
 } fm_trainer;

@@ -24,9 +24,13 @@ int fm_world_allreduce_sum(const fm_world *w, float *x, size_t n, fm_err *e);
 int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e);
 /* Sum of one double over ranks. */
 int fm_world_sum(const fm_world *w, double *v, fm_err *e);
+/* Every rank's n doubles, in rank order: all [size * n]. */
+int fm_world_allgather(const fm_world *w, const double *mine, int n, double *all, fm_err *e);
 /* Max of one int over ranks (agreement on flags such as "stop now"). */
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e);
 int fm_world_barrier(const fm_world *w, fm_err *e);
+/* FM_ERR_INTERNAL "<what> failed: <MPI's message for mpi_rc>". */
+int fm_world_fail(fm_err *e, int mpi_rc, const char *what);
 /* Stop every rank (after an error on one of them). */
 void fm_world_abort(const fm_world *w, int code);
 

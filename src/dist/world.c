@@ -6,7 +6,7 @@
 
 #define MPI_CHUNK ((size_t)1 << 28) /* counts are int: reduce in chunks */
 
-static int mpi_fail(fm_err *e, int rc, const char *what)
+int fm_world_fail(fm_err *e, int rc, const char *what)
 {
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
@@ -23,7 +23,7 @@ int fm_world_init(fm_world *w, int *argc, char ***argv, fm_err *e)
         int provided = 0;
         int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
         if (rc != MPI_SUCCESS)
-            return mpi_fail(e, rc, "MPI_Init_thread");
+            return fm_world_fail(e, rc, "MPI_Init_thread");
         w->owns_mpi = 1;
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -49,7 +49,7 @@ int fm_world_allreduce_sum(const fm_world *w, float *x, size_t n, fm_err *e)
         size_t c = n - off < MPI_CHUNK ? n - off : MPI_CHUNK;
         int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, (int)c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS)
-            return mpi_fail(e, rc, "MPI_Allreduce");
+            return fm_world_fail(e, rc, "MPI_Allreduce");
     }
     return FM_OK;
 }
@@ -73,7 +73,7 @@ int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e)
         size_t c = n - off < MPI_CHUNK ? n - off : MPI_CHUNK;
         int rc = MPI_Bcast(x + off, (int)c, MPI_FLOAT, 0, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS)
-            return mpi_fail(e, rc, "parameter broadcast");
+            return fm_world_fail(e, rc, "parameter broadcast");
     }
     return FM_OK;
 }
@@ -83,7 +83,17 @@ int fm_world_sum(const fm_world *w, double *v, fm_err *e)
     if (w->size == 1)
         return FM_OK;
     int rc = MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? FM_OK : mpi_fail(e, rc, "MPI_Allreduce(sum)");
+    return rc == MPI_SUCCESS ? FM_OK : fm_world_fail(e, rc, "MPI_Allreduce(sum)");
+}
+
+int fm_world_allgather(const fm_world *w, const double *mine, int n, double *all, fm_err *e)
+{
+    if (w->size == 1) {
+        memmove(all, mine, (size_t)n * sizeof(double));
+        return FM_OK;
+    }
+    int rc = MPI_Allgather(mine, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? FM_OK : fm_world_fail(e, rc, "MPI_Allgather");
 }
 
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e)
@@ -91,7 +101,7 @@ int fm_world_max_int(const fm_world *w, int *v, fm_err *e)
     if (w->size == 1)
         return FM_OK;
     int rc = MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? FM_OK : mpi_fail(e, rc, "MPI_Allreduce(max)");
+    return rc == MPI_SUCCESS ? FM_OK : fm_world_fail(e, rc, "MPI_Allreduce(max)");
 }
 
 int fm_world_barrier(const fm_world *w, fm_err *e)
@@ -99,7 +109,7 @@ int fm_world_barrier(const fm_world *w, fm_err *e)
     if (w->size == 1)
         return FM_OK;
     int rc = MPI_Barrier(MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? FM_OK : mpi_fail(e, rc, "MPI_Barrier");
+    return rc == MPI_SUCCESS ? FM_OK : fm_world_fail(e, rc, "MPI_Barrier");
 }
 
 void fm_world_abort(const fm_world *w, int code)

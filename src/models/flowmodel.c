@@ -75,6 +75,14 @@ int fm_flow_model_backward(fm_flow_model *f, const float *dout, fm_err *e)
     return fm_unet_backward(&f->m.unet, dout, e);
 }
 
+void fm_flow_model_set_grad_hook(fm_flow_model *f, fm_flow_grad_hook fn, void *ctx)
+{
+    if (f->kind == FM_MODEL_DIT)
+        fm_dit_set_grad_hook(&f->m.dit, fn, ctx);
+    else
+        fm_unet_set_grad_hook(&f->m.unet, fn, ctx);
+}
+
 double fm_flow_model_flops(const fm_flow_model *f)
 {
     return f->kind == FM_MODEL_DIT ? fm_dit_flops(&f->m.dit) : fm_unet_flops(&f->m.unet);

@@ -115,6 +115,13 @@ int fm_stage_encode(fm_pipeline *P, fm_err *e)
         fm_st_meta meta[] = { { "format", "fmtrain-latents-1" }, { "latent_scale", scale_txt } };
         rc = fm_st_write(path, t, 3, meta, 2, e);
     }
+    /* the next stage reads the file on every rank: wait for rank 0's write */
+    int bad = rc;
+    int rc2 = fm_world_max_int(P->world, &bad, e);
+    if (rc == FM_OK && rc2 != FM_OK)
+        rc = rc2;
+    else if (rc == FM_OK && bad != FM_OK)
+        rc = fm_fail(e, bad, "rank 0 could not write %s", path);
 out:
     free(lat);
     free(xb);

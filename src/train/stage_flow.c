@@ -123,6 +123,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     }
     if ((rc = fm_trainer_add_extra(&t, "latent_scale", &data.scale, 1, e)) != FM_OK)
         goto out;
+    fm_flow_model_set_grad_hook(&model, fm_gradsync_ready, &t.sync); /* reduce buckets during backward */
     float scale_now = data.scale;
     t.flops_per_step = 3 * fm_flow_model_flops(&model);
     if ((rc = fm_trainer_resume(&t, e)) != FM_OK)

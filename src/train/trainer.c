@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fm/clip.h"
@@ -51,11 +52,21 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     t->sched.warmup = tc->warmup;
     t->sched.total = tc->steps;
     int rc = fm_lr_schedule_check(&t->sched, e);
+    t->gathered = malloc((size_t)w->size * 2 * sizeof(double));
+    if (rc == FM_OK && !t->gathered)
+        rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' step statistics", w->size);
+    if (rc == FM_OK)
+        rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), e);
     if (rc != FM_OK) {
         fm_err_prefix(e, "%s", stage);
         fm_trainer_free(t);
+        return rc;
     }
-    return rc;
+    if (w->size > 1)
+        fm_info("%s: gradients in %d bucket%s of at most %.3g MiB (largest %.3g MiB), %.2f ms to reduce them alone",
+                stage, t->sync.plan.nbuckets, t->sync.plan.nbuckets == 1 ? "" : "s", cfg->flow.bucket_mb,
+                t->sync.plan.max_bucket * 4 / 1048576.0, t->sync.comm_ms);
+    return FM_OK;
 }
 
 void fm_trainer_free(fm_trainer *t)
@@ -64,6 +75,9 @@ void fm_trainer_free(fm_trainer *t)
     if (t->use_ema)
         fm_ema_free(&t->ema);
     t->use_ema = 0;
+    fm_gradsync_free(&t->sync);
+    free(t->gathered);
+    t->gathered = NULL;
 }
 
 int fm_trainer_add_extra(fm_trainer *t, const char *name, float *data, int n, fm_err *e)
@@ -115,6 +129,18 @@ int fm_trainer_resume(fm_trainer *t, fm_err *e)
     return rc;
 }
 
+/* Test-only fault injection (run.fault_nan_steps): rank 0's gradient turns
+ * NaN at the listed steps just before it is reduced; the allreduce spreads it
+ * to every rank. */
+static int fault_step(const fm_trainer *t)
+{
+    const fm_ilist *l = &t->cfg->run.fault_nan_steps;
+    for (int i = 0; i < l->n && t->world->rank == 0; i++)
+        if (l->v[i] == t->step)
+            return 1;
+    return 0;
+}
+
 void fm_trainer_begin(fm_trainer *t)
 {
     t->t_begin = fm_now();
@@ -122,6 +148,9 @@ void fm_trainer_begin(fm_trainer *t)
         t->t_start = t->t_begin;
         t->step_at_start = t->step;
     }
+    fm_gradsync_begin(&t->sync);
+    if (fault_step(t))
+        fm_gradsync_poison(&t->sync);
 }
 
 int fm_trainer_save(fm_trainer *t, fm_err *e)
@@ -145,23 +174,19 @@ int fm_trainer_save(fm_trainer *t, fm_err *e)
                         (int)(sizeof meta / sizeof meta[0]), t->cfg->run.ckpt_keep, NULL, 0, e);
 }
 
-/* Test-only fault injection (run.fault_nan_steps): rank 0's gradient turns
- * NaN at the listed steps; the allreduce spreads it to every rank. */
-static void inject_faults(const fm_trainer *t)
-{
-    const fm_ilist *l = &t->cfg->run.fault_nan_steps;
-    for (int i = 0; i < l->n && t->world->rank == 0; i++)
-        if (l->v[i] == t->step)
-            t->params->grad[0] = NAN;
-}
-
 int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
 {
     t->t_compute_end = fm_now();
-    inject_faults(t);
-    FM_TRY(fm_world_allreduce_mean(t->world, t->params->grad, t->params->numel, e));
-    double loss = local_loss;
-    FM_TRY(fm_world_sum(t->world, &loss, e));
+    FM_TRY(fm_gradsync_finish(&t->sync, e));
+    /* the loss is the mean of the ranks' losses (equal local batches); the
+     * compute times give the imbalance */
+    const double compute_ms = 1e3 * (t->t_compute_end - t->t_begin), mine[2] = { local_loss, compute_ms };
+    FM_TRY(fm_world_allgather(t->world, mine, 2, t->gathered, e));
+    double loss = 0, slowest = 0;
+    for (int r = 0; r < t->world->size; r++) {
+        loss += t->gathered[2 * r];
+        slowest = fmax(slowest, t->gathered[2 * r + 1]);
+    }
     loss /= t->world->size;
     double t_reduced = fm_now();
     double max_norm = t->tc->grad_clip > 0 ? t->tc->grad_clip : INFINITY;
@@ -187,22 +212,48 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
     t->last_grad_norm = norm;
     t->last_lr = lr;
     t->last_step_ms = 1e3 * (now - t->t_begin);
+    const double step_times[6] = { t->last_step_ms,           compute_ms,
+                                   1e3 * (t_reduced - t->t_compute_end), t->sync.last.poll_ms,
+                                   t->sync.last.inflight_ms, slowest - compute_ms };
+    for (int i = 0; i < 6; i++)
+        t->win[i] += step_times[i];
+    t->win_n++;
     t->step++;
     int64_t total = t->tc->steps;
     int log_every = t->cfg->run.log_every > 0 ? t->cfg->run.log_every : 1;
-    if (t->world->rank == 0 && (t->step % log_every == 0 || t->step == total || t->step == t->step_at_start + 1)) {
+    int log_now = t->step % log_every == 0 || t->step == total || t->step == t->step_at_start + 1;
+    /* another sample of the blocking reduction cost (the gradient is spent):
+     * at the first 8 logged steps, then every 100 steps; the same steps on every rank */
+    if (log_now && (t->sync.nprobes < 3 + 8 || t->step % 100 == 0))
+        FM_TRY(fm_gradsync_probe(&t->sync, 1, e));
+    if (t->world->rank == 0 && log_now) {
         double elapsed = now - t->t_start;
         double done = (double)(t->step - t->step_at_start);
         double ips = done * t->global_batch / (elapsed > 0 ? elapsed : 1e-9);
-        double step_ms = t->last_step_ms, compute_ms = 1e3 * (t->t_compute_end - t->t_begin);
-        double allreduce_ms = 1e3 * (t_reduced - t->t_compute_end);
-        double gflops = t->flops_per_step > 0 ? t->flops_per_step / (compute_ms * 1e-3) * 1e-9 : NAN;
-        const char *keys[] = { "loss", "lr", "grad_norm", "images_per_s", "step_ms", "compute_ms", "allreduce_ms",
-                               "gflops" };
-        double vals[] = { loss, lr, norm, ips, step_ms, compute_ms, allreduce_ms, gflops };
-        FM_TRY(fm_metrics_log(t->metrics, t->stage, t->step, 8, keys, vals, e));
+        double m[6];
+        for (int i = 0; i < 6; i++)
+            m[i] = t->win[i] / t->win_n;
+        double step_ms = m[0], mean_compute_ms = m[1], allreduce_ms = m[2], comm_ms = t->sync.comm_ms;
+        double hidden = comm_ms > 0 ? fmax(0.0, fmin(1.0, 1.0 - allreduce_ms / comm_ms)) : 0.0;
+        double gflops = t->flops_per_step > 0 ? t->flops_per_step / (mean_compute_ms * 1e-3) * 1e-9 : NAN;
+        const char *keys[] = { "loss",         "lr",          "grad_norm",   "images_per_s", "step_ms",
+                               "compute_ms",   "allreduce_ms", "comm_ms",    "hidden_frac",  "poll_ms",
+                               "inflight_ms",  "imbalance_ms", "gflops" };
+        double vals[] = { loss,    lr,     norm, ips,  step_ms, mean_compute_ms, allreduce_ms,
+                          comm_ms, hidden, m[3], m[4], m[5],    gflops };
+        FM_TRY(fm_metrics_log(t->metrics, t->stage, t->step, (int)(sizeof vals / sizeof vals[0]), keys, vals, e));
         double eta = (double)(total - t->step) * elapsed / done;
-        fm_progress_print(t->stage, t->step, total, loss, ips, eta);
+        char line[256];
+        fm_progress_format(line, sizeof line, t->stage, t->step, total, loss, ips, eta);
+        if (t->world->size > 1)
+            fprintf(stderr, "%s  compute %.1f ms  allreduce %.1f ms (comm %.1f ms, %.0f%% hidden, imbalance %.1f ms)\n",
+                    line, mean_compute_ms, allreduce_ms, comm_ms, 100 * hidden, m[5]);
+        else
+            fprintf(stderr, "%s  compute %.1f ms\n", line, mean_compute_ms);
+    }
+    if (log_now) { /* a new averaging window */
+        memset(t->win, 0, sizeof t->win);
+        t->win_n = 0;
     }
     int saved = t->step == total || (t->tc->ckpt_every > 0 && t->step % t->tc->ckpt_every == 0);
     if (saved)
