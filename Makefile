@@ -87,3 +87,51 @@ clean:
 
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- fuzz: libFuzzer harnesses tests/fuzz/fuzz_<name>.c (not part of `make test`) ----
+#   make fuzz [FUZZ_SECONDS=60]  build each harness and run it for FUZZ_SECONDS from
+#                                its seed corpus tests/fuzz/corpus/<name> (new inputs go
+#                                to $(BUILD)/fuzz/work/<name>); fails on the first crash,
+#                                leaving the input in $(BUILD)/fuzz/crash-<name>-*
+# clang, not mpicc (which may wrap gcc: no libFuzzer); each harness links only the
+# library sources it needs, built with ASan + UBSan.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_CFLAGS  := -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -Iinclude -Wall -Wextra -Wno-unknown-pragmas \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_NAMES   := config idx ckpt
+FUZZ_SRC_config := src/io/config.c src/io/config_schema.c src/core/status.c
+FUZZ_LIB_config := -lyaml -lm
+FUZZ_SRC_idx    := src/io/idx.c src/core/status.c
+FUZZ_LIB_idx    := -lz
+FUZZ_SRC_ckpt   := src/io/ckpt.c src/io/safetensors.c $(addprefix src/core/,crc32c.c params.c status.c log.c tensor.c rng.c arena.c)
+FUZZ_LIB_ckpt   := -lcjson -lm
+
+define fuzz_link
+	@mkdir -p $(@D)
+	@echo "  FUZZCC  $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) $(FUZZ_LIB_$(patsubst fuzz_%,%,$(@F)))
+endef
+FUZZ_HDR     := $(wildcard include/fm/*.h)
+$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_SRC_config) $(FUZZ_HDR) ; $(fuzz_link)
+$(FUZZ_DIR)/fuzz_idx: tests/fuzz/fuzz_idx.c $(FUZZ_SRC_idx) $(FUZZ_HDR) ; $(fuzz_link)
+$(FUZZ_DIR)/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c $(FUZZ_SRC_ckpt) $(FUZZ_HDR) ; $(fuzz_link)
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+
+fuzz: deps
+	$(Q)$(MAKE) --no-print-directory fuzz-build
+	$(Q)for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(FUZZ_DIR)/work/$$n; \
+	  echo "  FUZZ    $$n for $(FUZZ_SECONDS) s"; \
+	  dict=; [ -f tests/fuzz/$$n.dict ] && dict=-dict=tests/fuzz/$$n.dict; \
+	  if ! $(FUZZ_DIR)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -timeout=25 -print_final_stats=1 $$dict \
+	       -artifact_prefix=$(FUZZ_DIR)/crash-$$n- $(FUZZ_DIR)/work/$$n tests/fuzz/corpus/$$n \
+	       >$(FUZZ_DIR)/$$n.log 2>&1; then \
+	    grep -A30 -E '^==[0-9]+==ERROR|runtime error|deadly signal' $(FUZZ_DIR)/$$n.log | head -40; \
+	    echo "fuzz: $$n crashed (log $(FUZZ_DIR)/$$n.log, input $(FUZZ_DIR)/crash-$$n-*)"; exit 1; \
+	  fi; \
+	  grep -E '^stat::number_of_executed_units|^#[0-9]+ +DONE' $(FUZZ_DIR)/$$n.log | sed 's/^/          /'; \
+	done; echo "fuzz: no crash in $(FUZZ_NAMES)"

@@ -14,10 +14,12 @@
 #include <limits.h>
 #include <mpi.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "fm/ckpt.h"
 #include "fm/config.h"
@@ -462,33 +464,87 @@ static int run(const args *a, const fm_world *w, fm_err *e)
     return fm_fail(e, FM_ERR_INTERNAL, "unknown command");
 }
 
+/* Seconds a rank that failed waits for the others at the end before it
+ * aborts the job: they may be blocked in a collective it will never join
+ * (e.g. rank 0 could not write a checkpoint while the others went on). */
+#define AGREE_TIMEOUT_S 10.0
+
+/* Agree on the outcome, on a communicator of its own (the other ranks may
+ * still be inside a collective on MPI_COMM_WORLD): out[0] = rank 0's status,
+ * out[1] = the worst. A rank that failed waits at most AGREE_TIMEOUT_S and
+ * then returns 0 (the caller aborts the job); a rank that did not fail waits
+ * as long as it takes (a failed rank ends it). 1 when agreed. */
+static int agree(MPI_Comm comm, int rank, int rc, int out[2])
+{
+    int in[2] = { rank == 0 ? rc : -1, rc };
+    MPI_Request req;
+    if (MPI_Iallreduce(in, out, 2, MPI_INT, MPI_MAX, comm, &req) != MPI_SUCCESS)
+        return 0;
+    if (rc == FM_OK || rc == FM_PREEMPTED)
+        return MPI_Wait(&req, MPI_STATUS_IGNORE) == MPI_SUCCESS;
+    double t0 = MPI_Wtime();
+    for (;;) {
+        int done = 0;
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return 0;
+        if (done)
+            return 1;
+        if (MPI_Wtime() - t0 > AGREE_TIMEOUT_S)
+            return 0;
+        struct timespec ts = { 0, 10 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
 int main(int argc, char **argv)
 {
     fm_err e = { 0 };
     fm_world w;
+    /* before MPI_Init: Open MPI keeps handlers installed earlier, and a
+     * SIGUSR1 that arrives before they exist would kill the rank */
+    int sig_rc = fm_signals_install();
     if (fm_world_init(&w, &argc, &argv, &e) != FM_OK) {
         fprintf(stderr, "fmtrain: error: %s\n", e.msg);
         return FM_ERR_INTERNAL;
     }
     fm_log_set_rank(w.rank);
-    if (fm_signals_install() != FM_OK)
+    MPI_Comm end_comm = MPI_COMM_NULL;
+    if (w.size > 1 && MPI_Comm_dup(MPI_COMM_WORLD, &end_comm) != MPI_SUCCESS) {
+        fprintf(stderr, "fmtrain: error: MPI_Comm_dup failed\n");
+        fm_world_abort(&w, FM_ERR_INTERNAL);
+        return FM_ERR_INTERNAL;
+    }
+    if (sig_rc != FM_OK)
         fm_warn("cannot install the SIGUSR1/SIGTERM handlers: preemption will not checkpoint");
+    /* A file size limit (ulimit -f) must fail the write with EFBIG, which is
+     * reported and exits 4 with the previous checkpoint intact, instead of
+     * killing the process silently with SIGXFSZ. */
+    signal(SIGXFSZ, SIG_IGN);
     args a;
     int rc = parse_args(argc, argv, &a, &e);
     if (rc == FM_OK)
         rc = run(&a, &w, &e);
 
     /* Agree on the outcome: rank 0 reports its own error; another rank
-     * reports only an error rank 0 did not have. All exit with the worst. */
-    int rc0 = rc, worst = rc;
-    if (w.size > 1) {
-        MPI_Bcast(&rc0, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+     * reports only an error rank 0 did not have. All exit with the worst.
+     * A rank that failed alone while the others wait in a collective for it
+     * reports its error and aborts the job with its status. */
+    int out[2] = { rc, rc };
+    if (w.size > 1 && !agree(end_comm, w.rank, rc, out)) {
+        fm_error("%s", e.msg);
+        fm_error("rank %d failed while the other ranks did not reach the end within %.0f s (they wait for it in a "
+                 "collective): aborting the job",
+                 w.rank, AGREE_TIMEOUT_S);
+        fm_world_abort(&w, rc);
+        return rc;
     }
+    int rc0 = out[0], worst = out[1];
     if (rc == FM_PREEMPTED && w.rank == 0)
         fm_warn("%s", e.msg);
     else if (rc != FM_OK && (w.rank == 0 || rc0 == FM_OK))
         fm_error("%s", e.msg);
+    if (end_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&end_comm);
     fm_world_finalize(&w);
     return worst;
 }

@@ -179,20 +179,24 @@ static int parse_tensor(const char *path, cJSON *o, fm_st_tensor *t, size_t data
     if (nd > FM_MAX_DIMS)
         return fm_fail(e, FM_ERR_DATA, "%s: tensor %s: %d dimensions (at most %d)", path, t->name, nd, FM_MAX_DIMS);
     t->ndim = nd;
+    size_t need = fm_dtype_size(t->dtype); /* bytes of the shape, without overflow */
     for (int d = 0; d < nd; d++) {
         cJSON *v = cJSON_GetArrayItem(sh, d);
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e12)
+        if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e12 ||
+            v->valuedouble != (double)(int64_t)v->valuedouble)
             return fm_fail(e, FM_ERR_DATA, "%s: tensor %s: bad shape", path, t->name);
         t->shape[d] = (int64_t)v->valuedouble;
+        if (__builtin_mul_overflow(need, (size_t)t->shape[d], &need))
+            return fm_fail(e, FM_ERR_DATA, "%s: tensor %s: shape too large", path, t->name);
     }
     cJSON *b = cJSON_GetArrayItem(of, 0), *en = cJSON_GetArrayItem(of, 1);
     if (!cJSON_IsNumber(b) || !cJSON_IsNumber(en) || b->valuedouble < 0 || en->valuedouble < b->valuedouble ||
         en->valuedouble > (double)data_len)
         return fm_fail(e, FM_ERR_DATA, "%s: tensor %s: data offsets outside the file (truncated?)", path, t->name);
     size_t beg = (size_t)b->valuedouble, end = (size_t)en->valuedouble;
-    if (end - beg != tensor_bytes(t))
+    if (end - beg != need)
         return fm_fail(e, FM_ERR_DATA, "%s: tensor %s: %zu bytes stored, shape needs %zu", path, t->name,
-                       end - beg, tensor_bytes(t));
+                       end - beg, need);
     t->data = data + beg;
     return FM_OK;
 }
@@ -226,6 +230,10 @@ int fm_st_read(const char *path, fm_st_file *f, fm_err *e)
     f->t = calloc((size_t)count + 1, sizeof *f->t);
     f->names = calloc((size_t)count + 1, sizeof *f->names);
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
+    if (meta && !cJSON_IsObject(meta)) {
+        rc = fm_fail(e, FM_ERR_DATA, "%s: __metadata__ is not a JSON object", path);
+        goto out;
+    }
     int nmeta = meta ? cJSON_GetArraySize(meta) : 0;
     f->meta_keys = calloc((size_t)nmeta + 1, sizeof(char *));
     f->meta_vals = calloc((size_t)nmeta + 1, sizeof(char *));
@@ -240,6 +248,10 @@ int fm_st_read(const char *path, fm_st_file *f, fm_err *e)
         }
         f->meta_keys[f->nmeta] = strdup(m->string);
         f->meta_vals[f->nmeta++] = strdup(m->valuestring);
+        if (!f->meta_keys[f->nmeta - 1] || !f->meta_vals[f->nmeta - 1]) {
+            rc = fm_fail(e, FM_ERR_INTERNAL, "%s: out of memory", path);
+            goto out;
+        }
     }
     for (cJSON *o = root->child; o; o = o->next) {
         if (strcmp(o->string, "__metadata__") == 0)
@@ -248,6 +260,10 @@ int fm_st_read(const char *path, fm_st_file *f, fm_err *e)
         f->names[f->n] = strdup(o->string);
         t->name = f->names[f->n];
         f->n++;
+        if (!t->name) {
+            rc = fm_fail(e, FM_ERR_INTERNAL, "%s: out of memory", path);
+            goto out;
+        }
         if ((rc = parse_tensor(path, o, t, data_len, data, e)) != FM_OK)
             goto out;
         char key[160];
