@@ -86,7 +86,10 @@ fi
 
 name=term_mpirun
 export OMPI_MCA_odls_base_sigkill_timeout=3
-P=(--set flow.steps=400 --set flow.ckpt_every=30) # still running after mpirun's first wait
+# a model big enough that a step takes tens of ms: the run must still be going
+# after mpirun's first 3 s wait, however fast the machine
+P=(--set flow.steps=300 --set flow.ckpt_every=100 --set unet.channels=[64,128] --set unet.emb_dim=256
+   --set flow.batch_size=64)
 if ! start $name; then fail $name "the run did not start"; show "$T/$name.log"
 else
   kill -TERM $mpirun
