@@ -33,4 +33,9 @@ int fm_dnn_exec(fm_dnn *d, dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t 
 int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag,
                fm_err *e);
 
+/* Create a matmul primitive dst = src x wei (+ bias, may be NULL) with a
+ * user-managed scratchpad; raise *scratch to the bytes it needs. */
+int fm_dnn_matmul(fm_dnn *d, dnnl_primitive_t *out, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *wei,
+                  const dnnl_memory_desc_t *bias, const dnnl_memory_desc_t *dst, size_t *scratch, fm_err *e);
+
 #endif

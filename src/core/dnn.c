@@ -35,3 +35,26 @@ int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, d
     FM_DNN(dnnl_memory_create(m, &md, d->engine, DNNL_MEMORY_NONE), e);
     return FM_OK;
 }
+
+int fm_dnn_matmul(fm_dnn *d, dnnl_primitive_t *out, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *wei,
+                  const dnnl_memory_desc_t *bias, const dnnl_memory_desc_t *dst, size_t *scratch, fm_err *e)
+{
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr;
+    dnnl_primitive_desc_t pd;
+    FM_DNN(dnnl_matmul_desc_init(&desc, src, wei, bias, dst), e);
+    FM_DNN(dnnl_primitive_attr_create(&attr), e);
+    dnnl_status_t s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success)
+        s = dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    FM_DNN(s, e);
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    if (need > *scratch)
+        *scratch = need;
+    s = dnnl_primitive_create(out, pd);
+    dnnl_primitive_desc_destroy(pd);
+    FM_DNN(s, e);
+    return FM_OK;
+}

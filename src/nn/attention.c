@@ -15,24 +15,7 @@ static int make_matmul(fm_dnn *d, dnnl_primitive_t *out, dnnl_memory_t src, dnnl
     FM_DNN(dnnl_memory_get_memory_desc(src, &src_md), e);
     FM_DNN(dnnl_memory_get_memory_desc(wei, &wei_md), e);
     FM_DNN(dnnl_memory_get_memory_desc(dst, &dst_md), e);
-    dnnl_matmul_desc_t desc;
-    dnnl_primitive_attr_t attr;
-    dnnl_primitive_desc_t pd;
-    FM_DNN(dnnl_matmul_desc_init(&desc, src_md, wei_md, NULL, dst_md), e);
-    FM_DNN(dnnl_primitive_attr_create(&attr), e);
-    dnnl_status_t s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (s == dnnl_success)
-        s = dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    FM_DNN(s, e);
-    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
-    if (need > *scratch)
-        *scratch = need;
-    s = dnnl_primitive_create(out, pd);
-    dnnl_primitive_desc_destroy(pd);
-    FM_DNN(s, e);
-    return FM_OK;
+    return fm_dnn_matmul(d, out, src_md, wei_md, NULL, dst_md, scratch, e);
 }
 
 /* A 4-D fp32 view [B, heads, rows, cols] with the given strides over data. */

@@ -5,32 +5,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Create a matmul primitive dst = src x weights (+ bias) with a user-managed
- * scratchpad; raise *scratch to the size it needs. */
-static int make_matmul(fm_dnn *d, dnnl_primitive_t *out, const dnnl_memory_desc_t *src,
-                       const dnnl_memory_desc_t *wei, const dnnl_memory_desc_t *bias,
-                       const dnnl_memory_desc_t *dst, size_t *scratch, fm_err *e)
-{
-    dnnl_matmul_desc_t desc;
-    dnnl_primitive_attr_t attr;
-    dnnl_primitive_desc_t pd;
-    FM_DNN(dnnl_matmul_desc_init(&desc, src, wei, bias, dst), e);
-    FM_DNN(dnnl_primitive_attr_create(&attr), e);
-    dnnl_status_t s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (s == dnnl_success)
-        s = dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    FM_DNN(s, e);
-    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
-    if (need > *scratch)
-        *scratch = need;
-    s = dnnl_primitive_create(out, pd);
-    dnnl_primitive_desc_destroy(pd);
-    FM_DNN(s, e);
-    return FM_OK;
-}
-
 /* A memory object over fp32 dims with the given strides, data attached. */
 static int strided_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims,
                        const dnnl_dims_t strides, void *data, fm_err *e)
@@ -94,10 +68,10 @@ int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight
         FM_TRY(strided_mem(d, &l->m_b, 2, (dnnl_dims_t){ 1, out }, (dnnl_dims_t){ out, 1 }, bias->w.data, e));
 
     size_t scratch = 0;
-    FM_TRY(make_matmul(d, &l->fwd, md_of(l->m_x), md_of(l->m_wt), bias ? md_of(l->m_b) : NULL,
+    FM_TRY(fm_dnn_matmul(d, &l->fwd, md_of(l->m_x), md_of(l->m_wt), bias ? md_of(l->m_b) : NULL,
                        md_of(l->m_y), &scratch, e));
-    FM_TRY(make_matmul(d, &l->bwd_data, md_of(l->m_y), md_of(l->m_w), NULL, md_of(l->m_dx), &scratch, e));
-    FM_TRY(make_matmul(d, &l->bwd_weights, md_of(l->m_dyt), md_of(l->m_x), NULL, md_of(l->m_dw), &scratch, e));
+    FM_TRY(fm_dnn_matmul(d, &l->bwd_data, md_of(l->m_y), md_of(l->m_w), NULL, md_of(l->m_dx), &scratch, e));
+    FM_TRY(fm_dnn_matmul(d, &l->bwd_weights, md_of(l->m_dyt), md_of(l->m_x), NULL, md_of(l->m_dw), &scratch, e));
 
     l->scratch_bytes = scratch;
     void *buf = NULL;
