@@ -55,6 +55,7 @@
 #include "fm/layernorm.h"
 #include "fm/linear.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/status.h"
 
 #define FM_DIT_TIME_SCALE 1000.0
@@ -135,6 +136,7 @@ typedef struct fm_dit {
     int forward_done;
     fm_dit_grad_hook hook;
     void *hook_ctx;
+    fm_profile *prof;              /* per-layer timing (profile.h); NULL = off */
     double flops;
 } fm_dit;
 
@@ -166,6 +168,13 @@ int fm_dit_backward(fm_dit *m, const float *dout, fm_err *e);
 
 /* Install (or clear, with fn = NULL) the gradient-ready hook. */
 void fm_dit_set_grad_hook(fm_dit *m, fm_dit_grad_hook fn, void *ctx);
+
+/* Time every layer call of forward and backward into prof (NULL = off, the
+ * default; the table must outlive its use). Scopes are "blocks.{i}", "cond"
+ * (time and class embedding), "embed" (patchify, x_embed, position) and
+ * "final"; layers are "adaLN", "ln1", "modulate1", "attn", "gate1", "mlp.0",
+ * "gelu", ..., with FLOPs for linears and attention. Numerics are unchanged. */
+void fm_dit_set_profile(fm_dit *m, fm_profile *prof);
 
 /* Forward floating-point operations for the whole batch (the matrix products;
  * a training step is about 3x). */

@@ -49,6 +49,7 @@
 #include "fm/groupnorm.h"
 #include "fm/linear.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/status.h"
 
 #define FM_UNET_MAX_LEVELS 8
@@ -151,6 +152,7 @@ typedef struct fm_unet {
     int forward_done;
     fm_unet_grad_hook hook;
     void *hook_ctx;
+    fm_profile *prof;       /* per-layer timing (profile.h); NULL = off */
     double flops;
 } fm_unet;
 
@@ -184,6 +186,14 @@ int fm_unet_backward(fm_unet *u, const float *dout, fm_err *e);
 
 /* Install (or clear, with fn = NULL) the gradient-ready hook. */
 void fm_unet_set_grad_hook(fm_unet *u, fm_unet_grad_hook fn, void *ctx);
+
+/* Time every layer call of forward and backward into prof (NULL = off, the
+ * default; the table must outlive its use). Scopes are the block names
+ * ("down.1.res.0", "mid.1", ...) plus "cond" (time and class embedding),
+ * "conv_in" and "out"; layers are the sub-layer names ("norm1", "conv1",
+ * "emb_proj", "skip", ...), with FLOPs for convolutions, linears and
+ * attention. Numerics are unchanged. */
+void fm_unet_set_profile(fm_unet *u, fm_profile *prof);
 
 /* Forward floating-point operations for the whole batch (matrix products and
  * convolutions; a training step is about 3x). */

@@ -289,6 +289,21 @@ int fm_dit_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int b
     return rc;
 }
 
+/* ---- profiling ------------------------------------------------------------ */
+/* Time a call (int status) or a statement into m->prof when it is set
+ * (profile.h); with m->prof NULL only the test remains. */
+#define TIME(ph, scope, layer, kind, flops, call) FM_PROF_CALL(m->prof, scope, layer, kind, ph, flops, call)
+#define TIMEV(ph, scope, layer, kind, flops, stmt) FM_PROF_VOID(m->prof, scope, layer, kind, ph, flops, stmt)
+#define FWD FM_PROF_FWD
+#define BWD FM_PROF_BWD
+
+/* The profiling scope of block b: "blocks.{i}" (only formatted when profiling). */
+static void block_scope(const fm_dit *m, const fm_dit_block *b, char *sc, size_t n)
+{
+    if (m->prof)
+        snprintf(sc, n, "blocks.%d", (int)(b - m->blocks));
+}
+
 /* ---- forward ---------------------------------------------------------------- */
 
 /* One block: x (blk->x) -> out [B, T, D]. */
@@ -297,19 +312,24 @@ static int block_forward(fm_dit *m, fm_dit_block *b, float *out, fm_err *e)
     const int B = m->batch, D = m->cfg.width;
     const long T = (long)m->tokens, M = B * T, ld = 6L * D;
     const float *mod = b->mod;  // [B, 6D]: shift1 scale1 gate1 shift2 scale2 gate2
-    FM_TRY(fm_linear_forward(&b->ada, m->sc, b->mod, e));
+    char s[24] = "";
+    block_scope(m, b, s, sizeof s);
+    TIME(FWD, s, "adaLN", "linear", fm_linear_flops_fwd(&b->ada), fm_linear_forward(&b->ada, m->sc, b->mod, e));
     /* attention half */
-    FM_TRY(fm_layernorm_forward(&b->ln1, b->x, m->s_n, e));
-    fm_modulate_forward(m->s_n, mod, mod + D, ld, m->s_m, B, T, D);
-    FM_TRY(fm_attention_forward(&b->attn, m->s_m, b->a, e));
-    fm_gate_residual_forward(b->x, mod + 2 * D, ld, b->a, b->xmid, B, T, D);
+    TIME(FWD, s, "ln1", "layernorm", 0, fm_layernorm_forward(&b->ln1, b->x, m->s_n, e));
+    TIMEV(FWD, s, "modulate1", "elementwise", 0, fm_modulate_forward(m->s_n, mod, mod + D, ld, m->s_m, B, T, D));
+    TIME(FWD, s, "attn", "attention", fm_attention_flops_fwd(&b->attn),
+         fm_attention_forward(&b->attn, m->s_m, b->a, e));
+    TIMEV(FWD, s, "gate1", "elementwise", 0,
+          fm_gate_residual_forward(b->x, mod + 2 * D, ld, b->a, b->xmid, B, T, D));
     /* MLP half */
-    FM_TRY(fm_layernorm_forward(&b->ln2, b->xmid, m->s_n, e));
-    fm_modulate_forward(m->s_n, mod + 3 * D, mod + 4 * D, ld, m->s_m, B, T, D);
-    FM_TRY(fm_linear_forward(&b->mlp0, m->s_m, b->h1, e));
-    fm_gelu_forward(b->h1, m->s_h, M * (long)m->hidden);
-    FM_TRY(fm_linear_forward(&b->mlp2, m->s_h, b->f, e));
-    fm_gate_residual_forward(b->xmid, mod + 5 * D, ld, b->f, out, B, T, D);
+    TIME(FWD, s, "ln2", "layernorm", 0, fm_layernorm_forward(&b->ln2, b->xmid, m->s_n, e));
+    TIMEV(FWD, s, "modulate2", "elementwise", 0,
+          fm_modulate_forward(m->s_n, mod + 3 * D, mod + 4 * D, ld, m->s_m, B, T, D));
+    TIME(FWD, s, "mlp.0", "linear", fm_linear_flops_fwd(&b->mlp0), fm_linear_forward(&b->mlp0, m->s_m, b->h1, e));
+    TIMEV(FWD, s, "gelu", "gelu", 0, fm_gelu_forward(b->h1, m->s_h, M * (long)m->hidden));
+    TIME(FWD, s, "mlp.2", "linear", fm_linear_flops_fwd(&b->mlp2), fm_linear_forward(&b->mlp2, m->s_h, b->f, e));
+    TIMEV(FWD, s, "gate2", "elementwise", 0, fm_gate_residual_forward(b->xmid, mod + 5 * D, ld, b->f, out, B, T, D));
     return FM_OK;
 }
 
@@ -322,36 +342,45 @@ int fm_dit_forward(fm_dit *m, const float *x, const float *t, const int32_t *y, 
     memcpy(m->y, y, (size_t)B * sizeof(int32_t));
 
     /* c = t_embed(t) + y_embed(y); sc = SiLU(c) feeds every adaLN */
-    FM_TRY(fm_time_embed_forward(&m->temb, m->t, m->tf, e));
-    FM_TRY(fm_linear_forward(&m->t0, m->tf, m->t1, e));
-    fm_silu_forward(m->t1, m->t1s, (long)B * D);
-    FM_TRY(fm_linear_forward(&m->t2, m->t1s, m->c, e));
-    FM_TRY(fm_class_embed_forward(&m->yemb, m->y, m->ye, e));
-    fm_acc(m->c, m->ye, (long)B * D);
-    fm_silu_forward(m->c, m->sc, (long)B * D);
+    TIME(FWD, "cond", "time_embed", "embedding", 0, fm_time_embed_forward(&m->temb, m->t, m->tf, e));
+    TIME(FWD, "cond", "t_embed.0", "linear", fm_linear_flops_fwd(&m->t0), fm_linear_forward(&m->t0, m->tf, m->t1, e));
+    TIMEV(FWD, "cond", "silu", "elementwise", 0, fm_silu_forward(m->t1, m->t1s, (long)B * D));
+    TIME(FWD, "cond", "t_embed.2", "linear", fm_linear_flops_fwd(&m->t2), fm_linear_forward(&m->t2, m->t1s, m->c, e));
+    TIME(FWD, "cond", "y_embed", "embedding", 0, fm_class_embed_forward(&m->yemb, m->y, m->ye, e));
+    TIMEV(FWD, "cond", "add_silu", "elementwise", 0, {
+        fm_acc(m->c, m->ye, (long)B * D);
+        fm_silu_forward(m->c, m->sc, (long)B * D);
+    });
 
     /* tokens + position embedding */
     if (p > 1)
-        fm_patchify(x, m->tok, B, S, S, C, p);  // [B, T, P]
+        TIMEV(FWD, "embed", "patchify", "elementwise", 0, fm_patchify(x, m->tok, B, S, S, C, p));  // [B, T, P]
     else
-        memcpy(m->tok, x, (size_t)M * m->pdim * sizeof(float));
+        TIMEV(FWD, "embed", "patchify", "elementwise", 0, memcpy(m->tok, x, (size_t)M * m->pdim * sizeof(float)));
     float *h = m->blocks[0].x;
-    FM_TRY(fm_linear_forward(&m->x_embed, m->tok, h, e));
-    for (int s = 0; s < B; s++)
-        fm_acc(h + (long)s * T * D, m->pos, T * D);
+    TIME(FWD, "embed", "x_embed", "linear", fm_linear_flops_fwd(&m->x_embed),
+         fm_linear_forward(&m->x_embed, m->tok, h, e));
+    TIMEV(FWD, "embed", "pos", "elementwise", 0, {
+        for (int s = 0; s < B; s++)
+            fm_acc(h + (long)s * T * D, m->pos, T * D);
+    });
 
     for (int i = 0; i < m->cfg.depth; i++)
         FM_TRY(block_forward(m, &m->blocks[i], i + 1 < m->cfg.depth ? m->blocks[i + 1].x : m->xout, e));
 
     /* final layer */
-    FM_TRY(fm_linear_forward(&m->final_ada, m->sc, m->fmod, e));
-    FM_TRY(fm_layernorm_forward(&m->final_ln, m->xout, m->s_n, e));
-    fm_modulate_forward(m->s_n, m->fmod, m->fmod + D, 2L * D, m->mfin, B, T, D);
+    TIME(FWD, "final", "adaLN", "linear", fm_linear_flops_fwd(&m->final_ada),
+         fm_linear_forward(&m->final_ada, m->sc, m->fmod, e));
+    TIME(FWD, "final", "ln", "layernorm", 0, fm_layernorm_forward(&m->final_ln, m->xout, m->s_n, e));
+    TIMEV(FWD, "final", "modulate", "elementwise", 0,
+          fm_modulate_forward(m->s_n, m->fmod, m->fmod + D, 2L * D, m->mfin, B, T, D));
     if (p > 1) {
-        FM_TRY(fm_linear_forward(&m->final_linear, m->mfin, m->otok, e));
-        fm_unpatchify(m->otok, out, B, S, S, C, p);
+        TIME(FWD, "final", "linear", "linear", fm_linear_flops_fwd(&m->final_linear),
+             fm_linear_forward(&m->final_linear, m->mfin, m->otok, e));
+        TIMEV(FWD, "final", "unpatchify", "elementwise", 0, fm_unpatchify(m->otok, out, B, S, S, C, p));
     } else {
-        FM_TRY(fm_linear_forward(&m->final_linear, m->mfin, out, e));
+        TIME(FWD, "final", "linear", "linear", fm_linear_flops_fwd(&m->final_linear),
+             fm_linear_forward(&m->final_linear, m->mfin, out, e));
     }
     m->forward_done = 1;
     return FM_OK;
@@ -361,7 +390,9 @@ int fm_dit_forward(fm_dit *m, const float *x, const float *t, const int32_t *y, 
 
 static int hook(fm_dit *m, int first, int n, fm_err *e)
 {
-    return m->hook ? m->hook(m->hook_ctx, first, n, e) : FM_OK;
+    if (m->hook)
+        TIME(BWD, "grad_hook", "", "hook", 0, m->hook(m->hook_ctx, first, n, e));
+    return FM_OK;
 }
 
 /* One block, given g = dL/d(block output) in s_g: leaves dL/d(block input) in
@@ -370,33 +401,44 @@ static int hook(fm_dit *m, int first, int n, fm_err *e)
 static int block_backward(fm_dit *m, fm_dit_block *b, fm_err *e)
 {
     const int B = m->batch, D = m->cfg.width;
-    const long T = (long)m->tokens, M = B * T, ld = 6L * D, n = M * D;
+    const long T = (long)m->tokens, M = B * T, ld = 6L * D, n = M * D, nh = M * (long)m->hidden;
     const float *mod = b->mod;
     float *dmod = m->dmod, *g = m->s_g, *sn = m->s_n, *sm = m->s_m, *sh = m->s_h, *sd = m->s_d;
+    char s[24] = "";
+    block_scope(m, b, s, sizeof s);
 
     /* MLP half: out = xmid + gate2 * mlp2(gelu(mlp0(modulate(ln2(xmid))))) */
-    fm_gate_residual_backward(b->f, mod + 5 * D, ld, g, sd, dmod + 5 * D, B, T, D);  // sd = df
-    fm_gelu_forward(b->h1, sh, M * (long)m->hidden);                                  // recompute
-    FM_TRY(fm_linear_backward(&b->mlp2, sh, sd, sh, e));                              // sh = d gelu out
-    fm_gelu_backward(b->h1, sh, sh, M * (long)m->hidden);                            // sh = dh1
-    FM_TRY(fm_layernorm_apply(&b->ln2, b->xmid, sn, e));                              // recompute
-    fm_modulate_forward(sn, mod + 3 * D, mod + 4 * D, ld, sm, B, T, D);
-    FM_TRY(fm_linear_backward(&b->mlp0, sm, sh, sm, e));                              // sm = dm2
-    fm_modulate_backward(sn, mod + 4 * D, sm, ld, sm, dmod + 3 * D, dmod + 4 * D, B, T, D);
-    FM_TRY(fm_layernorm_backward(&b->ln2, b->xmid, sm, sm, e));
-    fm_acc(g, sm, n);                                                                 // g = d xmid
+    TIMEV(BWD, s, "gate2", "elementwise", 0,
+          fm_gate_residual_backward(b->f, mod + 5 * D, ld, g, sd, dmod + 5 * D, B, T, D));  // sd = df
+    TIMEV(BWD, s, "gelu.recompute", "gelu", 0, fm_gelu_forward(b->h1, sh, nh));              // recompute
+    TIME(BWD, s, "mlp.2", "linear", fm_linear_flops_bwd(&b->mlp2, 1),
+         fm_linear_backward(&b->mlp2, sh, sd, sh, e));                                       // sh = d gelu out
+    TIMEV(BWD, s, "gelu", "gelu", 0, fm_gelu_backward(b->h1, sh, sh, nh));                  // sh = dh1
+    TIME(BWD, s, "ln2.recompute", "layernorm", 0, fm_layernorm_apply(&b->ln2, b->xmid, sn, e));  // recompute
+    TIMEV(BWD, s, "modulate2.recompute", "elementwise", 0,
+          fm_modulate_forward(sn, mod + 3 * D, mod + 4 * D, ld, sm, B, T, D));
+    TIME(BWD, s, "mlp.0", "linear", fm_linear_flops_bwd(&b->mlp0, 1),
+         fm_linear_backward(&b->mlp0, sm, sh, sm, e));                                       // sm = dm2
+    TIMEV(BWD, s, "modulate2", "elementwise", 0,
+          fm_modulate_backward(sn, mod + 4 * D, sm, ld, sm, dmod + 3 * D, dmod + 4 * D, B, T, D));
+    TIME(BWD, s, "ln2", "layernorm", 0, fm_layernorm_backward(&b->ln2, b->xmid, sm, sm, e));
+    TIMEV(BWD, s, "residual2", "elementwise", 0, fm_acc(g, sm, n));                         // g = d xmid
 
     /* attention half: xmid = x + gate1 * attn(modulate(ln1(x))) */
-    fm_gate_residual_backward(b->a, mod + 2 * D, ld, g, sd, dmod + 2 * D, B, T, D);  // sd = da
-    FM_TRY(fm_layernorm_apply(&b->ln1, b->x, sn, e));                                 // recompute
-    fm_modulate_forward(sn, mod, mod + D, ld, sm, B, T, D);
-    FM_TRY(fm_attention_backward(&b->attn, sm, sd, sm, e));                           // sm = dm1
-    fm_modulate_backward(sn, mod + D, sm, ld, sm, dmod, dmod + D, B, T, D);
-    FM_TRY(fm_layernorm_backward(&b->ln1, b->x, sm, sm, e));
-    fm_acc(g, sm, n);                                                                 // g = d x
+    TIMEV(BWD, s, "gate1", "elementwise", 0,
+          fm_gate_residual_backward(b->a, mod + 2 * D, ld, g, sd, dmod + 2 * D, B, T, D));  // sd = da
+    TIME(BWD, s, "ln1.recompute", "layernorm", 0, fm_layernorm_apply(&b->ln1, b->x, sn, e));  // recompute
+    TIMEV(BWD, s, "modulate1.recompute", "elementwise", 0, fm_modulate_forward(sn, mod, mod + D, ld, sm, B, T, D));
+    TIME(BWD, s, "attn", "attention", fm_attention_flops_bwd(&b->attn, 1),
+         fm_attention_backward(&b->attn, sm, sd, sm, e));                                    // sm = dm1
+    TIMEV(BWD, s, "modulate1", "elementwise", 0,
+          fm_modulate_backward(sn, mod + D, sm, ld, sm, dmod, dmod + D, B, T, D));
+    TIME(BWD, s, "ln1", "layernorm", 0, fm_layernorm_backward(&b->ln1, b->x, sm, sm, e));
+    TIMEV(BWD, s, "residual1", "elementwise", 0, fm_acc(g, sm, n));                         // g = d x
 
-    FM_TRY(fm_linear_backward(&b->ada, m->sc, dmod, m->dpart, e));
-    fm_acc(m->dsc, m->dpart, (long)B * D);
+    TIME(BWD, s, "adaLN", "linear", fm_linear_flops_bwd(&b->ada, 1),
+         fm_linear_backward(&b->ada, m->sc, dmod, m->dpart, e));
+    TIMEV(BWD, s, "cond_acc", "elementwise", 0, fm_acc(m->dsc, m->dpart, (long)B * D));
     return FM_OK;
 }
 
@@ -408,16 +450,19 @@ int fm_dit_backward(fm_dit *m, const float *dout, fm_err *e)
     const long T = (long)m->tokens;
     const float *dtok = dout;  // [B, T, P]
     if (p > 1) {
-        fm_patchify(dout, m->otok, B, S, S, C, p);
+        TIMEV(BWD, "final", "unpatchify", "elementwise", 0, fm_patchify(dout, m->otok, B, S, S, C, p));
         dtok = m->otok;
     }
 
     /* final layer: out = final_linear(modulate(final_ln(xout), fmod)) */
-    FM_TRY(fm_linear_backward(&m->final_linear, m->mfin, dtok, m->s_m, e));
-    FM_TRY(fm_layernorm_apply(&m->final_ln, m->xout, m->s_n, e));
-    fm_modulate_backward(m->s_n, m->fmod + D, m->s_m, 2L * D, m->s_m, m->dfmod, m->dfmod + D, B, T, D);
-    FM_TRY(fm_layernorm_backward(&m->final_ln, m->xout, m->s_m, m->s_g, e));
-    FM_TRY(fm_linear_backward(&m->final_ada, m->sc, m->dfmod, m->dsc, e));
+    TIME(BWD, "final", "linear", "linear", fm_linear_flops_bwd(&m->final_linear, 1),
+         fm_linear_backward(&m->final_linear, m->mfin, dtok, m->s_m, e));
+    TIME(BWD, "final", "ln.recompute", "layernorm", 0, fm_layernorm_apply(&m->final_ln, m->xout, m->s_n, e));
+    TIMEV(BWD, "final", "modulate", "elementwise", 0,
+          fm_modulate_backward(m->s_n, m->fmod + D, m->s_m, 2L * D, m->s_m, m->dfmod, m->dfmod + D, B, T, D));
+    TIME(BWD, "final", "ln", "layernorm", 0, fm_layernorm_backward(&m->final_ln, m->xout, m->s_m, m->s_g, e));
+    TIME(BWD, "final", "adaLN", "linear", fm_linear_flops_bwd(&m->final_ada, 1),
+         fm_linear_backward(&m->final_ada, m->sc, m->dfmod, m->dsc, e));
     FM_TRY(hook(m, m->final_first, m->final_n, e));
 
     for (int i = m->cfg.depth - 1; i >= 0; i--) {
@@ -426,18 +471,23 @@ int fm_dit_backward(fm_dit *m, const float *dout, fm_err *e)
     }
 
     /* the position embedding is fixed: s_g is the gradient of x_embed's output */
-    FM_TRY(fm_linear_backward(&m->x_embed, m->tok, m->s_g, NULL, e));
+    TIME(BWD, "embed", "x_embed", "linear", fm_linear_flops_bwd(&m->x_embed, 0),
+         fm_linear_backward(&m->x_embed, m->tok, m->s_g, NULL, e));
     FM_TRY(hook(m, m->x_first, m->x_n, e));
 
     /* conditioning: dsc -> dc -> y_embed, t_embed.2, SiLU, t_embed.0 */
-    fm_silu_backward(m->c, m->dsc, m->dc, (long)B * D);
-    FM_TRY(fm_class_embed_backward(&m->yemb, m->y, m->dc, e));
-    FM_TRY(fm_linear_backward(&m->t2, m->t1s, m->dc, m->dt1, e));
-    fm_silu_backward(m->t1, m->dt1, m->dt1, (long)B * D);
-    FM_TRY(fm_linear_backward(&m->t0, m->tf, m->dt1, NULL, e));
+    TIMEV(BWD, "cond", "add_silu", "elementwise", 0, fm_silu_backward(m->c, m->dsc, m->dc, (long)B * D));
+    TIME(BWD, "cond", "y_embed", "embedding", 0, fm_class_embed_backward(&m->yemb, m->y, m->dc, e));
+    TIME(BWD, "cond", "t_embed.2", "linear", fm_linear_flops_bwd(&m->t2, 1),
+         fm_linear_backward(&m->t2, m->t1s, m->dc, m->dt1, e));
+    TIMEV(BWD, "cond", "silu", "elementwise", 0, fm_silu_backward(m->t1, m->dt1, m->dt1, (long)B * D));
+    TIME(BWD, "cond", "t_embed.0", "linear", fm_linear_flops_bwd(&m->t0, 0),
+         fm_linear_backward(&m->t0, m->tf, m->dt1, NULL, e));
     FM_TRY(hook(m, m->cond_first, m->cond_n, e));
     return FM_OK;
 }
+
+void fm_dit_set_profile(fm_dit *m, fm_profile *prof) { m->prof = prof; }
 
 void fm_dit_set_grad_hook(fm_dit *m, fm_dit_grad_hook fn, void *ctx)
 {
