@@ -45,6 +45,8 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e);
 #define FM_LATENTS_FILE "latents.safetensors"
 /* path <- run_dir/name */
 void fm_run_path(const fm_pipeline *P, char *path, size_t n, const char *name);
+/* Write text to path atomically (temporary file, fsync, rename); FM_ERR_IO. */
+int fm_write_text_atomic(const char *path, const char *text, fm_err *e);
 /* mkdir -p (FM_ERR_IO naming the directory). */
 int fm_mkdir_p(const char *dir, fm_err *e);
 /* One grid per guidance scale of sample.cfg from the generator's weights:

@@ -43,17 +43,16 @@ int fm_write_sample_grid(const char *path, const float *images, int rows, int co
     return fm_png_write_grid(path, images, rows * cols, 32, 32, 1, rows, cols, 2, 2, e);
 }
 
-/* config.yaml: the resolved config, written atomically. */
-static int write_config(const fm_pipeline *P, fm_err *e)
+/* Write text to path atomically: a temporary file, fsync, rename. */
+int fm_write_text_atomic(const char *path, const char *text, fm_err *e)
 {
-    char path[4096], tmp[4200];
-    fm_run_path(P, path, sizeof path, "config.yaml");
+    char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f)
         return fm_fail(e, FM_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    size_t n = strlen(P->config_text);
-    int ok = fwrite(P->config_text, 1, n, f) == n;
+    size_t n = strlen(text);
+    int ok = fwrite(text, 1, n, f) == n;
     ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok &= fclose(f) == 0;
     if (!ok || rename(tmp, path) != 0) {
@@ -62,6 +61,14 @@ static int write_config(const fm_pipeline *P, fm_err *e)
         return fm_fail(e, FM_ERR_IO, "cannot write %s: %s", path, strerror(err));
     }
     return FM_OK;
+}
+
+/* config.yaml: the resolved config. */
+static int write_config(const fm_pipeline *P, fm_err *e)
+{
+    char path[4096];
+    fm_run_path(P, path, sizeof path, "config.yaml");
+    return fm_write_text_atomic(path, P->config_text, e);
 }
 
 static int setup(fm_pipeline *P, fm_err *e)

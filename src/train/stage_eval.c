@@ -134,23 +134,6 @@ static int classify(fm_classifier *m, const float *x, const int32_t *labels, int
     return FM_OK;
 }
 
-static int write_json(const char *path, const char *text, fm_err *e)
-{
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return fm_fail(e, FM_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    int ok = fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        int err = errno;
-        unlink(tmp);
-        return fm_fail(e, FM_ERR_IO, "cannot write %s: %s", path, strerror(err));
-    }
-    return FM_OK;
-}
-
 int fm_stage_eval(fm_pipeline *P, fm_err *e)
 {
     const fm_config *c = P->cfg;
@@ -258,7 +241,7 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e)
     fprintf(js, "\n  ]\n}\n");
     fclose(js);
     js = NULL;
-    rc = write_json(out_path, json, e);
+    rc = fm_write_text_atomic(out_path, json, e);
     if (rc == FM_OK)
         fm_info("eval: wrote %s", out_path);
 out:
