@@ -21,7 +21,8 @@ LDFLAGS += -fsanitize=address,undefined
 BIN     := $(BUILD)/fmtrain
 else
 BUILD   ?= build
-BIN     := fmtrain
+# a developer's own build directory (BUILD=build-x) gets its own binary
+BIN     := $(if $(filter build,$(BUILD)),fmtrain,$(BUILD)/fmtrain)
 endif
 
 ifneq ($(V),1)

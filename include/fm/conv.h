@@ -14,7 +14,12 @@
  * weights into a second buffer. Weight gradients are computed in oneDNN's layout
  * and reordered into the OIHW gradient view. Scratchpad memory is user-managed:
  * one buffer per layer, from the arena, sized for the largest primitive.
- * Arena use per layer: up to three weight-sized buffers plus the scratchpad. */
+ * Arena use per layer: up to three weight-sized buffers plus the scratchpad.
+ *
+ * bf16 (d->bf16 at init): x, dy and the weights are rounded to bf16 operands
+ * (x and dy into two arena buffers per layer, the weights by the reorders);
+ * y, dx and the weight and bias gradients stay fp32 (oneDNN accumulates in
+ * fp32), as do the parameters themselves. */
 #ifndef FM_CONV_H
 #define FM_CONV_H
 
@@ -38,7 +43,8 @@ typedef struct fm_conv2d {
     dnnl_primitive_t dw_reorder;  /* backward-weights layout -> OIHW; NULL when equal */
 
     /* memory objects; activation handles are attached on each call */
-    dnnl_memory_t m_x, m_y, m_dy, m_dx;        /* NHWC */
+    dnnl_memory_t m_x, m_y, m_dy, m_dx;        /* NHWC; m_x and m_dy bf16 under bf16 */
+    uint16_t *x16, *dy16;                      /* bf16 copies of x and dy (arena); NULL in fp32 */
     dnnl_memory_t m_w, m_dw;                   /* OIHW parameter / gradient views */
     dnnl_memory_t m_w_fwd, m_w_bwd, m_dw_int;  /* oneDNN layouts (may alias m_w / m_dw) */
     dnnl_memory_t m_b, m_db;                   /* [Cout], NULL without bias */

@@ -10,6 +10,11 @@
 typedef struct fm_dnn {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
+    /* Precision of the convolutions and matrix products of layers created
+     * from now on (run.precision): 0 = fp32; 1 = bf16 operands (activations
+     * and weights rounded to bf16 on the way in) with fp32 accumulation,
+     * fp32 outputs and fp32 parameters, gradients and everything else. */
+    int bf16;
 } fm_dnn;
 
 int fm_dnn_init(fm_dnn *d, fm_err *e);
@@ -32,6 +37,13 @@ int fm_dnn_exec(fm_dnn *d, dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t 
  * attach with dnnl_memory_set_data_handle before each use). */
 int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag,
                fm_err *e);
+
+/* The same for data type dt, with data attached (DNNL_MEMORY_NONE: none). */
+int fm_dnn_mem_dt(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_data_type_t dt,
+                  dnnl_format_tag_t tag, void *data, fm_err *e);
+
+/* The operand type of convolutions and matrix products: bf16 or f32. */
+static inline dnnl_data_type_t fm_dnn_op_type(const fm_dnn *d) { return d->bf16 ? dnnl_bf16 : dnnl_f32; }
 
 /* Create a matmul primitive dst = src x wei (+ bias, may be NULL) with a
  * user-managed scratchpad; raise *scratch to the bytes it needs. */

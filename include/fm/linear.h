@@ -5,7 +5,11 @@
  * when bias is on, "<name>.bias" [out]. The transposes (W^T in forward, dy^T in
  * the weight gradient) are strided memory descriptors over the same buffers:
  * nothing is copied. Scratchpad memory is user-managed: one buffer per layer,
- * from the arena, sized for the largest of the three primitives. */
+ * from the arena, sized for the largest of the three primitives.
+ *
+ * bf16 (d->bf16 at init): x, dy and W are rounded into bf16 arena copies
+ * (W once per forward; backward reuses it), the matmuls accumulate in fp32
+ * and y, dx, dW and db stay fp32, as do the parameters. */
 #ifndef FM_LINEAR_H
 #define FM_LINEAR_H
 
@@ -28,7 +32,8 @@ typedef struct fm_linear {
 
     /* memory objects; activation handles are attached on each call */
     dnnl_memory_t m_x;    /* [M, in]                          */
-    dnnl_memory_t m_y;    /* [M, out], also dy                */
+    dnnl_memory_t m_y;    /* [M, out]                         */
+    dnnl_memory_t m_dy;   /* dy [M, out] (operand type)       */
     dnnl_memory_t m_dx;   /* [M, in]                          */
     dnnl_memory_t m_dyt;  /* dy^T [out, M], strides {1, out}  */
     dnnl_memory_t m_wt;   /* W^T [in, out], strides {1, in}   */
@@ -37,6 +42,7 @@ typedef struct fm_linear {
     dnnl_memory_t m_b;    /* [1, out], NULL without bias      */
     dnnl_memory_t m_scratch;
     size_t scratch_bytes;
+    uint16_t *x16, *dy16, *w16; /* bf16 operand copies (arena); NULL in fp32 */
 } fm_linear;
 
 /* Register "<name>.weight" [out, in] (and "<name>.bias" [out] if bias) in p

@@ -43,5 +43,7 @@ const char *fm_shape_str(const fm_tensor *t, char *buf, int len);
 /* bf16 <-> fp32 (round to nearest even). */
 uint16_t fm_f32_to_bf16(float x);
 float fm_bf16_to_f32(uint16_t x);
+/* dst[i] = fm_f32_to_bf16(src[i]) for i < n; threaded for large n. */
+void fm_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n);
 
 #endif

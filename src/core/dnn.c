@@ -36,6 +36,15 @@ int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, d
     return FM_OK;
 }
 
+int fm_dnn_mem_dt(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_data_type_t dt,
+                  dnnl_format_tag_t tag, void *data, fm_err *e)
+{
+    dnnl_memory_desc_t md;
+    FM_DNN(dnnl_memory_desc_init_by_tag(&md, ndims, dims, dt, tag), e);
+    FM_DNN(dnnl_memory_create(m, &md, d->engine, data), e);
+    return FM_OK;
+}
+
 int fm_dnn_matmul(fm_dnn *d, dnnl_primitive_t *out, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *wei,
                   const dnnl_memory_desc_t *bias, const dnnl_memory_desc_t *dst, size_t *scratch, fm_err *e)
 {

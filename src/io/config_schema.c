@@ -283,8 +283,6 @@ static int check_dit(const fm_config *c, int side, fm_err *e)
 int fm_config_validate(const fm_config *c, fm_err *e)
 {
     FM_TRY(check_stages(c, e));
-    if (c->run.precision == FM_PRECISION_BF16)
-        return fail_at(c, "run.precision", e, "bf16 is not implemented yet: use fp32");
     if (c->flow.latent)
         FM_TRY(check_vae(c, e)); /* the latent shape depends on it even if the vae stage is not run */
     FM_TRY(check_train(c, "flow", &c->flow.train, e));

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fm/log.h"
+#include "fm/tensor.h"
 
 int64_t fm_conv2d_out_hw(int64_t in, int64_t k, int64_t stride, int64_t pad)
 {
@@ -78,24 +79,30 @@ static int create_pds(fm_conv2d *l, conv_pds *pd, const_dnnl_primitive_attr_t at
     int64_t prw = (l->wo - 1) * l->stride + l->k - l->w - l->pad;
     const dnnl_dims_t pad_r = { prh > 0 ? prh : 0, prw > 0 ? prw : 0 };
 
-    dnnl_memory_desc_t src_md, w_md, b_md, dst_md;
-    FM_DNN(dnnl_memory_desc_init_by_tag(&src_md, 4, src_dims, dnnl_f32, dnnl_nhwc), e);
-    FM_DNN(dnnl_memory_desc_init_by_tag(&w_md, 4, w_dims, dnnl_f32, dnnl_format_tag_any), e);
+    /* operands (src, weights, dy) in the operand type; outputs (dst, dx, dW,
+     * db) and the bias always fp32 */
+    const dnnl_data_type_t op = fm_dnn_op_type(l->d);
+    dnnl_memory_desc_t src_md, src32_md, w_md, w32_md, b_md, dst32_md, dst_op_md;
+    FM_DNN(dnnl_memory_desc_init_by_tag(&src_md, 4, src_dims, op, dnnl_nhwc), e);
+    FM_DNN(dnnl_memory_desc_init_by_tag(&src32_md, 4, src_dims, dnnl_f32, dnnl_nhwc), e);
+    FM_DNN(dnnl_memory_desc_init_by_tag(&w_md, 4, w_dims, op, dnnl_format_tag_any), e);
+    FM_DNN(dnnl_memory_desc_init_by_tag(&w32_md, 4, w_dims, dnnl_f32, dnnl_format_tag_any), e);
     FM_DNN(dnnl_memory_desc_init_by_tag(&b_md, 1, b_dims, dnnl_f32, dnnl_x), e);
-    FM_DNN(dnnl_memory_desc_init_by_tag(&dst_md, 4, dst_dims, dnnl_f32, dnnl_nhwc), e);
+    FM_DNN(dnnl_memory_desc_init_by_tag(&dst32_md, 4, dst_dims, dnnl_f32, dnnl_nhwc), e);
+    FM_DNN(dnnl_memory_desc_init_by_tag(&dst_op_md, 4, dst_dims, op, dnnl_nhwc), e);
     const dnnl_memory_desc_t *bias = l->bias ? &b_md : NULL;
 
     dnnl_convolution_desc_t cd;
     FM_DNN(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &src_md,
-                                              &w_md, bias, &dst_md, strides, pad_l, pad_r), e);
+                                              &w_md, bias, &dst32_md, strides, pad_l, pad_r), e);
     FM_DNN(dnnl_primitive_desc_create(&pd->fwd, &cd, attr, l->d->engine, NULL), e);
 
-    FM_DNN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &src_md, &w_md, &dst_md,
+    FM_DNN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &src32_md, &w_md, &dst_op_md,
                                                     strides, pad_l, pad_r), e);
     FM_DNN(dnnl_primitive_desc_create(&pd->bwd_data, &cd, attr, l->d->engine, pd->fwd), e);
 
-    FM_DNN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src_md, &w_md, bias,
-                                                       &dst_md, strides, pad_l, pad_r), e);
+    FM_DNN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src_md, &w32_md, bias,
+                                                       &dst_op_md, strides, pad_l, pad_r), e);
     FM_DNN(dnnl_primitive_desc_create(&pd->bwd_weights, &cd, attr, l->d->engine, pd->fwd), e);
     return FM_OK;
 }
@@ -119,10 +126,21 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
     const dnnl_dims_t w_dims = { l->cout, l->cin, l->k, l->k };
     const dnnl_dims_t b_dims = { l->cout };
     const dnnl_dims_t dst_dims = { l->n, l->cout, l->ho, l->wo };
-    FM_TRY(fm_dnn_mem(l->d, &l->m_x, 4, src_dims, dnnl_nhwc, e));
     FM_TRY(fm_dnn_mem(l->d, &l->m_dx, 4, src_dims, dnnl_nhwc, e));
     FM_TRY(fm_dnn_mem(l->d, &l->m_y, 4, dst_dims, dnnl_nhwc, e));
-    FM_TRY(fm_dnn_mem(l->d, &l->m_dy, 4, dst_dims, dnnl_nhwc, e));
+    if (l->d->bf16) { /* the operands' bf16 copies, at fixed addresses */
+        void *x16, *dy16;
+        if (fm_arena_alloc_or(a, (size_t)(l->n * l->h * l->w * l->cin) * 2, &x16, e) != FM_OK ||
+            fm_arena_alloc_or(a, (size_t)(l->n * l->ho * l->wo * l->cout) * 2, &dy16, e) != FM_OK)
+            return fm_err_prefix(e, "bf16 operand buffers");
+        l->x16 = x16;
+        l->dy16 = dy16;
+        FM_TRY(fm_dnn_mem_dt(l->d, &l->m_x, 4, src_dims, dnnl_bf16, dnnl_nhwc, x16, e));
+        FM_TRY(fm_dnn_mem_dt(l->d, &l->m_dy, 4, dst_dims, dnnl_bf16, dnnl_nhwc, dy16, e));
+    } else {
+        FM_TRY(fm_dnn_mem(l->d, &l->m_x, 4, src_dims, dnnl_nhwc, e));
+        FM_TRY(fm_dnn_mem(l->d, &l->m_dy, 4, dst_dims, dnnl_nhwc, e));
+    }
     /* parameter memory does not move: attach it once */
     FM_TRY(fm_dnn_mem(l->d, &l->m_w, 4, w_dims, dnnl_oihw, e));
     FM_TRY(fm_dnn_mem(l->d, &l->m_dw, 4, w_dims, dnnl_oihw, e));
@@ -242,11 +260,22 @@ static int reorder(fm_conv2d *l, dnnl_primitive_t p, dnnl_memory_t from, dnnl_me
     return run(l, p, args, 2, e);
 }
 
+/* Point the src operand at x, or (bf16) round x into the bf16 copy. */
+static int attach_x(fm_conv2d *l, const float *x, fm_err *e)
+{
+    if (l->x16) {
+        fm_f32_to_bf16_n(l->x16, x, l->n * l->h * l->w * l->cin);
+        return FM_OK;
+    }
+    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
+    return FM_OK;
+}
+
 int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
 {
     if (l->w_reorder)
         FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
-    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
+    FM_TRY(attach_x(l, x, e));
     FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
     dnnl_exec_arg_t args[5] = {
         { DNNL_ARG_SRC, l->m_x },
@@ -261,7 +290,10 @@ int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
 
 int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
-    FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
+    if (l->dy16)
+        fm_f32_to_bf16_n(l->dy16, dy, l->n * l->ho * l->wo * l->cout);
+    else
+        FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
     if (dx) {
         if (l->wb_reorder)
             FM_TRY(reorder(l, l->wb_reorder, l->m_w, l->m_w_bwd, e));
@@ -273,7 +305,9 @@ int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx,
         };
         FM_TRY(run(l, l->bwd_data, args, 3, e));
     }
-    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
+    /* x again (not the forward's copy): the caller may have run forward on
+     * other inputs since, e.g. a gradient check */
+    FM_TRY(attach_x(l, x, e));
     dnnl_exec_arg_t args[5] = {
         { DNNL_ARG_SRC, l->m_x },
         { DNNL_ARG_DIFF_DST, l->m_dy },

@@ -5,14 +5,22 @@
 #include <math.h>
 #include <string.h>
 
-/* A memory object over fp32 dims with the given strides, data attached. */
+#include "fm/tensor.h"
+
+/* A memory object of type dt over dims with the given strides, data attached. */
+static int strided_mem_dt(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims,
+                          const dnnl_dims_t strides, dnnl_data_type_t dt, void *data, fm_err *e)
+{
+    dnnl_memory_desc_t md;
+    FM_DNN(dnnl_memory_desc_init_by_strides(&md, ndims, dims, dt, strides), e);
+    FM_DNN(dnnl_memory_create(m, &md, d->engine, data ? data : DNNL_MEMORY_NONE), e);
+    return FM_OK;
+}
+
 static int strided_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims,
                        const dnnl_dims_t strides, void *data, fm_err *e)
 {
-    dnnl_memory_desc_t md;
-    FM_DNN(dnnl_memory_desc_init_by_strides(&md, ndims, dims, dnnl_f32, strides), e);
-    FM_DNN(dnnl_memory_create(m, &md, d->engine, data ? data : DNNL_MEMORY_NONE), e);
-    return FM_OK;
+    return strided_mem_dt(d, m, ndims, dims, strides, dnnl_f32, data, e);
 }
 
 static const dnnl_memory_desc_t *md_of(dnnl_memory_t m)
@@ -56,13 +64,27 @@ int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight
     l->in = in;
     l->out = out;
 
-    /* The parameter blocks never move, so their handles are attached once. */
-    FM_TRY(strided_mem(d, &l->m_x, 2, (dnnl_dims_t){ m, in }, (dnnl_dims_t){ in, 1 }, NULL, e));
+    /* Operands: x, dy and W (and the views of them), fp32 buffers attached
+     * per call, or under bf16 fixed arena copies rounded on each call. The
+     * parameter blocks never move, so their handles are attached once. */
+    const dnnl_data_type_t op = fm_dnn_op_type(d);
+    void *x_op = NULL, *dy_op = NULL, *w_op = weight->w.data;
+    if (d->bf16) {
+        void *x16, *dy16, *w16;
+        if (fm_arena_alloc_or(a, (size_t)(m * in) * 2, &x16, e) != FM_OK ||
+            fm_arena_alloc_or(a, (size_t)(m * out) * 2, &dy16, e) != FM_OK ||
+            fm_arena_alloc_or(a, (size_t)(out * in) * 2, &w16, e) != FM_OK)
+            return fm_err_prefix(e, "linear %s: bf16 operand buffers", weight->name);
+        l->x16 = x16, l->dy16 = dy16, l->w16 = w16;
+        x_op = x16, dy_op = dy16, w_op = w16;
+    }
+    FM_TRY(strided_mem_dt(d, &l->m_x, 2, (dnnl_dims_t){ m, in }, (dnnl_dims_t){ in, 1 }, op, x_op, e));
+    FM_TRY(strided_mem_dt(d, &l->m_dy, 2, (dnnl_dims_t){ m, out }, (dnnl_dims_t){ out, 1 }, op, dy_op, e));
+    FM_TRY(strided_mem_dt(d, &l->m_dyt, 2, (dnnl_dims_t){ out, m }, (dnnl_dims_t){ 1, out }, op, dy_op, e));
+    FM_TRY(strided_mem_dt(d, &l->m_wt, 2, (dnnl_dims_t){ in, out }, (dnnl_dims_t){ 1, in }, op, w_op, e));
+    FM_TRY(strided_mem_dt(d, &l->m_w, 2, (dnnl_dims_t){ out, in }, (dnnl_dims_t){ in, 1 }, op, w_op, e));
     FM_TRY(strided_mem(d, &l->m_y, 2, (dnnl_dims_t){ m, out }, (dnnl_dims_t){ out, 1 }, NULL, e));
     FM_TRY(strided_mem(d, &l->m_dx, 2, (dnnl_dims_t){ m, in }, (dnnl_dims_t){ in, 1 }, NULL, e));
-    FM_TRY(strided_mem(d, &l->m_dyt, 2, (dnnl_dims_t){ out, m }, (dnnl_dims_t){ 1, out }, NULL, e));
-    FM_TRY(strided_mem(d, &l->m_wt, 2, (dnnl_dims_t){ in, out }, (dnnl_dims_t){ 1, in }, weight->w.data, e));
-    FM_TRY(strided_mem(d, &l->m_w, 2, (dnnl_dims_t){ out, in }, (dnnl_dims_t){ in, 1 }, weight->w.data, e));
     FM_TRY(strided_mem(d, &l->m_dw, 2, (dnnl_dims_t){ out, in }, (dnnl_dims_t){ in, 1 }, weight->g.data, e));
     if (bias)
         FM_TRY(strided_mem(d, &l->m_b, 2, (dnnl_dims_t){ 1, out }, (dnnl_dims_t){ out, 1 }, bias->w.data, e));
@@ -70,7 +92,7 @@ int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight
     size_t scratch = 0;
     FM_TRY(fm_dnn_matmul(d, &l->fwd, md_of(l->m_x), md_of(l->m_wt), bias ? md_of(l->m_b) : NULL,
                        md_of(l->m_y), &scratch, e));
-    FM_TRY(fm_dnn_matmul(d, &l->bwd_data, md_of(l->m_y), md_of(l->m_w), NULL, md_of(l->m_dx), &scratch, e));
+    FM_TRY(fm_dnn_matmul(d, &l->bwd_data, md_of(l->m_dy), md_of(l->m_w), NULL, md_of(l->m_dx), &scratch, e));
     FM_TRY(fm_dnn_matmul(d, &l->bwd_weights, md_of(l->m_dyt), md_of(l->m_x), NULL, md_of(l->m_dw), &scratch, e));
 
     l->scratch_bytes = scratch;
@@ -84,9 +106,22 @@ int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight
     return FM_OK;
 }
 
+/* Point the x operand at x, or (bf16) round x into its copy. */
+static int attach_x(fm_linear *l, const float *x, fm_err *e)
+{
+    if (l->x16) {
+        fm_f32_to_bf16_n(l->x16, x, l->m * l->in);
+        return FM_OK;
+    }
+    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
+    return FM_OK;
+}
+
 int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e)
 {
-    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
+    if (l->w16) /* the weights changed since the last forward (an optimiser step) */
+        fm_f32_to_bf16_n(l->w16, l->weight->w.data, l->out * l->in);
+    FM_TRY(attach_x(l, x, e));
     FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
     dnnl_exec_arg_t args[] = {
         { DNNL_ARG_SRC, l->m_x },
@@ -121,8 +156,13 @@ static void column_sum(const float *dy, int64_t m, int64_t n, float *db)
 int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     /* parameter gradients first: they are the last readers of x, so dx may overwrite it */
-    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
-    FM_DNN(dnnl_memory_set_data_handle(l->m_dyt, (void *)dy), e);
+    FM_TRY(attach_x(l, x, e)); /* again: forward may have run on other inputs since */
+    if (l->dy16) {
+        fm_f32_to_bf16_n(l->dy16, dy, l->m * l->out);
+    } else {
+        FM_DNN(dnnl_memory_set_data_handle(l->m_dyt, (void *)dy), e);
+        FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
+    }
     dnnl_exec_arg_t wargs[] = {
         { DNNL_ARG_SRC, l->m_dyt },
         { DNNL_ARG_WEIGHTS, l->m_x },
@@ -134,10 +174,9 @@ int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx,
         column_sum(dy, l->m, l->out, l->bias->g.data);
     if (!dx)
         return FM_OK;
-    FM_DNN(dnnl_memory_set_data_handle(l->m_y, (void *)dy), e);
     FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
     dnnl_exec_arg_t dargs[] = {
-        { DNNL_ARG_SRC, l->m_y },
+        { DNNL_ARG_SRC, l->m_dy },
         { DNNL_ARG_WEIGHTS, l->m_w },
         { DNNL_ARG_DST, l->m_dx },
         { DNNL_ARG_SCRATCHPAD, l->m_scratch },
@@ -162,7 +201,7 @@ void fm_linear_free(fm_linear *l)
     for (size_t i = 0; i < sizeof prims / sizeof *prims; i++)
         if (prims[i])
             dnnl_primitive_destroy(prims[i]);
-    dnnl_memory_t mems[] = { l->m_x, l->m_y, l->m_dx, l->m_dyt, l->m_wt, l->m_w, l->m_dw, l->m_b, l->m_scratch };
+    dnnl_memory_t mems[] = { l->m_x, l->m_y, l->m_dy, l->m_dx, l->m_dyt, l->m_wt, l->m_w, l->m_dw, l->m_b, l->m_scratch };
     for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
         if (mems[i])
             dnnl_memory_destroy(mems[i]);

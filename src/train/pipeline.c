@@ -113,6 +113,7 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
     fclose(mem);
     if (rc == FM_OK)
         rc = fm_dnn_init(&P.dnn, e);
+    P.dnn.bf16 = cfg->run.precision == FM_PRECISION_BF16; /* every model's convs and matmuls */
     if (rc == FM_OK)
         rc = setup(&P, e);
     static int (*const stage_fn[FM_STAGE_COUNT])(fm_pipeline *, fm_err *) = {

@@ -125,6 +125,7 @@ static int bench_init(bench *b, const opts *o, fm_err *e)
     const fm_train_config *tc = &c->flow.train;
     b->B = tc->batch_size;  /* the global batch on one rank */
     FM_TRY(fm_dnn_init(&b->dnn, e));
+    b->dnn.bf16 = c->run.precision == FM_PRECISION_BF16;
     FM_TRY(fm_params_for_flow(&b->p, c, e));
     FM_TRY(fm_flow_model_init(&b->model, c, &b->dnn, &b->p, b->B, e));
     b->D = b->model.dim;
@@ -342,7 +343,8 @@ static int run(const opts *o, fm_err *e)
         json_name(f, o->sets[i]);
     }
     const fm_train_config *tc = &b.c.flow.train;
-    fprintf(f, "], \"model\": \"%s\", \"batch\": %d, \"side\": %d, \"ch\": %d, \"params\": %zu, \"threads\": %d, ",
+    fprintf(f, "], \"precision\": \"%s\"", fm_precision_names[b.c.run.precision]);
+    fprintf(f, ", \"model\": \"%s\", \"batch\": %d, \"side\": %d, \"ch\": %d, \"params\": %zu, \"threads\": %d, ",
             fm_model_names[b.c.flow.model], b.B, b.model.side, b.model.ch, nparams, omp_get_max_threads());
     fprintf(f, "\"twin\": ");
     print_twin(f, &b.model);

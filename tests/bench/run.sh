@@ -8,11 +8,12 @@
 #   2. layers: bench_layers vs torch_layers.py (3x3 convs, attention)
 #   3. steps:  bench_step vs torch_step.py, a whole flow training step (CFM
 #              batch, forward, MSE, backward, clipping, AdamW, EMA) of each
-#              model below, with fmtrain's per-layer profile
+#              model below in fp32 and in bf16 (run.precision: bf16), with
+#              fmtrain's per-layer profile of each
 #   4. stage:  images/s of a real, short `fmtrain` flow stage (ldm.yaml's
 #              U-Net on latents from a briefly trained VAE)
 # Writes bench.json at the repository root, the profile tables to
-# runs/bench/profile-<model>.txt, and prints a table.
+# runs/bench/profile-<model>.txt (and profile-<model>-bf16.txt), and prints a table.
 #
 # Environment: BUILD (build), FMTRAIN (./fmtrain), OMP_NUM_THREADS (nproc),
 # BENCH_MODELS (the cases below, by name), BENCH_STEPS / BENCH_WARMUP (timed
@@ -51,6 +52,7 @@ echo "bench: PyTorch layers..." >&2
 
 : >"$out/fm_steps.jsonl"
 : >"$out/torch_steps.jsonl"
+: >"$out/fm_steps_bf16.jsonl"
 for c in "${CASES[@]}"; do
     IFS='|' read -r name config sw sets <<<"$c"
     case " $BENCH_MODELS " in *" $name "*) ;; *) continue ;; esac
@@ -65,6 +67,12 @@ for c in "${CASES[@]}"; do
         --profile-steps "$psteps" >"$out/step_$name.json" 2>"$PROFILE_DIR/profile-$name.txt" ||
         { cat "$PROFILE_DIR/profile-$name.txt" >&2; exit 1; }
     cat "$out/step_$name.json" >>"$out/fm_steps.jsonl"
+    echo "bench: $name: fmtrain step in bf16..." >&2
+    "$BUILD/tests/bench/bench_step" "$config" --name "$name" "${args[@]}" --set run.precision=bf16 \
+        --steps "$steps" --warmup "$warmup" --profile-steps "$psteps" \
+        >"$out/step_${name}_bf16.json" 2>"$PROFILE_DIR/profile-$name-bf16.txt" ||
+        { cat "$PROFILE_DIR/profile-$name-bf16.txt" >&2; exit 1; }
+    cat "$out/step_${name}_bf16.json" >>"$out/fm_steps_bf16.jsonl"
     echo "bench: $name: PyTorch step..." >&2
     "${TORCH_ENV[@]}" $PY tests/bench/torch_step.py "$THREADS" <"$out/step_$name.json" >>"$out/torch_steps.jsonl"
 done
@@ -109,20 +117,27 @@ for d in lines("fm_layers.jsonl"):
 
 # training steps
 torch_by = {d["name"]: d for d in lines("torch_steps.jsonl")}
+bf16_by = {d["name"]: d for d in lines("fm_steps_bf16.jsonl")}
 models = {}
 hdr = (f"\n{'model (training step)':16s} {'params':>7s} {'batch':>5s} {'torch s':>8s} {'fp32 s':>8s} {'speed-up':>8s} "
+       f"{'bf16 s':>7s} {'speed-up':>8s} "
        f"{'GFLOP':>7s} {'GFLOP/s':>8s} {'of peak':>7s} {'RSS MB':>7s} {'torch MB':>8s} {'act KB/smp':>10s}")
 print(hdr)
 for d in lines("fm_steps.jsonl"):
     t = torch_by.get(d["name"], {})
+    bf = bf16_by.get(d["name"])
     ts = t.get("torch_step_s")
     m = {
         "model": d["model"], "config": d["config"], "sets": d["sets"], "params": d["params"], "batch": d["batch"],
         "input": [d["side"], d["side"], d["ch"]], "threads": d["threads"],
         "torch_step_s": ts, "fp32_step_s": d["step_s"],
         "speedup_fp32": ts / d["step_s"] if ts else None,
-        "bf16_step_s": None, "speedup_bf16": None,
-        "bf16_note": "not measured: bf16 is not implemented (run.precision: bf16 is rejected by config validation)",
+        "bf16_step_s": bf["step_s"] if bf else None,
+        "speedup_bf16": ts / bf["step_s"] if bf and ts else None,
+        "bf16_vs_fp32": d["step_s"] / bf["step_s"] if bf else None,
+        "bf16_peak_rss_mb": bf["peak_rss_mb"] if bf else None,
+        "bf16_phase_s": bf["phase_s"] if bf else None,
+        "bf16_profile_by_kind": bf.get("profile_by_kind") if bf else None,
         "gflop_per_step": d["gflop_per_step"], "gflop_per_step_counted": d["gflop_per_step_counted"],
         "peak_gflops": P, "fm_gflops": d["fm_gflops"], "fp32_peak_fraction": d["fm_gflops"] / P,
         "torch_gflops": d["gflop_per_step"] / ts if ts else None,
@@ -137,10 +152,12 @@ for d in lines("fm_steps.jsonl"):
     models[d["name"]] = m
     f = lambda v, fmt: format(v, fmt) if v is not None else "-"
     print(f"{d['name']:16s} {d['params'] / 1e6:6.1f}M {d['batch']:5d} {f(ts, '8.3f')} {d['step_s']:8.3f} "
-          f"{f(m['speedup_fp32'], '8.2f')} {d['gflop_per_step']:7.1f} {d['fm_gflops']:8.1f} "
+          f"{f(m['speedup_fp32'], '8.2f')} {f(m['bf16_step_s'], '7.3f')} {f(m['speedup_bf16'], '8.2f')} "
+          f"{d['gflop_per_step']:7.1f} {d['fm_gflops']:8.1f} "
           f"{m['fp32_peak_fraction']:7.1%} {d['peak_rss_mb']:7.0f} {f(t.get('torch_peak_rss_mb'), '8.0f')} "
           f"{d['activation_bytes_per_sample'] / 1024:10.1f}")
-print("  (GFLOP = 3 x forward FLOPs of convolutions and matrix products; bf16: not implemented, not measured)")
+print("  (GFLOP = 3 x forward FLOPs of convolutions and matrix products; speed-ups are torch fp32 / fmtrain; "
+      "bf16 = run.precision: bf16)")
 
 # the flow stage
 stage = None
@@ -161,5 +178,5 @@ if stage_dir:
 
 json.dump({"threads": threads, "peak": peak, "layers": layers, "models": models, "flow_stage": stage},
           open("bench.json", "w"), indent=2)
-print("wrote bench.json; profile tables in runs/bench/profile-<model>.txt")
+print("wrote bench.json; profile tables in runs/bench/profile-<model>[-bf16].txt")
 PYEOF
