@@ -17,7 +17,8 @@
  * Arena use per layer: up to three weight-sized buffers plus the scratchpad.
  *
  * bf16 (d->bf16 at init): x, dy and the weights are rounded to bf16 operands
- * (x and dy into two arena buffers per layer, the weights by the reorders);
+ * (x and dy into two arena buffers per layer, the weights by the reorders;
+ * backward reuses forward's copy of x when given the same buffer);
  * y, dx and the weight and bias gradients stay fp32 (oneDNN accumulates in
  * fp32), as do the parameters themselves. */
 #ifndef FM_CONV_H
@@ -45,6 +46,7 @@ typedef struct fm_conv2d {
     /* memory objects; activation handles are attached on each call */
     dnnl_memory_t m_x, m_y, m_dy, m_dx;        /* NHWC; m_x and m_dy bf16 under bf16 */
     uint16_t *x16, *dy16;                      /* bf16 copies of x and dy (arena); NULL in fp32 */
+    const float *x16_of;                       /* the buffer x16 was last rounded from */
     dnnl_memory_t m_w, m_dw;                   /* OIHW parameter / gradient views */
     dnnl_memory_t m_w_fwd, m_w_bwd, m_dw_int;  /* oneDNN layouts (may alias m_w / m_dw) */
     dnnl_memory_t m_b, m_db;                   /* [Cout], NULL without bias */

@@ -7,6 +7,7 @@
 
 #include "fm/config.h"
 #include "fm/dit.h"
+#include "fm/profile.h"
 #include "fm/unet.h"
 
 #define FM_NUM_CLASSES 10
@@ -35,6 +36,10 @@ int fm_flow_model_backward(fm_flow_model *f, const float *dout, fm_err *e);
  * are final, e.g. fm_gradsync_ready (gradsync.h). fn = NULL removes it. */
 typedef int (*fm_flow_grad_hook)(void *ctx, int first, int n, fm_err *e);
 void fm_flow_model_set_grad_hook(fm_flow_model *f, fm_flow_grad_hook fn, void *ctx);
+/* Time every layer call of forward and backward into prof (NULL = off, the
+ * default): fm_unet_set_profile or fm_dit_set_profile (profile.h). Numerics
+ * are unchanged; the table must outlive its use. */
+void fm_flow_model_set_profile(fm_flow_model *f, fm_profile *prof);
 /* Forward FLOPs of one batch. */
 double fm_flow_model_flops(const fm_flow_model *f);
 size_t fm_flow_model_activation_bytes(const fm_flow_model *f);

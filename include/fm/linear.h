@@ -8,7 +8,8 @@
  * from the arena, sized for the largest of the three primitives.
  *
  * bf16 (d->bf16 at init): x, dy and W are rounded into bf16 arena copies
- * (W once per forward; backward reuses it), the matmuls accumulate in fp32
+ * (W once per forward; backward reuses it, and forward's copy of x when
+ * given the same buffer), the matmuls accumulate in fp32
  * and y, dx, dW and db stay fp32, as do the parameters. */
 #ifndef FM_LINEAR_H
 #define FM_LINEAR_H
@@ -43,6 +44,7 @@ typedef struct fm_linear {
     dnnl_memory_t m_scratch;
     size_t scratch_bytes;
     uint16_t *x16, *dy16, *w16; /* bf16 operand copies (arena); NULL in fp32 */
+    const float *x16_of;        /* the buffer x16 was last rounded from */
 } fm_linear;
 
 /* Register "<name>.weight" [out, in] (and "<name>.bias" [out] if bias) in p

@@ -28,7 +28,15 @@
  * rank: nothing to hide). allreduce_ms also holds waiting for a slower rank:
  * imbalance_ms is the slowest rank's compute_ms minus rank 0's (per step,
  * then averaged), so on a busy machine hidden_frac
- * understates the overlap. Timing keys are rank 0's. */
+ * understates the overlap. Timing keys are rank 0's.
+ *
+ * Per-layer profile (run.profile_steps, fm_trainer_profile_init): after
+ * fm_trainer_begin, t.prof is the profile table while the step is in the
+ * profiled window (else NULL); the stage hands it to its model
+ * (fm_flow_model_set_profile) and times its own parts of the step into it
+ * under scope "step" (FM_PROF_STEP: "data", "cfm_batch", "mse");
+ * fm_trainer_end adds "allreduce" (fm_gradsync_finish), "allgather",
+ * "clip", "adamw", "ema", "log", "comm_probe", "ckpt" and "stop_check". */
 #ifndef FM_TRAINER_H
 #define FM_TRAINER_H
 
@@ -41,11 +49,15 @@
 #include "fm/metrics.h"
 #include "fm/optim.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/schedule.h"
 #include "fm/status.h"
 #include "fm/world.h"
 
 #define FM_TRAINER_MAX_EXTRA 4
+#define FM_TRAINER_PROFILE_WARMUP 3  /* steps of a run before its profiled window */
+#define FM_TRAINER_PROFILE_CAP 4096  /* entries of the profile table (a U-Net has a few hundred) */
+#define FM_TRAINER_PROFILE_ROWS 40   /* rows of the by-layer table in the report */
 
 typedef struct fm_trainer {
     const char *stage;            /* "vae", "flow", "classifier": names checkpoints and metrics */
@@ -75,6 +87,13 @@ typedef struct fm_trainer {
     int win_n;
     int64_t step_at_start;
     double last_loss, last_grad_norm, last_lr, last_step_ms;
+    /* per-layer profile (fm_trainer_profile_init) */
+    fm_profile *prof;             /* &prof_table while the current step is profiled, else NULL */
+    fm_profile prof_table;        /* allocated by fm_trainer_profile_init */
+    int prof_steps;               /* steps to profile; 0 = off */
+    int prof_done;                /* steps profiled so far */
+    int64_t prof_first;           /* the window's first step (set at the run's first step) */
+    double prof_wall;             /* wall time of the profiled steps, s (begin to the end of fm_trainer_end) */
 } fm_trainer;
 
 /* params must hold every parameter of the model. use_ema keeps an EMA with
@@ -92,7 +111,19 @@ int fm_trainer_add_extra(fm_trainer *t, const char *name, float *data, int n, fm
  * extras). Sets t->step. */
 int fm_trainer_resume(fm_trainer *t, fm_err *e);
 
+/* Profile `steps` training steps per layer (0 = off; the default): allocates
+ * the table now, the only allocation. The window opens
+ * FM_TRAINER_PROFILE_WARMUP steps after the first step this run executes (so
+ * after a resume too) and closes after `steps` steps or at the stage's last
+ * step; then rank 0 prints the table by kind and the top
+ * FM_TRAINER_PROFILE_ROWS rows by layer to stderr, with shares of the
+ * measured wall time of those steps, and writes the same to
+ * <run.out>/profile-<stage>.txt and both tables to profile-<stage>.json
+ * (atomically; a failure to write is a warning). Every rank times the same
+ * steps and makes the same collective calls as without profiling. */
+int fm_trainer_profile_init(fm_trainer *t, int steps, fm_err *e);
 
+/* Start step t->step: timers, gradient buckets; t->prof for this step. */
 void fm_trainer_begin(fm_trainer *t);
 /* After backward: average gradients and loss over ranks, clip, skip the
  * update if anything is non-finite, AdamW + EMA, log, checkpoint. */

@@ -1,6 +1,6 @@
 /* fmtrain.c - the command line: argument parsing and the stage pipeline.
  *
- *   fmtrain CONFIG [--out DIR] [--set section.key=value]...
+ *   fmtrain CONFIG [--out DIR] [--set section.key=value]... [--profile[=N]] [--dry-run]
  *   fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler s] [--seed s] -o FILE.png
  *   fmtrain eval RUN_DIR
  *   fmtrain --help | --version | --keys
@@ -33,9 +33,10 @@
 
 #define FMTRAIN_VERSION "0.1.0"
 #define MAX_OVERRIDES 256
+#define PROFILE_DEFAULT_STEPS 20 /* --profile without =N */
 
 static const char usage_text[] =
-    "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]... [--dry-run]\n"
+    "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]... [--profile[=N]] [--dry-run]\n"
     "       fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler euler|heun|sde] [--seed s] -o FILE.png\n"
     "       fmtrain eval RUN_DIR\n"
     "       fmtrain --help | --version | --keys\n";
@@ -51,6 +52,9 @@ static const char help_text[] =
     "  --out DIR                 run directory (sets run.out; default runs/<config file stem>)\n"
     "  --set section.key=value   override one config key; repeatable, applied in order;\n"
     "                            the value is YAML (e.g. --set sample.cfg=[1,3,5])\n"
+    "  --profile[=N]             time every layer and update phase of N flow steps (default 20)\n"
+    "                            after 3 warm-up steps, then train on; tables to stderr and to\n"
+    "                            RUN/profile-flow.txt and .json (= --set run.profile_steps=N)\n"
     "  --dry-run                 validate config and data, print the resolved config and the\n"
     "                            plan, create nothing\n"
     "  --keys                    print every config key: type, default, range, meaning\n"
@@ -81,6 +85,7 @@ typedef struct args {
     double cfg;                          /* < 0 = not given */
     const char *run_dir;                 /* eval */
     int dry_run;                         /* train: validate and print the plan only */
+    char profile_set[64];                /* "run.profile_steps=N" of --profile, an override's text */
 } args;
 
 static int usage_fail(fm_err *e, const char *fmt, const char *arg)
@@ -230,6 +235,25 @@ static int parse_args(int argc, char **argv, args *a, fm_err *e)
         }
         if (!only_positional && !strcmp(arg, "--dry-run")) {
             a->dry_run = 1;
+            continue;
+        }
+        if (!only_positional && (!strcmp(arg, "--profile") || !strncmp(arg, "--profile=", 10))) {
+            int steps = PROFILE_DEFAULT_STEPS;
+            if (arg[9] == '=') {
+                char *end;
+                errno = 0;
+                long n = strtol(arg + 10, &end, 10);
+                if (!arg[10] || *end || errno || n < 0 || n > 1000000000)
+                    return usage_fail(e, "--profile=N: expected a number of steps (0 = off), got '%s'", arg + 10);
+                steps = (int)n;
+            } else if (i + 1 < argc && argv[i + 1][0] && strspn(argv[i + 1], "0123456789") == strlen(argv[i + 1])) {
+                return usage_fail(e, "--profile takes its number of steps after '=': --profile=%s", argv[i + 1]);
+            }
+            if (a->novr == MAX_OVERRIDES)
+                return usage_fail(e, "more than %s --set/--out options", "256");
+            snprintf(a->profile_set, sizeof a->profile_set, "run.profile_steps=%d", steps);
+            a->ovr[a->novr].is_out = 0;
+            a->ovr[a->novr++].text = a->profile_set;
             continue;
         }
         if (!only_positional && !strcmp(arg, "--")) {

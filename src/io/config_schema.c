@@ -60,9 +60,13 @@ static const fm_cfg_key keys[] = {
     ENUMS_("run.stages", run.stages, "[vae, encode, flow, sample, eval]", fm_stage_names, 1,
            "stages to run, in pipeline order; each resumes from its own checkpoints"),
     INT_("run.log_every", run.log_every, "10", 1, BIG, "metrics line every K steps"),
+    INT_("run.profile_steps", run.profile_steps, "0", 0, BIG,
+         "per-layer profile of N flow steps after 3 warm-up steps of the run: tables on stderr and in "
+         "profile-flow.txt and .json of the run directory; 0 = off; --profile sets 20"),
     INT_("run.ckpt_keep", run.ckpt_keep, "3", 1, 1000, "keep the newest K checkpoints of each stage"),
     INT_("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank; 0 = OMP_NUM_THREADS"),
-    ENUM_("run.precision", run.precision, "fp32", fm_precision_names, "arithmetic precision of the models"),
+    ENUM_("run.precision", run.precision, "fp32", fm_precision_names, "operands of every convolution and matrix product: bf16 rounds them "
+          "(AVX512-BF16 kernels) and accumulates in fp32; weights, gradients, optimiser, norms and loss stay fp32"),
     INT_("run.max_bad_steps", run.max_bad_steps, "20", 1, 1000000,
          "stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)"),
     INTS_("run.fault_nan_steps", run.fault_nan_steps, "[]", 0, BIG, 0,

@@ -83,6 +83,14 @@ void fm_flow_model_set_grad_hook(fm_flow_model *f, fm_flow_grad_hook fn, void *c
         fm_unet_set_grad_hook(&f->m.unet, fn, ctx);
 }
 
+void fm_flow_model_set_profile(fm_flow_model *f, fm_profile *prof)
+{
+    if (f->kind == FM_MODEL_DIT)
+        fm_dit_set_profile(&f->m.dit, prof);
+    else
+        fm_unet_set_profile(&f->m.unet, prof);
+}
+
 double fm_flow_model_flops(const fm_flow_model *f)
 {
     return f->kind == FM_MODEL_DIT ? fm_dit_flops(&f->m.dit) : fm_unet_flops(&f->m.unet);

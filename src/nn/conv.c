@@ -260,11 +260,15 @@ static int reorder(fm_conv2d *l, dnnl_primitive_t p, dnnl_memory_t from, dnnl_me
     return run(l, p, args, 2, e);
 }
 
-/* Point the src operand at x, or (bf16) round x into the bf16 copy. */
-static int attach_x(fm_conv2d *l, const float *x, fm_err *e)
+/* Point the src operand at x, or (bf16) round x into the bf16 copy; with
+ * reuse, keep the copy when it was made from this same buffer (backward after
+ * forward: the contract says x is the forward's input, unchanged). */
+static int attach_x(fm_conv2d *l, const float *x, int reuse, fm_err *e)
 {
     if (l->x16) {
-        fm_f32_to_bf16_n(l->x16, x, l->n * l->h * l->w * l->cin);
+        if (!reuse || x != l->x16_of) /* the copy of another buffer: round this one */
+            fm_f32_to_bf16_n(l->x16, x, l->n * l->h * l->w * l->cin);
+        l->x16_of = x;
         return FM_OK;
     }
     FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
@@ -275,7 +279,7 @@ int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
 {
     if (l->w_reorder)
         FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
-    FM_TRY(attach_x(l, x, e));
+    FM_TRY(attach_x(l, x, 0, e));
     FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
     dnnl_exec_arg_t args[5] = {
         { DNNL_ARG_SRC, l->m_x },
@@ -305,9 +309,7 @@ int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx,
         };
         FM_TRY(run(l, l->bwd_data, args, 3, e));
     }
-    /* x again (not the forward's copy): the caller may have run forward on
-     * other inputs since, e.g. a gradient check */
-    FM_TRY(attach_x(l, x, e));
+    FM_TRY(attach_x(l, x, 1, e));
     dnnl_exec_arg_t args[5] = {
         { DNNL_ARG_SRC, l->m_x },
         { DNNL_ARG_DIFF_DST, l->m_dy },

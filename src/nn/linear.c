@@ -106,11 +106,15 @@ int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight
     return FM_OK;
 }
 
-/* Point the x operand at x, or (bf16) round x into its copy. */
-static int attach_x(fm_linear *l, const float *x, fm_err *e)
+/* Point the x operand at x, or (bf16) round x into its copy; with reuse,
+ * keep the copy when it was made from this same buffer (backward after
+ * forward: the contract says x is the forward's input, unchanged). */
+static int attach_x(fm_linear *l, const float *x, int reuse, fm_err *e)
 {
     if (l->x16) {
-        fm_f32_to_bf16_n(l->x16, x, l->m * l->in);
+        if (!reuse || x != l->x16_of) /* the copy of another buffer: round this one */
+            fm_f32_to_bf16_n(l->x16, x, l->m * l->in);
+        l->x16_of = x;
         return FM_OK;
     }
     FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
@@ -121,7 +125,7 @@ int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e)
 {
     if (l->w16) /* the weights changed since the last forward (an optimiser step) */
         fm_f32_to_bf16_n(l->w16, l->weight->w.data, l->out * l->in);
-    FM_TRY(attach_x(l, x, e));
+    FM_TRY(attach_x(l, x, 0, e));
     FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
     dnnl_exec_arg_t args[] = {
         { DNNL_ARG_SRC, l->m_x },
@@ -156,7 +160,7 @@ static void column_sum(const float *dy, int64_t m, int64_t n, float *db)
 int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     /* parameter gradients first: they are the last readers of x, so dx may overwrite it */
-    FM_TRY(attach_x(l, x, e)); /* again: forward may have run on other inputs since */
+    FM_TRY(attach_x(l, x, 1, e));
     if (l->dy16) {
         fm_f32_to_bf16_n(l->dy16, dy, l->m * l->out);
     } else {

@@ -5,7 +5,9 @@
  * fm_cfm_batch draws t, the noise and the label dropout keyed by (seed, s,
  * global sample index), the model predicts u, the loss is the mean squared
  * error to the CFM target. Every flow.sample_every steps and at the end,
- * rank 0 draws one grid per guidance scale from the EMA weights. */
+ * rank 0 draws one grid per guidance scale from the EMA weights. With
+ * run.profile_steps > 0 the trainer's profile table times the model's layers
+ * and the parts of the step for that many steps (trainer.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +111,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     if (rc == FM_OK)
         rc = fm_trainer_init(&t, "flow", tc, c, P->config_text, w, &p, &P->metrics, 1, c->flow.ema_decay,
                              c->flow.ema_warmup, e);
+    if (rc == FM_OK)
+        rc = fm_trainer_profile_init(&t, c->run.profile_steps, e);
     if (rc != FM_OK)
         goto out;
     long D = model.dim;
@@ -172,14 +176,21 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
                        .num_classes = FM_NUM_CLASSES };
     while (rc == FM_OK && t.step < tc->steps) {
         fm_trainer_begin(&t);
-        fm_loader_batch(&L, t.step, z, y, gidx);
+        fm_profile *pr = t.prof; /* NULL unless this step is profiled */
+        fm_flow_model_set_profile(&model, pr);
+        FM_PROF_VOID(pr, "step", "data", "data", FM_PROF_STEP, 0, fm_loader_batch(&L, t.step, z, y, gidx));
+        double t0 = FM_PROF_START(pr);
         rc = fm_cfm_batch(&cfm, z, y, gidx, local, D, (uint64_t)c->run.seed, (uint64_t)t.step, tt, xt, target, yd, e);
+        FM_PROF_STOP(pr, t0, "step", "cfm_batch", "cfm", FM_PROF_STEP, 0);
         if (rc == FM_OK)
             rc = fm_flow_model_forward(&model, xt, tt, yd, u, e);
         if (rc != FM_OK)
             break;
-        double loss = fm_mse_forward(u, target, (long)per);
-        fm_mse_backward(u, target, (long)per, 1.0f, du);
+        double loss;
+        FM_PROF_VOID(pr, "step", "mse", "loss", FM_PROF_STEP, 0, {
+            loss = fm_mse_forward(u, target, (long)per);
+            fm_mse_backward(u, target, (long)per, 1.0f, du);
+        });
         if ((rc = fm_flow_model_backward(&model, du, e)) != FM_OK)
             break;
         if ((rc = fm_trainer_end(&t, loss, e)) != FM_OK)
@@ -195,8 +206,10 @@ out:
         fm_generator_free(&gen);
     fm_loader_free(&L);
     fm_trainer_free(&t);
-    if (model.batch)
+    if (model.batch) {
+        fm_flow_model_set_profile(&model, NULL); /* the table goes with the trainer */
         fm_flow_model_free(&model);
+    }
     fm_params_free(&p);
     if (c->flow.latent) {
         free(data.x);

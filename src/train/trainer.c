@@ -2,12 +2,14 @@
 #include "fm/trainer.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fm/clip.h"
 #include "fm/log.h"
+#include "fm/pipeline.h"
 #include "fm/signals.h"
 #include "fm/timer.h"
 
@@ -76,6 +78,8 @@ void fm_trainer_free(fm_trainer *t)
         fm_ema_free(&t->ema);
     t->use_ema = 0;
     fm_gradsync_free(&t->sync);
+    fm_profile_free(&t->prof_table);
+    t->prof = NULL;
     free(t->gathered);
     t->gathered = NULL;
 }
@@ -141,13 +145,26 @@ static int fault_step(const fm_trainer *t)
     return 0;
 }
 
+int fm_trainer_profile_init(fm_trainer *t, int steps, fm_err *e)
+{
+    if (steps <= 0)
+        return FM_OK;
+    FM_TRY(fm_profile_init(&t->prof_table, FM_TRAINER_PROFILE_CAP, e));
+    t->prof_steps = steps;
+    t->prof_done = 0;
+    t->prof_wall = 0;
+    return FM_OK;
+}
+
 void fm_trainer_begin(fm_trainer *t)
 {
     t->t_begin = fm_now();
     if (t->t_start == 0) {
         t->t_start = t->t_begin;
         t->step_at_start = t->step;
+        t->prof_first = t->step + FM_TRAINER_PROFILE_WARMUP;
     }
+    t->prof = t->prof_done < t->prof_steps && t->step >= t->prof_first ? &t->prof_table : NULL;
     fm_gradsync_begin(&t->sync);
     if (fault_step(t))
         fm_gradsync_poison(&t->sync);
@@ -174,14 +191,101 @@ int fm_trainer_save(fm_trainer *t, fm_err *e)
                         (int)(sizeof meta / sizeof meta[0]), t->cfg->run.ckpt_keep, NULL, 0, e);
 }
 
+/* The report of the profiled window (rank 0): the text tables to stderr and
+ * <run.out>/profile-<stage>.txt, both tables to profile-<stage>.json. */
+static int profile_report(const fm_trainer *t, fm_err *e)
+{
+    const fm_profile *p = &t->prof_table;
+    const int n = t->prof_done;
+    const double wall = t->prof_wall;
+    const long long first = (long long)(t->step - n), last = (long long)t->step - 1;
+    char *txt = NULL, *js = NULL;
+    size_t ntxt = 0, njs = 0;
+    int rc = FM_OK;
+    FILE *f = open_memstream(&txt, &ntxt);
+    if (!f)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the profile report");
+    fprintf(f,
+            "%s: profile of steps %lld to %lld (%d step%s after %d warm-up), %d rank%s x %d thread%s, "
+            "%.2f ms per step with the timers on (rank 0)\n",
+            t->stage, first, last, n, n == 1 ? "" : "s", FM_TRAINER_PROFILE_WARMUP, t->world->size,
+            t->world->size == 1 ? "" : "s", omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s",
+            1e3 * wall / n);
+    fprintf(f, "\nby kind (share of the measured step time):\n");
+    rc = fm_profile_print(p, FM_PROFILE_BY_KIND, n, wall, 0, f, e);
+    if (rc == FM_OK) {
+        fprintf(f, "\nby layer (top %d):\n", FM_TRAINER_PROFILE_ROWS);
+        rc = fm_profile_print(p, FM_PROFILE_BY_ENTRY, n, wall, FM_TRAINER_PROFILE_ROWS, f, e);
+    }
+    if (fclose(f) != 0 && rc == FM_OK)
+        rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for the profile report");
+    if (rc == FM_OK) {
+        fprintf(stderr, "%s", txt);
+        if (!(f = open_memstream(&js, &njs)))
+            rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for the profile report");
+    }
+    if (rc == FM_OK) {
+        fprintf(f,
+                "{\"stage\": \"%s\", \"first_step\": %lld, \"steps\": %d, \"warmup\": %d, \"world_size\": %d, "
+                "\"threads\": %d, \"step_ms\": %.6g, \"accounted_ms\": %.6g, \"dropped_calls\": %lld,\n"
+                "\"by_kind\": ",
+                t->stage, first, n, FM_TRAINER_PROFILE_WARMUP, t->world->size, omp_get_max_threads(), 1e3 * wall / n,
+                1e3 * fm_profile_seconds(p, -1) / n, (long long)p->dropped);
+        rc = fm_profile_json(p, FM_PROFILE_BY_KIND, n, wall, f, e);
+        if (rc == FM_OK) {
+            fprintf(f, ",\n\"by_entry\": ");
+            rc = fm_profile_json(p, FM_PROFILE_BY_ENTRY, n, wall, f, e);
+        }
+        fprintf(f, "}\n");
+        if (fclose(f) != 0 && rc == FM_OK)
+            rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for the profile report");
+    }
+    char path[FM_CFG_STR_MAX + 64];
+    if (rc == FM_OK) {
+        snprintf(path, sizeof path, "%s/profile-%s.txt", t->cfg->run.out, t->stage);
+        rc = fm_write_text_atomic(path, txt, e);
+    }
+    if (rc == FM_OK) {
+        snprintf(path, sizeof path, "%s/profile-%s.json", t->cfg->run.out, t->stage);
+        rc = fm_write_text_atomic(path, js, e);
+    }
+    if (rc == FM_OK)
+        fm_info("%s: wrote %s/profile-%s.{txt,json}", t->stage, t->cfg->run.out, t->stage);
+    free(txt);
+    free(js);
+    return rc;
+}
+
+/* Close a profiled step (t->prof set): add its wall time; at the end of the
+ * window (or of the stage) report and stop profiling. */
+static void profile_step_done(fm_trainer *t)
+{
+    if (t->prof_done < t->prof_steps && t->step == t->tc->steps && !t->prof && t->world->rank == 0)
+        fm_warn("%s: run.profile_steps: the stage ended before the profiled window (step %lld): nothing profiled",
+                t->stage, (long long)t->prof_first);
+    if (!t->prof)
+        return;
+    t->prof_wall += fm_now() - t->t_begin;
+    t->prof_done++;
+    t->prof = NULL;
+    if (t->prof_done < t->prof_steps && t->step < t->tc->steps)
+        return;
+    t->prof_steps = t->prof_done; /* the window is closed */
+    fm_err pe = { 0 };
+    if (t->world->rank == 0 && profile_report(t, &pe) != FM_OK)
+        fm_warn("%s: the profile report was not written: %s", t->stage, pe.msg);
+}
+
 int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
 {
+    fm_profile *const pr = t->prof;
     t->t_compute_end = fm_now();
-    FM_TRY(fm_gradsync_finish(&t->sync, e));
+    FM_PROF_CALL(pr, "step", "allreduce", "allreduce", FM_PROF_STEP, 0, fm_gradsync_finish(&t->sync, e));
     /* the loss is the mean of the ranks' losses (equal local batches); the
      * compute times give the imbalance */
     const double compute_ms = 1e3 * (t->t_compute_end - t->t_begin), mine[2] = { local_loss, compute_ms };
-    FM_TRY(fm_world_allgather(t->world, mine, 2, t->gathered, e));
+    FM_PROF_CALL(pr, "step", "allgather", "allgather", FM_PROF_STEP, 0,
+                 fm_world_allgather(t->world, mine, 2, t->gathered, e));
     double loss = 0, slowest = 0;
     for (int r = 0; r < t->world->size; r++) {
         loss += t->gathered[2 * r];
@@ -190,7 +294,9 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
     loss /= t->world->size;
     double t_reduced = fm_now();
     double max_norm = t->tc->grad_clip > 0 ? t->tc->grad_clip : INFINITY;
-    double norm = fm_clip_grad_norm(t->params->grad, t->params->numel, max_norm);
+    double norm;
+    FM_PROF_VOID(pr, "step", "clip", "clip", FM_PROF_STEP, 0,
+                 norm = fm_clip_grad_norm(t->params->grad, t->params->numel, max_norm));
     double lr = fm_lr_at(&t->sched, t->step);
     if (!isfinite(loss) || !isfinite(norm)) {
         t->bad_steps++;
@@ -203,9 +309,9 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
                            t->stage, t->bad_steps, (long long)t->step, t->stage, t->stage);
     } else {
         t->bad_steps = 0;
-        FM_TRY(fm_adamw_step(&t->opt, lr, e));
+        FM_PROF_CALL(pr, "step", "adamw", "adamw", FM_PROF_STEP, 0, fm_adamw_step(&t->opt, lr, e));
         if (t->use_ema)
-            FM_TRY(fm_ema_update(&t->ema, t->opt.step - 1, e));
+            FM_PROF_CALL(pr, "step", "ema", "ema", FM_PROF_STEP, 0, fm_ema_update(&t->ema, t->opt.step - 1, e));
     }
     double now = fm_now();
     t->last_loss = loss;
@@ -225,7 +331,8 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
     /* another sample of the blocking reduction cost (the gradient is spent):
      * at the first 8 logged steps, then every 100 steps; the same steps on every rank */
     if (log_now && (t->sync.nprobes < 3 + 8 || t->step % 100 == 0))
-        FM_TRY(fm_gradsync_probe(&t->sync, 1, e));
+        FM_PROF_CALL(pr, "step", "comm_probe", "comm_probe", FM_PROF_STEP, 0, fm_gradsync_probe(&t->sync, 1, e));
+    const double t_log = FM_PROF_START(pr);
     if (t->world->rank == 0 && log_now) {
         double elapsed = now - t->t_start;
         double done = (double)(t->step - t->step_at_start);
@@ -254,13 +361,15 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
     if (log_now) { /* a new averaging window */
         memset(t->win, 0, sizeof t->win);
         t->win_n = 0;
+        FM_PROF_STOP(pr, t_log, "step", "log", "log", FM_PROF_STEP, 0);
     }
     int saved = t->step == total || (t->tc->ckpt_every > 0 && t->step % t->tc->ckpt_every == 0);
     if (saved)
-        FM_TRY(fm_trainer_save(t, e));
+        FM_PROF_CALL(pr, "step", "ckpt", "ckpt", FM_PROF_STEP, 0, fm_trainer_save(t, e));
     /* preemption: every rank learns whether any rank was signalled */
     int stop = fm_stop_requested();
-    FM_TRY(fm_world_max_int(t->world, &stop, e));
+    FM_PROF_CALL(pr, "step", "stop_check", "sync", FM_PROF_STEP, 0, fm_world_max_int(t->world, &stop, e));
+    profile_step_done(t);
     if (stop && t->step < total) {
         if (!saved)
             FM_TRY(fm_trainer_save(t, e));

@@ -7,7 +7,8 @@
  * engine fed the bf16-rounded x, dy and W: the two must agree to fp32
  * accumulation-order noise (rel 1e-4). Against the plain fp32 layer they
  * must differ (rel > 1e-5: bf16 did happen) by no more than bf16 rounding
- * allows (rel 3e-2). Plus the array rounding against the scalar one. */
+ * allows (rel 3e-2). Backward given x after a forward on another buffer
+ * must round x again. Plus the array rounding against the scalar one. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,23 @@ static int check(const shape *s, const char *name)
         printf("  %s: bf16 vs fp32 on bf16-rounded operands: worst rel err %.2e (%s)\n", name, vs_rounded, what);
         CHECK(vs_rounded < 1e-4, "%s: bf16 is not fp32 arithmetic on rounded operands: %.2e in %s", name,
               vs_rounded, what);
+    }
+    if (s->k != ATTN) { /* backward given x after a forward on another buffer: rounds x again */
+        float *g0 = malloc(b16.p.numel * sizeof(float)), *x2 = malloc((size_t)b16.nx * sizeof(float));
+        CHECK(g0 && x2, "out of memory");
+        memcpy(g0, b16.p.grad, b16.p.numel * sizeof(float));
+        fm_fill_normal(x2, b16.nx, 6, 1, 0);
+        if (s->k == CONV) {
+            CHECK_OK(fm_conv2d_forward(&b16.conv, x2, b16.y, &e), &e);
+            CHECK_OK(fm_conv2d_backward(&b16.conv, b16.x, b16.dy, b16.dx, &e), &e);
+        } else {
+            CHECK_OK(fm_linear_forward(&b16.lin, x2, b16.y, &e), &e);
+            CHECK_OK(fm_linear_backward(&b16.lin, b16.x, b16.dy, b16.dx, &e), &e);
+        }
+        double eg = fm_rel_err(b16.p.grad, g0, (long)b16.p.numel, 1e-12);
+        CHECK(eg < 1e-6, "%s: backward used the bf16 copy of another input: %.2e", name, eg);
+        free(g0);
+        free(x2);
     }
     layer_free(&b16, s->k);
     layer_free(&f32, s->k);
