@@ -120,9 +120,9 @@ static const fm_cfg_key keys[] = {
     FLT_("sample.sde_sigma", sample.sde_sigma, "0.5", 0, 100, "sde sampler noise: sigma_t = sde_sigma * beta_t (0 = Euler)"),
     BOOL_("sample.ema", sample.ema, "true", "sample with the EMA weights (false: the trained weights)"),
     /* eval: classifier accuracy and Frechet distance of generated samples */
-    INT_("eval.classifier_steps", eval.classifier_steps, "2500", 1, BIG, "training steps of the evaluation classifier"),
+    INT_("eval.classifier_steps", eval.classifier_steps, "3000", 1, BIG, "training steps of the evaluation classifier"),
     INT_("eval.classifier_batch_size", eval.classifier_batch_size, "128", 1, 1 << 20, "global batch size of the classifier"),
-    POS_("eval.classifier_lr", eval.classifier_lr, "1e-3", 10, "learning rate of the classifier"),
+    POS_("eval.classifier_lr", eval.classifier_lr, "6e-3", 10, "learning rate of the classifier"),
     INT_("eval.samples_per_class", eval.samples_per_class, "50", 1, 100000, "generated samples per class and guidance scale"),
     INT_("eval.batch_size", eval.batch_size, "256", 1, 1 << 20, "global batch size of generation and feature extraction"),
 };

@@ -1,5 +1,6 @@
-/* classifier.c - the eval CNN: four conv + GroupNorm + SiLU stages, global
- * average pooling, a linear head (see classifier.h). */
+/* classifier.c - the eval CNN: four conv + GroupNorm + SiLU stages, a linear
+ * head on the flattened last map, and its global average pool as the Frechet
+ * features (see classifier.h). */
 #include "fm/classifier.h"
 
 #include <omp.h>
@@ -71,8 +72,9 @@ static size_t arena_bound(const fm_classifier_cfg *c, long n)
              (size_t)n * cout * (64 * sizeof(double) + 8 * sizeof(float)) + 4096;
         cin = cout;
     }
-    const long f = 4L * c->width, k = c->num_classes;
-    b += (size_t)(2 * mx + 2 * n * (f + k) + 4 * f * k) * sizeof(float) + (1u << 20);
+    /* the head reads the flattened last map: hw * hw * 4w inputs */
+    const long f = 4L * c->width, fl = (long)hw * hw * f, k = c->num_classes;
+    b += (size_t)(2 * mx + 2 * n * (f + k) + 4 * fl * k) * sizeof(float) + (size_t)n * fl * 2 + (1u << 20);
     return b;
 }
 
@@ -100,12 +102,11 @@ static int build(fm_classifier *m, fm_dnn *d, fm_params *p, fm_err *e)
         cin = cout;
     }
     m->nfeat = cin;
-    FM_TRY(fm_linear_init(&m->head, d, p, a, "head", cin, c->num_classes, 1, n, e));
+    FM_TRY(fm_linear_init(&m->head, d, p, a, "head", hw * hw * cin, c->num_classes, 1, n, e));
     FM_TRY(take(a, &m->features, (long)n * cin, e));
     FM_TRY(take(a, &m->logits, (long)n * c->num_classes, e));
     if (m->train) {
         FM_TRY(take(a, &m->dlogits, (long)n * c->num_classes, e));
-        FM_TRY(take(a, &m->dfeat, (long)n * cin, e));
         FM_TRY(take(a, &m->g[0], mx, e));
         FM_TRY(take(a, &m->g[1], mx, e));
     }
@@ -141,7 +142,7 @@ int fm_classifier_forward(fm_classifier *m, const float *x, const float **logits
     }
     const int last = FM_CLS_STAGES - 1;
     fm_global_avgpool_forward(in, m->features, m->n, (long)m->hw[last] * m->hw[last], m->nfeat);
-    FM_TRY(fm_linear_forward(&m->head, m->features, m->logits, e));
+    FM_TRY(fm_linear_forward(&m->head, in, m->logits, e)); /* on the flattened NHWC map */
     if (logits)
         *logits = m->logits;
     if (features)
@@ -160,9 +161,8 @@ int fm_classifier_backward(fm_classifier *m, const float *x, const int32_t *labe
         return fm_fail(e, FM_ERR_INTERNAL, "classifier: backward on an instance built without train");
     const int last = FM_CLS_STAGES - 1;
     FM_TRY(fm_xent_backward(m->logits, labels, m->n, m->cfg.num_classes, 1.0f, m->dlogits, e));
-    FM_TRY(fm_linear_backward(&m->head, m->features, m->dlogits, m->dfeat, e));
     float *cur = m->g[0], *oth = m->g[1], *sw;
-    fm_global_avgpool_backward(m->dfeat, cur, m->n, (long)m->hw[last] * m->hw[last], m->nfeat);
+    FM_TRY(fm_linear_backward(&m->head, m->h[last], m->dlogits, cur, e)); /* the pooled features have no gradient */
     for (int k = last; k >= 0; k--) {
         FM_TRY(fm_groupnorm_backward(&m->norm[k], m->c[k], cur, cur, e));
         FM_TRY(fm_conv2d_backward(&m->conv[k], k > 0 ? m->h[k - 1] : x, cur, k > 0 ? oth : NULL, e));

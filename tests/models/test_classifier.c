@@ -66,7 +66,7 @@ static int test_classifier_names(void)
         { "features.0.weight", 32, 1 },   { "features.0.bias", 32, 0 },   { "features.1.weight", 32, 0 },
         { "features.1.bias", 32, 0 },     { "features.3.weight", 64, 32 }, { "features.4.weight", 64, 0 },
         { "features.6.weight", 128, 64 }, { "features.7.bias", 128, 0 },  { "features.9.weight", 128, 128 },
-        { "features.10.weight", 128, 0 }, { "head.weight", 10, 128 },     { "head.bias", 10, 0 },
+        { "features.10.weight", 128, 0 }, { "head.weight", 10, 2048 },     { "head.bias", 10, 0 },
     };
     CHECK(p.n == 18, "%d tensors, expected 18", p.n);
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
@@ -88,7 +88,8 @@ static int test_classifier_names(void)
     return 0;
 }
 
-/* features = mean over pixels of the last stage, logits = W features + b. */
+/* features = mean over pixels of the last stage, logits = W flat + b with
+ * flat the last stage's map flattened in NHWC order. */
 static int test_classifier_head_reference(void)
 {
     fm_err e = { 0 };
@@ -117,8 +118,8 @@ static int test_classifier_head_reference(void)
         }
         for (int k = 0; k < K; k++) {
             double s = bias[k];
-            for (int f = 0; f < F; f++)
-                s += (double)W[k * F + f] * rf[i * F + f];
+            for (int f = 0; f < hw * F; f++)
+                s += (double)W[k * hw * F + f] * m.h[3][(long)i * hw * F + f];
             rl[i * K + k] = (float)s;
         }
     }

@@ -19,7 +19,7 @@ rep = fp.Report()
 
 def case(B, size, width, classes, groups):
     d, meta = fp.run_dump(DUMPER, B, size, width, classes, groups)
-    model = Classifier(1, width, classes, groups)
+    model = Classifier(1, width, classes, groups, size)
     sd = model.state_dict()
     order = meta["param_order"].split(",")
     if order != list(sd.keys()):
