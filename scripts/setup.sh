@@ -12,9 +12,9 @@ PKGS=(
   libyaml-dev libpng-dev zlib1g-dev libcjson-dev liblapacke-dev
   # data
   dataset-fashion-mnist
-  # tests: PyTorch parity, sanitizers, fuzzing, local Slurm
-  python3 python3-torch python3-numpy python3-matplotlib
-  clang libclang-rt-14-dev valgrind bc
+  # tests: PyTorch parity, sanitizers, fuzzing, local Slurm; scaling plots
+  python3 python3-torch python3-numpy python3-yaml python3-matplotlib
+  clang libclang-rt-14-dev
   slurm-wlm munge
   # benchmark baseline: a real BLAS for PyTorch
   libopenblas0-openmp

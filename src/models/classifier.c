@@ -59,7 +59,7 @@ static size_t conv_bound(long hw, long cin, long cout)
     return (size_t)(4 * wpad + (nthr + 2) * (wpad + col) + (1 << 18)) * sizeof(float) + (1u << 20);
 }
 
-static size_t arena_bound(const fm_classifier_cfg *c, long n)
+static size_t arena_bound(const fm_classifier_cfg *c, long n, int bf16)
 {
     size_t b = (8u << 20) + (size_t)n * c->size * c->size * c->in_ch * sizeof(float);
     long hw = c->size, cin = c->in_ch, mx = n * hw * hw * cin;
@@ -75,6 +75,8 @@ static size_t arena_bound(const fm_classifier_cfg *c, long n)
     /* the head reads the flattened last map: hw * hw * 4w inputs */
     const long f = 4L * c->width, fl = (long)hw * hw * f, k = c->num_classes;
     b += (size_t)(2 * mx + 2 * n * (f + k) + 4 * fl * k) * sizeof(float) + (size_t)n * fl * 2 + (1u << 20);
+    if (bf16) /* each layer's bf16 copies of x, dy (and the head's weights), 2 bytes per element */
+        b += (FM_CLS_STAGES + 1) * 2 * ((size_t)mx * 2 + 64) + (size_t)fl * k * 2 + 64;
     return b;
 }
 
@@ -121,7 +123,7 @@ int fm_classifier_init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_class
     m->cfg = *cfg;
     m->n = n;
     m->train = train;
-    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n), e);
+    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, d->bf16), e);
     if (rc == FM_OK)
         rc = build(m, d, p, e);
     if (rc != FM_OK) {

@@ -123,7 +123,13 @@ int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size
 
 /* Arena bytes: every buffer init takes (exactly, 64-byte aligned), plus the
  * layers' own by the bounds above. */
-static size_t arena_bytes(const fm_dit_cfg *cfg, int64_t B, int64_t T)
+/* bf16 copies of a linear's x [M, in], dy [M, out] and weights. */
+static size_t linear16_bytes(int64_t M, int64_t in, int64_t out)
+{
+    return al64((size_t)(M * in) * 2) + al64((size_t)(M * out) * 2) + al64((size_t)(in * out) * 2);
+}
+
+static size_t arena_bytes(const fm_dit_cfg *cfg, int64_t B, int64_t T, int bf16)
 {
     const int64_t D = cfg->width, P = (int64_t)cfg->patch * cfg->patch * cfg->in_ch, Hd = hidden_of(cfg);
     const int64_t M = B * T, L = cfg->depth, F = t_freq_of(cfg);
@@ -134,7 +140,12 @@ static size_t arena_bytes(const fm_dit_cfg *cfg, int64_t B, int64_t T)
         BUF(M), BUF(M), BUF(M), BUF(M);                                    // ln1, ln2 statistics
         n += attention_bytes(B, T, D, cfg->heads);
         n += linear_bytes(D, 6 * D) + linear_bytes(D, Hd) + linear_bytes(Hd, D);
+        if (bf16)
+            n += linear16_bytes(M, D, 3 * D) + linear16_bytes(M, D, D) + linear16_bytes(B, D, 6 * D) +
+                 linear16_bytes(M, D, Hd) + linear16_bytes(M, Hd, D);
     }
+    if (bf16) /* patch embedding, conditioning MLPs, final layer: a generous bound */
+        n += 6 * linear16_bytes(M, D + P + F, D + P + F);
     for (int64_t i = 0; i <= L; i++)
         BUF(M * D);                                                        // residual stream
     BUF(T * D), BUF(M * P), BUF(B), BUF(B), BUF(B * F), BUF(F * 2);       // pos, tok, t, y, tf, freqs
@@ -223,7 +234,7 @@ static int init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int b
     m->blocks = calloc((size_t)cfg->depth, sizeof *m->blocks);
     if (!m->blocks)
         return fm_fail(e, FM_ERR_INTERNAL, "dit: out of memory for %d blocks", cfg->depth);
-    FM_TRY(fm_arena_init(&m->arena, arena_bytes(cfg, B, T), e));
+    FM_TRY(fm_arena_init(&m->arena, arena_bytes(cfg, B, T, d->bf16), e));
     fm_arena *a = &m->arena;
 
     /* parameters, in the twin's state-dict order */

@@ -100,8 +100,10 @@ static size_t conv_bound(long hw, long cin, long cout, long k)
 /* One GroupNorm's statistics and scratch. */
 static size_t gn_bound(long n, long c) { return (size_t)n * c * (32 * 2 * sizeof(double) + 8 * sizeof(float)) + 4096; }
 
-/* Upper bound of the arena bytes of an encoder (dec = 0) or decoder (dec = 1). */
-static size_t arena_bound(const fm_vae_cfg *c, long n, int dec, int train)
+/* Upper bound of the arena bytes of an encoder (dec = 0) or decoder (dec = 1);
+ * bf16 adds each conv's bf16 copies of x and dy (each at most the largest
+ * activation, 2 bytes per element). */
+static size_t arena_bound(const fm_vae_cfg *c, long n, int dec, int train, int bf16)
 {
     const long S = c->size, L = c->levels, lat = fm_vae_latent_hw(c), lc = c->latent_ch;
     const int *ch = c->channels;
@@ -133,7 +135,9 @@ static size_t arena_bound(const fm_vae_cfg *c, long n, int dec, int train)
     acts += n * hn * hn * (cn + co) + n * lat * lat * lc;  /* out_norm, out_conv, dz */
     dnn += gn_bound(n, cn) + conv_bound(hn, cn, co, 3);
     acts += (train ? 5 : 1) * mx;                         /* tmp and the gradient buffers */
-    return (size_t)acts * sizeof(float) + dnn + (8u << 20);
+    const size_t convs = (size_t)(2 + L * (3 * c->res_blocks + 1));
+    const size_t copies = bf16 ? convs * 2 * ((size_t)mx * 2 + 64) : 0;
+    return (size_t)acts * sizeof(float) + dnn + copies + (8u << 20);
 }
 
 /* ---- ResBlock ---- */
@@ -296,7 +300,7 @@ int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae
     m->lat = fm_vae_latent_hw(cfg);
     m->train = train;
     m->p_first = p->numel;
-    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, 0, train), e);
+    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, 0, train, d->bf16), e);
     if (rc == FM_OK)
         rc = encoder_build(m, d, p, e);
     if (rc != FM_OK) {
@@ -423,7 +427,7 @@ int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae
     m->lat = fm_vae_latent_hw(cfg);
     m->train = train;
     m->p_first = p->numel;
-    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, 1, train), e);
+    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, 1, train, d->bf16), e);
     if (rc == FM_OK)
         rc = decoder_build(m, d, p, e);
     if (rc != FM_OK) {
