@@ -114,6 +114,10 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
     if (rc == FM_OK)
         rc = fm_dnn_init(&P.dnn, e);
     P.dnn.bf16 = cfg->run.precision == FM_PRECISION_BF16; /* every model's convs and matmuls */
+    if (rc == FM_OK && P.dnn.bf16 && P.world->rank == 0 &&
+        (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16)
+        fm_warn("run.precision: bf16: this CPU has no AVX512-BF16 instructions: oneDNN will emulate bf16 "
+                "(or use reference kernels), which is likely slower than fp32; set run.precision: fp32");
     if (rc == FM_OK)
         rc = setup(&P, e);
     static int (*const stage_fn[FM_STAGE_COUNT])(fm_pipeline *, fm_err *) = {

@@ -13,6 +13,8 @@
 #      drift apart: fp32 accumulation-order noise of 1e-7 flips the bf16
 #      rounding of some operands, 2^-9 each, and training amplifies it; the
 #      fp32 runs of tests/dist agree to 1e-4).
+#   4. With oneDNN capped below AVX512-BF16 (ONEDNN_MAX_CPU_ISA), a bf16 run
+#      warns that bf16 will be emulated; on this CPU it does not.
 # Measured when written: worst windowed difference vae 1.9 %, flow 0.3 %,
 # DiT 0.03 %; 2 ranks vs 1: first gradient norm 2.6e-8, losses 1.4e-3.
 # Prints PASS/FAIL train/<name>; exits non-zero on any failure.
@@ -109,6 +111,17 @@ print(f"bf16, 2 ranks vs 1: first-step gradient norm {first:.1e}, max loss diffe
 sys.exit(0 if first <= 1e-5 and worst <= 1e-2 else 1)
 PYEOF
 ); then pass "bf16_allreduce_np2 ($msg)"; else fail bf16_allreduce_np2 "${msg:-no run}"; fi
+
+# --- 4. a CPU without AVX512-BF16 (oneDNN capped below it) gets a warning ------------
+export OMP_NUM_THREADS=2
+ISA=(--set "run.stages=[vae]" --set vae.steps=3 --set vae.warmup=1 --set run.precision=bf16)
+timeout 120 env ONEDNN_MAX_CPU_ISA=AVX512_CORE "$FMTRAIN" "$ROOT/configs/tiny.yaml" --out "$T/isa1" "${ISA[@]}" \
+  >/dev/null 2>"$T/isa1.err"
+rc1=$?
+timeout 120 "$FMTRAIN" "$ROOT/configs/tiny.yaml" --out "$T/isa2" "${ISA[@]}" >/dev/null 2>"$T/isa2.err"
+rc2=$?
+if [ $rc1 -eq 0 ] && grep -q 'no AVX512-BF16' "$T/isa1.err" && [ $rc2 -eq 0 ] && ! grep -q 'no AVX512-BF16' "$T/isa2.err"
+then pass bf16_isa_warning; else fail bf16_isa_warning "exit $rc1/$rc2 or warning missing/spurious"; fi
 
 echo "    ($(($(date +%s) - t0))s)"
 [ $nfail -eq 0 ]
