@@ -30,6 +30,7 @@
 #include "fm/dnn.h"
 #include "fm/params.h"
 #include "fm/status.h"
+#include "fm/tensor.h"
 
 typedef struct fm_conv2d {
     fm_dnn *d;
@@ -45,8 +46,8 @@ typedef struct fm_conv2d {
 
     /* memory objects; activation handles are attached on each call */
     dnnl_memory_t m_x, m_y, m_dy, m_dx;        /* NHWC; m_x and m_dy bf16 under bf16 */
-    uint16_t *x16, *dy16;                      /* bf16 copies of x and dy (arena); NULL in fp32 */
-    const float *x16_of;                       /* the buffer x16 was last rounded from */
+    fm_bf16_copy x16;                          /* bf16 copy of x (arena; buf NULL in fp32) */
+    uint16_t *dy16;                            /* bf16 copy of dy (arena); NULL in fp32 */
     dnnl_memory_t m_w, m_dw;                   /* OIHW parameter / gradient views */
     dnnl_memory_t m_w_fwd, m_w_bwd, m_dw_int;  /* oneDNN layouts (may alias m_w / m_dw) */
     dnnl_memory_t m_b, m_db;                   /* [Cout], NULL without bias */

@@ -20,6 +20,7 @@
 #include "fm/dnn.h"
 #include "fm/params.h"
 #include "fm/status.h"
+#include "fm/tensor.h"
 
 typedef struct fm_linear {
     fm_dnn *d;
@@ -43,8 +44,8 @@ typedef struct fm_linear {
     dnnl_memory_t m_b;    /* [1, out], NULL without bias      */
     dnnl_memory_t m_scratch;
     size_t scratch_bytes;
-    uint16_t *x16, *dy16, *w16; /* bf16 operand copies (arena); NULL in fp32 */
-    const float *x16_of;        /* the buffer x16 was last rounded from */
+    fm_bf16_copy x16;           /* bf16 copy of x (arena; buf NULL in fp32) */
+    uint16_t *dy16, *w16;       /* bf16 copies of dy and W (arena); NULL in fp32 */
 } fm_linear;
 
 /* Register "<name>.weight" [out, in] (and "<name>.bias" [out] if bias) in p

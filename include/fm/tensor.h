@@ -46,4 +46,16 @@ float fm_bf16_to_f32(uint16_t x);
 /* dst[i] = fm_f32_to_bf16(src[i]) for i < n; threaded for large n. */
 void fm_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n);
 
+/* A layer's bf16 copy of an fp32 operand of n elements, and the buffer it was
+ * last rounded from. */
+typedef struct fm_bf16_copy {
+    uint16_t *buf; /* [n], NULL when the layer runs in fp32 */
+    const float *of;
+    int64_t n;
+} fm_bf16_copy;
+
+/* Round x into c->buf, unless reuse is set and c->buf already holds x's
+ * rounding (same buffer: a backward given the forward's unchanged input). */
+void fm_bf16_copy_from(fm_bf16_copy *c, const float *x, int reuse);
+
 #endif

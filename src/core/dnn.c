@@ -30,10 +30,7 @@ int fm_dnn_exec(fm_dnn *d, dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t 
 int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag,
                fm_err *e)
 {
-    dnnl_memory_desc_t md;
-    FM_DNN(dnnl_memory_desc_init_by_tag(&md, ndims, dims, dnnl_f32, tag), e);
-    FM_DNN(dnnl_memory_create(m, &md, d->engine, DNNL_MEMORY_NONE), e);
-    return FM_OK;
+    return fm_dnn_mem_dt(d, m, ndims, dims, dnnl_f32, tag, DNNL_MEMORY_NONE, e);
 }
 
 int fm_dnn_mem_dt(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_data_type_t dt,

@@ -79,3 +79,10 @@ void fm_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n)
         dst[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
     }
 }
+
+void fm_bf16_copy_from(fm_bf16_copy *c, const float *x, int reuse)
+{
+    if (!reuse || x != c->of) /* the copy of another buffer: round this one */
+        fm_f32_to_bf16_n(c->buf, x, c->n);
+    c->of = x;
+}

@@ -133,7 +133,7 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
         if (fm_arena_alloc_or(a, (size_t)(l->n * l->h * l->w * l->cin) * 2, &x16, e) != FM_OK ||
             fm_arena_alloc_or(a, (size_t)(l->n * l->ho * l->wo * l->cout) * 2, &dy16, e) != FM_OK)
             return fm_err_prefix(e, "bf16 operand buffers");
-        l->x16 = x16;
+        l->x16 = (fm_bf16_copy){ .buf = x16, .n = l->n * l->h * l->w * l->cin };
         l->dy16 = dy16;
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_x, 4, src_dims, dnnl_bf16, dnnl_nhwc, x16, e));
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_dy, 4, dst_dims, dnnl_bf16, dnnl_nhwc, dy16, e));
@@ -265,10 +265,8 @@ static int reorder(fm_conv2d *l, dnnl_primitive_t p, dnnl_memory_t from, dnnl_me
  * forward: the contract says x is the forward's input, unchanged). */
 static int attach_x(fm_conv2d *l, const float *x, int reuse, fm_err *e)
 {
-    if (l->x16) {
-        if (!reuse || x != l->x16_of) /* the copy of another buffer: round this one */
-            fm_f32_to_bf16_n(l->x16, x, l->n * l->h * l->w * l->cin);
-        l->x16_of = x;
+    if (l->x16.buf) {
+        fm_bf16_copy_from(&l->x16, x, reuse);
         return FM_OK;
     }
     FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);

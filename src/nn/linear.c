@@ -75,7 +75,8 @@ int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight
             fm_arena_alloc_or(a, (size_t)(m * out) * 2, &dy16, e) != FM_OK ||
             fm_arena_alloc_or(a, (size_t)(out * in) * 2, &w16, e) != FM_OK)
             return fm_err_prefix(e, "linear %s: bf16 operand buffers", weight->name);
-        l->x16 = x16, l->dy16 = dy16, l->w16 = w16;
+        l->x16 = (fm_bf16_copy){ .buf = x16, .n = m * in };
+        l->dy16 = dy16, l->w16 = w16;
         x_op = x16, dy_op = dy16, w_op = w16;
     }
     FM_TRY(strided_mem_dt(d, &l->m_x, 2, (dnnl_dims_t){ m, in }, (dnnl_dims_t){ in, 1 }, op, x_op, e));
@@ -111,10 +112,8 @@ int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight
  * forward: the contract says x is the forward's input, unchanged). */
 static int attach_x(fm_linear *l, const float *x, int reuse, fm_err *e)
 {
-    if (l->x16) {
-        if (!reuse || x != l->x16_of) /* the copy of another buffer: round this one */
-            fm_f32_to_bf16_n(l->x16, x, l->m * l->in);
-        l->x16_of = x;
+    if (l->x16.buf) {
+        fm_bf16_copy_from(&l->x16, x, reuse);
         return FM_OK;
     }
     FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
