@@ -32,15 +32,15 @@ static size_t linear_bytes(int64_t in, int64_t out)
 }
 
 /* Everything an attention layer takes: its saved and scratch buffers exactly,
- * its two linears and the per-head batched matmuls by the bound. */
+ * its two linears by the bound, and the fused core's per-thread [hd, T]
+ * scratch. */
 static size_t attention_bytes(int64_t B, int64_t T, int64_t D, int64_t h)
 {
     const size_t nthr = (size_t)omp_get_max_threads();
     /* qkv, dqkv [B, T, 3D]; P, dP [B, h, T, T]; o, dout [B, T, D] */
     const size_t own = 2 * al64((size_t)(B * T * 3 * D) * 4) + 2 * al64((size_t)(B * h * T * T) * 4) +
                        2 * al64((size_t)(B * T * D) * 4);
-    const size_t core = (4 + nthr) * (pad16(T) * pad16(T) + 2 * pad16(T) * pad16(D / h)) * sizeof(float) +
-                        (2 + nthr) * ((size_t)1 << 20);
+    const size_t core = al64(nthr * (size_t)(T * (D / h)) * sizeof(float));
     return own + linear_bytes(D, 3 * D) + linear_bytes(D, D) + core;
 }
 

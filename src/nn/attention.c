@@ -1,32 +1,12 @@
-/* attention.c - multi-head self-attention: projections on fm_linear, per-head
- * products as oneDNN batched matmuls on strided views, fused softmax loops. */
+/* attention.c - multi-head self-attention: projections on fm_linear, the
+ * per-head products and the softmax fused into one loop nest per (sample,
+ * head) that stays in L1 (see attention.h). */
 #include "fm/attention.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
-
-/* Create a matmul primitive dst = src x weights with a user-managed
- * scratchpad; raise *scratch to the size it needs. */
-static int make_matmul(fm_dnn *d, dnnl_primitive_t *out, dnnl_memory_t src, dnnl_memory_t wei,
-                       dnnl_memory_t dst, size_t *scratch, fm_err *e)
-{
-    const dnnl_memory_desc_t *src_md, *wei_md, *dst_md;
-    FM_DNN(dnnl_memory_get_memory_desc(src, &src_md), e);
-    FM_DNN(dnnl_memory_get_memory_desc(wei, &wei_md), e);
-    FM_DNN(dnnl_memory_get_memory_desc(dst, &dst_md), e);
-    return fm_dnn_matmul(d, out, src_md, wei_md, NULL, dst_md, scratch, e);
-}
-
-/* A 4-D fp32 view [B, heads, rows, cols] with the given strides over data. */
-static int view(fm_dnn *d, dnnl_memory_t *m, const dnnl_dims_t dims, const dnnl_dims_t strides, float *data,
-                fm_err *e)
-{
-    dnnl_memory_desc_t md;
-    FM_DNN(dnnl_memory_desc_init_by_strides(&md, 4, dims, dnnl_f32, strides), e);
-    FM_DNN(dnnl_memory_create(m, &md, d->engine, data), e);
-    return FM_OK;
-}
 
 static int alloc_f32(fm_arena *a, float **out, int64_t n, fm_err *e)
 {
@@ -74,56 +54,11 @@ int fm_attention_init(fm_attention *l, fm_dnn *d, fm_params *p, fm_arena *a, con
     FM_TRY(alloc_f32(a, &l->dout, m * c, e));
     FM_TRY(alloc_f32(a, &l->dqkv, m * 3 * c, e));
 
-    /* Head i of token tt of batch bb sits at channel i*hd of row bb*T + tt:
-     * a [B, h, T, hd] view has strides {T*rowlen, hd, rowlen, 1}; the
-     * transposed [B, h, hd, T] view swaps the last two strides. */
-    const dnnl_dims_t tok = { b, h, t, hd }, tokt = { b, h, hd, t }, sq = { b, h, t, t };
-    const dnnl_dims_t s_qkv = { t * 3 * c, hd, 3 * c, 1 }, s_qkvt = { t * 3 * c, hd, 1, 3 * c };
-    const dnnl_dims_t s_o = { t * c, hd, c, 1 };
-    const dnnl_dims_t s_sq = { h * t * t, t * t, t, 1 }, s_sqt = { h * t * t, t * t, 1, t };
-    FM_TRY(view(d, &l->m_q, tok, s_qkv, l->qkv, e));
-    FM_TRY(view(d, &l->m_k, tok, s_qkv, l->qkv + c, e));
-    FM_TRY(view(d, &l->m_kt, tokt, s_qkvt, l->qkv + c, e));
-    FM_TRY(view(d, &l->m_v, tok, s_qkv, l->qkv + 2 * c, e));
-    FM_TRY(view(d, &l->m_vt, tokt, s_qkvt, l->qkv + 2 * c, e));
-    FM_TRY(view(d, &l->m_dq, tok, s_qkv, l->dqkv, e));
-    FM_TRY(view(d, &l->m_dk, tok, s_qkv, l->dqkv + c, e));
-    FM_TRY(view(d, &l->m_dv, tok, s_qkv, l->dqkv + 2 * c, e));
-    FM_TRY(view(d, &l->m_p, sq, s_sq, l->p, e));
-    FM_TRY(view(d, &l->m_pt, sq, s_sqt, l->p, e));
-    FM_TRY(view(d, &l->m_ds, sq, s_sq, l->dp, e));
-    FM_TRY(view(d, &l->m_dst, sq, s_sqt, l->dp, e));
-    FM_TRY(view(d, &l->m_o, tok, s_o, l->o, e));
-    FM_TRY(view(d, &l->m_do, tok, s_o, l->dout, e));
-
-    size_t scratch = 0;
-    FM_TRY(make_matmul(d, &l->qk, l->m_q, l->m_kt, l->m_p, &scratch, e));
-    FM_TRY(make_matmul(d, &l->pv, l->m_p, l->m_v, l->m_o, &scratch, e));
-    FM_TRY(make_matmul(d, &l->dv, l->m_pt, l->m_do, l->m_dv, &scratch, e));
-    FM_TRY(make_matmul(d, &l->dpm, l->m_do, l->m_vt, l->m_ds, &scratch, e));
-    FM_TRY(make_matmul(d, &l->dq, l->m_ds, l->m_k, l->m_dq, &scratch, e));
-    FM_TRY(make_matmul(d, &l->dk, l->m_dst, l->m_q, l->m_dk, &scratch, e));
-    l->scratch_bytes = scratch;
-    void *buf = NULL;
-    if (scratch)
-        FM_TRY(fm_arena_alloc_or(a, scratch, &buf, e));
-    dnnl_memory_desc_t smd;
-    FM_DNN(dnnl_memory_desc_init_by_tag(&smd, 1, (dnnl_dims_t){ (dnnl_dim_t)(scratch ? scratch : 1) }, dnnl_u8,
-                                        dnnl_a), e);
-    FM_DNN(dnnl_memory_create(&l->m_scratch, &smd, d->engine, buf ? buf : DNNL_MEMORY_NONE), e);
+    /* per-thread scratch of the fused core: K^T and V^T of one head */
+    l->nthr = omp_get_max_threads();
+    l->ws_stride = hd * t;
+    FM_TRY(alloc_f32(a, &l->ws, (int64_t)l->nthr * l->ws_stride, e));
     return FM_OK;
-}
-
-static int run(fm_attention *l, dnnl_primitive_t prim, dnnl_memory_t src, dnnl_memory_t wei, dnnl_memory_t dst,
-               fm_err *e)
-{
-    dnnl_exec_arg_t args[] = {
-        { DNNL_ARG_SRC, src },
-        { DNNL_ARG_WEIGHTS, wei },
-        { DNNL_ARG_DST, dst },
-        { DNNL_ARG_SCRATCHPAD, l->m_scratch },
-    };
-    return fm_dnn_exec(l->d, prim, 4, args, e);
 }
 
 /* exp(x) for x <= 0, written so that loops over it vectorise (libm's expf
@@ -152,67 +87,147 @@ static inline float exp_nonpos(float x)
     return q * two_n;
 }
 
-/* In place over rows x n: s <- softmax(scale * s) per row, max-subtracted. */
-static void softmax_rows(float *s, int64_t rows, int64_t n, float scale)
+/* q, k, v of head hh of sample bb: rows T apart by 3C in qkv (or dqkv). */
+static inline int64_t head_off(const fm_attention *l, int64_t bb, int64_t hh)
 {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        float *row = s + r * n;
-        float mx = -INFINITY;
+    return bb * l->t * 3 * l->c + hh * l->hd;
+}
+
+/* [T, hd] rows of src (row stride ld) -> dst [hd, T], so that loops over
+ * tokens are contiguous. */
+static void transpose_head(const float *src, int64_t ld, float *dst, int64_t t, int64_t hd)
+{
+    for (int64_t j = 0; j < t; j++)
+        for (int64_t d = 0; d < hd; d++)
+            dst[d * t + j] = src[j * ld + d];
+}
+
+/* C [M, N] = A [M, K] B [K, N] for the per-head products: A's element (i, k) is A[i * ars + k * aks] (so A may be a transposed
+ * view), B's rows are ldb apart, C's ldc. Tiles of 4 rows x 16 columns keep
+ * their sums in registers across the whole K loop (4 independent chains of
+ * fused multiply-adds); the last row tile repeats its last row instead of
+ * branching and stores only the real rows. */
+static void head_mm(int64_t M, int64_t N, int64_t K, const float *A, int64_t ars, int64_t aks, const float *B,
+                    int64_t ldb, float *C, int64_t ldc)
+{
+    for (int64_t i0 = 0; i0 < M; i0 += 4) {
+        const int64_t nr = M - i0 < 4 ? M - i0 : 4;
+        const float *ar[4];
+        for (int r = 0; r < 4; r++)
+            ar[r] = A + (i0 + (r < nr ? r : nr - 1)) * ars;
+        for (int64_t j0 = 0; j0 + 16 <= N; j0 += 16) {
+            float acc[4][16] = { { 0 } };
+            for (int64_t k = 0; k < K; k++) {
+                const float *bk = B + k * ldb + j0;
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                    const float a = ar[r][k * aks];
+#pragma omp simd
+                    for (int j = 0; j < 16; j++)
+                        acc[r][j] = fmaf(a, bk[j], acc[r][j]);
+                }
+            }
+            for (int64_t r = 0; r < nr; r++)
+                memcpy(C + (i0 + r) * ldc + j0, acc[r], sizeof acc[r]);
+        }
+    }
+    /* columns past the last multiple of 16 (head sizes or token counts that
+     * are not multiples of 16): plain dot products */
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = N - N % 16; j < N; j++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++)
+                acc = fmaf(A[i * ars + k * aks], B[k * ldb + j], acc);
+            C[i * ldc + j] = acc;
+        }
+}
+
+/* Row-wise in place over s [T, T]: s <- softmax(s). */
+static void softmax_rows(float *s, int64_t t)
+{
+    for (int64_t i = 0; i < t; i++) {
+        float *row = s + i * t, mx = -INFINITY, sum = 0.0f;
 #pragma omp simd reduction(max : mx)
-        for (int64_t j = 0; j < n; j++)
+        for (int64_t j = 0; j < t; j++)
             mx = row[j] > mx ? row[j] : mx;
-        float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < n; j++) {
-            float v = exp_nonpos((row[j] - mx) * scale);
-            row[j] = v;
-            sum += v;
+        for (int64_t j = 0; j < t; j++) {
+            row[j] = exp_nonpos(row[j] - mx);
+            sum += row[j];
         }
         const float inv = 1.0f / sum;
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++)
+        for (int64_t j = 0; j < t; j++)
             row[j] *= inv;
     }
 }
 
-/* In place over rows x n: g <- scale * p * (g - sum_j g_j p_j) per row, the
- * gradient of the scaled softmax's input given that of its output. */
-static void softmax_rows_backward(const float *p, float *g, int64_t rows, int64_t n, float scale)
+/* One (sample, head) of the forward: P = softmax(scale Q K^T) into p [T, T],
+ * O = P V into o (row stride C). kt: scratch [hd, T]. */
+static void core_forward(const fm_attention *l, const float *q, float *p, float *o, float *kt)
 {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *pr = p + r * n;
-        float *gr = g + r * n;
-        float dot = 0.0f;
+    const int64_t T = l->t, D = l->hd, ld = 3 * l->c;
+    const float *k = q + l->c, *v = q + 2 * l->c;
+    transpose_head(k, ld, kt, T, D);
+    head_mm(T, T, D, q, ld, 1, kt, T, p, T);  // S = Q K^T
+    for (int64_t i = 0; i < T * T; i++)
+        p[i] *= l->scale;
+    softmax_rows(p, T);
+    head_mm(T, D, T, p, T, 1, v, ld, o, l->c);  // O = P V
+}
+
+/* One (sample, head) of the backward, from P (p) and dO (dout, row stride
+ * C): dV = P^T dO, dP = dO V^T, dS = scale P (dP - rowsum(dP P)) (into ds
+ * [T, T]), dQ = dS K, dK = dS^T Q into dq (dqkv rows, stride 3C). vt:
+ * scratch [hd, T]. */
+static void core_backward(const fm_attention *l, const float *q, const float *p, const float *dout, float *ds,
+                          float *dq, float *vt)
+{
+    const int64_t T = l->t, D = l->hd, ld = 3 * l->c;
+    const float *k = q + l->c, *v = q + 2 * l->c;
+    float *dk = dq + l->c, *dv = dq + 2 * l->c;
+    transpose_head(v, ld, vt, T, D);
+    head_mm(T, D, T, p, 1, T, dout, l->c, dv, ld);  // dV = P^T dO
+    head_mm(T, T, D, dout, l->c, 1, vt, T, ds, T);  // dP = dO V^T
+    for (int64_t i = 0; i < T; i++) {
+        const float *pi = p + i * T;
+        float *si = ds + i * T, dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t j = 0; j < n; j++)
-            dot += gr[j] * pr[j];
+        for (int64_t j = 0; j < T; j++)
+            dot += si[j] * pi[j];
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++)
-            gr[j] = scale * pr[j] * (gr[j] - dot);
+        for (int64_t j = 0; j < T; j++)
+            si[j] = l->scale * pi[j] * (si[j] - dot);
     }
+    head_mm(T, D, T, ds, T, 1, k, ld, dq, ld);  // dQ = dS K
+    head_mm(T, D, T, ds, 1, T, q, ld, dk, ld);  // dK = dS^T Q
 }
 
 int fm_attention_forward(fm_attention *l, const float *x, float *y, fm_err *e)
 {
-    const int64_t rows = l->b * l->heads * l->t;
+    const int64_t H = l->heads, T = l->t;
     FM_TRY(fm_linear_forward(&l->in_proj, x, l->qkv, e));  // [B, T, 3C]
-    FM_TRY(run(l, l->qk, l->m_q, l->m_kt, l->m_p, e));      // S [B, h, T, T]
-    softmax_rows(l->p, rows, l->t, l->scale);               // P, in place
-    FM_TRY(run(l, l->pv, l->m_p, l->m_v, l->m_o, e));       // o [B, T, C]
+#pragma omp parallel for schedule(static) num_threads(l->nthr)
+    for (int64_t task = 0; task < l->b * H; task++) {
+        const int64_t bb = task / H, hh = task % H;
+        float *kt = l->ws + (int64_t)omp_get_thread_num() * l->ws_stride;
+        core_forward(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T, l->o + bb * T * l->c + hh * l->hd, kt);
+    }
     return fm_linear_forward(&l->out_proj, l->o, y, e);
 }
 
 int fm_attention_backward(fm_attention *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
-    const int64_t rows = l->b * l->heads * l->t;
+    const int64_t H = l->heads, T = l->t;
     FM_TRY(fm_linear_backward(&l->out_proj, l->o, dy, l->dout, e)); // dO [B, T, C]
-    FM_TRY(run(l, l->dv, l->m_pt, l->m_do, l->m_dv, e));            // dV = P^T dO
-    FM_TRY(run(l, l->dpm, l->m_do, l->m_vt, l->m_ds, e));           // dP = dO V^T
-    softmax_rows_backward(l->p, l->dp, rows, l->t, l->scale);       // dS, in place
-    FM_TRY(run(l, l->dq, l->m_ds, l->m_k, l->m_dq, e));             // dQ = dS K
-    FM_TRY(run(l, l->dk, l->m_dst, l->m_q, l->m_dk, e));            // dK = dS^T Q
+#pragma omp parallel for schedule(static) num_threads(l->nthr)
+    for (int64_t task = 0; task < l->b * H; task++) {
+        const int64_t bb = task / H, hh = task % H;
+        float *vt = l->ws + (int64_t)omp_get_thread_num() * l->ws_stride;
+        core_backward(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T,
+                      l->dout + bb * T * l->c + hh * l->hd, l->dp + task * T * T,
+                      l->dqkv + head_off(l, bb, hh), vt);
+    }
     return fm_linear_backward(&l->in_proj, x, l->dqkv, dx, e);
 }
 
@@ -236,14 +251,5 @@ void fm_attention_free(fm_attention *l)
 {
     fm_linear_free(&l->in_proj);
     fm_linear_free(&l->out_proj);
-    dnnl_primitive_t prims[] = { l->qk, l->pv, l->dv, l->dpm, l->dq, l->dk };
-    for (size_t i = 0; i < sizeof prims / sizeof *prims; i++)
-        if (prims[i])
-            dnnl_primitive_destroy(prims[i]);
-    dnnl_memory_t mems[] = { l->m_q,  l->m_k,  l->m_kt, l->m_v,   l->m_vt, l->m_dq, l->m_dk, l->m_dv,
-                             l->m_p,  l->m_pt, l->m_ds, l->m_dst, l->m_o,  l->m_do, l->m_scratch };
-    for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
-        if (mems[i])
-            dnnl_memory_destroy(mems[i]);
     memset(l, 0, sizeof *l);
 }
