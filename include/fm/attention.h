@@ -73,6 +73,10 @@ int fm_attention_forward(fm_attention *l, const float *x, float *y, fm_err *e);
  * it may alias x or dy. */
 int fm_attention_backward(fm_attention *l, const float *x, const float *dy, float *dx, fm_err *e);
 
+/* 1 when fm_attention_backward(l, x, ...) will not read x (bf16: the input
+ * projection keeps its rounded copy of x; see fm_linear_keeps_x). */
+int fm_attention_keeps_x(const fm_attention *l, const float *x);
+
 /* Floating-point operations of the matrix products (multiply and add counted
  * separately; the softmax is not counted): forward
  * 2*B*T*C*3C + 2 * 2*B*T*T*C + 2*B*T*C*C (+ bias adds); backward twice each

@@ -71,6 +71,11 @@ int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e);
  * Needs no state from forward. */
 int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e);
 
+/* 1 when fm_linear_backward(l, x, ...) will not read x: under bf16 the layer
+ * keeps the rounded copy of its latest forward input, and x is that same
+ * buffer. A model that recomputes x for backward may then skip it. */
+int fm_linear_keeps_x(const fm_linear *l, const float *x);
+
 /* Floating-point operations (multiply and add counted separately): forward
  * 2*M*in*out (+ M*out with bias); backward 2*M*in*out for the weights
  * (+ M*out with bias) plus 2*M*in*out when with_dx. */

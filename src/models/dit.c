@@ -421,13 +421,18 @@ static int block_backward(fm_dit *m, fm_dit_block *b, fm_err *e)
     /* MLP half: out = xmid + gate2 * mlp2(gelu(mlp0(modulate(ln2(xmid))))) */
     TIMEV(BWD, s, "gate2", "elementwise", 0,
           fm_gate_residual_backward(b->f, mod + 5 * D, ld, g, sd, dmod + 5 * D, B, T, D));  // sd = df
-    TIMEV(BWD, s, "gelu.recompute", "gelu", 0, fm_gelu_forward(b->h1, sh, nh));              // recompute
+    /* Under bf16 the linears keep the rounded copies of their forward inputs
+     * (fm_linear_keeps_x): the recomputations that only rebuild such an input
+     * are skipped. */
+    if (!fm_linear_keeps_x(&b->mlp2, sh))
+        TIMEV(BWD, s, "gelu.recompute", "gelu", 0, fm_gelu_forward(b->h1, sh, nh));          // recompute
     TIME(BWD, s, "mlp.2", "linear", fm_linear_flops_bwd(&b->mlp2, 1),
          fm_linear_backward(&b->mlp2, sh, sd, sh, e));                                       // sh = d gelu out
     TIMEV(BWD, s, "gelu", "gelu", 0, fm_gelu_backward(b->h1, sh, sh, nh));                  // sh = dh1
     TIME(BWD, s, "ln2.recompute", "layernorm", 0, fm_layernorm_apply(&b->ln2, b->xmid, sn, e));  // recompute
-    TIMEV(BWD, s, "modulate2.recompute", "elementwise", 0,
-          fm_modulate_forward(sn, mod + 3 * D, mod + 4 * D, ld, sm, B, T, D));
+    if (!fm_linear_keeps_x(&b->mlp0, sm))
+        TIMEV(BWD, s, "modulate2.recompute", "elementwise", 0,
+              fm_modulate_forward(sn, mod + 3 * D, mod + 4 * D, ld, sm, B, T, D));
     TIME(BWD, s, "mlp.0", "linear", fm_linear_flops_bwd(&b->mlp0, 1),
          fm_linear_backward(&b->mlp0, sm, sh, sm, e));                                       // sm = dm2
     TIMEV(BWD, s, "modulate2", "elementwise", 0,
@@ -439,7 +444,9 @@ static int block_backward(fm_dit *m, fm_dit_block *b, fm_err *e)
     TIMEV(BWD, s, "gate1", "elementwise", 0,
           fm_gate_residual_backward(b->a, mod + 2 * D, ld, g, sd, dmod + 2 * D, B, T, D));  // sd = da
     TIME(BWD, s, "ln1.recompute", "layernorm", 0, fm_layernorm_apply(&b->ln1, b->x, sn, e));  // recompute
-    TIMEV(BWD, s, "modulate1.recompute", "elementwise", 0, fm_modulate_forward(sn, mod, mod + D, ld, sm, B, T, D));
+    if (!fm_attention_keeps_x(&b->attn, sm))
+        TIMEV(BWD, s, "modulate1.recompute", "elementwise", 0,
+              fm_modulate_forward(sn, mod, mod + D, ld, sm, B, T, D));
     TIME(BWD, s, "attn", "attention", fm_attention_flops_bwd(&b->attn, 1),
          fm_attention_backward(&b->attn, sm, sd, sm, e));                                    // sm = dm1
     TIMEV(BWD, s, "modulate1", "elementwise", 0,

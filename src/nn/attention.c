@@ -231,6 +231,8 @@ int fm_attention_backward(fm_attention *l, const float *x, const float *dy, floa
     return fm_linear_backward(&l->in_proj, x, l->dqkv, dx, e);
 }
 
+int fm_attention_keeps_x(const fm_attention *l, const float *x) { return fm_linear_keeps_x(&l->in_proj, x); }
+
 /* The two per-head products of one pass: 2 * (2 * B * h * T * T * hd). */
 static double core_flops(const fm_attention *l)
 {

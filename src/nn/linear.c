@@ -120,6 +120,8 @@ static int attach_x(fm_linear *l, const float *x, int reuse, fm_err *e)
     return FM_OK;
 }
 
+int fm_linear_keeps_x(const fm_linear *l, const float *x) { return l->x16.buf && l->x16.of == x; }
+
 int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e)
 {
     if (l->w16) /* the weights changed since the last forward (an optimiser step) */
