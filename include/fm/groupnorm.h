@@ -8,9 +8,10 @@
  *   u    = xhat * weight[c] + bias[c]               (torch.nn.GroupNorm)
  *   z    = u * (1 + scale[n, c]) + shift[n, c]      (adaGN; scale = shift = 0 without it)
  *   y    = silu(z) with FM_GN_SILU, else z
- * Statistics are summed in double (mean first, then squared deviations) and
- * the fp32 rounding of the mean is compensated, so results stay accurate to
- * fp32 even when |mean| >> std. Thread count does not change any result.
+ * Statistics are per-channel sums of x - s and (x - s)^2 (s = the sample's
+ * first pixel) in fp32 over short pixel blocks, the blocks summed in double,
+ * and the fp32 rounding of the mean is compensated, so results stay accurate
+ * to fp32 even when |mean| >> std. Thread count does not change any result.
  * All memory comes from the arena given to init: there is nothing to free.
  *
  * Parameters `<name>.weight` [C] (init 1) and `<name>.bias` [C] (init 0), as
@@ -37,9 +38,9 @@ typedef struct fm_groupnorm {
     fm_param *weight, *bias; /* [C] each; NULL with FM_GN_NO_AFFINE */
     float *mean, *rstd;      /* [N, G] saved by forward for backward */
     double *gmean;           /* [N, G] the mean in double, also saved (mean is its fp32 rounding) */
-    float *cmu, *crs;        /* [N, C] per-channel mean and rstd (scratch) */
-    float *ca, *cb;          /* [N, C] per-channel multiplier and offset (scratch) */
-    double *acc1, *acc2;     /* [N * chunks, C] partial sums (scratch) */
+    float *cmu, *ca, *cb;    /* [N, C] forward: z = (x - cmu) * ca + cb per channel, kept for backward */
+    float *cr, *cq;          /* [N, C] backward: dx = dz * ca + (x - cmu) * cr + cq (scratch) */
+    double *acc1, *acc2;     /* [N * chunks + 1, C] partial sums (scratch) */
 } fm_groupnorm;
 
 /* Set up GroupNorm(groups, c, eps) for batches [n, h, w, c]; groups must divide
@@ -60,13 +61,21 @@ int fm_groupnorm_forward(fm_groupnorm *l, const float *x, float *y, fm_err *e);
 int fm_groupnorm_forward_ada(fm_groupnorm *l, const float *x, const float *scale, const float *shift, float *y,
                              fm_err *e);
 
+/* y again, from the statistics and coefficients kept by the last forward,
+ * which must have been on this x (with the same scale, shift and parameters):
+ * the elementwise pass alone, for recomputing an output that was not stored
+ * (bitwise the forward's y). */
+int fm_groupnorm_reforward(fm_groupnorm *l, const float *x, float *y, fm_err *e);
+
 /* From the forward input x and dy [N, H, W, C]: overwrites dx (may be NULL;
- * may equal dy; must not overlap x) and the weight and bias gradients. Needs the statistics of the
- * last forward on this x. */
+ * may equal dy; must not overlap x) and the weight and bias gradients. Needs
+ * the statistics and coefficients of the last forward, which must have been
+ * on this x (with the same scale, shift and parameters). */
 int fm_groupnorm_backward(fm_groupnorm *l, const float *x, const float *dy, float *dx, fm_err *e);
 
-/* The adaGN backward: scale/shift as given to forward; also overwrites
- * dscale [N, C] and dshift [N, C] (either may be NULL = not needed). */
+/* The adaGN backward: scale/shift as given to forward (shift is only read
+ * there); also overwrites dscale [N, C] and dshift [N, C] (either may be
+ * NULL = not needed). */
 int fm_groupnorm_backward_ada(fm_groupnorm *l, const float *x, const float *scale, const float *shift,
                               const float *dy, float *dx, float *dscale, float *dshift, fm_err *e);
 

@@ -108,7 +108,10 @@ typedef struct gn_case {
     int ada;
 } gn_case;
 
-static int gn_setup(gn_case *t, int n, int h, int w, int c, int g, int flags, int ada, float mean_offset, fm_err *e)
+/* x = (normal + 0.2 (c % 5)) * x_std + mean_offset: channel-dependent means
+ * within each group. */
+static int gn_setup(gn_case *t, int n, int h, int w, int c, int g, int flags, int ada, float mean_offset,
+                    float x_std, fm_err *e)
 {
     memset(t, 0, sizeof *t);
     t->nx = (long)n * h * w * c;
@@ -122,7 +125,7 @@ static int gn_setup(gn_case *t, int n, int h, int w, int c, int g, int flags, in
         FM_TRY(fm_arena_alloc_or(&t->a, (size_t)(i < 4 ? t->nx : t->nc) * sizeof(float), (void **)bufs[i], e));
     fm_fill_normal(t->x, t->nx, 5, 1, 0);
     for (long i = 0; i < t->nx; i++)
-        t->x[i] = t->x[i] * 1.5f + mean_offset + 0.3f * (float)((i % c) % 5); /* non-zero, channel-dependent means */
+        t->x[i] = (t->x[i] + 0.2f * (float)((i % c) % 5)) * x_std + mean_offset;
     fm_fill_normal(t->dy, t->nx, 5, 2, 0);
     fm_fill_normal(t->scale, t->nc, 5, 3, 0);
     fm_fill_normal(t->shift, t->nc, 5, 4, 0);
@@ -157,7 +160,7 @@ static int test_init(void)
 {
     fm_err e = { 0 };
     gn_case t;
-    CHECK_OK(gn_setup(&t, 2, 3, 3, 8, 4, 0, 0, 0, &e), &e);
+    CHECK_OK(gn_setup(&t, 2, 3, 3, 8, 4, 0, 0, 0, 1.5f, &e), &e);
     fm_groupnorm l2;
     CHECK_OK(fm_groupnorm_init(&l2, &t.p, &t.a, "gn2", 2, 1e-5f, 0, 1, 2, 2, 8, &e), &e);
     CHECK(fm_params_find(&t.p, "gn2.weight") == l2.weight && fm_params_find(&t.p, "gn2.bias") == l2.bias,
@@ -177,20 +180,25 @@ static int test_init(void)
 /* Fast path vs the naive reference over shapes, group counts and variants. */
 static int test_against_reference(void)
 {
-    static const struct { int n, h, w, c, g, flags, ada; float off; } cs[] = {
-        { 3, 5, 7, 32, 1, 0, 0, 0 },           { 3, 5, 7, 32, 4, FM_GN_SILU, 0, 0 },
-        { 2, 8, 8, 64, 8, 0, 1, 0 },           { 3, 3, 5, 64, 32, FM_GN_SILU, 1, 0 },
-        { 1, 4, 4, 96, 32, FM_GN_NO_AFFINE, 1, 0 }, { 2, 1, 1, 32, 8, 0, 0, 0 },
-        { 1, 16, 16, 64, 8, FM_GN_SILU, 1, 0 }, /* several chunks per sample */
-        { 2, 6, 6, 16, 4, 0, 0, 10000.0f },     /* |mean| >> std: the fp32 mean alone would */
-        { 2, 5, 3, 32, 8, FM_GN_SILU, 1, -300.0f }, /* cost ~1e-4 (half an ulp of 10000 / std) */
+    static const struct { int n, h, w, c, g, flags, ada; float off, sd; } cs[] = {
+        { 3, 5, 7, 32, 1, 0, 0, 0, 1.5f },           { 3, 5, 7, 32, 4, FM_GN_SILU, 0, 0, 1.5f },
+        { 2, 8, 8, 64, 8, 0, 1, 0, 1.5f },           { 3, 3, 5, 64, 32, FM_GN_SILU, 1, 0, 1.5f },
+        { 1, 4, 4, 96, 32, FM_GN_NO_AFFINE, 1, 0, 1.5f }, { 2, 1, 1, 32, 8, 0, 0, 0, 1.5f },
+        { 1, 16, 16, 64, 8, FM_GN_SILU, 1, 0, 1.5f }, /* several chunks per sample */
+        { 40, 4, 4, 24, 8, FM_GN_SILU, 1, 0, 1.5f },  /* one chunk per sample; C not a multiple of 16 */
+        { 2, 3, 3, 300, 5, FM_GN_SILU, 1, 0, 1.5f },  /* C > 256: two channel blocks in the sums */
+        { 1, 8, 8, 300, 10, 0, 1, 0, 1.5f },          /* the same, several chunks */
+        /* |mean| >> std: the fp32 mean alone would cost ~1e-4 (half an ulp of 10000 / std) */
+        { 2, 6, 6, 16, 4, 0, 0, 10000.0f, 1.5f },     { 2, 5, 3, 32, 8, FM_GN_SILU, 1, -300.0f, 1.5f },
+        { 40, 4, 4, 32, 8, FM_GN_SILU, 1, 100.0f, 0.01f }, /* mean / std = 1e4, one chunk per sample */
+        { 2, 8, 8, 32, 8, 0, 0, -20.0f, 0.002f },          /* mean / std = 1e4, several chunks */
     };
     fm_err e = { 0 };
     double worst = 0;
     for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
         gn_case t;
-        CHECK_OK(gn_setup(&t, cs[k].n, cs[k].h, cs[k].w, cs[k].c, cs[k].g, cs[k].flags, cs[k].ada, cs[k].off, &e),
-                 &e);
+        CHECK_OK(gn_setup(&t, cs[k].n, cs[k].h, cs[k].w, cs[k].c, cs[k].g, cs[k].flags, cs[k].ada, cs[k].off,
+                          cs[k].sd, &e), &e);
         CHECK_OK(gn_run(&t, &e), &e);
         float *ry = malloc(t.nx * sizeof(float)), *rdx = malloc(t.nx * sizeof(float));
         float *rdw = malloc(cs[k].c * sizeof(float)), *rdb = malloc(cs[k].c * sizeof(float));
@@ -204,9 +212,9 @@ static int test_against_reference(void)
         double eb = t.l.weight ? fm_rel_err(t.l.bias->g.data, rdb, cs[k].c, 1e-6) : 0;
         double es = cs[k].ada ? fm_rel_err(t.dscale, rds, t.nc, 1e-6) : 0;
         double esh = cs[k].ada ? fm_rel_err(t.dshift, rdsh, t.nc, 1e-6) : 0;
-        fprintf(stderr, "  case %zu [%d,%d,%d,%d] G=%d flags=%d ada=%d offset=%g chunks=%d: y %.1e dx %.1e dw %.1e "
+        fprintf(stderr, "  case %zu [%d,%d,%d,%d] G=%d flags=%d ada=%d mean %g std %g chunks=%d: y %.1e dx %.1e dw %.1e "
                 "db %.1e dscale %.1e dshift %.1e\n", k, cs[k].n, cs[k].h, cs[k].w, cs[k].c, cs[k].g, cs[k].flags,
-                cs[k].ada, (double)cs[k].off, t.l.chunks, ey, edx, ew, eb, es, esh);
+                cs[k].ada, (double)cs[k].off, (double)cs[k].sd, t.l.chunks, ey, edx, ew, eb, es, esh);
         double m = fmax(fmax(fmax(ey, edx), fmax(ew, eb)), fmax(es, esh));
         worst = fmax(worst, m);
         free(ry);
@@ -244,7 +252,7 @@ static int gradcheck_variant(int flags, int ada)
 {
     fm_err e = { 0 };
     gn_case t;
-    CHECK_OK(gn_setup(&t, 2, 3, 5, 8, 4, flags, ada, 0, &e), &e);
+    CHECK_OK(gn_setup(&t, 2, 3, 5, 8, 4, flags, ada, 0, 1.5f, &e), &e);
     gc_ctx ctx = { &t };
     fm_gc_op op = { .name = "groupnorm", .ctx = &ctx, .forward = gc_forward, .backward = gc_backward,
                     .out = t.y, .dout = t.dy, .out_n = t.nx };
@@ -272,7 +280,7 @@ static int test_aliasing_and_nulls(void)
 {
     fm_err e = { 0 };
     gn_case t;
-    CHECK_OK(gn_setup(&t, 2, 4, 3, 16, 4, FM_GN_SILU, 0, 0, &e), &e);
+    CHECK_OK(gn_setup(&t, 2, 4, 3, 16, 4, FM_GN_SILU, 0, 0, 1.5f, &e), &e);
     CHECK_OK(fm_groupnorm_forward(&t.l, t.x, t.y, &e), &e);
     CHECK_OK(fm_groupnorm_backward(&t.l, t.x, t.dy, t.dx, &e), &e);
     float dw[16], db[16];
@@ -298,7 +306,7 @@ static int test_packed_scale_shift(void)
     fm_err e = { 0 };
     gn_case t;
     enum { N = 3, C = 16 };
-    CHECK_OK(gn_setup(&t, N, 4, 5, C, 4, FM_GN_SILU, 1, 0, &e), &e);
+    CHECK_OK(gn_setup(&t, N, 4, 5, C, 4, FM_GN_SILU, 1, 0, 1.5f, &e), &e);
     CHECK_OK(gn_run(&t, &e), &e);
     float *y = malloc(t.nx * sizeof(float)), *dx = malloc(t.nx * sizeof(float));
     memcpy(y, t.y, t.nx * sizeof(float));
@@ -324,40 +332,99 @@ static int test_packed_scale_shift(void)
     return 0;
 }
 
-/* Results are bitwise identical on 1 and 2 threads. */
+/* Results are bitwise identical on 1 and 2 threads, with several chunks per
+ * sample and with one (per-sample tasks). */
 static int test_thread_independent(void)
 {
-    fm_err e = { 0 };
-    gn_case t;
-    CHECK_OK(gn_setup(&t, 3, 15, 13, 64, 8, FM_GN_SILU, 1, 0, &e), &e); /* above the parallel threshold */
-    int nt = omp_get_max_threads();
-    omp_set_num_threads(1);
-    CHECK_OK(gn_run(&t, &e), &e);
-    float *y1 = malloc(t.nx * sizeof(float)), *dx1 = malloc(t.nx * sizeof(float)), dw1[64];
-    memcpy(y1, t.y, t.nx * sizeof(float));
-    memcpy(dx1, t.dx, t.nx * sizeof(float));
-    memcpy(dw1, t.l.weight->g.data, sizeof dw1);
-    omp_set_num_threads(nt > 1 ? nt : 2);
-    CHECK_OK(gn_run(&t, &e), &e);
-    omp_set_num_threads(nt);
-    CHECK(memcmp(y1, t.y, t.nx * sizeof(float)) == 0, "y depends on the thread count");
-    CHECK(memcmp(dx1, t.dx, t.nx * sizeof(float)) == 0, "dx depends on the thread count");
-    CHECK(memcmp(dw1, t.l.weight->g.data, sizeof dw1) == 0, "dweight depends on the thread count");
-    free(y1);
-    free(dx1);
-    gn_teardown(&t);
-    return 0;
-}
-
-/* Not asserted: forward + backward time of the U-Net's common shape. */
-static int test_timing(void)
-{
-    static const struct { int flags, ada; const char *what; } v[] = {
-        { 0, 0, "plain" }, { FM_GN_SILU, 1, "adaGN+SiLU" } };
+    static const int shapes[2][3] = { { 3, 15, 13 }, { 64, 4, 4 } }; /* [N, H, W], both above the parallel threshold */
     fm_err e = { 0 };
     for (int k = 0; k < 2; k++) {
         gn_case t;
-        CHECK_OK(gn_setup(&t, 128, 8, 8, 128, 32, v[k].flags, v[k].ada, 0, &e), &e);
+        CHECK_OK(gn_setup(&t, shapes[k][0], shapes[k][1], shapes[k][2], 64, 8, FM_GN_SILU, 1, 0, 1.5f, &e), &e);
+        CHECK(t.l.chunks == (k == 0 ? 11 : 1), "shape %d: %d chunks", k, t.l.chunks);
+        int nt = omp_get_max_threads();
+        omp_set_num_threads(1);
+        CHECK_OK(gn_run(&t, &e), &e);
+        float *y1 = malloc(t.nx * sizeof(float)), *dx1 = malloc(t.nx * sizeof(float)), dw1[64];
+        float *ds1 = malloc(t.nc * sizeof(float));
+        memcpy(y1, t.y, t.nx * sizeof(float));
+        memcpy(dx1, t.dx, t.nx * sizeof(float));
+        memcpy(ds1, t.dscale, t.nc * sizeof(float));
+        memcpy(dw1, t.l.weight->g.data, sizeof dw1);
+        omp_set_num_threads(nt > 1 ? nt : 2);
+        CHECK_OK(gn_run(&t, &e), &e);
+        omp_set_num_threads(nt);
+        CHECK(memcmp(y1, t.y, t.nx * sizeof(float)) == 0, "shape %d: y depends on the thread count", k);
+        CHECK(memcmp(dx1, t.dx, t.nx * sizeof(float)) == 0, "shape %d: dx depends on the thread count", k);
+        CHECK(memcmp(ds1, t.dscale, t.nc * sizeof(float)) == 0, "shape %d: dscale depends on the thread count", k);
+        CHECK(memcmp(dw1, t.l.weight->g.data, sizeof dw1) == 0, "shape %d: dweight depends on the thread count", k);
+        free(y1);
+        free(dx1);
+        free(ds1);
+        gn_teardown(&t);
+    }
+    return 0;
+}
+
+/* A batch and its first half (as on one of two ranks) have different chunk
+ * counts; each sample must still come out the same (up to the rounding of
+ * the double sums). */
+static int test_batch_split(void)
+{
+    static const struct { int n, h, c; } cs[] = { { 24, 32, 16 }, { 32, 8, 64 }, { 6, 12, 32 } };
+    fm_err e = { 0 };
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        gn_case a, b;
+        CHECK_OK(gn_setup(&a, cs[k].n, cs[k].h, cs[k].h, cs[k].c, 8, FM_GN_SILU, 1, 0.5f, 1.5f, &e), &e);
+        CHECK_OK(gn_setup(&b, cs[k].n / 2, cs[k].h, cs[k].h, cs[k].c, 8, FM_GN_SILU, 1, 0.5f, 1.5f, &e), &e);
+        CHECK(a.l.chunks != b.l.chunks, "case %zu: same chunk count %d", k, a.l.chunks);
+        CHECK(memcmp(a.x, b.x, b.nx * sizeof(float)) == 0, "case %zu: inputs differ", k);
+        CHECK_OK(gn_run(&a, &e), &e);
+        CHECK_OK(gn_run(&b, &e), &e);
+        double ey = fm_rel_err(a.y, b.y, b.nx, 1e-6), edx = fm_rel_err(a.dx, b.dx, b.nx, 1e-6);
+        double es = fm_rel_err(a.dscale, b.dscale, b.nc, 1e-6);
+        fprintf(stderr, "  [%d | %d, %d, %d, %d] chunks %d | %d: y %.1e dx %.1e dscale %.1e\n", cs[k].n, cs[k].n / 2,
+                cs[k].h, cs[k].h, cs[k].c, a.l.chunks, b.l.chunks, ey, edx, es);
+        CHECK(ey <= 1e-9 && edx <= 1e-9 && es <= 1e-9, "case %zu: the half batch differs", k);
+        gn_teardown(&a);
+        gn_teardown(&b);
+    }
+    return 0;
+}
+
+/* reforward gives the forward's y bitwise, in both chunking paths, with and
+ * without adaGN and SiLU, also after a backward. */
+static int test_reforward(void)
+{
+    static const struct { int n, h, c, g, flags, ada; } cs[] = {
+        { 3, 8, 32, 8, FM_GN_SILU, 1 }, { 40, 4, 48, 8, FM_GN_SILU, 0 }, { 40, 4, 64, 4, 0, 1 } };
+    fm_err e = { 0 };
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        gn_case t;
+        CHECK_OK(gn_setup(&t, cs[k].n, cs[k].h, cs[k].h, cs[k].c, cs[k].g, cs[k].flags, cs[k].ada, 0.5f, 1.5f, &e),
+                 &e);
+        CHECK_OK(gn_run(&t, &e), &e);
+        float *y = malloc(t.nx * sizeof(float));
+        fm_fill_normal(y, t.nx, 1, 1, 0); /* garbage: reforward must overwrite */
+        CHECK_OK(fm_groupnorm_reforward(&t.l, t.x, y, &e), &e);
+        CHECK(memcmp(y, t.y, t.nx * sizeof(float)) == 0, "case %zu: reforward y differs (%d chunks)", k, t.l.chunks);
+        free(y);
+        gn_teardown(&t);
+    }
+    return 0;
+}
+
+/* Not asserted: forward + backward time of the U-Net's layer shapes (batch
+ * 128, G = 8): norm1 (GN+SiLU) at 8x8x192, norm2 (adaGN+SiLU) at 8x8x128,
+ * an attention norm (plain GN) at 4x4x256. */
+static int test_timing(void)
+{
+    static const struct { int h, c, flags, ada; const char *what; } v[] = {
+        { 8, 192, FM_GN_SILU, 0, "GN+SiLU" }, { 8, 128, FM_GN_SILU, 1, "adaGN+SiLU" }, { 4, 256, 0, 0, "GN" } };
+    fm_err e = { 0 };
+    for (int k = 0; k < 3; k++) {
+        gn_case t;
+        CHECK_OK(gn_setup(&t, 128, v[k].h, v[k].h, v[k].c, 8, v[k].flags, v[k].ada, 0, 1.5f, &e), &e);
         CHECK_OK(gn_run(&t, &e), &e); /* warm up */
         const int reps = 20;
         double tf = 0, tb = 0, bf = 1e9, bb = 1e9;
@@ -374,9 +441,9 @@ static int test_timing(void)
             bf = fmin(bf, t1 - t0);
             bb = fmin(bb, t2 - t1);
         }
-        fprintf(stderr, "  groupnorm %s N=128 8x8 C=128 G=32, %d threads: forward %.3f ms (best %.3f), "
-                "backward %.3f ms (best %.3f)\n", v[k].what, omp_get_max_threads(), 1e3 * tf / reps, 1e3 * bf,
-                1e3 * tb / reps, 1e3 * bb);
+        fprintf(stderr, "  %-10s [128, %d, %d, %d] G=8, %d threads: forward %.3f ms (best %.3f), backward %.3f ms "
+                "(best %.3f)\n", v[k].what, v[k].h, v[k].h, v[k].c, omp_get_max_threads(), 1e3 * tf / reps,
+                1e3 * bf, 1e3 * tb / reps, 1e3 * bb);
         gn_teardown(&t);
     }
     return 0;
@@ -393,6 +460,8 @@ int main(int argc, char **argv)
         TEST(test_aliasing_and_nulls),
         TEST(test_packed_scale_shift),
         TEST(test_thread_independent),
+        TEST(test_batch_split),
+        TEST(test_reforward),
         TEST(test_timing),
     };
     return fm_test_main("groupnorm", tests, sizeof tests / sizeof tests[0], argc, argv);
