@@ -22,12 +22,6 @@
  *   dweight[c] = sum_n (1 + scale) S2,  dbias[c] = sum_n (1 + scale) S1
  *   dx = rstd * (gam dz - m1 - xhat m2),  m1 = sum_{c in g} gam S1 / M,
  *                                         m2 = sum_{c in g} gam S2 / M */
-#if defined(__GNUC__) && !defined(__clang__)
-/* -std=c11 turns off fused multiply-add contraction; the SiLU polynomial
- * (fm_expf_simd, inlined here) is ~25% faster with it. The fused SiLU then
- * differs from act.c's by rounding only (a few ulp, on ~4% of inputs). */
-#pragma GCC optimize("fp-contract=fast")
-#endif
 #include "fm/groupnorm.h"
 
 #include <math.h>
