@@ -77,6 +77,11 @@ int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e);
  * reuse that call's reordered weights). */
 int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e);
 
+/* 1 when fm_conv2d_backward(l, x, ...) will not read x: under bf16 the layer
+ * keeps the rounded copy of its latest forward input, and x is that same
+ * buffer. A model that recomputes x for backward may then skip it. */
+int fm_conv2d_keeps_x(const fm_conv2d *l, const float *x);
+
 /* Floating-point operations (multiply and add counted separately):
  * forward 2*N*Ho*Wo*Cout*Cin*k*k; backward the same per product computed
  * (weights, plus data when with_dx). */

@@ -273,6 +273,8 @@ static int attach_x(fm_conv2d *l, const float *x, int reuse, fm_err *e)
     return FM_OK;
 }
 
+int fm_conv2d_keeps_x(const fm_conv2d *l, const float *x) { return l->x16.buf && l->x16.of == x; }
+
 int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
 {
     if (l->w_reorder)

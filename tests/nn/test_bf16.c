@@ -225,7 +225,16 @@ static int test_attention(void)
     return check(&s, "attention C64 4 heads T16 b8");
 }
 
-/* fm_linear_keeps_x / fm_attention_keeps_x: true under bf16 for the buffer
+static int keeps_x(const layer *l, kind k, const float *x)
+{
+    if (k == LINEAR)
+        return fm_linear_keeps_x(&l->lin, x);
+    if (k == ATTN)
+        return fm_attention_keeps_x(&l->attn, x);
+    return fm_conv2d_keeps_x(&l->conv, x);
+}
+
+/* fm_linear_keeps_x / fm_attention_keeps_x / fm_conv2d_keeps_x: true under bf16 for the buffer
  * of the latest forward only, never in fp32; and when true, backward really
  * does not read x (the models skip recomputing it): the gradients stay the
  * same with x overwritten. */
@@ -233,32 +242,31 @@ static int test_keeps_x(void)
 {
     fm_err e;
     const shape sl = { LINEAR, 32, 1, 1, 24, 40, 0, 0, 0 }, sa = { ATTN, 3, 16, 1, 32, 2, 0, 0, 0 };
-    const shape *shapes[2] = { &sl, &sa };
-    for (int k = 0; k < 2; k++) {
+    const shape sc = { CONV, 2, 5, 6, 16, 8, 3, 1, 1 };
+    const shape *shapes[3] = { &sl, &sa, &sc };
+    static const char *names[3] = { "linear", "attention", "conv" };
+    for (int k = 0; k < 3; k++) {
         const shape *s = shapes[k];
         layer f32, b16;
         CHECK_OK(layer_init(&f32, s, 0, &e), &e);
         CHECK_OK(layer_init(&b16, s, 1, &e), &e);
         CHECK_OK(layer_run(&f32, s->k, &e), &e);
         CHECK_OK(layer_run(&b16, s->k, &e), &e);
-        const int lin = s->k == LINEAR;
-        CHECK(!(lin ? fm_linear_keeps_x(&f32.lin, f32.x) : fm_attention_keeps_x(&f32.attn, f32.x)),
-              "fp32 %s must not claim to keep x", lin ? "linear" : "attention");
-        CHECK(lin ? fm_linear_keeps_x(&b16.lin, b16.x) : fm_attention_keeps_x(&b16.attn, b16.x),
-              "bf16 %s must keep the copy of its forward input", lin ? "linear" : "attention");
-        CHECK(!(lin ? fm_linear_keeps_x(&b16.lin, b16.dx) : fm_attention_keeps_x(&b16.attn, b16.dx)),
-              "bf16 %s keeps the copy of x, not of another buffer", lin ? "linear" : "attention");
+        CHECK(!keeps_x(&f32, s->k, f32.x), "fp32 %s must not claim to keep x", names[k]);
+        CHECK(keeps_x(&b16, s->k, b16.x), "bf16 %s must keep the copy of its forward input", names[k]);
+        CHECK(!keeps_x(&b16, s->k, b16.dx), "bf16 %s keeps the copy of x, not of another buffer", names[k]);
         float *g0 = malloc(b16.p.numel * sizeof(float));
         CHECK(g0, "out of memory");
         memcpy(g0, b16.p.grad, b16.p.numel * sizeof(float));
         fm_fill_normal(b16.x, b16.nx, 77, 1, 0); /* x overwritten: backward must not see it */
-        if (lin)
+        if (s->k == LINEAR)
             CHECK_OK(fm_linear_backward(&b16.lin, b16.x, b16.dy, b16.dx, &e), &e);
-        else
+        else if (s->k == ATTN)
             CHECK_OK(fm_attention_backward(&b16.attn, b16.x, b16.dy, b16.dx, &e), &e);
+        else
+            CHECK_OK(fm_conv2d_backward(&b16.conv, b16.x, b16.dy, b16.dx, &e), &e);
         double eg = fm_rel_err(b16.p.grad, g0, (long)b16.p.numel, 1e-12);
-        CHECK(eg == 0.0, "%s: keeps_x is set but backward read x: gradients moved by %.2e",
-              lin ? "linear" : "attention", eg);
+        CHECK(eg == 0.0, "%s: keeps_x is set but backward read x: gradients moved by %.2e", names[k], eg);
         free(g0);
         layer_free(&b16, s->k);
         layer_free(&f32, s->k);
