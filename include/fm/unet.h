@@ -9,7 +9,8 @@
  *          level); conv_in's output and every block output are kept as skips
  *   mid    = ResBlock, AttnBlock, ResBlock                  "mid.0", "mid.1", "mid.2"
  *   up.i   (levels in reverse): res_blocks + 1 x [ResBlock on concat(h, skip.pop())
- *          (+ AttnBlock)], then nearest x2 + 3x3 conv "up.i.upsample" (not at level 0)
+ *          (+ AttnBlock)], then nearest x2 + 3x3 conv "up.i.upsample" (not at level 0;
+ *          fused, fm_upconv: four 2x2 convs on the low-resolution map)
  *   out    = out_conv(SiLU(out_norm(h)))                    3x3, ch_0 -> in_ch
  * ResBlock(Cin -> Cout), "<blk>.{norm1,conv1,emb_proj,norm2,conv2,skip}":
  *   h = conv1(SiLU(norm1(x))); (scale, shift) = emb_proj(c) split in halves;
@@ -30,8 +31,8 @@
  *
  * Memory: one arena per instance holds every saved activation, the gradient
  * buffers and all scratch (the layers' internal buffers included). Backward
- * recomputes the cheap GroupNorm+SiLU outputs, channel concatenations and
- * upsampled maps instead of keeping them; the activation gradients ping-pong
+ * recomputes the cheap GroupNorm+SiLU outputs and channel concatenations
+ * instead of keeping them; the activation gradients ping-pong
  * between two buffers, and only the skip gradients (produced by the up path,
  * consumed by the down path) have buffers of their own. forward and backward
  * never allocate. */
@@ -51,6 +52,7 @@
 #include "fm/params.h"
 #include "fm/profile.h"
 #include "fm/status.h"
+#include "fm/upconv.h"
 
 #define FM_UNET_MAX_LEVELS 8
 #define FM_UNET_TIME_SCALE 1000.0
@@ -130,7 +132,8 @@ typedef struct fm_unet {
     fm_unet_block *blocks;  /* [nblocks] */
     fm_unet_res *res;       /* [nres] */
     fm_unet_attn *attn;     /* [nattn] */
-    fm_conv2d *conv;        /* [nconv] downsample / upsample convs */
+    fm_conv2d *conv;        /* [nconv] downsample convs (conv[i] of an up block unused) */
+    fm_upconv *upconv;      /* [nconv] nearest x2 + 3x3 conv of the up blocks (same index) */
 
     /* saved activations and inputs */
     float *x;               /* [B, H, W, in] copy of the input */

@@ -46,6 +46,7 @@
 #include "fm/groupnorm.h"
 #include "fm/params.h"
 #include "fm/status.h"
+#include "fm/upconv.h"
 
 #define FM_VAE_MAX_LEVELS 4
 #define FM_VAE_MAX_RES 4
@@ -88,8 +89,8 @@ typedef struct fm_vae_level {
     int h, ch;                        /* resolution and channels of this level */
     fm_vae_res res[FM_VAE_MAX_RES];
     int has_resample;
-    fm_conv2d resample;
-    float *up;                        /* decoder: upsampled input of the conv [n, 2h, 2h, ch] */
+    fm_conv2d resample;               /* encoder: the stride-2 3x3 conv */
+    fm_upconv upsample;               /* decoder: nearest x2 + 3x3 conv, fused */
     float *out;                       /* resample output */
 } fm_vae_level;
 

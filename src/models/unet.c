@@ -10,7 +10,6 @@
 #include "fm/act.h"
 #include "fm/log.h"
 #include "fm/tensorops.h"
-#include "fm/updown.h"
 
 /* ---- the plan: blocks in execution order, a pure function of cfg --------- */
 
@@ -354,6 +353,8 @@ static size_t arena_estimate(const fm_unet *u)
             sum += gn_bytes(B, ci, (size_t)gn_groups(cfg, (int)ci));
             sum += 2 * al64(B * t * 3 * ci * 4) + 2 * al64(B * h * t * t * 4) + 2 * al64(B * t * ci * 4);
             sum += dnn_bytes(ci, 3 * ci, 1) + dnn_bytes(ci, ci, 1) + (4u << 20);
+        } else if (b->kind == FM_UNET_UP) {
+            sum += fm_upconv_arena_bound(ci, co, B, r, r, u->d->bf16);
         } else {
             sum += dnn_bytes(ci, co, 3);
         }
@@ -415,13 +416,18 @@ static int init_attn(fm_unet *u, fm_unet_block *b, fm_err *e)
     return FM_OK;
 }
 
-/* Down: 3x3 stride 2 on the block's side; up: 3x3 on the upsampled side. */
+/* Down: 3x3 stride 2 on the block's side; up: nearest x2 then 3x3, fused. */
 static int init_updown(fm_unet *u, fm_unet_block *b, fm_err *e)
 {
+    if (b->kind == FM_UNET_UP) {
+        fm_upconv *l = &u->upconv[b->layer];
+        FM_TRY(fm_upconv_init(l, u->d, u->p, &u->arena, b->name, b->cin, b->cout, 1, u->batch, b->side, b->side, e));
+        u->flops += fm_upconv_flops_fwd(l);
+        return FM_OK;
+    }
     fm_conv2d *l = &u->conv[b->layer];
-    const int s = b->kind == FM_UNET_UP ? 2 * b->side : b->side;
-    FM_TRY(fm_conv2d_init(l, u->d, u->p, &u->arena, b->name, b->cin, b->cout, 3, b->kind == FM_UNET_DOWN ? 2 : 1,
-                          1, 1, u->batch, s, s, e));
+    FM_TRY(fm_conv2d_init(l, u->d, u->p, &u->arena, b->name, b->cin, b->cout, 3, 2, 1, 1, u->batch, b->side,
+                          b->side, e));
     u->flops += fm_conv2d_flops_fwd(l);
     return FM_OK;
 }
@@ -540,10 +546,11 @@ int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, in
     u->res = calloc((size_t)(pl.nres ? pl.nres : 1), sizeof *u->res);
     u->attn = calloc((size_t)(pl.nattn ? pl.nattn : 1), sizeof *u->attn);
     u->conv = calloc((size_t)(pl.nconv ? pl.nconv : 1), sizeof *u->conv);
+    u->upconv = calloc((size_t)(pl.nconv ? pl.nconv : 1), sizeof *u->upconv);
     u->skip = calloc((size_t)pl.nskips, sizeof *u->skip);
     u->dskip = calloc((size_t)pl.nskips, sizeof *u->dskip);
     u->skip_ch = calloc(2 * (size_t)pl.nskips, sizeof *u->skip_ch);
-    if (!u->blocks || !u->res || !u->attn || !u->conv || !u->skip || !u->dskip || !u->skip_ch) {
+    if (!u->blocks || !u->res || !u->attn || !u->conv || !u->upconv || !u->skip || !u->dskip || !u->skip_ch) {
         fm_unet_free(u);
         return fm_fail(e, FM_ERR_INTERNAL, "unet: out of memory for %d blocks", pl.nblocks);
     }
@@ -626,14 +633,14 @@ static int block_forward(fm_unet *u, const fm_unet_block *b, const float *x, fm_
         return res_forward(u, &u->res[b->layer], b, x, e);
     if (b->kind == FM_UNET_ATTN)
         return attn_forward(u, &u->attn[b->layer], b, x, e);
-    fm_conv2d *l = &u->conv[b->layer];
     if (b->kind == FM_UNET_DOWN) {
+        fm_conv2d *l = &u->conv[b->layer];
         TIME(FWD, b->name, "conv", "conv", fm_conv2d_flops_fwd(l), fm_conv2d_forward(l, x, b->out, e));
         return FM_OK;
     }
-    TIMEV(FWD, b->name, "nearest2x", "elementwise", 0,
-          fm_upsample2x_forward(x, u->sb, u->batch, b->side, b->side, b->cin));  // [B, 2s, 2s, C]
-    TIME(FWD, b->name, "conv", "conv", fm_conv2d_flops_fwd(l), fm_conv2d_forward(l, u->sb, b->out, e));
+    fm_upconv *l = &u->upconv[b->layer];
+    TIME(FWD, b->name, "conv", "conv", fm_upconv_flops_fwd(l),
+         fm_upconv_forward(l, x, b->out, e));  // [B, s, s, C] -> [B, 2s, 2s, C]
     return FM_OK;
 }
 
@@ -747,16 +754,13 @@ static int block_backward(fm_unet *u, const fm_unet_block *b, const float *x, co
         return res_backward(u, &u->res[b->layer], b, x, dout, dx, e);
     if (b->kind == FM_UNET_ATTN)
         return attn_backward(u, &u->attn[b->layer], b, x, dout, dx, e);
-    fm_conv2d *l = &u->conv[b->layer];
     if (b->kind == FM_UNET_DOWN) {
+        fm_conv2d *l = &u->conv[b->layer];
         TIME(BWD, b->name, "conv", "conv", fm_conv2d_flops_bwd(l, 1), fm_conv2d_backward(l, x, dout, dx, e));
         return FM_OK;
     }
-    TIMEV(BWD, b->name, "nearest2x.recompute", "elementwise", 0,
-          fm_upsample2x_forward(x, u->sb, u->batch, b->side, b->side, b->cin));
-    TIME(BWD, b->name, "conv", "conv", fm_conv2d_flops_bwd(l, 1), fm_conv2d_backward(l, u->sb, dout, u->t1buf, e));
-    TIMEV(BWD, b->name, "nearest2x", "elementwise", 0,
-          fm_upsample2x_backward(u->t1buf, dx, u->batch, b->side, b->side, b->cin));
+    fm_upconv *l = &u->upconv[b->layer];
+    TIME(BWD, b->name, "conv", "conv", fm_upconv_flops_bwd(l, 1), fm_upconv_backward(l, x, dout, dx, e));
     return FM_OK;
 }
 
@@ -852,6 +856,8 @@ void fm_unet_free(fm_unet *u)
         fm_attention_free(&u->attn[i].attn);
     for (int i = 0; u->conv && i < u->nconv; i++)
         fm_conv2d_free(&u->conv[i]);
+    for (int i = 0; u->upconv && i < u->nconv; i++)
+        fm_upconv_free(&u->upconv[i]);
     fm_linear_free(&u->time_mlp0);
     fm_linear_free(&u->time_mlp2);
     fm_conv2d_free(&u->conv_in);
@@ -860,6 +866,7 @@ void fm_unet_free(fm_unet *u)
     free(u->res);
     free(u->attn);
     free(u->conv);
+    free(u->upconv);
     free(u->skip);
     free(u->dskip);
     free(u->skip_ch);

@@ -14,7 +14,6 @@
 #include "fm/loss.h"
 #include "fm/rng.h"
 #include "fm/tensorops.h"
-#include "fm/updown.h"
 
 fm_vae_cfg fm_vae_cfg_default(void)
 {
@@ -122,10 +121,10 @@ static size_t arena_bound(const fm_vae_cfg *c, long n, int dec, int train, int b
             dnn += 2 * gn_bound(n, cmax) + conv_bound(hw, cin, ch[i], 3) + conv_bound(hw, ch[i], ch[i], 3) +
                    conv_bound(hw, cin, ch[i], 1);
         }
-        if (dec && i > 0) {  /* upsampled input and conv output at 2hw */
-            acts += 2 * n * 4 * hw * hw * ch[i];
+        if (dec && i > 0) {  /* upsample output at 2hw */
+            acts += n * 4 * hw * hw * ch[i];
             track(&mx, n * 4 * hw * hw * ch[i]);
-            dnn += conv_bound(2 * hw, ch[i], ch[i], 3);
+            dnn += fm_upconv_arena_bound(ch[i], ch[i], n, hw, hw, bf16);
         } else if (!dec && i < L - 1) {  /* downsampled output */
             acts += n * hw * hw * ch[i] / 4 + n * ch[i];
             dnn += conv_bound(hw, ch[i], ch[i], 3);
@@ -228,6 +227,7 @@ static void levels_free(fm_vae_level *lv)
         for (int j = 0; j < FM_VAE_MAX_RES; j++)
             res_free(&lv[i].res[j]);
         fm_conv2d_free(&lv[i].resample);
+        fm_upconv_free(&lv[i].upsample);
     }
 }
 
@@ -237,8 +237,10 @@ static double levels_flops(const fm_vae_level *lv, const fm_vae_cfg *c)
     for (int i = 0; i < c->levels; i++) {
         for (int j = 0; j < c->res_blocks; j++)
             f += res_flops(&lv[i].res[j]);
-        if (lv[i].has_resample)
+        if (lv[i].has_resample && lv[i].resample.weight)
             f += fm_conv2d_flops_fwd(&lv[i].resample) + fm_conv2d_flops_bwd(&lv[i].resample, 1);
+        if (lv[i].has_resample && lv[i].upsample.weight)
+            f += fm_upconv_flops_fwd(&lv[i].upsample) + fm_upconv_flops_bwd(&lv[i].upsample, 1);
     }
     return f;
 }
@@ -398,8 +400,7 @@ static int decoder_build(fm_vae_decoder *m, fm_dnn *d, fm_params *p, fm_err *e)
             const long up = (long)n * 4 * hw * hw * ch[i];
             lv->has_resample = 1;
             FM_TRY(fmt_name(nm, e, "decoder.up.%d.upsample", i));
-            FM_TRY(fm_conv2d_init(&lv->resample, d, p, a, nm, ch[i], ch[i], 3, 1, 1, 1, n, 2 * hw, 2 * hw, e));
-            FM_TRY(take(a, &lv->up, up, e));
+            FM_TRY(fm_upconv_init(&lv->upsample, d, p, a, nm, ch[i], ch[i], 1, n, hw, hw, e));
             FM_TRY(take(a, &lv->out, up, e));
             track(&mx, up);
         }
@@ -454,8 +455,7 @@ int fm_vae_decoder_forward(fm_vae_decoder *m, const float *z, fm_err *e)
         for (int j = 0; j < R; j++)
             FM_TRY(res_forward(&lv->res[j], dec_block_in(m, i, j), m->tmp, e));
         if (lv->has_resample) {
-            fm_upsample2x_forward(lv->res[R - 1].y, lv->up, m->n, lv->h, lv->h, lv->ch);
-            FM_TRY(fm_conv2d_forward(&lv->resample, lv->up, lv->out, e));
+            FM_TRY(fm_upconv_forward(&lv->upsample, lv->res[R - 1].y, lv->out, e));  // [n, 2h, 2h, ch]
         }
     }
     FM_TRY(fm_groupnorm_forward(&m->out_norm, m->lv[0].res[R - 1].y, m->hn, e));
@@ -474,8 +474,8 @@ int fm_vae_decoder_backward(fm_vae_decoder *m, const float *z, const float *dxha
     for (int i = 0; i < c->levels; i++) {
         fm_vae_level *lv = &m->lv[i];
         if (lv->has_resample) {
-            FM_TRY(fm_conv2d_backward(&lv->resample, lv->up, cur, oth, e));  // oth [n, 2h, 2h, ch]
-            fm_upsample2x_backward(oth, cur, m->n, lv->h, lv->h, lv->ch);    // cur [n, h, h, ch]
+            FM_TRY(fm_upconv_backward(&lv->upsample, lv->res[R - 1].y, cur, oth, e));  // oth [n, h, h, ch]
+            sw = cur, cur = oth, oth = sw;
         }
         for (int j = R - 1; j >= 0; j--) {
             FM_TRY(res_backward(&lv->res[j], dec_block_in(m, i, j), cur, oth, m->g[2], m->g[3], e));
