@@ -709,8 +709,14 @@ static int res_backward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, cons
     const int B = u->batch, co = b->cout;
     const char *s = b->name;
     float *a = u->sb, *t = u->t1buf;
-    TIME(BWD, s, "norm2.recompute", "groupnorm", 0,
-         fm_groupnorm_forward_ada(&r->norm2, r->h1, r->scale, r->shift, a, e));  // recompute conv2's input
+    /* The GroupNorm+SiLU outputs that feed a convolution or attention are not
+     * stored: backward recomputes them from the saved statistics
+     * (fm_groupnorm_reforward), except under bf16, where the consumer keeps
+     * the bf16 copy of its forward input and does not read it
+     * (fm_conv2d_keeps_x, fm_attention_keeps_x). */
+    if (!fm_conv2d_keeps_x(&r->conv2, a))
+        TIME(BWD, s, "norm2.recompute", "groupnorm", 0,
+             fm_groupnorm_reforward(&r->norm2, r->h1, a, e));  // conv2's input
     TIME(BWD, s, "conv2", "conv", fm_conv2d_flops_bwd(&r->conv2, 1),
          fm_conv2d_backward(&r->conv2, a, dout, t, e));                            // t = d(conv2 input)
     TIME(BWD, s, "norm2", "groupnorm", 0,
@@ -721,7 +727,8 @@ static int res_backward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, cons
          fm_linear_backward(&r->emb_proj, u->c, u->ep, u->dcpart, e));
     TIMEV(BWD, s, "emb_acc", "elementwise", 0,
           fm_acc(u->dc, u->dcpart, (long)B * u->cfg.emb_dim));                     // c feeds every block
-    TIME(BWD, s, "norm1.recompute", "groupnorm", 0, fm_groupnorm_forward(&r->norm1, x, a, e));  // conv1's input
+    if (!fm_conv2d_keeps_x(&r->conv1, a))
+        TIME(BWD, s, "norm1.recompute", "groupnorm", 0, fm_groupnorm_reforward(&r->norm1, x, a, e));  // conv1's input
     TIME(BWD, s, "conv1", "conv", fm_conv2d_flops_bwd(&r->conv1, 1),
          fm_conv2d_backward(&r->conv1, a, t, dx, e));                              // dx = d(conv1 input)
     TIME(BWD, s, "norm1", "groupnorm", 0, fm_groupnorm_backward(&r->norm1, x, dx, dx, e));
@@ -739,7 +746,8 @@ static int attn_backward(fm_unet *u, fm_unet_attn *l, const fm_unet_block *b, co
                          float *dx, fm_err *e)
 {
     const char *s = b->name;
-    TIME(BWD, s, "norm.recompute", "groupnorm", 0, fm_groupnorm_forward(&l->norm, x, u->sb, e));  // attention input
+    if (!fm_attention_keeps_x(&l->attn, u->sb))  // see res_backward
+        TIME(BWD, s, "norm.recompute", "groupnorm", 0, fm_groupnorm_reforward(&l->norm, x, u->sb, e));
     TIME(BWD, s, "attn", "attention", fm_attention_flops_bwd(&l->attn, 1),
          fm_attention_backward(&l->attn, u->sb, dout, u->t1buf, e));
     TIME(BWD, s, "norm", "groupnorm", 0, fm_groupnorm_backward(&l->norm, x, u->t1buf, dx, e));
@@ -796,7 +804,8 @@ int fm_unet_backward(fm_unet *u, const float *dout, fm_err *e)
     /* out: recompute silu(out_norm(h)), then back through out_conv and out_norm */
     const float *h = u->blocks[u->nblocks - 1].out;
     float *cur = u->g0, *other = u->g1;  // cur: gradient of the current activation
-    TIME(BWD, "out", "out_norm.recompute", "groupnorm", 0, fm_groupnorm_forward(&u->out_norm, h, u->sb, e));
+    if (!fm_conv2d_keeps_x(&u->out_conv, u->sb))
+        TIME(BWD, "out", "out_norm.recompute", "groupnorm", 0, fm_groupnorm_reforward(&u->out_norm, h, u->sb, e));
     TIME(BWD, "out", "out_conv", "conv", fm_conv2d_flops_bwd(&u->out_conv, 1),
          fm_conv2d_backward(&u->out_conv, u->sb, dout, u->t1buf, e));
     TIME(BWD, "out", "out_norm", "groupnorm", 0, fm_groupnorm_backward(&u->out_norm, h, u->t1buf, cur, e));
