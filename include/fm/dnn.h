@@ -33,6 +33,16 @@ void fm_dnn_free(fm_dnn *d);
 /* Run primitive p on the process stream and wait for it. */
 int fm_dnn_exec(fm_dnn *d, dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t *args, fm_err *e);
 
+/* fm_dnn_exec with a user scratchpad: appends { DNNL_ARG_SCRATCHPAD, scratch }
+ * to args (which must have room for nargs + 1 entries) unless scratch is NULL. */
+int fm_dnn_exec_sp(fm_dnn *d, dnnl_primitive_t p, dnnl_memory_t scratch, int nargs, dnnl_exec_arg_t *args,
+                   fm_err *e);
+
+/* Run reorder primitive p from -> to with a user scratchpad (may be NULL);
+ * nothing when p is NULL (the layouts are the same). */
+int fm_dnn_reorder(fm_dnn *d, dnnl_primitive_t p, dnnl_memory_t scratch, dnnl_memory_t from, dnnl_memory_t to,
+                   fm_err *e);
+
 /* A memory object of plain fp32 dims with format tag tag (no data attached;
  * attach with dnnl_memory_set_data_handle before each use). */
 int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag,

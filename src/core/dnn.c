@@ -27,6 +27,23 @@ int fm_dnn_exec(fm_dnn *d, dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t 
     return FM_OK;
 }
 
+int fm_dnn_exec_sp(fm_dnn *d, dnnl_primitive_t p, dnnl_memory_t scratch, int nargs, dnnl_exec_arg_t *args,
+                   fm_err *e)
+{
+    if (scratch)
+        args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, scratch };
+    return fm_dnn_exec(d, p, nargs, args, e);
+}
+
+int fm_dnn_reorder(fm_dnn *d, dnnl_primitive_t p, dnnl_memory_t scratch, dnnl_memory_t from, dnnl_memory_t to,
+                   fm_err *e)
+{
+    if (!p)
+        return FM_OK;
+    dnnl_exec_arg_t args[3] = { { DNNL_ARG_FROM, from }, { DNNL_ARG_TO, to } };
+    return fm_dnn_exec_sp(d, p, scratch, 2, args, e);
+}
+
 int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag,
                fm_err *e)
 {

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fm/act.h"
+
 static int alloc_f32(fm_arena *a, float **out, int64_t n, fm_err *e)
 {
     void *p;
@@ -61,31 +63,6 @@ int fm_attention_init(fm_attention *l, fm_dnn *d, fm_params *p, fm_arena *a, con
     return FM_OK;
 }
 
-/* exp(x) for x <= 0, written so that loops over it vectorise (libm's expf
- * does not without -ffast-math): x = n ln2 + r with |r| <= ln2/2 (Cody-Waite
- * split of ln2), exp(r) by its Taylor series to degree 7 (truncation below
- * 1e-8 relative) in fused multiply-adds, 2^n put straight into the exponent
- * bits. Relative error about 2e-7; inputs below -87 return exp(-87) ~ 1.6e-38
- * instead of underflowing. */
-static inline float exp_nonpos(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float n = fmaf(x, 1.44269504f, magic) - magic;
-    float r = fmaf(n, -0.693359375f, x); /* ln2 high part: n * it is exact for |n| < 2^10 */
-    r = fmaf(n, 2.12194440e-4f, r);      /* ln2 low part */
-    float q = fmaf(1.0f / 5040, r, 1.0f / 720);
-    q = fmaf(q, r, 1.0f / 120);
-    q = fmaf(q, r, 1.0f / 24);
-    q = fmaf(q, r, 1.0f / 6);
-    q = fmaf(q, r, 0.5f);
-    q = fmaf(q, r, 1.0f);
-    q = fmaf(q, r, 1.0f);
-    int32_t bits = ((int32_t)n + 127) * (1 << 23);
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return q * two_n;
-}
 
 /* q, k, v of head hh of sample bb: rows T apart by 3C in qkv (or dqkv). */
 static inline int64_t head_off(const fm_attention *l, int64_t bb, int64_t hh)
@@ -152,7 +129,7 @@ static void softmax_rows(float *s, int64_t t)
             mx = row[j] > mx ? row[j] : mx;
 #pragma omp simd reduction(+ : sum)
         for (int64_t j = 0; j < t; j++) {
-            row[j] = exp_nonpos(row[j] - mx);
+            row[j] = fm_expf_simd(row[j] - mx);
             sum += row[j];
         }
         const float inv = 1.0f / sum;

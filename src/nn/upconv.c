@@ -385,20 +385,15 @@ int fm_upconv_init(fm_upconv *l, fm_dnn *d, fm_params *p, fm_arena *a, const cha
 
 /* ---- forward and backward ------------------------------------------------ */
 
-/* Execute p with args plus the scratchpad (if any). */
+/* Execute p with args plus the layer's scratchpad (args has room for it). */
 static int run(fm_upconv *l, dnnl_primitive_t p, dnnl_exec_arg_t *args, int nargs, fm_err *e)
 {
-    if (l->m_scratch)
-        args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, l->m_scratch };
-    return fm_dnn_exec(l->d, p, nargs, args, e);
+    return fm_dnn_exec_sp(l->d, p, l->m_scratch, nargs, args, e);
 }
 
 static int reorder(fm_upconv *l, dnnl_primitive_t p, dnnl_memory_t from, dnnl_memory_t to, fm_err *e)
 {
-    if (!p)
-        return FM_OK;
-    dnnl_exec_arg_t args[3] = { { DNNL_ARG_FROM, from }, { DNNL_ARG_TO, to } };
-    return run(l, p, args, 2, e);
+    return fm_dnn_reorder(l->d, p, l->m_scratch, from, to, e);
 }
 
 /* Point the src operand at x, or (bf16) round x into the bf16 copy (with
