@@ -133,6 +133,9 @@ CASES = [
     (groupnorm, (3, 7, 9, 128, 32, 0, 0)),
     (groupnorm, (1, 16, 16, 64, 8, 1, 1)),
     (groupnorm, (2, 4, 4, 96, 32, 2, 1)),
+    # batch >= 32: GroupNorm's one-task-per-sample path
+    (groupnorm, (32, 4, 4, 64, 8, 1, 1)),
+    (groupnorm, (33, 3, 5, 48, 8, 0, 0)),
     (silu, (3, 5, 7, 16)),
     (upsample, (3, 5, 7, 8)),
     (upsample, (2, 4, 4, 3)),
