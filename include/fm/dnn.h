@@ -6,6 +6,7 @@
 #include <dnnl_debug.h>
 
 #include "fm/status.h"
+#include "fm/tensor.h"
 
 typedef struct fm_dnn {
     dnnl_engine_t engine;
@@ -42,6 +43,14 @@ int fm_dnn_exec_sp(fm_dnn *d, dnnl_primitive_t p, dnnl_memory_t scratch, int nar
  * nothing when p is NULL (the layouts are the same). */
 int fm_dnn_reorder(fm_dnn *d, dnnl_primitive_t p, dnnl_memory_t scratch, dnnl_memory_t from, dnnl_memory_t to,
                    fm_err *e);
+
+/* Attach a layer's x operand: under bf16 (c->buf set) round x into the copy
+ * (with reuse, keep the copy when it was made from this same buffer: a
+ * backward given its forward's unchanged input), else point m at x. */
+int fm_dnn_attach_x(fm_bf16_copy *c, dnnl_memory_t m, const float *x, int reuse, fm_err *e);
+
+/* 1 when c holds the bf16 rounding of buffer x (see fm_conv2d_keeps_x). */
+static inline int fm_bf16_copy_keeps(const fm_bf16_copy *c, const float *x) { return c->buf && c->of == x; }
 
 /* A memory object of plain fp32 dims with format tag tag (no data attached;
  * attach with dnnl_memory_set_data_handle before each use). */

@@ -44,6 +44,16 @@ int fm_dnn_reorder(fm_dnn *d, dnnl_primitive_t p, dnnl_memory_t scratch, dnnl_me
     return fm_dnn_exec_sp(d, p, scratch, 2, args, e);
 }
 
+int fm_dnn_attach_x(fm_bf16_copy *c, dnnl_memory_t m, const float *x, int reuse, fm_err *e)
+{
+    if (c->buf) {
+        fm_bf16_copy_from(c, x, reuse);
+        return FM_OK;
+    }
+    FM_DNN(dnnl_memory_set_data_handle(m, (void *)x), e);
+    return FM_OK;
+}
+
 int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag,
                fm_err *e)
 {

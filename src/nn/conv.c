@@ -257,20 +257,13 @@ static int reorder(fm_conv2d *l, dnnl_primitive_t p, dnnl_memory_t from, dnnl_me
     return fm_dnn_reorder(l->d, p, l->m_scratch, from, to, e);
 }
 
-/* Point the src operand at x, or (bf16) round x into the bf16 copy; with
- * reuse, keep the copy when it was made from this same buffer (backward after
- * forward: the contract says x is the forward's input, unchanged). */
+/* x operand: see fm_dnn_attach_x. */
 static int attach_x(fm_conv2d *l, const float *x, int reuse, fm_err *e)
 {
-    if (l->x16.buf) {
-        fm_bf16_copy_from(&l->x16, x, reuse);
-        return FM_OK;
-    }
-    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
-    return FM_OK;
+    return fm_dnn_attach_x(&l->x16, l->m_x, x, reuse, e);
 }
 
-int fm_conv2d_keeps_x(const fm_conv2d *l, const float *x) { return l->x16.buf && l->x16.of == x; }
+int fm_conv2d_keeps_x(const fm_conv2d *l, const float *x) { return fm_bf16_copy_keeps(&l->x16, x); }
 
 int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
 {

@@ -396,16 +396,10 @@ static int reorder(fm_upconv *l, dnnl_primitive_t p, dnnl_memory_t from, dnnl_me
     return fm_dnn_reorder(l->d, p, l->m_scratch, from, to, e);
 }
 
-/* Point the src operand at x, or (bf16) round x into the bf16 copy (with
- * reuse: unless the copy already holds this buffer, see conv.c). */
+/* x operand: see fm_dnn_attach_x. */
 static int attach_x(fm_upconv *l, const float *x, int reuse, fm_err *e)
 {
-    if (l->x16.buf) {
-        fm_bf16_copy_from(&l->x16, x, reuse);
-        return FM_OK;
-    }
-    FM_DNN(dnnl_memory_set_data_handle(l->m_x, (void *)x), e);
-    return FM_OK;
+    return fm_dnn_attach_x(&l->x16, l->m_x, x, reuse, e);
 }
 
 int fm_upconv_forward(fm_upconv *l, const float *x, float *y, fm_err *e)
