@@ -52,6 +52,17 @@ int fm_dnn_attach_x(fm_bf16_copy *c, dnnl_memory_t m, const float *x, int reuse,
 /* 1 when c holds the bf16 rounding of buffer x (see fm_conv2d_keeps_x). */
 static inline int fm_bf16_copy_keeps(const fm_bf16_copy *c, const float *x) { return c->buf && c->of == x; }
 
+/* Set-up helpers for primitives with a user scratchpad. */
+/* Raise *scratch to the scratchpad size pd needs. */
+void fm_dnn_grow_scratch(size_t *scratch, const_dnnl_primitive_desc_t pd);
+
+/* oneDNN's name of pd's implementation (e.g. "brgconv:avx512_core"), "?" if unknown. */
+const char *fm_dnn_impl_name(const_dnnl_primitive_desc_t pd);
+
+/* A reorder primitive src_md -> dst_md with attr (user scratchpad); grows *scratch. */
+int fm_dnn_make_reorder(fm_dnn *d, const dnnl_memory_desc_t *src_md, const dnnl_memory_desc_t *dst_md,
+                        const_dnnl_primitive_attr_t attr, dnnl_primitive_t *out, size_t *scratch, fm_err *e);
+
 /* A memory object of plain fp32 dims with format tag tag (no data attached;
  * attach with dnnl_memory_set_data_handle before each use). */
 int fm_dnn_mem(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag,

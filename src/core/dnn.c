@@ -27,6 +27,34 @@ int fm_dnn_exec(fm_dnn *d, dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t 
     return FM_OK;
 }
 
+void fm_dnn_grow_scratch(size_t *scratch, const_dnnl_primitive_desc_t pd)
+{
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    const size_t need = md ? dnnl_memory_desc_get_size(md) : 0;
+    if (need > *scratch)
+        *scratch = need;
+}
+
+const char *fm_dnn_impl_name(const_dnnl_primitive_desc_t pd)
+{
+    const char *s = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) != dnnl_success || !s)
+        return "?";
+    return s;
+}
+
+int fm_dnn_make_reorder(fm_dnn *d, const dnnl_memory_desc_t *src_md, const dnnl_memory_desc_t *dst_md,
+                        const_dnnl_primitive_attr_t attr, dnnl_primitive_t *out, size_t *scratch, fm_err *e)
+{
+    dnnl_primitive_desc_t pd;
+    FM_DNN(dnnl_reorder_primitive_desc_create(&pd, src_md, d->engine, dst_md, d->engine, attr), e);
+    fm_dnn_grow_scratch(scratch, pd);
+    dnnl_status_t st = dnnl_primitive_create(out, pd);
+    dnnl_primitive_desc_destroy(pd);
+    FM_DNN(st, e);
+    return FM_OK;
+}
+
 int fm_dnn_exec_sp(fm_dnn *d, dnnl_primitive_t p, dnnl_memory_t scratch, int nargs, dnnl_exec_arg_t *args,
                    fm_err *e)
 {
@@ -82,10 +110,7 @@ int fm_dnn_matmul(fm_dnn *d, dnnl_primitive_t *out, const dnnl_memory_desc_t *sr
         s = dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL);
     dnnl_primitive_attr_destroy(attr);
     FM_DNN(s, e);
-    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
-    if (need > *scratch)
-        *scratch = need;
+    fm_dnn_grow_scratch(scratch, pd);
     s = dnnl_primitive_create(out, pd);
     dnnl_primitive_desc_destroy(pd);
     FM_DNN(s, e);

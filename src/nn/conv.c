@@ -18,20 +18,6 @@ typedef struct conv_pds {
     dnnl_primitive_desc_t fwd, bwd_data, bwd_weights;
 } conv_pds;
 
-static size_t scratch_size(const_dnnl_primitive_desc_t pd)
-{
-    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    return md ? dnnl_memory_desc_get_size(md) : 0;
-}
-
-static const char *impl_name(const_dnnl_primitive_desc_t pd)
-{
-    const char *s = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) != dnnl_success || !s)
-        return "?";
-    return s;
-}
-
 /* A memory object for md: `same` itself when md equals same's descriptor,
  * otherwise a new object backed by a fresh arena buffer. */
 static int mem_for(fm_conv2d *l, fm_arena *a, const dnnl_memory_desc_t *md, dnnl_memory_t same,
@@ -47,21 +33,6 @@ static int mem_for(fm_conv2d *l, fm_arena *a, const dnnl_memory_desc_t *md, dnnl
     if (fm_arena_alloc_or(a, dnnl_memory_desc_get_size(md), &buf, e) != FM_OK)
         return fm_err_prefix(e, "%s", what);
     FM_DNN(dnnl_memory_create(out, md, l->d->engine, buf), e);
-    return FM_OK;
-}
-
-/* A reorder primitive src_md -> dst_md (user scratchpad); grows *scratch. */
-static int make_reorder(fm_conv2d *l, const dnnl_memory_desc_t *src_md, const dnnl_memory_desc_t *dst_md,
-                        const_dnnl_primitive_attr_t attr, dnnl_primitive_t *out, size_t *scratch, fm_err *e)
-{
-    dnnl_primitive_desc_t pd;
-    FM_DNN(dnnl_reorder_primitive_desc_create(&pd, src_md, l->d->engine, dst_md, l->d->engine, attr), e);
-    size_t s = scratch_size(pd);
-    dnnl_status_t st = dnnl_primitive_create(out, pd);
-    dnnl_primitive_desc_destroy(pd);
-    FM_DNN(st, e);
-    if (s > *scratch)
-        *scratch = s;
     return FM_OK;
 }
 
@@ -115,8 +86,8 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
         return fm_err_prefix(e, "[%lld, %lld, %lld, %lld] k%lld s%lld p%lld -> %lld", (long long)l->n,
                              (long long)l->h, (long long)l->w, (long long)l->cin, (long long)l->k,
                              (long long)l->stride, (long long)l->pad, (long long)l->cout);
-    fm_debug("conv %s: forward %s, backward-data %s, backward-weights %s", name, impl_name(pd->fwd),
-             impl_name(pd->bwd_data), impl_name(pd->bwd_weights));
+    fm_debug("conv %s: forward %s, backward-data %s, backward-weights %s", name, fm_dnn_impl_name(pd->fwd),
+             fm_dnn_impl_name(pd->bwd_data), fm_dnn_impl_name(pd->bwd_weights));
 
     FM_DNN(dnnl_primitive_create(&l->fwd, pd->fwd), e);
     FM_DNN(dnnl_primitive_create(&l->bwd_data, pd->bwd_data), e);
@@ -154,11 +125,10 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
     }
 
     /* weights in the layouts the primitives chose, and reorders to/from OIHW */
-    size_t scratch = scratch_size(pd->fwd);
-    size_t s = scratch_size(pd->bwd_data);
-    scratch = s > scratch ? s : scratch;
-    s = scratch_size(pd->bwd_weights);
-    scratch = s > scratch ? s : scratch;
+    size_t scratch = 0;
+    fm_dnn_grow_scratch(&scratch, pd->fwd);
+    fm_dnn_grow_scratch(&scratch, pd->bwd_data);
+    fm_dnn_grow_scratch(&scratch, pd->bwd_weights);
     const dnnl_memory_desc_t *w_fwd_md = dnnl_primitive_desc_query_md(pd->fwd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *w_bwd_md = dnnl_primitive_desc_query_md(pd->bwd_data, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *dw_md =
@@ -168,18 +138,18 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
 
     FM_TRY(mem_for(l, a, w_fwd_md, l->m_w, &l->m_w_fwd, "weights buffer", e));
     if (l->m_w_fwd != l->m_w)
-        FM_TRY(make_reorder(l, oihw_md, w_fwd_md, attr, &l->w_reorder, &scratch, e));
+        FM_TRY(fm_dnn_make_reorder(l->d, oihw_md, w_fwd_md, attr, &l->w_reorder, &scratch, e));
     /* backward-data reuses the forward buffer when the layouts match, else gets its own */
     if (dnnl_memory_desc_equal(w_bwd_md, w_fwd_md)) {
         l->m_w_bwd = l->m_w_fwd;
     } else {
         FM_TRY(mem_for(l, a, w_bwd_md, l->m_w, &l->m_w_bwd, "backward weights buffer", e));
         if (l->m_w_bwd != l->m_w)
-            FM_TRY(make_reorder(l, oihw_md, w_bwd_md, attr, &l->wb_reorder, &scratch, e));
+            FM_TRY(fm_dnn_make_reorder(l->d, oihw_md, w_bwd_md, attr, &l->wb_reorder, &scratch, e));
     }
     FM_TRY(mem_for(l, a, dw_md, l->m_dw, &l->m_dw_int, "weight gradient buffer", e));
     if (l->m_dw_int != l->m_dw)
-        FM_TRY(make_reorder(l, dw_md, oihw_md, attr, &l->dw_reorder, &scratch, e));
+        FM_TRY(fm_dnn_make_reorder(l->d, dw_md, oihw_md, attr, &l->dw_reorder, &scratch, e));
 
     l->scratch_bytes = scratch;
     if (scratch > 0) {

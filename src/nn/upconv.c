@@ -79,7 +79,7 @@ static void unfold(const float *dwf, float *dW, int64_t cout, int64_t cin)
 
 /* Pixel (2i+py, 2j+px) of a map [N, 2H, 2W, C] is pixel (i, j) of its parity
  * p = 2 py + px, stored as part[p] = part + p * N*H*W*C, [N, H, W, C] each.
- * Both copies walk the full map once, in order (rows = N*H). */
+ * copy_parities walks the full map once, in order (rows = N*H). */
 
 /* Offset of pixel (r = n*H + i, py, j, px) in the full map and in the parts. */
 static inline int64_t full_at(int64_t r, int py, int64_t j, int px, int64_t w, int64_t c)
@@ -92,28 +92,19 @@ static inline int64_t part_at(int64_t r, int py, int64_t j, int px, int64_t rows
     return ((2 * py + px) * rows * w + r * w + j) * c;
 }
 
-/* y [N, 2H, 2W, C] <- its parities yp. */
-static void interleave(float *y, const float *yp, int64_t rows, int64_t w, int64_t c)
+/* Between a full map [N, 2H, 2W, C] and its four parities [4, N, H, W, C]:
+ * to_full: dst is the full map and src the parities; else the other way. */
+static void copy_parities(float *dst, const float *src, int to_full, int64_t rows, int64_t w, int64_t c)
 {
     const size_t bytes = (size_t)c * sizeof(float);
 #pragma omp parallel for schedule(static) if (rows * w * c >= 16384)
     for (int64_t r = 0; r < rows; r++)
         for (int py = 0; py < 2; py++)
             for (int64_t j = 0; j < w; j++)
-                for (int px = 0; px < 2; px++)
-                    memcpy(y + full_at(r, py, j, px, w, c), yp + part_at(r, py, j, px, rows, w, c), bytes);
-}
-
-/* dyp <- the parities of dy [N, 2H, 2W, C]. */
-static void deinterleave(float *dyp, const float *dy, int64_t rows, int64_t w, int64_t c)
-{
-    const size_t bytes = (size_t)c * sizeof(float);
-#pragma omp parallel for schedule(static) if (rows * w * c >= 16384)
-    for (int64_t r = 0; r < rows; r++)
-        for (int py = 0; py < 2; py++)
-            for (int64_t j = 0; j < w; j++)
-                for (int px = 0; px < 2; px++)
-                    memcpy(dyp + part_at(r, py, j, px, rows, w, c), dy + full_at(r, py, j, px, w, c), bytes);
+                for (int px = 0; px < 2; px++) {
+                    const int64_t f = full_at(r, py, j, px, w, c), q = part_at(r, py, j, px, rows, w, c);
+                    memcpy(dst + (to_full ? f : q), src + (to_full ? q : f), bytes);
+                }
 }
 
 /* ---- set-up ---------------------------------------------------------------- */
@@ -122,27 +113,6 @@ static void deinterleave(float *dyp, const float *dy, int64_t rows, int64_t w, i
 typedef struct upconv_pds {
     dnnl_primitive_desc_t fwd[NP], bwd_data[NP], bwd_weights[NP];
 } upconv_pds;
-
-static size_t scratch_size(const_dnnl_primitive_desc_t pd)
-{
-    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    return md ? dnnl_memory_desc_get_size(md) : 0;
-}
-
-static void grow(size_t *scratch, const_dnnl_primitive_desc_t pd)
-{
-    size_t s = scratch_size(pd);
-    if (s > *scratch)
-        *scratch = s;
-}
-
-static const char *impl_name(const_dnnl_primitive_desc_t pd)
-{
-    const char *s = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) != dnnl_success || !s)
-        return "?";
-    return s;
-}
 
 static int take(fm_arena *a, size_t bytes, void **out, const char *what, fm_err *e)
 {
@@ -167,14 +137,7 @@ static int internal_mem(fm_upconv *l, fm_arena *a, const dnnl_memory_desc_t *md,
     void *buf;
     FM_TRY(take(a, dnnl_memory_desc_get_size(md), &buf, "weights buffer", e));
     FM_DNN(dnnl_memory_create(out, md, l->d->engine, buf), e);
-    dnnl_primitive_desc_t pd;
-    FM_DNN(dnnl_reorder_primitive_desc_create(&pd, to_plain ? md : plain_md, l->d->engine, to_plain ? plain_md : md,
-                                              l->d->engine, attr), e);
-    grow(scratch, pd);
-    dnnl_status_t st = dnnl_primitive_create(reorder, pd);
-    dnnl_primitive_desc_destroy(pd);
-    FM_DNN(st, e);
-    return FM_OK;
+    return fm_dnn_make_reorder(l->d, to_plain ? md : plain_md, to_plain ? plain_md : md, attr, reorder, scratch, e);
 }
 
 /* A primitive descriptor for op_desc: oneDNN's "jit" implementation for
@@ -186,11 +149,11 @@ static int create_pd(dnnl_primitive_desc_t *out, const_dnnl_op_desc_t op_desc, c
     dnnl_primitive_desc_iterator_t it;
     FM_DNN(dnnl_primitive_desc_iterator_create(&it, op_desc, attr, engine, NULL), e);
     dnnl_primitive_desc_t first = dnnl_primitive_desc_iterator_fetch(it), jit = NULL;
-    const char *isa = first ? strchr(impl_name(first), ':') : NULL;  // e.g. ":avx512_core"
-    if (isa && strncmp(impl_name(first), "jit", 3))
+    const char *isa = first ? strchr(fm_dnn_impl_name(first), ':') : NULL;  // e.g. ":avx512_core"
+    if (isa && strncmp(fm_dnn_impl_name(first), "jit", 3))
         while (!jit && dnnl_primitive_desc_iterator_next(it) == dnnl_success) {
             dnnl_primitive_desc_t pd = dnnl_primitive_desc_iterator_fetch(it);
-            const char *name = pd ? impl_name(pd) : "";
+            const char *name = pd ? fm_dnn_impl_name(pd) : "";
             if (!strncmp(name, "jit", 3) && strchr(name, ':') && !strcmp(strchr(name, ':'), isa))
                 jit = pd;
             else if (pd)
@@ -260,8 +223,8 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
     if (create_pds(l, pd, attr, attr_sum, e) != FM_OK)
         return fm_err_prefix(e, "[%lld, %lld, %lld, %lld] -> %lld", (long long)l->n, (long long)l->h,
                              (long long)l->w, (long long)l->cin, (long long)l->cout);
-    fm_debug("upconv %s: forward %s, backward-data %s, backward-weights %s", name, impl_name(pd->fwd[0]),
-             impl_name(pd->bwd_data[0]), impl_name(pd->bwd_weights[0]));
+    fm_debug("upconv %s: forward %s, backward-data %s, backward-weights %s", name, fm_dnn_impl_name(pd->fwd[0]),
+             fm_dnn_impl_name(pd->bwd_data[0]), fm_dnn_impl_name(pd->bwd_weights[0]));
 
     const int64_t nx = l->n * l->h * l->w * l->cin, ny = l->n * l->h * l->w * l->cout;
     /* the parity buffers serve forward (outputs) and backward (gradients) */
@@ -308,9 +271,9 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
     size_t scratch = 0;
     const int64_t ps = l->cout * l->cin * 4;
     for (int p = 0; p < NP; p++) {
-        grow(&scratch, pd->fwd[p]);
-        grow(&scratch, pd->bwd_data[p]);
-        grow(&scratch, pd->bwd_weights[p]);
+        fm_dnn_grow_scratch(&scratch, pd->fwd[p]);
+        fm_dnn_grow_scratch(&scratch, pd->bwd_data[p]);
+        fm_dnn_grow_scratch(&scratch, pd->bwd_weights[p]);
         FM_DNN(dnnl_primitive_create(&l->fwd[p], pd->fwd[p]), e);
         FM_DNN(dnnl_primitive_create(&l->bwd_data[p], pd->bwd_data[p]), e);
         FM_DNN(dnnl_primitive_create(&l->bwd_weights[p], pd->bwd_weights[p]), e);
@@ -419,7 +382,7 @@ int fm_upconv_forward(fm_upconv *l, const float *x, float *y, fm_err *e)
             args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, l->m_b };
         FM_TRY(run(l, l->fwd[p], args, nargs, e));  // yp[p] [N, H, W, Cout]
     }
-    interleave(y, l->yp, l->n * l->h, l->w, l->cout);  // y [N, 2H, 2W, Cout]
+    copy_parities(y, l->yp, 1, l->n * l->h, l->w, l->cout);  // y [N, 2H, 2W, Cout]
     return FM_OK;
 }
 
@@ -432,7 +395,7 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
             FM_TRY(reorder(l, l->wt_reorder[p], l->m_wt[p], l->m_wt_int[p], e));
         FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
     }
-    deinterleave(l->dyp, dy, l->n * l->h, l->w, l->cout);  // dyp[p] [N, H, W, Cout]
+    copy_parities(l->dyp, dy, 0, l->n * l->h, l->w, l->cout);  // dyp[p] [N, H, W, Cout]
     if (l->dyp16)
         fm_f32_to_bf16_n(l->dyp16, l->dyp, NP * ny);
     for (int p = 0; p < NP; p++) {
