@@ -20,7 +20,10 @@
  * (x and dy into two arena buffers per layer, the weights by the reorders;
  * backward reuses forward's copy of x when given the same buffer);
  * y, dx and the weight and bias gradients stay fp32 (oneDNN accumulates in
- * fp32), as do the parameters themselves. */
+ * fp32), as do the parameters themselves. Weight gradients of kernels larger
+ * than 1x1 come from fm_wgrad16 (wgrad16.h) where the CPU has AVX512-BF16 and
+ * Cin % 16 == 0, from pair-packed copies of x and dy (two more arena buffers);
+ * 1x1 kernels (nothing to skip) and other shapes keep oneDNN's. */
 #ifndef FM_CONV_H
 #define FM_CONV_H
 
@@ -31,6 +34,7 @@
 #include "fm/params.h"
 #include "fm/status.h"
 #include "fm/tensor.h"
+#include "fm/wgrad16.h"
 
 typedef struct fm_conv2d {
     fm_dnn *d;
@@ -53,7 +57,17 @@ typedef struct fm_conv2d {
     dnnl_memory_t m_b, m_db;                   /* [Cout], NULL without bias */
     dnnl_memory_t m_scratch;
     size_t scratch_bytes;                      /* size of the shared scratchpad */
+    fm_wgrad16 wg;                             /* geometry for fm_wgrad16 */
+    uint16_t *xp, *dyp;                        /* pair-packed bf16 x and dy (arena); NULL: oneDNN's weight gradients */
 } fm_conv2d;
+
+/* Bytes of the bf16 operand buffers one convolution takes from its arena
+ * under bf16 (x, dy and the pair-packed copies of both) when no activation
+ * it reads or writes has more than max_numel elements; n is the batch. */
+static inline size_t fm_conv2d_bf16_bytes(size_t max_numel, int64_t n)
+{
+    return 4 * ((max_numel + max_numel / (size_t)n) * 2 + 128);
+}
 
 /* Output size of one spatial dimension: (in + 2*pad - k) / stride + 1, or a
  * value < 1 when the kernel does not fit. */

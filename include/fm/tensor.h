@@ -9,6 +9,7 @@
 #define FM_TENSOR_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "fm/arena.h"
 #include "fm/status.h"
@@ -43,6 +44,15 @@ const char *fm_shape_str(const fm_tensor *t, char *buf, int len);
 /* bf16 <-> fp32 (round to nearest even). */
 uint16_t fm_f32_to_bf16(float x);
 float fm_bf16_to_f32(uint16_t x);
+/* fm_f32_to_bf16, branch-free so that loops over it vectorise. */
+static inline uint16_t fm_bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t quiet = (u >> 16) | 0x40u; /* NaN stays NaN */
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
 /* dst[i] = fm_f32_to_bf16(src[i]) for i < n; threaded for large n. */
 void fm_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n);
 

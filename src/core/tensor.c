@@ -69,15 +69,9 @@ float fm_bf16_to_f32(uint16_t x)
 
 void fm_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n)
 {
-    /* the scalar rule above, branch-free so that the loop vectorises */
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, src + i, 4);
-        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        uint32_t quiet = (u >> 16) | 0x40u;
-        dst[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = fm_bf16_round(src[i]);
 }
 
 void fm_bf16_copy_from(fm_bf16_copy *c, const float *x, int reuse)

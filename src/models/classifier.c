@@ -75,8 +75,8 @@ static size_t arena_bound(const fm_classifier_cfg *c, long n, int bf16)
     /* the head reads the flattened last map: hw * hw * 4w inputs */
     const long f = 4L * c->width, fl = (long)hw * hw * f, k = c->num_classes;
     b += (size_t)(2 * mx + 2 * n * (f + k) + 4 * fl * k) * sizeof(float) + (size_t)n * fl * 2 + (1u << 20);
-    if (bf16) /* each layer's bf16 copies of x, dy (and the head's weights), 2 bytes per element */
-        b += (FM_CLS_STAGES + 1) * 2 * ((size_t)mx * 2 + 64) + (size_t)fl * k * 2 + 64;
+    if (bf16) /* each layer's bf16 operand buffers (and the head's weights), 2 bytes per element */
+        b += (FM_CLS_STAGES + 1) * fm_conv2d_bf16_bytes((size_t)mx, n) + (size_t)fl * k * 2 + 64;
     return b;
 }
 

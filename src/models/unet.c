@@ -362,8 +362,8 @@ static size_t arena_estimate(const fm_unet *u)
     for (int k = 0; k < u->nskips; k++)
         sum += al64(u->max_numel * 4); /* bounded by the largest activation */
     if (u->d->bf16) /* per conv or linear (at most 6 per block, plus conv_in, out and the time MLP)
-                     * bf16 copies of x and dy, each at most the largest activation */
-        sum += (size_t)(6 * u->nblocks + 6) * 2 * al64(u->max_numel * 2);
+                     * bf16 operand buffers, each at most the largest activation */
+        sum += (size_t)(6 * u->nblocks + 6) * fm_conv2d_bf16_bytes(u->max_numel, B);
     return sum + sum / 4 + (64u << 20);
 }
 

@@ -100,8 +100,8 @@ static size_t conv_bound(long hw, long cin, long cout, long k)
 static size_t gn_bound(long n, long c) { return (size_t)n * c * (32 * 2 * sizeof(double) + 8 * sizeof(float)) + 4096; }
 
 /* Upper bound of the arena bytes of an encoder (dec = 0) or decoder (dec = 1);
- * bf16 adds each conv's bf16 copies of x and dy (each at most the largest
- * activation, 2 bytes per element). */
+ * bf16 adds each conv's bf16 operand buffers (fm_conv2d_bf16_bytes, each at
+ * most the largest activation). */
 static size_t arena_bound(const fm_vae_cfg *c, long n, int dec, int train, int bf16)
 {
     const long S = c->size, L = c->levels, lat = fm_vae_latent_hw(c), lc = c->latent_ch;
@@ -135,7 +135,7 @@ static size_t arena_bound(const fm_vae_cfg *c, long n, int dec, int train, int b
     dnn += gn_bound(n, cn) + conv_bound(hn, cn, co, 3);
     acts += (train ? 5 : 1) * mx;                         /* tmp and the gradient buffers */
     const size_t convs = (size_t)(2 + L * (3 * c->res_blocks + 1));
-    const size_t copies = bf16 ? convs * 2 * ((size_t)mx * 2 + 64) : 0;
+    const size_t copies = bf16 ? convs * fm_conv2d_bf16_bytes((size_t)mx, n) : 0;
     return (size_t)acts * sizeof(float) + dnn + copies + (8u << 20);
 }
 

@@ -72,9 +72,28 @@ static int create_pds(fm_conv2d *l, conv_pds *pd, const_dnnl_primitive_attr_t at
                                                     strides, pad_l, pad_r), e);
     FM_DNN(dnnl_primitive_desc_create(&pd->bwd_data, &cd, attr, l->d->engine, pd->fwd), e);
 
+    if (l->xp) /* weight gradients by fm_wgrad16 */
+        return FM_OK;
     FM_DNN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src_md, &w32_md, bias,
                                                        &dst_op_md, strides, pad_l, pad_r), e);
     FM_DNN(dnnl_primitive_desc_create(&pd->bwd_weights, &cd, attr, l->d->engine, pd->fwd), e);
+    return FM_OK;
+}
+
+/* Under bf16, take fm_wgrad16 for the weight gradients when it applies:
+ * set l->wg and the pair-packed buffers l->xp, l->dyp. */
+static int setup_wgrad16(fm_conv2d *l, fm_arena *a, fm_err *e)
+{
+    l->wg = (fm_wgrad16){ .n = l->n, .h = l->h, .w = l->w, .cin = l->cin, .ho = l->ho, .wo = l->wo,
+                          .cout = l->cout, .kh = l->k, .kw = l->k, .stride = l->stride, .pad_t = l->pad,
+                          .pad_l = l->pad };
+    if (!l->d->bf16 || l->k == 1 || !fm_wgrad16_usable(&l->wg))
+        return FM_OK;
+    void *xp, *dyp;
+    if (fm_arena_alloc_or(a, fm_wgrad16_packed_len(l->n, l->h * l->w, l->cin) * 2, &xp, e) != FM_OK ||
+        fm_arena_alloc_or(a, fm_wgrad16_packed_len(l->n, l->ho * l->wo, l->cout) * 2, &dyp, e) != FM_OK)
+        return fm_err_prefix(e, "pair-packed operand buffers");
+    l->xp = xp, l->dyp = dyp;
     return FM_OK;
 }
 
@@ -82,16 +101,18 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
                  fm_err *e)
 {
     FM_DNN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), e);
+    FM_TRY(setup_wgrad16(l, a, e));
     if (create_pds(l, pd, attr, e) != FM_OK)
         return fm_err_prefix(e, "[%lld, %lld, %lld, %lld] k%lld s%lld p%lld -> %lld", (long long)l->n,
                              (long long)l->h, (long long)l->w, (long long)l->cin, (long long)l->k,
                              (long long)l->stride, (long long)l->pad, (long long)l->cout);
     fm_debug("conv %s: forward %s, backward-data %s, backward-weights %s", name, fm_dnn_impl_name(pd->fwd),
-             fm_dnn_impl_name(pd->bwd_data), fm_dnn_impl_name(pd->bwd_weights));
+             fm_dnn_impl_name(pd->bwd_data), l->xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights));
 
     FM_DNN(dnnl_primitive_create(&l->fwd, pd->fwd), e);
     FM_DNN(dnnl_primitive_create(&l->bwd_data, pd->bwd_data), e);
-    FM_DNN(dnnl_primitive_create(&l->bwd_weights, pd->bwd_weights), e);
+    if (pd->bwd_weights)
+        FM_DNN(dnnl_primitive_create(&l->bwd_weights, pd->bwd_weights), e);
 
     const dnnl_dims_t src_dims = { l->n, l->cin, l->h, l->w };
     const dnnl_dims_t w_dims = { l->cout, l->cin, l->k, l->k };
@@ -128,11 +149,10 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
     size_t scratch = 0;
     fm_dnn_grow_scratch(&scratch, pd->fwd);
     fm_dnn_grow_scratch(&scratch, pd->bwd_data);
-    fm_dnn_grow_scratch(&scratch, pd->bwd_weights);
+    if (pd->bwd_weights)
+        fm_dnn_grow_scratch(&scratch, pd->bwd_weights);
     const dnnl_memory_desc_t *w_fwd_md = dnnl_primitive_desc_query_md(pd->fwd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *w_bwd_md = dnnl_primitive_desc_query_md(pd->bwd_data, dnnl_query_weights_md, 0);
-    const dnnl_memory_desc_t *dw_md =
-        dnnl_primitive_desc_query_md(pd->bwd_weights, dnnl_query_diff_weights_md, 0);
     const dnnl_memory_desc_t *oihw_md = NULL;
     FM_DNN(dnnl_memory_get_memory_desc(l->m_w, &oihw_md), e);
 
@@ -147,9 +167,13 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
         if (l->m_w_bwd != l->m_w)
             FM_TRY(fm_dnn_make_reorder(l->d, oihw_md, w_bwd_md, attr, &l->wb_reorder, &scratch, e));
     }
-    FM_TRY(mem_for(l, a, dw_md, l->m_dw, &l->m_dw_int, "weight gradient buffer", e));
-    if (l->m_dw_int != l->m_dw)
-        FM_TRY(fm_dnn_make_reorder(l->d, dw_md, oihw_md, attr, &l->dw_reorder, &scratch, e));
+    if (pd->bwd_weights) {
+        const dnnl_memory_desc_t *dw_md =
+            dnnl_primitive_desc_query_md(pd->bwd_weights, dnnl_query_diff_weights_md, 0);
+        FM_TRY(mem_for(l, a, dw_md, l->m_dw, &l->m_dw_int, "weight gradient buffer", e));
+        if (l->m_dw_int != l->m_dw)
+            FM_TRY(fm_dnn_make_reorder(l->d, dw_md, oihw_md, attr, &l->dw_reorder, &scratch, e));
+    }
 
     l->scratch_bytes = scratch;
     if (scratch > 0) {
@@ -254,8 +278,11 @@ int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
 
 int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
-    if (l->dy16)
-        fm_f32_to_bf16_n(l->dy16, dy, l->n * l->ho * l->wo * l->cout);
+    const int64_t hwo = l->ho * l->wo;
+    if (l->dyp) /* the pair-packed and the plain bf16 dy in one pass */
+        fm_wgrad16_pack_f32(l->dyp, l->dy16, dy, l->n, hwo, l->cout);
+    else if (l->dy16)
+        fm_f32_to_bf16_n(l->dy16, dy, l->n * hwo * l->cout);
     else
         FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
     if (dx) {
@@ -270,6 +297,13 @@ int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx,
         FM_TRY(run(l, l->bwd_data, args, 3, e));
     }
     FM_TRY(attach_x(l, x, 1, e));
+    if (l->xp) {
+        fm_wgrad16_pack_bf16(l->xp, l->x16.buf, l->n, l->h * l->w, l->cin);
+        fm_wgrad16_run(&l->wg, l->xp, l->dyp, l->weight->g.data);
+        if (l->bias)
+            fm_wgrad16_bias(l->bias->g.data, dy, l->n * hwo, l->cout);
+        return FM_OK;
+    }
     dnnl_exec_arg_t args[5] = {
         { DNNL_ARG_SRC, l->m_x },
         { DNNL_ARG_DIFF_DST, l->m_dy },

@@ -198,9 +198,11 @@ static int create_pds(fm_upconv *l, upconv_pds *pd, const_dnnl_primitive_attr_t 
         FM_DNN(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &x_md,
                                                   &w_md, bias, &yp_md, strides, pad_l, pad_r), e);
         FM_TRY(create_pd(&pd->fwd[p], &cd, attr, l->d->engine, e));
-        FM_DNN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &x_md, &w32_md, bias,
-                                                           &dyp_md, strides, pad_l, pad_r), e);
-        FM_DNN(dnnl_primitive_desc_create(&pd->bwd_weights[p], &cd, attr, l->d->engine, pd->fwd[p]), e);
+        if (!l->xp) {
+            FM_DNN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &x_md, &w32_md,
+                                                               bias, &dyp_md, strides, pad_l, pad_r), e);
+            FM_DNN(dnnl_primitive_desc_create(&pd->bwd_weights[p], &cd, attr, l->d->engine, pd->fwd[p]), e);
+        }
         FM_DNN(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &dyp_md,
                                                   &wt_md, NULL, &dx_md, strides, pad_r, pad_l), e);
         FM_TRY(create_pd(&pd->bwd_data[p], &cd, p ? attr_sum : attr, l->d->engine, e));
@@ -208,9 +210,28 @@ static int create_pds(fm_upconv *l, upconv_pds *pd, const_dnnl_primitive_attr_t 
     return FM_OK;
 }
 
+/* Under bf16, take fm_wgrad16 for dW'_p when it applies: set l->wg and the
+ * pair-packed buffers. */
+static int setup_wgrad16(fm_upconv *l, fm_arena *a, fm_err *e)
+{
+    for (int p = 0; p < NP; p++)
+        l->wg[p] = (fm_wgrad16){ .n = l->n, .h = l->h, .w = l->w, .cin = l->cin, .ho = l->h, .wo = l->w,
+                                 .cout = l->cout, .kh = 2, .kw = 2, .stride = 1, .pad_t = 1 - p / 2,
+                                 .pad_l = 1 - p % 2 };
+    if (!l->d->bf16 || !fm_wgrad16_usable(&l->wg[0]))
+        return FM_OK;
+    void *xp, *dypp;
+    l->dyp_len = fm_wgrad16_packed_len(l->n, l->h * l->w, l->cout);
+    FM_TRY(take(a, fm_wgrad16_packed_len(l->n, l->h * l->w, l->cin) * 2, &xp, "pair-packed x", e));
+    FM_TRY(take(a, NP * l->dyp_len * 2, &dypp, "pair-packed dy", e));
+    l->xp = xp, l->dypp = dypp;
+    return FM_OK;
+}
+
 static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_t attr,
                  dnnl_primitive_attr_t attr_sum, const char *name, fm_err *e)
 {
+    FM_TRY(setup_wgrad16(l, a, e));
     FM_DNN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), e);
     FM_DNN(dnnl_primitive_attr_set_scratchpad_mode(attr_sum, dnnl_scratchpad_mode_user), e);
     dnnl_post_ops_t po;
@@ -224,7 +245,7 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
         return fm_err_prefix(e, "[%lld, %lld, %lld, %lld] -> %lld", (long long)l->n, (long long)l->h,
                              (long long)l->w, (long long)l->cin, (long long)l->cout);
     fm_debug("upconv %s: forward %s, backward-data %s, backward-weights %s", name, fm_dnn_impl_name(pd->fwd[0]),
-             fm_dnn_impl_name(pd->bwd_data[0]), fm_dnn_impl_name(pd->bwd_weights[0]));
+             fm_dnn_impl_name(pd->bwd_data[0]), l->xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights[0]));
 
     const int64_t nx = l->n * l->h * l->w * l->cin, ny = l->n * l->h * l->w * l->cout;
     /* the parity buffers serve forward (outputs) and backward (gradients) */
@@ -273,10 +294,12 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
     for (int p = 0; p < NP; p++) {
         fm_dnn_grow_scratch(&scratch, pd->fwd[p]);
         fm_dnn_grow_scratch(&scratch, pd->bwd_data[p]);
-        fm_dnn_grow_scratch(&scratch, pd->bwd_weights[p]);
         FM_DNN(dnnl_primitive_create(&l->fwd[p], pd->fwd[p]), e);
         FM_DNN(dnnl_primitive_create(&l->bwd_data[p], pd->bwd_data[p]), e);
-        FM_DNN(dnnl_primitive_create(&l->bwd_weights[p], pd->bwd_weights[p]), e);
+        if (pd->bwd_weights[p]) {
+            fm_dnn_grow_scratch(&scratch, pd->bwd_weights[p]);
+            FM_DNN(dnnl_primitive_create(&l->bwd_weights[p], pd->bwd_weights[p]), e);
+        }
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_w[p], 4, w_dims, dnnl_f32, dnnl_oihw, l->wf + p * ps, e));
         /* wt[p] is laid out [Cout][Cin][2][2]: IOHW of the transposed weights */
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_wt[p], 4, wt_dims, dnnl_f32, dnnl_iohw, l->wt + p * ps, e));
@@ -285,8 +308,10 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
                             attr, &l->m_w_int[p], &l->w_reorder[p], &scratch, e));
         FM_TRY(internal_mem(l, a, dnnl_primitive_desc_query_md(pd->bwd_data[p], dnnl_query_weights_md, 0),
                             l->m_wt[p], 0, attr, &l->m_wt_int[p], &l->wt_reorder[p], &scratch, e));
-        FM_TRY(internal_mem(l, a, dnnl_primitive_desc_query_md(pd->bwd_weights[p], dnnl_query_diff_weights_md, 0),
-                            l->m_dw[p], 1, attr, &l->m_dw_int[p], &l->dw_reorder[p], &scratch, e));
+        if (pd->bwd_weights[p])
+            FM_TRY(internal_mem(l, a,
+                                dnnl_primitive_desc_query_md(pd->bwd_weights[p], dnnl_query_diff_weights_md, 0),
+                                l->m_dw[p], 1, attr, &l->m_dw_int[p], &l->dw_reorder[p], &scratch, e));
     }
 
     l->scratch_bytes = scratch;
@@ -396,7 +421,11 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
         FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
     }
     copy_parities(l->dyp, dy, 0, l->n * l->h, l->w, l->cout);  // dyp[p] [N, H, W, Cout]
-    if (l->dyp16)
+    if (l->xp) /* the pair-packed and the plain bf16 dy of each parity in one pass */
+        for (int p = 0; p < NP; p++)
+            fm_wgrad16_pack_f32(l->dypp + p * l->dyp_len, l->dyp16 + p * ny, l->dyp + p * ny, l->n, l->h * l->w,
+                                l->cout);
+    else if (l->dyp16)
         fm_f32_to_bf16_n(l->dyp16, l->dyp, NP * ny);
     for (int p = 0; p < NP; p++) {
         if (dx) { /* parity 0 writes dx, the others add to it */
@@ -407,6 +436,8 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
             };
             FM_TRY(run(l, l->bwd_data[p], args, 3, e));
         }
+        if (l->xp)
+            continue;
         dnnl_exec_arg_t args[5] = {
             { DNNL_ARG_SRC, l->m_x },
             { DNNL_ARG_DIFF_DST, l->m_dyp[p] },
@@ -418,8 +449,15 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
         FM_TRY(run(l, l->bwd_weights[p], args, nargs, e));
         FM_TRY(reorder(l, l->dw_reorder[p], l->m_dw_int[p], l->m_dw[p], e));
     }
+    if (l->xp) {
+        fm_wgrad16_pack_bf16(l->xp, l->x16.buf, l->n, l->h * l->w, l->cin);
+        for (int p = 0; p < NP; p++)
+            fm_wgrad16_run(&l->wg[p], l->xp, l->dypp + p * l->dyp_len, l->dwf + p * l->cout * l->cin * 4);
+    }
     unfold(l->dwf, l->weight->g.data, l->cout, l->cin);
-    if (l->bias) {
+    if (l->bias && l->xp) {
+        fm_wgrad16_bias(l->bias->g.data, dy, l->n * 4 * l->h * l->w, l->cout);
+    } else if (l->bias) {
         float *db = l->bias->g.data;
         const float *b4 = l->db4;
         const int64_t c = l->cout;
@@ -450,8 +488,8 @@ size_t fm_upconv_arena_bound(int64_t cin, int64_t cout, int64_t n, int64_t h, in
     const size_t nthr = (size_t)omp_get_max_threads();
     size_t b = 3 * al64(NP * wp) + al64(NP * ny * sizeof(float)) + al64(NP * (size_t)cout * sizeof(float));
     b += 3 * NP * al64(wpad);                                      // W', W'^T and dW'_p in oneDNN layouts
-    if (bf16)
-        b += al64(nx * 2) + al64(NP * ny * 2);
+    if (bf16) /* bf16 x and dy, and their pair-packed copies (one more image when n is odd) */
+        b += al64(nx * 2) + al64(NP * ny * 2) + al64((nx + nx / (size_t)n) * 2) + al64(NP * (ny + ny / (size_t)n) * 2);
     /* scratchpad: per-thread weight-gradient reductions and padded
      * activation rows, with room to spare */
     b += al64((nthr + 2) * (wpad + (size_t)(h + 2) * (w + 2) * (cin > cout ? cin : cout) * 4 * sizeof(float)) +

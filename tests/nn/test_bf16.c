@@ -138,6 +138,9 @@ static int check(const shape *s, const char *name)
     CHECK_OK(layer_init(&f32, s, 0, &e), &e);
     CHECK_OK(layer_init(&r32, s, 0, &e), &e);
     CHECK(b16.p.numel == f32.p.numel, "parameter counts differ");
+    if (s->k == CONV) /* tests/nn/test_wgrad16 requires AVX512-BF16 of this machine */
+        CHECK((b16.conv.xp != NULL) == (s->ksz > 1 && s->cin % 16 == 0), "%s: fm_wgrad16 %s", name,
+              b16.conv.xp ? "taken where it does not apply" : "not taken");
     /* same weights everywhere (also the attention biases set above) */
     memcpy(f32.p.data, b16.p.data, b16.p.numel * sizeof(float));
     memcpy(r32.p.data, b16.p.data, b16.p.numel * sizeof(float));
@@ -155,11 +158,14 @@ static int check(const shape *s, const char *name)
             if (r32.p.items[i].w.ndim > 1)
                 round_bf16(r32.p.items[i].w.data, fm_tensor_numel(&r32.p.items[i].w));
         CHECK_OK(layer_run(&r32, s->k, &e), &e);
-        /* linear sums the fp32 dy for its bias gradient (conv's oneDNN
-         * kernel sums the bf16 operand): that one equals plain fp32 */
-        double vs_rounded = worst(&b16, &r32, s->k == LINEAR, &what);
-        if (s->k == LINEAR) {
-            double eb = fm_rel_err(b16.lin.bias->g.data, f32.lin.bias->g.data, s->cout, 1e-12);
+        /* linear, and conv where fm_wgrad16 makes its weight gradients,
+         * sum the fp32 dy for the bias gradient (oneDNN's conv kernel sums
+         * the bf16 operand): that one equals plain fp32 */
+        const fm_param *fp32_bias = s->k == LINEAR ? b16.lin.bias : s->k == CONV && b16.conv.xp ? b16.conv.bias : NULL;
+        const fm_param *f32_bias = s->k == LINEAR ? f32.lin.bias : f32.conv.bias;
+        double vs_rounded = worst(&b16, &r32, fp32_bias != NULL, &what);
+        if (fp32_bias) {
+            double eb = fm_rel_err(fp32_bias->g.data, f32_bias->g.data, s->cout, 1e-12);
             CHECK(eb < 1e-6, "%s: the bias gradient must be the fp32 column sum of dy: %.2e", name, eb);
         }
         printf("  %s: bf16 vs fp32 on bf16-rounded operands: worst rel err %.2e (%s)\n", name, vs_rounded, what);
