@@ -59,15 +59,15 @@ typedef struct fm_conv2d {
     size_t scratch_bytes;                      /* size of the shared scratchpad */
     fm_wgrad16 wg;                             /* geometry for fm_wgrad16 */
     uint16_t *xp, *dyp;                        /* pair-packed bf16 x and dy (arena); NULL: oneDNN's weight gradients */
+    float *part;                               /* [part_threads, Cout] partial bias gradients (with bias) */
+    int part_threads;
 } fm_conv2d;
 
 /* Bytes of the bf16 operand buffers one convolution takes from its arena
- * under bf16 (x, dy and the pair-packed copies of both) when no activation
- * it reads or writes has more than max_numel elements; n is the batch. */
-static inline size_t fm_conv2d_bf16_bytes(size_t max_numel, int64_t n)
-{
-    return 4 * ((max_numel + max_numel / (size_t)n) * 2 + 128);
-}
+ * under bf16 (x, dy, the pair-packed copies of both and the per-thread
+ * partial bias gradients) when no activation it reads or writes has more
+ * than max_numel elements; n is the batch. */
+size_t fm_conv2d_bf16_bytes(size_t max_numel, int64_t n);
 
 /* Output size of one spatial dimension: (in + 2*pad - k) / stride + 1, or a
  * value < 1 when the kernel does not fit. */

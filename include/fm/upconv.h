@@ -85,6 +85,8 @@ typedef struct fm_upconv {
     uint16_t *xp;          /* pair-packed bf16 x */
     uint16_t *dypp;        /* [4] pair-packed bf16 dy of each parity, dyp_len elements each */
     size_t dyp_len;
+    float *part;           /* [part_threads, Cout] partial bias gradients (with bias) */
+    int part_threads;
 } fm_upconv;
 
 /* Register "<name>.weight" [cout, cin, 3, 3] (and "<name>.bias" [cout] if bias)

@@ -43,15 +43,16 @@ void fm_wgrad16_pack_bf16(uint16_t *dst, const uint16_t *src, int64_t n, int64_t
 
 /* Pair-pack fp32 NHWC src [n, hw, c] into dst, rounding to bf16 as
  * fm_f32_to_bf16 does; plain (may be NULL) also receives the plain NHWC
- * bf16 rounding of src (the operand of backward-data). */
-void fm_wgrad16_pack_f32(uint16_t *dst, uint16_t *plain, const float *src, int64_t n, int64_t hw, int64_t c);
+ * bf16 rounding of src (the operand of backward-data). With db (may be
+ * NULL), ADD the fp32 column sums of src (over its n * hw rows: a bias
+ * gradient) into db [c], through per-thread partial sums in part
+ * ([threads, c] floats; at most `threads` threads run) added in thread
+ * order, so the result is the same on every run with the same thread count. */
+void fm_wgrad16_pack_f32(uint16_t *dst, uint16_t *plain, const float *src, int64_t n, int64_t hw, int64_t c,
+                         float *db, float *part, int threads);
 
 /* dw [Cout, Cin, kh, kw] (OIHW, overwritten) from pair-packed x (xp) and dy
  * (dyp). */
 void fm_wgrad16_run(const fm_wgrad16 *g, const uint16_t *xp, const uint16_t *dyp, float *dw);
-
-/* db[o] = sum over n, i, j of dy[n][i][j][o], from fp32 dy [n*hw, cout]
- * (per output channel in a fixed order: independent of the thread count). */
-void fm_wgrad16_bias(float *db, const float *dy, int64_t rows, int64_t cout);
 
 #endif

@@ -2,6 +2,7 @@
 #include "fm/conv.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "fm/log.h"
@@ -94,6 +95,13 @@ static int setup_wgrad16(fm_conv2d *l, fm_arena *a, fm_err *e)
         fm_arena_alloc_or(a, fm_wgrad16_packed_len(l->n, l->ho * l->wo, l->cout) * 2, &dyp, e) != FM_OK)
         return fm_err_prefix(e, "pair-packed operand buffers");
     l->xp = xp, l->dyp = dyp;
+    if (l->bias) {
+        void *part;
+        l->part_threads = omp_get_max_threads();
+        if (fm_arena_alloc_or(a, (size_t)(l->part_threads * l->cout) * sizeof(float), &part, e) != FM_OK)
+            return fm_err_prefix(e, "bias partial sums");
+        l->part = part;
+    }
     return FM_OK;
 }
 
@@ -279,8 +287,12 @@ int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
 int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     const int64_t hwo = l->ho * l->wo;
-    if (l->dyp) /* the pair-packed and the plain bf16 dy in one pass */
-        fm_wgrad16_pack_f32(l->dyp, l->dy16, dy, l->n, hwo, l->cout);
+    if (l->dyp) { /* the pair-packed and the plain bf16 dy, and the bias gradient, in one pass */
+        float *db = l->bias ? l->bias->g.data : NULL;
+        if (db)
+            memset(db, 0, (size_t)l->cout * sizeof(float));
+        fm_wgrad16_pack_f32(l->dyp, l->dy16, dy, l->n, hwo, l->cout, db, l->part, l->part_threads);
+    }
     else if (l->dy16)
         fm_f32_to_bf16_n(l->dy16, dy, l->n * hwo * l->cout);
     else
@@ -300,8 +312,6 @@ int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx,
     if (l->xp) {
         fm_wgrad16_pack_bf16(l->xp, l->x16.buf, l->n, l->h * l->w, l->cin);
         fm_wgrad16_run(&l->wg, l->xp, l->dyp, l->weight->g.data);
-        if (l->bias)
-            fm_wgrad16_bias(l->bias->g.data, dy, l->n * hwo, l->cout);
         return FM_OK;
     }
     dnnl_exec_arg_t args[5] = {
@@ -316,6 +326,12 @@ int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx,
     if (l->dw_reorder)
         FM_TRY(reorder(l, l->dw_reorder, l->m_dw_int, l->m_dw, e));
     return FM_OK;
+}
+
+size_t fm_conv2d_bf16_bytes(size_t max_numel, int64_t n)
+{
+    const size_t per_sample = max_numel / (size_t)n; /* bounds Cout */
+    return 4 * ((max_numel + per_sample) * 2 + 128) + (size_t)omp_get_max_threads() * (per_sample + 16) * sizeof(float);
 }
 
 double fm_conv2d_flops_fwd(const fm_conv2d *l)

@@ -225,6 +225,12 @@ static int setup_wgrad16(fm_upconv *l, fm_arena *a, fm_err *e)
     FM_TRY(take(a, fm_wgrad16_packed_len(l->n, l->h * l->w, l->cin) * 2, &xp, "pair-packed x", e));
     FM_TRY(take(a, NP * l->dyp_len * 2, &dypp, "pair-packed dy", e));
     l->xp = xp, l->dypp = dypp;
+    if (l->bias) {
+        void *part;
+        l->part_threads = omp_get_max_threads();
+        FM_TRY(take(a, (size_t)(l->part_threads * l->cout) * sizeof(float), &part, "bias partial sums", e));
+        l->part = part;
+    }
     return FM_OK;
 }
 
@@ -421,10 +427,14 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
         FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
     }
     copy_parities(l->dyp, dy, 0, l->n * l->h, l->w, l->cout);  // dyp[p] [N, H, W, Cout]
-    if (l->xp) /* the pair-packed and the plain bf16 dy of each parity in one pass */
+    if (l->xp) { /* the pair-packed and the plain bf16 dy of each parity, and the bias gradient, in one pass */
+        float *db = l->bias ? l->bias->g.data : NULL;
+        if (db)
+            memset(db, 0, (size_t)l->cout * sizeof(float));
         for (int p = 0; p < NP; p++)
             fm_wgrad16_pack_f32(l->dypp + p * l->dyp_len, l->dyp16 + p * ny, l->dyp + p * ny, l->n, l->h * l->w,
-                                l->cout);
+                                l->cout, db, l->part, l->part_threads);
+    }
     else if (l->dyp16)
         fm_f32_to_bf16_n(l->dyp16, l->dyp, NP * ny);
     for (int p = 0; p < NP; p++) {
@@ -455,9 +465,7 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
             fm_wgrad16_run(&l->wg[p], l->xp, l->dypp + p * l->dyp_len, l->dwf + p * l->cout * l->cin * 4);
     }
     unfold(l->dwf, l->weight->g.data, l->cout, l->cin);
-    if (l->bias && l->xp) {
-        fm_wgrad16_bias(l->bias->g.data, dy, l->n * 4 * l->h * l->w, l->cout);
-    } else if (l->bias) {
+    if (l->bias && !l->xp) {
         float *db = l->bias->g.data;
         const float *b4 = l->db4;
         const int64_t c = l->cout;
@@ -488,8 +496,9 @@ size_t fm_upconv_arena_bound(int64_t cin, int64_t cout, int64_t n, int64_t h, in
     const size_t nthr = (size_t)omp_get_max_threads();
     size_t b = 3 * al64(NP * wp) + al64(NP * ny * sizeof(float)) + al64(NP * (size_t)cout * sizeof(float));
     b += 3 * NP * al64(wpad);                                      // W', W'^T and dW'_p in oneDNN layouts
-    if (bf16) /* bf16 x and dy, and their pair-packed copies (one more image when n is odd) */
-        b += al64(nx * 2) + al64(NP * ny * 2) + al64((nx + nx / (size_t)n) * 2) + al64(NP * (ny + ny / (size_t)n) * 2);
+    if (bf16) /* bf16 x and dy, their pair-packed copies (one more image when n is odd), bias partial sums */
+        b += al64(nx * 2) + al64(NP * ny * 2) + al64((nx + nx / (size_t)n) * 2) +
+             al64(NP * (ny + ny / (size_t)n) * 2) + al64(nthr * (size_t)cout * sizeof(float));
     /* scratchpad: per-thread weight-gradient reductions and padded
      * activation rows, with room to spare */
     b += al64((nthr + 2) * (wpad + (size_t)(h + 2) * (w + 2) * (cin > cout ? cin : cout) * 4 * sizeof(float)) +

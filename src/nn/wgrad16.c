@@ -3,6 +3,7 @@
 #include "fm/wgrad16.h"
 
 #include <immintrin.h>
+#include <omp.h>
 #include <string.h>
 
 #include "fm/tensor.h"
@@ -57,20 +58,23 @@ FM_W16_TARGET static void pack_row_bf16(uint32_t *d, const uint16_t *a, const ui
         d[k] = (uint32_t)a[k] | (b ? (uint32_t)b[k] << 16 : 0);
 }
 
-/* One pixel from fp32: the same with rounding, and the plain roundings of
- * a and b into pa and pb (NULL: not wanted); any c. */
+/* One pixel from fp32: the same with rounding, the plain roundings of a
+ * and b into pa and pb (NULL: not wanted), and a + b added to acc (NULL:
+ * not wanted); any c. */
 FM_W16_TARGET static void pack_row_f32(uint32_t *d, uint16_t *pa, uint16_t *pb, const float *a, const float *b,
-                                       int64_t c)
+                                       float *acc, int64_t c)
 {
     int64_t k = 0;
     for (; k + 16 <= c; k += 16) {
-        const __m512i lo = round16(_mm512_loadu_ps(a + k));
-        const __m512i hi = b ? round16(_mm512_loadu_ps(b + k)) : _mm512_setzero_si512();
+        const __m512 fa = _mm512_loadu_ps(a + k), fb = b ? _mm512_loadu_ps(b + k) : _mm512_setzero_ps();
+        const __m512i lo = round16(fa), hi = b ? round16(fb) : _mm512_setzero_si512();
         _mm512_storeu_si512((void *)(d + k), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
         if (pa)
             _mm256_storeu_si256((__m256i *)(void *)(pa + k), _mm512_cvtepi32_epi16(lo));
         if (pa && b)
             _mm256_storeu_si256((__m256i *)(void *)(pb + k), _mm512_cvtepi32_epi16(hi));
+        if (acc)
+            _mm512_storeu_ps(acc + k, _mm512_add_ps(_mm512_loadu_ps(acc + k), _mm512_add_ps(fa, fb)));
     }
     for (; k < c; k++) {
         const uint16_t lo = fm_bf16_round(a[k]), hi = b ? fm_bf16_round(b[k]) : 0;
@@ -79,6 +83,8 @@ FM_W16_TARGET static void pack_row_f32(uint32_t *d, uint16_t *pa, uint16_t *pb, 
             pa[k] = lo;
         if (pa && b)
             pb[k] = hi;
+        if (acc)
+            acc[k] += a[k] + (b ? b[k] : 0.0f);
     }
 }
 
@@ -93,18 +99,32 @@ void fm_wgrad16_pack_bf16(uint16_t *dst, const uint16_t *src, int64_t n, int64_t
     }
 }
 
-void fm_wgrad16_pack_f32(uint16_t *dst, uint16_t *plain, const float *src, int64_t n, int64_t hw, int64_t c)
+void fm_wgrad16_pack_f32(uint16_t *dst, uint16_t *plain, const float *src, int64_t n, int64_t hw, int64_t c,
+                         float *db, float *part, int threads)
 {
     const int64_t rows = (n + 1) / 2 * hw;
-#pragma omp parallel for schedule(static) if (rows * c >= 32768)
-    for (int64_t r = 0; r < rows; r++) {
-        const int64_t m = r / hw, p = r % hw;
-        const float *a = src + ((2 * m) * hw + p) * c;
-        const int odd = 2 * m + 1 < n;
-        uint16_t *pa = plain ? plain + ((2 * m) * hw + p) * c : NULL;
-        pack_row_f32((uint32_t *)(void *)(dst + r * c * 2), pa, pa && odd ? pa + hw * c : NULL, a,
-                     odd ? a + hw * c : NULL, c);
+    int used = 1;
+#pragma omp parallel num_threads(threads) if (rows * c >= 32768)
+    {
+        float *acc = db ? part + (int64_t)omp_get_thread_num() * c : NULL;
+        if (acc)
+            memset(acc, 0, (size_t)c * sizeof(float));
+#pragma omp master
+        used = omp_get_num_threads();
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t m = r / hw, p = r % hw;
+            const float *a = src + ((2 * m) * hw + p) * c;
+            const int odd = 2 * m + 1 < n;
+            uint16_t *pa = plain ? plain + ((2 * m) * hw + p) * c : NULL;
+            pack_row_f32((uint32_t *)(void *)(dst + r * c * 2), pa, pa && odd ? pa + hw * c : NULL, a,
+                         odd ? a + hw * c : NULL, acc, c);
+        }
     }
+    /* the threads' partial sums in thread order: the same bits on every run */
+    for (int t = 0; db && t < used; t++)
+        for (int64_t k = 0; k < c; k++)
+            db[k] += part[t * c + k];
 }
 
 /* First output index i >= 0 whose input index i*s + k - pad is >= 0, and
@@ -199,21 +219,5 @@ void fm_wgrad16_run(const fm_wgrad16 *g, const uint16_t *xp, const uint16_t *dyp
         const int ob = (int)(g->cout - o0 < OB ? g->cout - o0 : OB);
         const int cv = (int)((g->cin - c0) / 16 < CV ? (g->cin - c0) / 16 : CV);
         tile_dispatch(g, xp, dyp, tap / g->kw, tap % g->kw, o0, ob, c0, cv, dw);
-    }
-}
-
-void fm_wgrad16_bias(float *db, const float *dy, int64_t rows, int64_t cout)
-{
-    const int64_t chunks = (cout + 15) / 16;
-#pragma omp parallel for schedule(static) if (rows * cout >= 65536)
-    for (int64_t ch = 0; ch < chunks; ch++) {
-        const int64_t c0 = ch * 16, nc = cout - c0 < 16 ? cout - c0 : 16;
-        float acc[16] = { 0 };
-        for (int64_t r = 0; r < rows; r++) {
-            const float *row = dy + r * cout + c0;
-            for (int64_t k = 0; k < nc; k++)
-                acc[k] += row[k];
-        }
-        memcpy(db + c0, acc, (size_t)nc * sizeof(float));
     }
 }

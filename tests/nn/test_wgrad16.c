@@ -91,7 +91,7 @@ static int run_kernel(const operands *o, int threads, float *dw)
         omp_set_num_threads(threads);
         fm_f32_to_bf16_n(x16, o->x, o->nx);
         fm_wgrad16_pack_bf16(xp, x16, g->n, hw, g->cin);
-        fm_wgrad16_pack_f32(dyp, dy16, o->dy, g->n, hwo, g->cout);
+        fm_wgrad16_pack_f32(dyp, dy16, o->dy, g->n, hwo, g->cout, NULL, NULL, 2);
         fm_wgrad16_run(g, xp, dyp, dw);
         omp_set_num_threads(saved);
         for (int64_t i = 0; i < o->ndy && !rc; i++) /* the plain copy is the rounding of dy */
@@ -171,7 +171,7 @@ static int test_pack_layout(void)
         src[i] = (uint16_t)(100 + i), srcf[i] = fm_bf16_to_f32(src[i]);
     CHECK(fm_wgrad16_packed_len(n, hw, c) == 4 * hw * c, "len %zu", fm_wgrad16_packed_len(n, hw, c));
     uint16_t dst2[4 * hw * c], plain[n * hw * c];
-    fm_wgrad16_pack_f32(dst2, plain, srcf, n, hw, c); /* exact: srcf holds bf16 values */
+    fm_wgrad16_pack_f32(dst2, plain, srcf, n, hw, c, NULL, NULL, 2); /* exact: srcf holds bf16 values */
     fm_wgrad16_pack_bf16(dst, src, n, hw, c);
     CHECK(memcmp(dst, dst2, sizeof dst) == 0, "the fp32 and bf16 packings differ");
     CHECK(memcmp(plain, src, sizeof plain) == 0, "the plain copy differs");
@@ -187,23 +187,30 @@ static int test_pack_layout(void)
     return 0;
 }
 
+/* The column sums pack_f32 adds: fp32 sums of every row, odd batches
+ * included, the same with 1 and 2 threads up to rounding, added to db. */
 static int test_bias(void)
 {
-    const int64_t rows = 37, cout = 21;
-    float *dy = malloc((size_t)(rows * cout) * sizeof(float)), db[21];
-    CHECK(dy != NULL, "out of memory");
-    fm_fill_normal(dy, rows * cout, 5, 1, 0);
-    fm_wgrad16_bias(db, dy, rows, cout);
-    for (int64_t o = 0; o < cout; o++) {
-        double s = 0;
-        for (int64_t r = 0; r < rows; r++)
-            s += dy[r * cout + o];
-        if (fabs(db[o] - s) > 1e-5 * (1 + fabs(s))) {
-            free(dy);
-            CHECK(0, "db[%lld] = %g, want %g", (long long)o, db[o], s);
-        }
+    enum { n = 9, hw = 100, c = 83 }; /* (n + 1) / 2 * hw * c >= 32768: the threaded path */
+    float *dy = malloc(n * hw * c * sizeof(float)), db[c], db1[c], part[2 * c];
+    uint16_t *dst = malloc(fm_wgrad16_packed_len(n, hw, c) * 2);
+    CHECK(dy && dst, "out of memory");
+    fm_fill_normal(dy, n * hw * c, 5, 1, 0);
+    for (int k = 0; k < c; k++)
+        db[k] = 1.0f, db1[k] = 1.0f; /* pack_f32 adds */
+    fm_wgrad16_pack_f32(dst, NULL, dy, n, hw, c, db, part, 2);
+    fm_wgrad16_pack_f32(dst, NULL, dy, n, hw, c, db1, part, 1);
+    int bad = -1;
+    double got = 0, want = 0;
+    for (int o = 0; o < c && bad < 0; o++) {
+        double s = 1.0;
+        for (int r = 0; r < n * hw; r++)
+            s += dy[r * c + o];
+        if (fabs(db[o] - s) > 1e-5 * (1 + fabs(s)) || fabs(db1[o] - s) > 1e-5 * (1 + fabs(s)))
+            bad = o, got = db[o], want = s;
     }
-    free(dy);
+    free(dy), free(dst);
+    CHECK(bad < 0, "db[%d] = %g, want %g", bad, got, want);
     return 0;
 }
 
