@@ -243,6 +243,15 @@ int fm_config_dump(const fm_config *c, FILE *f, fm_err *e);
 /* 1 if every key has the same value in a and b (origins are ignored). */
 int fm_config_equal(const fm_config *a, const fm_config *b);
 
+/* 1 if key number ki (fm_config_keys order) has the same value in a and b. */
+int fm_config_key_equal(const fm_config *a, const fm_config *b, int ki);
+
+/* The value of key number ki in c as YAML text (as fm_config_dump writes it). */
+void fm_config_format(const fm_config *c, int ki, char *buf, size_t n);
+
+/* dst's key number ki (value and origin) = src's. */
+void fm_config_copy_key(fm_config *dst, const fm_config *src, int ki);
+
 /* The reference of every key as Markdown tables, one per section
  * (docs/config.md embeds this text). */
 int fm_config_reference(FILE *f, fm_err *e);

@@ -779,48 +779,81 @@ int fm_config_dump(const fm_config *c, FILE *f, fm_err *e)
     return FM_OK;
 }
 
+int fm_config_key_equal(const fm_config *a, const fm_config *b, int ki)
+{
+    const fm_cfg_key *k = key_at(ki);
+    const char *pa = (const char *)a + k->off, *pb = (const char *)b + k->off;
+    switch (k->type) {
+    case FM_T_INT:
+    case FM_T_ENUM:
+        return *(const int *)pa == *(const int *)pb;
+    case FM_T_FLOAT:
+        return *(const double *)pa == *(const double *)pb;
+    case FM_T_BOOL:
+        return *(const bool *)pa == *(const bool *)pb;
+    case FM_T_STRING:
+        return strcmp(pa, pb) == 0;
+    case FM_T_INTS:
+    case FM_T_ENUMS: {
+        const fm_ilist *x = (const fm_ilist *)pa, *y = (const fm_ilist *)pb;
+        return x->n == y->n && memcmp(x->v, y->v, sizeof(int) * (size_t)x->n) == 0;
+    }
+    case FM_T_FLOATS: {
+        const fm_flist *x = (const fm_flist *)pa, *y = (const fm_flist *)pb;
+        if (x->n != y->n)
+            return 0;
+        for (int j = 0; j < x->n; j++)
+            if (x->v[j] != y->v[j])
+                return 0;
+        return 1;
+    }
+    }
+    return 0;
+}
+
 int fm_config_equal(const fm_config *a, const fm_config *b)
 {
-    for (int i = 0; i < nkeys(); i++) {
-        const fm_cfg_key *k = key_at(i);
-        const char *pa = (const char *)a + k->off, *pb = (const char *)b + k->off;
-        switch (k->type) {
-        case FM_T_INT:
-        case FM_T_ENUM:
-            if (*(const int *)pa != *(const int *)pb)
-                return 0;
-            break;
-        case FM_T_FLOAT:
-            if (*(const double *)pa != *(const double *)pb)
-                return 0;
-            break;
-        case FM_T_BOOL:
-            if (*(const bool *)pa != *(const bool *)pb)
-                return 0;
-            break;
-        case FM_T_STRING:
-            if (strcmp(pa, pb) != 0)
-                return 0;
-            break;
-        case FM_T_INTS:
-        case FM_T_ENUMS: {
-            const fm_ilist *x = (const fm_ilist *)pa, *y = (const fm_ilist *)pb;
-            if (x->n != y->n || memcmp(x->v, y->v, sizeof(int) * (size_t)x->n) != 0)
-                return 0;
-            break;
-        }
-        case FM_T_FLOATS: {
-            const fm_flist *x = (const fm_flist *)pa, *y = (const fm_flist *)pb;
-            if (x->n != y->n)
-                return 0;
-            for (int j = 0; j < x->n; j++)
-                if (x->v[j] != y->v[j])
-                    return 0;
-            break;
-        }
-        }
-    }
+    for (int i = 0; i < nkeys(); i++)
+        if (!fm_config_key_equal(a, b, i))
+            return 0;
     return 1;
+}
+
+void fm_config_copy_key(fm_config *dst, const fm_config *src, int ki)
+{
+    const fm_cfg_key *k = key_at(ki);
+    size_t size = 0;
+    switch (k->type) {
+    case FM_T_INT:
+    case FM_T_ENUM:
+        size = sizeof(int);
+        break;
+    case FM_T_FLOAT:
+        size = sizeof(double);
+        break;
+    case FM_T_BOOL:
+        size = sizeof(bool);
+        break;
+    case FM_T_STRING:
+        size = FM_CFG_STR_MAX;
+        break;
+    case FM_T_INTS:
+    case FM_T_ENUMS:
+        size = sizeof(fm_ilist);
+        break;
+    case FM_T_FLOATS:
+        size = sizeof(fm_flist);
+        break;
+    }
+    memcpy((char *)dst + k->off, (const char *)src + k->off, size);
+    dst->origin[ki] = src->origin[ki];
+}
+
+void fm_config_format(const fm_config *c, int ki, char *buf, size_t n)
+{
+    sbuf b = { buf, n, 0 };
+    buf[0] = '\0';
+    format_value(c, key_at(ki), &b);
 }
 
 void fm_config_where(const fm_config *c, const char *key, char *buf, size_t n)

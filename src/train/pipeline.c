@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fm/config_guard.h"
 #include "fm/log.h"
 #include "fm/png.h"
 
@@ -63,12 +64,34 @@ int fm_write_text_atomic(const char *path, const char *text, fm_err *e)
     return FM_OK;
 }
 
-/* config.yaml: the resolved config. */
-static int write_config(const fm_pipeline *P, fm_err *e)
+/* config.yaml: the resolved config, checked against the one the run
+ * directory records (config_guard.h). The recorded text also replaces
+ * P->config_text, which the checkpoints carry. */
+static int write_config(fm_pipeline *P, fm_err *e)
 {
-    char path[4096];
-    fm_run_path(P, path, sizeof path, "config.yaml");
-    return fm_write_text_atomic(path, P->config_text, e);
+    fm_config *rec = malloc(sizeof *rec);
+    if (!rec)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the configuration");
+    int rc = fm_config_guard(P->cfg, rec, e);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = rc == FM_OK ? open_memstream(&text, &len) : NULL;
+    if (rc == FM_OK && !mem)
+        rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for the config text");
+    if (mem) {
+        rc = fm_config_dump(rec, mem, e);
+        fclose(mem);
+    }
+    free(rec);
+    if (rc == FM_OK) {
+        free(P->config_text);
+        P->config_text = text;
+        char path[4096];
+        fm_run_path(P, path, sizeof path, "config.yaml");
+        return fm_write_text_atomic(path, P->config_text, e);
+    }
+    free(text);
+    return rc;
 }
 
 static int setup(fm_pipeline *P, fm_err *e)

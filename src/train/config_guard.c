@@ -1,0 +1,176 @@
+/* config_guard.c - a run directory resumed with another configuration: the
+ * keys that fix what its checkpoints and latents mean must not change (see
+ * config_guard.h). */
+#include "fm/config_guard.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fm/log.h"
+
+/* Keys a resumed run may change (a trailing '.' takes a whole section). */
+static const char *const free_keys[] = {
+    "run.out",          "run.stages",           "run.log_every",     "run.profile_steps",
+    "run.ckpt_keep",    "run.threads",          "run.precision",     "run.max_bad_steps",
+    "run.fault_nan_steps", "data.dir",          "data.test_limit",   "encode.batch_size",
+    "flow.steps",       "flow.ckpt_every",      "flow.sample_every", "flow.bucket_mb",
+    "sample.",          "eval.classifier_steps", "eval.samples_per_class", "eval.batch_size",
+};
+
+/* Free until the latents exist. */
+static const char *const free_before_latents[] = { "vae.steps", "vae.ckpt_every" };
+
+/* The optimisation keys of each trained stage: unused when it does not run. */
+static const char *const vae_training[] = {
+    "vae.steps", "vae.batch_size", "vae.lr", "vae.min_lr_ratio", "vae.warmup", "vae.weight_decay",
+    "vae.beta1", "vae.beta2", "vae.grad_clip", "vae.ckpt_every", "vae.kl_weight", "vae.loss",
+};
+static const char *const flow_training[] = {
+    "flow.batch_size", "flow.lr", "flow.min_lr_ratio", "flow.warmup", "flow.weight_decay", "flow.beta1",
+    "flow.beta2", "flow.grad_clip", "flow.cfg_dropout", "flow.t_dist", "flow.t_mean", "flow.t_std",
+    "flow.ema_decay", "flow.ema_warmup",
+};
+static const char *const eval_training[] = { "eval.classifier_batch_size", "eval.classifier_lr" };
+
+#define LISTED(name, list) listed((name), (list), sizeof(list) / sizeof *(list))
+
+static int listed(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(list[i]);
+        if (list[i][len - 1] == '.' ? strncmp(name, list[i], len) == 0 : strcmp(name, list[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* 1 if this run does not use key `name`: a trained stage's optimisation key
+ * when that stage does not run. */
+static int unused(const char *name, const fm_config *now)
+{
+    return (!fm_config_has_stage(now, FM_STAGE_VAE) && LISTED(name, vae_training)) ||
+           (!fm_config_has_stage(now, FM_STAGE_FLOW) && LISTED(name, flow_training)) ||
+           (!fm_config_has_stage(now, FM_STAGE_EVAL) && LISTED(name, eval_training));
+}
+
+/* What a run directory holds. */
+typedef struct run_state {
+    int vae, flow, classifier; /* checkpoints of that stage */
+    int latents;
+} run_state;
+
+static int starts(const char *name, const char *prefix) { return strncmp(name, prefix, strlen(prefix)) == 0; }
+
+/* 1 if key `name` must keep its recorded value: it fixes what some of the
+ * run's checkpoints or latents mean. */
+static int locked(const char *name, const run_state *st)
+{
+    if (LISTED(name, free_keys))
+        return 0;
+    if (starts(name, "vae."))
+        return LISTED(name, free_before_latents) ? st->latents : st->vae || st->latents;
+    if (starts(name, "flow.") || starts(name, "unet.") || starts(name, "dit."))
+        return st->flow;
+    if (starts(name, "eval."))
+        return st->classifier;
+    return st->vae || st->flow || st->classifier || st->latents; /* run.seed, data.train_limit */
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* The checkpoints in RUN/ckpt (files "<stage>-<step>.safetensors") and the latents. */
+static run_state state_of(const char *run)
+{
+    run_state st = { 0 };
+    char path[4200];
+    snprintf(path, sizeof path, "%s/latents.safetensors", run);
+    st.latents = exists(path);
+    snprintf(path, sizeof path, "%s/ckpt", run);
+    DIR *d = opendir(path);
+    if (!d)
+        return st;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        st.vae |= starts(de->d_name, "vae-");
+        st.flow |= starts(de->d_name, "flow-");
+        st.classifier |= starts(de->d_name, "classifier-");
+    }
+    closedir(d);
+    return st;
+}
+
+/* Rename path to path.N for the first free N >= 1. */
+static int keep_old(const char *path, fm_err *e)
+{
+    char to[4300];
+    for (int k = 1; k < 10000; k++) {
+        snprintf(to, sizeof to, "%.4200s.%d", path, k);
+        if (exists(to))
+            continue;
+        if (rename(path, to) != 0)
+            return fm_fail(e, FM_ERR_IO, "cannot keep %s as %s: %s", path, to, strerror(errno));
+        fm_info("resume: the previous configuration is kept as %s", to);
+        return FM_OK;
+    }
+    return fm_fail(e, FM_ERR_IO, "cannot keep %s: %s.1 to %s.9999 all exist", path, path, path);
+}
+
+int fm_config_guard(const fm_config *now, fm_config *rec, fm_err *e)
+{
+    *rec = *now;
+    const char *run = now->run.out;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.yaml", run);
+    const run_state st = state_of(run);
+    if (!exists(path) || !(st.vae || st.flow || st.classifier || st.latents))
+        return FM_OK; /* nothing trained yet: nothing to protect */
+
+    fm_config old;
+    fm_err le = { 0 };
+    if (fm_config_load(&old, path, &le) != FM_OK)
+        return fm_fail(e, FM_ERR_USAGE,
+                       "%s: cannot read the configuration this run was trained with (%s); restore it, or "
+                       "start a new run directory (--out)",
+                       path, le.msg);
+
+    int nkeys, nlocked = 0, nchanged = 0;
+    const fm_cfg_key *keys = fm_config_keys(&nkeys);
+    char msg[2048] = "";
+    size_t used = 0;
+    for (int i = 0; i < nkeys; i++) {
+        if (fm_config_key_equal(&old, now, i))
+            continue;
+        const char *name = keys[i].name;
+        if (unused(name, now)) { /* not this run's: the record keeps what trained the checkpoints */
+            fm_config_copy_key(rec, &old, i);
+            continue;
+        }
+        char was[512], is[512], where[640];
+        fm_config_format(&old, i, was, sizeof was);
+        fm_config_format(now, i, is, sizeof is);
+        nchanged++;
+        if (!locked(name, &st)) {
+            fm_info("resume: %s: %s -> %s", name, was, is);
+            continue;
+        }
+        fm_config_where(now, name, where, sizeof where);
+        int w = snprintf(msg + used, sizeof msg - used, "%s%s: %s recorded, %s now (%s)", nlocked ? "; " : "",
+                         name, was, is, where);
+        if (w > 0 && (size_t)w < sizeof msg - used)
+            used += (size_t)w;
+        nlocked++;
+    }
+    if (nlocked)
+        return fm_fail(e, FM_ERR_USAGE,
+                       "%s holds a run trained with another configuration: %s. These keys fix what its "
+                       "checkpoints%s mean: restore them, or start a new run directory (--out)",
+                       run, msg, st.latents ? " and latents" : "");
+    return nchanged ? keep_old(path, e) : FM_OK;
+}
