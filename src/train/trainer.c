@@ -108,6 +108,44 @@ static int groups(fm_trainer *t, fm_ckpt_group *g)
     return n;
 }
 
+/* Every rank loads the newest valid checkpoint itself; they must agree on
+ * it. A rank that cannot load one, or that finds another step than rank 0
+ * (a run directory that is not shared, or not in sync, between the nodes),
+ * stops every rank with an error instead of training diverged replicas. */
+static int agree_on_resume(fm_trainer *t, int rc, int64_t step, fm_err *e)
+{
+    const fm_world *w = t->world;
+    double mine[2] = { rc == FM_OK ? 0.0 : (double)rc, (double)step }, *all = malloc(2 * (size_t)w->size * sizeof(double));
+    if (!all)
+        return rc != FM_OK ? rc : fm_fail(e, FM_ERR_INTERNAL, "out of memory");
+    fm_err ce = { 0 };
+    int crc = fm_world_allgather(w, mine, 2, all, &ce);
+    int bad = -1, other = -1;
+    for (int r = 0; crc == FM_OK && r < w->size && bad < 0 && other < 0; r++) {
+        if (all[2 * r] != 0.0)
+            bad = r;
+        else if (all[2 * r + 1] != all[1])
+            other = r;
+    }
+    const double step0 = all[1], step_other = other >= 0 ? all[2 * other + 1] : 0.0;
+    const int bad_rc = bad >= 0 ? (int)all[2 * bad] : 0;
+    free(all);
+    if (rc != FM_OK) /* this rank's own message */
+        return rc;
+    if (crc != FM_OK) {
+        *e = ce;
+        return crc;
+    }
+    if (bad >= 0)
+        return fm_fail(e, bad_rc, "%s: rank %d could not load its checkpoint (its message says why)", t->stage, bad);
+    if (other >= 0)
+        return fm_fail(e, FM_ERR_DATA,
+                       "%s: rank %d found step %.0f in %s/ckpt, rank 0 step %.0f: the ranks see different "
+                       "checkpoints (is the run directory on a file system shared by every node?)",
+                       t->stage, other, step_other, t->cfg->run.out, step0);
+    return FM_OK;
+}
+
 int fm_trainer_resume(fm_trainer *t, fm_err *e)
 {
     FM_TRY(fm_world_bcast(t->world, t->params->data, t->params->numel, e));
@@ -118,18 +156,22 @@ int fm_trainer_resume(fm_trainer *t, fm_err *e)
     int ng = groups(t, g);
     fm_ckpt ck;
     int rc = fm_ckpt_load_latest(t->cfg->run.out, t->stage, g, ng, t->extra, t->nextra, &ck, e);
+    int64_t step = 0, adam_step = 0;
+    const int found = rc == FM_OK;
     if (rc == FM_CKPT_NONE)
-        return FM_OK;
-    if (rc != FM_OK)
-        return rc;
-    int64_t adam_step = 0;
-    rc = fm_ckpt_meta_int(&ck, "adam_step", &adam_step, e);
-    if (rc == FM_OK) {
-        t->step = ck.step;
-        t->opt.step = adam_step;
-        fm_info("%s: resumed from %s (step %lld)", t->stage, ck.path, (long long)ck.step);
+        rc = FM_OK;
+    if (found) {
+        rc = fm_ckpt_meta_int(&ck, "adam_step", &adam_step, e);
+        step = ck.step;
     }
-    fm_ckpt_close(&ck);
+    rc = agree_on_resume(t, rc, step, e);
+    if (found && rc == FM_OK) {
+        t->step = step;
+        t->opt.step = adam_step;
+        fm_info("%s: resumed from %s (step %lld)", t->stage, ck.path, (long long)step);
+    }
+    if (found)
+        fm_ckpt_close(&ck);
     return rc;
 }
 

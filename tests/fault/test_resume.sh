@@ -9,6 +9,7 @@
 #   two_ranks    the same with mpirun -np 2: 2-rank straight vs 2-rank 20 + 20
 #   rank_change  the 1-rank step-20 checkpoint resumed on 2 ranks: same data
 #                order, losses within 1e-4 relative of the 1-rank run
+#   unshared     two ranks whose run directories differ (not shared): exit 3
 # flow.steps stays 40 in every run: the LR schedule depends on it.
 source "$(dirname "$0")/lib.sh"
 make_base
@@ -89,5 +90,28 @@ elif ! out=$($CK losses "$G/metrics.jsonl" "$A/metrics.jsonl" 21 40 1e-4); then 
 else
   out2=$($CK close "$G/ckpt/flow-00000040.safetensors" "$A/ckpt/flow-00000040.safetensors" 1)
   pass "resume_on_2_ranks ($out; step-40 tensors vs 1 rank: $out2)"
+fi
+
+# ranks that see different checkpoints (a run directory that is not shared
+# between nodes: here two copies, one rank each, the second without the
+# step-40 checkpoint) must stop with exit 3 naming both steps, not train
+# diverged replicas
+H=$T/unshared
+mkdir -p "$H/a" "$H/b"
+new_run "$H/a/run" && new_run "$H/b/run"
+mkdir -p "$H/a/run/ckpt" "$H/b/run/ckpt"
+cp "$A/ckpt/flow-00000020.safetensors" "$A/ckpt/flow-00000040.safetensors" "$H/a/run/ckpt/"
+cp "$A/ckpt/flow-00000020.safetensors" "$H/b/run/ckpt/"
+R60=(--set flow.steps=60 --set flow.ckpt_every=20 --set run.ckpt_keep=5)
+timeout -k 5 120 mpirun --oversubscribe -np 1 -wdir "$H/a" "$FMTRAIN" "$TINY" --out run "${SETS[@]}" "${R60[@]}" : \
+  -np 1 -wdir "$H/b" "$FMTRAIN" "$TINY" --out run "${SETS[@]}" "${R60[@]}" >"$T/h.log" 2>&1
+rc=$?
+if [ $rc -ne 3 ]; then fail ranks_see_other_checkpoints "exit $rc, expected 3"; show "$T/h.log"
+elif ! grep -q "rank 1 found step 20 in run/ckpt, rank 0 step 40" "$T/h.log"; then
+  fail ranks_see_other_checkpoints "the error does not name both steps"; show "$T/h.log"
+elif [ "$(tail -n 1 "$H/a/run/metrics.jsonl" 2>/dev/null | grep -c '"step":4[1-9]')" != 0 ]; then
+  fail ranks_see_other_checkpoints "rank 0 trained on"
+else
+  pass ranks_see_other_checkpoints
 fi
 finish
