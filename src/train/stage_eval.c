@@ -21,6 +21,7 @@
 #include "fm/generate.h"
 #include "fm/loader.h"
 #include "fm/log.h"
+#include "fm/signals.h"
 #include "fm/pipeline.h"
 #include "fm/rng.h"
 #include "fm/timer.h"
@@ -134,6 +135,25 @@ static int classify(fm_classifier *m, const float *x, const int32_t *labels, int
     return FM_OK;
 }
 
+/* Every rank waits here for rank 0's generation and learns its status: a
+ * rank 0 that stopped (preempted, or an error) stops the others with the same
+ * exit status. */
+static int end_of_stage(fm_pipeline *P, int rc, fm_err *e)
+{
+    int status = rc;
+    fm_err ce = { 0 };
+    int crc = fm_world_max_int(P->world, &status, &ce);
+    if (rc != FM_OK)
+        return rc;
+    if (crc != FM_OK) {
+        *e = ce;
+        return crc;
+    }
+    if (status != FM_OK)
+        return fm_fail(e, status, "eval: rank 0 stopped with status %d (its message says why)", status);
+    return FM_OK;
+}
+
 int fm_stage_eval(fm_pipeline *P, fm_err *e)
 {
     const fm_config *c = P->cfg;
@@ -148,8 +168,7 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e)
     int rc = train_classifier(P, &p, e);
     if (rc != FM_OK || P->world->rank != 0) {
         fm_params_free(&p);
-        int rc2 = fm_world_barrier(P->world, e);
-        return rc != FM_OK ? rc : rc2;
+        return end_of_stage(P, rc, e);
     }
     /* rank 0: an inference classifier with the trained weights */
     int EB = c->eval.batch_size, per = c->eval.samples_per_class, ngen = per * FM_NUM_CLASSES;
@@ -223,6 +242,15 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e)
             rc = fm_generate(&g, ybatch, w, (uint64_t)c->run.seed + 1000003u, (uint64_t)first, e);
             if (rc == FM_OK)
                 memcpy(imgs + (size_t)first * XD, g.images, (size_t)rows * XD * sizeof(float));
+            /* preemption: rank 0 alone generates (the other ranks wait at the
+             * end of the stage, where they learn its status) */
+            int stop = fm_stop_requested();
+            if (rc == FM_OK && stop)
+                rc = fm_fail(e, FM_PREEMPTED,
+                             "eval: stopped by signal %d while generating (w = %g, %d of %d samples); the "
+                             "classifier is saved: run the same command again (or let Slurm requeue the job) "
+                             "to redo the generation",
+                             stop, w, first + rows, ngen);
         }
         double fd = 0;
         if (rc == FM_OK)
@@ -265,6 +293,5 @@ out:
     free(mu_x);
     free(c_t);
     free(c_x);
-    int rc2 = fm_world_barrier(P->world, e);
-    return rc != FM_OK ? rc : rc2;
+    return end_of_stage(P, rc, e);
 }

@@ -15,6 +15,8 @@
 #                   machine needs more than 1 s), checks the checkpoint and the
 #                   resume, and that mpirun's status is 1 or 75.
 #   term_single     SIGTERM to a 1-rank run without mpirun -> 75
+#   usr1_eval_generation  SIGUSR1 while the eval stage generates -> 75, and
+#                   the re-run reuses the saved classifier
 source "$(dirname "$0")/lib.sh"
 make_base
 P=(--set flow.steps=100 --set flow.ckpt_every=30)
@@ -108,5 +110,35 @@ if ! wait_step "$D" 5 60; then fail $name "the run did not start"; show "$T/$nam
 else
   kill -TERM $(procs $job "$FMNAME")
   check $name 15 75 && pass "$name (stopped after step $k, exit 75)"
+fi
+
+# usr1_eval_generation: a signal while the eval stage generates samples (no
+# training loop there) -> 75 within a batch, no eval.json; the same command
+# again loads the saved classifier, generates and writes eval.json
+name=usr1_eval_generation
+D=$T/$name
+new_run "$D"
+EV=(--set run.stages=[eval] --set eval.samples_per_class=150 --set eval.classifier_steps=20)
+if ! flow "$D" --set flow.steps=4 --set flow.warmup=1 >"$T/$name.0.log" 2>&1; then
+  fail $name "the flow run failed"; show "$T/$name.0.log"
+else
+  timeout -k 5 120 "$FMTRAIN" "$TINY" --out "$D" "${SETS[@]}" "${EV[@]}" >"$T/$name.log" 2>&1 &
+  job=$!
+  for ((i = 0; i < 6000; i++)); do grep -q "Fréchet floor" "$T/$name.log" && break; sleep 0.01; done
+  kill -USR1 $(procs $job "$FMNAME") 2>/dev/null
+  t_sig=$(date +%s.%N)
+  wait $job
+  rc=$?
+  secs=$(awk -v a="$t_sig" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  if [ $rc -ne 75 ]; then fail $name "exit $rc, expected 75"; show "$T/$name.log"
+  elif ! grep -q "eval: stopped by signal 10 while generating" "$T/$name.log"; then fail $name "no stop message"; show "$T/$name.log"
+  elif [ -e "$D/eval.json" ]; then fail $name "eval.json was written"
+  elif ! timeout -k 5 120 "$FMTRAIN" "$TINY" --out "$D" "${SETS[@]}" "${EV[@]}" >"$T/$name.2.log" 2>&1; then
+    fail $name "re-run: exit $?"; show "$T/$name.2.log"
+  elif [ ! -f "$D/eval.json" ] || grep -q "classifier  step" "$T/$name.2.log"; then
+    fail $name "the re-run did not load the classifier and write eval.json"; show "$T/$name.2.log"
+  else
+    pass "$name (exit 75 ${secs}s after the signal; the re-run wrote eval.json)"
+  fi
 fi
 finish
