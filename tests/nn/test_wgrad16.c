@@ -189,6 +189,30 @@ static int test_pack_layout(void)
 
 /* The column sums pack_f32 adds: fp32 sums of every row, odd batches
  * included, the same with 1 and 2 threads up to rounding, added to db. */
+/* The vector rounding of pack_f32 is fm_f32_to_bf16's, bit for bit, on
+ * special values: NaN (stays NaN), infinities, denormals, ties, the largest
+ * floats (which round to infinity). */
+static int test_pack_rounding(void)
+{
+    enum { c = 32 };
+    uint32_t bits[c] = { 0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f800000u, 0xff800000u, 0x00000001u,
+                         0x807fffffu, 0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xff7fffffu,
+                         0x00000000u, 0x80000000u, 0x3f800000u, 0xbf7fffffu };
+    for (int k = 16; k < c; k++)
+        bits[k] = 0x3f800000u + (uint32_t)k * 0x00008001u;
+    float src[2 * c];
+    memcpy(src, bits, sizeof bits);
+    memcpy(src + c, bits, sizeof bits); /* the second image */
+    uint16_t dst[2 * c], plain[2 * c];
+    fm_wgrad16_pack_f32(dst, plain, src, 2, 1, c, NULL, NULL, 1);
+    for (int k = 0; k < c; k++) {
+        const uint16_t want = fm_f32_to_bf16(src[k]);
+        CHECK(plain[k] == want && dst[2 * k] == want && dst[2 * k + 1] == want,
+              "0x%08x: packed 0x%04x / plain 0x%04x, want 0x%04x", bits[k], dst[2 * k], plain[k], want);
+    }
+    return 0;
+}
+
 static int test_bias(void)
 {
     enum { n = 9, hw = 100, c = 83 }; /* (n + 1) / 2 * hw * c >= 32768: the threaded path */
@@ -230,7 +254,7 @@ static int test_usable(void)
 int main(int argc, char **argv)
 {
     static const fm_test tests[] = {
-        TEST(test_against_reference), TEST(test_threads), TEST(test_pack_layout), TEST(test_bias), TEST(test_usable),
+        TEST(test_against_reference), TEST(test_threads), TEST(test_pack_layout), TEST(test_pack_rounding), TEST(test_bias), TEST(test_usable),
     };
     return fm_test_main("nn/wgrad16", tests, sizeof tests / sizeof *tests, argc, argv);
 }
