@@ -85,6 +85,16 @@ int fm_conv2d_init(fm_conv2d *l, fm_dnn *d, fm_params *p, fm_arena *a, const cha
 /* y [N, Ho, Wo, Cout] = conv(x [N, H, W, Cin]) + bias. */
 int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e);
 
+/* Under bf16, the buffer the layer rounds its x operand into ([N, H, W,
+ * Cin] bf16), for a producer that writes it directly
+ * (fm_groupnorm_forward_ada16); NULL in fp32. */
+uint16_t *fm_conv2d_operand16(fm_conv2d *l);
+
+/* fm_conv2d_forward with the bf16 operand already in fm_conv2d_operand16(l):
+ * `as` stands for it (it is never read): fm_conv2d_keeps_x(l, as) holds and
+ * fm_conv2d_backward(l, as, ...) takes that operand for x. */
+int fm_conv2d_forward16(fm_conv2d *l, const float *as, float *y, fm_err *e);
+
 /* Given x (the forward input) and dy [N, Ho, Wo, Cout], OVERWRITE dx
  * [N, H, W, Cin] (skipped when dx is NULL) and the weight and bias gradient
  * views. Must follow a forward call made with the current weights (it may

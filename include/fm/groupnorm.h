@@ -20,6 +20,8 @@
 #ifndef FM_GROUPNORM_H
 #define FM_GROUPNORM_H
 
+#include <stdint.h>
+
 #include "fm/arena.h"
 #include "fm/params.h"
 #include "fm/status.h"
@@ -60,6 +62,12 @@ int fm_groupnorm_forward(fm_groupnorm *l, const float *x, float *y, fm_err *e);
  * dshift into that Linear's output gradient the same way. */
 int fm_groupnorm_forward_ada(fm_groupnorm *l, const float *x, const float *scale, const float *shift, float *y,
                              fm_err *e);
+
+/* fm_groupnorm_forward_ada writing y16, the bf16 rounding (fm_f32_to_bf16)
+ * of y, instead of y: for a consumer that reads bf16 operands
+ * (fm_conv2d_operand16), without the fp32 output and a rounding pass. */
+int fm_groupnorm_forward_ada16(fm_groupnorm *l, const float *x, const float *scale, const float *shift,
+                               uint16_t *y16, fm_err *e);
 
 /* y again, from the statistics and coefficients kept by the last forward,
  * which must have been on this x (with the same scale, shift and parameters):

@@ -599,15 +599,30 @@ static int res_forward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, const
     const long n = (long)B * b->side * b->side * co;
     const char *s = b->name;
     float *a = u->sb;
-    TIME(FWD, s, "norm1", "groupnorm", 0, fm_groupnorm_forward(&r->norm1, x, a, e));  // silu(norm1(x)) [B, s, s, Cin]
-    TIME(FWD, s, "conv1", "conv", fm_conv2d_flops_fwd(&r->conv1),
-         fm_conv2d_forward(&r->conv1, a, r->h1, e));                                   // [B, s, s, Cout]
+    /* Under bf16 the GroupNorms write their output straight into the
+     * convolution's bf16 operand (the same bits as rounding an fp32 output,
+     * one pass less); `a` then only names that operand. */
+    uint16_t *a1 = fm_conv2d_operand16(&r->conv1), *a2 = fm_conv2d_operand16(&r->conv2);
+    if (a1) {
+        TIME(FWD, s, "norm1", "groupnorm", 0, fm_groupnorm_forward_ada16(&r->norm1, x, NULL, NULL, a1, e));
+        TIME(FWD, s, "conv1", "conv", fm_conv2d_flops_fwd(&r->conv1), fm_conv2d_forward16(&r->conv1, a, r->h1, e));
+    } else {
+        TIME(FWD, s, "norm1", "groupnorm", 0, fm_groupnorm_forward(&r->norm1, x, a, e));  // silu(norm1(x)) [B, s, s, Cin]
+        TIME(FWD, s, "conv1", "conv", fm_conv2d_flops_fwd(&r->conv1),
+             fm_conv2d_forward(&r->conv1, a, r->h1, e));                                   // [B, s, s, Cout]
+    }
     TIME(FWD, s, "emb_proj", "linear", fm_linear_flops_fwd(&r->emb_proj),
          fm_linear_forward(&r->emb_proj, u->c, u->ep, e));                             // [B, 2 Cout]
     TIMEV(FWD, s, "emb_split", "elementwise", 0,
           fm_concat_backward(u->ep, co, co, r->scale, r->shift, B));                   // halves: scale, shift [B, Cout]
-    TIME(FWD, s, "norm2", "groupnorm", 0, fm_groupnorm_forward_ada(&r->norm2, r->h1, r->scale, r->shift, a, e));
-    TIME(FWD, s, "conv2", "conv", fm_conv2d_flops_fwd(&r->conv2), fm_conv2d_forward(&r->conv2, a, b->out, e));
+    if (a2) {
+        TIME(FWD, s, "norm2", "groupnorm", 0,
+             fm_groupnorm_forward_ada16(&r->norm2, r->h1, r->scale, r->shift, a2, e));
+        TIME(FWD, s, "conv2", "conv", fm_conv2d_flops_fwd(&r->conv2), fm_conv2d_forward16(&r->conv2, a, b->out, e));
+    } else {
+        TIME(FWD, s, "norm2", "groupnorm", 0, fm_groupnorm_forward_ada(&r->norm2, r->h1, r->scale, r->shift, a, e));
+        TIME(FWD, s, "conv2", "conv", fm_conv2d_flops_fwd(&r->conv2), fm_conv2d_forward(&r->conv2, a, b->out, e));
+    }
     if (r->has_skip) {
         TIME(FWD, s, "skip", "conv", fm_conv2d_flops_fwd(&r->skip), fm_conv2d_forward(&r->skip, x, a, e));
         TIMEV(FWD, s, "residual", "elementwise", 0, fm_acc(b->out, a, n));
@@ -691,9 +706,16 @@ int fm_unet_forward(fm_unet *u, const float *x, const float *t, const int32_t *y
     for (int i = 0; i < u->nblocks; i++)
         FM_TRY(block_forward(u, &u->blocks[i], block_input(u, i, FWD), e));
     const float *h = u->blocks[u->nblocks - 1].out;                                   // [B, S, S, ch0]
-    TIME(FWD, "out", "out_norm", "groupnorm", 0, fm_groupnorm_forward(&u->out_norm, h, u->sb, e));  // silu(out_norm(h))
-    TIME(FWD, "out", "out_conv", "conv", fm_conv2d_flops_fwd(&u->out_conv),
-         fm_conv2d_forward(&u->out_conv, u->sb, out, e));  // [B, S, S, in]
+    uint16_t *ao = fm_conv2d_operand16(&u->out_conv);  // see res_forward
+    if (ao) {
+        TIME(FWD, "out", "out_norm", "groupnorm", 0, fm_groupnorm_forward_ada16(&u->out_norm, h, NULL, NULL, ao, e));
+        TIME(FWD, "out", "out_conv", "conv", fm_conv2d_flops_fwd(&u->out_conv),
+             fm_conv2d_forward16(&u->out_conv, u->sb, out, e));
+    } else {
+        TIME(FWD, "out", "out_norm", "groupnorm", 0, fm_groupnorm_forward(&u->out_norm, h, u->sb, e));  // silu(out_norm(h))
+        TIME(FWD, "out", "out_conv", "conv", fm_conv2d_flops_fwd(&u->out_conv),
+             fm_conv2d_forward(&u->out_conv, u->sb, out, e));  // [B, S, S, in]
+    }
     u->forward_done = 1;
     return FM_OK;
 }

@@ -267,11 +267,11 @@ static int attach_x(fm_conv2d *l, const float *x, int reuse, fm_err *e)
 
 int fm_conv2d_keeps_x(const fm_conv2d *l, const float *x) { return fm_bf16_copy_keeps(&l->x16, x); }
 
-int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
+uint16_t *fm_conv2d_operand16(fm_conv2d *l) { return l->x16.buf; }
+
+/* The forward on the x operand as attached. */
+static int forward_attached(fm_conv2d *l, float *y, fm_err *e)
 {
-    if (l->w_reorder)
-        FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
-    FM_TRY(attach_x(l, x, 0, e));
     FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
     dnnl_exec_arg_t args[5] = {
         { DNNL_ARG_SRC, l->m_x },
@@ -282,6 +282,24 @@ int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
     if (l->m_b)
         args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, l->m_b };
     return run(l, l->fwd, args, nargs, e);
+}
+
+int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
+{
+    if (l->w_reorder)
+        FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
+    FM_TRY(attach_x(l, x, 0, e));
+    return forward_attached(l, y, e);
+}
+
+int fm_conv2d_forward16(fm_conv2d *l, const float *as, float *y, fm_err *e)
+{
+    if (!l->x16.buf)
+        return fm_fail(e, FM_ERR_INTERNAL, "conv: forward16 on a layer without a bf16 operand");
+    if (l->w_reorder)
+        FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
+    l->x16.of = as;
+    return forward_attached(l, y, e);
 }
 
 int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)

@@ -225,16 +225,30 @@ static void sample_coef(fm_groupnorm *l, int n, const float *s, const float *sca
 }
 
 /* y = z or silu(z), z = (x - mu) * a + b per channel, over np pixel rows
- * [np, C]. Prefetches the rows at next (the following sample) unless it is
- * NULL: the input often comes from DRAM. */
-static void apply(const float *x, float *y, long np, int C, const float *mu, const float *a, const float *b,
-                  int silu, const float *next)
+ * [np, C]; or, with y16 (y NULL), its bf16 rounding into y16. Prefetches
+ * the rows at next (the following sample) unless it is NULL: the input
+ * often comes from DRAM. */
+static void apply(const float *x, float *y, uint16_t *y16, long np, int C, const float *mu, const float *a,
+                  const float *b, int silu, const float *next)
 {
     for (long p = 0; p < np; p++) {
         const float *xr = x + p * C;
-        float *yr = y + p * C;
         if (next)
             prefetch_row(next + p * C, C);
+        if (y16) {
+            uint16_t *yr = y16 + p * C;
+            if (silu) {
+#pragma omp simd
+                for (int c = 0; c < C; c++)
+                    yr[c] = fm_bf16_round(fm_siluf((xr[c] - mu[c]) * a[c] + b[c]));
+            } else {
+#pragma omp simd
+                for (int c = 0; c < C; c++)
+                    yr[c] = fm_bf16_round((xr[c] - mu[c]) * a[c] + b[c]);
+            }
+            continue;
+        }
+        float *yr = y + p * C;
         if (silu) {
 #pragma omp simd
             for (int c = 0; c < C; c++)
@@ -252,10 +266,10 @@ int fm_groupnorm_forward(fm_groupnorm *l, const float *x, float *y, fm_err *e)
     return fm_groupnorm_forward_ada(l, x, NULL, NULL, y, e);
 }
 
-int fm_groupnorm_forward_ada(fm_groupnorm *l, const float *x, const float *scale, const float *shift, float *y,
-                             fm_err *e)
+/* The forward into y (fp32) or y16 (bf16; y NULL). */
+static void forward(fm_groupnorm *l, const float *x, const float *scale, const float *shift, float *y,
+                    uint16_t *y16)
 {
-    (void)e;
     const int N = l->n, C = l->c, K = l->chunks, silu = l->flags & FM_GN_SILU;
     const long HW = (long)l->h * l->w;
     const int par = (long)N * HW * C >= PAR_MIN;
@@ -268,8 +282,8 @@ int fm_groupnorm_forward_ada(fm_groupnorm *l, const float *x, const float *scale
                 const long o = (long)n * C, r = o * HW;
                 moments(x + r, HW, C, x + r, l->acc1 + o, l->acc2 + o);
                 sample_coef(l, n, x + r, scale, shift);
-                apply(x + r, y + r, HW, C, l->cmu + o, l->ca + o, l->cb + o, silu,
-                      n + 1 < N ? x + r + HW * C : NULL);
+                apply(x + r, y ? y + r : NULL, y16 ? y16 + r : NULL, HW, C, l->cmu + o, l->ca + o, l->cb + o,
+                      silu, n + 1 < N ? x + r + HW * C : NULL);
             }
         } else {
 #pragma omp for schedule(static)
@@ -292,10 +306,26 @@ int fm_groupnorm_forward_ada(fm_groupnorm *l, const float *x, const float *scale
                 long p0, p1;
                 chunk_range(l, t % K, &p0, &p1);
                 const long o = (long)n * C, r = (o * HW) + p0 * C;
-                apply(x + r, y + r, p1 - p0, C, l->cmu + o, l->ca + o, l->cb + o, silu, NULL);
+                apply(x + r, y ? y + r : NULL, y16 ? y16 + r : NULL, p1 - p0, C, l->cmu + o, l->ca + o,
+                      l->cb + o, silu, NULL);
             }
         }
     }
+}
+
+int fm_groupnorm_forward_ada(fm_groupnorm *l, const float *x, const float *scale, const float *shift, float *y,
+                             fm_err *e)
+{
+    (void)e;
+    forward(l, x, scale, shift, y, NULL);
+    return FM_OK;
+}
+
+int fm_groupnorm_forward_ada16(fm_groupnorm *l, const float *x, const float *scale, const float *shift,
+                               uint16_t *y16, fm_err *e)
+{
+    (void)e;
+    forward(l, x, scale, shift, NULL, y16);
     return FM_OK;
 }
 
@@ -310,7 +340,7 @@ int fm_groupnorm_reforward(fm_groupnorm *l, const float *x, float *y, fm_err *e)
         long p0, p1;
         chunk_range(l, t % K, &p0, &p1);
         const long o = (long)n * C, r = o * HW + p0 * C;
-        apply(x + r, y + r, p1 - p0, C, l->cmu + o, l->ca + o, l->cb + o, silu,
+        apply(x + r, y + r, NULL, p1 - p0, C, l->cmu + o, l->ca + o, l->cb + o, silu,
               K == 1 && n + 1 < N ? x + r + HW * C : NULL);
     }
     return FM_OK;

@@ -280,6 +280,36 @@ static int test_keeps_x(void)
     return 0;
 }
 
+/* fm_conv2d_forward16 on an operand a producer rounded into
+ * fm_conv2d_operand16 gives forward's y and backward's gradients bit for
+ * bit; `as` is never read and keeps_x(as) holds. */
+static int test_forward16(void)
+{
+    fm_err e;
+    const shape sc = { CONV, 3, 5, 6, 32, 8, 3, 1, 1 };
+    layer a, b;
+    CHECK_OK(layer_init(&a, &sc, 1, &e), &e);
+    CHECK_OK(layer_init(&b, &sc, 1, &e), &e);
+    memcpy(b.p.data, a.p.data, a.p.numel * sizeof(float));
+    CHECK(fm_conv2d_operand16(&b.conv) != NULL, "no bf16 operand under bf16");
+    CHECK_OK(layer_run(&a, CONV, &e), &e);
+    fm_f32_to_bf16_n(fm_conv2d_operand16(&b.conv), b.x, b.nx);
+    float *as = malloc((size_t)b.nx * sizeof(float));
+    CHECK(as, "out of memory");
+    fm_fill_normal(as, b.nx, 9, 9, 0); /* garbage: never read */
+    CHECK_OK(fm_conv2d_forward16(&b.conv, as, b.y, &e), &e);
+    CHECK(fm_conv2d_keeps_x(&b.conv, as), "keeps_x(as) must hold after forward16");
+    CHECK_OK(fm_conv2d_backward(&b.conv, as, b.dy, b.dx, &e), &e);
+    const int same = memcmp(a.y, b.y, (size_t)a.ny * sizeof(float)) == 0 &&
+                     memcmp(a.dx, b.dx, (size_t)a.nx * sizeof(float)) == 0 &&
+                     memcmp(a.p.grad, b.p.grad, a.p.numel * sizeof(float)) == 0;
+    free(as);
+    layer_free(&a, CONV);
+    layer_free(&b, CONV);
+    CHECK(same, "forward16 + backward differ from forward + backward");
+    return 0;
+}
+
 /* The threaded array rounding equals the scalar rule on every class of input. */
 static int test_round_array(void)
 {
@@ -308,7 +338,7 @@ int main(int argc, char **argv)
 {
     const fm_test tests[] = {
         TEST(test_round_array), TEST(test_conv3x3), TEST(test_conv_stride2_odd), TEST(test_conv1x1),
-        TEST(test_linear),      TEST(test_linear_odd), TEST(test_attention), TEST(test_keeps_x),
+        TEST(test_linear),      TEST(test_linear_odd), TEST(test_attention), TEST(test_keeps_x), TEST(test_forward16),
     };
     return fm_test_main("nn/bf16", tests, (int)(sizeof tests / sizeof tests[0]), argc, argv);
 }
