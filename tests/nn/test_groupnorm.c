@@ -392,9 +392,9 @@ static int test_batch_split(void)
     return 0;
 }
 
-/* reforward gives the forward's y bitwise, in both chunking paths, with and
- * without adaGN and SiLU, also after a backward. */
-static int test_reforward(void)
+/* Run check on a layer after forward + backward, for each of the shapes
+ * that take both chunking paths, with and without adaGN and SiLU. */
+static int after_run(int (*check)(gn_case *t, size_t k, fm_err *e))
 {
     static const struct { int n, h, c, g, flags, ada; } cs[] = {
         { 3, 8, 32, 8, FM_GN_SILU, 1 }, { 40, 4, 48, 8, FM_GN_SILU, 0 }, { 40, 4, 64, 4, 0, 1 } };
@@ -404,50 +404,59 @@ static int test_reforward(void)
         CHECK_OK(gn_setup(&t, cs[k].n, cs[k].h, cs[k].h, cs[k].c, cs[k].g, cs[k].flags, cs[k].ada, 0.5f, 1.5f, &e),
                  &e);
         CHECK_OK(gn_run(&t, &e), &e);
-        float *y = malloc(t.nx * sizeof(float));
-        fm_fill_normal(y, t.nx, 1, 1, 0); /* garbage: reforward must overwrite */
-        CHECK_OK(fm_groupnorm_reforward(&t.l, t.x, y, &e), &e);
-        CHECK(memcmp(y, t.y, t.nx * sizeof(float)) == 0, "case %zu: reforward y differs (%d chunks)", k, t.l.chunks);
-        free(y);
+        int rc = check(&t, k, &e);
         gn_teardown(&t);
+        if (rc)
+            return rc;
     }
     return 0;
 }
 
-/* forward_ada16 writes exactly the bf16 rounding of forward_ada's y, on the
- * per-sample (one chunk) and the chunked paths, and keeps the same saved
- * statistics: backward after it gives the same bits. */
-static int test_forward16(void)
+/* reforward gives the forward's y bitwise, also after a backward. */
+static int reforward_same(gn_case *t, size_t k, fm_err *e)
 {
-    static const struct { int n, h, c, g, flags, ada; } cs[] = {
-        { 3, 8, 32, 8, FM_GN_SILU, 1 }, { 40, 4, 48, 8, FM_GN_SILU, 0 }, { 40, 4, 64, 4, 0, 1 } };
-    fm_err e = { 0 };
-    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
-        gn_case t;
-        CHECK_OK(gn_setup(&t, cs[k].n, cs[k].h, cs[k].h, cs[k].c, cs[k].g, cs[k].flags, cs[k].ada, 0.5f, 1.5f, &e),
-                 &e);
-        CHECK_OK(gn_run(&t, &e), &e);
-        float *dx = malloc(t.nx * sizeof(float));
-        uint16_t *y16 = malloc(t.nx * sizeof(uint16_t));
-        CHECK(dx && y16, "out of memory");
-        memcpy(dx, t.dx, t.nx * sizeof(float));
-        const float *s = t.ada ? t.scale : NULL, *sh = t.ada ? t.shift : NULL;
-        CHECK_OK(fm_groupnorm_forward_ada16(&t.l, t.x, s, sh, y16, &e), &e);
-        long bad = -1;
-        for (long i = 0; i < t.nx && bad < 0; i++)
-            if (y16[i] != fm_f32_to_bf16(t.y[i]))
-                bad = i;
-        CHECK_OK(fm_groupnorm_backward_ada(&t.l, t.x, s, sh, t.dy, t.dx, t.ada ? t.dscale : NULL,
-                                           t.ada ? t.dshift : NULL, &e),
-                 &e);
-        const int same_dx = memcmp(dx, t.dx, t.nx * sizeof(float)) == 0;
-        free(dx), free(y16);
-        gn_teardown(&t);
-        CHECK(bad < 0, "case %zu: y16[%ld] is not the rounding of y (%d chunks)", k, bad, t.l.chunks);
-        CHECK(same_dx, "case %zu: backward after forward16 differs", k);
-    }
+    float *y = malloc(t->nx * sizeof(float));
+    CHECK(y, "out of memory");
+    fm_fill_normal(y, t->nx, 1, 1, 0); /* garbage: reforward must overwrite */
+    int rc = fm_groupnorm_reforward(&t->l, t->x, y, e);
+    const int same = rc == FM_OK && memcmp(y, t->y, t->nx * sizeof(float)) == 0;
+    free(y);
+    CHECK_OK(rc, e);
+    CHECK(same, "case %zu: reforward y differs (%d chunks)", k, t->l.chunks);
     return 0;
 }
+
+static int test_reforward(void) { return after_run(reforward_same); }
+
+/* forward_ada16 writes exactly the bf16 rounding of forward_ada's y and
+ * keeps the same saved statistics: backward after it gives the same bits. */
+static int forward16_same(gn_case *t, size_t k, fm_err *e)
+{
+    float *dx = malloc(t->nx * sizeof(float));
+    uint16_t *y16 = malloc(t->nx * sizeof(uint16_t));
+    if (!dx || !y16) {
+        free(dx), free(y16);
+        CHECK(0, "out of memory");
+    }
+    memcpy(dx, t->dx, t->nx * sizeof(float));
+    const float *s = t->ada ? t->scale : NULL, *sh = t->ada ? t->shift : NULL;
+    int rc = fm_groupnorm_forward_ada16(&t->l, t->x, s, sh, y16, e);
+    long bad = -1;
+    for (long i = 0; rc == FM_OK && i < t->nx && bad < 0; i++)
+        if (y16[i] != fm_f32_to_bf16(t->y[i]))
+            bad = i;
+    if (rc == FM_OK)
+        rc = fm_groupnorm_backward_ada(&t->l, t->x, s, sh, t->dy, t->dx, t->ada ? t->dscale : NULL,
+                                       t->ada ? t->dshift : NULL, e);
+    const int same_dx = memcmp(dx, t->dx, t->nx * sizeof(float)) == 0;
+    free(dx), free(y16);
+    CHECK_OK(rc, e);
+    CHECK(bad < 0, "case %zu: y16[%ld] is not the rounding of y (%d chunks)", k, bad, t->l.chunks);
+    CHECK(same_dx, "case %zu: backward after forward16 differs", k);
+    return 0;
+}
+
+static int test_forward16(void) { return after_run(forward16_same); }
 
 /* Not asserted: forward + backward time of the U-Net's layer shapes (batch
  * 128, G = 8): norm1 (GN+SiLU) at 8x8x192, norm2 (adaGN+SiLU) at 8x8x128,
