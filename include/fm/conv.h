@@ -58,9 +58,7 @@ typedef struct fm_conv2d {
     dnnl_memory_t m_scratch;
     size_t scratch_bytes;                      /* size of the shared scratchpad */
     fm_wgrad16 wg;                             /* geometry for fm_wgrad16 */
-    uint16_t *xp, *dyp;                        /* pair-packed bf16 x and dy (arena); NULL: oneDNN's weight gradients */
-    float *part;                               /* [part_threads, Cout] partial bias gradients (with bias) */
-    int part_threads;
+    fm_wgrad16_bufs wb;                        /* its buffers; wb.xp NULL: oneDNN's weight gradients */
 } fm_conv2d;
 
 /* Bytes of the bf16 operand buffers one convolution takes from its arena

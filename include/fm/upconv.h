@@ -80,13 +80,9 @@ typedef struct fm_upconv {
     fm_bf16_copy x16;      /* bf16 copy of x (buf NULL in fp32) */
     size_t scratch_bytes;  /* the shared scratchpad */
     /* bf16 weight gradients by fm_wgrad16 (wgrad16.h) when the CPU has
-     * AVX512-BF16 and Cin % 16 == 0; else xp is NULL and oneDNN computes them */
+     * AVX512-BF16 and Cin % 16 == 0; else wb.xp is NULL and oneDNN computes them */
     fm_wgrad16 wg[FM_UPCONV_PARITIES];  /* the parities' 2x2 geometries */
-    uint16_t *xp;          /* pair-packed bf16 x */
-    uint16_t *dypp;        /* [4] pair-packed bf16 dy of each parity, dyp_len elements each */
-    size_t dyp_len;
-    float *part;           /* [part_threads, Cout] partial bias gradients (with bias) */
-    int part_threads;
+    fm_wgrad16_bufs wb;    /* its buffers: x and the four parities' dy, pair-packed */
 } fm_upconv;
 
 /* Register "<name>.weight" [cout, cin, 3, 3] (and "<name>.bias" [cout] if bias)

@@ -23,12 +23,29 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fm/arena.h"
+#include "fm/status.h"
+
 typedef struct fm_wgrad16 {
     int64_t n, h, w, cin;      /* x [n, h, w, cin] */
     int64_t ho, wo, cout;      /* dy [n, ho, wo, cout] */
     int64_t kh, kw, stride;    /* kernel and stride */
     int64_t pad_t, pad_l;      /* zero padding before row 0 and column 0 */
 } fm_wgrad16;
+
+/* A layer's buffers for the kernel, from its arena: the pair-packed x, the
+ * pair-packed dy of each of its ndy output maps (dy_len elements apart) and,
+ * with a bias, the per-thread partial bias sums of fm_wgrad16_pack_f32.
+ * xp NULL: the layer does not use the kernel. */
+typedef struct fm_wgrad16_bufs {
+    uint16_t *xp, *dyp;
+    size_t dy_len;
+    float *part;  /* [threads, Cout]; NULL without bias */
+    int threads;
+} fm_wgrad16_bufs;
+
+/* Take b's buffers for geometry g (ndy output maps, bias or not) from a. */
+int fm_wgrad16_bufs_init(fm_wgrad16_bufs *b, fm_arena *a, const fm_wgrad16 *g, int ndy, int bias, fm_err *e);
 
 /* 1 when this CPU runs the kernel (AVX512-BF16) and g's shape suits it
  * (Cin % 16 == 0, sizes >= 1); else 0 (use oneDNN). */

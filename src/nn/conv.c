@@ -73,7 +73,7 @@ static int create_pds(fm_conv2d *l, conv_pds *pd, const_dnnl_primitive_attr_t at
                                                     strides, pad_l, pad_r), e);
     FM_DNN(dnnl_primitive_desc_create(&pd->bwd_data, &cd, attr, l->d->engine, pd->fwd), e);
 
-    if (l->xp) /* weight gradients by fm_wgrad16 */
+    if (l->wb.xp) /* weight gradients by fm_wgrad16 */
         return FM_OK;
     FM_DNN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src_md, &w32_md, bias,
                                                        &dst_op_md, strides, pad_l, pad_r), e);
@@ -82,7 +82,7 @@ static int create_pds(fm_conv2d *l, conv_pds *pd, const_dnnl_primitive_attr_t at
 }
 
 /* Under bf16, take fm_wgrad16 for the weight gradients when it applies:
- * set l->wg and the pair-packed buffers l->xp, l->dyp. */
+ * set l->wg and its buffers l->wb. */
 static int setup_wgrad16(fm_conv2d *l, fm_arena *a, fm_err *e)
 {
     l->wg = (fm_wgrad16){ .n = l->n, .h = l->h, .w = l->w, .cin = l->cin, .ho = l->ho, .wo = l->wo,
@@ -90,19 +90,7 @@ static int setup_wgrad16(fm_conv2d *l, fm_arena *a, fm_err *e)
                           .pad_l = l->pad };
     if (!l->d->bf16 || l->k == 1 || !fm_wgrad16_usable(&l->wg))
         return FM_OK;
-    void *xp, *dyp;
-    if (fm_arena_alloc_or(a, fm_wgrad16_packed_len(l->n, l->h * l->w, l->cin) * 2, &xp, e) != FM_OK ||
-        fm_arena_alloc_or(a, fm_wgrad16_packed_len(l->n, l->ho * l->wo, l->cout) * 2, &dyp, e) != FM_OK)
-        return fm_err_prefix(e, "pair-packed operand buffers");
-    l->xp = xp, l->dyp = dyp;
-    if (l->bias) {
-        void *part;
-        l->part_threads = omp_get_max_threads();
-        if (fm_arena_alloc_or(a, (size_t)(l->part_threads * l->cout) * sizeof(float), &part, e) != FM_OK)
-            return fm_err_prefix(e, "bias partial sums");
-        l->part = part;
-    }
-    return FM_OK;
+    return fm_wgrad16_bufs_init(&l->wb, a, &l->wg, 1, l->bias != NULL, e);
 }
 
 static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t attr, const char *name,
@@ -115,7 +103,7 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
                              (long long)l->h, (long long)l->w, (long long)l->cin, (long long)l->k,
                              (long long)l->stride, (long long)l->pad, (long long)l->cout);
     fm_debug("conv %s: forward %s, backward-data %s, backward-weights %s", name, fm_dnn_impl_name(pd->fwd),
-             fm_dnn_impl_name(pd->bwd_data), l->xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights));
+             fm_dnn_impl_name(pd->bwd_data), l->wb.xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights));
 
     FM_DNN(dnnl_primitive_create(&l->fwd, pd->fwd), e);
     FM_DNN(dnnl_primitive_create(&l->bwd_data, pd->bwd_data), e);
@@ -269,9 +257,11 @@ int fm_conv2d_keeps_x(const fm_conv2d *l, const float *x) { return fm_bf16_copy_
 
 uint16_t *fm_conv2d_operand16(fm_conv2d *l) { return l->x16.buf; }
 
-/* The forward on the x operand as attached. */
+/* The forward on the x operand as attached, with the current weights. */
 static int forward_attached(fm_conv2d *l, float *y, fm_err *e)
 {
+    if (l->w_reorder)
+        FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
     FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
     dnnl_exec_arg_t args[5] = {
         { DNNL_ARG_SRC, l->m_x },
@@ -286,8 +276,6 @@ static int forward_attached(fm_conv2d *l, float *y, fm_err *e)
 
 int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
 {
-    if (l->w_reorder)
-        FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
     FM_TRY(attach_x(l, x, 0, e));
     return forward_attached(l, y, e);
 }
@@ -296,8 +284,6 @@ int fm_conv2d_forward16(fm_conv2d *l, const float *as, float *y, fm_err *e)
 {
     if (!l->x16.buf)
         return fm_fail(e, FM_ERR_INTERNAL, "conv: forward16 on a layer without a bf16 operand");
-    if (l->w_reorder)
-        FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
     l->x16.of = as;
     return forward_attached(l, y, e);
 }
@@ -305,11 +291,11 @@ int fm_conv2d_forward16(fm_conv2d *l, const float *as, float *y, fm_err *e)
 int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     const int64_t hwo = l->ho * l->wo;
-    if (l->dyp) { /* the pair-packed and the plain bf16 dy, and the bias gradient, in one pass */
+    if (l->wb.xp) { /* the pair-packed and the plain bf16 dy, and the bias gradient, in one pass */
         float *db = l->bias ? l->bias->g.data : NULL;
         if (db)
             memset(db, 0, (size_t)l->cout * sizeof(float));
-        fm_wgrad16_pack_f32(l->dyp, l->dy16, dy, l->n, hwo, l->cout, db, l->part, l->part_threads);
+        fm_wgrad16_pack_f32(l->wb.dyp, l->dy16, dy, l->n, hwo, l->cout, db, l->wb.part, l->wb.threads);
     }
     else if (l->dy16)
         fm_f32_to_bf16_n(l->dy16, dy, l->n * hwo * l->cout);
@@ -327,9 +313,9 @@ int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx,
         FM_TRY(run(l, l->bwd_data, args, 3, e));
     }
     FM_TRY(attach_x(l, x, 1, e));
-    if (l->xp) {
-        fm_wgrad16_pack_bf16(l->xp, l->x16.buf, l->n, l->h * l->w, l->cin);
-        fm_wgrad16_run(&l->wg, l->xp, l->dyp, l->weight->g.data);
+    if (l->wb.xp) {
+        fm_wgrad16_pack_bf16(l->wb.xp, l->x16.buf, l->n, l->h * l->w, l->cin);
+        fm_wgrad16_run(&l->wg, l->wb.xp, l->wb.dyp, l->weight->g.data);
         return FM_OK;
     }
     dnnl_exec_arg_t args[5] = {

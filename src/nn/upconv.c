@@ -198,7 +198,7 @@ static int create_pds(fm_upconv *l, upconv_pds *pd, const_dnnl_primitive_attr_t 
         FM_DNN(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &x_md,
                                                   &w_md, bias, &yp_md, strides, pad_l, pad_r), e);
         FM_TRY(create_pd(&pd->fwd[p], &cd, attr, l->d->engine, e));
-        if (!l->xp) {
+        if (!l->wb.xp) {
             FM_DNN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &x_md, &w32_md,
                                                                bias, &dyp_md, strides, pad_l, pad_r), e);
             FM_DNN(dnnl_primitive_desc_create(&pd->bwd_weights[p], &cd, attr, l->d->engine, pd->fwd[p]), e);
@@ -220,18 +220,7 @@ static int setup_wgrad16(fm_upconv *l, fm_arena *a, fm_err *e)
                                  .pad_l = 1 - p % 2 };
     if (!l->d->bf16 || !fm_wgrad16_usable(&l->wg[0]))
         return FM_OK;
-    void *xp, *dypp;
-    l->dyp_len = fm_wgrad16_packed_len(l->n, l->h * l->w, l->cout);
-    FM_TRY(take(a, fm_wgrad16_packed_len(l->n, l->h * l->w, l->cin) * 2, &xp, "pair-packed x", e));
-    FM_TRY(take(a, NP * l->dyp_len * 2, &dypp, "pair-packed dy", e));
-    l->xp = xp, l->dypp = dypp;
-    if (l->bias) {
-        void *part;
-        l->part_threads = omp_get_max_threads();
-        FM_TRY(take(a, (size_t)(l->part_threads * l->cout) * sizeof(float), &part, "bias partial sums", e));
-        l->part = part;
-    }
-    return FM_OK;
+    return fm_wgrad16_bufs_init(&l->wb, a, &l->wg[0], NP, l->bias != NULL, e);
 }
 
 static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_t attr,
@@ -251,7 +240,7 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
         return fm_err_prefix(e, "[%lld, %lld, %lld, %lld] -> %lld", (long long)l->n, (long long)l->h,
                              (long long)l->w, (long long)l->cin, (long long)l->cout);
     fm_debug("upconv %s: forward %s, backward-data %s, backward-weights %s", name, fm_dnn_impl_name(pd->fwd[0]),
-             fm_dnn_impl_name(pd->bwd_data[0]), l->xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights[0]));
+             fm_dnn_impl_name(pd->bwd_data[0]), l->wb.xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights[0]));
 
     const int64_t nx = l->n * l->h * l->w * l->cin, ny = l->n * l->h * l->w * l->cout;
     /* the parity buffers serve forward (outputs) and backward (gradients) */
@@ -427,13 +416,13 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
         FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
     }
     copy_parities(l->dyp, dy, 0, l->n * l->h, l->w, l->cout);  // dyp[p] [N, H, W, Cout]
-    if (l->xp) { /* the pair-packed and the plain bf16 dy of each parity, and the bias gradient, in one pass */
+    if (l->wb.xp) { /* the pair-packed and the plain bf16 dy of each parity, and the bias gradient, in one pass */
         float *db = l->bias ? l->bias->g.data : NULL;
         if (db)
             memset(db, 0, (size_t)l->cout * sizeof(float));
         for (int p = 0; p < NP; p++)
-            fm_wgrad16_pack_f32(l->dypp + p * l->dyp_len, l->dyp16 + p * ny, l->dyp + p * ny, l->n, l->h * l->w,
-                                l->cout, db, l->part, l->part_threads);
+            fm_wgrad16_pack_f32(l->wb.dyp + p * l->wb.dy_len, l->dyp16 + p * ny, l->dyp + p * ny, l->n,
+                                l->h * l->w, l->cout, db, l->wb.part, l->wb.threads);
     }
     else if (l->dyp16)
         fm_f32_to_bf16_n(l->dyp16, l->dyp, NP * ny);
@@ -446,7 +435,7 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
             };
             FM_TRY(run(l, l->bwd_data[p], args, 3, e));
         }
-        if (l->xp)
+        if (l->wb.xp)
             continue;
         dnnl_exec_arg_t args[5] = {
             { DNNL_ARG_SRC, l->m_x },
@@ -459,13 +448,13 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
         FM_TRY(run(l, l->bwd_weights[p], args, nargs, e));
         FM_TRY(reorder(l, l->dw_reorder[p], l->m_dw_int[p], l->m_dw[p], e));
     }
-    if (l->xp) {
-        fm_wgrad16_pack_bf16(l->xp, l->x16.buf, l->n, l->h * l->w, l->cin);
+    if (l->wb.xp) {
+        fm_wgrad16_pack_bf16(l->wb.xp, l->x16.buf, l->n, l->h * l->w, l->cin);
         for (int p = 0; p < NP; p++)
-            fm_wgrad16_run(&l->wg[p], l->xp, l->dypp + p * l->dyp_len, l->dwf + p * l->cout * l->cin * 4);
+            fm_wgrad16_run(&l->wg[p], l->wb.xp, l->wb.dyp + p * l->wb.dy_len, l->dwf + p * l->cout * l->cin * 4);
     }
     unfold(l->dwf, l->weight->g.data, l->cout, l->cin);
-    if (l->bias && !l->xp) {
+    if (l->bias && !l->wb.xp) {
         float *db = l->bias->g.data;
         const float *b4 = l->db4;
         const int64_t c = l->cout;

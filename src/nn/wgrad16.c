@@ -27,6 +27,19 @@ int fm_wgrad16_usable(const fm_wgrad16 *g)
 
 size_t fm_wgrad16_packed_len(int64_t n, int64_t hw, int64_t c) { return (size_t)((n + 1) / 2 * hw * c * 2); }
 
+int fm_wgrad16_bufs_init(fm_wgrad16_bufs *b, fm_arena *a, const fm_wgrad16 *g, int ndy, int bias, fm_err *e)
+{
+    void *xp, *dyp, *part = NULL;
+    const int threads = omp_get_max_threads();
+    const size_t dy_len = fm_wgrad16_packed_len(g->n, g->ho * g->wo, g->cout);
+    if (fm_arena_alloc_or(a, fm_wgrad16_packed_len(g->n, g->h * g->w, g->cin) * 2, &xp, e) != FM_OK ||
+        fm_arena_alloc_or(a, (size_t)ndy * dy_len * 2, &dyp, e) != FM_OK ||
+        (bias && fm_arena_alloc_or(a, (size_t)threads * (size_t)g->cout * sizeof(float), &part, e) != FM_OK))
+        return fm_err_prefix(e, "pair-packed operand buffers");
+    *b = (fm_wgrad16_bufs){ .xp = xp, .dyp = dyp, .dy_len = dy_len, .part = part, .threads = threads };
+    return FM_OK;
+}
+
 /* The pair-packed map is [m][p][c] of uint32: image 2m in the low half,
  * image 2m+1 in the high half. The loops are written with intrinsics: GCC
  * 12 at -O2 leaves their widening scalar forms unvectorised. */

@@ -139,8 +139,8 @@ static int check(const shape *s, const char *name)
     CHECK_OK(layer_init(&r32, s, 0, &e), &e);
     CHECK(b16.p.numel == f32.p.numel, "parameter counts differ");
     if (s->k == CONV) /* tests/nn/test_wgrad16 requires AVX512-BF16 of this machine */
-        CHECK((b16.conv.xp != NULL) == (s->ksz > 1 && s->cin % 16 == 0), "%s: fm_wgrad16 %s", name,
-              b16.conv.xp ? "taken where it does not apply" : "not taken");
+        CHECK((b16.conv.wb.xp != NULL) == (s->ksz > 1 && s->cin % 16 == 0), "%s: fm_wgrad16 %s", name,
+              b16.conv.wb.xp ? "taken where it does not apply" : "not taken");
     /* same weights everywhere (also the attention biases set above) */
     memcpy(f32.p.data, b16.p.data, b16.p.numel * sizeof(float));
     memcpy(r32.p.data, b16.p.data, b16.p.numel * sizeof(float));
@@ -161,7 +161,7 @@ static int check(const shape *s, const char *name)
         /* linear, and conv where fm_wgrad16 makes its weight gradients,
          * sum the fp32 dy for the bias gradient (oneDNN's conv kernel sums
          * the bf16 operand): that one equals plain fp32 */
-        const fm_param *fp32_bias = s->k == LINEAR ? b16.lin.bias : s->k == CONV && b16.conv.xp ? b16.conv.bias : NULL;
+        const fm_param *fp32_bias = s->k == LINEAR ? b16.lin.bias : s->k == CONV && b16.conv.wb.xp ? b16.conv.bias : NULL;
         const fm_param *f32_bias = s->k == LINEAR ? f32.lin.bias : f32.conv.bias;
         double vs_rounded = worst(&b16, &r32, fp32_bias != NULL, &what);
         if (fp32_bias) {

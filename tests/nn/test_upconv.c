@@ -417,7 +417,7 @@ static int check_bf16(const up_case *c)
     const float *b = b16.l.bias ? (const float *)b16.l.bias->w.data : NULL;
     ref_forward(c, f32.x, w, b, ry);
     ref_backward(c, f32.x, w, f32.dy, rdx, rdw, b ? rdb : NULL);
-    if (b && b16.l.xp) /* fm_wgrad16's layer sums the fp32 dy for the bias gradient: plain fp32's */
+    if (b && b16.l.wb.xp) /* fm_wgrad16's layer sums the fp32 dy for the bias gradient: plain fp32's */
         memcpy(rdb, f32.l.bias->g.data, (size_t)c->cout * sizeof(float));
     double vs_rounded = worst(&b16, ry, rdx, rdw, rdb, &what);
     printf("  %s: bf16 vs the reference on bf16-rounded operands: worst rel err %.2e (%s)\n", c->label, vs_rounded,
