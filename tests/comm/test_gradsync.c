@@ -3,7 +3,7 @@
  * Run alone (1 rank): the plan against a naive reference planner (ranges,
  * backward order, sizes, a huge tensor alone in an oversized bucket, packing
  * of non-neighbour tensors) and the 1-rank runtime (no MPI call, poison).
- * Run under mpirun (tests/dist/test_multirank.sh does, with 2 and 3 ranks):
+ * Run under mpirun (tests/comm/test_multirank.sh does, with 2 and 3 ranks):
  * the runtime with hooks in a model-like order that is not the registration
  * order, so that step 0 re-plans with packed buckets; every step's gradient
  * must equal the mean over ranks. */
@@ -337,7 +337,7 @@ int main(int argc, char **argv)
 {
     fm_err e = { 0 };
     if (fm_world_init(&g_world, &argc, &argv, &e) != FM_OK) {
-        printf("FAIL dist/gradsync_init: %s\n", e.msg);
+        printf("FAIL comm/gradsync_init: %s\n", e.msg);
         return 1;
     }
     static const fm_test one[] = {
@@ -345,8 +345,8 @@ int main(int argc, char **argv)
         TEST(test_plan_rejects_bad_input), TEST(test_one_rank_runtime),
     };
     static const fm_test many[] = { TEST(test_mpi_runtime) };
-    int rc = g_world.size == 1 ? fm_test_main("dist", one, (int)(sizeof one / sizeof one[0]), argc, argv)
-                               : fm_test_main("dist", many, 1, argc, argv);
+    int rc = g_world.size == 1 ? fm_test_main("comm", one, (int)(sizeof one / sizeof one[0]), argc, argv)
+                               : fm_test_main("comm", many, 1, argc, argv);
     fm_world_finalize(&g_world);
     return rc;
 }

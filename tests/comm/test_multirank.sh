@@ -12,7 +12,7 @@
 #   4. The flow stage with the DiT (another grad-hook order) on 1 and 2 ranks.
 #   5. The bucketed allreduce unit test (test_gradsync) under 2 and 3 ranks.
 # Buckets are small (flow.bucket_mb) so that many start during backward and
-# some are packed. Prints PASS/FAIL dist/<name>; exits non-zero on any failure.
+# some are packed. Prints PASS/FAIL comm/<name>; exits non-zero on any failure.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 FMTRAIN=${FMTRAIN:-$ROOT/fmtrain}
@@ -24,8 +24,8 @@ MPIRUN="mpirun --bind-to none"
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 nfail=0
-pass() { echo "PASS dist/$1"; }
-fail() { echo "FAIL dist/$1: $2"; nfail=$((nfail + 1)); }
+pass() { echo "PASS comm/$1"; }
+fail() { echo "FAIL comm/$1: $2"; nfail=$((nfail + 1)); }
 t0=$(date +%s)
 
 SETS=(--set "run.stages=[vae,encode,flow]" --set vae.steps=20 --set flow.steps=20 --set run.log_every=1
@@ -122,14 +122,14 @@ if [ -s "$T/dit2/metrics.jsonl" ] && msg=$(compare_losses dit1 dit2 flow 2>&1); 
 else fail dit_losses_match_np2 "${msg:-no run}"; fi
 
 # --- 5. the gradsync unit test under mpirun --------------------------------------------
-GS=$BUILD/tests/dist/test_gradsync
+GS=$BUILD/tests/comm/test_gradsync
 if [ ! -x "$GS" ]; then fail gradsync_mpi "$GS not built"
 else
   for np in 2 3; do
     over=""; [ "$np" -gt 2 ] && over=--oversubscribe
     timeout 120 $MPIRUN -np "$np" $over "$GS" >"$T/gs$np.out" 2>&1
     rc=$?
-    if [ $rc -eq 0 ] && [ "$(grep -c '^PASS dist/test_mpi_runtime' "$T/gs$np.out")" -eq "$np" ]; then
+    if [ $rc -eq 0 ] && [ "$(grep -c '^PASS comm/test_mpi_runtime' "$T/gs$np.out")" -eq "$np" ]; then
       pass "gradsync_mpi_np$np"
     else fail "gradsync_mpi_np$np" "exit $rc"; sed 's/^/    /' "$T/gs$np.out" | head -10; fi
   done
