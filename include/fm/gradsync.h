@@ -1,5 +1,5 @@
-/* gradsync.h - data-parallel gradient averaging in buckets, overlapped with
- * backward.
+/* gradsync.h - data-parallel gradient averaging in buckets, reduced by a
+ * communication thread while backward computes.
  *
  * The parameter tensors of an fm_params are grouped into buckets of about
  * bucket_bytes, in the order backward finishes their gradients (the model's
@@ -10,31 +10,40 @@
  * and unpacked after the reduction. A bucket holds at most bucket_bytes,
  * except a bucket made of one tensor larger than that.
  *
+ * With more than one rank, each rank runs one communication thread (created at
+ * init, MPI_THREAD_SERIALIZED or better required). It reduces the buckets in
+ * plan order, each as soon as backward has handed it over, by a ring
+ * reduce-scatter + allgather (ring.h: about 2·n bytes per rank whatever the rank
+ * count, every rank ending with the same bits) on its own duplicate of the
+ * world communicator; it also unpacks packed buckets and scales by 1/world.
+ * The thread progresses the reduction by itself (MPI calls in a yielding poll),
+ * so overlap does not depend on how often backward calls the hook. While a
+ * step's buckets are in flight the calling thread makes no MPI call; finish
+ * waits for the thread. Every wait has a deadline (timeout_s): a rank that does
+ * not arrive ends the step with an error naming it.
+ *
  * Per step:
  *     fm_gradsync_begin(&gs);
  *     ... backward; the model's grad hook calls fm_gradsync_ready(&gs, first, n, e)
  *         each time tensors p->items[first .. first+n) are final: a bucket whose
- *         last tensor turns final starts its MPI_Iallreduce, and every hook call
- *         polls the open requests (Open MPI 4.1 progresses non-blocking
- *         collectives only inside MPI calls) ...
- *     fm_gradsync_finish(&gs, e);   // the rest final, wait for all, scale by 1/world
- * A model without hooks just calls finish: one reduction of every bucket, no
- * overlap. With one rank no MPI call is made.
+ *         last tensor turns final is packed (if it must be) and handed to the thread ...
+ *     fm_gradsync_finish(&gs, e);   // the rest handed over; wait for the thread
+ * A model without hooks just calls finish: every bucket reduced then, no
+ * overlap. With one rank there is no thread and no MPI call.
  *
  * The first step also records the hook order; if planning in that order gives
  * other buckets, they replace the plan (once, after that step: the only
  * allocation after init).
  *
  * Timing of the last step (fm_gradsync.last), all wall-clock milliseconds:
- *   poll_ms      inside MPI calls (and packing) made from the hooks during backward
- *   wait_ms      in finish: starting the remaining buckets, waiting, unpacking, scaling
- *   inflight_ms  from the first bucket's start to the observed completion of the last
+ *   poll_ms      in the hooks during backward (packing and handing over)
+ *   wait_ms      in finish: handing over the rest, waiting for the thread
+ *   inflight_ms  from the thread's start of the first bucket to the end of the last
  * and comm_ms: the same buckets reduced with nothing else running (after a
- * barrier, every bucket's MPI_Iallreduce started at once, then MPI_Waitall):
- * the communication the overlap tries to hide. It is the minimum over the
- * probes taken at init and whenever the caller asks (the trainer: at logged
- * steps), so that a probe slowed down by a descheduled rank does not stick.
- * hidden share = 1 - wait_ms / comm_ms. */
+ * barrier, every bucket handed over at once): the communication the overlap
+ * tries to hide. It is the minimum over the probes taken at init and whenever
+ * the caller asks (the trainer: at logged steps), so that a probe slowed down
+ * by a descheduled rank does not stick. hidden share = 1 - wait_ms / comm_ms. */
 #ifndef FM_GRADSYNC_H
 #define FM_GRADSYNC_H
 
@@ -80,49 +89,57 @@ typedef struct fm_gs_timing {
     double poll_ms, wait_ms, inflight_ms;
 } fm_gs_timing;
 
+/* Test-only fault injection (run.fault_nan_steps): called on the caller's
+ * thread just before bucket k of plan pl is packed and handed to the reduction
+ * (with one rank: for every bucket, in finish). NULL = none, the default. */
+typedef void (*fm_gs_fault_hook)(void *ctx, fm_params *p, const fm_gs_plan *pl, int k);
+
 typedef struct fm_gradsync {
     const fm_world *world;
     fm_params *p;
     size_t bucket_bytes;
     fm_gs_plan plan;
     float *staging;       /* [plan.packed_floats] */
-    void *reqs;           /* MPI_Request [ntensors]: one per bucket */
     int *pending;         /* [ntensors]: per bucket, tensors not yet final this step */
     uint8_t *final;       /* [ntensors]: tensor final this step */
     int *rec;             /* [ntensors]: hook order seen in the first step */
     int nrec, recording;
-    int nstarted, ndone;
-    int poison;           /* test-only: make grad[0] NaN before it is reduced */
-    double t_first, t_last; /* this step: first start, last completion (s) */
+    int nhanded;          /* buckets handed to the thread this step */
+    fm_gs_fault_hook fault;
+    void *fault_ctx;
     double poll_s;
     fm_gs_timing last;
     double comm_ms;       /* best probe so far (0 with one rank) */
     int nprobes;
+    int64_t step;         /* steps begun, for error messages */
+    struct fm_gs_thread *th; /* the communication thread (NULL with one rank) */
 } fm_gradsync;
 
-/* Plan with the default order and, with more than one rank, take 3 probes
- * (collective: every rank calls it; see fm_gradsync_probe). */
-int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, fm_err *e);
+/* Plan with the default order and, with more than one rank, start the
+ * communication thread and take 3 probes (collective: every rank calls it; see
+ * fm_gradsync_probe). timeout_s > 0 bounds every wait of the thread.
+ * FM_ERR_USAGE when MPI gives less than MPI_THREAD_SERIALIZED. */
+int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, double timeout_s,
+                     fm_err *e);
 void fm_gradsync_free(fm_gradsync *gs);
 
-/* reps times: barrier, start every bucket's reduction, wait for all; keeps
- * the fastest in comm_ms. Collective. It sums p->grad over the ranks in
+/* reps times: barrier, hand every bucket to the thread at once, wait for all;
+ * keeps the fastest in comm_ms. Collective. It sums p->grad over the ranks in
  * place, so the gradient is garbage afterwards (padding stays zero): call it
  * between steps, after the update. No-op with one rank. */
 int fm_gradsync_probe(fm_gradsync *gs, int reps, fm_err *e);
 
 /* A new step: nothing final, nothing in flight. */
 void fm_gradsync_begin(fm_gradsync *gs);
-/* Test-only fault injection for this step: p->grad[0] is set to NaN just
- * before the bucket holding it is reduced (so the reduction spreads it). */
-void fm_gradsync_poison(fm_gradsync *gs);
+void fm_gradsync_set_fault_hook(fm_gradsync *gs, fm_gs_fault_hook fn, void *ctx);
 /* Grad-hook callback (the fm_unet_grad_hook / fm_dit_grad_hook type; ctx is
- * the fm_gradsync): p->items[first .. first+n) are final. Starts every bucket
- * this completes and polls the open ones. Reporting a tensor twice is harmless. */
+ * the fm_gradsync): p->items[first .. first+n) are final. Hands every bucket
+ * this completes to the thread. Reporting a tensor twice is harmless. */
 int fm_gradsync_ready(void *ctx, int first, int n, fm_err *e);
-/* Every tensor is final: start the remaining buckets, wait for all, unpack,
- * scale the whole gradient by 1/world. Afterwards p->grad holds the mean over
- * ranks and gs->last the step's timing. */
+/* Every tensor is final: hand over the remaining buckets and wait for the
+ * thread. Afterwards p->grad holds the mean over ranks and gs->last the
+ * step's timing. An error of the thread (a peer that did not arrive) is
+ * returned here. */
 int fm_gradsync_finish(fm_gradsync *gs, fm_err *e);
 
 #endif

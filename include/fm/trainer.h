@@ -58,6 +58,7 @@
 #define FM_TRAINER_PROFILE_WARMUP 3  /* steps of a run before its profiled window */
 #define FM_TRAINER_PROFILE_CAP 4096  /* entries of the profile table (a U-Net has a few hundred) */
 #define FM_TRAINER_PROFILE_ROWS 40   /* rows of the by-layer table in the report */
+#define FM_TRAINER_COMM_TIMEOUT 600.0 /* s: the longest wait for another rank in a gradient reduction */
 
 typedef struct fm_trainer {
     const char *stage;            /* "vae", "flow", "classifier": names checkpoints and metrics */
@@ -79,6 +80,7 @@ typedef struct fm_trainer {
     fm_ckpt_extra extra[FM_TRAINER_MAX_EXTRA]; /* extra tensors saved with each checkpoint */
     int nextra;
     fm_gradsync sync;             /* bucketed gradient averaging over the ranks */
+    int poison;                   /* test-only: this step's gradient turns NaN (run.fault_nan_steps) */
     /* timing of the current step and of the run */
     double t_begin, t_compute_end, t_start;
     double *gathered;             /* [world size * 2]: every rank's (loss, compute ms) of the step */

@@ -1,13 +1,16 @@
-/* gradsync.c - bucketed, overlapped gradient averaging over MPI ranks. */
+/* gradsync.c - bucketed gradient averaging over MPI ranks, reduced by a
+ * communication thread while backward computes. */
 #include "fm/gradsync.h"
 
 #include <limits.h>
-#include <math.h>
 #include <mpi.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fm/log.h"
+#include "fm/ring.h"
 #include "fm/timer.h"
 
 /* ---- the plan ------------------------------------------------------------- */
@@ -131,33 +134,214 @@ void fm_gs_plan_free(fm_gs_plan *pl)
     memset(pl, 0, sizeof *pl);
 }
 
-/* ---- the runtime ------------------------------------------------------------ */
+/* ---- the communication thread ---------------------------------------------- */
+
+/* The thread reduces buckets 0, 1, ... of the plan in order, each once the
+ * caller has handed it over (ready[k]); all ranks therefore run the same
+ * sequence of ring collectives. Shared fields are guarded by mu. */
+typedef struct fm_gs_thread {
+    pthread_t tid;
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    uint8_t *ready;     /* [ntensors]: bucket handed over this round */
+    int nbuckets;       /* buckets this round */
+    int next;           /* the thread's next bucket */
+    int quit;
+    int rc;             /* first error of the round */
+    int probe;          /* this round is a probe: nothing is unpacked */
+    fm_err err;
+    double t_first, t_last;
+    fm_ring ring;
+    fm_gradsync *gs;
+    char what[96];
+} fm_gs_thread;
 
 static float *bucket_buf(fm_gradsync *gs, const fm_gs_bucket *b)
 {
     return b->packed ? gs->staging + b->off : gs->p->grad + b->off;
 }
 
+/* On the thread: reduce bucket k, scale by 1/world, unpack if packed. */
+static int reduce_bucket(fm_gs_thread *th, int k, fm_err *e)
+{
+    fm_gradsync *gs = th->gs;
+    const fm_gs_bucket *b = &gs->plan.buckets[k];
+    float *buf = bucket_buf(gs, b);
+    snprintf(th->what, sizeof th->what, "gradient reduction of step %lld, bucket %d of %d", (long long)gs->step, k,
+             gs->plan.nbuckets);
+    th->ring.what = th->what;
+    FM_TRY(fm_ring_allreduce(&th->ring, buf, b->count, 1.0f / (float)gs->world->size, k, e));
+    if (b->packed && !th->probe) {
+        const float *src = buf;
+        for (int s = 0; s < b->nseg; s++) {
+            const fm_gs_seg *g = &gs->plan.segs[b->seg0 + s];
+            memcpy(gs->p->grad + g->off, src, g->count * sizeof(float));
+            src += g->count;
+        }
+    }
+    return FM_OK;
+}
+
+static void *thread_main(void *arg)
+{
+    fm_gs_thread *th = arg;
+    pthread_mutex_lock(&th->mu);
+    for (;;) {
+        while (!th->quit && !(th->next < th->nbuckets && th->ready[th->next]))
+            pthread_cond_wait(&th->work, &th->mu);
+        if (th->quit)
+            break;
+        const int k = th->next;
+        pthread_mutex_unlock(&th->mu);
+        double t0 = fm_now();
+        fm_err e = { 0 };
+        int rc = reduce_bucket(th, k, &e);
+        double t1 = fm_now();
+        pthread_mutex_lock(&th->mu);
+        if (k == 0)
+            th->t_first = t0;
+        th->t_last = t1;
+        if (rc != FM_OK) {
+            th->rc = rc;
+            th->err = e;
+            th->next = th->nbuckets; /* the rest of the round is abandoned */
+        } else {
+            th->next++;
+        }
+        if (th->next == th->nbuckets)
+            pthread_cond_signal(&th->done);
+    }
+    pthread_mutex_unlock(&th->mu);
+    return NULL;
+}
+
+static const char *thread_level_name(int level)
+{
+    switch (level) {
+    case MPI_THREAD_SINGLE:
+        return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED:
+        return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED:
+        return "MPI_THREAD_SERIALIZED";
+    default:
+        return "MPI_THREAD_MULTIPLE";
+    }
+}
+
+static int thread_start(fm_gradsync *gs, double timeout_s, fm_err *e)
+{
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    if (level < MPI_THREAD_SERIALIZED)
+        return fm_fail(e, FM_ERR_USAGE,
+                       "rank %d: the MPI library gives %s, and the gradient communication thread needs "
+                       "MPI_THREAD_SERIALIZED or better: use an MPI built with thread support (Open MPI's default "
+                       "build has it)",
+                       gs->world->rank, thread_level_name(level));
+    fm_gs_thread *th = calloc(1, sizeof *th);
+    size_t m = gs->plan.ntensors > 0 ? (size_t)gs->plan.ntensors : 1;
+    if (!th || !(th->ready = calloc(m, 1))) {
+        free(th);
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the communication thread");
+    }
+    /* the largest bucket any plan can make: the whole gradient */
+    int rc = fm_ring_init(&th->ring, MPI_COMM_WORLD, gs->p->numel, timeout_s, e);
+    if (rc != FM_OK) {
+        free(th->ready);
+        free(th);
+        return rc;
+    }
+    th->gs = gs;
+    th->nbuckets = 0;
+    pthread_mutex_init(&th->mu, NULL);
+    pthread_cond_init(&th->work, NULL);
+    pthread_cond_init(&th->done, NULL);
+    if (pthread_create(&th->tid, NULL, thread_main, th) != 0) {
+        fm_ring_free(&th->ring);
+        free(th->ready);
+        free(th);
+        return fm_fail(e, FM_ERR_INTERNAL, "cannot start the communication thread");
+    }
+    gs->th = th;
+    return FM_OK;
+}
+
+static void thread_stop(fm_gradsync *gs)
+{
+    fm_gs_thread *th = gs->th;
+    if (!th)
+        return;
+    pthread_mutex_lock(&th->mu);
+    th->quit = 1;
+    pthread_cond_signal(&th->work);
+    pthread_mutex_unlock(&th->mu);
+    pthread_join(th->tid, NULL);
+    fm_ring_free(&th->ring);
+    pthread_mutex_destroy(&th->mu);
+    pthread_cond_destroy(&th->work);
+    pthread_cond_destroy(&th->done);
+    free(th->ready);
+    free(th);
+    gs->th = NULL;
+}
+
+/* A new round of the plan's buckets, nothing handed over (the thread is idle). */
+static void round_begin(fm_gradsync *gs)
+{
+    fm_gs_thread *th = gs->th;
+    pthread_mutex_lock(&th->mu);
+    memset(th->ready, 0, (size_t)gs->plan.nbuckets);
+    th->nbuckets = gs->plan.nbuckets;
+    th->next = 0;
+    th->rc = FM_OK;
+    th->t_first = th->t_last = 0;
+    pthread_mutex_unlock(&th->mu);
+}
+
+static void hand_over(fm_gradsync *gs, int k)
+{
+    fm_gs_thread *th = gs->th;
+    pthread_mutex_lock(&th->mu);
+    th->ready[k] = 1;
+    if (k == th->next)
+        pthread_cond_signal(&th->work);
+    pthread_mutex_unlock(&th->mu);
+    gs->nhanded++;
+}
+
+/* Wait until the thread has finished the round; its error, if any. */
+static int round_wait(fm_gradsync *gs, fm_err *e)
+{
+    fm_gs_thread *th = gs->th;
+    pthread_mutex_lock(&th->mu);
+    while (th->next < th->nbuckets)
+        pthread_cond_wait(&th->done, &th->mu);
+    int rc = th->rc;
+    if (rc != FM_OK)
+        *e = th->err;
+    pthread_mutex_unlock(&th->mu);
+    return rc;
+}
+
+/* ---- the runtime ------------------------------------------------------------ */
+
 int fm_gradsync_probe(fm_gradsync *gs, int reps, fm_err *e)
 {
-    if (gs->world->size == 1)
+    if (!gs->th)
         return FM_OK;
     for (int r = 0; r < reps; r++) {
         int rc = MPI_Barrier(MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS)
             return fm_world_fail(e, rc, "MPI_Barrier before the allreduce probe");
         double t0 = fm_now();
-        MPI_Request *reqs = gs->reqs;
-        for (int k = 0; k < gs->plan.nbuckets; k++) {
-            const fm_gs_bucket *b = &gs->plan.buckets[k];
-            rc = MPI_Iallreduce(MPI_IN_PLACE, bucket_buf(gs, b), (int)b->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                                &reqs[k]);
-            if (rc != MPI_SUCCESS)
-                return fm_world_fail(e, rc, "MPI_Iallreduce (allreduce probe)");
-        }
-        rc = MPI_Waitall(gs->plan.nbuckets, reqs, MPI_STATUSES_IGNORE);
-        if (rc != MPI_SUCCESS)
-            return fm_world_fail(e, rc, "MPI_Waitall (allreduce probe)");
+        round_begin(gs);
+        gs->th->probe = 1;
+        for (int k = 0; k < gs->plan.nbuckets; k++)
+            hand_over(gs, k);
+        rc = round_wait(gs, e);
+        gs->th->probe = 0;
+        FM_TRY(rc);
         double ms = 1e3 * (fm_now() - t0);
         gs->comm_ms = gs->nprobes == 0 || ms < gs->comm_ms ? ms : gs->comm_ms;
         gs->nprobes++;
@@ -165,7 +349,8 @@ int fm_gradsync_probe(fm_gradsync *gs, int reps, fm_err *e)
     return FM_OK;
 }
 
-int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, fm_err *e)
+int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, double timeout_s,
+                     fm_err *e)
 {
     memset(gs, 0, sizeof *gs);
     gs->world = w;
@@ -173,35 +358,34 @@ int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bu
     gs->bucket_bytes = bucket_bytes;
     FM_TRY(fm_gs_plan_build(&gs->plan, p, NULL, bucket_bytes, e));
     size_t m = p->n > 0 ? (size_t)p->n : 1;
-    MPI_Request *reqs = malloc(m * sizeof *reqs);
-    gs->reqs = reqs;
     gs->pending = calloc(m, sizeof *gs->pending);
     gs->final = calloc(m, 1);
     gs->rec = malloc(m * sizeof *gs->rec);
     gs->staging = gs->plan.packed_floats ? calloc(gs->plan.packed_floats, sizeof(float)) : NULL;
-    if (!reqs || !gs->pending || !gs->final || !gs->rec || (gs->plan.packed_floats && !gs->staging)) {
+    if (!gs->pending || !gs->final || !gs->rec || (gs->plan.packed_floats && !gs->staging)) {
         fm_gradsync_free(gs);
         return fm_fail(e, FM_ERR_INTERNAL, "out of memory for gradient buckets");
     }
-    for (size_t i = 0; i < m; i++)
-        reqs[i] = MPI_REQUEST_NULL;
     gs->recording = w->size > 1;
     if (w->size > 1) {
-        int rc = fm_gradsync_probe(gs, 3, e);
+        int rc = thread_start(gs, timeout_s, e);
+        if (rc == FM_OK)
+            rc = fm_gradsync_probe(gs, 3, e);
         if (rc != FM_OK) {
             fm_gradsync_free(gs);
             return rc;
         }
     }
     fm_gradsync_begin(gs);
+    gs->step = 0;
     return FM_OK;
 }
 
 void fm_gradsync_free(fm_gradsync *gs)
 {
+    thread_stop(gs);
     fm_gs_plan_free(&gs->plan);
     free(gs->staging);
-    free(gs->reqs);
     free(gs->pending);
     free(gs->final);
     free(gs->rec);
@@ -213,61 +397,41 @@ void fm_gradsync_begin(fm_gradsync *gs)
     memset(gs->final, 0, (size_t)gs->plan.ntensors);
     for (int k = 0; k < gs->plan.nbuckets; k++)
         gs->pending[k] = gs->plan.buckets[k].ntensors;
-    gs->nstarted = gs->ndone = 0;
-    gs->t_first = gs->t_last = 0;
+    gs->nhanded = 0;
     gs->poll_s = 0;
-    gs->poison = 0;
+    gs->step++;
+    if (gs->th)
+        round_begin(gs);
 }
 
-void fm_gradsync_poison(fm_gradsync *gs) { gs->poison = 1; }
+void fm_gradsync_set_fault_hook(fm_gradsync *gs, fm_gs_fault_hook fn, void *ctx)
+{
+    gs->fault = fn;
+    gs->fault_ctx = ctx;
+}
 
-static int start_bucket(fm_gradsync *gs, int k, fm_err *e)
+/* Pack bucket k if it must be and hand it to the thread. */
+static void start_bucket(fm_gradsync *gs, int k)
 {
     const fm_gs_bucket *b = &gs->plan.buckets[k];
-    float *grad = gs->p->grad;
-    if (gs->poison && gs->plan.ntensors > 0 && k == gs->plan.bucket_of[0]) {
-        grad[gs->p->items[0].offset] = NAN;
-        gs->poison = 0;
-    }
-    float *buf = bucket_buf(gs, b);
+    if (gs->fault)
+        gs->fault(gs->fault_ctx, gs->p, &gs->plan, k);
     if (b->packed) {
-        float *dst = buf;
+        const float *grad = gs->p->grad;
+        float *dst = bucket_buf(gs, b);
         for (int s = 0; s < b->nseg; s++) {
             const fm_gs_seg *g = &gs->plan.segs[b->seg0 + s];
             memcpy(dst, grad + g->off, g->count * sizeof(float));
             dst += g->count;
         }
     }
-    if (gs->nstarted == 0)
-        gs->t_first = fm_now();
-    MPI_Request *reqs = gs->reqs;
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)b->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &reqs[k]);
-    if (rc != MPI_SUCCESS)
-        return fm_world_fail(e, rc, "MPI_Iallreduce of a gradient bucket");
-    gs->nstarted++;
-    return FM_OK;
-}
-
-/* Let the open reductions advance; note when all started ones are done. */
-static int poll(fm_gradsync *gs, fm_err *e)
-{
-    if (gs->ndone == gs->nstarted)
-        return FM_OK;
-    int flag = 0;
-    int rc = MPI_Testall(gs->plan.nbuckets, gs->reqs, &flag, MPI_STATUSES_IGNORE);
-    if (rc != MPI_SUCCESS)
-        return fm_world_fail(e, rc, "MPI_Testall on gradient buckets");
-    if (flag) {
-        gs->ndone = gs->nstarted;
-        gs->t_last = fm_now();
-    }
-    return FM_OK;
+    hand_over(gs, k);
 }
 
 int fm_gradsync_ready(void *ctx, int first, int n, fm_err *e)
 {
     fm_gradsync *gs = ctx;
-    if (gs->world->size == 1)
+    if (!gs->th)
         return FM_OK;
     if (first < 0 || n < 0 || first > gs->plan.ntensors - n)
         return fm_fail(e, FM_ERR_INTERNAL, "grad hook: tensors [%d, %d) outside the %d registered", first, first + n,
@@ -281,9 +445,8 @@ int fm_gradsync_ready(void *ctx, int first, int n, fm_err *e)
             gs->rec[gs->nrec++] = i;
         int k = gs->plan.bucket_of[i];
         if (--gs->pending[k] == 0)
-            FM_TRY(start_bucket(gs, k, e));
+            start_bucket(gs, k);
     }
-    FM_TRY(poll(gs, e));
     gs->poll_s += fm_now() - t0;
     return FM_OK;
 }
@@ -329,47 +492,23 @@ static int replan(fm_gradsync *gs, fm_err *e)
 int fm_gradsync_finish(fm_gradsync *gs, fm_err *e)
 {
     double t0 = fm_now();
-    fm_params *p = gs->p;
-    if (gs->world->size == 1) {
-        if (gs->poison && p->n > 0)
-            p->grad[p->items[0].offset] = NAN;
-        gs->poison = 0;
+    if (!gs->th) {
+        if (gs->fault)
+            for (int k = 0; k < gs->plan.nbuckets; k++)
+                gs->fault(gs->fault_ctx, gs->p, &gs->plan, k);
         gs->last = (fm_gs_timing){ 0, 0, 0 };
         return FM_OK;
     }
     for (int k = 0; k < gs->plan.nbuckets; k++)
         if (gs->pending[k] > 0) {
             gs->pending[k] = 0;
-            FM_TRY(start_bucket(gs, k, e));
+            start_bucket(gs, k);
         }
-    int rc = MPI_Waitall(gs->plan.nbuckets, gs->reqs, MPI_STATUSES_IGNORE);
-    if (rc != MPI_SUCCESS)
-        return fm_world_fail(e, rc, "MPI_Waitall on gradient buckets");
-    if (gs->ndone < gs->nstarted) {
-        gs->ndone = gs->nstarted;
-        gs->t_last = fm_now();
-    }
-    for (int k = 0; k < gs->plan.nbuckets; k++) {
-        const fm_gs_bucket *b = &gs->plan.buckets[k];
-        if (!b->packed)
-            continue;
-        const float *src = gs->staging + b->off;
-        for (int s = 0; s < b->nseg; s++) {
-            const fm_gs_seg *g = &gs->plan.segs[b->seg0 + s];
-            memcpy(p->grad + g->off, src, g->count * sizeof(float));
-            src += g->count;
-        }
-    }
-    const float scale = 1.0f / (float)gs->world->size;
-    float *g = p->grad;
-    const long n = (long)p->numel;
-#pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++)
-        g[i] *= scale;
+    FM_TRY(round_wait(gs, e));
     double now = fm_now();
     gs->last.poll_ms = 1e3 * gs->poll_s;
     gs->last.wait_ms = 1e3 * (now - t0);
-    gs->last.inflight_ms = gs->nstarted ? 1e3 * (gs->t_last - gs->t_first) : 0;
+    gs->last.inflight_ms = gs->nhanded ? 1e3 * (gs->th->t_last - gs->th->t_first) : 0;
     if (gs->recording)
         FM_TRY(replan(gs, e));
     return FM_OK;

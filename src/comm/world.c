@@ -21,7 +21,7 @@ int fm_world_init(fm_world *w, int *argc, char ***argv, fm_err *e)
     MPI_Initialized(&inited);
     if (!inited) {
         int provided = 0;
-        int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+        int rc = MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
         if (rc != MPI_SUCCESS)
             return fm_world_fail(e, rc, "MPI_Init_thread");
         w->owns_mpi = 1;

@@ -20,6 +20,17 @@ static int no_decay_embedding(const fm_param *p, void *ctx)
     return strcmp(p->name, "class_emb.weight") == 0 || strcmp(p->name, "y_embed.weight") == 0;
 }
 
+/* The gradsync fault hook: at a run.fault_nan_steps step, grad[0] turns NaN
+ * just before the bucket holding it is reduced (so the reduction spreads it). */
+static void poison_hook(void *ctx, fm_params *p, const fm_gs_plan *pl, int k)
+{
+    fm_trainer *t = ctx;
+    if (t->poison && pl->ntensors > 0 && k == pl->bucket_of[0]) {
+        p->grad[p->items[0].offset] = NAN;
+        t->poison = 0;
+    }
+}
+
 int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc, const fm_config *cfg,
                     const char *config_text, const fm_world *w, fm_params *params, fm_metrics *metrics,
                     int use_ema, double ema_decay, int ema_warmup, fm_err *e)
@@ -58,12 +69,14 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     if (rc == FM_OK && !t->gathered)
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' step statistics", w->size);
     if (rc == FM_OK)
-        rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), e);
+        rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), FM_TRAINER_COMM_TIMEOUT,
+                              e);
     if (rc != FM_OK) {
         fm_err_prefix(e, "%s", stage);
         fm_trainer_free(t);
         return rc;
     }
+    fm_gradsync_set_fault_hook(&t->sync, poison_hook, t);
     if (w->size > 1)
         fm_info("%s: gradients in %d bucket%s of at most %.3g MiB (largest %.3g MiB), %.2f ms to reduce them alone",
                 stage, t->sync.plan.nbuckets, t->sync.plan.nbuckets == 1 ? "" : "s", cfg->flow.bucket_mb,
@@ -208,8 +221,7 @@ void fm_trainer_begin(fm_trainer *t)
     }
     t->prof = t->prof_done < t->prof_steps && t->step >= t->prof_first ? &t->prof_table : NULL;
     fm_gradsync_begin(&t->sync);
-    if (fault_step(t))
-        fm_gradsync_poison(&t->sync);
+    t->poison = fault_step(t);
 }
 
 int fm_trainer_save(fm_trainer *t, fm_err *e)

@@ -2,7 +2,7 @@
  *
  * Run alone (1 rank): the plan against a naive reference planner (ranges,
  * backward order, sizes, a huge tensor alone in an oversized bucket, packing
- * of non-neighbour tensors) and the 1-rank runtime (no MPI call, poison).
+ * of non-neighbour tensors) and the 1-rank runtime (no MPI call, the fault hook).
  * Run under mpirun (tests/comm/test_multirank.sh does, with 2 and 3 ranks):
  * the runtime with hooks in a model-like order that is not the registration
  * order, so that step 0 re-plans with packed buckets; every step's gradient
@@ -235,7 +235,22 @@ static int test_plan_rejects_bad_input(void)
     return 0;
 }
 
-/* One rank: the gradient is untouched, poison sets grad[0], no MPI. */
+/* A fault hook that makes grad[0] NaN in the bucket holding it, once armed. */
+typedef struct poison_ctx {
+    int armed, calls;
+} poison_ctx;
+
+static void poison(void *ctx, fm_params *p, const fm_gs_plan *pl, int k)
+{
+    poison_ctx *c = ctx;
+    c->calls++;
+    if (c->armed && k == pl->bucket_of[0]) {
+        p->grad[p->items[0].offset] = NAN;
+        c->armed = 0;
+    }
+}
+
+/* One rank: the gradient is untouched, the fault hook sees every bucket, no MPI. */
 static int test_one_rank_runtime(void)
 {
     fm_err e = { 0 };
@@ -243,7 +258,9 @@ static int test_one_rank_runtime(void)
     CHECK_OK(make_params(&p, &e), &e);
     fm_world w1 = { 0, 1, 0 };
     fm_gradsync gs;
-    CHECK_OK(fm_gradsync_init(&gs, &w1, &p, 4096, &e), &e);
+    CHECK_OK(fm_gradsync_init(&gs, &w1, &p, 4096, 60, &e), &e);
+    poison_ctx pc = { 0, 0 };
+    fm_gradsync_set_fault_hook(&gs, poison, &pc);
     for (size_t i = 0; i < p.numel; i++)
         p.grad[i] = (float)(i % 13);
     fm_gradsync_begin(&gs);
@@ -253,8 +270,10 @@ static int test_one_rank_runtime(void)
     for (size_t i = 0; i < p.numel; i++)
         same &= p.grad[i] == (float)(i % 13);
     fm_gradsync_begin(&gs);
-    fm_gradsync_poison(&gs);
+    pc.armed = 1;
     CHECK_OK(fm_gradsync_finish(&gs, &e), &e);
+    CHECK(pc.calls == 2 * gs.plan.nbuckets, "fault hook called %d times for 2 x %d buckets", pc.calls,
+          gs.plan.nbuckets);
     int nan0 = isnan(p.grad[0]) && p.grad[1] == 1.0f;
     double comm = gs.comm_ms;
     fm_gradsync_free(&gs);
@@ -279,8 +298,10 @@ static int test_mpi_runtime(void)
     fm_params p;
     CHECK_OK(make_params(&p, &e), &e);
     fm_gradsync gs;
-    CHECK_OK(fm_gradsync_init(&gs, w, &p, 10000, &e), &e);
+    CHECK_OK(fm_gradsync_init(&gs, w, &p, 10000, 60, &e), &e);
     CHECK(gs.comm_ms > 0, "no blocking probe time");
+    poison_ctx pc = { 0, 0 };
+    fm_gradsync_set_fault_hook(&gs, poison, &pc);
     /* hook calls (first, n) in backward order; tensors 0 and 3 are never reported */
     const int calls[][2] = { { 10, 2 }, { 7, 3 }, { 4, 3 }, { 5, 1 }, { 1, 2 } };
     const int ncalls = (int)(sizeof calls / sizeof calls[0]);
@@ -292,8 +313,7 @@ static int test_mpi_runtime(void)
             for (int64_t j = 0; j < SIZES[t]; j++)
                 p.grad[p.items[t].offset + (size_t)j] = grad_value(w->rank, p.items[t].offset + (size_t)j, s);
         fm_gradsync_begin(&gs);
-        if (s == 2 && w->rank == 0)
-            fm_gradsync_poison(&gs);
+        pc.armed = s == 2 && w->rank == 0;
         for (int c = 0; c < ncalls && rc == FM_OK; c++)
             rc = fm_gradsync_ready(&gs, calls[c][0], calls[c][1], &e);
         if (rc == FM_OK)

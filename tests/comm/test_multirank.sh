@@ -11,6 +11,7 @@
 #      stderr the progress line with it.
 #   4. The flow stage with the DiT (another grad-hook order) on 1 and 2 ranks.
 #   5. The bucketed allreduce unit test (test_gradsync) under 2 and 3 ranks.
+#   6. The ring collectives' unit test (test_ring) under 2, 3 and 4 ranks.
 # Buckets are small (flow.bucket_mb) so that many start during backward and
 # some are packed. Prints PASS/FAIL comm/<name>; exits non-zero on any failure.
 set -u
@@ -132,6 +133,20 @@ else
     if [ $rc -eq 0 ] && [ "$(grep -c '^PASS comm/test_mpi_runtime' "$T/gs$np.out")" -eq "$np" ]; then
       pass "gradsync_mpi_np$np"
     else fail "gradsync_mpi_np$np" "exit $rc"; sed 's/^/    /' "$T/gs$np.out" | head -10; fi
+  done
+fi
+
+# --- 6. the ring collectives (ring.h) under 2, 3 and 4 ranks ----------------------------
+RING=$BUILD/tests/comm/test_ring
+if [ ! -x "$RING" ]; then fail ring_mpi "$RING not built"
+else
+  for np in 2 3 4; do
+    over=""; [ "$np" -gt 2 ] && over=--oversubscribe
+    timeout 120 $MPIRUN -np "$np" $over "$RING" >"$T/ring$np.out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && [ "$(grep -c '^PASS comm/ring/' "$T/ring$np.out")" -eq $((5 * np)) ]; then
+      pass "ring_mpi_np$np"
+    else fail "ring_mpi_np$np" "exit $rc"; grep -v '^PASS' "$T/ring$np.out" | sed 's/^/    /' | head -10; fi
   done
 fi
 

@@ -1,0 +1,165 @@
+/* ring.c - ring reduce-scatter and allgather with point-to-point calls. */
+#include "fm/ring.h"
+
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fm/timer.h"
+#include "fm/world.h"
+
+int fm_ring_init(fm_ring *r, MPI_Comm comm, size_t max_count, double timeout_s, fm_err *e)
+{
+    memset(r, 0, sizeof *r);
+    r->comm = MPI_COMM_NULL;
+    if (!(timeout_s > 0))
+        return fm_fail(e, FM_ERR_USAGE, "communication timeout must be positive, got %g s", timeout_s);
+    r->timeout_s = timeout_s;
+    MPI_Comm_rank(comm, &r->rank);
+    MPI_Comm_size(comm, &r->size);
+    r->left = (r->rank + r->size - 1) % r->size;
+    r->right = (r->rank + 1) % r->size;
+    int rc = MPI_Comm_dup(comm, &r->comm);
+    if (rc != MPI_SUCCESS)
+        return fm_world_fail(e, rc, "MPI_Comm_dup for the ring collectives");
+    MPI_Comm_set_errhandler(r->comm, MPI_ERRORS_RETURN);
+    r->tmp_cap = max_count / (size_t)r->size + 1;
+    r->tmp = malloc(r->tmp_cap * sizeof(float));
+    if (!r->tmp) {
+        fm_ring_free(r);
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for a %zu-float ring receive buffer", r->tmp_cap);
+    }
+    return FM_OK;
+}
+
+void fm_ring_free(fm_ring *r)
+{
+    if (r->comm != MPI_COMM_NULL) {
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (!fin)
+            MPI_Comm_free(&r->comm);
+    }
+    free(r->tmp);
+    memset(r, 0, sizeof *r);
+    r->comm = MPI_COMM_NULL;
+}
+
+/* Wait for a send to the right and a receive from the left, yielding the
+ * core while waiting; FM_ERR_INTERNAL naming the peer after the deadline. */
+static int wait_pair(fm_ring *r, MPI_Request req[2], const char *phase, int round, fm_err *e)
+{
+    const double t0 = fm_now();
+    for (unsigned long it = 0;; it++) {
+        int flag = 0;
+        int rc = MPI_Testall(2, req, &flag, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return fm_world_fail(e, rc, phase);
+        if (flag)
+            return FM_OK;
+        if (it < 256) {
+            sched_yield();
+            continue;
+        }
+        if (fm_now() - t0 > r->timeout_s) {
+            /* the receive is req[0]: when it is still open the left rank sent nothing */
+            int got = 0;
+            MPI_Test(&req[0], &got, MPI_STATUS_IGNORE);
+            int peer = got ? r->right : r->left;
+            for (int k = 0; k < 2; k++) /* nothing of this call may match later messages */
+                if (req[k] != MPI_REQUEST_NULL) {
+                    if (k == 0)
+                        MPI_Cancel(&req[k]);
+                    MPI_Request_free(&req[k]);
+                }
+            return fm_fail(e, FM_ERR_INTERNAL,
+                           "%s%s%s round %d: rank %d waited %.0f s for rank %d (%s): that rank is stopped, dead or "
+                           "far behind; raise dist.timeout if it is only slow",
+                           r->what ? r->what : "", r->what ? ": " : "", phase, round, r->rank, r->timeout_s, peer,
+                           got ? "it does not take our data" : "no data arrived");
+        }
+        const struct timespec ts = { 0, it < 4096 ? 2000 : 20000 }; /* 2 us, then 20 us */
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int exchange(fm_ring *r, const float *send, size_t ns, float *recv, size_t nr, int tag, const char *phase,
+                    int round, fm_err *e)
+{
+    MPI_Request req[2] = { MPI_REQUEST_NULL, MPI_REQUEST_NULL };
+    int rc = MPI_Irecv(recv, (int)nr, MPI_FLOAT, r->left, tag, r->comm, &req[0]);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Isend(send, (int)ns, MPI_FLOAT, r->right, tag, r->comm, &req[1]);
+    if (rc != MPI_SUCCESS) {
+        if (req[0] != MPI_REQUEST_NULL) {
+            MPI_Cancel(&req[0]);
+            MPI_Request_free(&req[0]);
+        }
+        return fm_world_fail(e, rc, phase);
+    }
+    return wait_pair(r, req, phase, round, e);
+}
+
+static int check_count(const fm_ring *r, size_t n, fm_err *e)
+{
+    size_t chunk = n / (size_t)r->size + 1;
+    if (chunk > r->tmp_cap || chunk > INT_MAX)
+        return fm_fail(e, FM_ERR_INTERNAL, "ring: %zu floats exceed the %zu set up for", n,
+                       (r->tmp_cap - 1) * (size_t)r->size);
+    return FM_OK;
+}
+
+int fm_ring_reduce_scatter(fm_ring *r, float *x, size_t n, float scale, int tag, fm_err *e)
+{
+    const int p = r->size;
+    if (p == 1) {
+        if (scale != 1.0f)
+            for (size_t i = 0; i < n; i++)
+                x[i] *= scale;
+        return FM_OK;
+    }
+    FM_TRY(check_count(r, n, e));
+    /* round s: send chunk (rank - s - 1), receive chunk (rank - s - 2) and
+     * add our own to it; after p - 1 rounds chunk rank is complete here */
+    for (int s = 0; s < p - 1; s++) {
+        const int cs = ((r->rank - s - 1) % p + p) % p, cr = ((r->rank - s - 2) % p + p) % p;
+        const size_t so = fm_ring_chunk_off(n, p, cs), sn = fm_ring_chunk_off(n, p, cs + 1) - so;
+        const size_t ro = fm_ring_chunk_off(n, p, cr), rn = fm_ring_chunk_off(n, p, cr + 1) - ro;
+        FM_TRY(exchange(r, x + so, sn, r->tmp, rn, tag, "ring reduce-scatter", s, e));
+        float *dst = x + ro;
+        const float *src = r->tmp;
+        for (size_t i = 0; i < rn; i++)
+            dst[i] = src[i] + dst[i]; /* the partial sum so far, then ours */
+    }
+    if (scale != 1.0f) {
+        const size_t o = fm_ring_chunk_off(n, p, r->rank), m = fm_ring_chunk_off(n, p, r->rank + 1) - o;
+        for (size_t i = 0; i < m; i++)
+            x[o + i] *= scale;
+    }
+    return FM_OK;
+}
+
+int fm_ring_allgather(fm_ring *r, float *x, size_t n, int tag, fm_err *e)
+{
+    const int p = r->size;
+    if (p == 1)
+        return FM_OK;
+    FM_TRY(check_count(r, n, e));
+    /* round s: send chunk (rank - s), which we own or received last round,
+     * and receive chunk (rank - s - 1) in place */
+    for (int s = 0; s < p - 1; s++) {
+        const int cs = ((r->rank - s) % p + p) % p, cr = ((r->rank - s - 1) % p + p) % p;
+        const size_t so = fm_ring_chunk_off(n, p, cs), sn = fm_ring_chunk_off(n, p, cs + 1) - so;
+        const size_t ro = fm_ring_chunk_off(n, p, cr), rn = fm_ring_chunk_off(n, p, cr + 1) - ro;
+        FM_TRY(exchange(r, x + so, sn, x + ro, rn, tag, "ring allgather", s, e));
+    }
+    return FM_OK;
+}
+
+int fm_ring_allreduce(fm_ring *r, float *x, size_t n, float scale, int tag, fm_err *e)
+{
+    FM_TRY(fm_ring_reduce_scatter(r, x, n, scale, tag, e));
+    return fm_ring_allgather(r, x, n, tag, e);
+}
