@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#include "fm/params.h"
+
 /* sqrt(sum g[i]^2) in double. */
 double fm_grad_norm(const float *g, size_t n);
 
@@ -17,5 +19,11 @@ double fm_grad_norm(const float *g, size_t n);
  * clip_grad_norm_ does. If the norm is NaN or Inf, leaves g untouched and
  * returns it: the caller tests isfinite() and skips the step. */
 double fm_clip_grad_norm(float *g, size_t n, double max_norm);
+
+/* ZeRO-1 pieces: the sum of squares over the spans of g (add the ranks'
+ * sums for the global norm), and the scaling of those spans that
+ * fm_clip_grad_norm applies for a global norm `norm`. */
+double fm_grad_sumsq_spans(const float *g, const fm_span *spans, int nspans);
+void fm_clip_scale_spans(float *g, const fm_span *spans, int nspans, double norm, double max_norm);
 
 #endif

@@ -152,6 +152,10 @@ typedef struct fm_config {
         int samples_per_class;     /* generated per class and guidance scale */
         int batch_size;            /* global: generation and feature extraction */
     } eval;
+    struct {
+        bool zero;                 /* ZeRO-1: optimiser and EMA state sharded over the ranks */
+        double timeout;            /* s: the longest wait for another rank */
+    } dist;
 
     /* Where each key got its value (indexed like the key table); used by
      * error messages, not part of the configuration's value. */

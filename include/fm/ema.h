@@ -33,6 +33,8 @@ double fm_ema_decay_at(const fm_ema *m, int64_t step);
 /* Fold the current parameters into the average; `step` counts earlier
  * updates (0 on the first). */
 int fm_ema_update(fm_ema *m, int64_t step, fm_err *e);
+/* The same update on the arena floats of spans only (a ZeRO-1 shard). */
+int fm_ema_update_spans(fm_ema *m, int64_t step, const fm_span *spans, int nspans, fm_err *e);
 
 /* Exchange the EMA weights and the live parameters in place: call once to run
  * the model on EMA weights, call again to get the trained weights back. */

@@ -61,9 +61,7 @@ typedef struct fm_gs_bucket {
     int pos0, ntensors; /* its tensors: order[pos0 .. pos0 + ntensors) */
 } fm_gs_bucket;
 
-typedef struct fm_gs_seg {
-    size_t off, count; /* floats of p->grad */
-} fm_gs_seg;
+typedef fm_span fm_gs_seg; /* floats of p->grad */
 
 typedef struct fm_gs_plan {
     int ntensors;          /* p->n */
@@ -89,6 +87,12 @@ typedef struct fm_gs_timing {
     double poll_ms, wait_ms, inflight_ms;
 } fm_gs_timing;
 
+/* The arena spans of rank r's shard under ZeRO-1 (of `size` ranks): chunk r
+ * (ring.h) of every bucket, mapped back onto p's arena (a packed bucket's
+ * chunk may cover several pieces). Writes at most pl->nbuckets + pl->nsegs
+ * spans to out, in bucket order; returns how many. */
+int fm_gs_plan_shard(const fm_gs_plan *pl, int size, int r, fm_gs_seg *out);
+
 /* Test-only fault injection (run.fault_nan_steps): called on the caller's
  * thread just before bucket k of plan pl is packed and handed to the reduction
  * (with one rank: for every bucket, in finish). NULL = none, the default. */
@@ -112,6 +116,15 @@ typedef struct fm_gradsync {
     double comm_ms;       /* best probe so far (0 with one rank) */
     int nprobes;
     int64_t step;         /* steps begun, for error messages */
+    /* ZeRO-1 (fm_gradsync_set_zero): finish only reduce-scatters; this rank
+     * owns and updates shard[0 .. nshard) of the arena, then allgathers */
+    int zero;
+    fm_gs_seg *shard;     /* [plan.nbuckets + plan.nsegs] arena spans of this rank's shard */
+    int nshard;
+    size_t shard_floats;
+    int replan_due;       /* ZeRO: the hook order asks for a new plan (see fm_gradsync_allgather) */
+    float *xfer;          /* [xfer_cap] packing buffer of fm_gradsync_gather0 */
+    size_t xfer_cap;
     struct fm_gs_thread *th; /* the communication thread (NULL with one rank) */
 } fm_gradsync;
 
@@ -122,6 +135,23 @@ typedef struct fm_gradsync {
 int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, double timeout_s,
                      fm_err *e);
 void fm_gradsync_free(fm_gradsync *gs);
+
+/* ZeRO-1 on (1) or off (0), between steps. With it, finish leaves in
+ * p->grad only this rank's shard reduced (the mean over ranks); the rest is
+ * garbage. The caller updates the shard and calls fm_gradsync_allgather on
+ * the parameters. Collective in effect: every rank must set the same. */
+int fm_gradsync_set_zero(fm_gradsync *gs, int on, fm_err *e);
+/* Every rank's shard of x [p->numel] (an array laid out like the arena:
+ * parameters, EMA, AdamW moments) copied to every rank, by ring allgathers per
+ * bucket. Collective; blocking. With one rank, nothing to do. */
+int fm_gradsync_allgather(fm_gradsync *gs, float *x, fm_err *e);
+/* Every rank's shard of x [p->numel] copied to rank 0 (for a checkpoint or a
+ * grid). Collective; blocking. */
+int fm_gradsync_gather0(fm_gradsync *gs, float *x, fm_err *e);
+/* ZeRO: after the first step's allgathers, put the plan of the hook order in
+ * place (state arrays must be whole on every rank then: allgather them
+ * first). No-op when no new plan is due. */
+int fm_gradsync_replan(fm_gradsync *gs, fm_err *e);
 
 /* reps times: barrier, hand every bucket to the thread at once, wait for all;
  * keeps the fastest in comm_ms. Collective. It sums p->grad over the ranks in

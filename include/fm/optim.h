@@ -73,5 +73,9 @@ int fm_adamw_no_decay_named(fm_adamw *o, const char *part);
 /* One AdamW step at learning rate lr using the gradients in p->grad.
  * lr must be finite and >= 0; the arena must not have grown since init. */
 int fm_adamw_step(fm_adamw *o, double lr, fm_err *e);
+/* The same step on the arena floats of spans only (a ZeRO-1 shard): the
+ * values there are those fm_adamw_step gives; the rest of the parameters,
+ * m and v are not touched. */
+int fm_adamw_step_spans(fm_adamw *o, double lr, const fm_span *spans, int nspans, fm_err *e);
 
 #endif

@@ -15,6 +15,11 @@
 
 #define FM_PARAM_NAME 96
 
+/* A run of an arena-shaped array: floats [off, off + count). */
+typedef struct fm_span {
+    size_t off, count;
+} fm_span;
+
 typedef struct fm_param {
     char name[FM_PARAM_NAME];
     fm_tensor w;      /* value view */

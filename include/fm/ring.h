@@ -53,6 +53,10 @@ static inline size_t fm_ring_chunk_off(size_t n, int p, int c)
 int fm_ring_reduce_scatter(fm_ring *r, float *x, size_t n, float scale, int tag, fm_err *e);
 /* In place over x [n]: every rank's chunk `rank` is copied to all ranks. */
 int fm_ring_allgather(fm_ring *r, float *x, size_t n, int tag, fm_err *e);
+/* Point-to-point on the ring's communicator with the same yielding,
+ * deadline-bounded wait (the receive must be posted for exactly n floats). */
+int fm_ring_send(fm_ring *r, const float *x, size_t n, int to, int tag, fm_err *e);
+int fm_ring_recv(fm_ring *r, float *x, size_t n, int from, int tag, fm_err *e);
 /* reduce-scatter then allgather: every rank ends with scale · sum, bitwise equal. */
 int fm_ring_allreduce(fm_ring *r, float *x, size_t n, float scale, int tag, fm_err *e);
 

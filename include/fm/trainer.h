@@ -58,7 +58,6 @@
 #define FM_TRAINER_PROFILE_WARMUP 3  /* steps of a run before its profiled window */
 #define FM_TRAINER_PROFILE_CAP 4096  /* entries of the profile table (a U-Net has a few hundred) */
 #define FM_TRAINER_PROFILE_ROWS 40   /* rows of the by-layer table in the report */
-#define FM_TRAINER_COMM_TIMEOUT 600.0 /* s: the longest wait for another rank in a gradient reduction */
 
 typedef struct fm_trainer {
     const char *stage;            /* "vae", "flow", "classifier": names checkpoints and metrics */
@@ -131,7 +130,12 @@ void fm_trainer_begin(fm_trainer *t);
  * update if anything is non-finite, AdamW + EMA, log, checkpoint. */
 int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e);
 
-/* Write a checkpoint of the current state now (rank 0). */
+/* With ZeRO-1 (dist.zero), every rank's shard of the AdamW moments and the
+ * EMA copied to rank 0, so that rank 0 holds the whole state (for a
+ * checkpoint or an EMA grid). Collective; no-op without ZeRO. */
+int fm_trainer_gather_state(fm_trainer *t, fm_err *e);
+/* Write a checkpoint of the current state now (collective: every rank calls
+ * it; rank 0 writes). */
 int fm_trainer_save(fm_trainer *t, fm_err *e);
 
 #endif

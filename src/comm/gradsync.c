@@ -125,6 +125,30 @@ out:
     return rc;
 }
 
+int fm_gs_plan_shard(const fm_gs_plan *pl, int size, int r, fm_gs_seg *out)
+{
+    int n = 0;
+    for (int k = 0; k < pl->nbuckets; k++) {
+        const fm_gs_bucket *b = &pl->buckets[k];
+        const size_t a = fm_ring_chunk_off(b->count, size, r), z = fm_ring_chunk_off(b->count, size, r + 1);
+        if (a == z)
+            continue;
+        if (!b->packed) {
+            out[n++] = (fm_gs_seg){ b->off + a, z - a };
+            continue;
+        }
+        size_t pos = 0; /* the bucket's packed coordinate of piece s */
+        for (int s = 0; s < b->nseg && pos < z; s++) {
+            const fm_gs_seg *g = &pl->segs[b->seg0 + s];
+            const size_t lo = a > pos ? a : pos, hi = z < pos + g->count ? z : pos + g->count;
+            if (lo < hi)
+                out[n++] = (fm_gs_seg){ g->off + (lo - pos), hi - lo };
+            pos += g->count;
+        }
+    }
+    return n;
+}
+
 void fm_gs_plan_free(fm_gs_plan *pl)
 {
     free(pl->order);
@@ -149,6 +173,8 @@ typedef struct fm_gs_thread {
     int quit;
     int rc;             /* first error of the round */
     int probe;          /* this round is a probe: nothing is unpacked */
+    int op;             /* the round's collective (enum round_op) */
+    float *x;           /* the round's arena-shaped array (p->grad, or what fm_gradsync_allgather got) */
     fm_err err;
     double t_first, t_last;
     fm_ring ring;
@@ -161,24 +187,53 @@ static float *bucket_buf(fm_gradsync *gs, const fm_gs_bucket *b)
     return b->packed ? gs->staging + b->off : gs->p->grad + b->off;
 }
 
-/* On the thread: reduce bucket k, scale by 1/world, unpack if packed. */
+enum round_op { OP_ALLREDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER };
+
+/* Copy the packed bucket b's elements [a, z) (packed coordinates) between
+ * the staging buffer and the arena-shaped x. */
+static void copy_packed(const fm_gs_plan *pl, const fm_gs_bucket *b, float *staging, float *x, size_t a, size_t z,
+                        int to_x)
+{
+    size_t pos = 0;
+    for (int s = 0; s < b->nseg && pos < z; s++) {
+        const fm_gs_seg *g = &pl->segs[b->seg0 + s];
+        const size_t lo = a > pos ? a : pos, hi = z < pos + g->count ? z : pos + g->count;
+        if (lo < hi) {
+            float *arena = x + g->off + (lo - pos), *buf = staging + b->off + lo;
+            if (to_x)
+                memcpy(arena, buf, (hi - lo) * sizeof(float));
+            else
+                memcpy(buf, arena, (hi - lo) * sizeof(float));
+        }
+        pos += g->count;
+    }
+}
+
+/* On the thread: the round's collective on bucket k; for a packed bucket,
+ * unpack what this rank now holds (all of it, or its chunk after a
+ * reduce-scatter). Gradients are scaled by 1/world. */
 static int reduce_bucket(fm_gs_thread *th, int k, fm_err *e)
 {
     fm_gradsync *gs = th->gs;
     const fm_gs_bucket *b = &gs->plan.buckets[k];
-    float *buf = bucket_buf(gs, b);
-    snprintf(th->what, sizeof th->what, "gradient reduction of step %lld, bucket %d of %d", (long long)gs->step, k,
+    float *buf = b->packed ? gs->staging + b->off : th->x + b->off;
+    const int p = gs->world->size, r = gs->world->rank;
+    snprintf(th->what, sizeof th->what, "%s of step %lld, bucket %d of %d",
+             th->op == OP_ALLGATHER ? "parameter allgather" : "gradient reduction", (long long)gs->step, k,
              gs->plan.nbuckets);
     th->ring.what = th->what;
-    FM_TRY(fm_ring_allreduce(&th->ring, buf, b->count, 1.0f / (float)gs->world->size, k, e));
-    if (b->packed && !th->probe) {
-        const float *src = buf;
-        for (int s = 0; s < b->nseg; s++) {
-            const fm_gs_seg *g = &gs->plan.segs[b->seg0 + s];
-            memcpy(gs->p->grad + g->off, src, g->count * sizeof(float));
-            src += g->count;
-        }
+    const float scale = 1.0f / (float)p;
+    size_t a = 0, z = b->count; /* what this rank holds afterwards */
+    if (th->op == OP_ALLREDUCE) {
+        FM_TRY(fm_ring_allreduce(&th->ring, buf, b->count, scale, k, e));
+    } else if (th->op == OP_REDUCE_SCATTER) {
+        FM_TRY(fm_ring_reduce_scatter(&th->ring, buf, b->count, scale, k, e));
+        a = fm_ring_chunk_off(b->count, p, r), z = fm_ring_chunk_off(b->count, p, r + 1);
+    } else {
+        FM_TRY(fm_ring_allgather(&th->ring, buf, b->count, k, e));
     }
+    if (b->packed && !th->probe)
+        copy_packed(&gs->plan, b, gs->staging, th->x, a, z, 1);
     return FM_OK;
 }
 
@@ -286,11 +341,14 @@ static void thread_stop(fm_gradsync *gs)
     gs->th = NULL;
 }
 
-/* A new round of the plan's buckets, nothing handed over (the thread is idle). */
-static void round_begin(fm_gradsync *gs)
+/* A new round of the plan's buckets, nothing handed over (the thread is idle):
+ * the collective op on the arena-shaped array x. */
+static void round_begin(fm_gradsync *gs, int op, float *x)
 {
     fm_gs_thread *th = gs->th;
     pthread_mutex_lock(&th->mu);
+    th->op = op;
+    th->x = x;
     memset(th->ready, 0, (size_t)gs->plan.nbuckets);
     th->nbuckets = gs->plan.nbuckets;
     th->next = 0;
@@ -335,7 +393,7 @@ int fm_gradsync_probe(fm_gradsync *gs, int reps, fm_err *e)
         if (rc != MPI_SUCCESS)
             return fm_world_fail(e, rc, "MPI_Barrier before the allreduce probe");
         double t0 = fm_now();
-        round_begin(gs);
+        round_begin(gs, gs->zero ? OP_REDUCE_SCATTER : OP_ALLREDUCE, gs->p->grad);
         gs->th->probe = 1;
         for (int k = 0; k < gs->plan.nbuckets; k++)
             hand_over(gs, k);
@@ -389,6 +447,8 @@ void fm_gradsync_free(fm_gradsync *gs)
     free(gs->pending);
     free(gs->final);
     free(gs->rec);
+    free(gs->shard);
+    free(gs->xfer);
     memset(gs, 0, sizeof *gs);
 }
 
@@ -401,7 +461,7 @@ void fm_gradsync_begin(fm_gradsync *gs)
     gs->poll_s = 0;
     gs->step++;
     if (gs->th)
-        round_begin(gs);
+        round_begin(gs, gs->zero ? OP_REDUCE_SCATTER : OP_ALLREDUCE, gs->p->grad);
 }
 
 void fm_gradsync_set_fault_hook(fm_gradsync *gs, fm_gs_fault_hook fn, void *ctx)
@@ -509,7 +569,113 @@ int fm_gradsync_finish(fm_gradsync *gs, fm_err *e)
     gs->last.poll_ms = 1e3 * gs->poll_s;
     gs->last.wait_ms = 1e3 * (now - t0);
     gs->last.inflight_ms = gs->nhanded ? 1e3 * (gs->th->t_last - gs->th->t_first) : 0;
-    if (gs->recording)
+    if (gs->recording && gs->zero) { /* the shards change with the plan: see fm_gradsync_replan */
+        gs->recording = 0;
+        gs->replan_due = 1;
+    } else if (gs->recording) {
         FM_TRY(replan(gs, e));
+    }
     return FM_OK;
+}
+
+/* This rank's shard of the current plan: gs->shard. */
+static void shard_update(fm_gradsync *gs)
+{
+    gs->nshard = fm_gs_plan_shard(&gs->plan, gs->world->size, gs->world->rank, gs->shard);
+    gs->shard_floats = 0;
+    for (int i = 0; i < gs->nshard; i++)
+        gs->shard_floats += gs->shard[i].count;
+}
+
+/* The shard spans and the gather buffer for the current plan. */
+static int shard_alloc(fm_gradsync *gs, fm_err *e)
+{
+    const size_t nspans = (size_t)(gs->plan.nbuckets + gs->plan.nsegs) + 1;
+    /* no rank's shard exceeds the sum of the buckets' largest chunks */
+    const size_t cap = gs->p->numel / (size_t)gs->world->size + (size_t)gs->plan.nbuckets + 1;
+    fm_gs_seg *s = realloc(gs->shard, nspans * sizeof *s);
+    if (s)
+        gs->shard = s;
+    float *x = cap > gs->xfer_cap ? realloc(gs->xfer, cap * sizeof(float)) : gs->xfer;
+    if (x && cap > gs->xfer_cap)
+        gs->xfer = x, gs->xfer_cap = cap;
+    if (!s || !x)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the ZeRO shard of %zu floats", cap);
+    shard_update(gs);
+    return FM_OK;
+}
+
+int fm_gradsync_set_zero(fm_gradsync *gs, int on, fm_err *e)
+{
+    gs->zero = on && gs->th;
+    if (gs->zero)
+        FM_TRY(shard_alloc(gs, e));
+    if (gs->th)
+        round_begin(gs, gs->zero ? OP_REDUCE_SCATTER : OP_ALLREDUCE, gs->p->grad);
+    return FM_OK;
+}
+
+int fm_gradsync_allgather(fm_gradsync *gs, float *x, fm_err *e)
+{
+    if (!gs->th)
+        return FM_OK;
+    round_begin(gs, OP_ALLGATHER, x);
+    const int p = gs->world->size, r = gs->world->rank;
+    for (int k = 0; k < gs->plan.nbuckets; k++) {
+        const fm_gs_bucket *b = &gs->plan.buckets[k];
+        if (b->packed) /* our chunk into the staging buffer */
+            copy_packed(&gs->plan, b, gs->staging, x, fm_ring_chunk_off(b->count, p, r),
+                        fm_ring_chunk_off(b->count, p, r + 1), 0);
+        hand_over(gs, k);
+    }
+    int rc = round_wait(gs, e);
+    round_begin(gs, gs->zero ? OP_REDUCE_SCATTER : OP_ALLREDUCE, gs->p->grad);
+    return rc;
+}
+
+int fm_gradsync_gather0(fm_gradsync *gs, float *x, fm_err *e)
+{
+    if (!gs->th)
+        return FM_OK;
+    const int p = gs->world->size, r = gs->world->rank;
+    fm_ring *ring = &gs->th->ring;
+    snprintf(gs->th->what, sizeof gs->th->what, "gathering the optimiser state on rank 0 at step %lld",
+             (long long)gs->step);
+    ring->what = gs->th->what;
+    const int tag = 1 << 20;
+    if (r != 0) {
+        size_t n = 0;
+        for (int i = 0; i < gs->nshard; i++) {
+            memcpy(gs->xfer + n, x + gs->shard[i].off, gs->shard[i].count * sizeof(float));
+            n += gs->shard[i].count;
+        }
+        return fm_ring_send(ring, gs->xfer, n, 0, tag, e);
+    }
+    fm_gs_seg *spans = malloc((size_t)(gs->plan.nbuckets + gs->plan.nsegs) * sizeof *spans);
+    if (!spans)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for shard spans");
+    int rc = FM_OK;
+    for (int q = 1; q < p && rc == FM_OK; q++) {
+        const int ns = fm_gs_plan_shard(&gs->plan, p, q, spans);
+        size_t n = 0;
+        for (int i = 0; i < ns; i++)
+            n += spans[i].count;
+        rc = fm_ring_recv(ring, gs->xfer, n, q, tag, e);
+        n = 0;
+        for (int i = 0; i < ns && rc == FM_OK; i++) {
+            memcpy(x + spans[i].off, gs->xfer + n, spans[i].count * sizeof(float));
+            n += spans[i].count;
+        }
+    }
+    free(spans);
+    return rc;
+}
+
+int fm_gradsync_replan(fm_gradsync *gs, fm_err *e)
+{
+    if (!gs->replan_due)
+        return FM_OK;
+    gs->replan_due = 0;
+    FM_TRY(replan(gs, e));
+    return shard_alloc(gs, e);
 }

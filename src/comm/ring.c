@@ -47,14 +47,17 @@ void fm_ring_free(fm_ring *r)
     r->comm = MPI_COMM_NULL;
 }
 
-/* Wait for a send to the right and a receive from the left, yielding the
- * core while waiting; FM_ERR_INTERNAL naming the peer after the deadline. */
-static int wait_pair(fm_ring *r, MPI_Request req[2], const char *phase, int round, fm_err *e)
+/* Wait for n requests, yielding the core while waiting; after the deadline
+ * cancel what is open and fail with FM_ERR_INTERNAL naming the peer of the
+ * first open request (peer[i] is request i's; request 0 is a receive when
+ * first_is_recv, every other one a send). */
+static int wait_reqs(fm_ring *r, MPI_Request *req, const int *peer, int n, int first_is_recv, const char *phase,
+                     int round, fm_err *e)
 {
     const double t0 = fm_now();
     for (unsigned long it = 0;; it++) {
         int flag = 0;
-        int rc = MPI_Testall(2, req, &flag, MPI_STATUSES_IGNORE);
+        int rc = MPI_Testall(n, req, &flag, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS)
             return fm_world_fail(e, rc, phase);
         if (flag)
@@ -64,21 +67,24 @@ static int wait_pair(fm_ring *r, MPI_Request req[2], const char *phase, int roun
             continue;
         }
         if (fm_now() - t0 > r->timeout_s) {
-            /* the receive is req[0]: when it is still open the left rank sent nothing */
-            int got = 0;
-            MPI_Test(&req[0], &got, MPI_STATUS_IGNORE);
-            int peer = got ? r->right : r->left;
-            for (int k = 0; k < 2; k++) /* nothing of this call may match later messages */
-                if (req[k] != MPI_REQUEST_NULL) {
+            int missing = -1, recv = 0;
+            for (int k = 0; k < n; k++) {
+                int done = req[k] == MPI_REQUEST_NULL;
+                if (!done)
+                    MPI_Test(&req[k], &done, MPI_STATUS_IGNORE);
+                if (!done && missing < 0)
+                    missing = peer[k], recv = k == 0 && first_is_recv;
+                if (!done) { /* nothing of this call may match later messages */
                     if (k == 0)
                         MPI_Cancel(&req[k]);
                     MPI_Request_free(&req[k]);
                 }
+            }
             return fm_fail(e, FM_ERR_INTERNAL,
                            "%s%s%s round %d: rank %d waited %.0f s for rank %d (%s): that rank is stopped, dead or "
                            "far behind; raise dist.timeout if it is only slow",
-                           r->what ? r->what : "", r->what ? ": " : "", phase, round, r->rank, r->timeout_s, peer,
-                           got ? "it does not take our data" : "no data arrived");
+                           r->what ? r->what : "", r->what ? ": " : "", phase, round, r->rank, r->timeout_s, missing,
+                           recv ? "no data arrived" : "it does not take our data");
         }
         const struct timespec ts = { 0, it < 4096 ? 2000 : 20000 }; /* 2 us, then 20 us */
         nanosleep(&ts, NULL);
@@ -99,7 +105,30 @@ static int exchange(fm_ring *r, const float *send, size_t ns, float *recv, size_
         }
         return fm_world_fail(e, rc, phase);
     }
-    return wait_pair(r, req, phase, round, e);
+    const int peer[2] = { r->left, r->right };
+    return wait_reqs(r, req, peer, 2, 1, phase, round, e);
+}
+
+int fm_ring_send(fm_ring *r, const float *x, size_t n, int to, int tag, fm_err *e)
+{
+    if (n > INT_MAX)
+        return fm_fail(e, FM_ERR_INTERNAL, "ring: a message of %zu floats exceeds an MPI count", n);
+    MPI_Request req = MPI_REQUEST_NULL;
+    int rc = MPI_Isend(x, (int)n, MPI_FLOAT, to, tag, r->comm, &req);
+    if (rc != MPI_SUCCESS)
+        return fm_world_fail(e, rc, "MPI_Isend");
+    return wait_reqs(r, &req, &to, 1, 0, "send", 0, e);
+}
+
+int fm_ring_recv(fm_ring *r, float *x, size_t n, int from, int tag, fm_err *e)
+{
+    if (n > INT_MAX)
+        return fm_fail(e, FM_ERR_INTERNAL, "ring: a message of %zu floats exceeds an MPI count", n);
+    MPI_Request req = MPI_REQUEST_NULL;
+    int rc = MPI_Irecv(x, (int)n, MPI_FLOAT, from, tag, r->comm, &req);
+    if (rc != MPI_SUCCESS)
+        return fm_world_fail(e, rc, "MPI_Irecv");
+    return wait_reqs(r, &req, &from, 1, 1, "receive", 0, e);
 }
 
 static int check_count(const fm_ring *r, size_t n, fm_err *e)

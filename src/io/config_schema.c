@@ -125,6 +125,9 @@ static const fm_cfg_key keys[] = {
     POS_("eval.classifier_lr", eval.classifier_lr, "6e-3", 10, "learning rate of the classifier"),
     INT_("eval.samples_per_class", eval.samples_per_class, "50", 1, 100000, "generated samples per class and guidance scale"),
     INT_("eval.batch_size", eval.batch_size, "256", 1, 1 << 20, "global batch size of generation and feature extraction"),
+    /* dist: data parallelism over the MPI ranks */
+    BOOL_("dist.zero", dist.zero, "false", "ZeRO-1: each rank keeps and updates a 1/ranks shard of AdamW and EMA"),
+    POS_("dist.timeout", dist.timeout, "600", 1e6, "seconds a rank waits for another in a collective before it stops the job"),
 };
 
 _Static_assert(sizeof keys / sizeof keys[0] <= FM_CFG_MAX_KEYS, "raise FM_CFG_MAX_KEYS");

@@ -42,3 +42,35 @@ double fm_clip_grad_norm(float *g, size_t n, double max_norm)
     }
     return norm;
 }
+
+double fm_grad_sumsq_spans(const float *g, const fm_span *spans, int nspans)
+{
+    double s = 0;
+    for (int i = 0; i < nspans; i++) {
+        const float *x = g + spans[i].off;
+        const size_t n = spans[i].count;
+        double t = 0;
+#pragma omp simd reduction(+ : t)
+        for (size_t j = 0; j < n; j++)
+            t += (double)x[j] * (double)x[j];
+        s += t;
+    }
+    return s;
+}
+
+void fm_clip_scale_spans(float *g, const fm_span *spans, int nspans, double norm, double max_norm)
+{
+    if (!isfinite(norm) || !(max_norm > 0))
+        return;
+    double coef = max_norm / (norm + 1e-6);
+    if (coef >= 1.0)
+        return;
+    const float c = (float)coef;
+    for (int i = 0; i < nspans; i++) {
+        float *x = g + spans[i].off;
+        const size_t n = spans[i].count;
+#pragma omp parallel for simd schedule(static)
+        for (size_t j = 0; j < n; j++)
+            x[j] *= c;
+    }
+}

@@ -18,6 +18,7 @@ static const char *const free_keys[] = {
     "run.fault_nan_steps", "data.dir",          "data.test_limit",   "encode.batch_size",
     "flow.steps",       "flow.ckpt_every",      "flow.sample_every", "flow.bucket_mb",
     "sample.",          "eval.classifier_steps", "eval.samples_per_class", "eval.batch_size",
+    "dist.",
 };
 
 /* Free until the latents exist. */

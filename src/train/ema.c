@@ -60,6 +60,27 @@ int fm_ema_update(fm_ema *m, int64_t step, fm_err *e)
     return FM_OK;
 }
 
+int fm_ema_update_spans(fm_ema *m, int64_t step, const fm_span *spans, int nspans, fm_err *e)
+{
+    FM_TRY(check_size(m, e));
+    for (int i = 0; i < nspans; i++)
+        if (spans[i].off + spans[i].count > m->numel)
+            return fm_fail(e, FM_ERR_INTERNAL, "ema: span [%zu, +%zu) outside the %zu-float arena", spans[i].off,
+                           spans[i].count, m->numel);
+    double d = fm_ema_decay_at(m, step);
+    const float df = (float)d, omd = (float)(1.0 - d);
+#pragma omp parallel for schedule(dynamic)
+    for (int s = 0; s < nspans; s++) {
+        float *restrict w = m->w + spans[s].off;
+        const float *restrict x = m->p->data + spans[s].off;
+        const size_t n = spans[s].count;
+#pragma omp simd
+        for (size_t i = 0; i < n; i++)
+            w[i] = w[i] * df + omd * x[i];
+    }
+    return FM_OK;
+}
+
 int fm_ema_swap(fm_ema *m, fm_err *e)
 {
     FM_TRY(check_size(m, e));

@@ -129,7 +129,8 @@ static void adamw_range(float *restrict w, const float *restrict g, float *restr
     }
 }
 
-int fm_adamw_step(fm_adamw *o, double lr, fm_err *e)
+/* Check the arena and lr, count the step and compute its coefficients. */
+static int step_begin(fm_adamw *o, double lr, step_coef *c, fm_err *e)
 {
     if (o->p->numel != o->numel || o->p->n != o->ntensors)
         return fm_fail(e, FM_ERR_INTERNAL, "adamw: parameter arena changed after init (%zu -> %zu floats)",
@@ -142,7 +143,7 @@ int fm_adamw_step(fm_adamw *o, double lr, fm_err *e)
     double t = (double)o->step;
     double bc1 = 1.0 - pow(h->beta1, t);
     double bc2 = 1.0 - pow(h->beta2, t);
-    step_coef c = {
+    *c = (step_coef){
         .keep = { (float)(1.0 - lr * 0.0), (float)(1.0 - lr * h->weight_decay) },
         .b1 = (float)h->beta1,
         .omb1 = (float)(1.0 - h->beta1),
@@ -152,9 +153,25 @@ int fm_adamw_step(fm_adamw *o, double lr, fm_err *e)
         .eps = (float)h->eps,
         .neg_step_size = (float)-(lr / bc1),
     };
+    return FM_OK;
+}
+
+/* The update of arena floats [lo, hi), each decay run with its factor. */
+static void apply(const fm_adamw *o, const step_coef *c, size_t lo, size_t hi)
+{
     float *w = o->p->data, *g = o->p->grad, *m = o->m, *v = o->v;
-    const fm_adamw_seg *seg = o->seg;
-    const int nseg = o->nseg;
+    for (int s = 0; s < o->nseg && lo < hi; s++) {
+        size_t a = o->seg[s].begin > lo ? o->seg[s].begin : lo;
+        size_t b = o->seg[s].end < hi ? o->seg[s].end : hi;
+        if (a < b)
+            adamw_range(w, g, m, v, a, b, c->keep[o->seg[s].decay], c);
+    }
+}
+
+int fm_adamw_step(fm_adamw *o, double lr, fm_err *e)
+{
+    step_coef c;
+    FM_TRY(step_begin(o, lr, &c, e));
     const size_t n = o->numel;
 #pragma omp parallel
     {
@@ -163,12 +180,21 @@ int fm_adamw_step(fm_adamw *o, double lr, fm_err *e)
         size_t chunk = ((n + nt - 1) / nt + 15) & ~(size_t)15;
         size_t lo = id * chunk < n ? id * chunk : n;
         size_t hi = lo + chunk < n ? lo + chunk : n;
-        for (int s = 0; s < nseg && lo < hi; s++) {
-            size_t a = seg[s].begin > lo ? seg[s].begin : lo;
-            size_t b = seg[s].end < hi ? seg[s].end : hi;
-            if (a < b)
-                adamw_range(w, g, m, v, a, b, c.keep[seg[s].decay], &c);
-        }
+        apply(o, &c, lo, hi);
     }
+    return FM_OK;
+}
+
+int fm_adamw_step_spans(fm_adamw *o, double lr, const fm_span *spans, int nspans, fm_err *e)
+{
+    step_coef c;
+    FM_TRY(step_begin(o, lr, &c, e));
+    for (int i = 0; i < nspans; i++)
+        if (spans[i].off + spans[i].count > o->numel)
+            return fm_fail(e, FM_ERR_INTERNAL, "adamw: span [%zu, +%zu) outside the %zu-float arena", spans[i].off,
+                           spans[i].count, o->numel);
+#pragma omp parallel for schedule(dynamic)
+    for (int i = 0; i < nspans; i++)
+        apply(o, &c, spans[i].off, spans[i].off + spans[i].count);
     return FM_OK;
 }

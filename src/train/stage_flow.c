@@ -195,7 +195,11 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
             break;
         if ((rc = fm_trainer_end(&t, loss, e)) != FM_OK)
             break;
-        if (grids && (t.step % c->flow.sample_every == 0 || t.step == tc->steps)) {
+        const int grid_now = c->flow.sample_every > 0 && c->sample.cfg.n > 0 &&
+                             (t.step % c->flow.sample_every == 0 || t.step == tc->steps);
+        if (grid_now && c->sample.ema && (rc = fm_trainer_gather_state(&t, e)) != FM_OK) /* ZeRO: the whole EMA */
+            break;
+        if (grids && grid_now) {
             fm_generator_set_flow_weights(&gen, c->sample.ema ? t.ema.w : p.data, p.numel);
             rc = fm_flow_write_grids(P, &gen, "flow", t.step, e);
         }

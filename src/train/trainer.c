@@ -69,8 +69,9 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     if (rc == FM_OK && !t->gathered)
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' step statistics", w->size);
     if (rc == FM_OK)
-        rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), FM_TRAINER_COMM_TIMEOUT,
-                              e);
+        rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), cfg->dist.timeout, e);
+    if (rc == FM_OK && cfg->dist.zero)
+        rc = fm_gradsync_set_zero(&t->sync, 1, e);
     if (rc != FM_OK) {
         fm_err_prefix(e, "%s", stage);
         fm_trainer_free(t);
@@ -224,8 +225,20 @@ void fm_trainer_begin(fm_trainer *t)
     t->poison = fault_step(t);
 }
 
+int fm_trainer_gather_state(fm_trainer *t, fm_err *e)
+{
+    if (!t->sync.zero)
+        return FM_OK;
+    FM_TRY(fm_gradsync_gather0(&t->sync, t->opt.m, e));
+    FM_TRY(fm_gradsync_gather0(&t->sync, t->opt.v, e));
+    if (t->use_ema)
+        FM_TRY(fm_gradsync_gather0(&t->sync, t->ema.w, e));
+    return FM_OK;
+}
+
 int fm_trainer_save(fm_trainer *t, fm_err *e)
 {
+    FM_TRY(fm_trainer_gather_state(t, e));
     if (t->world->rank != 0)
         return FM_OK;
     fm_ckpt_group g[4];
@@ -349,8 +362,17 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
     double t_reduced = fm_now();
     double max_norm = t->tc->grad_clip > 0 ? t->tc->grad_clip : INFINITY;
     double norm;
-    FM_PROF_VOID(pr, "step", "clip", "clip", FM_PROF_STEP, 0,
-                 norm = fm_clip_grad_norm(t->params->grad, t->params->numel, max_norm));
+    const fm_gradsync *gs = &t->sync;
+    if (gs->zero) { /* the global norm from every rank's shard */
+        double t0 = FM_PROF_START(pr), sq = fm_grad_sumsq_spans(t->params->grad, gs->shard, gs->nshard);
+        FM_TRY(fm_world_sum(t->world, &sq, e));
+        norm = sqrt(sq);
+        fm_clip_scale_spans(t->params->grad, gs->shard, gs->nshard, norm, max_norm);
+        FM_PROF_STOP(pr, t0, "step", "clip", "clip", FM_PROF_STEP, 0);
+    } else {
+        FM_PROF_VOID(pr, "step", "clip", "clip", FM_PROF_STEP, 0,
+                     norm = fm_clip_grad_norm(t->params->grad, t->params->numel, max_norm));
+    }
     double lr = fm_lr_at(&t->sched, t->step);
     if (!isfinite(loss) || !isfinite(norm)) {
         t->bad_steps++;
@@ -363,9 +385,27 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
                            t->stage, t->bad_steps, (long long)t->step, t->stage, t->stage);
     } else {
         t->bad_steps = 0;
-        FM_PROF_CALL(pr, "step", "adamw", "adamw", FM_PROF_STEP, 0, fm_adamw_step(&t->opt, lr, e));
+        if (gs->zero) { /* this rank's shard, then every rank's new weights */
+            FM_PROF_CALL(pr, "step", "adamw", "adamw", FM_PROF_STEP, 0,
+                         fm_adamw_step_spans(&t->opt, lr, gs->shard, gs->nshard, e));
+            if (t->use_ema)
+                FM_PROF_CALL(pr, "step", "ema", "ema", FM_PROF_STEP, 0,
+                             fm_ema_update_spans(&t->ema, t->opt.step - 1, gs->shard, gs->nshard, e));
+            FM_PROF_CALL(pr, "step", "param_allgather", "allgather", FM_PROF_STEP, 0,
+                         fm_gradsync_allgather(&t->sync, t->params->data, e));
+        } else {
+            FM_PROF_CALL(pr, "step", "adamw", "adamw", FM_PROF_STEP, 0, fm_adamw_step(&t->opt, lr, e));
+            if (t->use_ema)
+                FM_PROF_CALL(pr, "step", "ema", "ema", FM_PROF_STEP, 0,
+                             fm_ema_update(&t->ema, t->opt.step - 1, e));
+        }
+    }
+    if (gs->replan_due) { /* ZeRO after the first step: whole state everywhere, then the new shards */
+        FM_TRY(fm_gradsync_allgather(&t->sync, t->opt.m, e));
+        FM_TRY(fm_gradsync_allgather(&t->sync, t->opt.v, e));
         if (t->use_ema)
-            FM_PROF_CALL(pr, "step", "ema", "ema", FM_PROF_STEP, 0, fm_ema_update(&t->ema, t->opt.step - 1, e));
+            FM_TRY(fm_gradsync_allgather(&t->sync, t->ema.w, e));
+        FM_TRY(fm_gradsync_replan(&t->sync, e));
     }
     double now = fm_now();
     t->last_loss = loss;
