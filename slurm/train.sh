@@ -26,6 +26,10 @@
 #   FMTRAIN      the binary (default: ./fmtrain in the submit directory, else fmtrain on PATH)
 #   FM_LAUNCHER  mpirun (default) or srun (srun --mpi=pmix)
 #   FM_NO_REQUEUE=1  on exit 75 do not requeue; the job ends with exit code 75
+#   FM_MAX_STALLED=N requeue at most N times in a row without a new checkpoint
+#                    (default 3): a job that keeps being preempted before it
+#                    writes anything new is not requeued forever. The count is
+#                    kept in RUN_DIR/requeue.state.
 #
 # Every #SBATCH line (explained in the README too):
 #   --job-name: the name squeue shows, and %x in the log file name.
@@ -118,8 +122,11 @@ mpirun)
     # each rank bound to its cores
     launch=(mpirun -np "$ntasks" --map-by "slot:PE=$threads" --bind-to core --report-bindings) ;;
 srun)
-    # srun does not inherit --cpus-per-task from sbatch (Slurm >= 22.05): pass it
-    launch=(srun --mpi=pmix --cpus-per-task="$threads" --cpu-bind=cores) ;;
+    # srun does not inherit --cpus-per-task from sbatch (Slurm >= 22.05): pass it.
+    # --kill-on-bad-exit=1: a rank that dies (or exits non-zero) ends the whole
+    # step at once, instead of leaving the others waiting for it (mpirun does
+    # this by default)
+    launch=(srun --mpi=pmix --cpus-per-task="$threads" --cpu-bind=cores --kill-on-bad-exit=1) ;;
 *) die "FM_LAUNCHER must be mpirun or srun, got $launcher" ;;
 esac
 
@@ -127,6 +134,20 @@ log "job $SLURM_JOB_ID (attempt $((${SLURM_RESTART_COUNT:-0} + 1))) on ${SLURM_J
     "$ntasks ranks x $threads threads, $launcher"
 log "run directory $run_dir"
 log "$fmtrain $config ${out_args[*]} $*"
+
+# progress_made: 0 (true) when the set of checkpoints differs from the one
+# recorded at the previous preemption; counts the stalled attempts in
+# RUN_DIR/requeue.state ("<checkpoint set hash> <stalled count>")
+max_stalled=${FM_MAX_STALLED:-3}
+progress_made() {
+    local state=$run_dir/requeue.state newest prev_ckpt prev_n
+    mkdir -p "$run_dir" 2>/dev/null
+    newest=$(ls -1 "$run_dir"/ckpt 2>/dev/null | md5sum | cut -c1-16) # the set of checkpoints
+    read -r prev_ckpt prev_n 2>/dev/null <"$state" || { prev_ckpt=; prev_n=0; }
+    if [ "$newest" = "$prev_ckpt" ]; then stalled=$((prev_n + 1)); else stalled=0; fi
+    echo "$newest $stalled" >"$state" 2>/dev/null
+    [ "$stalled" -lt "$max_stalled" ]
+}
 
 what="checkpoint written"
 if [ -n "$stop" ]; then
@@ -154,6 +175,9 @@ case $rc in
 75)
     if [ "${FM_NO_REQUEUE:-0}" = 1 ]; then
         log "preempted ($what); not requeued (FM_NO_REQUEUE=1)"
+    elif ! progress_made; then
+        log "preempted ($what) for the $stalled. time in a row without a new checkpoint in $run_dir/ckpt;" \
+            "not requeued (FM_MAX_STALLED=$max_stalled): look at the log, then resubmit with --out $run_dir"
     else
         log "preempted ($what); requeueing job $SLURM_JOB_ID, it will resume in $run_dir"
         # the requeue ends this attempt of the job with a SIGTERM to this shell

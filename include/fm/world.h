@@ -8,12 +8,20 @@
 
 #include "fm/status.h"
 
+#define FM_WORLD_TIMEOUT_DEFAULT 600.0 /* s, until the config's dist.timeout is known */
+
 typedef struct fm_world {
     int rank, size;
-    int owns_mpi; /* this process called MPI_Init */
+    int owns_mpi;     /* this process called MPI_Init */
+    double timeout_s; /* the longest any collective below waits for the other ranks */
 } fm_world;
 
 int fm_world_init(fm_world *w, int *argc, char ***argv, fm_err *e);
+/* The deadline of every collective below (dist.timeout); seconds > 0. The
+ * collectives are non-blocking calls waited for in a loop that yields the
+ * core, and that ends with FM_ERR_INTERNAL naming the operation when the
+ * other ranks do not all arrive in time. */
+void fm_world_set_timeout(fm_world *w, double seconds);
 void fm_world_finalize(fm_world *w);
 
 /* In-place sum over ranks, then scale by `scale` (1/size for a mean). */

@@ -327,7 +327,7 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
 
 /* Validate CONFIG with its overrides, the rank count and the data; on
  * success rank 0 prints the resolved config and the plan. */
-static int run_train(const args *a, const fm_world *w, fm_err *e)
+static int run_train(const args *a, fm_world *w, fm_err *e)
 {
     fm_config c;
     FM_TRY(fm_config_load(&c, a->config, e));
@@ -339,6 +339,7 @@ static int run_train(const args *a, const fm_world *w, fm_err *e)
     }
     FM_TRY(fm_config_validate(&c, e));
     FM_TRY(fm_config_check_world(&c, w->size, e));
+    fm_world_set_timeout(w, c.dist.timeout);
     if (c.run.threads > 0)
         omp_set_num_threads(c.run.threads);
 
@@ -441,7 +442,7 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
 }
 
 /* fmtrain eval: recompute RUN_DIR/eval.json with the run's own config. */
-static int run_eval(const args *a, const fm_world *w, fm_err *e)
+static int run_eval(const args *a, fm_world *w, fm_err *e)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.yaml", a->run_dir);
@@ -452,6 +453,7 @@ static int run_eval(const args *a, const fm_world *w, fm_err *e)
     c.run.stages.v[0] = FM_STAGE_EVAL;
     FM_TRY(fm_config_validate(&c, e));
     FM_TRY(fm_config_check_world(&c, w->size, e));
+    fm_world_set_timeout(w, c.dist.timeout);
     fm_dataset train, test;
     memset(&train, 0, sizeof train);
     memset(&test, 0, sizeof test);
@@ -465,7 +467,7 @@ static int run_eval(const args *a, const fm_world *w, fm_err *e)
     return rc;
 }
 
-static int run(const args *a, const fm_world *w, fm_err *e)
+static int run(const args *a, fm_world *w, fm_err *e)
 {
     switch (a->cmd) {
     case CMD_HELP:

@@ -2,7 +2,11 @@
 #include "fm/world.h"
 
 #include <mpi.h>
+#include <sched.h>
 #include <string.h>
+#include <time.h>
+
+#include "fm/timer.h"
 
 #define MPI_CHUNK ((size_t)1 << 28) /* counts are int: reduce in chunks */
 
@@ -27,9 +31,42 @@ int fm_world_init(fm_world *w, int *argc, char ***argv, fm_err *e)
         w->owns_mpi = 1;
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    w->timeout_s = FM_WORLD_TIMEOUT_DEFAULT;
     MPI_Comm_rank(MPI_COMM_WORLD, &w->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &w->size);
     return FM_OK;
+}
+
+void fm_world_set_timeout(fm_world *w, double seconds)
+{
+    if (seconds > 0)
+        w->timeout_s = seconds;
+}
+
+/* Wait for a non-blocking collective, yielding the core (oversubscribed
+ * ranks must not spin), for at most w->timeout_s. */
+static int wait_req(const fm_world *w, MPI_Request *req, const char *what, fm_err *e)
+{
+    const double t0 = fm_now();
+    for (unsigned long it = 0;; it++) {
+        int flag = 0;
+        int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return fm_world_fail(e, rc, what);
+        if (flag)
+            return FM_OK;
+        if (it < 256) {
+            sched_yield();
+            continue;
+        }
+        if ((it & 63) == 0 && fm_now() - t0 > w->timeout_s)
+            return fm_fail(e, FM_ERR_INTERNAL,
+                           "rank %d: %s: not every one of the %d ranks arrived within %.0f s (dist.timeout): a rank "
+                           "is stopped, dead or far behind",
+                           w->rank, what, w->size, w->timeout_s);
+        const struct timespec ts = { 0, it < 4096 ? 5000 : 50000 }; /* 5 us, then 50 us */
+        nanosleep(&ts, NULL);
+    }
 }
 
 void fm_world_finalize(fm_world *w)
@@ -47,9 +84,11 @@ int fm_world_allreduce_sum(const fm_world *w, float *x, size_t n, fm_err *e)
         return FM_OK;
     for (size_t off = 0; off < n; off += MPI_CHUNK) {
         size_t c = n - off < MPI_CHUNK ? n - off : MPI_CHUNK;
-        int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, (int)c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        MPI_Request req;
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, x + off, (int)c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
         if (rc != MPI_SUCCESS)
-            return fm_world_fail(e, rc, "MPI_Allreduce");
+            return fm_world_fail(e, rc, "MPI_Iallreduce");
+        FM_TRY(wait_req(w, &req, "MPI_Iallreduce", e));
     }
     return FM_OK;
 }
@@ -71,9 +110,11 @@ int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e)
         return FM_OK;
     for (size_t off = 0; off < n; off += MPI_CHUNK) {
         size_t c = n - off < MPI_CHUNK ? n - off : MPI_CHUNK;
-        int rc = MPI_Bcast(x + off, (int)c, MPI_FLOAT, 0, MPI_COMM_WORLD);
+        MPI_Request req;
+        int rc = MPI_Ibcast(x + off, (int)c, MPI_FLOAT, 0, MPI_COMM_WORLD, &req);
         if (rc != MPI_SUCCESS)
-            return fm_world_fail(e, rc, "parameter broadcast");
+            return fm_world_fail(e, rc, "broadcast from rank 0");
+        FM_TRY(wait_req(w, &req, "broadcast from rank 0", e));
     }
     return FM_OK;
 }
@@ -82,8 +123,9 @@ int fm_world_sum(const fm_world *w, double *v, fm_err *e)
 {
     if (w->size == 1)
         return FM_OK;
-    int rc = MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? FM_OK : fm_world_fail(e, rc, "MPI_Allreduce(sum)");
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &req);
+    return rc == MPI_SUCCESS ? wait_req(w, &req, "sum over the ranks", e) : fm_world_fail(e, rc, "MPI_Iallreduce(sum)");
 }
 
 int fm_world_allgather(const fm_world *w, const double *mine, int n, double *all, fm_err *e)
@@ -92,24 +134,29 @@ int fm_world_allgather(const fm_world *w, const double *mine, int n, double *all
         memmove(all, mine, (size_t)n * sizeof(double));
         return FM_OK;
     }
-    int rc = MPI_Allgather(mine, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? FM_OK : fm_world_fail(e, rc, "MPI_Allgather");
+    MPI_Request req;
+    int rc = MPI_Iallgather(mine, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD, &req);
+    return rc == MPI_SUCCESS ? wait_req(w, &req, "allgather of per-rank values", e)
+                             : fm_world_fail(e, rc, "MPI_Iallgather");
 }
 
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e)
 {
     if (w->size == 1)
         return FM_OK;
-    int rc = MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? FM_OK : fm_world_fail(e, rc, "MPI_Allreduce(max)");
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, v, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &req);
+    return rc == MPI_SUCCESS ? wait_req(w, &req, "agreement of the ranks (max)", e)
+                             : fm_world_fail(e, rc, "MPI_Iallreduce(max)");
 }
 
 int fm_world_barrier(const fm_world *w, fm_err *e)
 {
     if (w->size == 1)
         return FM_OK;
-    int rc = MPI_Barrier(MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? FM_OK : fm_world_fail(e, rc, "MPI_Barrier");
+    MPI_Request req;
+    int rc = MPI_Ibarrier(MPI_COMM_WORLD, &req);
+    return rc == MPI_SUCCESS ? wait_req(w, &req, "barrier", e) : fm_world_fail(e, rc, "MPI_Ibarrier");
 }
 
 void fm_world_abort(const fm_world *w, int code)

@@ -19,7 +19,7 @@
 static const int64_t SIZES[] = { 10, 300, 5000, 17, 64, 100000, 64, 1, 2048, 333, 16, 7 };
 enum { NT = (int)(sizeof SIZES / sizeof SIZES[0]), HUGE_T = 5 };
 
-static fm_world g_world = { 0, 1, 0 }; /* set once in main */
+static fm_world g_world = { 0, 1, 0, 600 };
 
 static int make_params(fm_params *p, fm_err *e)
 {
@@ -256,7 +256,7 @@ static int test_one_rank_runtime(void)
     fm_err e = { 0 };
     fm_params p;
     CHECK_OK(make_params(&p, &e), &e);
-    fm_world w1 = { 0, 1, 0 };
+    fm_world w1 = { 0, 1, 0, 600 };
     fm_gradsync gs;
     CHECK_OK(fm_gradsync_init(&gs, &w1, &p, 4096, 60, &e), &e);
     poison_ctx pc = { 0, 0 };
