@@ -35,12 +35,6 @@ typedef struct fm_generator {
     float *images;         /* [B, 32, 32, 1] in [-1, 1] (clamped) */
 } fm_generator;
 
-/* Parameter tables sized for one model (shared with the stages). */
-int fm_params_for_flow(fm_params *p, const fm_config *c, fm_err *e);
-int fm_params_for_vae(fm_params *p, fm_err *e);
-/* The VAE architecture of the config. */
-void fm_vae_cfg_from(const fm_config *c, fm_vae_cfg *v);
-
 int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_sampler_kind kind, int steps,
                       fm_err *e);
 void fm_generator_free(fm_generator *g);

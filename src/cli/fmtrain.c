@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "fm/build.h"
 #include "fm/ckpt.h"
 #include "fm/config.h"
 #include "fm/dataset.h"
@@ -286,7 +287,7 @@ static int parse_args(int argc, char **argv, args *a, fm_err *e)
 static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dataset *test, int world, FILE *f)
 {
     int side, ch;
-    fm_config_flow_shape(c, &side, &ch);
+    fm_build_flow_shape(c, &side, &ch);
     fprintf(f, "# would run:");
     for (int i = 0; i < c->run.stages.n; i++) {
         fprintf(f, "%s", i ? " ->" : "");
@@ -337,7 +338,7 @@ static int run_train(const args *a, const fm_world *w, fm_err *e)
         else
             FM_TRY(fm_config_set(&c, a->ovr[i].text, e));
     }
-    FM_TRY(fm_config_validate(&c, e));
+    FM_TRY(fm_build_validate(&c, e));
     FM_TRY(fm_config_check_world(&c, w->size, e));
     if (c.run.threads > 0)
         omp_set_num_threads(c.run.threads);
@@ -450,7 +451,7 @@ static int run_eval(const args *a, const fm_world *w, fm_err *e)
     FM_TRY(fm_config_set_out(&c, a->run_dir, e));
     c.run.stages.n = 1;
     c.run.stages.v[0] = FM_STAGE_EVAL;
-    FM_TRY(fm_config_validate(&c, e));
+    FM_TRY(fm_build_validate(&c, e));
     FM_TRY(fm_config_check_world(&c, w->size, e));
     fm_dataset train, test;
     memset(&train, 0, sizeof train);

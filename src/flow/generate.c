@@ -4,34 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/build.h"
 #include "fm/ckpt.h"
 
 #define IMG_SIDE 32
-#define MAX_TENSORS 4096
-#define MAX_VAE_NUMEL ((size_t)64 << 20)
-
-int fm_params_for_flow(fm_params *p, const fm_config *c, fm_err *e)
-{
-    int tensors = 0;
-    size_t numel = 0;
-    FM_TRY(fm_flow_model_size(c, &tensors, &numel, NULL, e));
-    return fm_params_init(p, tensors, numel, (uint64_t)c->run.seed, e);
-}
-
-int fm_params_for_vae(fm_params *p, fm_err *e) { return fm_params_init(p, MAX_TENSORS, MAX_VAE_NUMEL, 0, e); }
-
-void fm_vae_cfg_from(const fm_config *c, fm_vae_cfg *v)
-{
-    *v = fm_vae_cfg_default();
-    v->levels = c->vae.channels.n;
-    for (int i = 0; i < v->levels; i++)
-        v->channels[i] = c->vae.channels.v[i];
-    v->res_blocks = c->vae.res_blocks;
-    v->latent_ch = c->vae.latent_channels;
-    v->groups = c->vae.groups;
-    v->recon = c->vae.loss == FM_RECON_L1 ? FM_VAE_LOSS_L1 : FM_VAE_LOSS_L2;
-    v->kl_weight = (float)c->vae.kl_weight;
-}
 
 int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_sampler_kind kind, int steps,
                       fm_err *e)
@@ -40,9 +16,9 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
     g->B = B;
     g->latent = c->flow.latent;
     g->latent_scale = 1.0f;
-    int rc = fm_params_for_flow(&g->flow_p, c, e);
+    int rc = fm_build_flow_params(&g->flow_p, c, e);
     if (rc == FM_OK)
-        rc = fm_flow_model_init(&g->model, c, d, &g->flow_p, 2 * B, e);
+        rc = fm_build_flow_model(&g->model, c, d, &g->flow_p, 2 * B, e);
     if (rc != FM_OK)
         goto fail;
     g->dim = g->model.dim;
@@ -56,8 +32,8 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
         goto fail;
     if (g->latent) {
         fm_vae_cfg vc;
-        fm_vae_cfg_from(c, &vc);
-        if ((rc = fm_params_for_vae(&g->vae_p, e)) != FM_OK ||
+        fm_build_vae_cfg(c, &vc);
+        if ((rc = fm_build_vae_params(&g->vae_p, e)) != FM_OK ||
             (rc = fm_vae_encoder_init(&g->enc, d, &g->vae_p, &vc, 1, 0, e)) != FM_OK ||
             (rc = fm_vae_decoder_init(&g->dec, d, &g->vae_p, &vc, B, 0, e)) != FM_OK)
             goto fail;

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fm/flowmodel.h"
+#include "fm/build.h"
 #include "fm/generate.h"
 #include "fm/loader.h"
 #include "fm/log.h"
@@ -106,8 +106,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     memset(&L, 0, sizeof L);
     memset(&gen, 0, sizeof gen);
     float *buf = NULL;
-    FM_TRY(fm_params_for_flow(&p, c, e));
-    int rc = fm_flow_model_init(&model, c, &P->dnn, &p, local, e);
+    FM_TRY(fm_build_flow_params(&p, c, e));
+    int rc = fm_build_flow_model(&model, c, &P->dnn, &p, local, e);
     if (rc == FM_OK)
         rc = fm_trainer_init(&t, "flow", tc, c, P->config_text, w, &p, &P->metrics, 1, c->flow.ema_decay,
                              c->flow.ema_warmup, e);
