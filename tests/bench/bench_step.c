@@ -4,7 +4,7 @@
  * target, label dropout), forward, MSE loss and its gradient, backward,
  * global-norm clipping, AdamW, EMA. The latents are random (the timing does
  * not depend on their values). The model, batch and optimiser settings come
- * from the config, exactly as src/train/stage_flow.c builds them.
+ * from the config, exactly as src/stages/stage_flow.c builds them.
  *
  *   bench_step CONFIG [--set key=value]... [--name NAME] [--steps N]
  *              [--warmup W] [--profile-steps P]

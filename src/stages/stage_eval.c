@@ -227,7 +227,7 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e)
     if ((rc = fm_generator_init(&g, c, &P->dnn, EB, (fm_sampler_kind)c->sample.sampler, c->sample.steps, e)) != FM_OK)
         goto out;
     int64_t flow_step = 0;
-    if ((rc = fm_generator_from_run(P, &g, &flow_step, e)) != FM_OK)
+    if ((rc = fm_generator_load(&g, c, NULL, &flow_step, e)) != FM_OK)
         goto out;
     fprintf(js, "  \"flow_step\": %lld,\n  \"by_cfg\": [", (long long)flow_step);
     for (int i = 0; i < ngen; i++)
