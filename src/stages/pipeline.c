@@ -1,12 +1,9 @@
 /* pipeline.c - run directory set-up and the stage sequence. */
 #include "fm/pipeline.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "fm/config_guard.h"
 #include "fm/files.h"

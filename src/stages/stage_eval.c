@@ -10,7 +10,6 @@
  *    class and the Fréchet distance to the test features.
  * 4. RUN/eval.json (rank 0, atomic). Skipped when eval.json exists, unless
  *    forced (`fmtrain eval RUN_DIR`). Generation runs on rank 0. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +20,9 @@
 #include "fm/generate.h"
 #include "fm/loader.h"
 #include "fm/log.h"
-#include "fm/signals.h"
 #include "fm/pipeline.h"
 #include "fm/rng.h"
+#include "fm/signals.h"
 #include "fm/timer.h"
 #include "fm/trainer.h"
 
@@ -154,6 +153,191 @@ static int end_of_stage(fm_pipeline *P, int rc, fm_err *e)
     return FM_OK;
 }
 
+/* Rank 0's buffers of the evaluation: EB rows per batch, ngen generated
+ * images per guidance scale, nf features per image. */
+typedef struct eval_bufs {
+    float *xb;                       /* [EB, XD] one classifier batch */
+    float *imgs;                     /* [ngen, XD] the generated images of one guidance scale */
+    int32_t *ygen;                   /* [ngen] their classes */
+    int32_t *ybatch;                 /* [EB] the classes of one generated batch */
+    float *f_test, *f_train, *f_gen; /* [n, nf] features of the test, training and generated images */
+    double *mu_t, *c_t;              /* [nf], [nf, nf]: statistics of the test features */
+    double *mu_x, *c_x;              /* the same of the features compared with them */
+} eval_bufs;
+
+static void eval_bufs_free(eval_bufs *b)
+{
+    free(b->xb);
+    free(b->imgs);
+    free(b->ygen);
+    free(b->ybatch);
+    free(b->f_test);
+    free(b->f_train);
+    free(b->f_gen);
+    free(b->mu_t);
+    free(b->c_t);
+    free(b->mu_x);
+    free(b->c_x);
+    memset(b, 0, sizeof *b);
+}
+
+static int eval_bufs_init(eval_bufs *b, int EB, int ngen, int ntest, int nreal, int nf, fm_err *e)
+{
+    b->xb = malloc((size_t)EB * XD * sizeof(float));
+    b->imgs = malloc((size_t)ngen * XD * sizeof(float));
+    b->ygen = malloc((size_t)ngen * sizeof(int32_t));
+    b->ybatch = malloc((size_t)EB * sizeof(int32_t));
+    b->f_test = malloc((size_t)ntest * nf * sizeof(float));
+    b->f_train = malloc((size_t)nreal * nf * sizeof(float));
+    b->f_gen = malloc((size_t)ngen * nf * sizeof(float));
+    b->mu_t = malloc((size_t)nf * sizeof(double));
+    b->mu_x = malloc((size_t)nf * sizeof(double));
+    b->c_t = malloc((size_t)nf * nf * sizeof(double));
+    b->c_x = malloc((size_t)nf * nf * sizeof(double));
+    if (b->xb && b->imgs && b->ygen && b->ybatch && b->f_test && b->f_train && b->f_gen && b->mu_t && b->mu_x &&
+        b->c_t && b->c_x)
+        return FM_OK;
+    eval_bufs_free(b);
+    return fm_fail(e, FM_ERR_INTERNAL, "out of memory for evaluation");
+}
+
+/* An inference classifier for batches of EB with the trained weights. */
+static int inference_classifier(fm_pipeline *P, const fm_params *trained, int EB, fm_params *ip, fm_classifier *m,
+                                 fm_err *e)
+{
+    fm_classifier_cfg cc = fm_classifier_cfg_default();
+    FM_TRY(fm_params_init(ip, 64, (size_t)4 << 20, 0, e));
+    FM_TRY(fm_classifier_init(m, &P->dnn, ip, &cc, EB, 0, e));
+    memcpy(ip->data, trained->data, trained->numel * sizeof(float));
+    return FM_OK;
+}
+
+/* The classifier's accuracy on the test set, the statistics of its test
+ * features (b->mu_t, b->c_t), and the Fréchet distance between those and the
+ * features of nreal training images: the floor a perfect generator reaches. */
+static int real_stats(fm_pipeline *P, fm_classifier *m, eval_bufs *b, int nreal, double *test_acc, double *fd_floor,
+                      fm_err *e)
+{
+    const fm_dataset *test = P->test;
+    const int nf = m->nfeat;
+    int correct = 0, dummy = 0;
+    double t0 = fm_now();
+    FM_TRY(classify(m, test->images, test->labels, test->n, b->f_test, &correct, b->xb, e));
+    FM_TRY(classify(m, P->train->images, NULL, nreal, b->f_train, &dummy, b->xb, e));
+    *test_acc = (double)correct / test->n;
+    *fd_floor = 0;
+    FM_TRY(fm_feature_stats(b->f_test, test->n, nf, b->mu_t, b->c_t, e));
+    FM_TRY(fm_feature_stats(b->f_train, nreal, nf, b->mu_x, b->c_x, e));
+    FM_TRY(fm_frechet(b->mu_x, b->c_x, b->mu_t, b->c_t, nf, fd_floor, e));
+    fm_info("eval: classifier test accuracy %.2f%%, Fréchet floor (%d train vs %d test images) %.3f (%.1fs)",
+            100 * *test_acc, nreal, test->n, *fd_floor, fm_now() - t0);
+    return FM_OK;
+}
+
+/* Generate b->ygen's ngen images at guidance w in batches of g->B (a
+ * preemption stops between batches), then their class accuracy and Fréchet
+ * distance to the test features. */
+static int score_scale(const fm_config *c, fm_classifier *m, fm_generator *g, eval_bufs *b, int ngen, float w,
+                       double fd_floor, double *acc, double *fd, fm_err *e)
+{
+    const int EB = g->B;
+    double tg = fm_now();
+    for (int first = 0; first < ngen; first += EB) {
+        int rows = ngen - first < EB ? ngen - first : EB;
+        for (int r = 0; r < EB; r++)
+            b->ybatch[r] = b->ygen[(first + r) % ngen];
+        FM_TRY(fm_generate(g, b->ybatch, w, (uint64_t)c->run.seed + 1000003u, (uint64_t)first, e));
+        memcpy(b->imgs + (size_t)first * XD, g->images, (size_t)rows * XD * sizeof(float));
+        /* preemption: rank 0 alone generates (the other ranks wait at the
+         * end of the stage, where they learn its status) */
+        int stop = fm_stop_requested();
+        if (stop)
+            return fm_fail(e, FM_PREEMPTED,
+                           "eval: stopped by signal %d while generating (w = %g, %d of %d samples); the "
+                           "classifier is saved: run the same command again (or let Slurm requeue the job) "
+                           "to redo the generation",
+                           stop, w, first + rows, ngen);
+    }
+    int correct = 0;
+    *fd = 0;
+    FM_TRY(classify(m, b->imgs, b->ygen, ngen, b->f_gen, &correct, b->xb, e));
+    FM_TRY(fm_feature_stats(b->f_gen, ngen, m->nfeat, b->mu_x, b->c_x, e));
+    FM_TRY(fm_frechet(b->mu_x, b->c_x, b->mu_t, b->c_t, m->nfeat, fd, e));
+    *acc = (double)correct / ngen;
+    fm_info("eval: w = %g: class accuracy %.2f%%, Fréchet distance %.3f (floor %.3f), %d samples in %.1fs", w,
+            100 * *acc, *fd, fd_floor, ngen, fm_now() - tg);
+    return FM_OK;
+}
+
+/* Rank 0: score the real images and every guidance scale with the trained
+ * classifier weights and write eval.json (the JSON text grows in js). */
+static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_bufs *b, FILE *js, fm_err *e)
+{
+    const fm_config *c = P->cfg;
+    const int per = c->eval.samples_per_class, ngen = per * FM_NUM_CLASSES;
+    const int nreal = P->test->n < P->train->n ? P->test->n : P->train->n;
+    double test_acc, fd_floor;
+    FM_TRY(real_stats(P, m, b, nreal, &test_acc, &fd_floor, e));
+    fprintf(js, "{\n  \"classifier_test_accuracy\": %.6f,\n  \"fd_floor\": %.6f,\n", test_acc, fd_floor);
+    fprintf(js, "  \"sampler\": \"%s\",\n  \"sampler_steps\": %d,\n  \"samples_per_class\": %d,\n",
+            fm_sampler_names[c->sample.sampler], c->sample.steps, per);
+    FM_TRY(fm_generator_init(g, c, &P->dnn, c->eval.batch_size, (fm_sampler_kind)c->sample.sampler, c->sample.steps,
+                             e));
+    int64_t flow_step = 0;
+    FM_TRY(fm_generator_load(g, c, NULL, &flow_step, e));
+    fprintf(js, "  \"flow_step\": %lld,\n  \"by_cfg\": [", (long long)flow_step);
+    for (int i = 0; i < ngen; i++)
+        b->ygen[i] = i % FM_NUM_CLASSES;
+    for (int k = 0; k < c->sample.cfg.n; k++) {
+        float w = (float)c->sample.cfg.v[k];
+        double acc = 0, fd = 0;
+        FM_TRY(score_scale(c, m, g, b, ngen, w, fd_floor, &acc, &fd, e));
+        fprintf(js, "%s\n    {\"cfg\": %g, \"accuracy\": %.6f, \"fd\": %.6f}", k ? "," : "", w, acc, fd);
+    }
+    fprintf(js, "\n  ]\n}\n");
+    return FM_OK;
+}
+
+/* Rank 0, after training: everything the classifier p scores, into out_path. */
+static int eval_rank0(fm_pipeline *P, const fm_params *p, const char *out_path, fm_err *e)
+{
+    const fm_config *c = P->cfg;
+    const int ngen = c->eval.samples_per_class * FM_NUM_CLASSES;
+    const int nreal = P->test->n < P->train->n ? P->test->n : P->train->n;
+    fm_params ip;
+    fm_classifier m;
+    fm_generator g;
+    eval_bufs b;
+    memset(&ip, 0, sizeof ip);
+    memset(&m, 0, sizeof m);
+    memset(&g, 0, sizeof g);
+    memset(&b, 0, sizeof b);
+    char *json = NULL;
+    size_t json_len = 0;
+    FILE *js = NULL;
+    int rc = inference_classifier(P, p, c->eval.batch_size, &ip, &m, e);
+    if (rc == FM_OK)
+        rc = eval_bufs_init(&b, c->eval.batch_size, ngen, P->test->n, nreal, m.nfeat, e);
+    if (rc == FM_OK && !(js = open_memstream(&json, &json_len)))
+        rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory");
+    if (rc == FM_OK)
+        rc = score_all(P, &m, &g, &b, js, e);
+    if (js)
+        fclose(js);
+    if (rc == FM_OK)
+        rc = fm_write_text_atomic(out_path, json, e);
+    if (rc == FM_OK)
+        fm_info("eval: wrote %s", out_path);
+    free(json);
+    if (g.B)
+        fm_generator_free(&g);
+    if (m.n)
+        fm_classifier_free(&m);
+    fm_params_free(&ip);
+    eval_bufs_free(&b);
+    return rc;
+}
+
 int fm_stage_eval(fm_pipeline *P, fm_err *e)
 {
     const fm_config *c = P->cfg;
@@ -166,132 +350,8 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e)
     fm_params p;
     FM_TRY(fm_params_init(&p, 64, (size_t)4 << 20, (uint64_t)c->run.seed, e));
     int rc = train_classifier(P, &p, e);
-    if (rc != FM_OK || P->world->rank != 0) {
-        fm_params_free(&p);
-        return end_of_stage(P, rc, e);
-    }
-    /* rank 0: an inference classifier with the trained weights */
-    int EB = c->eval.batch_size, per = c->eval.samples_per_class, ngen = per * FM_NUM_CLASSES;
-    int nreal = P->test->n < P->train->n ? P->test->n : P->train->n;
-    fm_params ip;
-    fm_classifier m;
-    fm_generator g;
-    memset(&m, 0, sizeof m);
-    memset(&g, 0, sizeof g);
-    fm_classifier_cfg cc = fm_classifier_cfg_default();
-    float *xb = malloc((size_t)EB * XD * sizeof(float)), *imgs = malloc((size_t)ngen * XD * sizeof(float));
-    float *f_test = NULL, *f_train = NULL, *f_gen = NULL;
-    int32_t *ygen = malloc((size_t)ngen * sizeof(int32_t)), *ybatch = malloc((size_t)EB * sizeof(int32_t));
-    char *json = NULL;
-    size_t json_len = 0;
-    FILE *js = NULL;
-    double *mu_t = NULL, *c_t = NULL, *mu_x = NULL, *c_x = NULL;
-    rc = fm_params_init(&ip, 64, (size_t)4 << 20, 0, e);
-    if (rc == FM_OK)
-        rc = fm_classifier_init(&m, &P->dnn, &ip, &cc, EB, 0, e);
-    if (rc != FM_OK)
-        goto out;
-    memcpy(ip.data, p.data, p.numel * sizeof(float));
-    int nf = m.nfeat;
-    f_test = malloc((size_t)P->test->n * nf * sizeof(float));
-    f_train = malloc((size_t)nreal * nf * sizeof(float));
-    f_gen = malloc((size_t)ngen * nf * sizeof(float));
-    mu_t = malloc((size_t)nf * sizeof(double));
-    mu_x = malloc((size_t)nf * sizeof(double));
-    c_t = malloc((size_t)nf * nf * sizeof(double));
-    c_x = malloc((size_t)nf * nf * sizeof(double));
-    if (!xb || !imgs || !ygen || !ybatch || !f_test || !f_train || !f_gen || !mu_t || !mu_x || !c_t || !c_x) {
-        rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for evaluation");
-        goto out;
-    }
-    int correct = 0, dummy = 0;
-    double t0 = fm_now();
-    if ((rc = classify(&m, P->test->images, P->test->labels, P->test->n, f_test, &correct, xb, e)) != FM_OK ||
-        (rc = classify(&m, P->train->images, NULL, nreal, f_train, &dummy, xb, e)) != FM_OK)
-        goto out;
-    double test_acc = (double)correct / P->test->n, fd_floor = 0;
-    if ((rc = fm_feature_stats(f_test, P->test->n, nf, mu_t, c_t, e)) != FM_OK ||
-        (rc = fm_feature_stats(f_train, nreal, nf, mu_x, c_x, e)) != FM_OK ||
-        (rc = fm_frechet(mu_x, c_x, mu_t, c_t, nf, &fd_floor, e)) != FM_OK)
-        goto out;
-    fm_info("eval: classifier test accuracy %.2f%%, Fréchet floor (%d train vs %d test images) %.3f (%.1fs)",
-            100 * test_acc, nreal, P->test->n, fd_floor, fm_now() - t0);
-    js = open_memstream(&json, &json_len);
-    if (!js) {
-        rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory");
-        goto out;
-    }
-    fprintf(js, "{\n  \"classifier_test_accuracy\": %.6f,\n  \"fd_floor\": %.6f,\n", test_acc, fd_floor);
-    fprintf(js, "  \"sampler\": \"%s\",\n  \"sampler_steps\": %d,\n  \"samples_per_class\": %d,\n",
-            fm_sampler_names[c->sample.sampler], c->sample.steps, per);
-    if ((rc = fm_generator_init(&g, c, &P->dnn, EB, (fm_sampler_kind)c->sample.sampler, c->sample.steps, e)) != FM_OK)
-        goto out;
-    int64_t flow_step = 0;
-    if ((rc = fm_generator_load(&g, c, NULL, &flow_step, e)) != FM_OK)
-        goto out;
-    fprintf(js, "  \"flow_step\": %lld,\n  \"by_cfg\": [", (long long)flow_step);
-    for (int i = 0; i < ngen; i++)
-        ygen[i] = i % FM_NUM_CLASSES;
-    for (int k = 0; k < c->sample.cfg.n; k++) {
-        float w = (float)c->sample.cfg.v[k];
-        double tg = fm_now();
-        for (int first = 0; first < ngen && rc == FM_OK; first += EB) {
-            int rows = ngen - first < EB ? ngen - first : EB;
-            for (int r = 0; r < EB; r++)
-                ybatch[r] = ygen[(first + r) % ngen];
-            rc = fm_generate(&g, ybatch, w, (uint64_t)c->run.seed + 1000003u, (uint64_t)first, e);
-            if (rc == FM_OK)
-                memcpy(imgs + (size_t)first * XD, g.images, (size_t)rows * XD * sizeof(float));
-            /* preemption: rank 0 alone generates (the other ranks wait at the
-             * end of the stage, where they learn its status) */
-            int stop = fm_stop_requested();
-            if (rc == FM_OK && stop)
-                rc = fm_fail(e, FM_PREEMPTED,
-                             "eval: stopped by signal %d while generating (w = %g, %d of %d samples); the "
-                             "classifier is saved: run the same command again (or let Slurm requeue the job) "
-                             "to redo the generation",
-                             stop, w, first + rows, ngen);
-        }
-        double fd = 0;
-        if (rc == FM_OK)
-            rc = classify(&m, imgs, ygen, ngen, f_gen, &correct, xb, e);
-        if (rc == FM_OK)
-            rc = fm_feature_stats(f_gen, ngen, nf, mu_x, c_x, e);
-        if (rc == FM_OK)
-            rc = fm_frechet(mu_x, c_x, mu_t, c_t, nf, &fd, e);
-        if (rc != FM_OK)
-            goto out;
-        double acc = (double)correct / ngen;
-        fm_info("eval: w = %g: class accuracy %.2f%%, Fréchet distance %.3f (floor %.3f), %d samples in %.1fs", w,
-                100 * acc, fd, fd_floor, ngen, fm_now() - tg);
-        fprintf(js, "%s\n    {\"cfg\": %g, \"accuracy\": %.6f, \"fd\": %.6f}", k ? "," : "", w, acc, fd);
-    }
-    fprintf(js, "\n  ]\n}\n");
-    fclose(js);
-    js = NULL;
-    rc = fm_write_text_atomic(out_path, json, e);
-    if (rc == FM_OK)
-        fm_info("eval: wrote %s", out_path);
-out:
-    if (js)
-        fclose(js);
-    free(json);
-    if (g.B)
-        fm_generator_free(&g);
-    if (m.n)
-        fm_classifier_free(&m);
-    fm_params_free(&ip);
+    if (rc == FM_OK && P->world->rank == 0)
+        rc = eval_rank0(P, &p, out_path, e);
     fm_params_free(&p);
-    free(xb);
-    free(imgs);
-    free(ygen);
-    free(ybatch);
-    free(f_test);
-    free(f_train);
-    free(f_gen);
-    free(mu_t);
-    free(mu_x);
-    free(c_t);
-    free(c_x);
     return end_of_stage(P, rc, e);
 }
