@@ -51,9 +51,9 @@ typedef struct fm_flist {
 /* Enumerations. Their values are the index of the name in the matching
  * fm_*_names array (the YAML spelling). Path, time distribution and sampler
  * use the values of fm_path_kind / fm_time_kind (path.h) and
- * fm_sampler_kind (sampler.h), the model kind those of fm_flow_arch
- * (flowmodel.h), the reconstruction loss fm_vae_recon (vae.h); build.c asserts
- * that they agree. */
+ * fm_sampler_kind (sampler.h; stages/generate.c asserts that they agree), the
+ * model kind those of fm_flow_arch (flowmodel.h) and the reconstruction loss
+ * those of fm_vae_recon (vae.h; models/build.c asserts those). */
 typedef enum fm_stage {
     FM_STAGE_VAE,
     FM_STAGE_ENCODE,

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fm/config.h"
+#include "fm/dataset.h"
 
 const char *const fm_stage_names[] = { "vae", "encode", "flow", "sample", "eval", NULL };
 const char *const fm_precision_names[] = { "fp32", "bf16", NULL };
@@ -16,6 +17,8 @@ const char *const fm_model_names[] = { "unet", "dit", NULL };
 const char *const fm_path_names[] = { "linear", "cosine", NULL };
 const char *const fm_tdist_names[] = { "uniform", "logit_normal", NULL };
 const char *const fm_sampler_names[] = { "euler", "heun", "sde", NULL };
+
+_Static_assert(FM_CFG_IMAGE_SIDE == FM_MNIST_PADDED, "image side");
 
 #define OFF(field) offsetof(fm_config, field)
 #define BIG 1e9   /* "no real upper limit" for counts of steps */

@@ -3,20 +3,13 @@
 
 #include <string.h>
 
-#include "fm/dataset.h"
-#include "fm/path.h"
-#include "fm/sampler.h"
-
 #define VAE_MAX_TENSORS 4096
 #define VAE_MAX_NUMEL ((size_t)64 << 20)
 
-/* The config's enumerations are the models' and the flow's values. */
+/* The config's enumerations and limits are the models' (those of the flow:
+ * stages/generate.c). */
 _Static_assert(FM_MODEL_UNET == (int)FM_FLOW_UNET && FM_MODEL_DIT == (int)FM_FLOW_DIT, "fm_model_names order");
-_Static_assert(FM_PATH_LINEAR == 0 && FM_PATH_COSINE == 1, "fm_path_names order");
-_Static_assert(FM_TIME_UNIFORM == 0 && FM_TIME_LOGIT_NORMAL == 1, "fm_tdist_names order");
-_Static_assert(FM_SAMPLER_EULER == 0 && FM_SAMPLER_HEUN == 1 && FM_SAMPLER_SDE == 2, "fm_sampler_names order");
 _Static_assert(FM_VAE_LOSS_L2 == (int)FM_RECON_L2 && FM_VAE_LOSS_L1 == (int)FM_RECON_L1, "fm_recon_names order");
-_Static_assert(FM_CFG_IMAGE_SIDE == FM_MNIST_PADDED, "image side");
 _Static_assert(FM_CFG_VAE_MAX_RES == FM_VAE_MAX_RES, "vae.res_blocks range");
 
 /* Copy at most cap elements of a list (the checks report a longer one). */
