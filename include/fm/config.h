@@ -14,9 +14,11 @@
  *     fm_config c;
  *     fm_config_load(&c, "configs/tiny.yaml", e);     defaults + file
  *     fm_config_set(&c, "flow.steps=40", e);          each --set, in order
- *     fm_config_validate(&c, e);                      cross-key checks
+ *     fm_build_validate(&c, e);                       cross-key checks, then the
+ *                                                     models' own (build.h)
  *     fm_config_check_world(&c, world_size, e);       batch sizes vs ranks
- * Nothing is created or written by any of these. */
+ * Nothing is created or written by any of these. This layer knows no model:
+ * build.h turns a configuration into models. */
 #ifndef FM_CONFIG_H
 #define FM_CONFIG_H
 
@@ -31,8 +33,10 @@
 #define FM_CFG_MAX_KEYS 128  /* capacity of the per-key origin table */
 
 /* Images are padded from 28x28 to 32x32 (dataset.h); the flow input side is
- * 32 in pixel space, 32 >> (len(vae.channels) - 1) in latent space (vae.h). */
+ * 32 in pixel space, the VAE's latent side in latent space (build.h). */
 #define FM_CFG_IMAGE_SIDE 32
+/* Upper end of vae.res_blocks: FM_VAE_MAX_RES (vae.h; build.c asserts it). */
+#define FM_CFG_VAE_MAX_RES 4
 
 typedef struct fm_ilist {
     int n;
@@ -47,7 +51,9 @@ typedef struct fm_flist {
 /* Enumerations. Their values are the index of the name in the matching
  * fm_*_names array (the YAML spelling). Path, time distribution and sampler
  * use the values of fm_path_kind / fm_time_kind (path.h) and
- * fm_sampler_kind (sampler.h); config_schema.c asserts that they agree. */
+ * fm_sampler_kind (sampler.h; stages/generate.c asserts that they agree), the
+ * model kind those of fm_flow_arch (flowmodel.h) and the reconstruction loss
+ * those of fm_vae_recon (vae.h; models/build.c asserts those). */
 typedef enum fm_stage {
     FM_STAGE_VAE,
     FM_STAGE_ENCODE,
@@ -229,9 +235,11 @@ int fm_config_set(fm_config *c, const char *assignment, fm_err *e);
 /* --out DIR: run.out = dir verbatim. */
 int fm_config_set_out(fm_config *c, const char *dir, fm_err *e);
 
-/* Cross-key checks (stage order, widths divisible by groups and heads,
- * resolutions, warm-up <= steps, ...). Errors name the keys and carry the
- * position of the first one. */
+/* Cross-key checks of the configuration itself (stage order, stages a pixel
+ * flow does not use, warm-up <= steps). Errors name the keys and carry the
+ * position of the first one. The architectures (widths divisible by groups
+ * and heads, resolutions, ...) are the models' to check: fm_build_validate
+ * (build.h) runs this and then those. */
 int fm_config_validate(const fm_config *c, fm_err *e);
 
 /* Every global batch size of the configured stages must split evenly over
@@ -267,7 +275,4 @@ bool fm_config_has_stage(const fm_config *c, fm_stage s);
  * "--set flow.lr=0.001", "--out DIR", or (a default) the file name, or
  * "defaults" without a file. */
 void fm_config_where(const fm_config *c, const char *key, char *buf, size_t n);
-/* Side and channels of the flow model's input: latents or pixels. */
-void fm_config_flow_shape(const fm_config *c, int *side, int *channels);
-
 #endif

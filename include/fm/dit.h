@@ -140,9 +140,11 @@ typedef struct fm_dit {
     double flops;
 } fm_dit;
 
-/* Check cfg: sizes > 0, size divisible by patch, width divisible by 4 and by
- * heads, mlp_ratio * width >= 1, t_freq even (>= 0). FM_ERR_USAGE naming the
- * offending field. */
+/* Check cfg: sizes > 0, width divisible by heads, size by patch, mlp_ratio *
+ * width a whole number >= 1, width divisible by 4, t_freq even (>= 0).
+ * FM_ERR_USAGE whose message starts with the config key of the field at fault
+ * ("dit.heads: 3 does not divide dit.width = 256"; build.c adds where the key
+ * was set). */
 int fm_dit_cfg_check(const fm_dit_cfg *cfg, fm_err *e);
 
 /* How large an fm_params must be for this cfg: *tensors entries, *padded

@@ -1,19 +1,28 @@
 /* flowmodel.h - the velocity model u_theta(x, t, y) of the flow stage, whichever
- * architecture the config names (flow.model: unet | dit), built from the config.
- * Both architectures take x [B, side, side, ch] NHWC, t [B], y [B] (the null
- * label is num_classes) and give u of x's shape. */
+ * architecture its cfg names (U-Net or DiT; build.h makes the cfg from the run
+ * configuration's flow.model, unet.* and dit.*). Both architectures take
+ * x [B, side, side, ch] NHWC, t [B], y [B] (the null label is num_classes) and
+ * give u of x's shape. */
 #ifndef FM_FLOWMODEL_H
 #define FM_FLOWMODEL_H
 
-#include "fm/config.h"
 #include "fm/dit.h"
 #include "fm/profile.h"
 #include "fm/unet.h"
 
 #define FM_NUM_CLASSES 10
 
+typedef enum fm_flow_arch { FM_FLOW_UNET, FM_FLOW_DIT } fm_flow_arch;
+
+/* The architecture and its configuration. */
+typedef struct fm_flow_model_cfg {
+    int kind;         /* fm_flow_arch */
+    fm_unet_cfg unet; /* used when kind is FM_FLOW_UNET */
+    fm_dit_cfg dit;   /* used when kind is FM_FLOW_DIT */
+} fm_flow_model_cfg;
+
 typedef struct fm_flow_model {
-    int kind; /* fm_model_kind */
+    int kind; /* fm_flow_arch */
     int side, ch, batch;
     long dim; /* side * side * ch: values per sample */
     union {
@@ -22,12 +31,13 @@ typedef struct fm_flow_model {
     } m;
 } fm_flow_model;
 
-/* Parameter tensors and floats (padded) the model of this config registers,
+/* Parameter tensors and floats (padded) the model of this cfg registers,
  * for sizing an fm_params. */
-int fm_flow_model_size(const fm_config *c, int *tensors, size_t *numel, size_t *count, fm_err *e);
+int fm_flow_model_size(const fm_flow_model_cfg *c, int *tensors, size_t *numel, size_t *count, fm_err *e);
 
 /* Register the parameters in p and build for batches of `batch`. */
-int fm_flow_model_init(fm_flow_model *f, const fm_config *c, fm_dnn *d, fm_params *p, int batch, fm_err *e);
+int fm_flow_model_init(fm_flow_model *f, const fm_flow_model_cfg *c, fm_dnn *d, fm_params *p, int batch,
+                       fm_err *e);
 int fm_flow_model_forward(fm_flow_model *f, const float *x, const float *t, const int32_t *y, float *out, fm_err *e);
 /* Overwrites every parameter gradient from dout = dL/du. */
 int fm_flow_model_backward(fm_flow_model *f, const float *dout, fm_err *e);

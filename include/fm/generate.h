@@ -1,6 +1,7 @@
 /* generate.h - images from a trained flow: sample latents (or pixels) with
- * CFG, then decode them with the VAE decoder. Used by the flow stage's
- * periodic grids, the sample and eval stages, and `fmtrain sample`.
+ * CFG, then decode them with the VAE decoder; the weights from a run's
+ * checkpoints; grids of them as PNG files. The one generator of the flow
+ * stage's periodic grids, the sample and eval stages, and `fmtrain sample`.
  *
  * The generator owns a copy of the flow model built for 2B rows (the
  * conditional and null branches of CFG run as one batch), the sampler, and,
@@ -35,12 +36,6 @@ typedef struct fm_generator {
     float *images;         /* [B, 32, 32, 1] in [-1, 1] (clamped) */
 } fm_generator;
 
-/* Parameter tables sized for one model (shared with the stages). */
-int fm_params_for_flow(fm_params *p, const fm_config *c, fm_err *e);
-int fm_params_for_vae(fm_params *p, fm_err *e);
-/* The VAE architecture of the config. */
-void fm_vae_cfg_from(const fm_config *c, fm_vae_cfg *v);
-
 int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_sampler_kind kind, int steps,
                       fm_err *e);
 void fm_generator_free(fm_generator *g);
@@ -50,9 +45,25 @@ void fm_generator_set_flow_weights(fm_generator *g, const float *w, size_t numel
 /* Load the VAE decoder from the newest valid `vae` checkpoint of run_dir and
  * set the latent scale (no-op for pixel flows). */
 int fm_generator_load_vae(fm_generator *g, const char *run_dir, float latent_scale, fm_err *e);
+/* Everything from a run's checkpoints: the flow weights ("ema." ones if
+ * sample.ema) and latent scale of the flow checkpoint file ckpt, or of the
+ * newest valid flow checkpoint of run.out when ckpt is NULL (FM_ERR_DATA if
+ * there is none), then the VAE (fm_generator_load_vae from run.out). *step
+ * (if not NULL) <- the flow checkpoint's step. */
+int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int64_t *step, fm_err *e);
 
 /* g->images <- B images of classes y [B] at guidance w; sample i is sample
  * number first + i of the run (keys its noise). */
 int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint64_t first, fm_err *e);
+
+/* One call of fm_generate (samples 0 .. B-1 of seed) written to path as a
+ * PNG grid of rows x cols = B images: every row of class cls, or (cls < 0)
+ * row r of class r mod FM_NUM_CLASSES. */
+int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
+                      fm_err *e);
+/* One grid per guidance scale of sample.cfg, seed run.seed, rows = classes
+ * and sample.per_class columns (g->B = FM_NUM_CLASSES * per_class):
+ * RUN/samples/<tag>-<step>-w<w>.png; logs each file. */
+int fm_generator_write_grids(fm_generator *g, const fm_config *c, const char *tag, int64_t step, fm_err *e);
 
 #endif

@@ -16,6 +16,7 @@
 #include "fm/config.h"
 #include "fm/dataset.h"
 #include "fm/dnn.h"
+#include "fm/files.h"
 #include "fm/metrics.h"
 #include "fm/status.h"
 #include "fm/world.h"
@@ -45,18 +46,5 @@ int fm_stage_eval(fm_pipeline *P, fm_err *e);
 #define FM_LATENTS_FILE "latents.safetensors"
 /* path <- run_dir/name */
 void fm_run_path(const fm_pipeline *P, char *path, size_t n, const char *name);
-/* Write text to path atomically (temporary file, fsync, rename); FM_ERR_IO. */
-int fm_write_text_atomic(const char *path, const char *text, fm_err *e);
-/* mkdir -p (FM_ERR_IO naming the directory). */
-int fm_mkdir_p(const char *dir, fm_err *e);
-/* One grid per guidance scale of sample.cfg from the generator's weights:
- * RUN/samples/<tag>-<step>-w<w>.png, rows = classes, sample.per_class columns. */
-struct fm_generator;
-int fm_flow_write_grids(fm_pipeline *P, struct fm_generator *g, const char *tag, int64_t step, fm_err *e);
-/* Load the newest valid flow checkpoint's weights ("ema." if sample.ema)
- * and latent scale into a generator (and its VAE decoder). Sets *step. */
-int fm_generator_from_run(fm_pipeline *P, struct fm_generator *g, int64_t *step, fm_err *e);
-/* Write the grid of g->images-like rows x cols images to path (rank 0). */
-int fm_write_sample_grid(const char *path, const float *images, int rows, int cols, fm_err *e);
 
 #endif

@@ -161,9 +161,11 @@ typedef struct fm_unet {
 
 /* Check cfg: sizes > 0, at most FM_UNET_MAX_LEVELS levels, size divisible by
  * 2^(levels-1), ch_0 even (sinusoidal features), every attn_res entry the
- * side of some level, every GroupNorm width divisible by its group count,
- * every attended width by heads.
- * FM_ERR_USAGE naming the offending field. */
+ * side of some level, every GroupNorm width (those of the levels, then those
+ * of the blocks, concatenations included) divisible by its group count, every
+ * attended width by heads. FM_ERR_USAGE whose message starts with the config
+ * key of the field at fault ("unet.groups: 8 does not divide unet.channels[1]
+ * = 100 (GroupNorm groups)"; build.c adds where the key was set). */
 int fm_unet_cfg_check(const fm_unet_cfg *cfg, fm_err *e);
 
 /* How large an fm_params must be for this cfg: *tensors entries, *padded

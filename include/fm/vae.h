@@ -74,6 +74,13 @@ fm_vae_cfg fm_vae_cfg_default(void);
 /* Latent height = width: size >> (levels - 1). */
 int fm_vae_latent_hw(const fm_vae_cfg *c);
 
+/* Check cfg: 1 to FM_VAE_MAX_LEVELS levels, 1 to FM_VAE_MAX_RES ResBlocks,
+ * size divisible by 2^(levels-1), every width divisible by its GroupNorm
+ * group count, kl_weight finite and >= 0. FM_ERR_USAGE whose message starts
+ * with the config key of the field at fault ("vae.groups: ..."; build.c adds
+ * where the key was set). The init functions run it too. */
+int fm_vae_cfg_check(const fm_vae_cfg *cfg, fm_err *e);
+
 /* One ResBlock; internal, exposed only so the structs below have a size. */
 typedef struct fm_vae_res {
     int n, h, w, cin, cout;

@@ -6,7 +6,7 @@
  *   fmtrain --help | --version | --keys
  *
  * CONFIG is validated (config, overrides, rank count, data) before anything
- * is created; then the stages run (src/train/pipeline.c). With --dry-run the
+ * is created; then the stages run (src/stages/pipeline.c). With --dry-run the
  * resolved config and the plan are printed and nothing is created. The exit
  * status is the fm status (status.h). Every rank runs the same checks; rank 0
  * prints, and all ranks exit with the worst status. */
@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "fm/build.h"
 #include "fm/ckpt.h"
 #include "fm/config.h"
 #include "fm/dataset.h"
@@ -286,7 +287,7 @@ static int parse_args(int argc, char **argv, args *a, fm_err *e)
 static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dataset *test, int world, FILE *f)
 {
     int side, ch;
-    fm_config_flow_shape(c, &side, &ch);
+    fm_build_flow_shape(c, &side, &ch);
     fprintf(f, "# would run:");
     for (int i = 0; i < c->run.stages.n; i++) {
         fprintf(f, "%s", i ? " ->" : "");
@@ -337,7 +338,7 @@ static int run_train(const args *a, fm_world *w, fm_err *e)
         else
             FM_TRY(fm_config_set(&c, a->ovr[i].text, e));
     }
-    FM_TRY(fm_config_validate(&c, e));
+    FM_TRY(fm_build_validate(&c, e));
     FM_TRY(fm_config_check_world(&c, w->size, e));
     fm_world_set_timeout(w, c.dist.timeout);
     if (c.run.threads > 0)
@@ -414,24 +415,9 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     fm_generator g;
     rc = fm_generator_init(&g, &c, &d, rows * per, (fm_sampler_kind)kind, steps, e);
     if (rc == FM_OK) {
-        float scale = 1.0f;
-        fm_ckpt_extra ex = { "latent_scale", &scale, 1, { 1 } };
-        fm_ckpt_group grp = { c.sample.ema ? "ema." : "", &g.flow_p, g.flow_p.data };
-        fm_ckpt ck;
-        rc = fm_ckpt_load_file(a->ckpt, &grp, 1, &ex, 1, &ck, e);
-        if (rc == FM_OK) {
-            fm_ckpt_close(&ck);
-            rc = fm_generator_load_vae(&g, run_dir, scale, e);
-        }
-        int32_t y[FM_NUM_CLASSES * FM_CFG_LIST_MAX * 64];
-        for (int i = 0; rc == FM_OK && i < rows * per; i++)
-            y[i] = a->cls >= 0 ? a->cls : i / per;
-        if (rc == FM_OK && rows * per > (int)(sizeof y / sizeof y[0]))
-            rc = fm_fail(e, FM_ERR_USAGE, "fmtrain sample: sample.per_class %d is too large", per);
+        rc = fm_generator_load(&g, &c, a->ckpt, NULL, e);
         if (rc == FM_OK)
-            rc = fm_generate(&g, y, (float)cfgw, seed, 0, e);
-        if (rc == FM_OK)
-            rc = fm_write_sample_grid(a->png, g.images, rows, per, e);
+            rc = fm_generator_grid(&g, rows, per, a->cls, (float)cfgw, seed, a->png, e);
         if (rc == FM_OK)
             fm_info("wrote %s: %d x %d samples, %s %d steps, cfg %g, seed %llu", a->png, rows, per,
                     fm_sampler_names[kind], steps, cfgw, (unsigned long long)seed);
@@ -451,7 +437,7 @@ static int run_eval(const args *a, fm_world *w, fm_err *e)
     FM_TRY(fm_config_set_out(&c, a->run_dir, e));
     c.run.stages.n = 1;
     c.run.stages.v[0] = FM_STAGE_EVAL;
-    FM_TRY(fm_config_validate(&c, e));
+    FM_TRY(fm_build_validate(&c, e));
     FM_TRY(fm_config_check_world(&c, w->size, e));
     fm_world_set_timeout(w, c.dist.timeout);
     fm_dataset train, test;

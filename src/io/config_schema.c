@@ -1,17 +1,14 @@
 /* config_schema.c - what a valid configuration is: the key table (one line
- * per key) and the cross-key checks. The YAML loader is in config.c. */
+ * per key) and the cross-key checks of the configuration itself. The YAML
+ * loader is in config.c; the models check their own architectures
+ * (build.h: fm_build_validate). */
 #include <limits.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "fm/config.h"
 #include "fm/dataset.h"
-#include "fm/path.h"
-#include "fm/sampler.h"
-#include "fm/unet.h"
-#include "fm/vae.h"
 
 const char *const fm_stage_names[] = { "vae", "encode", "flow", "sample", "eval", NULL };
 const char *const fm_precision_names[] = { "fp32", "bf16", NULL };
@@ -21,12 +18,7 @@ const char *const fm_path_names[] = { "linear", "cosine", NULL };
 const char *const fm_tdist_names[] = { "uniform", "logit_normal", NULL };
 const char *const fm_sampler_names[] = { "euler", "heun", "sde", NULL };
 
-/* The enum values of the modules that consume them are the name indexes. */
-_Static_assert(FM_PATH_LINEAR == 0 && FM_PATH_COSINE == 1, "fm_path_names order");
-_Static_assert(FM_TIME_UNIFORM == 0 && FM_TIME_LOGIT_NORMAL == 1, "fm_tdist_names order");
-_Static_assert(FM_SAMPLER_EULER == 0 && FM_SAMPLER_HEUN == 1 && FM_SAMPLER_SDE == 2, "fm_sampler_names order");
 _Static_assert(FM_CFG_IMAGE_SIDE == FM_MNIST_PADDED, "image side");
-_Static_assert(FM_VAE_LOSS_L2 == (int)FM_RECON_L2 && FM_VAE_LOSS_L1 == (int)FM_RECON_L1, "fm_recon_names order");
 
 #define OFF(field) offsetof(fm_config, field)
 #define BIG 1e9   /* "no real upper limit" for counts of steps */
@@ -79,7 +71,7 @@ static const fm_cfg_key keys[] = {
     TRAIN_KEYS(vae, "1000", "128", "1e-3", "0.1", "50", "250"),
     INTS_("vae.channels", vae.channels, "[16, 32, 64]", 1, 4096, 1,
           "width per level, at most 4 levels; each level after the first halves the side (32 -> 8 with 3)"),
-    INT_("vae.res_blocks", vae.res_blocks, "1", 1, FM_VAE_MAX_RES, "ResBlocks per level"),
+    INT_("vae.res_blocks", vae.res_blocks, "1", 1, FM_CFG_VAE_MAX_RES, "ResBlocks per level"),
     INT_("vae.groups", vae.groups, "8", 1, 4096, "GroupNorm groups, capped at the width (min(groups, C) must divide C)"),
     INT_("vae.latent_channels", vae.latent_channels, "4", 1, 256, "channels of the latent"),
     FLT_("vae.kl_weight", vae.kl_weight, "1e-4", 0, 1000, "beta: weight of KL(N(mu, sigma^2) || N(0, I)), both terms per-element means"),
@@ -154,18 +146,6 @@ bool fm_config_has_stage(const fm_config *c, fm_stage s)
     return false;
 }
 
-void fm_config_flow_shape(const fm_config *c, int *side, int *channels)
-{
-    if (c->flow.latent) {
-        int down = c->vae.channels.n - 1; /* vae.h: side >> (levels - 1) */
-        *side = FM_CFG_IMAGE_SIDE >> (down < 30 ? down : 30);
-        *channels = c->vae.latent_channels;
-    } else {
-        *side = FM_CFG_IMAGE_SIDE;
-        *channels = 1;
-    }
-}
-
 /* ---- cross-key checks ---- */
 
 /* FM_ERR_USAGE "<where key was set>: <key>: <message>". */
@@ -211,95 +191,12 @@ static int check_train(const fm_config *c, const char *stage, const fm_train_con
     return FM_OK;
 }
 
-/* GroupNorm over C channels uses min(groups, C) groups, which must divide C. */
-static int check_groups(const fm_config *c, const char *key_groups, int groups, const char *key_list,
-                        const fm_ilist *widths, fm_err *e)
-{
-    for (int i = 0; i < widths->n; i++) {
-        int g = groups < widths->v[i] ? groups : widths->v[i];
-        if (widths->v[i] % g != 0)
-            return fail_at(c, key_groups, e, "%d does not divide %s[%d] = %d (GroupNorm groups)", g, key_list, i,
-                           widths->v[i]);
-    }
-    return FM_OK;
-}
-
-static int check_vae(const fm_config *c, fm_err *e)
-{
-    int levels = c->vae.channels.n;
-    if (levels > FM_VAE_MAX_LEVELS)
-        return fail_at(c, "vae.channels", e, "%d levels, at most %d (the side halves after each level but the last)",
-                       levels, FM_VAE_MAX_LEVELS);
-    FM_TRY(check_groups(c, "vae.groups", c->vae.groups, "vae.channels", &c->vae.channels, e));
-    return check_train(c, "vae", &c->vae.train, e);
-}
-
-static int check_unet(const fm_config *c, int side, fm_err *e)
-{
-    const fm_ilist *ch = &c->unet.channels;
-    int max_levels = 1;
-    while ((side >> max_levels) >= 1 && side % (1 << max_levels) == 0)
-        max_levels++;
-    if (ch->n > FM_UNET_MAX_LEVELS)
-        return fail_at(c, "unet.channels", e, "%d levels, at most %d", ch->n, FM_UNET_MAX_LEVELS);
-    if (ch->n > max_levels)
-        return fail_at(c, "unet.channels", e,
-                       "%d levels halve the %dx%d flow input %d times (at most %d levels fit)", ch->n, side, side,
-                       ch->n - 1, max_levels);
-    if (ch->v[0] % 2 != 0)
-        return fail_at(c, "unet.channels", e, "unet.channels[0] = %d must be even (sinusoidal time features)", ch->v[0]);
-    FM_TRY(check_groups(c, "unet.groups", c->unet.groups, "unet.channels", ch, e));
-    if (c->unet.attn_res.n > FM_UNET_MAX_LEVELS)
-        return fail_at(c, "unet.attn_res", e, "%d entries, at most %d", c->unet.attn_res.n, FM_UNET_MAX_LEVELS);
-    for (int a = 0; a < c->unet.attn_res.n; a++) {
-        int r = c->unet.attn_res.v[a], found = -1;
-        for (int l = 0; l < ch->n; l++)
-            if (side >> l == r)
-                found = l;
-        if (found < 0) {
-            char sides[128] = "";
-            for (int l = 0; l < ch->n; l++)
-                snprintf(sides + strlen(sides), sizeof sides - strlen(sides), "%s%d", l ? ", " : "", side >> l);
-            return fail_at(c, "unet.attn_res", e, "%d is not the side of a U-Net level (levels: %s)", r, sides);
-        }
-        if (ch->v[found] % c->unet.heads != 0)
-            return fail_at(c, "unet.heads", e, "%d does not divide unet.channels[%d] = %d (a level with attention)",
-                           c->unet.heads, found, ch->v[found]);
-    }
-    int deepest = ch->v[ch->n - 1];
-    if (deepest % c->unet.heads != 0)
-        return fail_at(c, "unet.heads", e, "%d does not divide unet.channels[%d] = %d (the middle has attention)",
-                       c->unet.heads, ch->n - 1, deepest);
-    return FM_OK;
-}
-
-static int check_dit(const fm_config *c, int side, fm_err *e)
-{
-    if (c->dit.width % c->dit.heads != 0)
-        return fail_at(c, "dit.heads", e, "%d does not divide dit.width = %d", c->dit.heads, c->dit.width);
-    if (side % c->dit.patch != 0)
-        return fail_at(c, "dit.patch", e, "%d does not divide the side of the %dx%d flow input", c->dit.patch, side,
-                       side);
-    double hidden = c->dit.mlp_ratio * c->dit.width;
-    if (fabs(hidden - nearbyint(hidden)) > 1e-9 * hidden)
-        return fail_at(c, "dit.mlp_ratio", e, "%g * dit.width = %g is not a whole number of channels",
-                       c->dit.mlp_ratio, hidden);
-    return FM_OK;
-}
-
 int fm_config_validate(const fm_config *c, fm_err *e)
 {
     FM_TRY(check_stages(c, e));
-    if (c->flow.latent)
-        FM_TRY(check_vae(c, e)); /* the latent shape depends on it even if the vae stage is not run */
-    FM_TRY(check_train(c, "flow", &c->flow.train, e));
-    int side, channels;
-    fm_config_flow_shape(c, &side, &channels);
-    if (c->flow.model == FM_MODEL_UNET)
-        FM_TRY(check_unet(c, side, e));
-    else
-        FM_TRY(check_dit(c, side, e));
-    return FM_OK;
+    if (c->flow.latent) /* the vae keys count even if the vae stage is not run */
+        FM_TRY(check_train(c, "vae", &c->vae.train, e));
+    return check_train(c, "flow", &c->flow.train, e);
 }
 
 int fm_config_check_world(const fm_config *c, int world_size, fm_err *e)

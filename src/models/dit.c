@@ -52,19 +52,23 @@ int fm_dit_cfg_check(const fm_dit_cfg *c, fm_err *e)
     };
     for (size_t i = 0; i < sizeof pos / sizeof *pos; i++)
         if (pos[i].v < 1)
-            return fm_fail(e, FM_ERR_USAGE, "dit: %s must be >= 1, got %d", pos[i].name, pos[i].v);
-    if (c->size % c->patch)
-        return fm_fail(e, FM_ERR_USAGE, "dit: patch %d does not divide size %d", c->patch, c->size);
-    if (c->width % 4)
-        return fm_fail(e, FM_ERR_USAGE, "dit: width %d is not a multiple of 4 (2-D sin-cos position embedding)",
-                       c->width);
+            return fm_fail(e, FM_ERR_USAGE, "dit.%s: must be >= 1, got %d", pos[i].name, pos[i].v);
     if (c->width % c->heads)
-        return fm_fail(e, FM_ERR_USAGE, "dit: width %d is not a multiple of heads %d", c->width, c->heads);
-    if (!(c->mlp_ratio * c->width >= 1) || c->mlp_ratio * c->width > 1e8)
-        return fm_fail(e, FM_ERR_USAGE, "dit: mlp_ratio %g gives an MLP width of %g", c->mlp_ratio,
-                       c->mlp_ratio * c->width);
+        return fm_fail(e, FM_ERR_USAGE, "dit.heads: %d does not divide dit.width = %d", c->heads, c->width);
+    if (c->size % c->patch)
+        return fm_fail(e, FM_ERR_USAGE, "dit.patch: %d does not divide the side of the %dx%d flow input", c->patch,
+                       c->size, c->size);
+    const double hidden = c->mlp_ratio * c->width;
+    if (fabs(hidden - nearbyint(hidden)) > 1e-9 * hidden)
+        return fm_fail(e, FM_ERR_USAGE, "dit.mlp_ratio: %g * dit.width = %g is not a whole number of channels",
+                       c->mlp_ratio, hidden);
+    if (!(hidden >= 1) || hidden > 1e8)
+        return fm_fail(e, FM_ERR_USAGE, "dit.mlp_ratio: %g gives an MLP width of %g", c->mlp_ratio, hidden);
+    if (c->width % 4)
+        return fm_fail(e, FM_ERR_USAGE, "dit.width: %d is not a multiple of 4 (2-D sin-cos position embedding)",
+                       c->width);
     if (c->t_freq < 0 || c->t_freq % 2)
-        return fm_fail(e, FM_ERR_USAGE, "dit: t_freq must be even and >= 0 (0 = %d), got %d", FM_DIT_T_FREQ,
+        return fm_fail(e, FM_ERR_USAGE, "dit.t_freq: must be even and >= 0 (0 = %d), got %d", FM_DIT_T_FREQ,
                        c->t_freq);
     return FM_OK;
 }

@@ -133,43 +133,81 @@ static int check_gn(const fm_unet_cfg *cfg, int c, const char *what, fm_err *e)
 {
     const int g = gn_groups(cfg, c);
     if (c % g)
-        return fm_fail(e, FM_ERR_USAGE, "unet: %s: %d channels are not divisible into %d groups (unet.groups)",
-                       what, c, g);
+        return fm_fail(e, FM_ERR_USAGE, "unet.groups: %d does not divide the %d channels of %s (GroupNorm groups)", g,
+                       c, what);
+    return FM_OK;
+}
+
+/* The sides of the levels, "8, 4" (for messages). */
+static void level_sides(const fm_unet_cfg *cfg, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    for (int l = 0; l < cfg->levels; l++)
+        snprintf(buf + strlen(buf), n - strlen(buf), "%s%d", l ? ", " : "", cfg->size >> l);
+}
+
+/* The level-wise checks, each naming the config key of the field at fault. */
+static int check_levels(const fm_unet_cfg *cfg, fm_err *e)
+{
+    const int *ch = cfg->channels;
+    if (cfg->in_ch < 1 || cfg->size < 1)
+        return fm_fail(e, FM_ERR_USAGE, "unet: bad input %dx%dx%d", cfg->size, cfg->size, cfg->in_ch);
+    if (cfg->levels < 1)
+        return fm_fail(e, FM_ERR_USAGE, "unet.channels: %d levels, expected 1 to %d", cfg->levels,
+                       FM_UNET_MAX_LEVELS);
+    if (cfg->levels > FM_UNET_MAX_LEVELS)
+        return fm_fail(e, FM_ERR_USAGE, "unet.channels: %d levels, at most %d", cfg->levels, FM_UNET_MAX_LEVELS);
+    int fit = 1; /* levels whose sides halve the input exactly */
+    while (fit < 30 && (cfg->size >> fit) >= 1 && cfg->size % (1 << fit) == 0)
+        fit++;
+    if (cfg->levels > fit)
+        return fm_fail(e, FM_ERR_USAGE,
+                       "unet.channels: %d levels halve the %dx%d flow input %d times (at most %d levels fit)",
+                       cfg->levels, cfg->size, cfg->size, cfg->levels - 1, fit);
+    for (int i = 0; i < cfg->levels; i++)
+        if (ch[i] < 1)
+            return fm_fail(e, FM_ERR_USAGE, "unet.channels[%d]: %d, expected > 0", i, ch[i]);
+    if (cfg->heads < 1 || cfg->groups < 1 || cfg->emb_dim < 1 || cfg->num_classes < 1)
+        return fm_fail(e, FM_ERR_USAGE, "unet: heads %d, groups %d, emb_dim %d, classes %d: all must be > 0",
+                       cfg->heads, cfg->groups, cfg->emb_dim, cfg->num_classes);
+    if (ch[0] % 2)
+        return fm_fail(e, FM_ERR_USAGE, "unet.channels: unet.channels[0] = %d must be even (sinusoidal time features)",
+                       ch[0]);
+    for (int i = 0; i < cfg->levels; i++)
+        if (ch[i] % gn_groups(cfg, ch[i]))
+            return fm_fail(e, FM_ERR_USAGE, "unet.groups: %d does not divide unet.channels[%d] = %d (GroupNorm groups)",
+                           gn_groups(cfg, ch[i]), i, ch[i]);
+    if (cfg->res_blocks < 1)
+        return fm_fail(e, FM_ERR_USAGE, "unet.res_blocks: %d, expected > 0", cfg->res_blocks);
+    if (cfg->n_attn < 0 || cfg->n_attn > FM_UNET_MAX_LEVELS)
+        return fm_fail(e, FM_ERR_USAGE, "unet.attn_res: %d entries, at most %d", cfg->n_attn, FM_UNET_MAX_LEVELS);
+    for (int a = 0; a < cfg->n_attn; a++) {
+        int found = -1;
+        for (int l = 0; l < cfg->levels; l++)
+            if (cfg->size >> l == cfg->attn_res[a])
+                found = l;
+        if (found < 0) {
+            char sides[128];
+            level_sides(cfg, sides, sizeof sides);
+            return fm_fail(e, FM_ERR_USAGE, "unet.attn_res: %d is not the side of a U-Net level (levels: %s)",
+                           cfg->attn_res[a], sides);
+        }
+        if (ch[found] % cfg->heads)
+            return fm_fail(e, FM_ERR_USAGE,
+                           "unet.heads: %d does not divide unet.channels[%d] = %d (a level with attention)",
+                           cfg->heads, found, ch[found]);
+    }
+    const int deepest = cfg->levels - 1;
+    if (ch[deepest] % cfg->heads)
+        return fm_fail(e, FM_ERR_USAGE, "unet.heads: %d does not divide unet.channels[%d] = %d (the middle has attention)",
+                       cfg->heads, deepest, ch[deepest]);
     return FM_OK;
 }
 
 int fm_unet_cfg_check(const fm_unet_cfg *cfg, fm_err *e)
 {
-    if (cfg->in_ch < 1 || cfg->size < 1)
-        return fm_fail(e, FM_ERR_USAGE, "unet: bad input %dx%dx%d", cfg->size, cfg->size, cfg->in_ch);
-    if (cfg->levels < 1 || cfg->levels > FM_UNET_MAX_LEVELS)
-        return fm_fail(e, FM_ERR_USAGE, "unet.channels: %d levels, expected 1 to %d", cfg->levels,
-                       FM_UNET_MAX_LEVELS);
-    if (cfg->size % (1 << (cfg->levels - 1)))
-        return fm_fail(e, FM_ERR_USAGE, "unet.channels: %d levels need a side divisible by %d, got %d",
-                       cfg->levels, 1 << (cfg->levels - 1), cfg->size);
-    for (int i = 0; i < cfg->levels; i++)
-        if (cfg->channels[i] < 1)
-            return fm_fail(e, FM_ERR_USAGE, "unet.channels[%d]: %d, expected > 0", i, cfg->channels[i]);
-    if (cfg->channels[0] % 2)
-        return fm_fail(e, FM_ERR_USAGE, "unet.channels[0]: %d, must be even (sinusoidal time features)",
-                       cfg->channels[0]);
-    if (cfg->res_blocks < 1)
-        return fm_fail(e, FM_ERR_USAGE, "unet.res_blocks: %d, expected > 0", cfg->res_blocks);
-    if (cfg->n_attn < 0 || cfg->n_attn > FM_UNET_MAX_LEVELS)
-        return fm_fail(e, FM_ERR_USAGE, "unet.attn_res: %d entries, expected at most %d", cfg->n_attn,
-                       FM_UNET_MAX_LEVELS);
-    for (int i = 0; i < cfg->n_attn; i++) {
-        int found = 0;
-        for (int l = 0; l < cfg->levels; l++)
-            found |= cfg->attn_res[i] == cfg->size >> l;
-        if (!found)
-            return fm_fail(e, FM_ERR_USAGE, "unet.attn_res[%d]: %d is not the side of any level (%d down to %d)", i,
-                           cfg->attn_res[i], cfg->size, cfg->size >> (cfg->levels - 1));
-    }
-    if (cfg->heads < 1 || cfg->groups < 1 || cfg->emb_dim < 1 || cfg->num_classes < 1)
-        return fm_fail(e, FM_ERR_USAGE, "unet: heads %d, groups %d, emb_dim %d, classes %d: all must be > 0",
-                       cfg->heads, cfg->groups, cfg->emb_dim, cfg->num_classes);
+    FM_TRY(check_levels(cfg, e));
+    /* the widths of the blocks: an up-path ResBlock's input is a concatenation */
     plan pl = { 0 };
     make_plan(cfg, &pl);
     int *sch = malloc(2 * (size_t)pl.nskips * sizeof(int));
@@ -195,8 +233,8 @@ int fm_unet_cfg_check(const fm_unet_cfg *cfg, fm_err *e)
         } else if (b[i].kind == FM_UNET_ATTN) {
             rc = check_gn(cfg, b[i].cin, what, e);
             if (rc == FM_OK && b[i].cin % cfg->heads)
-                rc = fm_fail(e, FM_ERR_USAGE, "unet: %s: %d channels are not divisible by %d heads (unet.heads)",
-                             b[i].name, b[i].cin, cfg->heads);
+                rc = fm_fail(e, FM_ERR_USAGE, "unet.heads: %d does not divide the %d channels of %s", cfg->heads,
+                             b[i].cin, b[i].name);
         }
     }
     if (rc == FM_OK)

@@ -26,30 +26,42 @@ int fm_vae_latent_hw(const fm_vae_cfg *c) { return c->size >> (c->levels - 1); }
 
 static int gn_groups(const fm_vae_cfg *c, int ch) { return ch < c->groups ? ch : c->groups; }
 
-static int check_cfg(const fm_vae_cfg *c, int n, fm_err *e)
+int fm_vae_cfg_check(const fm_vae_cfg *c, fm_err *e)
 {
-    if (c->levels < 1 || c->levels > FM_VAE_MAX_LEVELS)
-        return fm_fail(e, FM_ERR_USAGE, "vae: levels must be in [1, %d], got %d", FM_VAE_MAX_LEVELS, c->levels);
+    if (c->levels < 1)
+        return fm_fail(e, FM_ERR_USAGE, "vae.channels: %d levels, expected 1 to %d", c->levels, FM_VAE_MAX_LEVELS);
+    if (c->levels > FM_VAE_MAX_LEVELS)
+        return fm_fail(e, FM_ERR_USAGE, "vae.channels: %d levels, at most %d (the side halves after each level but the last)",
+                       c->levels, FM_VAE_MAX_LEVELS);
+    for (int i = 0; i < c->levels; i++) {
+        int ch = c->channels[i];
+        if (ch < 1)
+            return fm_fail(e, FM_ERR_USAGE, "vae.channels[%d]: %d, expected > 0", i, ch);
+        if (c->groups >= 1 && ch % gn_groups(c, ch))
+            return fm_fail(e, FM_ERR_USAGE, "vae.groups: %d does not divide vae.channels[%d] = %d (GroupNorm groups)",
+                           gn_groups(c, ch), i, ch);
+    }
     if (c->res_blocks < 1 || c->res_blocks > FM_VAE_MAX_RES)
-        return fm_fail(e, FM_ERR_USAGE, "vae: res_blocks must be in [1, %d], got %d", FM_VAE_MAX_RES,
-                       c->res_blocks);
-    if (c->in_ch < 1 || c->latent_ch < 1 || c->groups < 1 || n < 1)
-        return fm_fail(e, FM_ERR_USAGE, "vae: in_ch (%d), latent_ch (%d), groups (%d) and batch (%d) must be >= 1",
-                       c->in_ch, c->latent_ch, c->groups, n);
+        return fm_fail(e, FM_ERR_USAGE, "vae.res_blocks: must be in [1, %d], got %d", FM_VAE_MAX_RES, c->res_blocks);
+    if (c->in_ch < 1 || c->latent_ch < 1 || c->groups < 1)
+        return fm_fail(e, FM_ERR_USAGE, "vae: in_ch (%d), latent_ch (%d) and groups (%d) must be >= 1", c->in_ch,
+                       c->latent_ch, c->groups);
     const int f = 1 << (c->levels - 1);
     if (c->size < f || c->size % f)
         return fm_fail(e, FM_ERR_USAGE, "vae: image size %d is not a multiple of %d (%d levels)", c->size, f,
                        c->levels);
-    for (int i = 0; i < c->levels; i++) {
-        int ch = c->channels[i];
-        if (ch < 1 || ch % gn_groups(c, ch))
-            return fm_fail(e, FM_ERR_USAGE, "vae: channels[%d] = %d is not a multiple of %d groups", i, ch,
-                           gn_groups(c, ch));
-    }
     if (!(c->kl_weight >= 0.0f && c->kl_weight < INFINITY))
-        return fm_fail(e, FM_ERR_USAGE, "vae: kl_weight must be finite and >= 0, got %g", (double)c->kl_weight);
+        return fm_fail(e, FM_ERR_USAGE, "vae.kl_weight: must be finite and >= 0, got %g", (double)c->kl_weight);
     if (c->recon != FM_VAE_LOSS_L2 && c->recon != FM_VAE_LOSS_L1)
-        return fm_fail(e, FM_ERR_USAGE, "vae: unknown reconstruction loss %d", (int)c->recon);
+        return fm_fail(e, FM_ERR_USAGE, "vae.loss: unknown reconstruction loss %d", (int)c->recon);
+    return FM_OK;
+}
+
+static int check_cfg(const fm_vae_cfg *c, int n, fm_err *e)
+{
+    FM_TRY(fm_vae_cfg_check(c, e));
+    if (n < 1)
+        return fm_fail(e, FM_ERR_USAGE, "vae: batch %d must be >= 1", n);
     return FM_OK;
 }
 

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "fm/clip.h"
+#include "fm/files.h"
 #include "fm/log.h"
-#include "fm/pipeline.h"
 #include "fm/signals.h"
 #include "fm/timer.h"
 

@@ -4,7 +4,7 @@
  * target, label dropout), forward, MSE loss and its gradient, backward,
  * global-norm clipping, AdamW, EMA. The latents are random (the timing does
  * not depend on their values). The model, batch and optimiser settings come
- * from the config, exactly as src/train/stage_flow.c builds them.
+ * from the config, exactly as src/stages/stage_flow.c builds them.
  *
  *   bench_step CONFIG [--set key=value]... [--name NAME] [--steps N]
  *              [--warmup W] [--profile-steps P]
@@ -22,12 +22,12 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "fm/build.h"
 #include "fm/clip.h"
 #include "fm/config.h"
 #include "fm/dnn.h"
 #include "fm/ema.h"
 #include "fm/flowmodel.h"
-#include "fm/generate.h"
 #include "fm/loss.h"
 #include "fm/optim.h"
 #include "fm/params.h"
@@ -121,13 +121,13 @@ static int bench_init(bench *b, const opts *o, fm_err *e)
     FM_TRY(fm_config_load(c, o->config, e));
     for (int i = 0; i < o->nsets; i++)
         FM_TRY(fm_config_set(c, o->sets[i], e));
-    FM_TRY(fm_config_validate(c, e));
+    FM_TRY(fm_build_validate(c, e));
     const fm_train_config *tc = &c->flow.train;
     b->B = tc->batch_size;  /* the global batch on one rank */
     FM_TRY(fm_dnn_init(&b->dnn, e));
     b->dnn.bf16 = c->run.precision == FM_PRECISION_BF16;
-    FM_TRY(fm_params_for_flow(&b->p, c, e));
-    FM_TRY(fm_flow_model_init(&b->model, c, &b->dnn, &b->p, b->B, e));
+    FM_TRY(fm_build_flow_params(&b->p, c, e));
+    FM_TRY(fm_build_flow_model(&b->model, c, &b->dnn, &b->p, b->B, e));
     b->D = b->model.dim;
     fm_adamw_cfg oc = fm_adamw_defaults();
     oc.beta1 = tc->beta1;
@@ -178,7 +178,7 @@ static void bench_free(bench *b)
  * (the model's table set), the non-model parts are accounted under "step". */
 static int step(bench *b, int64_t s, step_times *st, fm_err *e)
 {
-    fm_profile *pr = b->model.kind == FM_MODEL_DIT ? b->model.m.dit.prof : b->model.m.unet.prof;
+    fm_profile *pr = b->model.kind == FM_FLOW_DIT ? b->model.m.dit.prof : b->model.m.unet.prof;
     const fm_train_config *tc = &b->c.flow.train;
     const int B = b->B;
     const long per = (long)B * b->D;
@@ -217,7 +217,7 @@ static int step(bench *b, int64_t s, step_times *st, fm_err *e)
 
 static void set_profile(bench *b, fm_profile *p)
 {
-    if (b->model.kind == FM_MODEL_DIT)
+    if (b->model.kind == FM_FLOW_DIT)
         fm_dit_set_profile(&b->model.m.dit, p);
     else
         fm_unet_set_profile(&b->model.m.unet, p);
@@ -238,7 +238,7 @@ static double median(double *v, int n)
 /* The PyTorch twin's constructor arguments (tests/parity/twin_*.py). */
 static void print_twin(FILE *f, const fm_flow_model *m)
 {
-    if (m->kind == FM_MODEL_DIT) {
+    if (m->kind == FM_FLOW_DIT) {
         const fm_dit_cfg *c = &m->m.dit.cfg;
         fprintf(f, "{\"in_ch\": %d, \"size\": %d, \"patch\": %d, \"width\": %d, \"depth\": %d, \"heads\": %d, "
                    "\"mlp_ratio\": %.17g, \"num_classes\": %d, \"t_freq\": %d}",
@@ -315,7 +315,9 @@ static int run(const opts *o, fm_err *e)
     getrusage(RUSAGE_SELF, &ru);
     const size_t act = fm_flow_model_activation_bytes(&b.model);
     size_t nparams = 0;
-    fm_flow_model_size(&b.c, NULL, NULL, &nparams, e);
+    fm_flow_model_cfg fc;
+    fm_build_flow_cfg(&b.c, &fc);
+    fm_flow_model_size(&fc, NULL, NULL, &nparams, e);
 
     /* readable tables on stderr */
     if (P > 0) {

@@ -60,9 +60,6 @@ static int test_defaults(void)
     CHECK(c.flow.cfg_dropout == 0.1 && c.flow.train.beta2 == 0.999, "flow");
     CHECK(c.sample.cfg.n == 3 && c.sample.cfg.v[2] == 5.0, "sample.cfg");
     CHECK(c.unet.attn_res.n == 1 && c.unet.attn_res.v[0] == 4, "unet.attn_res");
-    int side, ch;
-    fm_config_flow_shape(&c, &side, &ch);
-    CHECK(side == 8 && ch == 4, "flow input %dx%dx%d", side, side, ch);
     CHECK_OK(fm_config_validate(&c, &e), &e);
     CHECK_OK(fm_config_check_world(&c, 1, &e), &e);
     CHECK_OK(fm_config_check_world(&c, 2, &e), &e);
@@ -368,23 +365,12 @@ static int test_err_missing_file(void)
     return 0;
 }
 
-/* Cross-key checks name the key and where it was set. */
+/* Cross-key checks name the key and where it was set (the architectures'
+ * checks are the models', tests/models/test_build.c). */
 static int test_err_cross_checks(void)
 {
     fm_err e = { 0 };
     fm_config c;
-    CHECK_OK(load_text(&c, "unet:\n  channels: [64, 100]\n  groups: 8\n", &e), &e);
-    CHECK_ERR(fm_config_validate(&c, &e), &e,
-              "t.yaml:3:11: unet.groups: 8 does not divide unet.channels[1] = 100 (GroupNorm groups)");
-    CHECK_OK(load_text(&c, "unet:\n  heads: 3\n  groups: 1\n", &e), &e);
-    CHECK_ERR(fm_config_validate(&c, &e), &e,
-              "t.yaml:2:10: unet.heads: 3 does not divide unet.channels[1] = 128 (a level with attention)");
-    CHECK_OK(load_text(&c, "unet:\n  attn_res: [16]\n", &e), &e);
-    CHECK_ERR(fm_config_validate(&c, &e), &e,
-              "t.yaml:2:13: unet.attn_res: 16 is not the side of a U-Net level (levels: 8, 4)");
-    CHECK_OK(load_text(&c, "unet:\n  channels: [8, 8, 8, 8, 8]\n", &e), &e);
-    CHECK_ERR(fm_config_validate(&c, &e), &e,
-              "t.yaml:2:13: unet.channels: 5 levels halve the 8x8 flow input 4 times (at most 4 levels fit)");
     CHECK_OK(load_text(&c, "run:\n  stages: [flow, vae]\n", &e), &e);
     CHECK_ERR(fm_config_validate(&c, &e), &e,
               "t.yaml:2:11: run.stages: vae must come before flow; stages run in the order vae, encode, flow, sample, eval");
@@ -396,14 +382,6 @@ static int test_err_cross_checks(void)
     CHECK_OK(load_text(&c, "flow:\n  steps: 100\n", &e), &e);
     CHECK_ERR(fm_config_validate(&c, &e), &e, "t.yaml: flow.warmup: 200 is more than flow.steps = 100");
     CHECK_OK(fm_config_set(&c, "flow.warmup=0", &e), &e);
-    CHECK_OK(fm_config_set(&c, "flow.model=dit", &e), &e);
-    CHECK_OK(fm_config_set(&c, "dit.heads=3", &e), &e);
-    CHECK_ERR(fm_config_validate(&c, &e), &e, "--set dit.heads=3: dit.heads: 3 does not divide dit.width = 256");
-    CHECK_OK(fm_config_set(&c, "dit.heads=4", &e), &e);
-    CHECK_OK(fm_config_set(&c, "dit.patch=3", &e), &e);
-    CHECK_ERR(fm_config_validate(&c, &e), &e,
-              "--set dit.patch=3: dit.patch: 3 does not divide the side of the 8x8 flow input");
-    CHECK_OK(fm_config_set(&c, "dit.patch=4", &e), &e);
     CHECK_OK(fm_config_validate(&c, &e), &e);
     CHECK_ERR(fm_config_check_world(&c, 3, &e), &e,
               "t.yaml: vae.batch_size: 128 does not split evenly over 3 ranks (batch sizes are global)");

@@ -322,7 +322,7 @@ static int test_bad_cfg(void)
     CHECK(fm_unet_cfg_check(&c, &e) == FM_ERR_USAGE && strstr(e.msg, "heads"), "heads: %s", e.msg);
     c = tiny_cfg();
     c.size = 6, c.levels = 3, c.channels[2] = 16;
-    CHECK(fm_unet_cfg_check(&c, &e) == FM_ERR_USAGE && strstr(e.msg, "divisible"), "side: %s", e.msg);
+    CHECK(fm_unet_cfg_check(&c, &e) == FM_ERR_USAGE && strstr(e.msg, "halve"), "side: %s", e.msg);
     c = tiny_cfg();
     c.levels = 0;
     CHECK(fm_unet_cfg_check(&c, &e) == FM_ERR_USAGE, "no levels accepted");

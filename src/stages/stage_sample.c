@@ -5,26 +5,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fm/ckpt.h"
 #include "fm/generate.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
-
-int fm_generator_from_run(fm_pipeline *P, fm_generator *g, int64_t *step, fm_err *e)
-{
-    const fm_config *c = P->cfg;
-    float scale = 1.0f;
-    fm_ckpt_extra ex = { "latent_scale", &scale, 1, { 1 } };
-    fm_ckpt_group grp = { c->sample.ema ? "ema." : "", &g->flow_p, g->flow_p.data };
-    fm_ckpt ck;
-    int rc = fm_ckpt_load_latest(c->run.out, "flow", &grp, 1, &ex, 1, &ck, e);
-    if (rc == FM_CKPT_NONE)
-        return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no flow checkpoint: run the flow stage first", c->run.out);
-    FM_TRY(rc);
-    *step = ck.step;
-    fm_ckpt_close(&ck);
-    return fm_generator_load_vae(g, c->run.out, scale, e);
-}
 
 int fm_stage_sample(fm_pipeline *P, fm_err *e)
 {
@@ -36,7 +19,7 @@ int fm_stage_sample(fm_pipeline *P, fm_err *e)
                                c->sample.steps, e);
     int64_t step = 0;
     if (rc == FM_OK)
-        rc = fm_generator_from_run(P, &g, &step, e);
+        rc = fm_generator_load(&g, c, NULL, &step, e);
     int missing = 0;
     for (int k = 0; rc == FM_OK && k < c->sample.cfg.n; k++) {
         char name[128], path[4300];
@@ -47,7 +30,7 @@ int fm_stage_sample(fm_pipeline *P, fm_err *e)
     if (rc == FM_OK && !missing)
         fm_info("sample: done (grids of step %lld exist)", (long long)step);
     else if (rc == FM_OK)
-        rc = fm_flow_write_grids(P, &g, "sample", step, e);
+        rc = fm_generator_write_grids(&g, c, "sample", step, e);
     if (g.B)
         fm_generator_free(&g);
     int rc2 = fm_world_barrier(P->world, e);

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fm/generate.h"
+#include "fm/build.h"
 #include "fm/loader.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
@@ -23,9 +23,9 @@ int fm_stage_vae(fm_pipeline *P, fm_err *e)
     memset(&v, 0, sizeof v);
     memset(&t, 0, sizeof t);
     memset(&L, 0, sizeof L);
-    FM_TRY(fm_params_for_vae(&p, e));
+    FM_TRY(fm_build_vae_params(&p, e));
     fm_vae_cfg vc;
-    fm_vae_cfg_from(c, &vc);
+    fm_build_vae_cfg(c, &vc);
     p.seed = (uint64_t)c->run.seed;
     int rc = fm_vae_init(&v, &P->dnn, &p, &vc, local, e);
     if (rc == FM_OK)

@@ -1,37 +1,23 @@
-/* generate.c - CFG sampling and VAE decoding into images. */
+/* generate.c - CFG sampling and VAE decoding into images, from a run's
+ * checkpoints, into PNG grids (see generate.h). */
 #include "fm/generate.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/build.h"
 #include "fm/ckpt.h"
+#include "fm/log.h"
+#include "fm/png.h"
 
 #define IMG_SIDE 32
-#define MAX_TENSORS 4096
-#define MAX_VAE_NUMEL ((size_t)64 << 20)
 
-int fm_params_for_flow(fm_params *p, const fm_config *c, fm_err *e)
-{
-    int tensors = 0;
-    size_t numel = 0;
-    FM_TRY(fm_flow_model_size(c, &tensors, &numel, NULL, e));
-    return fm_params_init(p, tensors, numel, (uint64_t)c->run.seed, e);
-}
-
-int fm_params_for_vae(fm_params *p, fm_err *e) { return fm_params_init(p, MAX_TENSORS, MAX_VAE_NUMEL, 0, e); }
-
-void fm_vae_cfg_from(const fm_config *c, fm_vae_cfg *v)
-{
-    *v = fm_vae_cfg_default();
-    v->levels = c->vae.channels.n;
-    for (int i = 0; i < v->levels; i++)
-        v->channels[i] = c->vae.channels.v[i];
-    v->res_blocks = c->vae.res_blocks;
-    v->latent_ch = c->vae.latent_channels;
-    v->groups = c->vae.groups;
-    v->recon = c->vae.loss == FM_RECON_L1 ? FM_VAE_LOSS_L1 : FM_VAE_LOSS_L2;
-    v->kl_weight = (float)c->vae.kl_weight;
-}
+/* The config's enumerations are the flow's values (casts below and in the
+ * flow stage). */
+_Static_assert(FM_PATH_LINEAR == 0 && FM_PATH_COSINE == 1, "fm_path_names order");
+_Static_assert(FM_TIME_UNIFORM == 0 && FM_TIME_LOGIT_NORMAL == 1, "fm_tdist_names order");
+_Static_assert(FM_SAMPLER_EULER == 0 && FM_SAMPLER_HEUN == 1 && FM_SAMPLER_SDE == 2, "fm_sampler_names order");
 
 int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_sampler_kind kind, int steps,
                       fm_err *e)
@@ -40,9 +26,9 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
     g->B = B;
     g->latent = c->flow.latent;
     g->latent_scale = 1.0f;
-    int rc = fm_params_for_flow(&g->flow_p, c, e);
+    int rc = fm_build_flow_params(&g->flow_p, c, e);
     if (rc == FM_OK)
-        rc = fm_flow_model_init(&g->model, c, d, &g->flow_p, 2 * B, e);
+        rc = fm_build_flow_model(&g->model, c, d, &g->flow_p, 2 * B, e);
     if (rc != FM_OK)
         goto fail;
     g->dim = g->model.dim;
@@ -56,8 +42,8 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
         goto fail;
     if (g->latent) {
         fm_vae_cfg vc;
-        fm_vae_cfg_from(c, &vc);
-        if ((rc = fm_params_for_vae(&g->vae_p, e)) != FM_OK ||
+        fm_build_vae_cfg(c, &vc);
+        if ((rc = fm_build_vae_params(&g->vae_p, e)) != FM_OK ||
             (rc = fm_vae_encoder_init(&g->enc, d, &g->vae_p, &vc, 1, 0, e)) != FM_OK ||
             (rc = fm_vae_decoder_init(&g->dec, d, &g->vae_p, &vc, B, 0, e)) != FM_OK)
             goto fail;
@@ -127,6 +113,53 @@ int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint6
     for (long i = 0; i < npix; i++) {
         float v = img[i];
         g->images[i] = v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v;
+    }
+    return FM_OK;
+}
+
+int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int64_t *step, fm_err *e)
+{
+    float scale = 1.0f;
+    fm_ckpt_extra ex = { "latent_scale", &scale, 1, { 1 } };
+    fm_ckpt_group grp = { c->sample.ema ? "ema." : "", &g->flow_p, g->flow_p.data };
+    fm_ckpt ck;
+    int rc = ckpt ? fm_ckpt_load_file(ckpt, &grp, 1, &ex, 1, &ck, e)
+                  : fm_ckpt_load_latest(c->run.out, "flow", &grp, 1, &ex, 1, &ck, e);
+    if (rc == FM_CKPT_NONE)
+        return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no flow checkpoint: run the flow stage first", c->run.out);
+    FM_TRY(rc);
+    if (step)
+        *step = ck.step;
+    fm_ckpt_close(&ck);
+    return fm_generator_load_vae(g, c->run.out, scale, e);
+}
+
+int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
+                      fm_err *e)
+{
+    const int n = rows * cols;
+    if (n != g->B)
+        return fm_fail(e, FM_ERR_INTERNAL, "a %dx%d grid from a generator of %d samples", rows, cols, g->B);
+    int32_t *y = malloc((size_t)n * sizeof *y);
+    if (!y)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d labels", n);
+    for (int i = 0; i < n; i++)
+        y[i] = cls >= 0 ? cls : (i / cols) % FM_NUM_CLASSES;
+    int rc = fm_generate(g, y, w, seed, 0, e);
+    free(y);
+    FM_TRY(rc);
+    return fm_png_write_grid(path, g->images, n, IMG_SIDE, IMG_SIDE, 1, rows, cols, 2, 2, e);
+}
+
+int fm_generator_write_grids(fm_generator *g, const fm_config *c, const char *tag, int64_t step, fm_err *e)
+{
+    const int per = c->sample.per_class;
+    for (int k = 0; k < c->sample.cfg.n; k++) {
+        char path[FM_CFG_STR_MAX + 128];
+        snprintf(path, sizeof path, "%s/samples/%s-%08lld-w%g.png", c->run.out, tag, (long long)step,
+                 c->sample.cfg.v[k]);
+        FM_TRY(fm_generator_grid(g, g->B / per, per, -1, (float)c->sample.cfg.v[k], (uint64_t)c->run.seed, path, e));
+        fm_info("%s: wrote %s", tag, path);
     }
     return FM_OK;
 }

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fm/flowmodel.h"
+#include "fm/build.h"
 #include "fm/generate.h"
 #include "fm/loader.h"
 #include "fm/log.h"
@@ -64,30 +64,6 @@ static int load_latents(const fm_pipeline *P, flow_data *d, long dim, fm_err *e)
     return FM_OK;
 }
 
-int fm_flow_write_grids(fm_pipeline *P, fm_generator *g, const char *tag, int64_t step, fm_err *e)
-{
-    const fm_config *c = P->cfg;
-    int per = c->sample.per_class, B = g->B;
-    int32_t *y = malloc((size_t)B * sizeof *y);
-    if (!y)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory");
-    for (int i = 0; i < B; i++)
-        y[i] = (i / per) % FM_NUM_CLASSES;
-    int rc = FM_OK;
-    for (int k = 0; k < c->sample.cfg.n && rc == FM_OK; k++) {
-        char name[128], path[4300];
-        snprintf(name, sizeof name, "samples/%s-%08lld-w%g.png", tag, (long long)step, c->sample.cfg.v[k]);
-        fm_run_path(P, path, sizeof path, name);
-        rc = fm_generate(g, y, (float)c->sample.cfg.v[k], (uint64_t)c->run.seed, 0, e);
-        if (rc == FM_OK)
-            rc = fm_write_sample_grid(path, g->images, B / per, per, e);
-        if (rc == FM_OK)
-            fm_info("%s: wrote %s", tag, path);
-    }
-    free(y);
-    return rc;
-}
-
 int fm_stage_flow(fm_pipeline *P, fm_err *e)
 {
     const fm_config *c = P->cfg;
@@ -106,8 +82,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     memset(&L, 0, sizeof L);
     memset(&gen, 0, sizeof gen);
     float *buf = NULL;
-    FM_TRY(fm_params_for_flow(&p, c, e));
-    int rc = fm_flow_model_init(&model, c, &P->dnn, &p, local, e);
+    FM_TRY(fm_build_flow_params(&p, c, e));
+    int rc = fm_build_flow_model(&model, c, &P->dnn, &p, local, e);
     if (rc == FM_OK)
         rc = fm_trainer_init(&t, "flow", tc, c, P->config_text, w, &p, &P->metrics, 1, c->flow.ema_decay,
                              c->flow.ema_warmup, e);
@@ -201,7 +177,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
             break;
         if (grids && grid_now) {
             fm_generator_set_flow_weights(&gen, c->sample.ema ? t.ema.w : p.data, p.numel);
-            rc = fm_flow_write_grids(P, &gen, "flow", t.step, e);
+            rc = fm_generator_write_grids(&gen, c, "flow", t.step, e);
         }
     }
 out:

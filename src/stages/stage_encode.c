@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "fm/ckpt.h"
-#include "fm/generate.h"
+#include "fm/build.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
 #include "fm/safetensors.h"
@@ -37,7 +37,7 @@ int fm_stage_encode(fm_pipeline *P, fm_err *e)
     char path[4200];
     fm_run_path(P, path, sizeof path, FM_LATENTS_FILE);
     int side, ch;
-    fm_config_flow_shape(c, &side, &ch);
+    fm_build_flow_shape(c, &side, &ch);
     if (!c->flow.latent) {
         fm_info("encode: skipped (flow.latent is false: the flow trains on pixels)");
         return FM_OK;
@@ -54,9 +54,9 @@ int fm_stage_encode(fm_pipeline *P, fm_err *e)
     memset(&enc, 0, sizeof enc);
     memset(&dec, 0, sizeof dec);
     float *lat = NULL, *xb = NULL, *mu = NULL, *labels = NULL;
-    FM_TRY(fm_params_for_vae(&p, e));
+    FM_TRY(fm_build_vae_params(&p, e));
     fm_vae_cfg vc;
-    fm_vae_cfg_from(c, &vc);
+    fm_build_vae_cfg(c, &vc);
     /* the same table as the vae stage's: encoder then decoder */
     int rc = fm_vae_encoder_init(&enc, &P->dnn, &p, &vc, B, 0, e);
     if (rc == FM_OK)

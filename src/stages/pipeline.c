@@ -1,67 +1,17 @@
 /* pipeline.c - run directory set-up and the stage sequence. */
 #include "fm/pipeline.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "fm/config_guard.h"
+#include "fm/files.h"
 #include "fm/log.h"
-#include "fm/png.h"
 
 void fm_run_path(const fm_pipeline *P, char *path, size_t n, const char *name)
 {
     snprintf(path, n, "%s/%s", P->cfg->run.out, name);
-}
-
-int fm_mkdir_p(const char *dir, fm_err *e)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return fm_fail(e, FM_ERR_IO, "%s: path too long", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return fm_fail(e, FM_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
-            struct stat st;
-            if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
-                return fm_fail(e, FM_ERR_IO, "cannot create directory %s: a file of that name exists", buf);
-            *p = c;
-            if (c == '\0')
-                break;
-        }
-    }
-    return FM_OK;
-}
-
-int fm_write_sample_grid(const char *path, const float *images, int rows, int cols, fm_err *e)
-{
-    return fm_png_write_grid(path, images, rows * cols, 32, 32, 1, rows, cols, 2, 2, e);
-}
-
-/* Write text to path atomically: a temporary file, fsync, rename. */
-int fm_write_text_atomic(const char *path, const char *text, fm_err *e)
-{
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return fm_fail(e, FM_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n;
-    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        int err = errno;
-        unlink(tmp);
-        return fm_fail(e, FM_ERR_IO, "cannot write %s: %s", path, strerror(err));
-    }
-    return FM_OK;
 }
 
 /* config.yaml: the resolved config, checked against the one the run
