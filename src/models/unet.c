@@ -440,6 +440,7 @@ int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, in
     /* the arena is exactly what the same set-up takes on a measuring arena */
     fm_unet m;
     fm_params count;
+    memset(u, 0, sizeof *u);
     int rc = measure(&m, d, &count, cfg, batch, e);
     const size_t need = m.arena.peak;
     fm_unet_free(&m);
