@@ -58,8 +58,10 @@ typedef struct fm_classifier {
 } fm_classifier;
 
 /* Build for batches of n: registers the parameters in p (PyTorch default
- * init), creates every primitive and allocates every buffer. train = 0 skips
- * the backward buffers. Bad configs give FM_ERR_USAGE. */
+ * init), creates every primitive and allocates every buffer (from one arena,
+ * sized exactly by running the same set-up on a measuring arena first,
+ * arena.h). train = 0 skips the backward buffers. Bad configs give
+ * FM_ERR_USAGE. */
 int fm_classifier_init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_classifier_cfg *cfg, int n, int train,
                        fm_err *e);
 

@@ -61,12 +61,6 @@ typedef struct fm_conv2d {
     fm_wgrad16_bufs wb;                        /* its buffers; wb.xp NULL: oneDNN's weight gradients */
 } fm_conv2d;
 
-/* Bytes of the bf16 operand buffers one convolution takes from its arena
- * under bf16 (x, dy, the pair-packed copies of both and the per-thread
- * partial bias gradients) when no activation it reads or writes has more
- * than max_numel elements; n is the batch. */
-size_t fm_conv2d_bf16_bytes(size_t max_numel, int64_t n);
-
 /* Output size of one spatial dimension: (in + 2*pad - k) / stride + 1, or a
  * value < 1 when the kernel does not fit. */
 int64_t fm_conv2d_out_hw(int64_t in, int64_t k, int64_t stride, int64_t pad);
@@ -75,7 +69,8 @@ int64_t fm_conv2d_out_hw(int64_t in, int64_t k, int64_t stride, int64_t pad);
  * default init (uniform, bound 1/sqrt(cin*k*k), for both), create every oneDNN
  * primitive for input [n, h, w, cin], kernel k x k, the given stride and
  * zero padding, and take the internal buffers from arena a. Bad sizes give
- * FM_ERR_USAGE naming the layer. */
+ * FM_ERR_USAGE naming the layer. On a measuring arena (arena.h) it only sizes
+ * (no primitives; the layer may then only be freed). */
 int fm_conv2d_init(fm_conv2d *l, fm_dnn *d, fm_params *p, fm_arena *a, const char *name,
                    int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t pad, int bias,
                    int64_t n, int64_t h, int64_t w, fm_err *e);

@@ -149,14 +149,16 @@ int fm_dit_cfg_check(const fm_dit_cfg *cfg, fm_err *e);
 
 /* How large an fm_params must be for this cfg: *tensors entries, *padded
  * floats (with the per-tensor alignment fm_params_add uses; pass it to
- * fm_params_init) and *count parameters (any pointer may be NULL). */
+ * fm_params_init) and *count parameters (any pointer may be NULL): what
+ * fm_dit_init registers, counted by running it on a counting table. */
 int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size_t *count, fm_err *e);
 
 /* Register every parameter in p (the twin's state-dict order; the same names,
  * order and offsets for any batch size, so p->data of one instance can be
  * memcpy'd into another built on a separate fm_params), initialise them (see
  * above; from p->seed), build every layer for `batch` samples and take all
- * activation, gradient and scratch memory from one arena. */
+ * activation, gradient and scratch memory from one arena, sized exactly by
+ * running the same set-up on a measuring arena first (arena.h). */
 int fm_dit_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, fm_err *e);
 
 /* out [B, H, W, in] = u_theta(x [B, H, W, in], t [B], y [B]); labels in

@@ -59,7 +59,8 @@ void fm_dnn_grow_scratch(size_t *scratch, const_dnnl_primitive_desc_t pd);
 /* oneDNN's name of pd's implementation (e.g. "brgconv:avx512_core"), "?" if unknown. */
 const char *fm_dnn_impl_name(const_dnnl_primitive_desc_t pd);
 
-/* A reorder primitive src_md -> dst_md with attr (user scratchpad); grows *scratch. */
+/* A reorder primitive src_md -> dst_md with attr (user scratchpad); grows *scratch.
+ * With out NULL only *scratch grows (no primitive: sizing on a measuring arena). */
 int fm_dnn_make_reorder(fm_dnn *d, const dnnl_memory_desc_t *src_md, const dnnl_memory_desc_t *dst_md,
                         const_dnnl_primitive_attr_t attr, dnnl_primitive_t *out, size_t *scratch, fm_err *e);
 
@@ -76,7 +77,8 @@ int fm_dnn_mem_dt(fm_dnn *d, dnnl_memory_t *m, int ndims, const dnnl_dims_t dims
 static inline dnnl_data_type_t fm_dnn_op_type(const fm_dnn *d) { return d->bf16 ? dnnl_bf16 : dnnl_f32; }
 
 /* Create a matmul primitive dst = src x wei (+ bias, may be NULL) with a
- * user-managed scratchpad; raise *scratch to the bytes it needs. */
+ * user-managed scratchpad; raise *scratch to the bytes it needs (out NULL:
+ * only that, no primitive). */
 int fm_dnn_matmul(fm_dnn *d, dnnl_primitive_t *out, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *wei,
                   const dnnl_memory_desc_t *bias, const dnnl_memory_desc_t *dst, size_t *scratch, fm_err *e);
 

@@ -28,7 +28,7 @@ typedef struct fm_time_embed {
 } fm_time_embed;
 
 /* Set up for batches of n times -> [n, dim]; dim must be even and > 0.
- * Takes the frequency table from arena a. */
+ * Takes the frequency table from arena a (left uncomputed on a measuring arena). */
 int fm_time_embed_init(fm_time_embed *l, fm_arena *a, int n, int dim, double scale, fm_err *e);
 
 /* t [N] -> y [N, D] (cos first, then sin). */

@@ -58,7 +58,9 @@ int fm_linear_init(fm_linear *l, fm_dnn *d, fm_params *p, fm_arena *a, const cha
 /* Build the layer on parameters registered by the caller (for modules whose
  * state dict names them differently, e.g. attention's "in_proj_weight"):
  * weight must be [out, in], bias [out] or NULL. Values are left as they are.
- * Creates every oneDNN primitive for M rows and takes the scratchpad from a. */
+ * Creates every oneDNN primitive for M rows and takes the scratchpad from a
+ * (on a measuring arena, arena.h, it only sizes: no primitives; the layer may
+ * then only be freed). */
 int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight, fm_param *bias,
                           int64_t m, fm_err *e);
 

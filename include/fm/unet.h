@@ -170,14 +170,16 @@ int fm_unet_cfg_check(const fm_unet_cfg *cfg, fm_err *e);
 
 /* How large an fm_params must be for this cfg: *tensors entries, *padded
  * floats (including the per-tensor alignment fm_params_add uses; pass it to
- * fm_params_init), and *count the number of parameters (either may be NULL). */
+ * fm_params_init), and *count the number of parameters (either may be NULL):
+ * what fm_unet_init registers, counted by running it on a counting table. */
 int fm_unet_param_count(const fm_unet_cfg *cfg, int *tensors, size_t *padded, size_t *count, fm_err *e);
 
 /* Register every parameter in p (in the twin's state-dict order; the same
  * names, order and offsets for any batch size, so p->data of one instance can
  * be copied into another built on a separate fm_params), initialise them (see
  * above; from p->seed), build every layer for `batch` samples and take all
- * activation, gradient and scratch memory from one arena. */
+ * activation, gradient and scratch memory from one arena, sized exactly by
+ * running the same set-up on a measuring arena first (arena.h). */
 int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, int batch, fm_err *e);
 
 /* out [B, H, W, in_ch] = u_theta(x [B, H, W, in_ch], t [B], y [B]); labels in

@@ -29,7 +29,7 @@
  * current weights. oneDNN's "jit" kernels are taken over its default brgconv
  * when it offers them for the same ISA (4x4 fp32: 14.4 -> 13.8 ms per forward
  * + backward). All primitives are made at init; all buffers come from the
- * arena (fm_upconv_arena_bound bounds them).
+ * arena (fm_upconv_arena_bytes gives their size).
  *
  * bf16 (d->bf16 at init): x, dy and the folded weights W' are rounded to bf16
  * operands (the fold itself in fp32); y, dx and the gradients stay fp32, as in
@@ -88,7 +88,8 @@ typedef struct fm_upconv {
 /* Register "<name>.weight" [cout, cin, 3, 3] (and "<name>.bias" [cout] if bias)
  * in p with PyTorch's default init (uniform, bound 1/sqrt(cin*9)), create every
  * oneDNN primitive for input [n, h, w, cin] and take the buffers from arena a.
- * Bad sizes give FM_ERR_USAGE naming the layer. */
+ * Bad sizes give FM_ERR_USAGE naming the layer. On a measuring arena it only
+ * sizes (no primitives; the layer may then only be freed). */
 int fm_upconv_init(fm_upconv *l, fm_dnn *d, fm_params *p, fm_arena *a, const char *name, int64_t cin,
                    int64_t cout, int bias, int64_t n, int64_t h, int64_t w, fm_err *e);
 
@@ -107,9 +108,11 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
 double fm_upconv_flops_fwd(const fm_upconv *l);
 double fm_upconv_flops_bwd(const fm_upconv *l, int with_dx);
 
-/* An upper bound of the arena bytes fm_upconv_init takes for these sizes
- * (bf16: under run.precision bf16), scratchpads included with room to spare. */
-size_t fm_upconv_arena_bound(int64_t cin, int64_t cout, int64_t n, int64_t h, int64_t w, int bf16);
+/* *bytes = the arena bytes fm_upconv_init(d, ..., cin, cout, bias, n, h, w)
+ * takes, exactly (d->bf16 included): that init run on a measuring arena and
+ * a counting parameter table (see arena.h, params.h). */
+int fm_upconv_arena_bytes(fm_dnn *d, int64_t cin, int64_t cout, int bias, int64_t n, int64_t h, int64_t w,
+                          size_t *bytes, fm_err *e);
 
 /* Destroy the oneDNN objects (arena and parameter memory stay with their owners). */
 void fm_upconv_free(fm_upconv *l);

@@ -135,8 +135,10 @@ typedef struct fm_vae_decoder {
 } fm_vae_decoder;
 
 /* Build an encoder for batches of n: registers "encoder.*" in p (PyTorch
- * default init), creates every primitive and allocates every buffer. train = 0
- * skips the backward scratch. Bad configs give FM_ERR_USAGE. */
+ * default init), creates every primitive and allocates every buffer (from one
+ * arena, sized exactly by running the same set-up on a measuring arena first,
+ * arena.h; the same for the decoder and fm_vae). train = 0 skips the backward
+ * scratch. Bad configs give FM_ERR_USAGE. */
 int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e);
 /* x [n, S, S, in_ch] -> m->moments [n, lat, lat, 2 latent_ch] (raw, unclamped). */

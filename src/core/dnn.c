@@ -49,7 +49,7 @@ int fm_dnn_make_reorder(fm_dnn *d, const dnnl_memory_desc_t *src_md, const dnnl_
     dnnl_primitive_desc_t pd;
     FM_DNN(dnnl_reorder_primitive_desc_create(&pd, src_md, d->engine, dst_md, d->engine, attr), e);
     fm_dnn_grow_scratch(scratch, pd);
-    dnnl_status_t st = dnnl_primitive_create(out, pd);
+    dnnl_status_t st = out ? dnnl_primitive_create(out, pd) : dnnl_success;
     dnnl_primitive_desc_destroy(pd);
     FM_DNN(st, e);
     return FM_OK;
@@ -111,7 +111,7 @@ int fm_dnn_matmul(fm_dnn *d, dnnl_primitive_t *out, const dnnl_memory_desc_t *sr
     dnnl_primitive_attr_destroy(attr);
     FM_DNN(s, e);
     fm_dnn_grow_scratch(scratch, pd);
-    s = dnnl_primitive_create(out, pd);
+    s = out ? dnnl_primitive_create(out, pd) : dnnl_success;
     dnnl_primitive_desc_destroy(pd);
     FM_DNN(s, e);
     return FM_OK;

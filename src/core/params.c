@@ -2,6 +2,7 @@
 #include "fm/params.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,19 @@ int fm_params_init(fm_params *p, int max_tensors, size_t max_numel, uint64_t see
     p->cap = max_tensors;
     p->numel_cap = max_numel;
     p->seed = seed;
+    return FM_OK;
+}
+
+int fm_params_init_count(fm_params *p, fm_err *e)
+{
+    memset(p, 0, sizeof *p);
+    /* calloc leaves untouched pages unmapped: the generous table costs
+     * address space, not memory */
+    p->items = calloc(FM_PARAMS_COUNT_MAX, sizeof *p->items);
+    if (!p->items)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for a parameter count");
+    p->cap = FM_PARAMS_COUNT_MAX;
+    p->numel_cap = SIZE_MAX / 2;
     return FM_OK;
 }
 
@@ -65,11 +79,14 @@ int fm_params_add(fm_params *p, fm_param **out, int ndim, const int64_t *shape, 
     t->w.ndim = t->g.ndim = ndim;
     for (int i = 0; i < ndim; i++)
         t->w.shape[i] = t->g.shape[i] = shape[i];
-    t->w.data = p->data + p->numel;
-    t->g.data = p->grad + p->numel;
-    memset(t->w.data, 0, padded * sizeof(float));
-    memset(t->g.data, 0, padded * sizeof(float));
+    if (!fm_params_counting(p)) {
+        t->w.data = p->data + p->numel;
+        t->g.data = p->grad + p->numel;
+        memset(t->w.data, 0, padded * sizeof(float));
+        memset(t->g.data, 0, padded * sizeof(float));
+    }
     p->numel += padded;
+    p->values += numel;
     if (out)
         *out = t;
     return FM_OK;
@@ -93,6 +110,8 @@ static uint64_t name_hash(const char *s)
 
 void fm_param_init_uniform(const fm_params *p, fm_param *t, float bound)
 {
+    if (!t->w.data)
+        return;
     float *w = t->w.data;
     int64_t n = fm_tensor_numel(&t->w);
     uint64_t stream = name_hash(t->name);
@@ -102,6 +121,8 @@ void fm_param_init_uniform(const fm_params *p, fm_param *t, float bound)
 
 void fm_param_init_normal(const fm_params *p, fm_param *t, float std)
 {
+    if (!t->w.data)
+        return;
     float *w = t->w.data;
     int64_t n = fm_tensor_numel(&t->w);
     fm_fill_normal(w, n, p->seed, name_hash(t->name), 0);
@@ -111,6 +132,8 @@ void fm_param_init_normal(const fm_params *p, fm_param *t, float std)
 
 void fm_param_fill(fm_param *t, float v)
 {
+    if (!t->w.data)
+        return;
     float *w = t->w.data;
     int64_t n = fm_tensor_numel(&t->w);
     for (int64_t i = 0; i < n; i++)

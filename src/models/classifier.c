@@ -3,7 +3,6 @@
  * features (see classifier.h). */
 #include "fm/classifier.h"
 
-#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,46 +39,6 @@ static int check_cfg(const fm_classifier_cfg *c, int n, fm_err *e)
     return FM_OK;
 }
 
-static int take(fm_arena *a, float **out, long n, fm_err *e)
-{
-    void *p;
-    if (fm_arena_alloc_or(a, (size_t)n * sizeof(float), &p, e) != FM_OK)
-        return fm_err_prefix(e, "classifier buffers");
-    *out = p;
-    return FM_OK;
-}
-
-/* Upper bound of the bytes of one conv's oneDNN buffers (weights in blocked
- * layouts, per-thread reduction and im2col scratch). */
-static size_t conv_bound(long hw, long cin, long cout)
-{
-    const long nthr = omp_get_max_threads();
-    const long wpad = ((cout + 15) / 16 * 16) * ((cin + 15) / 16 * 16) * 9;
-    const long col = hw * hw * ((cin > cout ? cin : cout) + 16) * 9;
-    return (size_t)(4 * wpad + (nthr + 2) * (wpad + col) + (1 << 18)) * sizeof(float) + (1u << 20);
-}
-
-static size_t arena_bound(const fm_classifier_cfg *c, long n, int bf16)
-{
-    size_t b = (8u << 20) + (size_t)n * c->size * c->size * c->in_ch * sizeof(float);
-    long hw = c->size, cin = c->in_ch, mx = n * hw * hw * cin;
-    for (int k = 0; k < FM_CLS_STAGES; k++) {
-        const long hin = hw, cout = stage_ch(c, k);
-        hw = k == 0 ? hw : (hw - 1) / 2 + 1;
-        const long act = n * hw * hw * cout;
-        mx = act > mx ? act : mx;
-        b += 2 * (size_t)act * sizeof(float) + conv_bound(hin, cin, cout) +
-             (size_t)n * cout * (64 * sizeof(double) + 8 * sizeof(float)) + 4096;
-        cin = cout;
-    }
-    /* the head reads the flattened last map: hw * hw * 4w inputs */
-    const long f = 4L * c->width, fl = (long)hw * hw * f, k = c->num_classes;
-    b += (size_t)(2 * mx + 2 * n * (f + k) + 4 * fl * k) * sizeof(float) + (size_t)n * fl * 2 + (1u << 20);
-    if (bf16) /* each layer's bf16 operand buffers (and the head's weights), 2 bytes per element */
-        b += (FM_CLS_STAGES + 1) * fm_conv2d_bf16_bytes((size_t)mx, n) + (size_t)fl * k * 2 + 64;
-    return b;
-}
-
 static int build(fm_classifier *m, fm_dnn *d, fm_params *p, fm_err *e)
 {
     const fm_classifier_cfg *c = &m->cfg;
@@ -87,6 +46,7 @@ static int build(fm_classifier *m, fm_dnn *d, fm_params *p, fm_err *e)
     fm_arena *a = &m->arena;
     int hw = c->size, cin = c->in_ch;
     long mx = (long)n * hw * hw * cin;
+    const char *what = "classifier buffers";
     char name[32];
     for (int k = 0; k < FM_CLS_STAGES; k++) {
         const int cout = stage_ch(c, k), stride = k == 0 ? 1 : 2;
@@ -96,8 +56,8 @@ static int build(fm_classifier *m, fm_dnn *d, fm_params *p, fm_err *e)
         snprintf(name, sizeof name, "features.%d", 3 * k + 1);
         FM_TRY(fm_groupnorm_init(&m->norm[k], p, a, name, gn_groups(c, cout), GN_EPS, FM_GN_SILU, n, hw, hw, cout, e));
         const long act = (long)n * hw * hw * cout;
-        FM_TRY(take(a, &m->c[k], act, e));
-        FM_TRY(take(a, &m->h[k], act, e));
+        FM_TRY(fm_arena_take(a, (size_t)act, sizeof(float), &m->c[k], what, e));
+        FM_TRY(fm_arena_take(a, (size_t)act, sizeof(float), &m->h[k], what, e));
         mx = act > mx ? act : mx;
         m->hw[k] = hw;
         m->ch[k] = cout;
@@ -105,25 +65,27 @@ static int build(fm_classifier *m, fm_dnn *d, fm_params *p, fm_err *e)
     }
     m->nfeat = cin;
     FM_TRY(fm_linear_init(&m->head, d, p, a, "head", hw * hw * cin, c->num_classes, 1, n, e));
-    FM_TRY(take(a, &m->features, (long)n * cin, e));
-    FM_TRY(take(a, &m->logits, (long)n * c->num_classes, e));
+    FM_TRY(fm_arena_take(a, (size_t)n * cin, sizeof(float), &m->features, what, e));
+    FM_TRY(fm_arena_take(a, (size_t)n * c->num_classes, sizeof(float), &m->logits, what, e));
     if (m->train) {
-        FM_TRY(take(a, &m->dlogits, (long)n * c->num_classes, e));
-        FM_TRY(take(a, &m->g[0], mx, e));
-        FM_TRY(take(a, &m->g[1], mx, e));
+        FM_TRY(fm_arena_take(a, (size_t)n * c->num_classes, sizeof(float), &m->dlogits, what, e));
+        FM_TRY(fm_arena_take(a, (size_t)mx, sizeof(float), &m->g[0], what, e));
+        FM_TRY(fm_arena_take(a, (size_t)mx, sizeof(float), &m->g[1], what, e));
     }
     return FM_OK;
 }
 
-int fm_classifier_init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_classifier_cfg *cfg, int n, int train,
-                       fm_err *e)
+/* fm_classifier_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a
+ * measuring one); on failure m is freed. */
+static int init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_classifier_cfg *cfg, int n, int train,
+                size_t arena_cap, fm_err *e)
 {
     memset(m, 0, sizeof *m);
     FM_TRY(check_cfg(cfg, n, e));
     m->cfg = *cfg;
     m->n = n;
     m->train = train;
-    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, d->bf16), e);
+    int rc = fm_arena_init(&m->arena, arena_cap, e);
     if (rc == FM_OK)
         rc = build(m, d, p, e);
     if (rc != FM_OK) {
@@ -131,6 +93,22 @@ int fm_classifier_init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_class
         return fm_err_prefix(e, "classifier (batch %d)", n);
     }
     return FM_OK;
+}
+
+int fm_classifier_init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_classifier_cfg *cfg, int n, int train,
+                       fm_err *e)
+{
+    /* the arena is exactly what the same set-up takes on a measuring arena
+     * (with a counting parameter table) */
+    fm_params count;
+    memset(m, 0, sizeof *m);
+    FM_TRY(fm_params_init_count(&count, e));
+    int rc = init(m, d, &count, cfg, n, train, FM_ARENA_MEASURE, e);
+    const size_t need = m->arena.peak;
+    fm_classifier_free(m);
+    fm_params_free(&count);
+    FM_TRY(rc);
+    return init(m, d, p, cfg, n, train, need, e);
 }
 
 int fm_classifier_forward(fm_classifier *m, const float *x, const float **logits, const float **features,

@@ -14,36 +14,6 @@
 #include "fm/patch.h"
 #include "fm/tensorops.h"
 
-/* ---- arena size: our buffers exactly, oneDNN's by a generous bound ----------
- * The arena is sized before the primitives exist, and oneDNN's scratchpads
- * grow with the thread count (a matmul's weight-gradient reduction can hold
- * about one copy of the weights per thread, plus a fixed ~0.5 MiB per thread).
- * The arena is reserved address space: only what the layers take is touched
- * (the arena zero-fills its allocations only), so a loose bound costs
- * nothing; too small fails init with "arena exhausted". */
-static size_t al64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
-static size_t pad16(int64_t v) { return ((size_t)v + 15) / 16 * 16; }
-
-/* oneDNN scratch bound of a linear layer in -> out. */
-static size_t linear_bytes(int64_t in, int64_t out)
-{
-    const size_t nthr = (size_t)omp_get_max_threads();
-    return (4 + nthr) * pad16(in) * pad16(out) * sizeof(float) + (2 + nthr) * ((size_t)1 << 20);
-}
-
-/* Everything an attention layer takes: its saved and scratch buffers exactly,
- * its two linears by the bound, and the fused core's per-thread [hd, T]
- * scratch. */
-static size_t attention_bytes(int64_t B, int64_t T, int64_t D, int64_t h)
-{
-    const size_t nthr = (size_t)omp_get_max_threads();
-    /* qkv, dqkv [B, T, 3D]; P, dP [B, h, T, T]; o, dout [B, T, D] */
-    const size_t own = 2 * al64((size_t)(B * T * 3 * D) * 4) + 2 * al64((size_t)(B * h * T * T) * 4) +
-                       2 * al64((size_t)(B * T * D) * 4);
-    const size_t core = al64(nthr * (size_t)(T * (D / h)) * sizeof(float));
-    return own + linear_bytes(D, 3 * D) + linear_bytes(D, D) + core;
-}
-
 int fm_dit_cfg_check(const fm_dit_cfg *c, fm_err *e)
 {
     const struct { const char *name; int v; } pos[] = {
@@ -76,101 +46,7 @@ int fm_dit_cfg_check(const fm_dit_cfg *c, fm_err *e)
 static int t_freq_of(const fm_dit_cfg *c) { return c->t_freq ? c->t_freq : FM_DIT_T_FREQ; }
 static int64_t hidden_of(const fm_dit_cfg *c) { return (int64_t)(c->mlp_ratio * c->width); }
 
-/* ---- parameter count ------------------------------------------------------- */
-
-typedef struct tally {
-    int tensors;
-    size_t padded, count;
-} tally;
-
-static void tally_add(tally *t, int64_t numel)
-{
-    t->tensors++;
-    t->count += (size_t)numel;
-    t->padded += ((size_t)numel + 15) & ~(size_t)15;  // as fm_params_add aligns
-}
-
-static void tally_linear(tally *t, int64_t in, int64_t out)
-{
-    tally_add(t, in * out);
-    tally_add(t, out);
-}
-
-int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size_t *count, fm_err *e)
-{
-    FM_TRY(fm_dit_cfg_check(cfg, e));
-    const int64_t D = cfg->width, P = (int64_t)cfg->patch * cfg->patch * cfg->in_ch, Hd = hidden_of(cfg);
-    tally t = { 0 };
-    tally_linear(&t, P, D);              // x_embed
-    tally_linear(&t, t_freq_of(cfg), D); // t_embed.0
-    tally_linear(&t, D, D);              // t_embed.2
-    tally_add(&t, (int64_t)(cfg->num_classes + 1) * D);  // y_embed
-    for (int i = 0; i < cfg->depth; i++) {
-        tally_linear(&t, D, 6 * D);      // adaLN
-        tally_linear(&t, D, 3 * D);      // attn in_proj
-        tally_linear(&t, D, D);          // attn out_proj
-        tally_linear(&t, D, Hd);         // mlp.0
-        tally_linear(&t, Hd, D);         // mlp.2
-    }
-    tally_linear(&t, D, 2 * D);          // final.adaLN
-    tally_linear(&t, D, P);              // final.linear
-    if (tensors)
-        *tensors = t.tensors;
-    if (padded)
-        *padded = t.padded;
-    if (count)
-        *count = t.count;
-    return FM_OK;
-}
-
 /* ---- init ------------------------------------------------------------------ */
-
-/* Arena bytes: every buffer init takes (exactly, 64-byte aligned), plus the
- * layers' own by the bounds above. */
-/* bf16 copies of a linear's x [M, in], dy [M, out] and weights. */
-static size_t linear16_bytes(int64_t M, int64_t in, int64_t out)
-{
-    return al64((size_t)(M * in) * 2) + al64((size_t)(M * out) * 2) + al64((size_t)(in * out) * 2);
-}
-
-static size_t arena_bytes(const fm_dit_cfg *cfg, int64_t B, int64_t T, int bf16)
-{
-    const int64_t D = cfg->width, P = (int64_t)cfg->patch * cfg->patch * cfg->in_ch, Hd = hidden_of(cfg);
-    const int64_t M = B * T, L = cfg->depth, F = t_freq_of(cfg);
-    size_t n = 0;
-#define BUF(k) (n += al64((size_t)(k) * 4))
-    for (int64_t i = 0; i < L; i++) {
-        BUF(M * D), BUF(M * D), BUF(M * Hd), BUF(M * D), BUF(B * 6 * D);  // xmid, a, h1, f, mod
-        BUF(M), BUF(M), BUF(M), BUF(M);                                    // ln1, ln2 statistics
-        n += attention_bytes(B, T, D, cfg->heads);
-        n += linear_bytes(D, 6 * D) + linear_bytes(D, Hd) + linear_bytes(Hd, D);
-        if (bf16)
-            n += linear16_bytes(M, D, 3 * D) + linear16_bytes(M, D, D) + linear16_bytes(B, D, 6 * D) +
-                 linear16_bytes(M, D, Hd) + linear16_bytes(M, Hd, D);
-    }
-    if (bf16) /* patch embedding, conditioning MLPs, final layer: a generous bound */
-        n += 6 * linear16_bytes(M, D + P + F, D + P + F);
-    for (int64_t i = 0; i <= L; i++)
-        BUF(M * D);                                                        // residual stream
-    BUF(T * D), BUF(M * P), BUF(B), BUF(B), BUF(B * F), BUF(F * 2);       // pos, tok, t, y, tf, freqs
-    for (int i = 0; i < 9; i++)
-        BUF(B * D);                                                        // t1 t1s ye c sc dsc dpart dc dt1
-    BUF(B * 2 * D), BUF(M * D), BUF(M * P), BUF(M), BUF(M);               // fmod, mfin, otok, final ln
-    for (int i = 0; i < 4; i++)
-        BUF(M * D);                                                        // s_n, s_m, s_g, s_d
-    BUF(M * Hd), BUF(B * 6 * D), BUF(B * 2 * D);                           // s_h, dmod, dfmod
-#undef BUF
-    n += linear_bytes(P, D) + linear_bytes(F, D) + linear_bytes(D, D) + linear_bytes(D, 2 * D) + linear_bytes(D, P);
-    return n;
-}
-
-static int take(fm_arena *a, float **out, int64_t n, fm_err *e)
-{
-    void *p;
-    FM_TRY(fm_arena_alloc_or(a, (size_t)n * sizeof(float), &p, e));
-    *out = p;
-    return FM_OK;
-}
 
 /* The 2-D sin-cos table of dit.h: pos [T, D] for a (side x side) token grid. */
 static void position_embedding(float *pos, int side, int64_t D)
@@ -213,17 +89,19 @@ static int init_block(fm_dit *m, int i, fm_err *e)
     snprintf(name, sizeof name, "blocks.%d.mlp.2", i);
     FM_TRY(fm_linear_init(&b->mlp2, m->d, m->p, &m->arena, name, m->hidden, D, 1, M, e));
     b->n_params = m->p->n - b->first_param;
-    FM_TRY(take(&m->arena, &b->xmid, M * D, e));
-    FM_TRY(take(&m->arena, &b->a, M * D, e));
-    FM_TRY(take(&m->arena, &b->h1, M * m->hidden, e));
-    FM_TRY(take(&m->arena, &b->f, M * D, e));
-    FM_TRY(take(&m->arena, &b->mod, B * 6 * D, e));
+    FM_TRY(fm_arena_take(&m->arena, (size_t)(M * D), sizeof(float), &b->xmid, "dit", e));
+    FM_TRY(fm_arena_take(&m->arena, (size_t)(M * D), sizeof(float), &b->a, "dit", e));
+    FM_TRY(fm_arena_take(&m->arena, (size_t)(M * m->hidden), sizeof(float), &b->h1, "dit", e));
+    FM_TRY(fm_arena_take(&m->arena, (size_t)(M * D), sizeof(float), &b->f, "dit", e));
+    FM_TRY(fm_arena_take(&m->arena, (size_t)(B * 6 * D), sizeof(float), &b->mod, "dit", e));
     m->flops += fm_linear_flops_fwd(&b->ada) + fm_attention_flops_fwd(&b->attn) + fm_linear_flops_fwd(&b->mlp0) +
                 fm_linear_flops_fwd(&b->mlp2);
     return FM_OK;
 }
 
-static int init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, fm_err *e)
+/* Every layer and buffer, from an arena of arena_cap bytes (FM_ARENA_MEASURE:
+ * a measuring one). */
+static int init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, size_t arena_cap, fm_err *e)
 {
     m->cfg = *cfg;
     m->cfg.t_freq = t_freq_of(cfg);
@@ -238,7 +116,7 @@ static int init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int b
     m->blocks = calloc((size_t)cfg->depth, sizeof *m->blocks);
     if (!m->blocks)
         return fm_fail(e, FM_ERR_INTERNAL, "dit: out of memory for %d blocks", cfg->depth);
-    FM_TRY(fm_arena_init(&m->arena, arena_bytes(cfg, B, T, d->bf16), e));
+    FM_TRY(fm_arena_init(&m->arena, arena_cap, e));
     fm_arena *a = &m->arena;
 
     /* parameters, in the twin's state-dict order */
@@ -263,44 +141,93 @@ static int init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int b
 
     /* activations and scratch */
     for (int i = 0; i < cfg->depth; i++)
-        FM_TRY(take(a, &m->blocks[i].x, M * D, e));
-    FM_TRY(take(a, &m->xout, M * D, e));
-    FM_TRY(take(a, &m->pos, T * D, e));
-    FM_TRY(take(a, &m->tok, M * P, e));
-    FM_TRY(take(a, &m->t, B, e));
-    void *yb;
-    FM_TRY(fm_arena_alloc_or(a, (size_t)B * sizeof(int32_t), &yb, e));
-    m->y = yb;
-    FM_TRY(take(a, &m->tf, B * F, e));
+        FM_TRY(fm_arena_take(a, (size_t)(M * D), sizeof(float), &m->blocks[i].x, "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)(M * D), sizeof(float), &m->xout, "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)(T * D), sizeof(float), &m->pos, "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)(M * P), sizeof(float), &m->tok, "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)B, sizeof(float), &m->t, "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)B, sizeof(int32_t), &m->y, "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)(B * F), sizeof(float), &m->tf, "dit", e));
     float **bd[] = { &m->t1, &m->t1s, &m->ye, &m->c, &m->sc, &m->dsc, &m->dpart, &m->dc, &m->dt1 };
     for (size_t i = 0; i < sizeof bd / sizeof *bd; i++)
-        FM_TRY(take(a, bd[i], B * D, e));
-    FM_TRY(take(a, &m->fmod, B * 2 * D, e));
-    FM_TRY(take(a, &m->mfin, M * D, e));
+        FM_TRY(fm_arena_take(a, (size_t)(B * D), sizeof(float), bd[i], "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)(B * 2 * D), sizeof(float), &m->fmod, "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)(M * D), sizeof(float), &m->mfin, "dit", e));
     if (cfg->patch > 1)
-        FM_TRY(take(a, &m->otok, M * P, e));
+        FM_TRY(fm_arena_take(a, (size_t)(M * P), sizeof(float), &m->otok, "dit", e));
     float **md[] = { &m->s_n, &m->s_m, &m->s_g, &m->s_d };
     for (size_t i = 0; i < sizeof md / sizeof *md; i++)
-        FM_TRY(take(a, md[i], M * D, e));
-    FM_TRY(take(a, &m->s_h, M * m->hidden, e));
-    FM_TRY(take(a, &m->dmod, B * 6 * D, e));
-    FM_TRY(take(a, &m->dfmod, B * 2 * D, e));
+        FM_TRY(fm_arena_take(a, (size_t)(M * D), sizeof(float), md[i], "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)(M * m->hidden), sizeof(float), &m->s_h, "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)(B * 6 * D), sizeof(float), &m->dmod, "dit", e));
+    FM_TRY(fm_arena_take(a, (size_t)(B * 2 * D), sizeof(float), &m->dfmod, "dit", e));
 
-    position_embedding(m->pos, side, D);
+    if (!fm_arena_measuring(a))
+        position_embedding(m->pos, side, D);
     m->flops += fm_linear_flops_fwd(&m->x_embed) + fm_linear_flops_fwd(&m->t0) + fm_linear_flops_fwd(&m->t2) +
                 fm_linear_flops_fwd(&m->final_ada) + fm_linear_flops_fwd(&m->final_linear);
     return FM_OK;
 }
 
-int fm_dit_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, fm_err *e)
+/* fm_dit_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring one). */
+static int checked_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, size_t arena_cap,
+                        fm_err *e)
 {
     memset(m, 0, sizeof *m);
     FM_TRY(fm_dit_cfg_check(cfg, e));
     if (batch < 1)
         return fm_fail(e, FM_ERR_USAGE, "dit: batch must be >= 1, got %d", batch);
-    int rc = init(m, d, p, cfg, batch, e);
+    int rc = init(m, d, p, cfg, batch, arena_cap, e);
     if (rc != FM_OK)
         fm_err_prefix(e, "dit init");
+    return rc;
+}
+
+/* The set-up run on a measuring arena and a counting parameter table (batch
+ * 1 when only the parameters are wanted); *m must be freed after. */
+static int measure(fm_dit *m, fm_dnn *d, fm_params *count, const fm_dit_cfg *cfg, int batch, fm_err *e)
+{
+    memset(m, 0, sizeof *m);
+    FM_TRY(fm_params_init_count(count, e));
+    return checked_init(m, d, count, cfg, batch, FM_ARENA_MEASURE, e);
+}
+
+int fm_dit_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, fm_err *e)
+{
+    /* the arena is exactly what the same set-up takes on a measuring arena */
+    fm_dit s;
+    fm_params count;
+    int rc = measure(&s, d, &count, cfg, batch, e);
+    const size_t need = s.arena.peak;
+    fm_dit_free(&s);
+    fm_params_free(&count);
+    if (rc != FM_OK) {
+        memset(m, 0, sizeof *m);
+        return rc;
+    }
+    return checked_init(m, d, p, cfg, batch, need, e);
+}
+
+int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size_t *count, fm_err *e)
+{
+    fm_dnn d;
+    fm_dit m;
+    fm_params c = { 0 };
+    int rc = fm_dnn_init(&d, e);
+    if (rc == FM_OK) {
+        rc = measure(&m, &d, &c, cfg, 1, e);
+        fm_dit_free(&m);
+    }
+    if (rc == FM_OK) {
+        if (tensors)
+            *tensors = c.n;
+        if (padded)
+            *padded = c.numel;
+        if (count)
+            *count = c.values;
+    }
+    fm_params_free(&c);
+    fm_dnn_free(&d);
     return rc;
 }
 

@@ -127,7 +127,7 @@ static int out_side(const fm_unet_block *b)
     return b->kind == FM_UNET_DOWN ? b->side / 2 : b->kind == FM_UNET_UP ? b->side * 2 : b->side;
 }
 
-/* ---- config check and parameter count ------------------------------------ */
+/* ---- config check --------------------------------------------------------- */
 
 static int check_gn(const fm_unet_cfg *cfg, int c, const char *what, fm_err *e)
 {
@@ -245,165 +245,7 @@ out:
     return rc;
 }
 
-typedef struct counter {
-    int tensors;
-    size_t padded, count;
-} counter;
-
-static void count(counter *c, size_t numel)
-{
-    c->tensors++;
-    c->count += numel;
-    c->padded += (numel + 15) & ~(size_t)15; /* as fm_params_add aligns */
-}
-
-static void count_conv(counter *c, size_t cin, size_t cout, size_t k)
-{
-    count(c, cout * cin * k * k);
-    count(c, cout);
-}
-
-static void count_gn(counter *c, size_t ch)
-{
-    count(c, ch);
-    count(c, ch);
-}
-
-int fm_unet_param_count(const fm_unet_cfg *cfg, int *tensors, size_t *padded, size_t *total, fm_err *e)
-{
-    FM_TRY(fm_unet_cfg_check(cfg, e));
-    plan pl = { 0 };
-    make_plan(cfg, &pl);
-    fm_unet_block *b = malloc((size_t)pl.nblocks * sizeof *b);
-    int *sch = malloc(2 * (size_t)pl.nskips * sizeof(int));
-    if (!b || !sch) {
-        free(b);
-        free(sch);
-        return fm_fail(e, FM_ERR_INTERNAL, "unet: out of memory");
-    }
-    pl.b = b;
-    pl.skip_ch = sch;
-    pl.skip_side = sch + pl.nskips;
-    make_plan(cfg, &pl);
-    const size_t E = (size_t)cfg->emb_dim, ch0 = (size_t)cfg->channels[0];
-    counter c = { 0 };
-    count(&c, E * ch0); /* time_mlp.0 */
-    count(&c, E);
-    count(&c, E * E);   /* time_mlp.2 */
-    count(&c, E);
-    count(&c, ((size_t)cfg->num_classes + 1) * E);
-    count_conv(&c, (size_t)cfg->in_ch, ch0, 3);
-    for (int i = 0; i < pl.nblocks; i++) {
-        const size_t ci = (size_t)b[i].cin, co = (size_t)b[i].cout;
-        switch (b[i].kind) {
-        case FM_UNET_RES:
-            count_gn(&c, ci);
-            count_conv(&c, ci, co, 3);
-            count(&c, 2 * co * E);
-            count(&c, 2 * co);
-            count_gn(&c, co);
-            count_conv(&c, co, co, 3);
-            if (ci != co)
-                count_conv(&c, ci, co, 1);
-            break;
-        case FM_UNET_ATTN:
-            count_gn(&c, ci);
-            count(&c, 3 * ci * ci);
-            count(&c, 3 * ci);
-            count(&c, ci * ci);
-            count(&c, ci);
-            break;
-        default:
-            count_conv(&c, ci, co, 3);
-        }
-    }
-    count_gn(&c, ch0);
-    count_conv(&c, ch0, (size_t)cfg->in_ch, 3);
-    free(b);
-    free(sch);
-    if (tensors)
-        *tensors = c.tensors;
-    if (padded)
-        *padded = c.padded;
-    if (total)
-        *total = c.count;
-    return FM_OK;
-}
-
 /* ---- set-up -------------------------------------------------------------- */
-
-static int take(fm_unet *u, void *out, size_t n, size_t elem, fm_err *e)
-{
-    void *q;
-    if (fm_arena_alloc_or(&u->arena, n * elem, &q, e) != FM_OK)
-        return fm_err_prefix(e, "unet");
-    *(void **)out = q;
-    return FM_OK;
-}
-
-static size_t al64(size_t bytes) { return ((bytes + 63) & ~(size_t)63) + 64; }
-
-/* A bound of the arena bytes of a GroupNorm on [n, hw, c]: saved statistics,
- * per-(sample, channel) coefficients and double partial sums over at most
- * max(1, 32/n) pixel chunks per sample (see groupnorm.c). */
-static size_t gn_bytes(size_t n, size_t c, size_t groups)
-{
-    return 3 * al64(n * groups * 8) + 6 * al64(n * c * 4) + 2 * al64((n + 32) * c * 8);
-}
-
-/* oneDNN buffers of a layer with w weights (fp32 values): internal weight
- * layouts (channels padded to blocks of 16) and scratchpads, which can hold a
- * per-thread copy of the weights. Generous: the arena is only reserved
- * address space beyond what is touched. */
-static size_t dnn_bytes(size_t cin, size_t cout, size_t k)
-{
-    const size_t wp = ((cin + 15) / 16 * 16) * ((cout + 15) / 16 * 16) * k * k * 4;
-    return (4 + (size_t)omp_get_max_threads()) * wp + (2u << 20);
-}
-
-/* An upper bound of the arena bytes for the plan. */
-static size_t arena_estimate(const fm_unet *u)
-{
-    const fm_unet_cfg *cfg = &u->cfg;
-    const size_t B = (size_t)u->batch, E = (size_t)cfg->emb_dim, S = (size_t)cfg->size;
-    const size_t ch0 = (size_t)cfg->channels[0], in = (size_t)cfg->in_ch;
-    size_t cmax = 0, sum = 0;
-    for (int i = 0; i < cfg->levels; i++)
-        cmax = (size_t)cfg->channels[i] > cmax ? (size_t)cfg->channels[i] : cmax;
-    sum += al64(B * S * S * in * 4) + 2 * al64(B * 4) + al64(B * ch0 * 4) + 9 * al64(B * E * 4);
-    sum += al64(2 * B * cmax * 4) + 2 * al64(B * cmax * 4) + al64(B * S * S * ch0 * 4);
-    sum += 5 * al64(u->max_numel * 4);
-    sum += al64(ch0 * 8) + 3 * dnn_bytes(ch0, E, 1) + dnn_bytes(E, E, 1);
-    sum += 2 * dnn_bytes(in, ch0, 3) + gn_bytes(B, ch0, (size_t)gn_groups(cfg, (int)ch0));
-    for (int i = 0; i < u->nblocks; i++) {
-        const fm_unet_block *b = &u->blocks[i];
-        const size_t r = (size_t)b->side, ro = (size_t)out_side(b), ci = (size_t)b->cin, co = (size_t)b->cout;
-        sum += al64(B * ro * ro * co * 4);
-        if (b->kind == FM_UNET_RES) {
-            sum += al64(B * r * r * co * 4) + 2 * al64(B * co * 4);
-            sum += gn_bytes(B, ci, (size_t)gn_groups(cfg, (int)ci)) +
-                   gn_bytes(B, co, (size_t)gn_groups(cfg, (int)co));
-            sum += dnn_bytes(ci, co, 3) + dnn_bytes(co, co, 3) + dnn_bytes(E, 2 * co, 1);
-            if (ci != co)
-                sum += dnn_bytes(ci, co, 1);
-        } else if (b->kind == FM_UNET_ATTN) {
-            const size_t t = r * r, h = (size_t)cfg->heads;
-            sum += gn_bytes(B, ci, (size_t)gn_groups(cfg, (int)ci));
-            sum += 2 * al64(B * t * 3 * ci * 4) + 2 * al64(B * h * t * t * 4) + 2 * al64(B * t * ci * 4);
-            sum += dnn_bytes(ci, 3 * ci, 1) + dnn_bytes(ci, ci, 1) + (4u << 20);
-        } else if (b->kind == FM_UNET_UP) {
-            sum += fm_upconv_arena_bound(ci, co, B, r, r, u->d->bf16);
-        } else {
-            sum += dnn_bytes(ci, co, 3);
-        }
-    }
-    for (int k = 0; k < u->nskips; k++)
-        sum += al64(u->max_numel * 4); /* bounded by the largest activation */
-    if (u->d->bf16) /* per conv or linear (at most 6 per block, plus conv_in, out and the time MLP)
-                     * bf16 operand buffers, each at most the largest activation */
-        sum += (size_t)(6 * u->nblocks + 6) * fm_conv2d_bf16_bytes(u->max_numel, B);
-    return sum + sum / 4 + (64u << 20);
-}
 
 static int init_res(fm_unet *u, fm_unet_block *b, fm_err *e)
 {
@@ -432,9 +274,9 @@ static int init_res(fm_unet *u, fm_unet_block *b, fm_err *e)
         FM_TRY(fm_conv2d_init(&r->skip, u->d, p, a, nm, ci, co, 1, 1, 0, 1, B, s, s, e));
     }
     const size_t n = (size_t)B * s * s * co;
-    FM_TRY(take(u, &r->h1, n, sizeof(float), e));
-    FM_TRY(take(u, &r->scale, (size_t)B * co, sizeof(float), e));
-    FM_TRY(take(u, &r->shift, (size_t)B * co, sizeof(float), e));
+    FM_TRY(fm_arena_take(&u->arena, n, sizeof(float), &r->h1, "unet", e));
+    FM_TRY(fm_arena_take(&u->arena, (size_t)B * co, sizeof(float), &r->scale, "unet", e));
+    FM_TRY(fm_arena_take(&u->arena, (size_t)B * co, sizeof(float), &r->shift, "unet", e));
     u->flops += fm_conv2d_flops_fwd(&r->conv1) + fm_conv2d_flops_fwd(&r->conv2) +
                 fm_linear_flops_fwd(&r->emb_proj) + (r->has_skip ? fm_conv2d_flops_fwd(&r->skip) : 0);
     return FM_OK;
@@ -478,7 +320,8 @@ static int init_block(fm_unet *u, fm_unet_block *b, fm_err *e)
                                        : init_updown(u, b, e);
     b->n_params = u->p->n - b->first_param;
     if (rc == FM_OK)
-        rc = take(u, &b->out, (size_t)u->batch * out_side(b) * out_side(b) * b->cout, sizeof(float), e);
+        rc = fm_arena_take(&u->arena, (size_t)u->batch * out_side(b) * out_side(b) * b->cout, sizeof(float),
+                           &b->out, "unet", e);
     return rc;
 }
 
@@ -514,15 +357,15 @@ static int init_cond(fm_unet *u, fm_err *e)
     u->flops += fm_linear_flops_fwd(&u->time_mlp0) + fm_linear_flops_fwd(&u->time_mlp2);
     float **bufs[] = { &u->sin, &u->t1, &u->t1s, &u->tproj, &u->yemb, &u->pre, &u->c, &u->dc, &u->dcpart, &u->dpre };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
-        FM_TRY(take(u, bufs[i], (size_t)B * (i == 0 ? ch0 : E), sizeof(float), e));
+        FM_TRY(fm_arena_take(&u->arena, (size_t)B * (i == 0 ? ch0 : E), sizeof(float), bufs[i], "unet", e));
     return FM_OK;
 }
 
+/* Every layer and buffer, from u->arena. */
 static int build(fm_unet *u, fm_err *e)
 {
     const fm_unet_cfg *cfg = &u->cfg;
     const int B = u->batch, S = cfg->size, ch0 = cfg->channels[0];
-    FM_TRY(fm_arena_init(&u->arena, arena_estimate(u), e));
     FM_TRY(init_cond(u, e));
     u->conv_in_first_param = u->p->n;
     FM_TRY(fm_conv2d_init(&u->conv_in, u->d, u->p, &u->arena, "conv_in", cfg->in_ch, ch0, 3, 1, 1, 1, B, S, S, e));
@@ -540,16 +383,16 @@ static int build(fm_unet *u, fm_err *e)
     for (int i = 0; i < cfg->levels; i++)
         cmax = cfg->channels[i] > cmax ? cfg->channels[i] : cmax;
     const size_t nx = (size_t)B * S * S * cfg->in_ch;
-    FM_TRY(take(u, &u->x, nx, sizeof(float), e));
-    FM_TRY(take(u, &u->t, (size_t)B, sizeof(float), e));
-    FM_TRY(take(u, &u->y, (size_t)B, sizeof(int32_t), e));
-    FM_TRY(take(u, &u->h0, (size_t)B * S * S * ch0, sizeof(float), e));
-    FM_TRY(take(u, &u->ep, (size_t)B * 2 * cmax, sizeof(float), e));
-    FM_TRY(take(u, &u->dscale, (size_t)B * cmax, sizeof(float), e));
-    FM_TRY(take(u, &u->dshift, (size_t)B * cmax, sizeof(float), e));
+    FM_TRY(fm_arena_take(&u->arena, nx, sizeof(float), &u->x, "unet", e));
+    FM_TRY(fm_arena_take(&u->arena, (size_t)B, sizeof(float), &u->t, "unet", e));
+    FM_TRY(fm_arena_take(&u->arena, (size_t)B, sizeof(int32_t), &u->y, "unet", e));
+    FM_TRY(fm_arena_take(&u->arena, (size_t)B * S * S * ch0, sizeof(float), &u->h0, "unet", e));
+    FM_TRY(fm_arena_take(&u->arena, (size_t)B * 2 * cmax, sizeof(float), &u->ep, "unet", e));
+    FM_TRY(fm_arena_take(&u->arena, (size_t)B * cmax, sizeof(float), &u->dscale, "unet", e));
+    FM_TRY(fm_arena_take(&u->arena, (size_t)B * cmax, sizeof(float), &u->dshift, "unet", e));
     float **scr[] = { &u->sa, &u->sb, &u->t1buf, &u->g0, &u->g1 };
     for (size_t i = 0; i < sizeof scr / sizeof *scr; i++)
-        FM_TRY(take(u, scr[i], u->max_numel, sizeof(float), e));
+        FM_TRY(fm_arena_take(&u->arena, u->max_numel, sizeof(float), scr[i], "unet", e));
 
     /* skips: where each activation lives, and a gradient buffer for each */
     u->skip[0] = u->h0;
@@ -557,12 +400,15 @@ static int build(fm_unet *u, fm_err *e)
         if (u->blocks[i].skip_out >= 0)
             u->skip[u->blocks[i].skip_out] = u->blocks[i].out;
     for (int k = 0; k < u->nskips; k++)
-        FM_TRY(take(u, &u->dskip[k], (size_t)B * u->skip_side[k] * u->skip_side[k] * u->skip_ch[k], sizeof(float),
-                    e));
+        FM_TRY(fm_arena_take(&u->arena, (size_t)B * u->skip_side[k] * u->skip_side[k] * u->skip_ch[k],
+                             sizeof(float), &u->dskip[k], "unet", e));
     return FM_OK;
 }
 
-int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, int batch, fm_err *e)
+/* fm_unet_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring
+ * one); on failure u is freed. */
+static int init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, int batch, size_t arena_cap,
+                fm_err *e)
 {
     memset(u, 0, sizeof *u);
     FM_TRY(fm_unet_cfg_check(cfg, e));
@@ -610,15 +456,62 @@ int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, in
     }
     u->max_numel = mx;
 
-    int rc = build(u, e);
-    if (rc != FM_OK) {
+    int rc = fm_arena_init(&u->arena, arena_cap, e);
+    if (rc == FM_OK)
+        rc = build(u, e);
+    if (rc != FM_OK)
         fm_unet_free(u);
-        return rc;
-    }
+    return rc;
+}
+
+/* The set-up run on a measuring arena and a counting parameter table (batch
+ * 1 when only the parameters are wanted); *m must be freed after. */
+static int measure(fm_unet *m, fm_dnn *d, fm_params *count, const fm_unet_cfg *cfg, int batch, fm_err *e)
+{
+    memset(m, 0, sizeof *m);
+    FM_TRY(fm_params_init_count(count, e));
+    return init(m, d, count, cfg, batch, FM_ARENA_MEASURE, e);
+}
+
+int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, int batch, fm_err *e)
+{
+    /* the arena is exactly what the same set-up takes on a measuring arena */
+    fm_unet m;
+    fm_params count;
+    memset(u, 0, sizeof *u);
+    int rc = measure(&m, d, &count, cfg, batch, e);
+    const size_t need = m.arena.peak;
+    fm_unet_free(&m);
+    fm_params_free(&count);
+    FM_TRY(rc);
+    FM_TRY(init(u, d, p, cfg, batch, need, e));
     fm_debug("unet: %d blocks, %d skips, batch %d, arena %.1f MiB in use of %.1f MiB reserved, %.3g GFLOP forward",
              u->nblocks, u->nskips, batch, (double)u->arena.used / (1 << 20), (double)u->arena.cap / (1 << 20),
              u->flops * 1e-9);
     return FM_OK;
+}
+
+int fm_unet_param_count(const fm_unet_cfg *cfg, int *tensors, size_t *padded, size_t *total, fm_err *e)
+{
+    fm_dnn d;
+    fm_unet m;
+    fm_params count = { 0 };
+    int rc = fm_dnn_init(&d, e);
+    if (rc == FM_OK) {
+        rc = measure(&m, &d, &count, cfg, 1, e);
+        fm_unet_free(&m);
+    }
+    if (rc == FM_OK) {
+        if (tensors)
+            *tensors = count.n;
+        if (padded)
+            *padded = count.numel;
+        if (total)
+            *total = count.values;
+    }
+    fm_params_free(&count);
+    fm_dnn_free(&d);
+    return rc;
 }
 
 /* ---- profiling ------------------------------------------------------------ */

@@ -78,77 +78,12 @@ static int fmt_name(char *out, fm_err *e, const char *fmt, ...)
     return FM_OK;
 }
 
-static int take(fm_arena *a, float **out, long n, fm_err *e)
-{
-    void *p;
-    if (fm_arena_alloc_or(a, (size_t)n * sizeof(float), &p, e) != FM_OK)
-        return fm_err_prefix(e, "vae buffers");
-    *out = p;
-    return FM_OK;
-}
+static const char BUFS[] = "vae buffers"; /* what the arena takes are named in errors */
 
 static void track(long *mx, long v)
 {
     if (v > *mx)
         *mx = v;
-}
-
-/* ---- arena size: activations exactly, oneDNN buffers by a generous bound ----
- * The arena is reserved, not touched, beyond what is allocated (pages are
- * faulted in by use), so the bound may be loose; too small fails init with
- * "arena exhausted". */
-
-/* One conv's oneDNN buffers: weights in blocked layouts (channels padded to
- * 16), per-thread reduction and im2col scratch. */
-static size_t conv_bound(long hw, long cin, long cout, long k)
-{
-    const long nthr = omp_get_max_threads();
-    const long wpad = ((cout + 15) / 16 * 16) * ((cin + 15) / 16 * 16) * k * k;
-    const long col = hw * hw * ((cin > cout ? cin : cout) + 16) * k * k;  /* one im2col image */
-    return (size_t)(4 * wpad + (nthr + 2) * (wpad + col) + (1 << 18)) * sizeof(float) + (1u << 20);
-}
-
-/* One GroupNorm's statistics and scratch. */
-static size_t gn_bound(long n, long c) { return (size_t)n * c * (32 * 2 * sizeof(double) + 8 * sizeof(float)) + 4096; }
-
-/* Upper bound of the arena bytes of an encoder (dec = 0) or decoder (dec = 1);
- * bf16 adds each conv's bf16 operand buffers (fm_conv2d_bf16_bytes, each at
- * most the largest activation). */
-static size_t arena_bound(const fm_vae_cfg *c, long n, int dec, int train, int bf16)
-{
-    const long S = c->size, L = c->levels, lat = fm_vae_latent_hw(c), lc = c->latent_ch;
-    const int *ch = c->channels;
-    long acts = 0, mx = n * S * S * c->in_ch;  /* floats: all activations, the largest one */
-    size_t dnn = 0;                            /* bytes of oneDNN and GroupNorm buffers */
-    const long c0 = dec ? lc : c->in_ch, c1 = dec ? ch[L - 1] : ch[0], h0 = dec ? lat : S;
-    dnn += conv_bound(h0, c0, c1, 3);
-    acts += n * h0 * h0 * c1;
-    for (long i = 0; i < L; i++) {
-        const long hw = S >> i;
-        long cin = dec ? (i == L - 1 ? ch[L - 1] : ch[i + 1]) : (i == 0 ? ch[0] : ch[i - 1]);
-        for (long j = 0; j < c->res_blocks; j++, cin = ch[i]) {
-            const long cmax = cin > ch[i] ? cin : ch[i];
-            acts += n * hw * hw * (cin + 3 * ch[i]);
-            track(&mx, n * hw * hw * cmax);
-            dnn += 2 * gn_bound(n, cmax) + conv_bound(hw, cin, ch[i], 3) + conv_bound(hw, ch[i], ch[i], 3) +
-                   conv_bound(hw, cin, ch[i], 1);
-        }
-        if (dec && i > 0) {  /* upsample output at 2hw */
-            acts += n * 4 * hw * hw * ch[i];
-            track(&mx, n * 4 * hw * hw * ch[i]);
-            dnn += fm_upconv_arena_bound(ch[i], ch[i], n, hw, hw, bf16);
-        } else if (!dec && i < L - 1) {  /* downsampled output */
-            acts += n * hw * hw * ch[i] / 4 + n * ch[i];
-            dnn += conv_bound(hw, ch[i], ch[i], 3);
-        }
-    }
-    const long hn = dec ? S : lat, cn = dec ? ch[0] : ch[L - 1], co = dec ? c->in_ch : 2 * lc;
-    acts += n * hn * hn * (cn + co) + n * lat * lat * lc;  /* out_norm, out_conv, dz */
-    dnn += gn_bound(n, cn) + conv_bound(hn, cn, co, 3);
-    acts += (train ? 5 : 1) * mx;                         /* tmp and the gradient buffers */
-    const size_t convs = (size_t)(2 + L * (3 * c->res_blocks + 1));
-    const size_t copies = bf16 ? convs * fm_conv2d_bf16_bytes((size_t)mx, n) : 0;
-    return (size_t)acts * sizeof(float) + dnn + copies + (8u << 20);
 }
 
 /* ---- ResBlock ---- */
@@ -173,10 +108,10 @@ static int res_init(fm_vae_res *r, fm_dnn *d, fm_params *p, fm_arena *a, const f
         FM_TRY(fm_conv2d_init(&r->skip, d, p, a, nm, cin, cout, 1, 1, 0, 1, n, hw, hw, e));
     }
     const long pix = (long)n * hw * hw;
-    FM_TRY(take(a, &r->h1, pix * cin, e));
-    FM_TRY(take(a, &r->c1, pix * cout, e));
-    FM_TRY(take(a, &r->h2, pix * cout, e));
-    FM_TRY(take(a, &r->y, pix * cout, e));
+    FM_TRY(fm_arena_take(a, (size_t)(pix * cin), sizeof(float), &r->h1, BUFS, e));
+    FM_TRY(fm_arena_take(a, (size_t)(pix * cout), sizeof(float), &r->c1, BUFS, e));
+    FM_TRY(fm_arena_take(a, (size_t)(pix * cout), sizeof(float), &r->h2, BUFS, e));
+    FM_TRY(fm_arena_take(a, (size_t)(pix * cout), sizeof(float), &r->y, BUFS, e));
     track(mx, pix * (cin > cout ? cin : cout));
     return FM_OK;
 }
@@ -260,7 +195,7 @@ static double levels_flops(const fm_vae_level *lv, const fm_vae_cfg *c)
 static int take_grads(float *g[4], fm_arena *a, long mx, fm_err *e)
 {
     for (int k = 0; k < 4; k++)
-        FM_TRY(take(a, &g[k], mx, e));
+        FM_TRY(fm_arena_take(a, (size_t)mx, sizeof(float), &g[k], BUFS, e));
     return FM_OK;
 }
 
@@ -274,7 +209,7 @@ static int encoder_build(fm_vae_encoder *m, fm_dnn *d, fm_params *p, fm_err *e)
     char nm[FM_PARAM_NAME];
     long mx = (long)n * S * S * c->in_ch;
     FM_TRY(fm_conv2d_init(&m->conv_in, d, p, a, "encoder.conv_in", c->in_ch, ch[0], 3, 1, 1, 1, n, S, S, e));
-    FM_TRY(take(a, &m->h0, (long)n * S * S * ch[0], e));
+    FM_TRY(fm_arena_take(a, (size_t)n * S * S * ch[0], sizeof(float), &m->h0, BUFS, e));
     for (int i = 0; i < L; i++) {
         fm_vae_level *lv = &m->lv[i];
         const int hw = S >> i;
@@ -289,23 +224,27 @@ static int encoder_build(fm_vae_encoder *m, fm_dnn *d, fm_params *p, fm_err *e)
             lv->has_resample = 1;
             FM_TRY(fmt_name(nm, e, "encoder.down.%d.downsample", i));
             FM_TRY(fm_conv2d_init(&lv->resample, d, p, a, nm, ch[i], ch[i], 3, 2, 1, 1, n, hw, hw, e));
-            FM_TRY(take(a, &lv->out, (long)n * (hw / 2) * (hw / 2) * ch[i], e));
+            FM_TRY(fm_arena_take(a, (size_t)n * (hw / 2) * (hw / 2) * ch[i], sizeof(float), &lv->out, BUFS,
+                                 e));
         }
     }
     FM_TRY(fm_groupnorm_init(&m->out_norm, p, a, "encoder.out_norm", gn_groups(c, ch[L - 1]), FM_VAE_GN_EPS,
                              FM_GN_SILU, n, lat, lat, ch[L - 1], e));
-    FM_TRY(take(a, &m->hn, (long)n * lat * lat * ch[L - 1], e));
+    FM_TRY(fm_arena_take(a, (size_t)n * lat * lat * ch[L - 1], sizeof(float), &m->hn, BUFS, e));
     FM_TRY(fm_conv2d_init(&m->out_conv, d, p, a, "encoder.out_conv", ch[L - 1], 2 * c->latent_ch, 3, 1, 1, 1, n,
                           lat, lat, e));
-    FM_TRY(take(a, &m->moments, (long)n * lat * lat * 2 * c->latent_ch, e));
-    FM_TRY(take(a, &m->tmp, mx, e));
+    FM_TRY(fm_arena_take(a, (size_t)n * lat * lat * 2 * c->latent_ch, sizeof(float), &m->moments, BUFS,
+                         e));
+    FM_TRY(fm_arena_take(a, (size_t)mx, sizeof(float), &m->tmp, BUFS, e));
     if (m->train)
         FM_TRY(take_grads(m->g, a, mx, e));
     return FM_OK;
 }
 
-int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
-                        fm_err *e)
+/* fm_vae_encoder_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring one);
+ * on failure m is freed. */
+static int encoder_setup(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
+                         size_t arena_cap, fm_err *e)
 {
     memset(m, 0, sizeof *m);
     FM_TRY(check_cfg(cfg, n, e));
@@ -314,7 +253,7 @@ int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae
     m->lat = fm_vae_latent_hw(cfg);
     m->train = train;
     m->p_first = p->numel;
-    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, 0, train, d->bf16), e);
+    int rc = fm_arena_init(&m->arena, arena_cap, e);
     if (rc == FM_OK)
         rc = encoder_build(m, d, p, e);
     if (rc != FM_OK) {
@@ -323,6 +262,22 @@ int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae
     }
     m->p_numel = p->numel - m->p_first;
     return FM_OK;
+}
+
+int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
+                        fm_err *e)
+{
+    /* the arena is exactly what the same set-up takes on a measuring arena
+     * (with a counting parameter table) */
+    fm_params count;
+    memset(m, 0, sizeof *m);
+    FM_TRY(fm_params_init_count(&count, e));
+    int rc = encoder_setup(m, d, &count, cfg, n, train, FM_ARENA_MEASURE, e);
+    const size_t need = m->arena.peak;
+    fm_vae_encoder_free(m);
+    fm_params_free(&count);
+    FM_TRY(rc);
+    return encoder_setup(m, d, p, cfg, n, train, need, e);
 }
 
 /* The input of ResBlock j of level i. */
@@ -397,7 +352,7 @@ static int decoder_build(fm_vae_decoder *m, fm_dnn *d, fm_params *p, fm_err *e)
     char nm[FM_PARAM_NAME];
     long mx = (long)n * S * S * c->in_ch;
     FM_TRY(fm_conv2d_init(&m->conv_in, d, p, a, "decoder.conv_in", lc, ch[L - 1], 3, 1, 1, 1, n, lat, lat, e));
-    FM_TRY(take(a, &m->h0, (long)n * lat * lat * ch[L - 1], e));
+    FM_TRY(fm_arena_take(a, (size_t)n * lat * lat * ch[L - 1], sizeof(float), &m->h0, BUFS, e));
     for (int i = 0; i < L; i++) {  /* registered in index order; run from L-1 down */
         fm_vae_level *lv = &m->lv[i];
         const int hw = S >> i;
@@ -413,25 +368,27 @@ static int decoder_build(fm_vae_decoder *m, fm_dnn *d, fm_params *p, fm_err *e)
             lv->has_resample = 1;
             FM_TRY(fmt_name(nm, e, "decoder.up.%d.upsample", i));
             FM_TRY(fm_upconv_init(&lv->upsample, d, p, a, nm, ch[i], ch[i], 1, n, hw, hw, e));
-            FM_TRY(take(a, &lv->out, up, e));
+            FM_TRY(fm_arena_take(a, (size_t)up, sizeof(float), &lv->out, BUFS, e));
             track(&mx, up);
         }
     }
     FM_TRY(fm_groupnorm_init(&m->out_norm, p, a, "decoder.out_norm", gn_groups(c, ch[0]), FM_VAE_GN_EPS, FM_GN_SILU,
                              n, S, S, ch[0], e));
-    FM_TRY(take(a, &m->hn, (long)n * S * S * ch[0], e));
+    FM_TRY(fm_arena_take(a, (size_t)n * S * S * ch[0], sizeof(float), &m->hn, BUFS, e));
     FM_TRY(fm_conv2d_init(&m->out_conv, d, p, a, "decoder.out_conv", ch[0], c->in_ch, 3, 1, 1, 1, n, S, S, e));
-    FM_TRY(take(a, &m->xhat, (long)n * S * S * c->in_ch, e));
-    FM_TRY(take(a, &m->tmp, mx, e));
+    FM_TRY(fm_arena_take(a, (size_t)n * S * S * c->in_ch, sizeof(float), &m->xhat, BUFS, e));
+    FM_TRY(fm_arena_take(a, (size_t)mx, sizeof(float), &m->tmp, BUFS, e));
     if (m->train) {
         FM_TRY(take_grads(m->g, a, mx, e));
-        FM_TRY(take(a, &m->dz, (long)n * lat * lat * lc, e));
+        FM_TRY(fm_arena_take(a, (size_t)n * lat * lat * lc, sizeof(float), &m->dz, BUFS, e));
     }
     return FM_OK;
 }
 
-int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
-                        fm_err *e)
+/* fm_vae_decoder_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring one);
+ * on failure m is freed. */
+static int decoder_setup(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
+                         size_t arena_cap, fm_err *e)
 {
     memset(m, 0, sizeof *m);
     FM_TRY(check_cfg(cfg, n, e));
@@ -440,7 +397,7 @@ int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae
     m->lat = fm_vae_latent_hw(cfg);
     m->train = train;
     m->p_first = p->numel;
-    int rc = fm_arena_init(&m->arena, arena_bound(cfg, n, 1, train, d->bf16), e);
+    int rc = fm_arena_init(&m->arena, arena_cap, e);
     if (rc == FM_OK)
         rc = decoder_build(m, d, p, e);
     if (rc != FM_OK) {
@@ -449,6 +406,22 @@ int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae
     }
     m->p_numel = p->numel - m->p_first;
     return FM_OK;
+}
+
+int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
+                        fm_err *e)
+{
+    /* the arena is exactly what the same set-up takes on a measuring arena
+     * (with a counting parameter table) */
+    fm_params count;
+    memset(m, 0, sizeof *m);
+    FM_TRY(fm_params_init_count(&count, e));
+    int rc = decoder_setup(m, d, &count, cfg, n, train, FM_ARENA_MEASURE, e);
+    const size_t need = m->arena.peak;
+    fm_vae_decoder_free(m);
+    fm_params_free(&count);
+    FM_TRY(rc);
+    return decoder_setup(m, d, p, cfg, n, train, need, e);
 }
 
 /* The input of ResBlock j of level i. */
@@ -516,6 +489,16 @@ int fm_vae_decode(fm_vae_decoder *m, const float *z, float *xhat, fm_err *e)
 
 /* ---- the training model ---- */
 
+/* The training model's own buffers (v->n, v->nlat set), from v->arena. */
+static int take_own(fm_vae *v, fm_err *e)
+{
+    const long npix = (long)v->n * v->cfg.size * v->cfg.size * v->cfg.in_ch;
+    float **bufs[7] = { &v->mu, &v->logvar, &v->eps, &v->z, &v->dmu, &v->dlogvar, &v->dxhat };
+    for (int k = 0; k < 7; k++)
+        FM_TRY(fm_arena_take(&v->arena, (size_t)(k == 6 ? npix : v->nlat), sizeof(float), bufs[k], BUFS, e));
+    return fm_arena_take(&v->arena, (size_t)(2 * v->nlat), sizeof(float), &v->dmoments, BUFS, e);
+}
+
 int fm_vae_init(fm_vae *v, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, fm_err *e)
 {
     memset(v, 0, sizeof *v);
@@ -524,17 +507,20 @@ int fm_vae_init(fm_vae *v, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n
     v->n = n;
     v->lat = fm_vae_latent_hw(cfg);
     v->nlat = (long)n * v->lat * v->lat * cfg->latent_ch;
-    const long npix = (long)n * cfg->size * cfg->size * cfg->in_ch;
     int rc = fm_vae_encoder_init(&v->enc, d, p, cfg, n, 1, e);
     if (rc == FM_OK)
         rc = fm_vae_decoder_init(&v->dec, d, p, cfg, n, 1, e);
+    /* its own buffers: sized on a measuring arena, then taken */
     if (rc == FM_OK)
-        rc = fm_arena_init(&v->arena, (size_t)(8 * v->nlat + npix) * sizeof(float) + 64 * 16, e);
-    float **bufs[7] = { &v->mu, &v->logvar, &v->eps, &v->z, &v->dmu, &v->dlogvar, &v->dxhat };
-    for (int k = 0; k < 7 && rc == FM_OK; k++)
-        rc = take(&v->arena, bufs[k], k == 6 ? npix : v->nlat, e);
+        rc = fm_arena_init(&v->arena, FM_ARENA_MEASURE, e);
     if (rc == FM_OK)
-        rc = take(&v->arena, &v->dmoments, 2 * v->nlat, e);
+        rc = take_own(v, e);
+    const size_t need = v->arena.peak;
+    fm_arena_free(&v->arena);
+    if (rc == FM_OK)
+        rc = fm_arena_init(&v->arena, need, e);
+    if (rc == FM_OK)
+        rc = take_own(v, e);
     if (rc != FM_OK)
         fm_vae_free(v);
     return rc;

@@ -10,14 +10,6 @@
 
 #include "fm/act.h"
 
-static int alloc_f32(fm_arena *a, float **out, int64_t n, fm_err *e)
-{
-    void *p;
-    FM_TRY(fm_arena_alloc_or(a, (size_t)n * sizeof(float), &p, e));
-    *out = p;
-    return FM_OK;
-}
-
 int fm_attention_init(fm_attention *l, fm_dnn *d, fm_params *p, fm_arena *a, const char *name, int64_t c,
                       int64_t heads, int64_t b, int64_t t, fm_err *e)
 {
@@ -49,17 +41,17 @@ int fm_attention_init(fm_attention *l, fm_dnn *d, fm_params *p, fm_arena *a, con
     FM_TRY(fm_linear_init(&l->out_proj, d, p, a, sub, c, c, 1, m, e));
     fm_param_fill(l->out_proj.bias, 0.0f);
 
-    FM_TRY(alloc_f32(a, &l->qkv, m * 3 * c, e));
-    FM_TRY(alloc_f32(a, &l->p, b * h * t * t, e));
-    FM_TRY(alloc_f32(a, &l->o, m * c, e));
-    FM_TRY(alloc_f32(a, &l->dp, b * h * t * t, e));
-    FM_TRY(alloc_f32(a, &l->dout, m * c, e));
-    FM_TRY(alloc_f32(a, &l->dqkv, m * 3 * c, e));
+    FM_TRY(fm_arena_take(a, (size_t)(m * 3 * c), sizeof(float), &l->qkv, name, e));
+    FM_TRY(fm_arena_take(a, (size_t)(b * h * t * t), sizeof(float), &l->p, name, e));
+    FM_TRY(fm_arena_take(a, (size_t)(m * c), sizeof(float), &l->o, name, e));
+    FM_TRY(fm_arena_take(a, (size_t)(b * h * t * t), sizeof(float), &l->dp, name, e));
+    FM_TRY(fm_arena_take(a, (size_t)(m * c), sizeof(float), &l->dout, name, e));
+    FM_TRY(fm_arena_take(a, (size_t)(m * 3 * c), sizeof(float), &l->dqkv, name, e));
 
     /* per-thread scratch of the fused core: K^T and V^T of one head */
     l->nthr = omp_get_max_threads();
     l->ws_stride = hd * t;
-    FM_TRY(alloc_f32(a, &l->ws, (int64_t)l->nthr * l->ws_stride, e));
+    FM_TRY(fm_arena_take(a, (size_t)((int64_t)l->nthr * l->ws_stride), sizeof(float), &l->ws, name, e));
     return FM_OK;
 }
 

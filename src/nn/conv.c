@@ -2,7 +2,6 @@
 #include "fm/conv.h"
 
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 #include "fm/log.h"
@@ -31,8 +30,7 @@ static int mem_for(fm_conv2d *l, fm_arena *a, const dnnl_memory_desc_t *md, dnnl
         return FM_OK;
     }
     void *buf;
-    if (fm_arena_alloc_or(a, dnnl_memory_desc_get_size(md), &buf, e) != FM_OK)
-        return fm_err_prefix(e, "%s", what);
+    FM_TRY(fm_arena_take(a, dnnl_memory_desc_get_size(md), 1, &buf, what, e));
     FM_DNN(dnnl_memory_create(out, md, l->d->engine, buf), e);
     return FM_OK;
 }
@@ -93,9 +91,12 @@ static int setup_wgrad16(fm_conv2d *l, fm_arena *a, fm_err *e)
     return fm_wgrad16_bufs_init(&l->wb, a, &l->wg, 1, l->bias != NULL, e);
 }
 
+/* On a measuring arena the primitive descriptors fix every size; the
+ * primitives themselves (and the reorders) are not created. */
 static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t attr, const char *name,
                  fm_err *e)
 {
+    const int prims = !fm_arena_measuring(a);
     FM_DNN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), e);
     FM_TRY(setup_wgrad16(l, a, e));
     if (create_pds(l, pd, attr, e) != FM_OK)
@@ -105,10 +106,12 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
     fm_debug("conv %s: forward %s, backward-data %s, backward-weights %s", name, fm_dnn_impl_name(pd->fwd),
              fm_dnn_impl_name(pd->bwd_data), l->wb.xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights));
 
-    FM_DNN(dnnl_primitive_create(&l->fwd, pd->fwd), e);
-    FM_DNN(dnnl_primitive_create(&l->bwd_data, pd->bwd_data), e);
-    if (pd->bwd_weights)
-        FM_DNN(dnnl_primitive_create(&l->bwd_weights, pd->bwd_weights), e);
+    if (prims) {
+        FM_DNN(dnnl_primitive_create(&l->fwd, pd->fwd), e);
+        FM_DNN(dnnl_primitive_create(&l->bwd_data, pd->bwd_data), e);
+        if (pd->bwd_weights)
+            FM_DNN(dnnl_primitive_create(&l->bwd_weights, pd->bwd_weights), e);
+    }
 
     const dnnl_dims_t src_dims = { l->n, l->cin, l->h, l->w };
     const dnnl_dims_t w_dims = { l->cout, l->cin, l->k, l->k };
@@ -118,9 +121,8 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
     FM_TRY(fm_dnn_mem(l->d, &l->m_y, 4, dst_dims, dnnl_nhwc, e));
     if (l->d->bf16) { /* the operands' bf16 copies, at fixed addresses */
         void *x16, *dy16;
-        if (fm_arena_alloc_or(a, (size_t)(l->n * l->h * l->w * l->cin) * 2, &x16, e) != FM_OK ||
-            fm_arena_alloc_or(a, (size_t)(l->n * l->ho * l->wo * l->cout) * 2, &dy16, e) != FM_OK)
-            return fm_err_prefix(e, "bf16 operand buffers");
+        FM_TRY(fm_arena_take(a, (size_t)(l->n * l->h * l->w * l->cin), 2, &x16, "bf16 operand buffers", e));
+        FM_TRY(fm_arena_take(a, (size_t)(l->n * l->ho * l->wo * l->cout), 2, &dy16, "bf16 operand buffers", e));
         l->x16 = (fm_bf16_copy){ .buf = x16, .n = l->n * l->h * l->w * l->cin };
         l->dy16 = dy16;
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_x, 4, src_dims, dnnl_bf16, dnnl_nhwc, x16, e));
@@ -154,28 +156,27 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
 
     FM_TRY(mem_for(l, a, w_fwd_md, l->m_w, &l->m_w_fwd, "weights buffer", e));
     if (l->m_w_fwd != l->m_w)
-        FM_TRY(fm_dnn_make_reorder(l->d, oihw_md, w_fwd_md, attr, &l->w_reorder, &scratch, e));
+        FM_TRY(fm_dnn_make_reorder(l->d, oihw_md, w_fwd_md, attr, prims ? &l->w_reorder : NULL, &scratch, e));
     /* backward-data reuses the forward buffer when the layouts match, else gets its own */
     if (dnnl_memory_desc_equal(w_bwd_md, w_fwd_md)) {
         l->m_w_bwd = l->m_w_fwd;
     } else {
         FM_TRY(mem_for(l, a, w_bwd_md, l->m_w, &l->m_w_bwd, "backward weights buffer", e));
         if (l->m_w_bwd != l->m_w)
-            FM_TRY(fm_dnn_make_reorder(l->d, oihw_md, w_bwd_md, attr, &l->wb_reorder, &scratch, e));
+            FM_TRY(fm_dnn_make_reorder(l->d, oihw_md, w_bwd_md, attr, prims ? &l->wb_reorder : NULL, &scratch, e));
     }
     if (pd->bwd_weights) {
         const dnnl_memory_desc_t *dw_md =
             dnnl_primitive_desc_query_md(pd->bwd_weights, dnnl_query_diff_weights_md, 0);
         FM_TRY(mem_for(l, a, dw_md, l->m_dw, &l->m_dw_int, "weight gradient buffer", e));
         if (l->m_dw_int != l->m_dw)
-            FM_TRY(fm_dnn_make_reorder(l->d, dw_md, oihw_md, attr, &l->dw_reorder, &scratch, e));
+            FM_TRY(fm_dnn_make_reorder(l->d, dw_md, oihw_md, attr, prims ? &l->dw_reorder : NULL, &scratch, e));
     }
 
     l->scratch_bytes = scratch;
     if (scratch > 0) {
         void *buf;
-        if (fm_arena_alloc_or(a, scratch, &buf, e) != FM_OK)
-            return fm_err_prefix(e, "scratchpad");
+        FM_TRY(fm_arena_take(a, scratch, 1, &buf, "scratchpad", e));
         dnnl_memory_desc_t md;
         const dnnl_dims_t dims = { (int64_t)scratch };
         FM_DNN(dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_u8, dnnl_x), e);
@@ -330,12 +331,6 @@ int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx,
     if (l->dw_reorder)
         FM_TRY(reorder(l, l->dw_reorder, l->m_dw_int, l->m_dw, e));
     return FM_OK;
-}
-
-size_t fm_conv2d_bf16_bytes(size_t max_numel, int64_t n)
-{
-    const size_t per_sample = max_numel / (size_t)n; /* bounds Cout */
-    return 4 * ((max_numel + per_sample) * 2 + 128) + (size_t)omp_get_max_threads() * (per_sample + 16) * sizeof(float);
 }
 
 double fm_conv2d_flops_fwd(const fm_conv2d *l)

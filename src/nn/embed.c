@@ -12,15 +12,14 @@ int fm_time_embed_init(fm_time_embed *l, fm_arena *a, int n, int dim, double sca
     if (n <= 0 || dim <= 0 || dim % 2)
         return fm_fail(e, FM_ERR_INTERNAL, "time embedding: need batch > 0 and an even width > 0, got %d x %d",
                        n, dim);
-    void *f;
-    FM_TRY(fm_arena_alloc_or(a, (size_t)(dim / 2) * sizeof(double), &f, e));
+    FM_TRY(fm_arena_take(a, (size_t)(dim / 2), sizeof(double), &l->freqs, "time embedding", e));
     l->n = n;
     l->dim = dim;
     l->scale = scale;
-    l->freqs = f;
     const int half = dim / 2;
-    for (int i = 0; i < half; i++)
-        l->freqs[i] = exp(-log(10000.0) * i / half);
+    if (!fm_arena_measuring(a))
+        for (int i = 0; i < half; i++)
+            l->freqs[i] = exp(-log(10000.0) * i / half);
     return FM_OK;
 }
 

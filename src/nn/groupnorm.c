@@ -36,13 +36,6 @@
 /* Channels per block of fp32 partial sums (stack arrays). */
 #define CB 256
 
-static int take(fm_arena *a, void **out, size_t bytes, const char *name, fm_err *e)
-{
-    if (fm_arena_alloc_or(a, bytes, out, e) != FM_OK)
-        return fm_err_prefix(e, "groupnorm %s", name);
-    return FM_OK;
-}
-
 int fm_groupnorm_init(fm_groupnorm *l, fm_params *p, fm_arena *a, const char *name, int groups, float eps,
                       int flags, int n, int h, int w, int c, fm_err *e)
 {
@@ -84,7 +77,8 @@ int fm_groupnorm_init(fm_groupnorm *l, fm_params *p, fm_arena *a, const char *na
                                nc * sizeof(float), nc * sizeof(float), acc * sizeof(double),
                                acc * sizeof(double) };
     for (int i = 0; i < 10; i++)
-        FM_TRY(take(a, &v[i], bytes[i], name, e));
+        if (fm_arena_take(a, bytes[i], 1, &v[i], NULL, e) != FM_OK)
+            return fm_err_prefix(e, "groupnorm %s", name);
     l->mean = v[0];
     l->rstd = v[1];
     l->gmean = v[2];

@@ -24,11 +24,8 @@ int fm_layernorm_init(fm_layernorm *l, fm_params *p, fm_arena *a, const char *na
         fm_param_fill(l->weight, 1.0f);
         fm_param_fill(l->bias, 0.0f);
     }
-    void *m, *r;
-    FM_TRY(fm_arena_alloc_or(a, (size_t)rows * sizeof(float), &m, e));
-    FM_TRY(fm_arena_alloc_or(a, (size_t)rows * sizeof(float), &r, e));
-    l->mean = m;
-    l->rstd = r;
+    FM_TRY(fm_arena_take(a, (size_t)rows, sizeof(float), &l->mean, "layernorm statistics", e));
+    FM_TRY(fm_arena_take(a, (size_t)rows, sizeof(float), &l->rstd, "layernorm statistics", e));
     l->rows = rows;
     l->dim = dim;
     l->eps = eps;

@@ -71,10 +71,10 @@ int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight
     void *x_op = NULL, *dy_op = NULL, *w_op = weight->w.data;
     if (d->bf16) {
         void *x16, *dy16, *w16;
-        if (fm_arena_alloc_or(a, (size_t)(m * in) * 2, &x16, e) != FM_OK ||
-            fm_arena_alloc_or(a, (size_t)(m * out) * 2, &dy16, e) != FM_OK ||
-            fm_arena_alloc_or(a, (size_t)(out * in) * 2, &w16, e) != FM_OK)
-            return fm_err_prefix(e, "linear %s: bf16 operand buffers", weight->name);
+        if (fm_arena_take(a, (size_t)(m * in), 2, &x16, "bf16 operand buffers", e) != FM_OK ||
+            fm_arena_take(a, (size_t)(m * out), 2, &dy16, "bf16 operand buffers", e) != FM_OK ||
+            fm_arena_take(a, (size_t)(out * in), 2, &w16, "bf16 operand buffers", e) != FM_OK)
+            return fm_err_prefix(e, "linear %s", weight->name);
         l->x16 = (fm_bf16_copy){ .buf = x16, .n = m * in };
         l->dy16 = dy16, l->w16 = w16;
         x_op = x16, dy_op = dy16, w_op = w16;
@@ -90,16 +90,20 @@ int fm_linear_init_params(fm_linear *l, fm_dnn *d, fm_arena *a, fm_param *weight
     if (bias)
         FM_TRY(strided_mem(d, &l->m_b, 2, (dnnl_dims_t){ 1, out }, (dnnl_dims_t){ out, 1 }, bias->w.data, e));
 
+    /* on a measuring arena: the scratchpad size only, no primitives */
+    const int prims = !fm_arena_measuring(a);
     size_t scratch = 0;
-    FM_TRY(fm_dnn_matmul(d, &l->fwd, md_of(l->m_x), md_of(l->m_wt), bias ? md_of(l->m_b) : NULL,
-                       md_of(l->m_y), &scratch, e));
-    FM_TRY(fm_dnn_matmul(d, &l->bwd_data, md_of(l->m_dy), md_of(l->m_w), NULL, md_of(l->m_dx), &scratch, e));
-    FM_TRY(fm_dnn_matmul(d, &l->bwd_weights, md_of(l->m_dyt), md_of(l->m_x), NULL, md_of(l->m_dw), &scratch, e));
+    FM_TRY(fm_dnn_matmul(d, prims ? &l->fwd : NULL, md_of(l->m_x), md_of(l->m_wt), bias ? md_of(l->m_b) : NULL,
+                         md_of(l->m_y), &scratch, e));
+    FM_TRY(fm_dnn_matmul(d, prims ? &l->bwd_data : NULL, md_of(l->m_dy), md_of(l->m_w), NULL, md_of(l->m_dx),
+                         &scratch, e));
+    FM_TRY(fm_dnn_matmul(d, prims ? &l->bwd_weights : NULL, md_of(l->m_dyt), md_of(l->m_x), NULL, md_of(l->m_dw),
+                         &scratch, e));
 
     l->scratch_bytes = scratch;
     void *buf = NULL;
-    if (scratch)
-        FM_TRY(fm_arena_alloc_or(a, scratch, &buf, e));
+    if (scratch && fm_arena_take(a, scratch, 1, &buf, "scratchpad", e) != FM_OK)
+        return fm_err_prefix(e, "linear %s", weight->name);
     dnnl_memory_desc_t smd;
     FM_DNN(dnnl_memory_desc_init_by_tag(&smd, 1, (dnnl_dims_t){ (dnnl_dim_t)(scratch ? scratch : 1) }, dnnl_u8,
                                         dnnl_a), e);

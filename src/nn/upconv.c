@@ -114,16 +114,10 @@ typedef struct upconv_pds {
     dnnl_primitive_desc_t fwd[NP], bwd_data[NP], bwd_weights[NP];
 } upconv_pds;
 
-static int take(fm_arena *a, size_t bytes, void **out, const char *what, fm_err *e)
-{
-    if (fm_arena_alloc_or(a, bytes, out, e) != FM_OK)
-        return fm_err_prefix(e, "%s", what);
-    return FM_OK;
-}
-
 /* The memory for layout md of a plain buffer `plain`: plain itself when md
  * is its layout, else a new arena buffer and a reorder primitive
- * (to_plain: md -> plain, else plain -> md). */
+ * (to_plain: md -> plain, else plain -> md; reorder NULL: none, only its
+ * scratchpad counted). */
 static int internal_mem(fm_upconv *l, fm_arena *a, const dnnl_memory_desc_t *md, dnnl_memory_t plain, int to_plain,
                         const_dnnl_primitive_attr_t attr, dnnl_memory_t *out, dnnl_primitive_t *reorder,
                         size_t *scratch, fm_err *e)
@@ -135,7 +129,7 @@ static int internal_mem(fm_upconv *l, fm_arena *a, const dnnl_memory_desc_t *md,
         return FM_OK;
     }
     void *buf;
-    FM_TRY(take(a, dnnl_memory_desc_get_size(md), &buf, "weights buffer", e));
+    FM_TRY(fm_arena_take(a, dnnl_memory_desc_get_size(md), 1, &buf, "weights buffer", e));
     FM_DNN(dnnl_memory_create(out, md, l->d->engine, buf), e);
     return fm_dnn_make_reorder(l->d, to_plain ? md : plain_md, to_plain ? plain_md : md, attr, reorder, scratch, e);
 }
@@ -223,9 +217,12 @@ static int setup_wgrad16(fm_upconv *l, fm_arena *a, fm_err *e)
     return fm_wgrad16_bufs_init(&l->wb, a, &l->wg[0], NP, l->bias != NULL, e);
 }
 
+/* On a measuring arena the primitive descriptors fix every size; the
+ * primitives themselves (and the reorders) are not created. */
 static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_t attr,
                  dnnl_primitive_attr_t attr_sum, const char *name, fm_err *e)
 {
+    const int prims = !fm_arena_measuring(a);
     FM_TRY(setup_wgrad16(l, a, e));
     FM_DNN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), e);
     FM_DNN(dnnl_primitive_attr_set_scratchpad_mode(attr_sum, dnnl_scratchpad_mode_user), e);
@@ -246,10 +243,10 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
     /* the parity buffers serve forward (outputs) and backward (gradients) */
     const size_t wbytes = (size_t)(NP * l->cout * l->cin * 4) * sizeof(float);
     void *wf, *wt, *dwf, *yp;
-    FM_TRY(take(a, wbytes, &wf, "folded weights", e));
-    FM_TRY(take(a, wbytes, &wt, "transposed weights", e));
-    FM_TRY(take(a, wbytes, &dwf, "folded weight gradients", e));
-    FM_TRY(take(a, (size_t)(NP * ny) * sizeof(float), &yp, "parity buffers", e));
+    FM_TRY(fm_arena_take(a, wbytes, 1, &wf, "folded weights", e));
+    FM_TRY(fm_arena_take(a, wbytes, 1, &wt, "transposed weights", e));
+    FM_TRY(fm_arena_take(a, wbytes, 1, &dwf, "folded weight gradients", e));
+    FM_TRY(fm_arena_take(a, (size_t)(NP * ny), sizeof(float), &yp, "parity buffers", e));
     l->wf = wf, l->wt = wt, l->dwf = dwf, l->yp = yp, l->dyp = yp;
 
     const dnnl_dims_t x_dims = { l->n, l->cin, l->h, l->w };
@@ -262,8 +259,8 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_yp[p], 4, y_dims, dnnl_f32, dnnl_nhwc, l->yp + p * ny, e));
     if (l->d->bf16) { /* the operands' bf16 copies, at fixed addresses */
         void *x16, *dy16;
-        FM_TRY(take(a, (size_t)nx * 2, &x16, "bf16 operand buffers", e));
-        FM_TRY(take(a, (size_t)(NP * ny) * 2, &dy16, "bf16 operand buffers", e));
+        FM_TRY(fm_arena_take(a, (size_t)nx, 2, &x16, "bf16 operand buffers", e));
+        FM_TRY(fm_arena_take(a, (size_t)(NP * ny), 2, &dy16, "bf16 operand buffers", e));
         l->x16 = (fm_bf16_copy){ .buf = x16, .n = nx };
         l->dyp16 = dy16;
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_x, 4, x_dims, dnnl_bf16, dnnl_nhwc, x16, e));
@@ -276,7 +273,7 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
     }
     if (l->bias) {
         void *db4;
-        FM_TRY(take(a, (size_t)(NP * l->cout) * sizeof(float), &db4, "bias gradients", e));
+        FM_TRY(fm_arena_take(a, (size_t)(NP * l->cout), sizeof(float), &db4, "bias gradients", e));
         l->db4 = db4;
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_b, 1, b_dims, dnnl_f32, dnnl_x, l->bias->w.data, e));
         for (int p = 0; p < NP; p++)
@@ -289,30 +286,33 @@ static int setup(fm_upconv *l, fm_arena *a, upconv_pds *pd, dnnl_primitive_attr_
     for (int p = 0; p < NP; p++) {
         fm_dnn_grow_scratch(&scratch, pd->fwd[p]);
         fm_dnn_grow_scratch(&scratch, pd->bwd_data[p]);
-        FM_DNN(dnnl_primitive_create(&l->fwd[p], pd->fwd[p]), e);
-        FM_DNN(dnnl_primitive_create(&l->bwd_data[p], pd->bwd_data[p]), e);
+        if (prims) {
+            FM_DNN(dnnl_primitive_create(&l->fwd[p], pd->fwd[p]), e);
+            FM_DNN(dnnl_primitive_create(&l->bwd_data[p], pd->bwd_data[p]), e);
+        }
         if (pd->bwd_weights[p]) {
             fm_dnn_grow_scratch(&scratch, pd->bwd_weights[p]);
-            FM_DNN(dnnl_primitive_create(&l->bwd_weights[p], pd->bwd_weights[p]), e);
+            if (prims)
+                FM_DNN(dnnl_primitive_create(&l->bwd_weights[p], pd->bwd_weights[p]), e);
         }
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_w[p], 4, w_dims, dnnl_f32, dnnl_oihw, l->wf + p * ps, e));
         /* wt[p] is laid out [Cout][Cin][2][2]: IOHW of the transposed weights */
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_wt[p], 4, wt_dims, dnnl_f32, dnnl_iohw, l->wt + p * ps, e));
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_dw[p], 4, w_dims, dnnl_f32, dnnl_oihw, l->dwf + p * ps, e));
         FM_TRY(internal_mem(l, a, dnnl_primitive_desc_query_md(pd->fwd[p], dnnl_query_weights_md, 0), l->m_w[p], 0,
-                            attr, &l->m_w_int[p], &l->w_reorder[p], &scratch, e));
+                            attr, &l->m_w_int[p], prims ? &l->w_reorder[p] : NULL, &scratch, e));
         FM_TRY(internal_mem(l, a, dnnl_primitive_desc_query_md(pd->bwd_data[p], dnnl_query_weights_md, 0),
-                            l->m_wt[p], 0, attr, &l->m_wt_int[p], &l->wt_reorder[p], &scratch, e));
+                            l->m_wt[p], 0, attr, &l->m_wt_int[p], prims ? &l->wt_reorder[p] : NULL, &scratch, e));
         if (pd->bwd_weights[p])
             FM_TRY(internal_mem(l, a,
                                 dnnl_primitive_desc_query_md(pd->bwd_weights[p], dnnl_query_diff_weights_md, 0),
-                                l->m_dw[p], 1, attr, &l->m_dw_int[p], &l->dw_reorder[p], &scratch, e));
+                                l->m_dw[p], 1, attr, &l->m_dw_int[p], prims ? &l->dw_reorder[p] : NULL, &scratch, e));
     }
 
     l->scratch_bytes = scratch;
     if (scratch > 0) {
         void *buf;
-        FM_TRY(take(a, scratch, &buf, "scratchpad", e));
+        FM_TRY(fm_arena_take(a, scratch, 1, &buf, "scratchpad", e));
         const dnnl_dims_t dims = { (int64_t)scratch };
         FM_TRY(fm_dnn_mem_dt(l->d, &l->m_scratch, 1, dims, dnnl_u8, dnnl_x, buf, e));
     }
@@ -474,25 +474,22 @@ double fm_upconv_flops_bwd(const fm_upconv *l, int with_dx)
     return (with_dx ? 2.0 : 1.0) * fm_upconv_flops_fwd(l);
 }
 
-/* Bytes of one arena allocation of b bytes, alignment included. */
-static size_t al64(size_t b) { return ((b + 63) & ~(size_t)63) + 64; }
-
-size_t fm_upconv_arena_bound(int64_t cin, int64_t cout, int64_t n, int64_t h, int64_t w, int bf16)
+int fm_upconv_arena_bytes(fm_dnn *d, int64_t cin, int64_t cout, int bias, int64_t n, int64_t h, int64_t w,
+                          size_t *bytes, fm_err *e)
 {
-    const size_t nx = (size_t)(n * h * w * cin), ny = (size_t)(n * h * w * cout);
-    const size_t wp = (size_t)(cout * cin * 4) * sizeof(float);                                 // one W'_p
-    const size_t wpad = (size_t)(((cout + 63) / 64 * 64) * ((cin + 63) / 64 * 64) * 4) * sizeof(float);  // blocked
-    const size_t nthr = (size_t)omp_get_max_threads();
-    size_t b = 3 * al64(NP * wp) + al64(NP * ny * sizeof(float)) + al64(NP * (size_t)cout * sizeof(float));
-    b += 3 * NP * al64(wpad);                                      // W', W'^T and dW'_p in oneDNN layouts
-    if (bf16) /* bf16 x and dy, their pair-packed copies (one more image when n is odd), bias partial sums */
-        b += al64(nx * 2) + al64(NP * ny * 2) + al64((nx + nx / (size_t)n) * 2) +
-             al64(NP * (ny + ny / (size_t)n) * 2) + al64(nthr * (size_t)cout * sizeof(float));
-    /* scratchpad: per-thread weight-gradient reductions and padded
-     * activation rows, with room to spare */
-    b += al64((nthr + 2) * (wpad + (size_t)(h + 2) * (w + 2) * (cin > cout ? cin : cout) * 4 * sizeof(float)) +
-              (4u << 20));
-    return b;
+    fm_params p;
+    fm_arena a;
+    fm_upconv l;
+    FM_TRY(fm_params_init_count(&p, e));
+    int rc = fm_arena_init(&a, FM_ARENA_MEASURE, e);
+    if (rc == FM_OK)
+        rc = fm_upconv_init(&l, d, &p, &a, "upconv", cin, cout, bias, n, h, w, e);
+    if (rc == FM_OK)
+        fm_upconv_free(&l);
+    *bytes = a.peak;
+    fm_arena_free(&a);
+    fm_params_free(&p);
+    return rc;
 }
 
 void fm_upconv_free(fm_upconv *l)

@@ -32,10 +32,11 @@ int fm_wgrad16_bufs_init(fm_wgrad16_bufs *b, fm_arena *a, const fm_wgrad16 *g, i
     void *xp, *dyp, *part = NULL;
     const int threads = omp_get_max_threads();
     const size_t dy_len = fm_wgrad16_packed_len(g->n, g->ho * g->wo, g->cout);
-    if (fm_arena_alloc_or(a, fm_wgrad16_packed_len(g->n, g->h * g->w, g->cin) * 2, &xp, e) != FM_OK ||
-        fm_arena_alloc_or(a, (size_t)ndy * dy_len * 2, &dyp, e) != FM_OK ||
-        (bias && fm_arena_alloc_or(a, (size_t)threads * (size_t)g->cout * sizeof(float), &part, e) != FM_OK))
-        return fm_err_prefix(e, "pair-packed operand buffers");
+    const char *what = "pair-packed operand buffers";
+    FM_TRY(fm_arena_take(a, fm_wgrad16_packed_len(g->n, g->h * g->w, g->cin), 2, &xp, what, e));
+    FM_TRY(fm_arena_take(a, (size_t)ndy * dy_len, 2, &dyp, what, e));
+    if (bias)
+        FM_TRY(fm_arena_take(a, (size_t)threads * (size_t)g->cout, sizeof(float), &part, what, e));
     *b = (fm_wgrad16_bufs){ .xp = xp, .dyp = dyp, .dy_len = dy_len, .part = part, .threads = threads };
     return FM_OK;
 }

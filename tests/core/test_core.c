@@ -1,5 +1,6 @@
 /* test_core.c - RNG, arena, tensor, CRC32C and safetensors round trip. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -102,6 +103,44 @@ static int test_arena(void)
     return 0;
 }
 
+/* fm_arena_take types its result; a measuring arena counts exactly what a
+ * real one takes for the same sequence, and hands out distinct non-NULL
+ * aligned addresses. */
+static int test_arena_take_and_measure(void)
+{
+    fm_err e = { 0 };
+    const size_t sizes[] = { 10, 64, 65, 0, 3000 };
+    fm_arena m, a;
+    CHECK_OK(fm_arena_init(&m, FM_ARENA_MEASURE, &e), &e);
+    CHECK(fm_arena_measuring(&m), "not measuring");
+    char *prev = NULL;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        char *q;
+        CHECK_OK(fm_arena_take(&m, sizes[i], 1, &q, "measure", &e), &e);
+        CHECK(q && (uintptr_t)q % 64 == 0 && q != prev, "measuring address %p", (void *)q);
+        prev = q;
+    }
+    CHECK_OK(fm_arena_init(&a, m.peak, &e), &e);
+    CHECK(!fm_arena_measuring(&a) && a.cap == m.peak, "cap %zu for %zu measured", a.cap, m.peak);
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        float *f;
+        CHECK_OK(fm_arena_take(&a, sizes[i], 1, &f, "real", &e), &e);
+    }
+    CHECK(a.used == m.used && a.used == a.cap, "real %zu, measured %zu", a.used, m.used);
+    double *d;
+    CHECK(fm_arena_take(&a, 1, sizeof *d, &d, "one more", &e) == FM_ERR_INTERNAL && !d &&
+              strstr(e.msg, "one more: arena exhausted"),
+          "full arena: %s", e.msg);
+    fm_arena_free(&a);
+    CHECK_OK(fm_arena_init(&a, 4096, &e), &e);
+    CHECK(fm_arena_take(&a, SIZE_MAX / 2, 4, &d, NULL, &e) == FM_ERR_INTERNAL, "overflowing size accepted");
+    CHECK_OK(fm_arena_take(&a, 3, sizeof *d, &d, NULL, &e), &e);
+    CHECK(a.used == 64 && d[0] == 0.0 && d[2] == 0.0, "used %zu", a.used);
+    fm_arena_free(&a);
+    fm_arena_free(&m);
+    return 0;
+}
+
 static int test_tensor_bf16(void)
 {
     CHECK(fm_bf16_to_f32(fm_f32_to_bf16(1.0f)) == 1.0f, "1.0");
@@ -184,6 +223,21 @@ static int test_params_table(void)
     for (int i = 0; i < 15; i++)
         inrange &= x[i] >= -0.5f && x[i] < 0.5f;
     CHECK(inrange && x[0] != x[1], "init");
+    CHECK(p.values == 18 && p.numel == 32, "values %zu, numel %zu", p.values, p.numel);
+
+    /* a counting table: the same counts, names checked, no values */
+    fm_params c;
+    fm_param *cw;
+    CHECK_OK(fm_params_init_count(&c, &e), &e);
+    CHECK(fm_params_counting(&c) && !fm_params_counting(&p), "counting flag");
+    CHECK_OK(fm_params_add(&c, &cw, 2, s1, &e, "lin.%d.weight", 0), &e);
+    CHECK_OK(fm_params_add(&c, NULL, 1, s2, &e, "lin.%d.bias", 0), &e);
+    CHECK(fm_params_add(&c, NULL, 1, s2, &e, "lin.0.bias") == FM_ERR_INTERNAL, "duplicate accepted when counting");
+    fm_param_init_uniform(&c, cw, 0.5f);  /* nothing to write: must not crash */
+    fm_param_fill(cw, 1.0f);
+    CHECK(c.n == p.n && c.numel == p.numel && c.values == p.values && !cw->w.data && cw->w.shape[1] == 5,
+          "count %d / %zu / %zu, real %d / %zu / %zu", c.n, c.numel, c.values, p.n, p.numel, p.values);
+    fm_params_free(&c);
     fm_params_free(&p);
     return 0;
 }
@@ -192,7 +246,7 @@ int main(int argc, char **argv)
 {
     static const fm_test tests[] = {
         TEST(test_philox_known_answer), TEST(test_rng_pure_and_distributed), TEST(test_permutation),
-        TEST(test_arena), TEST(test_tensor_bf16), TEST(test_crc32c),
+        TEST(test_arena), TEST(test_arena_take_and_measure), TEST(test_tensor_bf16), TEST(test_crc32c),
         TEST(test_safetensors_roundtrip_and_corruption), TEST(test_params_table),
     };
     return fm_test_main("core", tests, (int)(sizeof tests / sizeof tests[0]), argc, argv);

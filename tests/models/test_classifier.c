@@ -206,6 +206,41 @@ static int test_classifier_gradcheck(void)
     return 0;
 }
 
+/* The arena init reserved is exactly what the model took: capacity = bytes
+ * used, rounded up only to fm_arena_init's 2 MiB granule for large arenas. */
+static int arena_exact(const fm_arena *a)
+{
+    const size_t huge = (size_t)2 << 20;
+    return a->used == a->peak && a->used > 0 &&
+           (a->cap == a->used || (a->used >= huge && a->cap % huge == 0 && a->cap - a->used < huge));
+}
+
+/* The arena is sized by measuring the classifier's own set-up: exactly what
+ * it takes, fp32 and bf16, with and without training buffers. */
+static int test_classifier_arena_exact(void)
+{
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int train = 0; train < 2; train++) {
+            fm_err e = { 0 };
+            const fm_classifier_cfg c = tiny_cfg();
+            fm_dnn d;
+            fm_params p;
+            fm_classifier m;
+            CHECK_OK(fm_dnn_init(&d, &e), &e);
+            d.bf16 = bf16;
+            CHECK_OK(fm_params_init(&p, 64, 1 << 20, 3, &e), &e);
+            int rc = fm_classifier_init(&m, &d, &p, &c, 3 + 60 * train, train, &e);
+            const fm_arena a = m.arena;
+            fm_classifier_free(&m);
+            fm_params_free(&p);
+            fm_dnn_free(&d);
+            CHECK_OK(rc, &e);
+            CHECK(arena_exact(&a), "%s train %d: %zu used, %zu reserved", bf16 ? "bf16" : "fp32", train, a.used,
+                  a.cap);
+        }
+    return 0;
+}
+
 static int test_classifier_bad_cfg(void)
 {
     fm_err e = { 0 };
@@ -278,7 +313,7 @@ int main(int argc, char **argv)
 {
     const fm_test tests[] = {
         TEST(test_classifier_names),   TEST(test_classifier_head_reference), TEST(test_classifier_gradcheck),
-        TEST(test_classifier_bad_cfg), TEST(test_classifier_timing),
+        TEST(test_classifier_bad_cfg), TEST(test_classifier_arena_exact), TEST(test_classifier_timing),
     };
     return fm_test_main("models/classifier", tests, (int)(sizeof tests / sizeof *tests), argc, argv);
 }

@@ -443,6 +443,45 @@ static int time_cfg(const char *label, fm_dit_cfg cfg, int b, int iters)
     return 0;
 }
 
+/* The arena init reserved is exactly what the model took: capacity = bytes
+ * used, rounded up only to fm_arena_init's 2 MiB granule for large arenas. */
+static int arena_exact(const fm_arena *a)
+{
+    const size_t huge = (size_t)2 << 20;
+    return a->used == a->peak && a->used > 0 &&
+           (a->cap == a->used || (a->used >= huge && a->cap % huge == 0 && a->cap - a->used < huge));
+}
+
+/* fm_dit_init sizes its arena by measuring its own set-up: exactly what it
+ * takes, in fp32 and bf16, patch 1 and 2, for a small and a larger batch. */
+static int test_dit_arena_exact(void)
+{
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int patch = 1; patch <= 2; patch++)
+            for (int b = 1; b <= 129; b += 128) {
+                fm_err e = { 0 };
+                const fm_dit_cfg cfg = tiny_cfg(patch);
+                fm_dnn d;
+                fm_params p;
+                fm_dit m;
+                int tensors;
+                size_t padded;
+                CHECK_OK(fm_dit_param_count(&cfg, &tensors, &padded, NULL, &e), &e);
+                CHECK_OK(fm_dnn_init(&d, &e), &e);
+                d.bf16 = bf16;
+                CHECK_OK(fm_params_init(&p, tensors, padded, 5, &e), &e);
+                int rc = fm_dit_init(&m, &d, &p, &cfg, b, &e);
+                const fm_arena a = m.arena;
+                fm_dit_free(&m);
+                fm_params_free(&p);
+                fm_dnn_free(&d);
+                CHECK_OK(rc, &e);
+                CHECK(arena_exact(&a), "%s patch %d batch %d: %zu used, %zu reserved", bf16 ? "bf16" : "fp32",
+                      patch, b, a.used, a.cap);
+            }
+    return 0;
+}
+
 /* The small default (width 128, depth 6, heads 4, patch 1, 8x8x4 latents) at
  * B=128; DiT-S-like (width 384, depth 12, heads 6) only with FM_DIT_BENCH=1
  * (several seconds and ~3 GiB). */
@@ -470,7 +509,7 @@ int main(int argc, char **argv)
     static const fm_test tests[] = {
         TEST(test_dit_params_and_init), TEST(test_dit_gradcheck), TEST(test_dit_batch_split),
         TEST(test_dit_determinism),     TEST(test_dit_labels),    TEST(test_dit_grad_hook),
-        TEST(test_dit_cfg_errors),      TEST(test_dit_timing),
+        TEST(test_dit_cfg_errors),      TEST(test_dit_arena_exact), TEST(test_dit_timing),
     };
     return fm_test_main("models/dit", tests, (int)(sizeof tests / sizeof *tests), argc, argv);
 }

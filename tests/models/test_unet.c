@@ -348,6 +348,45 @@ static int test_bad_cfg(void)
     return 0;
 }
 
+/* The arena init reserved is exactly what the model took: capacity = bytes
+ * used, rounded up only to fm_arena_init's 2 MiB granule for large arenas. */
+static int arena_exact(const fm_arena *a)
+{
+    const size_t huge = (size_t)2 << 20;
+    return a->used == a->peak && a->used > 0 &&
+           (a->cap == a->used || (a->used >= huge && a->cap % huge == 0 && a->cap - a->used < huge));
+}
+
+/* ---- arena size ---------------------------------------------------------- */
+
+/* fm_unet_init sizes its arena by measuring its own set-up: exactly what it
+ * takes, in fp32 and bf16, for small (exact capacity) and larger batches. */
+static int test_arena_exact(void)
+{
+    const fm_unet_cfg cfg = tiny_cfg();
+    const int batches[2] = { 1, 48 };
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int i = 0; i < 2; i++) {
+            fm_err e = { 0 };
+            model m;
+            int tensors;
+            size_t padded;
+            memset(&m, 0, sizeof m);
+            CHECK_OK(fm_unet_param_count(&cfg, &tensors, &padded, NULL, &e), &e);
+            CHECK_OK(fm_dnn_init(&m.d, &e), &e);
+            m.d.bf16 = bf16;
+            CHECK_OK(fm_params_init(&m.p, tensors, padded, 11, &e), &e);
+            CHECK_OK(fm_unet_init(&m.u, &m.d, &m.p, &cfg, batches[i], &e), &e);
+            const fm_arena a = m.u.arena;
+            model_free(&m);
+            printf("  %s batch %d: %zu bytes used of %zu reserved\n", bf16 ? "bf16" : "fp32", batches[i], a.used,
+                   a.cap);
+            CHECK(arena_exact(&a), "%s batch %d: %zu used, %zu reserved", bf16 ? "bf16" : "fp32", batches[i],
+                  a.used, a.cap);
+        }
+    return 0;
+}
+
 /* ---- timing (not asserted) ----------------------------------------------- */
 
 static int test_timing_default(void)
@@ -407,7 +446,7 @@ int main(int argc, char **argv)
 {
     const fm_test tests[] = {
         TEST(test_params), TEST(test_gradcheck), TEST(test_batch_split), TEST(test_deterministic_and_hook),
-        TEST(test_bad_cfg), TEST(test_timing_default),
+        TEST(test_bad_cfg), TEST(test_arena_exact), TEST(test_timing_default),
     };
     return fm_test_main("unet", tests, (int)(sizeof tests / sizeof *tests), argc, argv);
 }

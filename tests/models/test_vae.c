@@ -329,6 +329,52 @@ static int test_vae_inference(void)
     return 0;
 }
 
+/* The arena init reserved is exactly what the model took: capacity = bytes
+ * used, rounded up only to fm_arena_init's 2 MiB granule for large arenas. */
+static int arena_exact(const fm_arena *a)
+{
+    const size_t huge = (size_t)2 << 20;
+    return a->used == a->peak && a->used > 0 &&
+           (a->cap == a->used || (a->used >= huge && a->cap % huge == 0 && a->cap - a->used < huge));
+}
+
+/* The encoder's, decoder's and training model's arenas are sized by
+ * measuring their own set-up: exactly what they take, fp32 and bf16, for
+ * training and inference instances, small and larger batches. */
+static int test_vae_arena_exact(void)
+{
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int b = 1; b <= 65; b += 64) {
+            fm_err e = { 0 };
+            const fm_vae_cfg c = tiny_cfg();
+            fm_dnn d;
+            fm_params p, pe, pd;
+            fm_vae v;
+            fm_vae_encoder enc;
+            fm_vae_decoder dec;
+            CHECK_OK(fm_dnn_init(&d, &e), &e);
+            d.bf16 = bf16;
+            CHECK_OK(fm_params_init(&p, 256, 1 << 20, 3, &e), &e);
+            CHECK_OK(fm_params_init(&pe, 256, 1 << 20, 3, &e), &e);
+            CHECK_OK(fm_params_init(&pd, 256, 1 << 20, 3, &e), &e);
+            CHECK_OK(fm_vae_init(&v, &d, &p, &c, b, &e), &e);
+            CHECK_OK(fm_vae_encoder_init(&enc, &d, &pe, &c, b, 0, &e), &e);
+            CHECK_OK(fm_vae_decoder_init(&dec, &d, &pd, &c, b, 0, &e), &e);
+            const fm_arena a[5] = { v.enc.arena, v.dec.arena, v.arena, enc.arena, dec.arena };
+            fm_vae_free(&v);
+            fm_vae_encoder_free(&enc);
+            fm_vae_decoder_free(&dec);
+            fm_params_free(&p);
+            fm_params_free(&pe);
+            fm_params_free(&pd);
+            fm_dnn_free(&d);
+            for (int k = 0; k < 5; k++)
+                CHECK(arena_exact(&a[k]), "%s batch %d arena %d: %zu used, %zu reserved", bf16 ? "bf16" : "fp32", b,
+                      k, a[k].used, a[k].cap);
+        }
+    return 0;
+}
+
 static int test_vae_bad_cfg(void)
 {
     fm_err e = { 0 };
@@ -405,7 +451,7 @@ int main(int argc, char **argv)
 {
     const fm_test tests[] = {
         TEST(test_vae_names),     TEST(test_vae_gradcheck), TEST(test_vae_batch_split), TEST(test_vae_logvar_clamp),
-        TEST(test_vae_inference), TEST(test_vae_bad_cfg),   TEST(test_vae_timing),
+        TEST(test_vae_inference), TEST(test_vae_bad_cfg), TEST(test_vae_arena_exact),   TEST(test_vae_timing),
     };
     return fm_test_main("models/vae", tests, (int)(sizeof tests / sizeof *tests), argc, argv);
 }

@@ -30,8 +30,10 @@ static int run(const char *path, const int64_t *a, fm_err *e)
     float *x = NULL, *y = NULL, *dy = NULL, *dx = NULL;
     int rc;
     size_t nparams = (size_t)(cout * cin * 9 + cout + 64);
+    size_t bytes;
     if ((rc = fm_dnn_init(&d, e)) != FM_OK || (rc = fm_params_init(&p, 4, nparams, 23, e)) != FM_OK ||
-        (rc = fm_arena_init(&ar, fm_upconv_arena_bound(cin, cout, n, h, w, 0), e)) != FM_OK ||
+        (rc = fm_upconv_arena_bytes(&d, cin, cout, bias, n, h, w, &bytes, e)) != FM_OK ||
+        (rc = fm_arena_init(&ar, bytes, e)) != FM_OK ||
         (rc = fm_upconv_init(&l, &d, &p, &ar, "up", cin, cout, bias, n, h, w, e)) != FM_OK)
         goto out;
     int64_t nx = n * h * w * cin, ny = n * 4 * h * w * cout;

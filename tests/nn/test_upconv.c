@@ -122,7 +122,9 @@ static int rig_init(rig *r, const up_case *c, uint64_t seed, int bf16, fm_err *e
     FM_TRY(fm_dnn_init(&r->d, e));
     r->d.bf16 = bf16;
     FM_TRY(fm_params_init(&r->p, 4, (size_t)(r->nw + c->cout + 64), seed, e));
-    FM_TRY(fm_arena_init(&r->a, fm_upconv_arena_bound(c->cin, c->cout, c->n, c->h, c->w, bf16), e));
+    size_t bytes;
+    FM_TRY(fm_upconv_arena_bytes(&r->d, c->cin, c->cout, c->bias, c->n, c->h, c->w, &bytes, e));
+    FM_TRY(fm_arena_init(&r->a, bytes, e));
     FM_TRY(fm_upconv_init(&r->l, &r->d, &r->p, &r->a, "up", c->cin, c->cout, c->bias, c->n, c->h, c->w, e));
     r->nx = c->n * c->h * c->w * c->cin;
     r->ny = c->n * 4 * c->h * c->w * c->cout;
@@ -285,8 +287,8 @@ static int test_init_and_errors(void)
     return 0;
 }
 
-/* fm_upconv_arena_bound holds what init takes, for both precisions. */
-static int test_arena_bound(void)
+/* fm_upconv_arena_bytes is exactly what init takes, for both precisions. */
+static int test_arena_bytes(void)
 {
     const up_case cs[] = {
         { "unet up.1", 128, 4, 4, 128, 128, 1 }, { "vae up.1", 128, 8, 8, 32, 32, 1 },
@@ -297,11 +299,16 @@ static int test_arena_bound(void)
             fm_err e = { 0 };
             rig r;
             int rc = rig_init(&r, &cs[i], 1, bf16, &e);
-            size_t used = r.a.used, cap = r.a.cap, scratch = r.l.scratch_bytes;
+            size_t bytes = 0, used = r.a.used, scratch = r.l.scratch_bytes;
+            if (rc == FM_OK)
+                rc = fm_upconv_arena_bytes(&r.d, cs[i].cin, cs[i].cout, cs[i].bias, cs[i].n, cs[i].h, cs[i].w,
+                                           &bytes, &e);
             rig_free(&r);
             CHECK(rc == FM_OK, "%s %s: %s", cs[i].label, bf16 ? "bf16" : "fp32", e.msg);
-            printf("  %s %s: arena %.2f MiB of bound %.2f MiB (scratchpad %zu KiB)\n", cs[i].label,
-                   bf16 ? "bf16" : "fp32", (double)used / (1 << 20), (double)cap / (1 << 20), scratch >> 10);
+            CHECK(bytes == used, "%s %s: measured %zu bytes, init took %zu", cs[i].label, bf16 ? "bf16" : "fp32",
+                  bytes, used);
+            printf("  %s %s: arena %.2f MiB (scratchpad %zu KiB)\n", cs[i].label, bf16 ? "bf16" : "fp32",
+                   (double)used / (1 << 20), scratch >> 10);
         }
     return 0;
 }
@@ -513,7 +520,7 @@ static int test_timing(void)
 int main(int argc, char **argv)
 {
     const fm_test tests[] = {
-        TEST(test_shapes), TEST(test_init_and_errors), TEST(test_arena_bound), TEST(test_gradcheck),
+        TEST(test_shapes), TEST(test_init_and_errors), TEST(test_arena_bytes), TEST(test_gradcheck),
         TEST(test_bf16),   TEST(test_timing),
     };
     return fm_test_main("nn/upconv", tests, (int)(sizeof tests / sizeof tests[0]), argc, argv);
