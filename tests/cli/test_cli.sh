@@ -56,10 +56,11 @@ else pass $name; fi
 name=unknown_key_in_section
 cp "$TINY" "$T/cfg/tiny_copy2.yaml"
 line=$(($(wc -l <"$T/cfg/tiny_copy2.yaml") + 1))
-echo "  bogus: 1" >>"$T/cfg/tiny_copy2.yaml" # inside the last section (eval)
+echo "  bogus: 1" >>"$T/cfg/tiny_copy2.yaml" # inside the last section
+last=$(grep -E '^[a-z]+:' "$T/cfg/tiny_copy2.yaml" | tail -n 1 | cut -d: -f1)
 run $name "$FMTRAIN" "$T/cfg/tiny_copy2.yaml" --out "$T/out_$name"
 if [ $rc -ne 2 ]; then fail $name "expected exit 2"
-elif ! grep -q "tiny_copy2.yaml:$line:3: eval.bogus: unknown key" "$W.err"; then fail $name "stderr lacks tiny_copy2.yaml:$line:3"
+elif ! grep -q "tiny_copy2.yaml:$line:3: $last.bogus: unknown key" "$W.err"; then fail $name "stderr lacks tiny_copy2.yaml:$line:3: $last.bogus"
 elif [ -e "$T/out_$name" ] || ! empty_dir "$W"; then fail $name "something was created"
 else pass $name; fi
 
