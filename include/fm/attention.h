@@ -32,6 +32,7 @@
 #include "fm/dnn.h"
 #include "fm/linear.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/status.h"
 
 typedef struct fm_attention {
@@ -53,6 +54,7 @@ typedef struct fm_attention {
     int nthr;           /* threads the core runs on (omp_get_max_threads() at init) */
     float *ws;          /* [nthr, ws_stride] */
     int64_t ws_stride;  /* hd * T */
+    fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_attention;
 
 /* Register the four parameters in p with PyTorch's initialisation

@@ -32,6 +32,7 @@
 #include "fm/arena.h"
 #include "fm/dnn.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/status.h"
 #include "fm/tensor.h"
 #include "fm/wgrad16.h"
@@ -59,6 +60,7 @@ typedef struct fm_conv2d {
     size_t scratch_bytes;                      /* size of the shared scratchpad */
     fm_wgrad16 wg;                             /* geometry for fm_wgrad16 */
     fm_wgrad16_bufs wb;                        /* its buffers; wb.xp NULL: oneDNN's weight gradients */
+    fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_conv2d;
 
 /* Output size of one spatial dimension: (in + 2*pad - k) / stride + 1, or a

@@ -55,10 +55,9 @@
 #include "fm/layernorm.h"
 #include "fm/linear.h"
 #include "fm/params.h"
-#include "fm/profile.h"
 #include "fm/status.h"
 
-#define FM_DIT_TIME_SCALE 1000.0
+#define FM_DIT_T_SCALE 1000.0
 #define FM_DIT_T_FREQ 256  /* default F */
 #define FM_DIT_LN_EPS 1e-6f
 
@@ -136,7 +135,6 @@ typedef struct fm_dit {
     int forward_done;
     fm_dit_grad_hook hook;
     void *hook_ctx;
-    fm_profile *prof;              /* per-layer timing (profile.h); NULL = off */
     double flops;
 } fm_dit;
 
@@ -161,6 +159,11 @@ int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size
  * running the same set-up on a measuring arena first (arena.h). */
 int fm_dit_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, fm_err *e);
 
+/* The flow stage uses the model through fm_dit_ops (flowmodel.h), which adds
+ * the walk over its layers for profiling (scopes "cond", "embed",
+ * "blocks.{i}", "final"); the typed functions below are what that table
+ * calls, and what the tests call directly. */
+
 /* out [B, H, W, in] = u_theta(x [B, H, W, in], t [B], y [B]); labels in
  * [0, num_classes] (num_classes = null; others give FM_ERR_DATA). The inputs
  * are copied: the caller may reuse them before backward. out must not overlap x. */
@@ -172,13 +175,6 @@ int fm_dit_backward(fm_dit *m, const float *dout, fm_err *e);
 
 /* Install (or clear, with fn = NULL) the gradient-ready hook. */
 void fm_dit_set_grad_hook(fm_dit *m, fm_dit_grad_hook fn, void *ctx);
-
-/* Time every layer call of forward and backward into prof (NULL = off, the
- * default; the table must outlive its use). Scopes are "blocks.{i}", "cond"
- * (time and class embedding), "embed" (patchify, x_embed, position) and
- * "final"; layers are "adaLN", "ln1", "modulate1", "attn", "gate1", "mlp.0",
- * "gelu", ..., with FLOPs for linears and attention. Numerics are unchanged. */
-void fm_dit_set_profile(fm_dit *m, fm_profile *prof);
 
 /* Forward floating-point operations for the whole batch (the matrix products;
  * a training step is about 3x). */

@@ -19,12 +19,14 @@
 
 #include "fm/arena.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/status.h"
 
 typedef struct fm_time_embed {
     int n, dim;       /* batch size N, output width D */
     double scale;     /* t multiplier (1000 by default) */
     double *freqs;    /* [D / 2] from the arena */
+    fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_time_embed;
 
 /* Set up for batches of n times -> [n, dim]; dim must be even and > 0.
@@ -42,6 +44,7 @@ int fm_time_embed_backward(const fm_time_embed *l, const float *t, const float *
 typedef struct fm_class_embed {
     int n, num_classes, dim;  /* batch size N, classes (without the null label), D */
     fm_param *weight;         /* [num_classes + 1, D] */
+    fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_class_embed;
 
 /* Register `<name>.weight` [num_classes + 1, dim] in p, initialised N(0, 1)

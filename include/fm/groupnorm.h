@@ -24,6 +24,7 @@
 
 #include "fm/arena.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/status.h"
 
 enum {
@@ -43,6 +44,7 @@ typedef struct fm_groupnorm {
     float *cmu, *ca, *cb;    /* [N, C] forward: z = (x - cmu) * ca + cb per channel, kept for backward */
     float *cr, *cq;          /* [N, C] backward: dx = dz * ca + (x - cmu) * cr + cq (scratch) */
     double *acc1, *acc2;     /* [N * chunks + 1, C] partial sums (scratch) */
+    fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_groupnorm;
 
 /* Set up GroupNorm(groups, c, eps) for batches [n, h, w, c]; groups must divide
@@ -72,7 +74,8 @@ int fm_groupnorm_forward_ada16(fm_groupnorm *l, const float *x, const float *sca
 /* y again, from the statistics and coefficients kept by the last forward,
  * which must have been on this x (with the same scale, shift and parameters):
  * the elementwise pass alone, for recomputing an output that was not stored
- * (bitwise the forward's y). */
+ * (bitwise the forward's y). Profiled as "<layer>.recompute" of backward
+ * (profile.h). */
 int fm_groupnorm_reforward(fm_groupnorm *l, const float *x, float *y, fm_err *e);
 
 /* From the forward input x and dy [N, H, W, C]: overwrites dx (may be NULL;

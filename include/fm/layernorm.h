@@ -16,6 +16,7 @@
 
 #include "fm/arena.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/status.h"
 
 typedef struct fm_layernorm {
@@ -25,6 +26,7 @@ typedef struct fm_layernorm {
     fm_param *bias;    /* [D], NULL without affine */
     float *mean;       /* [rows] saved by forward */
     float *rstd;       /* [rows] saved by forward */
+    fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_layernorm;
 
 /* Set up for x [rows, dim]; with affine, register "<name>.weight" and
@@ -39,7 +41,7 @@ int fm_layernorm_forward(fm_layernorm *l, const float *x, float *y, fm_err *e);
 
 /* y = LayerNorm(x) from the statistics saved by the latest forward on this
  * same x (recomputes an output that was not kept, without new statistics).
- * y may equal x. */
+ * y may equal x. Profiled as "<layer>.recompute" of backward (profile.h). */
 int fm_layernorm_apply(const fm_layernorm *l, const float *x, float *y, fm_err *e);
 
 /* Given x (the input of the latest forward) and dy [rows, D], OVERWRITE

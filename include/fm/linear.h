@@ -19,6 +19,7 @@
 #include "fm/arena.h"
 #include "fm/dnn.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/status.h"
 #include "fm/tensor.h"
 
@@ -46,6 +47,7 @@ typedef struct fm_linear {
     size_t scratch_bytes;
     fm_bf16_copy x16;           /* bf16 copy of x (arena; buf NULL in fp32) */
     uint16_t *dy16, *w16;       /* bf16 copies of dy and W (arena); NULL in fp32 */
+    fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_linear;
 
 /* Register "<name>.weight" [out, in] (and "<name>.bias" [out] if bias) in p

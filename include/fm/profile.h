@@ -15,7 +15,11 @@
  * copied). Not thread-safe: account from the thread that drives the model
  * (the layers parallelise inside their calls, which return synchronised).
  *
- * Timing a call costs nothing but a NULL test when the table pointer is NULL:
+ * Layers time themselves through a site (below): a model's walk names every
+ * layer (scope, layer, kind), and the table gives each a site the layer keeps
+ * a pointer to. Code that is not a layer (the trainer's step, a benchmark)
+ * accounts to the table directly. Timing a call costs nothing but a NULL test
+ * when the table pointer is NULL:
  *     double t0 = FM_PROF_START(prof);
  *     ... the call ...
  *     FM_PROF_STOP(prof, t0, "down.1.res.0", "conv1", "conv", FM_PROF_FWD, flops);
@@ -36,7 +40,13 @@
 #define FM_PROF_LAYER 32
 #define FM_PROF_KIND 24
 
-typedef enum fm_prof_phase { FM_PROF_FWD = 0, FM_PROF_BWD = 1, FM_PROF_STEP = 2 } fm_prof_phase;
+typedef enum fm_prof_phase {
+    FM_PROF_FWD = 0,
+    FM_PROF_BWD = 1,
+    FM_PROF_STEP = 2,
+    FM_PROF_REDO = 3 /* sites only: a forward recomputed inside backward, accounted to
+                      * FM_PROF_BWD as layer "<layer>.recompute" (never an entry's phase) */
+} fm_prof_phase;
 
 typedef struct fm_profile_entry {
     char scope[FM_PROF_SCOPE];
@@ -49,23 +59,62 @@ typedef struct fm_profile_entry {
     double flops;   /* summed floating-point operations (0 = not counted) */
 } fm_profile_entry;
 
-typedef struct fm_profile {
-    fm_profile_entry *e; /* [cap], the first n in use, in order of first use */
+typedef struct fm_profile fm_profile;
+
+/* Where one layer accounts its calls: the table and the layer's names. Made
+ * by fm_profile_site and owned by the table; a layer holds a pointer to its
+ * site (NULL = not profiled, the default) and times each call itself:
+ *     const double t0 = FM_PROF_START(l->prof);
+ *     ... the work ...
+ *     FM_PROF_END(l->prof, FM_PROF_FWD, t0, flops);
+ * (flops is not evaluated when the site is NULL). */
+typedef struct fm_prof_site {
+    fm_profile *table;
+    char scope[FM_PROF_SCOPE];
+    char layer[FM_PROF_LAYER];
+    char redo[FM_PROF_LAYER]; /* the layer name of FM_PROF_REDO calls: "<layer>.recompute" */
+    char kind[FM_PROF_KIND];
+} fm_prof_site;
+
+struct fm_profile {
+    fm_profile_entry *e;  /* [cap], the first n in use, in order of first use */
     int n, cap;
-    int *slot;           /* [nslot] open-addressing hash of entry indexes, -1 = empty */
-    int nslot;           /* a power of two >= 2 cap */
-    int64_t dropped;     /* calls not accounted because the table was full */
-} fm_profile;
+    int *slot;            /* [nslot] open-addressing hash of entry indexes, -1 = empty */
+    int nslot;            /* a power of two >= 2 cap */
+    int64_t dropped;      /* calls (and sites) not accounted because the table was full */
+    double phase_s[3];    /* seconds accounted per phase since init or reset (FM_PROF_FWD .. STEP) */
+    fm_prof_site *site;   /* [cap], the first nsite in use; kept by fm_profile_reset */
+    int nsite;
+};
+
+/* A model's walk calls this for every layer that times itself, with the
+ * layer's scope ("down.1.res.0", "blocks.3", "cond"), name ("conv1") and kind
+ * ("conv"), and the layer's site pointer, which the visitor may set (attach
+ * a table's site, or NULL to detach). The strings live only for the call. */
+typedef void (*fm_prof_visit)(void *ctx, const char *scope, const char *layer, const char *kind,
+                              fm_prof_site **site);
 
 /* Allocate a table for up to cap entries (cap >= 1; FM_ERR_USAGE otherwise,
  * FM_ERR_INTERNAL when out of memory). */
 int fm_profile_init(fm_profile *p, int cap, fm_err *e);
 
-/* Free the table; safe on a zeroed or failed one. */
+/* Free the table and its sites (detach every layer first); safe on a zeroed or
+ * failed one. */
 void fm_profile_free(fm_profile *p);
 
-/* Forget every entry (e.g. after warm-up steps); keeps the capacity. */
+/* Forget every entry (e.g. after warm-up steps); keeps the capacity and the
+ * sites. */
 void fm_profile_reset(fm_profile *p);
+
+/* The site of (scope, layer) in p, made with this kind on first use (the same
+ * site for the same names, so attaching again finds it); NULL when p already
+ * holds cap sites (counted in dropped: that layer is not timed). A linear
+ * search: for attaching, off the step path. */
+fm_prof_site *fm_profile_site(fm_profile *p, const char *scope, const char *layer, const char *kind);
+
+/* Account one call of a site's layer: phase FM_PROF_FWD or FM_PROF_BWD to the
+ * entry of (scope, layer, phase), FM_PROF_REDO to (scope, redo, FM_PROF_BWD). */
+void fm_prof_site_add(const fm_prof_site *s, int phase, double seconds, double flops);
 
 /* Account one call of `seconds` and `flops` to the entry of (scope, layer,
  * phase), making it (with this kind) on first use. NULL strings count as "". */
@@ -130,6 +179,13 @@ int fm_profile_json(const fm_profile *p, fm_profile_by by, int steps, double tot
     do {                                                                                      \
         if (prof)                                                                             \
             fm_profile_add((prof), (scope), (layer), (kind), (phase), fm_now() - (t0), (flops)); \
+    } while (0)
+
+/* Close a site's call opened by FM_PROF_START(site) (see fm_prof_site). */
+#define FM_PROF_END(site, phase, t0, flops)                                  \
+    do {                                                                     \
+        if (site)                                                            \
+            fm_prof_site_add((site), (phase), fm_now() - (t0), (flops));     \
     } while (0)
 
 /* Time `call`, an expression returning an int status (FM_TRY'd). */

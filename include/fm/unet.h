@@ -50,12 +50,11 @@
 #include "fm/groupnorm.h"
 #include "fm/linear.h"
 #include "fm/params.h"
-#include "fm/profile.h"
 #include "fm/status.h"
 #include "fm/upconv.h"
 
 #define FM_UNET_MAX_LEVELS 8
-#define FM_UNET_TIME_SCALE 1000.0
+#define FM_UNET_T_SCALE 1000.0
 #define FM_UNET_GN_EPS 1e-5f
 
 typedef struct fm_unet_cfg {
@@ -155,7 +154,6 @@ typedef struct fm_unet {
     int forward_done;
     fm_unet_grad_hook hook;
     void *hook_ctx;
-    fm_profile *prof;       /* per-layer timing (profile.h); NULL = off */
     double flops;
 } fm_unet;
 
@@ -182,6 +180,11 @@ int fm_unet_param_count(const fm_unet_cfg *cfg, int *tensors, size_t *padded, si
  * running the same set-up on a measuring arena first (arena.h). */
 int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, int batch, fm_err *e);
 
+/* The flow stage uses the model through fm_unet_ops (flowmodel.h), which adds
+ * the walk over its layers for profiling (scopes: the block names, "cond",
+ * "conv_in", "out"); the typed functions below are what that table calls, and
+ * what the tests call directly. */
+
 /* out [B, H, W, in_ch] = u_theta(x [B, H, W, in_ch], t [B], y [B]); labels in
  * [0, num_classes] (num_classes = null). The inputs are copied: the caller may
  * reuse them before backward. */
@@ -193,14 +196,6 @@ int fm_unet_backward(fm_unet *u, const float *dout, fm_err *e);
 
 /* Install (or clear, with fn = NULL) the gradient-ready hook. */
 void fm_unet_set_grad_hook(fm_unet *u, fm_unet_grad_hook fn, void *ctx);
-
-/* Time every layer call of forward and backward into prof (NULL = off, the
- * default; the table must outlive its use). Scopes are the block names
- * ("down.1.res.0", "mid.1", ...) plus "cond" (time and class embedding),
- * "conv_in" and "out"; layers are the sub-layer names ("norm1", "conv1",
- * "emb_proj", "skip", ...), with FLOPs for convolutions, linears and
- * attention. Numerics are unchanged. */
-void fm_unet_set_profile(fm_unet *u, fm_profile *prof);
 
 /* Forward floating-point operations for the whole batch (matrix products and
  * convolutions; a training step is about 3x). */

@@ -45,6 +45,7 @@
 #include "fm/arena.h"
 #include "fm/dnn.h"
 #include "fm/params.h"
+#include "fm/profile.h"
 #include "fm/status.h"
 #include "fm/tensor.h"
 #include "fm/wgrad16.h"
@@ -83,6 +84,7 @@ typedef struct fm_upconv {
      * AVX512-BF16 and Cin % 16 == 0; else wb.xp is NULL and oneDNN computes them */
     fm_wgrad16 wg[FM_UPCONV_PARITIES];  /* the parities' 2x2 geometries */
     fm_wgrad16_bufs wb;    /* its buffers: x and the four parities' dy, pair-packed */
+    fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_upconv;
 
 /* Register "<name>.weight" [cout, cin, 3, 3] (and "<name>.bias" [cout] if bias)

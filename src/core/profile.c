@@ -51,7 +51,8 @@ int fm_profile_init(fm_profile *p, int cap, fm_err *e)
         nslot *= 2;
     p->e = calloc((size_t)cap, sizeof *p->e);
     p->slot = malloc((size_t)nslot * sizeof *p->slot);
-    if (!p->e || !p->slot) {
+    p->site = calloc((size_t)cap, sizeof *p->site);
+    if (!p->e || !p->slot || !p->site) {
         fm_profile_free(p);
         return fm_fail(e, FM_ERR_INTERNAL, "profile: out of memory for %d entries", cap);
     }
@@ -65,6 +66,7 @@ void fm_profile_free(fm_profile *p)
 {
     free(p->e);
     free(p->slot);
+    free(p->site);
     memset(p, 0, sizeof *p);
 }
 
@@ -72,6 +74,8 @@ void fm_profile_reset(fm_profile *p)
 {
     p->n = 0;
     p->dropped = 0;
+    for (int i = 0; i < 3; i++)
+        p->phase_s[i] = 0;
     for (int i = 0; i < p->nslot; i++)
         p->slot[i] = -1;
 }
@@ -115,6 +119,40 @@ void fm_profile_add(fm_profile *p, const char *scope, const char *layer, const c
     en->calls++;
     en->seconds += seconds;
     en->flops += flops;
+    if (phase >= 0 && phase < 3)
+        p->phase_s[phase] += seconds;
+}
+
+fm_prof_site *fm_profile_site(fm_profile *p, const char *scope, const char *layer, const char *kind)
+{
+    scope = str_or_empty(scope);
+    layer = str_or_empty(layer);
+    for (int i = 0; i < p->nsite; i++)
+        if (strncmp(p->site[i].scope, scope, FM_PROF_SCOPE - 1) == 0 &&
+            strncmp(p->site[i].layer, layer, FM_PROF_LAYER - 1) == 0)
+            return &p->site[i];
+    if (p->nsite == p->cap) {
+        p->dropped++;
+        return NULL;
+    }
+    fm_prof_site *s = &p->site[p->nsite++];
+    memset(s, 0, sizeof *s);
+    s->table = p;
+    copy_field(s->scope, scope, sizeof s->scope);
+    copy_field(s->layer, layer, sizeof s->layer);
+    copy_field(s->kind, str_or_empty(kind), sizeof s->kind);
+    static const char suffix[] = ".recompute"; /* the layer name shortened to fit it */
+    copy_field(s->redo, s->layer, sizeof s->redo - (sizeof suffix - 1));
+    memcpy(s->redo + strlen(s->redo), suffix, sizeof suffix);
+    return s;
+}
+
+void fm_prof_site_add(const fm_prof_site *s, int phase, double seconds, double flops)
+{
+    if (phase == FM_PROF_REDO)
+        fm_profile_add(s->table, s->scope, s->redo, s->kind, FM_PROF_BWD, seconds, flops);
+    else
+        fm_profile_add(s->table, s->scope, s->layer, s->kind, phase, seconds, flops);
 }
 
 const fm_profile_entry *fm_profile_find(const fm_profile *p, const char *scope, const char *layer, int phase)

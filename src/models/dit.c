@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fm/act.h"
+#include "fm/flowmodel.h"
 #include "fm/gelu.h"
 #include "fm/modulate.h"
 #include "fm/patch.h"
@@ -124,7 +125,7 @@ static int init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int b
     FM_TRY(fm_linear_init(&m->x_embed, d, p, a, "x_embed", P, D, 1, M, e));
     m->x_n = p->n - m->x_first;
     m->cond_first = p->n;
-    FM_TRY(fm_time_embed_init(&m->temb, a, batch, (int)F, FM_DIT_TIME_SCALE, e));
+    FM_TRY(fm_time_embed_init(&m->temb, a, batch, (int)F, FM_DIT_T_SCALE, e));
     FM_TRY(fm_linear_init(&m->t0, d, p, a, "t_embed.0", F, D, 1, B, e));
     FM_TRY(fm_linear_init(&m->t2, d, p, a, "t_embed.2", D, D, 1, B, e));
     FM_TRY(fm_class_embed_init(&m->yemb, p, "y_embed", batch, cfg->num_classes, (int)D, e));
@@ -231,22 +232,9 @@ int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size
     return rc;
 }
 
-/* ---- profiling ------------------------------------------------------------ */
-/* Time a call (int status) or a statement into m->prof when it is set
- * (profile.h); with m->prof NULL only the test remains. */
-#define TIME(ph, scope, layer, kind, flops, call) FM_PROF_CALL(m->prof, scope, layer, kind, ph, flops, call)
-#define TIMEV(ph, scope, layer, kind, flops, stmt) FM_PROF_VOID(m->prof, scope, layer, kind, ph, flops, stmt)
-#define FWD FM_PROF_FWD
-#define BWD FM_PROF_BWD
-
-/* The profiling scope of block b: "blocks.{i}" (only formatted when profiling). */
-static void block_scope(const fm_dit *m, const fm_dit_block *b, char *sc, size_t n)
-{
-    if (m->prof)
-        snprintf(sc, n, "blocks.%d", (int)(b - m->blocks));
-}
-
 /* ---- forward ---------------------------------------------------------------- */
+/* Every layer times itself when the model's walk (below) attached it to a
+ * profile (profile.h): the model code holds no timers. */
 
 /* One block: x (blk->x) -> out [B, T, D]. */
 static int block_forward(fm_dit *m, fm_dit_block *b, float *out, fm_err *e)
@@ -254,24 +242,19 @@ static int block_forward(fm_dit *m, fm_dit_block *b, float *out, fm_err *e)
     const int B = m->batch, D = m->cfg.width;
     const long T = (long)m->tokens, M = B * T, ld = 6L * D;
     const float *mod = b->mod;  // [B, 6D]: shift1 scale1 gate1 shift2 scale2 gate2
-    char s[24] = "";
-    block_scope(m, b, s, sizeof s);
-    TIME(FWD, s, "adaLN", "linear", fm_linear_flops_fwd(&b->ada), fm_linear_forward(&b->ada, m->sc, b->mod, e));
+    FM_TRY(fm_linear_forward(&b->ada, m->sc, b->mod, e));
     /* attention half */
-    TIME(FWD, s, "ln1", "layernorm", 0, fm_layernorm_forward(&b->ln1, b->x, m->s_n, e));
-    TIMEV(FWD, s, "modulate1", "elementwise", 0, fm_modulate_forward(m->s_n, mod, mod + D, ld, m->s_m, B, T, D));
-    TIME(FWD, s, "attn", "attention", fm_attention_flops_fwd(&b->attn),
-         fm_attention_forward(&b->attn, m->s_m, b->a, e));
-    TIMEV(FWD, s, "gate1", "elementwise", 0,
-          fm_gate_residual_forward(b->x, mod + 2 * D, ld, b->a, b->xmid, B, T, D));
+    FM_TRY(fm_layernorm_forward(&b->ln1, b->x, m->s_n, e));
+    fm_modulate_forward(m->s_n, mod, mod + D, ld, m->s_m, B, T, D);
+    FM_TRY(fm_attention_forward(&b->attn, m->s_m, b->a, e));
+    fm_gate_residual_forward(b->x, mod + 2 * D, ld, b->a, b->xmid, B, T, D);
     /* MLP half */
-    TIME(FWD, s, "ln2", "layernorm", 0, fm_layernorm_forward(&b->ln2, b->xmid, m->s_n, e));
-    TIMEV(FWD, s, "modulate2", "elementwise", 0,
-          fm_modulate_forward(m->s_n, mod + 3 * D, mod + 4 * D, ld, m->s_m, B, T, D));
-    TIME(FWD, s, "mlp.0", "linear", fm_linear_flops_fwd(&b->mlp0), fm_linear_forward(&b->mlp0, m->s_m, b->h1, e));
-    TIMEV(FWD, s, "gelu", "gelu", 0, fm_gelu_forward(b->h1, m->s_h, M * (long)m->hidden));
-    TIME(FWD, s, "mlp.2", "linear", fm_linear_flops_fwd(&b->mlp2), fm_linear_forward(&b->mlp2, m->s_h, b->f, e));
-    TIMEV(FWD, s, "gate2", "elementwise", 0, fm_gate_residual_forward(b->xmid, mod + 5 * D, ld, b->f, out, B, T, D));
+    FM_TRY(fm_layernorm_forward(&b->ln2, b->xmid, m->s_n, e));
+    fm_modulate_forward(m->s_n, mod + 3 * D, mod + 4 * D, ld, m->s_m, B, T, D);
+    FM_TRY(fm_linear_forward(&b->mlp0, m->s_m, b->h1, e));
+    fm_gelu_forward(b->h1, m->s_h, M * (long)m->hidden);
+    FM_TRY(fm_linear_forward(&b->mlp2, m->s_h, b->f, e));
+    fm_gate_residual_forward(b->xmid, mod + 5 * D, ld, b->f, out, B, T, D);
     return FM_OK;
 }
 
@@ -284,45 +267,36 @@ int fm_dit_forward(fm_dit *m, const float *x, const float *t, const int32_t *y, 
     memcpy(m->y, y, (size_t)B * sizeof(int32_t));
 
     /* c = t_embed(t) + y_embed(y); sc = SiLU(c) feeds every adaLN */
-    TIME(FWD, "cond", "time_embed", "embedding", 0, fm_time_embed_forward(&m->temb, m->t, m->tf, e));
-    TIME(FWD, "cond", "t_embed.0", "linear", fm_linear_flops_fwd(&m->t0), fm_linear_forward(&m->t0, m->tf, m->t1, e));
-    TIMEV(FWD, "cond", "silu", "elementwise", 0, fm_silu_forward(m->t1, m->t1s, (long)B * D));
-    TIME(FWD, "cond", "t_embed.2", "linear", fm_linear_flops_fwd(&m->t2), fm_linear_forward(&m->t2, m->t1s, m->c, e));
-    TIME(FWD, "cond", "y_embed", "embedding", 0, fm_class_embed_forward(&m->yemb, m->y, m->ye, e));
-    TIMEV(FWD, "cond", "add_silu", "elementwise", 0, {
-        fm_acc(m->c, m->ye, (long)B * D);
-        fm_silu_forward(m->c, m->sc, (long)B * D);
-    });
+    FM_TRY(fm_time_embed_forward(&m->temb, m->t, m->tf, e));
+    FM_TRY(fm_linear_forward(&m->t0, m->tf, m->t1, e));
+    fm_silu_forward(m->t1, m->t1s, (long)B * D);
+    FM_TRY(fm_linear_forward(&m->t2, m->t1s, m->c, e));
+    FM_TRY(fm_class_embed_forward(&m->yemb, m->y, m->ye, e));
+    fm_acc(m->c, m->ye, (long)B * D);
+    fm_silu_forward(m->c, m->sc, (long)B * D);
 
     /* tokens + position embedding */
     if (p > 1)
-        TIMEV(FWD, "embed", "patchify", "elementwise", 0, fm_patchify(x, m->tok, B, S, S, C, p));  // [B, T, P]
+        fm_patchify(x, m->tok, B, S, S, C, p);  // [B, T, P]
     else
-        TIMEV(FWD, "embed", "patchify", "elementwise", 0, memcpy(m->tok, x, (size_t)M * m->pdim * sizeof(float)));
+        memcpy(m->tok, x, (size_t)M * m->pdim * sizeof(float));
     float *h = m->blocks[0].x;
-    TIME(FWD, "embed", "x_embed", "linear", fm_linear_flops_fwd(&m->x_embed),
-         fm_linear_forward(&m->x_embed, m->tok, h, e));
-    TIMEV(FWD, "embed", "pos", "elementwise", 0, {
-        for (int s = 0; s < B; s++)
-            fm_acc(h + (long)s * T * D, m->pos, T * D);
-    });
+    FM_TRY(fm_linear_forward(&m->x_embed, m->tok, h, e));
+    for (int s = 0; s < B; s++)
+        fm_acc(h + (long)s * T * D, m->pos, T * D);
 
     for (int i = 0; i < m->cfg.depth; i++)
         FM_TRY(block_forward(m, &m->blocks[i], i + 1 < m->cfg.depth ? m->blocks[i + 1].x : m->xout, e));
 
     /* final layer */
-    TIME(FWD, "final", "adaLN", "linear", fm_linear_flops_fwd(&m->final_ada),
-         fm_linear_forward(&m->final_ada, m->sc, m->fmod, e));
-    TIME(FWD, "final", "ln", "layernorm", 0, fm_layernorm_forward(&m->final_ln, m->xout, m->s_n, e));
-    TIMEV(FWD, "final", "modulate", "elementwise", 0,
-          fm_modulate_forward(m->s_n, m->fmod, m->fmod + D, 2L * D, m->mfin, B, T, D));
+    FM_TRY(fm_linear_forward(&m->final_ada, m->sc, m->fmod, e));
+    FM_TRY(fm_layernorm_forward(&m->final_ln, m->xout, m->s_n, e));
+    fm_modulate_forward(m->s_n, m->fmod, m->fmod + D, 2L * D, m->mfin, B, T, D);
     if (p > 1) {
-        TIME(FWD, "final", "linear", "linear", fm_linear_flops_fwd(&m->final_linear),
-             fm_linear_forward(&m->final_linear, m->mfin, m->otok, e));
-        TIMEV(FWD, "final", "unpatchify", "elementwise", 0, fm_unpatchify(m->otok, out, B, S, S, C, p));
+        FM_TRY(fm_linear_forward(&m->final_linear, m->mfin, m->otok, e));
+        fm_unpatchify(m->otok, out, B, S, S, C, p);
     } else {
-        TIME(FWD, "final", "linear", "linear", fm_linear_flops_fwd(&m->final_linear),
-             fm_linear_forward(&m->final_linear, m->mfin, out, e));
+        FM_TRY(fm_linear_forward(&m->final_linear, m->mfin, out, e));
     }
     m->forward_done = 1;
     return FM_OK;
@@ -333,7 +307,7 @@ int fm_dit_forward(fm_dit *m, const float *x, const float *t, const int32_t *y, 
 static int hook(fm_dit *m, int first, int n, fm_err *e)
 {
     if (m->hook)
-        TIME(BWD, "grad_hook", "", "hook", 0, m->hook(m->hook_ctx, first, n, e));
+        FM_TRY(m->hook(m->hook_ctx, first, n, e));
     return FM_OK;
 }
 
@@ -346,48 +320,36 @@ static int block_backward(fm_dit *m, fm_dit_block *b, fm_err *e)
     const long T = (long)m->tokens, M = B * T, ld = 6L * D, n = M * D, nh = M * (long)m->hidden;
     const float *mod = b->mod;
     float *dmod = m->dmod, *g = m->s_g, *sn = m->s_n, *sm = m->s_m, *sh = m->s_h, *sd = m->s_d;
-    char s[24] = "";
-    block_scope(m, b, s, sizeof s);
 
     /* MLP half: out = xmid + gate2 * mlp2(gelu(mlp0(modulate(ln2(xmid))))) */
-    TIMEV(BWD, s, "gate2", "elementwise", 0,
-          fm_gate_residual_backward(b->f, mod + 5 * D, ld, g, sd, dmod + 5 * D, B, T, D));  // sd = df
+    fm_gate_residual_backward(b->f, mod + 5 * D, ld, g, sd, dmod + 5 * D, B, T, D);  // sd = df
     /* Under bf16 the linears keep the rounded copies of their forward inputs
      * (fm_linear_keeps_x): the recomputations that only rebuild such an input
      * are skipped. */
     if (!fm_linear_keeps_x(&b->mlp2, sh))
-        TIMEV(BWD, s, "gelu.recompute", "gelu", 0, fm_gelu_forward(b->h1, sh, nh));          // recompute
-    TIME(BWD, s, "mlp.2", "linear", fm_linear_flops_bwd(&b->mlp2, 1),
-         fm_linear_backward(&b->mlp2, sh, sd, sh, e));                                       // sh = d gelu out
-    TIMEV(BWD, s, "gelu", "gelu", 0, fm_gelu_backward(b->h1, sh, sh, nh));                  // sh = dh1
-    TIME(BWD, s, "ln2.recompute", "layernorm", 0, fm_layernorm_apply(&b->ln2, b->xmid, sn, e));  // recompute
+        fm_gelu_forward(b->h1, sh, nh);                                     // recompute
+    FM_TRY(fm_linear_backward(&b->mlp2, sh, sd, sh, e));                    // sh = d gelu out
+    fm_gelu_backward(b->h1, sh, sh, nh);                                    // sh = dh1
+    FM_TRY(fm_layernorm_apply(&b->ln2, b->xmid, sn, e));                    // recompute
     if (!fm_linear_keeps_x(&b->mlp0, sm))
-        TIMEV(BWD, s, "modulate2.recompute", "elementwise", 0,
-              fm_modulate_forward(sn, mod + 3 * D, mod + 4 * D, ld, sm, B, T, D));
-    TIME(BWD, s, "mlp.0", "linear", fm_linear_flops_bwd(&b->mlp0, 1),
-         fm_linear_backward(&b->mlp0, sm, sh, sm, e));                                       // sm = dm2
-    TIMEV(BWD, s, "modulate2", "elementwise", 0,
-          fm_modulate_backward(sn, mod + 4 * D, sm, ld, sm, dmod + 3 * D, dmod + 4 * D, B, T, D));
-    TIME(BWD, s, "ln2", "layernorm", 0, fm_layernorm_backward(&b->ln2, b->xmid, sm, sm, e));
-    TIMEV(BWD, s, "residual2", "elementwise", 0, fm_acc(g, sm, n));                         // g = d xmid
+        fm_modulate_forward(sn, mod + 3 * D, mod + 4 * D, ld, sm, B, T, D);
+    FM_TRY(fm_linear_backward(&b->mlp0, sm, sh, sm, e));                    // sm = dm2
+    fm_modulate_backward(sn, mod + 4 * D, sm, ld, sm, dmod + 3 * D, dmod + 4 * D, B, T, D);
+    FM_TRY(fm_layernorm_backward(&b->ln2, b->xmid, sm, sm, e));
+    fm_acc(g, sm, n);                                                       // g = d xmid
 
     /* attention half: xmid = x + gate1 * attn(modulate(ln1(x))) */
-    TIMEV(BWD, s, "gate1", "elementwise", 0,
-          fm_gate_residual_backward(b->a, mod + 2 * D, ld, g, sd, dmod + 2 * D, B, T, D));  // sd = da
-    TIME(BWD, s, "ln1.recompute", "layernorm", 0, fm_layernorm_apply(&b->ln1, b->x, sn, e));  // recompute
+    fm_gate_residual_backward(b->a, mod + 2 * D, ld, g, sd, dmod + 2 * D, B, T, D);  // sd = da
+    FM_TRY(fm_layernorm_apply(&b->ln1, b->x, sn, e));                       // recompute
     if (!fm_attention_keeps_x(&b->attn, sm))
-        TIMEV(BWD, s, "modulate1.recompute", "elementwise", 0,
-              fm_modulate_forward(sn, mod, mod + D, ld, sm, B, T, D));
-    TIME(BWD, s, "attn", "attention", fm_attention_flops_bwd(&b->attn, 1),
-         fm_attention_backward(&b->attn, sm, sd, sm, e));                                    // sm = dm1
-    TIMEV(BWD, s, "modulate1", "elementwise", 0,
-          fm_modulate_backward(sn, mod + D, sm, ld, sm, dmod, dmod + D, B, T, D));
-    TIME(BWD, s, "ln1", "layernorm", 0, fm_layernorm_backward(&b->ln1, b->x, sm, sm, e));
-    TIMEV(BWD, s, "residual1", "elementwise", 0, fm_acc(g, sm, n));                         // g = d x
+        fm_modulate_forward(sn, mod, mod + D, ld, sm, B, T, D);
+    FM_TRY(fm_attention_backward(&b->attn, sm, sd, sm, e));                 // sm = dm1
+    fm_modulate_backward(sn, mod + D, sm, ld, sm, dmod, dmod + D, B, T, D);
+    FM_TRY(fm_layernorm_backward(&b->ln1, b->x, sm, sm, e));
+    fm_acc(g, sm, n);                                                       // g = d x
 
-    TIME(BWD, s, "adaLN", "linear", fm_linear_flops_bwd(&b->ada, 1),
-         fm_linear_backward(&b->ada, m->sc, dmod, m->dpart, e));
-    TIMEV(BWD, s, "cond_acc", "elementwise", 0, fm_acc(m->dsc, m->dpart, (long)B * D));
+    FM_TRY(fm_linear_backward(&b->ada, m->sc, dmod, m->dpart, e));
+    fm_acc(m->dsc, m->dpart, (long)B * D);
     return FM_OK;
 }
 
@@ -399,19 +361,16 @@ int fm_dit_backward(fm_dit *m, const float *dout, fm_err *e)
     const long T = (long)m->tokens;
     const float *dtok = dout;  // [B, T, P]
     if (p > 1) {
-        TIMEV(BWD, "final", "unpatchify", "elementwise", 0, fm_patchify(dout, m->otok, B, S, S, C, p));
+        fm_patchify(dout, m->otok, B, S, S, C, p);
         dtok = m->otok;
     }
 
     /* final layer: out = final_linear(modulate(final_ln(xout), fmod)) */
-    TIME(BWD, "final", "linear", "linear", fm_linear_flops_bwd(&m->final_linear, 1),
-         fm_linear_backward(&m->final_linear, m->mfin, dtok, m->s_m, e));
-    TIME(BWD, "final", "ln.recompute", "layernorm", 0, fm_layernorm_apply(&m->final_ln, m->xout, m->s_n, e));
-    TIMEV(BWD, "final", "modulate", "elementwise", 0,
-          fm_modulate_backward(m->s_n, m->fmod + D, m->s_m, 2L * D, m->s_m, m->dfmod, m->dfmod + D, B, T, D));
-    TIME(BWD, "final", "ln", "layernorm", 0, fm_layernorm_backward(&m->final_ln, m->xout, m->s_m, m->s_g, e));
-    TIME(BWD, "final", "adaLN", "linear", fm_linear_flops_bwd(&m->final_ada, 1),
-         fm_linear_backward(&m->final_ada, m->sc, m->dfmod, m->dsc, e));
+    FM_TRY(fm_linear_backward(&m->final_linear, m->mfin, dtok, m->s_m, e));
+    FM_TRY(fm_layernorm_apply(&m->final_ln, m->xout, m->s_n, e));  // recompute
+    fm_modulate_backward(m->s_n, m->fmod + D, m->s_m, 2L * D, m->s_m, m->dfmod, m->dfmod + D, B, T, D);
+    FM_TRY(fm_layernorm_backward(&m->final_ln, m->xout, m->s_m, m->s_g, e));
+    FM_TRY(fm_linear_backward(&m->final_ada, m->sc, m->dfmod, m->dsc, e));
     FM_TRY(hook(m, m->final_first, m->final_n, e));
 
     for (int i = m->cfg.depth - 1; i >= 0; i--) {
@@ -420,23 +379,45 @@ int fm_dit_backward(fm_dit *m, const float *dout, fm_err *e)
     }
 
     /* the position embedding is fixed: s_g is the gradient of x_embed's output */
-    TIME(BWD, "embed", "x_embed", "linear", fm_linear_flops_bwd(&m->x_embed, 0),
-         fm_linear_backward(&m->x_embed, m->tok, m->s_g, NULL, e));
+    FM_TRY(fm_linear_backward(&m->x_embed, m->tok, m->s_g, NULL, e));
     FM_TRY(hook(m, m->x_first, m->x_n, e));
 
     /* conditioning: dsc -> dc -> y_embed, t_embed.2, SiLU, t_embed.0 */
-    TIMEV(BWD, "cond", "add_silu", "elementwise", 0, fm_silu_backward(m->c, m->dsc, m->dc, (long)B * D));
-    TIME(BWD, "cond", "y_embed", "embedding", 0, fm_class_embed_backward(&m->yemb, m->y, m->dc, e));
-    TIME(BWD, "cond", "t_embed.2", "linear", fm_linear_flops_bwd(&m->t2, 1),
-         fm_linear_backward(&m->t2, m->t1s, m->dc, m->dt1, e));
-    TIMEV(BWD, "cond", "silu", "elementwise", 0, fm_silu_backward(m->t1, m->dt1, m->dt1, (long)B * D));
-    TIME(BWD, "cond", "t_embed.0", "linear", fm_linear_flops_bwd(&m->t0, 0),
-         fm_linear_backward(&m->t0, m->tf, m->dt1, NULL, e));
+    fm_silu_backward(m->c, m->dsc, m->dc, (long)B * D);
+    FM_TRY(fm_class_embed_backward(&m->yemb, m->y, m->dc, e));
+    FM_TRY(fm_linear_backward(&m->t2, m->t1s, m->dc, m->dt1, e));
+    fm_silu_backward(m->t1, m->dt1, m->dt1, (long)B * D);
+    FM_TRY(fm_linear_backward(&m->t0, m->tf, m->dt1, NULL, e));
     FM_TRY(hook(m, m->cond_first, m->cond_n, e));
     return FM_OK;
 }
 
-void fm_dit_set_profile(fm_dit *m, fm_profile *prof) { m->prof = prof; }
+/* ---- the rest ------------------------------------------------------------- */
+
+/* The layers in the order forward first calls them, named as the profile
+ * names them: scopes "cond", "embed", "blocks.{i}", "final". */
+static void walk(fm_dit *m, fm_prof_visit visit, void *ctx)
+{
+    visit(ctx, "cond", "time_embed", "embedding", &m->temb.prof);
+    visit(ctx, "cond", "t_embed.0", "linear", &m->t0.prof);
+    visit(ctx, "cond", "t_embed.2", "linear", &m->t2.prof);
+    visit(ctx, "cond", "y_embed", "embedding", &m->yemb.prof);
+    visit(ctx, "embed", "x_embed", "linear", &m->x_embed.prof);
+    for (int i = 0; i < m->cfg.depth; i++) {
+        fm_dit_block *b = &m->blocks[i];
+        char s[24];
+        snprintf(s, sizeof s, "blocks.%d", i);
+        visit(ctx, s, "adaLN", "linear", &b->ada.prof);
+        visit(ctx, s, "ln1", "layernorm", &b->ln1.prof);
+        visit(ctx, s, "attn", "attention", &b->attn.prof);
+        visit(ctx, s, "ln2", "layernorm", &b->ln2.prof);
+        visit(ctx, s, "mlp.0", "linear", &b->mlp0.prof);
+        visit(ctx, s, "mlp.2", "linear", &b->mlp2.prof);
+    }
+    visit(ctx, "final", "adaLN", "linear", &m->final_ada.prof);
+    visit(ctx, "final", "ln", "layernorm", &m->final_ln.prof);
+    visit(ctx, "final", "linear", "linear", &m->final_linear.prof);
+}
 
 void fm_dit_set_grad_hook(fm_dit *m, fm_dit_grad_hook fn, void *ctx)
 {
@@ -466,3 +447,27 @@ void fm_dit_free(fm_dit *m)
     fm_arena_free(&m->arena);
     memset(m, 0, sizeof *m);
 }
+
+/* ---- the model interface (flowmodel.h) ------------------------------------ */
+
+static int ops_forward(void *m, const float *x, const float *t, const int32_t *y, float *out, fm_err *e)
+{
+    return fm_dit_forward(m, x, t, y, out, e);
+}
+static int ops_backward(void *m, const float *dout, fm_err *e) { return fm_dit_backward(m, dout, e); }
+static void ops_set_grad_hook(void *m, fm_flow_grad_hook fn, void *ctx) { fm_dit_set_grad_hook(m, fn, ctx); }
+static void ops_walk(void *m, fm_prof_visit visit, void *ctx) { walk(m, visit, ctx); }
+static double ops_flops(const void *m) { return fm_dit_flops(m); }
+static size_t ops_activation_bytes(const void *m) { return fm_dit_activation_bytes(m); }
+static void ops_free(void *m) { fm_dit_free(m); }
+
+const fm_flow_model_ops fm_dit_ops = {
+    .name = "dit",
+    .forward = ops_forward,
+    .backward = ops_backward,
+    .set_grad_hook = ops_set_grad_hook,
+    .walk = ops_walk,
+    .flops = ops_flops,
+    .activation_bytes = ops_activation_bytes,
+    .free = ops_free,
+};

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "fm/timer.h"
+
 int fm_flow_model_size(const fm_flow_model_cfg *c, int *tensors, size_t *numel, size_t *count, fm_err *e)
 {
     if (c->kind == FM_FLOW_DIT)
@@ -24,52 +26,81 @@ int fm_flow_model_init(fm_flow_model *f, const fm_flow_model_cfg *c, fm_dnn *d, 
     return fm_unet_init(&f->m.unet, d, p, &c->unet, batch, e);
 }
 
+/* ---- dispatch: the architecture's ops on the union member ------------------ */
+
+static const fm_flow_model_ops *const ops_of_kind[] = { [FM_FLOW_UNET] = &fm_unet_ops, [FM_FLOW_DIT] = &fm_dit_ops };
+
+static const fm_flow_model_ops *ops(const fm_flow_model *f) { return ops_of_kind[f->kind]; }
+
+/* Both members start at the union's address. */
+static void *impl(fm_flow_model *f) { return &f->m; }
+static const void *impl_c(const fm_flow_model *f) { return &f->m; }
+
+/* The time of a forward or backward call that its layers did not account:
+ * the wall time since t0 less the seconds its phase gained since s0. */
+static void account_other(fm_flow_model *f, int phase, double t0, double s0)
+{
+    const double other = (fm_now() - t0) - (f->prof->phase_s[phase] - s0);
+    fm_profile_add(f->prof, "other", "", "elementwise", phase, other > 0 ? other : 0.0, 0);
+}
+
 int fm_flow_model_forward(fm_flow_model *f, const float *x, const float *t, const int32_t *y, float *out, fm_err *e)
 {
-    if (f->kind == FM_FLOW_DIT)
-        return fm_dit_forward(&f->m.dit, x, t, y, out, e);
-    return fm_unet_forward(&f->m.unet, x, t, y, out, e);
+    if (!f->prof)
+        return ops(f)->forward(impl(f), x, t, y, out, e);
+    const double t0 = fm_now(), s0 = f->prof->phase_s[FM_PROF_FWD];
+    FM_TRY(ops(f)->forward(impl(f), x, t, y, out, e));
+    account_other(f, FM_PROF_FWD, t0, s0);
+    return FM_OK;
 }
 
 int fm_flow_model_backward(fm_flow_model *f, const float *dout, fm_err *e)
 {
-    if (f->kind == FM_FLOW_DIT)
-        return fm_dit_backward(&f->m.dit, dout, e);
-    return fm_unet_backward(&f->m.unet, dout, e);
+    if (!f->prof)
+        return ops(f)->backward(impl(f), dout, e);
+    const double t0 = fm_now(), s0 = f->prof->phase_s[FM_PROF_BWD];
+    FM_TRY(ops(f)->backward(impl(f), dout, e));
+    account_other(f, FM_PROF_BWD, t0, s0);
+    return FM_OK;
+}
+
+/* The hook the model calls: the caller's, timed when profiling. */
+static int timed_hook(void *ctx, int first, int n, fm_err *e)
+{
+    fm_flow_model *f = ctx;
+    FM_PROF_CALL(f->prof, "grad_hook", "", "hook", FM_PROF_BWD, 0, f->hook(f->hook_ctx, first, n, e));
+    return FM_OK;
 }
 
 void fm_flow_model_set_grad_hook(fm_flow_model *f, fm_flow_grad_hook fn, void *ctx)
 {
-    if (f->kind == FM_FLOW_DIT)
-        fm_dit_set_grad_hook(&f->m.dit, fn, ctx);
-    else
-        fm_unet_set_grad_hook(&f->m.unet, fn, ctx);
+    f->hook = fn;
+    f->hook_ctx = ctx;
+    ops(f)->set_grad_hook(impl(f), fn ? timed_hook : NULL, f);
+}
+
+/* Visitor of the walk: attach the layer to its site in the table ctx, or
+ * detach it (ctx NULL). */
+static void attach(void *ctx, const char *scope, const char *layer, const char *kind, fm_prof_site **site)
+{
+    *site = ctx ? fm_profile_site(ctx, scope, layer, kind) : NULL;
 }
 
 void fm_flow_model_set_profile(fm_flow_model *f, fm_profile *prof)
 {
-    if (f->kind == FM_FLOW_DIT)
-        fm_dit_set_profile(&f->m.dit, prof);
-    else
-        fm_unet_set_profile(&f->m.unet, prof);
+    if (prof == f->prof)
+        return;
+    ops(f)->walk(impl(f), attach, prof);
+    f->prof = prof;
 }
 
-double fm_flow_model_flops(const fm_flow_model *f)
-{
-    return f->kind == FM_FLOW_DIT ? fm_dit_flops(&f->m.dit) : fm_unet_flops(&f->m.unet);
-}
+double fm_flow_model_flops(const fm_flow_model *f) { return ops(f)->flops(impl_c(f)); }
 
-size_t fm_flow_model_activation_bytes(const fm_flow_model *f)
-{
-    return f->kind == FM_FLOW_DIT ? fm_dit_activation_bytes(&f->m.dit) : fm_unet_activation_bytes(&f->m.unet);
-}
+size_t fm_flow_model_activation_bytes(const fm_flow_model *f) { return ops(f)->activation_bytes(impl_c(f)); }
 
 void fm_flow_model_free(fm_flow_model *f)
 {
-    if (f->kind == FM_FLOW_DIT)
-        fm_dit_free(&f->m.dit);
-    else
-        fm_unet_free(&f->m.unet);
+    ops(f)->free(impl(f));
     memset(f, 0, sizeof *f);
 }
 

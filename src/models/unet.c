@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "fm/act.h"
+#include "fm/flowmodel.h"
 #include "fm/log.h"
+#include "fm/normconv.h"
 #include "fm/tensorops.h"
 
 /* ---- the plan: blocks in execution order, a pure function of cfg --------- */
@@ -349,7 +351,7 @@ static int init_cond(fm_unet *u, fm_err *e)
 {
     const int B = u->batch, E = u->cfg.emb_dim, ch0 = u->cfg.channels[0];
     u->cond_first_param = u->p->n;
-    FM_TRY(fm_time_embed_init(&u->temb, &u->arena, B, ch0, FM_UNET_TIME_SCALE, e));
+    FM_TRY(fm_time_embed_init(&u->temb, &u->arena, B, ch0, FM_UNET_T_SCALE, e));
     FM_TRY(fm_linear_init(&u->time_mlp0, u->d, u->p, &u->arena, "time_mlp.0", ch0, E, 1, B, e));
     FM_TRY(fm_linear_init(&u->time_mlp2, u->d, u->p, &u->arena, "time_mlp.2", E, E, 1, B, e));
     FM_TRY(fm_class_embed_init(&u->class_emb, u->p, "class_emb", B, u->cfg.num_classes, E, e));
@@ -514,62 +516,33 @@ int fm_unet_param_count(const fm_unet_cfg *cfg, int *tensors, size_t *padded, si
     return rc;
 }
 
-/* ---- profiling ------------------------------------------------------------ */
-/* Time a call (int status) or a statement into u->prof when it is set
- * (profile.h); with u->prof NULL only the test remains. */
-#define TIME(ph, scope, layer, kind, flops, call) FM_PROF_CALL(u->prof, scope, layer, kind, ph, flops, call)
-#define TIMEV(ph, scope, layer, kind, flops, stmt) FM_PROF_VOID(u->prof, scope, layer, kind, ph, flops, stmt)
-#define FWD FM_PROF_FWD
-#define BWD FM_PROF_BWD
-
 /* ---- forward ------------------------------------------------------------- */
+/* Every layer times itself when the model's walk (below) attached it to a
+ * profile (profile.h): the model code holds no timers. */
 
 static int res_forward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, const float *x, fm_err *e)
 {
     const int B = u->batch, co = b->cout;
     const long n = (long)B * b->side * b->side * co;
-    const char *s = b->name;
-    float *a = u->sb;
-    /* Under bf16 the GroupNorms write their output straight into the
-     * convolution's bf16 operand (the same bits as rounding an fp32 output,
-     * one pass less); `a` then only names that operand. */
-    uint16_t *a1 = fm_conv2d_operand16(&r->conv1), *a2 = fm_conv2d_operand16(&r->conv2);
-    if (a1) {
-        TIME(FWD, s, "norm1", "groupnorm", 0, fm_groupnorm_forward_ada16(&r->norm1, x, NULL, NULL, a1, e));
-        TIME(FWD, s, "conv1", "conv", fm_conv2d_flops_fwd(&r->conv1), fm_conv2d_forward16(&r->conv1, a, r->h1, e));
-    } else {
-        TIME(FWD, s, "norm1", "groupnorm", 0, fm_groupnorm_forward(&r->norm1, x, a, e));  // silu(norm1(x)) [B, s, s, Cin]
-        TIME(FWD, s, "conv1", "conv", fm_conv2d_flops_fwd(&r->conv1),
-             fm_conv2d_forward(&r->conv1, a, r->h1, e));                                   // [B, s, s, Cout]
-    }
-    TIME(FWD, s, "emb_proj", "linear", fm_linear_flops_fwd(&r->emb_proj),
-         fm_linear_forward(&r->emb_proj, u->c, u->ep, e));                             // [B, 2 Cout]
-    TIMEV(FWD, s, "emb_split", "elementwise", 0,
-          fm_concat_backward(u->ep, co, co, r->scale, r->shift, B));                   // halves: scale, shift [B, Cout]
-    if (a2) {
-        TIME(FWD, s, "norm2", "groupnorm", 0,
-             fm_groupnorm_forward_ada16(&r->norm2, r->h1, r->scale, r->shift, a2, e));
-        TIME(FWD, s, "conv2", "conv", fm_conv2d_flops_fwd(&r->conv2), fm_conv2d_forward16(&r->conv2, a, b->out, e));
-    } else {
-        TIME(FWD, s, "norm2", "groupnorm", 0, fm_groupnorm_forward_ada(&r->norm2, r->h1, r->scale, r->shift, a, e));
-        TIME(FWD, s, "conv2", "conv", fm_conv2d_flops_fwd(&r->conv2), fm_conv2d_forward(&r->conv2, a, b->out, e));
-    }
+    float *a = u->sb;  // the GroupNorm+SiLU outputs (normconv.h) [B, s, s, C]
+    FM_TRY(fm_normconv_forward(&r->norm1, &r->conv1, x, NULL, NULL, a, r->h1, e));  // conv1(silu(norm1(x))) [B, s, s, Cout]
+    FM_TRY(fm_linear_forward(&r->emb_proj, u->c, u->ep, e));                       // [B, 2 Cout]
+    fm_concat_backward(u->ep, co, co, r->scale, r->shift, B);                      // halves: scale, shift [B, Cout]
+    FM_TRY(fm_normconv_forward(&r->norm2, &r->conv2, r->h1, r->scale, r->shift, a, b->out, e));
     if (r->has_skip) {
-        TIME(FWD, s, "skip", "conv", fm_conv2d_flops_fwd(&r->skip), fm_conv2d_forward(&r->skip, x, a, e));
-        TIMEV(FWD, s, "residual", "elementwise", 0, fm_acc(b->out, a, n));
+        FM_TRY(fm_conv2d_forward(&r->skip, x, a, e));
+        fm_acc(b->out, a, n);
     } else {
-        TIMEV(FWD, s, "residual", "elementwise", 0, fm_acc(b->out, x, n));
+        fm_acc(b->out, x, n);
     }
     return FM_OK;
 }
 
 static int attn_forward(fm_unet *u, fm_unet_attn *l, const fm_unet_block *b, const float *x, fm_err *e)
 {
-    const char *s = b->name;
-    TIME(FWD, s, "norm", "groupnorm", 0, fm_groupnorm_forward(&l->norm, x, u->sb, e));  // [B, T, C]
-    TIME(FWD, s, "attn", "attention", fm_attention_flops_fwd(&l->attn),
-         fm_attention_forward(&l->attn, u->sb, b->out, e));
-    TIMEV(FWD, s, "residual", "elementwise", 0, fm_acc(b->out, x, (long)u->batch * b->side * b->side * b->cin));
+    FM_TRY(fm_groupnorm_forward(&l->norm, x, u->sb, e));  // [B, T, C]
+    FM_TRY(fm_attention_forward(&l->attn, u->sb, b->out, e));
+    fm_acc(b->out, x, (long)u->batch * b->side * b->side * b->cin);
     return FM_OK;
 }
 
@@ -579,45 +552,34 @@ static int block_forward(fm_unet *u, const fm_unet_block *b, const float *x, fm_
         return res_forward(u, &u->res[b->layer], b, x, e);
     if (b->kind == FM_UNET_ATTN)
         return attn_forward(u, &u->attn[b->layer], b, x, e);
-    if (b->kind == FM_UNET_DOWN) {
-        fm_conv2d *l = &u->conv[b->layer];
-        TIME(FWD, b->name, "conv", "conv", fm_conv2d_flops_fwd(l), fm_conv2d_forward(l, x, b->out, e));
-        return FM_OK;
-    }
-    fm_upconv *l = &u->upconv[b->layer];
-    TIME(FWD, b->name, "conv", "conv", fm_upconv_flops_fwd(l),
-         fm_upconv_forward(l, x, b->out, e));  // [B, s, s, C] -> [B, 2s, 2s, C]
-    return FM_OK;
+    if (b->kind == FM_UNET_DOWN)
+        return fm_conv2d_forward(&u->conv[b->layer], x, b->out, e);
+    return fm_upconv_forward(&u->upconv[b->layer], x, b->out, e);  // [B, s, s, C] -> [B, 2s, 2s, C]
 }
 
 /* The input of block i: the previous output, concatenated with a skip for
- * up-path ResBlocks (built in u->sa). ph: the profiling phase. */
-static const float *block_input(fm_unet *u, int i, int ph)
+ * up-path ResBlocks (built in u->sa). */
+static const float *block_input(fm_unet *u, int i)
 {
     const fm_unet_block *b = &u->blocks[i];
     const float *prev = i == 0 ? u->h0 : u->blocks[i - 1].out;
     if (b->skip_in < 0)
         return prev;
     const int k = b->skip_in, sch = u->skip_ch[k];
-    TIMEV(ph, b->name, ph == BWD ? "concat.recompute" : "concat", "elementwise", 0,
-          fm_concat_forward(prev, b->cin - sch, u->skip[k], sch, u->sa, (long)u->batch * b->side * b->side));
+    fm_concat_forward(prev, b->cin - sch, u->skip[k], sch, u->sa, (long)u->batch * b->side * b->side);
     return u->sa;
 }
 
 static int cond_forward(fm_unet *u, fm_err *e)
 {
     const long be = (long)u->batch * u->cfg.emb_dim;
-    TIME(FWD, "cond", "time_embed", "embedding", 0, fm_time_embed_forward(&u->temb, u->t, u->sin, e));  // [B, ch0]
-    TIME(FWD, "cond", "time_mlp.0", "linear", fm_linear_flops_fwd(&u->time_mlp0),
-         fm_linear_forward(&u->time_mlp0, u->sin, u->t1, e));  // [B, E]
-    TIMEV(FWD, "cond", "silu", "elementwise", 0, fm_silu_forward(u->t1, u->t1s, be));
-    TIME(FWD, "cond", "time_mlp.2", "linear", fm_linear_flops_fwd(&u->time_mlp2),
-         fm_linear_forward(&u->time_mlp2, u->t1s, u->tproj, e));
-    TIME(FWD, "cond", "class_emb", "embedding", 0, fm_class_embed_forward(&u->class_emb, u->y, u->yemb, e));
-    TIMEV(FWD, "cond", "add_silu", "elementwise", 0, {
-        fm_add(u->tproj, u->yemb, u->pre, be);
-        fm_silu_forward(u->pre, u->c, be);
-    });
+    FM_TRY(fm_time_embed_forward(&u->temb, u->t, u->sin, e));  // [B, ch0]
+    FM_TRY(fm_linear_forward(&u->time_mlp0, u->sin, u->t1, e));  // [B, E]
+    fm_silu_forward(u->t1, u->t1s, be);
+    FM_TRY(fm_linear_forward(&u->time_mlp2, u->t1s, u->tproj, e));
+    FM_TRY(fm_class_embed_forward(&u->class_emb, u->y, u->yemb, e));
+    fm_add(u->tproj, u->yemb, u->pre, be);
+    fm_silu_forward(u->pre, u->c, be);
     return FM_OK;
 }
 
@@ -626,27 +588,15 @@ int fm_unet_forward(fm_unet *u, const float *x, const float *t, const int32_t *y
     const fm_unet_cfg *cfg = &u->cfg;
     const int B = u->batch, S = cfg->size;
     u->forward_done = 0;
-    TIMEV(FWD, "conv_in", "copy_inputs", "elementwise", 0, {
-        memcpy(u->x, x, (size_t)B * S * S * cfg->in_ch * sizeof(float));
-        memcpy(u->t, t, (size_t)B * sizeof(float));
-        memcpy(u->y, y, (size_t)B * sizeof(int32_t));
-    });
+    memcpy(u->x, x, (size_t)B * S * S * cfg->in_ch * sizeof(float));
+    memcpy(u->t, t, (size_t)B * sizeof(float));
+    memcpy(u->y, y, (size_t)B * sizeof(int32_t));
     FM_TRY(cond_forward(u, e));
-    TIME(FWD, "conv_in", "conv", "conv", fm_conv2d_flops_fwd(&u->conv_in),
-         fm_conv2d_forward(&u->conv_in, u->x, u->h0, e));  // [B, S, S, ch0]
+    FM_TRY(fm_conv2d_forward(&u->conv_in, u->x, u->h0, e));  // [B, S, S, ch0]
     for (int i = 0; i < u->nblocks; i++)
-        FM_TRY(block_forward(u, &u->blocks[i], block_input(u, i, FWD), e));
-    const float *h = u->blocks[u->nblocks - 1].out;                                   // [B, S, S, ch0]
-    uint16_t *ao = fm_conv2d_operand16(&u->out_conv);  // see res_forward
-    if (ao) {
-        TIME(FWD, "out", "out_norm", "groupnorm", 0, fm_groupnorm_forward_ada16(&u->out_norm, h, NULL, NULL, ao, e));
-        TIME(FWD, "out", "out_conv", "conv", fm_conv2d_flops_fwd(&u->out_conv),
-             fm_conv2d_forward16(&u->out_conv, u->sb, out, e));
-    } else {
-        TIME(FWD, "out", "out_norm", "groupnorm", 0, fm_groupnorm_forward(&u->out_norm, h, u->sb, e));  // silu(out_norm(h))
-        TIME(FWD, "out", "out_conv", "conv", fm_conv2d_flops_fwd(&u->out_conv),
-             fm_conv2d_forward(&u->out_conv, u->sb, out, e));  // [B, S, S, in]
-    }
+        FM_TRY(block_forward(u, &u->blocks[i], block_input(u, i), e));
+    const float *h = u->blocks[u->nblocks - 1].out;  // [B, S, S, ch0]
+    FM_TRY(fm_normconv_forward(&u->out_norm, &u->out_conv, h, NULL, NULL, u->sb, out, e));  // [B, S, S, in]
     u->forward_done = 1;
     return FM_OK;
 }
@@ -654,43 +604,30 @@ int fm_unet_forward(fm_unet *u, const float *x, const float *t, const int32_t *y
 /* ---- backward ------------------------------------------------------------ */
 /* Each block's backward takes its input x (as in forward), dout and writes dx
  * (another buffer, the size of x). Scratch: sb holds a recomputed layer
- * input, t1buf an intermediate gradient. */
+ * input, t1buf an intermediate gradient. The GroupNorm+SiLU outputs that feed
+ * a convolution or attention are not stored: backward recomputes them from
+ * the saved statistics, except under bf16, where the consumer keeps the bf16
+ * copy of its forward input and does not read them (normconv.h,
+ * fm_attention_keeps_x). */
 
 static int res_backward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, const float *x, const float *dout,
                         float *dx, fm_err *e)
 {
     const int B = u->batch, co = b->cout;
-    const char *s = b->name;
     float *a = u->sb, *t = u->t1buf;
-    /* The GroupNorm+SiLU outputs that feed a convolution or attention are not
-     * stored: backward recomputes them from the saved statistics
-     * (fm_groupnorm_reforward), except under bf16, where the consumer keeps
-     * the bf16 copy of its forward input and does not read it
-     * (fm_conv2d_keeps_x, fm_attention_keeps_x). */
-    if (!fm_conv2d_keeps_x(&r->conv2, a))
-        TIME(BWD, s, "norm2.recompute", "groupnorm", 0,
-             fm_groupnorm_reforward(&r->norm2, r->h1, a, e));  // conv2's input
-    TIME(BWD, s, "conv2", "conv", fm_conv2d_flops_bwd(&r->conv2, 1),
-         fm_conv2d_backward(&r->conv2, a, dout, t, e));                            // t = d(conv2 input)
-    TIME(BWD, s, "norm2", "groupnorm", 0,
-         fm_groupnorm_backward_ada(&r->norm2, r->h1, r->scale, r->shift, t, t, u->dscale, u->dshift, e));
-    TIMEV(BWD, s, "emb_split", "elementwise", 0,
-          fm_concat_forward(u->dscale, co, u->dshift, co, u->ep, B));              // [B, 2 Cout]
-    TIME(BWD, s, "emb_proj", "linear", fm_linear_flops_bwd(&r->emb_proj, 1),
-         fm_linear_backward(&r->emb_proj, u->c, u->ep, u->dcpart, e));
-    TIMEV(BWD, s, "emb_acc", "elementwise", 0,
-          fm_acc(u->dc, u->dcpart, (long)B * u->cfg.emb_dim));                     // c feeds every block
-    if (!fm_conv2d_keeps_x(&r->conv1, a))
-        TIME(BWD, s, "norm1.recompute", "groupnorm", 0, fm_groupnorm_reforward(&r->norm1, x, a, e));  // conv1's input
-    TIME(BWD, s, "conv1", "conv", fm_conv2d_flops_bwd(&r->conv1, 1),
-         fm_conv2d_backward(&r->conv1, a, t, dx, e));                              // dx = d(conv1 input)
-    TIME(BWD, s, "norm1", "groupnorm", 0, fm_groupnorm_backward(&r->norm1, x, dx, dx, e));
+    FM_TRY(fm_normconv_backward_conv(&r->norm2, &r->conv2, r->h1, a, dout, t, e));  // t = d(conv2 input)
+    FM_TRY(fm_groupnorm_backward_ada(&r->norm2, r->h1, r->scale, r->shift, t, t, u->dscale, u->dshift, e));
+    fm_concat_forward(u->dscale, co, u->dshift, co, u->ep, B);  // [B, 2 Cout]
+    FM_TRY(fm_linear_backward(&r->emb_proj, u->c, u->ep, u->dcpart, e));
+    fm_acc(u->dc, u->dcpart, (long)B * u->cfg.emb_dim);  // c feeds every block
+    FM_TRY(fm_normconv_backward_conv(&r->norm1, &r->conv1, x, a, t, dx, e));  // dx = d(conv1 input)
+    FM_TRY(fm_groupnorm_backward(&r->norm1, x, dx, dx, e));
     const long n = (long)B * b->side * b->side * b->cin;
     if (r->has_skip) {
-        TIME(BWD, s, "skip", "conv", fm_conv2d_flops_bwd(&r->skip, 1), fm_conv2d_backward(&r->skip, x, dout, t, e));
-        TIMEV(BWD, s, "residual", "elementwise", 0, fm_acc(dx, t, n));
+        FM_TRY(fm_conv2d_backward(&r->skip, x, dout, t, e));
+        fm_acc(dx, t, n);
     } else {
-        TIMEV(BWD, s, "residual", "elementwise", 0, fm_acc(dx, dout, n));
+        fm_acc(dx, dout, n);
     }
     return FM_OK;
 }
@@ -698,13 +635,11 @@ static int res_backward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, cons
 static int attn_backward(fm_unet *u, fm_unet_attn *l, const fm_unet_block *b, const float *x, const float *dout,
                          float *dx, fm_err *e)
 {
-    const char *s = b->name;
-    if (!fm_attention_keeps_x(&l->attn, u->sb))  // see res_backward
-        TIME(BWD, s, "norm.recompute", "groupnorm", 0, fm_groupnorm_reforward(&l->norm, x, u->sb, e));
-    TIME(BWD, s, "attn", "attention", fm_attention_flops_bwd(&l->attn, 1),
-         fm_attention_backward(&l->attn, u->sb, dout, u->t1buf, e));
-    TIME(BWD, s, "norm", "groupnorm", 0, fm_groupnorm_backward(&l->norm, x, u->t1buf, dx, e));
-    TIMEV(BWD, s, "residual", "elementwise", 0, fm_acc(dx, dout, (long)u->batch * b->side * b->side * b->cin));
+    if (!fm_attention_keeps_x(&l->attn, u->sb))
+        FM_TRY(fm_groupnorm_reforward(&l->norm, x, u->sb, e));
+    FM_TRY(fm_attention_backward(&l->attn, u->sb, dout, u->t1buf, e));
+    FM_TRY(fm_groupnorm_backward(&l->norm, x, u->t1buf, dx, e));
+    fm_acc(dx, dout, (long)u->batch * b->side * b->side * b->cin);
     return FM_OK;
 }
 
@@ -715,20 +650,15 @@ static int block_backward(fm_unet *u, const fm_unet_block *b, const float *x, co
         return res_backward(u, &u->res[b->layer], b, x, dout, dx, e);
     if (b->kind == FM_UNET_ATTN)
         return attn_backward(u, &u->attn[b->layer], b, x, dout, dx, e);
-    if (b->kind == FM_UNET_DOWN) {
-        fm_conv2d *l = &u->conv[b->layer];
-        TIME(BWD, b->name, "conv", "conv", fm_conv2d_flops_bwd(l, 1), fm_conv2d_backward(l, x, dout, dx, e));
-        return FM_OK;
-    }
-    fm_upconv *l = &u->upconv[b->layer];
-    TIME(BWD, b->name, "conv", "conv", fm_upconv_flops_bwd(l, 1), fm_upconv_backward(l, x, dout, dx, e));
-    return FM_OK;
+    if (b->kind == FM_UNET_DOWN)
+        return fm_conv2d_backward(&u->conv[b->layer], x, dout, dx, e);
+    return fm_upconv_backward(&u->upconv[b->layer], x, dout, dx, e);
 }
 
 static int hook(fm_unet *u, int first, int n, fm_err *e)
 {
     if (u->hook && n > 0)
-        TIME(BWD, "grad_hook", "", "hook", 0, u->hook(u->hook_ctx, first, n, e));
+        FM_TRY(u->hook(u->hook_ctx, first, n, e));
     return FM_OK;
 }
 
@@ -736,13 +666,11 @@ static int hook(fm_unet *u, int first, int n, fm_err *e)
 static int cond_backward(fm_unet *u, fm_err *e)
 {
     const long be = (long)u->batch * u->cfg.emb_dim;
-    TIMEV(BWD, "cond", "add_silu", "elementwise", 0, fm_silu_backward(u->pre, u->dc, u->dpre, be));  // d(temb + yemb)
-    TIME(BWD, "cond", "class_emb", "embedding", 0, fm_class_embed_backward(&u->class_emb, u->y, u->dpre, e));
-    TIME(BWD, "cond", "time_mlp.2", "linear", fm_linear_flops_bwd(&u->time_mlp2, 1),
-         fm_linear_backward(&u->time_mlp2, u->t1s, u->dpre, u->dcpart, e));  // d t1s
-    TIMEV(BWD, "cond", "silu", "elementwise", 0, fm_silu_backward(u->t1, u->dcpart, u->dcpart, be));
-    TIME(BWD, "cond", "time_mlp.0", "linear", fm_linear_flops_bwd(&u->time_mlp0, 0),
-         fm_linear_backward(&u->time_mlp0, u->sin, u->dcpart, NULL, e));
+    fm_silu_backward(u->pre, u->dc, u->dpre, be);  // d(temb + yemb)
+    FM_TRY(fm_class_embed_backward(&u->class_emb, u->y, u->dpre, e));
+    FM_TRY(fm_linear_backward(&u->time_mlp2, u->t1s, u->dpre, u->dcpart, e));  // d t1s
+    fm_silu_backward(u->t1, u->dcpart, u->dcpart, be);
+    FM_TRY(fm_linear_backward(&u->time_mlp0, u->sin, u->dcpart, NULL, e));
     return FM_OK;
 }
 
@@ -752,30 +680,25 @@ int fm_unet_backward(fm_unet *u, const float *dout, fm_err *e)
         return fm_fail(e, FM_ERR_INTERNAL, "unet: backward without a completed forward");
     const fm_unet_cfg *cfg = &u->cfg;
     const int B = u->batch, S = cfg->size;
-    TIMEV(BWD, "cond", "zero_dc", "elementwise", 0, memset(u->dc, 0, (size_t)B * cfg->emb_dim * sizeof(float)));
+    memset(u->dc, 0, (size_t)B * cfg->emb_dim * sizeof(float));
 
-    /* out: recompute silu(out_norm(h)), then back through out_conv and out_norm */
+    /* out: back through out_conv (on silu(out_norm(h)), recomputed) and out_norm */
     const float *h = u->blocks[u->nblocks - 1].out;
     float *cur = u->g0, *other = u->g1;  // cur: gradient of the current activation
-    if (!fm_conv2d_keeps_x(&u->out_conv, u->sb))
-        TIME(BWD, "out", "out_norm.recompute", "groupnorm", 0, fm_groupnorm_reforward(&u->out_norm, h, u->sb, e));
-    TIME(BWD, "out", "out_conv", "conv", fm_conv2d_flops_bwd(&u->out_conv, 1),
-         fm_conv2d_backward(&u->out_conv, u->sb, dout, u->t1buf, e));
-    TIME(BWD, "out", "out_norm", "groupnorm", 0, fm_groupnorm_backward(&u->out_norm, h, u->t1buf, cur, e));
+    FM_TRY(fm_normconv_backward_conv(&u->out_norm, &u->out_conv, h, u->sb, dout, u->t1buf, e));
+    FM_TRY(fm_groupnorm_backward(&u->out_norm, h, u->t1buf, cur, e));
     FM_TRY(hook(u, u->out_first_param, 4, e)); // out_norm and out_conv weight and bias
 
     for (int i = u->nblocks - 1; i >= 0; i--) {
         const fm_unet_block *b = &u->blocks[i];
         const long n = (long)B * out_side(b) * out_side(b) * b->cout;
         if (b->skip_out >= 0)
-            TIMEV(BWD, b->name, "skip_grad", "elementwise", 0,
-                  fm_acc(cur, u->dskip[b->skip_out], n));  // plus what the up path took from it
-        const float *x = block_input(u, i, BWD);
+            fm_acc(cur, u->dskip[b->skip_out], n);  // plus what the up path took from it
+        const float *x = block_input(u, i);       // the concatenation recomputed
         FM_TRY(block_backward(u, b, x, cur, other, e));
         if (b->skip_in >= 0) {
             const int k = b->skip_in, sch = u->skip_ch[k];
-            TIMEV(BWD, b->name, "concat", "elementwise", 0,
-                  fm_concat_backward(other, b->cin - sch, sch, cur, u->dskip[k], (long)B * b->side * b->side));
+            fm_concat_backward(other, b->cin - sch, sch, cur, u->dskip[k], (long)B * b->side * b->side);
         } else {
             float *tmp = cur;
             cur = other;
@@ -783,9 +706,8 @@ int fm_unet_backward(fm_unet *u, const float *dout, fm_err *e)
         }
         FM_TRY(hook(u, b->first_param, b->n_params, e));
     }
-    TIMEV(BWD, "conv_in", "skip_grad", "elementwise", 0, fm_acc(cur, u->dskip[0], (long)B * S * S * cfg->channels[0]));
-    TIME(BWD, "conv_in", "conv", "conv", fm_conv2d_flops_bwd(&u->conv_in, 0),
-         fm_conv2d_backward(&u->conv_in, u->x, cur, NULL, e));
+    fm_acc(cur, u->dskip[0], (long)B * S * S * cfg->channels[0]);
+    FM_TRY(fm_conv2d_backward(&u->conv_in, u->x, cur, NULL, e));
     FM_TRY(hook(u, u->conv_in_first_param, 2, e));
     FM_TRY(cond_backward(u, e));
     FM_TRY(hook(u, u->cond_first_param, u->cond_n_params, e));
@@ -794,7 +716,41 @@ int fm_unet_backward(fm_unet *u, const float *dout, fm_err *e)
 
 /* ---- the rest ------------------------------------------------------------ */
 
-void fm_unet_set_profile(fm_unet *u, fm_profile *prof) { u->prof = prof; }
+/* The layers in the order forward first calls them, named as the profile
+ * names them: scope = block name (or "cond", "conv_in", "out"), layer = the
+ * sub-layer ("norm1", "conv1", ...; "conv" for conv_in and the down/upsample
+ * convolutions). */
+static void walk(fm_unet *u, fm_prof_visit visit, void *ctx)
+{
+    visit(ctx, "cond", "time_embed", "embedding", &u->temb.prof);
+    visit(ctx, "cond", "time_mlp.0", "linear", &u->time_mlp0.prof);
+    visit(ctx, "cond", "time_mlp.2", "linear", &u->time_mlp2.prof);
+    visit(ctx, "cond", "class_emb", "embedding", &u->class_emb.prof);
+    visit(ctx, "conv_in", "conv", "conv", &u->conv_in.prof);
+    for (int i = 0; i < u->nblocks; i++) {
+        const fm_unet_block *b = &u->blocks[i];
+        const char *s = b->name;
+        if (b->kind == FM_UNET_RES) {
+            fm_unet_res *r = &u->res[b->layer];
+            visit(ctx, s, "norm1", "groupnorm", &r->norm1.prof);
+            visit(ctx, s, "conv1", "conv", &r->conv1.prof);
+            visit(ctx, s, "emb_proj", "linear", &r->emb_proj.prof);
+            visit(ctx, s, "norm2", "groupnorm", &r->norm2.prof);
+            visit(ctx, s, "conv2", "conv", &r->conv2.prof);
+            if (r->has_skip)
+                visit(ctx, s, "skip", "conv", &r->skip.prof);
+        } else if (b->kind == FM_UNET_ATTN) {
+            visit(ctx, s, "norm", "groupnorm", &u->attn[b->layer].norm.prof);
+            visit(ctx, s, "attn", "attention", &u->attn[b->layer].attn.prof);
+        } else if (b->kind == FM_UNET_DOWN) {
+            visit(ctx, s, "conv", "conv", &u->conv[b->layer].prof);
+        } else {
+            visit(ctx, s, "conv", "conv", &u->upconv[b->layer].prof);
+        }
+    }
+    visit(ctx, "out", "out_norm", "groupnorm", &u->out_norm.prof);
+    visit(ctx, "out", "out_conv", "conv", &u->out_conv.prof);
+}
 
 void fm_unet_set_grad_hook(fm_unet *u, fm_unet_grad_hook fn, void *ctx)
 {
@@ -835,3 +791,27 @@ void fm_unet_free(fm_unet *u)
     fm_arena_free(&u->arena);
     memset(u, 0, sizeof *u);
 }
+
+/* ---- the model interface (flowmodel.h) ------------------------------------ */
+
+static int ops_forward(void *m, const float *x, const float *t, const int32_t *y, float *out, fm_err *e)
+{
+    return fm_unet_forward(m, x, t, y, out, e);
+}
+static int ops_backward(void *m, const float *dout, fm_err *e) { return fm_unet_backward(m, dout, e); }
+static void ops_set_grad_hook(void *m, fm_flow_grad_hook fn, void *ctx) { fm_unet_set_grad_hook(m, fn, ctx); }
+static void ops_walk(void *m, fm_prof_visit visit, void *ctx) { walk(m, visit, ctx); }
+static double ops_flops(const void *m) { return fm_unet_flops(m); }
+static size_t ops_activation_bytes(const void *m) { return fm_unet_activation_bytes(m); }
+static void ops_free(void *m) { fm_unet_free(m); }
+
+const fm_flow_model_ops fm_unet_ops = {
+    .name = "unet",
+    .forward = ops_forward,
+    .backward = ops_backward,
+    .set_grad_hook = ops_set_grad_hook,
+    .walk = ops_walk,
+    .flops = ops_flops,
+    .activation_bytes = ops_activation_bytes,
+    .free = ops_free,
+};

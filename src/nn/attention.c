@@ -172,7 +172,7 @@ static void core_backward(const fm_attention *l, const float *q, const float *p,
     head_mm(T, D, T, ds, 1, T, q, ld, dk, ld);  // dK = dS^T Q
 }
 
-int fm_attention_forward(fm_attention *l, const float *x, float *y, fm_err *e)
+static int forward(fm_attention *l, const float *x, float *y, fm_err *e)
 {
     const int64_t H = l->heads, T = l->t;
     FM_TRY(fm_linear_forward(&l->in_proj, x, l->qkv, e));  // [B, T, 3C]
@@ -185,7 +185,7 @@ int fm_attention_forward(fm_attention *l, const float *x, float *y, fm_err *e)
     return fm_linear_forward(&l->out_proj, l->o, y, e);
 }
 
-int fm_attention_backward(fm_attention *l, const float *x, const float *dy, float *dx, fm_err *e)
+static int backward(fm_attention *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     const int64_t H = l->heads, T = l->t;
     FM_TRY(fm_linear_backward(&l->out_proj, l->o, dy, l->dout, e)); // dO [B, T, C]
@@ -198,6 +198,24 @@ int fm_attention_backward(fm_attention *l, const float *x, const float *dy, floa
                       l->dqkv + head_off(l, bb, hh), vt);
     }
     return fm_linear_backward(&l->in_proj, x, l->dqkv, dx, e);
+}
+
+/* The projections inside are linears without a site of their own: the layer
+ * is timed as a whole. */
+int fm_attention_forward(fm_attention *l, const float *x, float *y, fm_err *e)
+{
+    const double t0 = FM_PROF_START(l->prof);
+    FM_TRY(forward(l, x, y, e));
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, fm_attention_flops_fwd(l));
+    return FM_OK;
+}
+
+int fm_attention_backward(fm_attention *l, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    const double t0 = FM_PROF_START(l->prof);
+    FM_TRY(backward(l, x, dy, dx, e));
+    FM_PROF_END(l->prof, FM_PROF_BWD, t0, fm_attention_flops_bwd(l, dx != NULL));
+    return FM_OK;
 }
 
 int fm_attention_keeps_x(const fm_attention *l, const float *x) { return fm_linear_keeps_x(&l->in_proj, x); }

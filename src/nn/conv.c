@@ -277,19 +277,25 @@ static int forward_attached(fm_conv2d *l, float *y, fm_err *e)
 
 int fm_conv2d_forward(fm_conv2d *l, const float *x, float *y, fm_err *e)
 {
+    const double t0 = FM_PROF_START(l->prof);
     FM_TRY(attach_x(l, x, 0, e));
-    return forward_attached(l, y, e);
+    FM_TRY(forward_attached(l, y, e));
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, fm_conv2d_flops_fwd(l));
+    return FM_OK;
 }
 
 int fm_conv2d_forward16(fm_conv2d *l, const float *as, float *y, fm_err *e)
 {
     if (!l->x16.buf)
         return fm_fail(e, FM_ERR_INTERNAL, "conv: forward16 on a layer without a bf16 operand");
+    const double t0 = FM_PROF_START(l->prof);
     l->x16.of = as;
-    return forward_attached(l, y, e);
+    FM_TRY(forward_attached(l, y, e));
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, fm_conv2d_flops_fwd(l));
+    return FM_OK;
 }
 
-int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)
+static int backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     const int64_t hwo = l->ho * l->wo;
     if (l->wb.xp) { /* the pair-packed and the plain bf16 dy, and the bias gradient, in one pass */
@@ -330,6 +336,14 @@ int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx,
     FM_TRY(run(l, l->bwd_weights, args, nargs, e));
     if (l->dw_reorder)
         FM_TRY(reorder(l, l->dw_reorder, l->m_dw_int, l->m_dw, e));
+    return FM_OK;
+}
+
+int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    const double t0 = FM_PROF_START(l->prof);
+    FM_TRY(backward(l, x, dy, dx, e));
+    FM_PROF_END(l->prof, FM_PROF_BWD, t0, fm_conv2d_flops_bwd(l, dx != NULL));
     return FM_OK;
 }
 

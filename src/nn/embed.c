@@ -26,6 +26,7 @@ int fm_time_embed_init(fm_time_embed *l, fm_arena *a, int n, int dim, double sca
 int fm_time_embed_forward(const fm_time_embed *l, const float *t, float *y, fm_err *e)
 {
     (void)e;
+    const double t0 = FM_PROF_START(l->prof);
     const int half = l->dim / 2;
     for (int n = 0; n < l->n; n++) {
         const double ts = (double)t[n] * l->scale;
@@ -36,12 +37,14 @@ int fm_time_embed_forward(const fm_time_embed *l, const float *t, float *y, fm_e
             yr[half + i] = (float)sin(arg);
         }
     }
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, 0);
     return FM_OK;
 }
 
 int fm_time_embed_backward(const fm_time_embed *l, const float *t, const float *dy, float *dt, fm_err *e)
 {
     (void)e;
+    const double t0 = FM_PROF_START(l->prof);
     const int half = l->dim / 2;
     for (int n = 0; n < l->n; n++) {
         const double ts = (double)t[n] * l->scale;
@@ -53,6 +56,7 @@ int fm_time_embed_backward(const fm_time_embed *l, const float *t, const float *
         }
         dt[n] = (float)s;
     }
+    FM_PROF_END(l->prof, FM_PROF_BWD, t0, 0);
     return FM_OK;
 }
 
@@ -83,15 +87,18 @@ static int check_labels(const fm_class_embed *l, const int32_t *labels, fm_err *
 
 int fm_class_embed_forward(const fm_class_embed *l, const int32_t *labels, float *y, fm_err *e)
 {
+    const double t0 = FM_PROF_START(l->prof);
     FM_TRY(check_labels(l, labels, e));
     const float *w = l->weight->w.data;  // [num_classes + 1, D]
     for (int n = 0; n < l->n; n++)
         memcpy(y + (long)n * l->dim, w + (long)labels[n] * l->dim, (size_t)l->dim * sizeof(float));
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, 0);
     return FM_OK;
 }
 
 int fm_class_embed_backward(fm_class_embed *l, const int32_t *labels, const float *dy, fm_err *e)
 {
+    const double t0 = FM_PROF_START(l->prof);
     FM_TRY(check_labels(l, labels, e));
     float *g = l->weight->g.data;  // [num_classes + 1, D]
     const int d = l->dim;
@@ -103,5 +110,6 @@ int fm_class_embed_backward(fm_class_embed *l, const int32_t *labels, const floa
         for (int i = 0; i < d; i++)
             gr[i] += dr[i];
     }
+    FM_PROF_END(l->prof, FM_PROF_BWD, t0, 0);
     return FM_OK;
 }

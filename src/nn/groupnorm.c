@@ -311,7 +311,9 @@ int fm_groupnorm_forward_ada(fm_groupnorm *l, const float *x, const float *scale
                              fm_err *e)
 {
     (void)e;
+    const double t0 = FM_PROF_START(l->prof);
     forward(l, x, scale, shift, y, NULL);
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, 0);
     return FM_OK;
 }
 
@@ -319,13 +321,16 @@ int fm_groupnorm_forward_ada16(fm_groupnorm *l, const float *x, const float *sca
                                uint16_t *y16, fm_err *e)
 {
     (void)e;
+    const double t0 = FM_PROF_START(l->prof);
     forward(l, x, scale, shift, NULL, y16);
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, 0);
     return FM_OK;
 }
 
 int fm_groupnorm_reforward(fm_groupnorm *l, const float *x, float *y, fm_err *e)
 {
     (void)e;
+    const double t0 = FM_PROF_START(l->prof);
     const int N = l->n, C = l->c, K = l->chunks, silu = l->flags & FM_GN_SILU;
     const long HW = (long)l->h * l->w;
 #pragma omp parallel for schedule(static) if ((long)N * HW * C >= PAR_MIN)
@@ -337,6 +342,7 @@ int fm_groupnorm_reforward(fm_groupnorm *l, const float *x, float *y, fm_err *e)
         apply(x + r, y + r, NULL, p1 - p0, C, l->cmu + o, l->ca + o, l->cb + o, silu,
               K == 1 && n + 1 < N ? x + r + HW * C : NULL);
     }
+    FM_PROF_END(l->prof, FM_PROF_REDO, t0, 0);
     return FM_OK;
 }
 
@@ -539,7 +545,9 @@ static void backward(fm_groupnorm *l, const float *x, const float *scale, const 
 int fm_groupnorm_backward(fm_groupnorm *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     (void)e;
+    const double t0 = FM_PROF_START(l->prof);
     backward(l, x, NULL, dy, dx, NULL, NULL);
+    FM_PROF_END(l->prof, FM_PROF_BWD, t0, 0);
     return FM_OK;
 }
 
@@ -548,6 +556,8 @@ int fm_groupnorm_backward_ada(fm_groupnorm *l, const float *x, const float *scal
 {
     (void)e;
     (void)shift; /* already in the forward's coefficients */
+    const double t0 = FM_PROF_START(l->prof);
     backward(l, x, scale, dy, dx, dscale, dshift);
+    FM_PROF_END(l->prof, FM_PROF_BWD, t0, 0);
     return FM_OK;
 }

@@ -50,6 +50,7 @@ static inline void normalize_row(const float *x, float mean, float rstd, const f
 int fm_layernorm_forward(fm_layernorm *l, const float *x, float *y, fm_err *e)
 {
     (void)e;
+    const double t0 = FM_PROF_START(l->prof);
     const int64_t d = l->dim, rows = l->rows;
     const float *w = l->weight ? l->weight->w.data : NULL, *b = l->bias ? l->bias->w.data : NULL;
 #pragma omp parallel for schedule(static) if (rows * d >= PAR_MIN)
@@ -70,17 +71,20 @@ int fm_layernorm_forward(fm_layernorm *l, const float *x, float *y, fm_err *e)
         l->rstd[r] = rstd;
         normalize_row(xr, (float)mean, rstd, w, b, y + r * d, d);
     }
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, 0);
     return FM_OK;
 }
 
 int fm_layernorm_apply(const fm_layernorm *l, const float *x, float *y, fm_err *e)
 {
     (void)e;
+    const double t0 = FM_PROF_START(l->prof);
     const int64_t d = l->dim, rows = l->rows;
     const float *w = l->weight ? l->weight->w.data : NULL, *b = l->bias ? l->bias->w.data : NULL;
 #pragma omp parallel for schedule(static) if (rows * d >= PAR_MIN)
     for (int64_t r = 0; r < rows; r++)
         normalize_row(x + r * d, l->mean[r], l->rstd[r], w, b, y + r * d, d);
+    FM_PROF_END(l->prof, FM_PROF_REDO, t0, 0); /* from the saved statistics: a recomputation */
     return FM_OK;
 }
 
@@ -111,14 +115,13 @@ static void affine_grads(const fm_layernorm *l, const float *x, const float *dy)
     }
 }
 
-int fm_layernorm_backward(fm_layernorm *l, const float *x, const float *dy, float *dx, fm_err *e)
+static void backward(fm_layernorm *l, const float *x, const float *dy, float *dx)
 {
-    (void)e;
     const int64_t d = l->dim, rows = l->rows;
     if (l->weight)
         affine_grads(l, x, dy);  // before dx, which may overwrite dy
     if (!dx)
-        return FM_OK;
+        return;
     const float *w = l->weight ? l->weight->w.data : NULL;
     const float inv_d = 1.0f / (float)d;
     /* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight */
@@ -153,6 +156,14 @@ int fm_layernorm_backward(fm_layernorm *l, const float *x, const float *dy, floa
                 o[i] = rstd * (g[i] - mg - (xr[i] - mean) * rstd * mgx);
         }
     }
+}
+
+int fm_layernorm_backward(fm_layernorm *l, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    (void)e;
+    const double t0 = FM_PROF_START(l->prof);
+    backward(l, x, dy, dx);
+    FM_PROF_END(l->prof, FM_PROF_BWD, t0, 0);
     return FM_OK;
 }
 

@@ -119,7 +119,7 @@ static int attach_x(fm_linear *l, const float *x, int reuse, fm_err *e)
 
 int fm_linear_keeps_x(const fm_linear *l, const float *x) { return fm_bf16_copy_keeps(&l->x16, x); }
 
-int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e)
+static int forward(fm_linear *l, const float *x, float *y, fm_err *e)
 {
     if (l->w16) /* the weights changed since the last forward (an optimiser step) */
         fm_f32_to_bf16_n(l->w16, l->weight->w.data, l->out * l->in);
@@ -155,7 +155,7 @@ static void column_sum(const float *dy, int64_t m, int64_t n, float *db)
     }
 }
 
-int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
+static int backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     /* parameter gradients first: they are the last readers of x, so dx may overwrite it */
     FM_TRY(attach_x(l, x, 1, e));
@@ -184,6 +184,22 @@ int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx,
         { DNNL_ARG_SCRATCHPAD, l->m_scratch },
     };
     return fm_dnn_exec(l->d, l->bwd_data, 4, dargs, e);
+}
+
+int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e)
+{
+    const double t0 = FM_PROF_START(l->prof);
+    FM_TRY(forward(l, x, y, e));
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, fm_linear_flops_fwd(l));
+    return FM_OK;
+}
+
+int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    const double t0 = FM_PROF_START(l->prof);
+    FM_TRY(backward(l, x, dy, dx, e));
+    FM_PROF_END(l->prof, FM_PROF_BWD, t0, fm_linear_flops_bwd(l, dx != NULL));
+    return FM_OK;
 }
 
 double fm_linear_flops_fwd(const fm_linear *l)

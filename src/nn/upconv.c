@@ -385,7 +385,7 @@ static int attach_x(fm_upconv *l, const float *x, int reuse, fm_err *e)
     return fm_dnn_attach_x(&l->x16, l->m_x, x, reuse, e);
 }
 
-int fm_upconv_forward(fm_upconv *l, const float *x, float *y, fm_err *e)
+static int forward(fm_upconv *l, const float *x, float *y, fm_err *e)
 {
     fold(l->weight->w.data, l->wf, l->wt, l->cout, l->cin);
     for (int p = 0; p < NP; p++)
@@ -406,7 +406,7 @@ int fm_upconv_forward(fm_upconv *l, const float *x, float *y, fm_err *e)
     return FM_OK;
 }
 
-int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx, fm_err *e)
+static int backward(fm_upconv *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     const int64_t ny = l->n * l->h * l->w * l->cout;
     FM_TRY(attach_x(l, x, 1, e));
@@ -461,6 +461,22 @@ int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx,
         for (int64_t k = 0; k < c; k++)
             db[k] = (b4[k] + b4[c + k]) + (b4[2 * c + k] + b4[3 * c + k]);
     }
+    return FM_OK;
+}
+
+int fm_upconv_forward(fm_upconv *l, const float *x, float *y, fm_err *e)
+{
+    const double t0 = FM_PROF_START(l->prof);
+    FM_TRY(forward(l, x, y, e));
+    FM_PROF_END(l->prof, FM_PROF_FWD, t0, fm_upconv_flops_fwd(l));
+    return FM_OK;
+}
+
+int fm_upconv_backward(fm_upconv *l, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    const double t0 = FM_PROF_START(l->prof);
+    FM_TRY(backward(l, x, dy, dx, e));
+    FM_PROF_END(l->prof, FM_PROF_BWD, t0, fm_upconv_flops_bwd(l, dx != NULL));
     return FM_OK;
 }
 

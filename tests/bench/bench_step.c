@@ -178,7 +178,7 @@ static void bench_free(bench *b)
  * (the model's table set), the non-model parts are accounted under "step". */
 static int step(bench *b, int64_t s, step_times *st, fm_err *e)
 {
-    fm_profile *pr = b->model.kind == FM_FLOW_DIT ? b->model.m.dit.prof : b->model.m.unet.prof;
+    fm_profile *pr = b->model.prof;
     const fm_train_config *tc = &b->c.flow.train;
     const int B = b->B;
     const long per = (long)B * b->D;
@@ -213,14 +213,6 @@ static int step(bench *b, int64_t s, step_times *st, fm_err *e)
     if (!isfinite(b->loss))
         return fm_fail(e, FM_ERR_INTERNAL, "non-finite loss %g at step %lld", b->loss, (long long)s);
     return FM_OK;
-}
-
-static void set_profile(bench *b, fm_profile *p)
-{
-    if (b->model.kind == FM_FLOW_DIT)
-        fm_dit_set_profile(&b->model.m.dit, p);
-    else
-        fm_unet_set_profile(&b->model.m.unet, p);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -291,12 +283,12 @@ static int run(const opts *o, fm_err *e)
     const double t_steps = fm_now() - t_start;
     double prof_total = 0;
     if (rc == FM_OK && P > 0) {
-        set_profile(&b, &b.prof);
+        fm_flow_model_set_profile(&b.model, &b.prof);
         for (int i = 0; rc == FM_OK && i < P; i++) {
             rc = step(&b, s++, &st, e);
             prof_total += st.total;
         }
-        set_profile(&b, NULL);
+        fm_flow_model_set_profile(&b.model, NULL);
     }
     if (rc != FM_OK)
         goto out;

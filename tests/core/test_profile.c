@@ -1,5 +1,6 @@
 /* test_profile.c - the per-layer timer table: accounting by key, capacity
- * overflow, reset, grouping by entry / scope / kind, the printers. */
+ * overflow, reset, grouping by entry / scope / kind, the printers, and the
+ * sites layers time themselves through. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,8 +116,42 @@ static int test_rows_and_print(void)
     return 0;
 }
 
+/* Sites: one per (scope, layer), found again on a second attach, kept by
+ * reset; REDO calls go to "<layer>.recompute" of backward; the phase sums
+ * follow; a full site table gives NULL and counts it. */
+static int test_sites(void)
+{
+    fm_err e = { 0 };
+    fm_profile p;
+    CHECK_OK(fm_profile_init(&p, 3, &e), &e);
+    fm_prof_site *a = fm_profile_site(&p, "mid.0", "norm1", "groupnorm");
+    fm_prof_site *b = fm_profile_site(&p, "mid.0", "conv1", "conv");
+    CHECK(a && b && a != b && p.nsite == 2, "two sites");
+    CHECK(fm_profile_site(&p, "mid.0", "norm1", "other") == a && p.nsite == 2, "the same names, another site");
+    fm_prof_site_add(a, FM_PROF_FWD, 0.5, 0);
+    fm_prof_site_add(a, FM_PROF_REDO, 0.25, 0);
+    fm_prof_site_add(b, FM_PROF_BWD, 1.0, 10);
+    const fm_profile_entry *en = fm_profile_find(&p, "mid.0", "norm1.recompute", FM_PROF_BWD);
+    CHECK(en && en->calls == 1 && en->seconds == 0.25 && strcmp(en->kind, "groupnorm") == 0, "recompute entry");
+    CHECK(fm_profile_find(&p, "mid.0", "norm1", FM_PROF_FWD)->seconds == 0.5, "forward entry");
+    CHECK(p.phase_s[FM_PROF_FWD] == 0.5 && p.phase_s[FM_PROF_BWD] == 1.25, "phase sums %g %g",
+          p.phase_s[FM_PROF_FWD], p.phase_s[FM_PROF_BWD]);
+    fm_profile_reset(&p);
+    CHECK(p.n == 0 && p.nsite == 2 && p.phase_s[FM_PROF_BWD] == 0, "reset keeps the sites only");
+    CHECK(fm_profile_site(&p, "mid.0", "conv1", "conv") == b, "site lost by reset");
+    CHECK(fm_profile_site(&p, "mid.1", "attn", "attention") != NULL, "third site");
+    CHECK(fm_profile_site(&p, "mid.2", "conv1", "conv") == NULL && p.dropped == 1, "a fourth site in a table of 3");
+    const fm_prof_site *none = NULL;
+    const double t0 = FM_PROF_START(none);
+    FM_PROF_END(none, FM_PROF_FWD, t0, 1.0); /* a NULL site: nothing */
+    CHECK(t0 == 0.0 && p.n == 0, "NULL site accounted");
+    fm_profile_free(&p);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    const fm_test tests[] = { TEST(test_add_find), TEST(test_capacity), TEST(test_rows_and_print) };
+    const fm_test tests[] = { TEST(test_add_find), TEST(test_capacity), TEST(test_rows_and_print),
+                              TEST(test_sites) };
     return fm_test_main("core/profile", tests, (int)(sizeof tests / sizeof *tests), argc, argv);
 }

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-TIME_SCALE = 1000.0  # FM_UNET_TIME_SCALE
+TIME_SCALE = 1000.0  # FM_UNET_T_SCALE
 GN_EPS = 1e-5        # FM_UNET_GN_EPS
 
 
