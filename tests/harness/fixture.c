@@ -255,6 +255,43 @@ int fm_fx_gradcheck(const fm_fx_layer *l, double eps, double tol, int max_checks
     return fm_gradcheck(&op, eps, tol, max_checks, e);
 }
 
+/* ---- a model's scalar loss ---- */
+
+static int loss_fwd(void *ctx, fm_err *e)
+{
+    fm_fx_loss *m = ctx;
+    double l;
+    FM_TRY(m->loss(m->ctx, &l, e));
+    m->out[0] = (float)(l - m->ref);
+    return FM_OK;
+}
+
+static int loss_bwd(void *ctx, fm_err *e)
+{
+    fm_fx_loss *m = ctx;
+    FM_TRY(m->backward(m->ctx, e));
+    for (size_t i = 0; i < m->p->numel; i++)
+        m->p->grad[i] *= m->dout[0];
+    return FM_OK;
+}
+
+int fm_fx_gradcheck_loss(fm_fx_loss *m, const char *const *vars, int nvars, double eps, double tol, int max_checks,
+                         fm_err *e)
+{
+    if (nvars > FM_GC_MAX_VARS)
+        return fm_fail(e, FM_ERR_USAGE, "%s: %d variables, at most %d", m->name, nvars, FM_GC_MAX_VARS);
+    FM_TRY(m->loss(m->ctx, &m->ref, e));
+    fm_gc_op op = { .name = m->name, .ctx = m, .forward = loss_fwd, .backward = loss_bwd, .out = m->out,
+                    .dout = m->dout, .out_n = 1, .nvars = nvars };
+    for (int i = 0; i < nvars; i++) {
+        fm_param *t = fm_params_find(m->p, vars[i]);
+        if (!t)
+            return fm_fail(e, FM_ERR_USAGE, "%s: no parameter %s", m->name, vars[i]);
+        op.vars[i] = (fm_gc_var){ vars[i], t->w.data, t->g.data, (long)fm_tensor_numel(&t->w) };
+    }
+    return fm_gradcheck(&op, eps, tol, max_checks, e);
+}
+
 /* ---- timing ---- */
 
 int fm_fx_time(int (*forward)(void *ctx, fm_err *e), int (*backward)(void *ctx, fm_err *e), void *ctx, int warm,

@@ -119,6 +119,26 @@ void fm_fx_reweight(const fm_fx_layer *l);
 /* fm_gradcheck of l on its io: the variables x and every parameter. */
 int fm_fx_gradcheck(const fm_fx_layer *l, double eps, double tol, int max_checks, fm_err *e);
 
+/* ---- a model's scalar loss ---- */
+
+/* The training loss of a model as the output of a gradient check: out[0] =
+ * loss - ref (ref = the loss at the start, so that out keeps fp32
+ * precision), and backward scales p's gradient by dout[0]. */
+typedef struct fm_fx_loss {
+    const char *name;
+    void *ctx;
+    int (*loss)(void *ctx, double *l, fm_err *e); /* forward and loss at the current parameters */
+    int (*backward)(void *ctx, fm_err *e);        /* p's gradient (overwritten) of that loss */
+    fm_params *p;
+    double ref;
+    float out[1], dout[1];
+} fm_fx_loss;
+
+/* fm_gradcheck of m's loss in the parameters of p named in vars (a missing
+ * name is an error), after one call of m->loss that sets m->ref. */
+int fm_fx_gradcheck_loss(fm_fx_loss *m, const char *const *vars, int nvars, double eps, double tol, int max_checks,
+                         fm_err *e);
+
 /* ---- timing (printed, never asserted) ---- */
 
 /* Seconds over the reps after warm: mean forward, mean backward, the
