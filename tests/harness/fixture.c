@@ -230,6 +230,25 @@ void fm_fx_reweight(const fm_fx_layer *l)
     }
 }
 
+int fm_fx_check_reweighted(const fm_fx_layer *l, double tol)
+{
+    fm_fx_ref r;
+    int rc = fm_fx_ref_init(&r, l);
+    if (rc)
+        fprintf(stderr, "  %s: out of memory\n", l->label);
+    for (int round = 0; round < 2 && !rc; round++) {
+        char label[256];
+        snprintf(label, sizeof label, "%s round %d", l->label, round);
+        if (round == 1)
+            fm_fx_reweight(l);
+        rc = fm_fx_check(l, &r, tol, label);
+    }
+    if (!rc)
+        rc = fm_fx_check_no_dx(l, &r, tol);
+    fm_fx_ref_free(&r);
+    return rc;
+}
+
 static int layer_fwd(void *ctx, fm_err *e)
 {
     const fm_fx_layer *l = ctx;

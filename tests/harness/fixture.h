@@ -116,6 +116,10 @@ int fm_fx_check_alias(const fm_fx_layer *l, const fm_fx_ref *r, double tol, int 
  * every vector b[i] = 0.1 i. */
 void fm_fx_reweight(const fm_fx_layer *l);
 
+/* fm_fx_check ("LABEL round 0"), fm_fx_reweight, fm_fx_check again ("LABEL
+ * round 1": forward must see the current weights), then fm_fx_check_no_dx. */
+int fm_fx_check_reweighted(const fm_fx_layer *l, double tol);
+
 /* fm_gradcheck of l on its io: the variables x and every parameter. */
 int fm_fx_gradcheck(const fm_fx_layer *l, double eps, double tol, int max_checks, fm_err *e);
 
