@@ -15,40 +15,11 @@
 #   4. After a resume the window starts 3 steps after the resumed step, and
 #      the losses still match the uninterrupted run.
 # Prints PASS/FAIL cli/profile_<name>; exits non-zero on any failure.
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-FMTRAIN=${FMTRAIN:-$ROOT/fmtrain}
-TINY=$ROOT/configs/tiny.yaml
-PY=/usr/bin/python3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-MPIRUN="mpirun --bind-to none"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-nfail=0
-pass() { echo "PASS cli/profile_$1"; }
-fail() { echo "FAIL cli/profile_$1: $2"; nfail=$((nfail + 1)); }
-t0=$(date +%s)
+source "$(dirname "$0")/../lib.sh" cli profile_
+RUN_TIMEOUT=600
 
 # every flow run: 20 steps, a metrics line per step, no sample grids
 FLOW=(--set flow.steps=20 --set run.log_every=1 --set flow.ckpt_every=10 --set flow.sample_every=0)
-
-# run NAME NP ARGS...: fmtrain (NP > 1: under mpirun) in an empty working directory
-run() {
-  local name=$1 np=$2; shift 2
-  mkdir -p "$T/cwd-$name"
-  if [ "$np" -eq 1 ]; then
-    (cd "$T/cwd-$name" && timeout 600 "$FMTRAIN" "$@") >"$T/$name.out" 2>"$T/$name.err"
-  else
-    (cd "$T/cwd-$name" && OMP_NUM_THREADS=1 timeout 600 $MPIRUN -np "$np" --oversubscribe "$FMTRAIN" "$@") \
-      >"$T/$name.out" 2>"$T/$name.err"
-  fi
-  local rc=$?
-  if [ $rc -ne 0 ]; then
-    fail "run_$name" "exit $rc"; tail -5 "$T/$name.err" | sed 's/^/    /'; return 1
-  fi
-  pass "run_$name"
-}
 
 # flow_dir NAME: a run directory holding the vae checkpoints and latents of run "main"
 flow_dir() {
@@ -124,7 +95,7 @@ fi
 
 # --- 2. the whole pipeline with --profile=5 ---------------------------------------------
 run main 1 "$TINY" --out "$T/main" --set "run.stages=[vae,encode,flow]" --profile=5 "${FLOW[@]}" ||
-  { echo "    ($(($(date +%s) - t0))s)"; exit 1; }
+  { finish; exit 1; }
 name=files
 if msg=$(check_profile main 3 5 1 2>&1) && grep -q 'by layer (top 40)' "$T/main.err" &&
    grep -q 'wrote .*profile-flow' "$T/main.err"; then pass "$name ($msg)"
@@ -157,5 +128,4 @@ if run resume 1 "$TINY" --out "$T/resume" --set "run.stages=[flow]" "${FLOW[@]}"
   else fail after_resume "$msg ${msg2:-}"; fi
 fi
 
-echo "    ($(($(date +%s) - t0))s)"
-[ $nfail -eq 0 ]
+finish

@@ -6,20 +6,9 @@
 # was; the others are logged and the old config.yaml is kept as
 # config.yaml.N; keys of stages with no checkpoint yet may change. Prints
 # PASS/FAIL cli/<name> per case. Env: FMTRAIN (default ./fmtrain).
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-FMTRAIN=${FMTRAIN:-$ROOT/fmtrain}
-TINY=$ROOT/configs/tiny.yaml
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-nfail=0
-pass() { echo "PASS cli/$1"; }
-fail() {
-  echo "FAIL cli/$1: $2"
-  sed 's/^/    /' "$T/log" | tail -5
-  nfail=$((nfail + 1))
-}
+source "$(dirname "$0")/../lib.sh" cli
+# fail NAME WHY, with the end of the last run's log
+fail_log() { fail "$1" "$2"; show "$T/log" 5; }
 SETS=(--set data.train_limit=256 --set data.test_limit=100 --set vae.steps=2 --set vae.warmup=1 --set flow.warmup=1
       --set flow.sample_every=0 --set run.log_every=1)
 # fm RUN ARGS...: fmtrain on tiny.yaml into RUN, log in $T/log, status in $rc
@@ -27,14 +16,14 @@ fm() { local d=$1; shift; timeout -k 5 120 "$FMTRAIN" "$TINY" --out "$d" "${SETS
 
 R=$T/run
 fm "$R" --set run.stages=[vae,encode]
-if [ $rc -ne 0 ]; then fail setup "the vae + encode run failed (exit $rc)"; exit 1; fi
+if [ $rc -ne 0 ]; then fail_log setup "the vae + encode run failed (exit $rc)"; exit 1; fi
 
 # flow has no checkpoint yet: its keys may differ from the recorded defaults
 name=new_stage_keys_free
 fm "$R" --set run.stages=[flow] --set flow.steps=3 --set flow.lr=3e-3 --set unet.channels=[16,48]
-if [ $rc -ne 0 ]; then fail $name "exit $rc"
-elif ! grep -q "resume: flow.lr: 0.002 -> 0.003" "$T/log"; then fail $name "the change of flow.lr is not logged"
-elif [ ! -f "$R/config.yaml.1" ] || ! grep -q "lr: 0.003" "$R/config.yaml"; then fail $name "config.yaml.1 / new config.yaml"
+if [ $rc -ne 0 ]; then fail_log $name "exit $rc"
+elif ! grep -q "resume: flow.lr: 0.002 -> 0.003" "$T/log"; then fail_log $name "the change of flow.lr is not logged"
+elif [ ! -f "$R/config.yaml.1" ] || ! grep -q "lr: 0.003" "$R/config.yaml"; then fail_log $name "config.yaml.1 / new config.yaml"
 else pass $name; fi
 
 # now a flow checkpoint exists: its architecture and optimiser are fixed
@@ -42,23 +31,23 @@ name=locked_keys_refused
 cp "$R/config.yaml" "$T/before.yaml"
 fm "$R" --set run.stages=[flow] --set flow.steps=5 --set flow.lr=3e-3 --set unet.channels=[16,32] --set run.seed=7
 want="unet.channels: [16, 48] recorded, [16, 32] now (--set unet.channels=[16, 32])"
-if [ $rc -ne 2 ]; then fail $name "exit $rc, expected 2"
+if [ $rc -ne 2 ]; then fail_log $name "exit $rc, expected 2"
 elif ! grep -qF "$want" "$T/log" || ! grep -qF "run.seed: 0 recorded, 7 now (--set run.seed=7)" "$T/log"; then
-  fail $name "the error does not name both keys with values and origin"
-elif ! grep -q "start a new run directory (--out)" "$T/log"; then fail $name "no way out in the message"
-elif ! cmp -s "$T/before.yaml" "$R/config.yaml"; then fail $name "config.yaml was changed"
-elif [ -e "$R/config.yaml.2" ]; then fail $name "a config.yaml.2 was made"
+  fail_log $name "the error does not name both keys with values and origin"
+elif ! grep -q "start a new run directory (--out)" "$T/log"; then fail_log $name "no way out in the message"
+elif ! cmp -s "$T/before.yaml" "$R/config.yaml"; then fail_log $name "config.yaml was changed"
+elif [ -e "$R/config.yaml.2" ]; then fail_log $name "a config.yaml.2 was made"
 else pass $name; fi
 
 # longer training, another precision and fewer logs may change
 name=free_keys_logged
 fm "$R" --set run.stages=[flow] --set flow.steps=5 --set flow.lr=3e-3 --set unet.channels=[16,48] \
   --set run.precision=bf16 --set run.log_every=2
-if [ $rc -ne 0 ]; then fail $name "exit $rc"
+if [ $rc -ne 0 ]; then fail_log $name "exit $rc"
 elif ! grep -q "resume: flow.steps: 3 -> 5" "$T/log" || ! grep -q "resume: run.precision: fp32 -> bf16" "$T/log"; then
-  fail $name "the changes are not logged"
-elif ! grep -q "flow: resumed from .*flow-00000003" "$T/log"; then fail $name "the flow did not resume"
-elif [ ! -f "$R/config.yaml.2" ] || ! grep -q "steps: 3" "$R/config.yaml.2"; then fail $name "config.yaml.2"
+  fail_log $name "the changes are not logged"
+elif ! grep -q "flow: resumed from .*flow-00000003" "$T/log"; then fail_log $name "the flow did not resume"
+elif [ ! -f "$R/config.yaml.2" ] || ! grep -q "steps: 3" "$R/config.yaml.2"; then fail_log $name "config.yaml.2"
 else pass $name; fi
 
 # a stage that does not run keeps its recorded keys in the record, so that
@@ -67,15 +56,14 @@ else pass $name; fi
 name=unused_keys_recorded
 fm "$R" --set run.stages=[flow] --set flow.steps=5 --set flow.lr=3e-3 --set unet.channels=[16,48] \
   --set vae.steps=9 --set vae.lr=1e-2
-if [ $rc -ne 0 ]; then fail $name "exit $rc"
-elif ! grep -A3 "^vae:" "$R/config.yaml" | grep -q "steps: 2"; then fail $name "the record lost vae.steps=2"
+if [ $rc -ne 0 ]; then fail_log $name "exit $rc"
+elif ! grep -A3 "^vae:" "$R/config.yaml" | grep -q "steps: 2"; then fail_log $name "the record lost vae.steps=2"
 else
   fm "$R" --set run.stages=[vae,encode,flow] --set flow.steps=5 --set flow.lr=3e-3 --set unet.channels=[16,48] \
     --set vae.steps=9
   if [ $rc -ne 2 ] || ! grep -qF "vae.steps: 2 recorded, 9 now" "$T/log"; then
-    fail $name "training the vae on with other steps after encoding: exit $rc"
+    fail_log $name "training the vae on with other steps after encoding: exit $rc"
   else pass $name; fi
 fi
 
-echo "$nfail failed"
-exit $((nfail > 0))
+finish

@@ -14,41 +14,12 @@
 #   6. The ring collectives' unit test (test_ring) under 2, 3 and 4 ranks.
 # Buckets are small (flow.bucket_mb) so that many start during backward and
 # some are packed. Prints PASS/FAIL comm/<name>; exits non-zero on any failure.
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-FMTRAIN=${FMTRAIN:-$ROOT/fmtrain}
-BUILD=${FM_BUILD:-build}
-case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
-PY=/usr/bin/python3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-MPIRUN="mpirun --bind-to none"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-nfail=0
-pass() { echo "PASS comm/$1"; }
-fail() { echo "FAIL comm/$1: $2"; nfail=$((nfail + 1)); }
-t0=$(date +%s)
+source "$(dirname "$0")/../lib.sh" comm
+export OMP_NUM_THREADS=1
 
 SETS=(--set "run.stages=[vae,encode,flow]" --set vae.steps=20 --set flow.steps=20 --set run.log_every=1
       --set vae.batch_size=24 --set flow.batch_size=24 --set encode.batch_size=192 --set flow.bucket_mb=0.05
       --set vae.ckpt_every=10 --set flow.ckpt_every=10 --set flow.sample_every=20)
-
-# run NAME NP ARGS...: fmtrain in an empty working directory $T/cwd-NAME
-run() {
-  local name=$1 np=$2; shift 2
-  mkdir -p "$T/cwd-$name"
-  if [ "$np" -eq 1 ]; then
-    (cd "$T/cwd-$name" && timeout 300 "$FMTRAIN" "$@") >"$T/$name.out" 2>"$T/$name.err"
-  else
-    local over=""; [ "$np" -gt 2 ] && over=--oversubscribe
-    (cd "$T/cwd-$name" && timeout 300 $MPIRUN -np "$np" $over "$FMTRAIN" "$@") >"$T/$name.out" 2>"$T/$name.err"
-  fi
-  local rc=$?
-  if [ $rc -ne 0 ]; then
-    fail "run_$name" "exit $rc"; tail -5 "$T/$name.err" | sed 's/^/    /'; return 1
-  fi
-  pass "run_$name"
-}
 
 # compare_losses REF OTHER STAGES: per-step losses of the metrics logs agree
 compare_losses() {
@@ -74,9 +45,9 @@ PYEOF
 }
 
 # --- 1. losses of 1, 2, 3 ranks -------------------------------------------------
-run np1 1 "$ROOT/configs/tiny.yaml" --out "$T/np1" "${SETS[@]}" || { echo "0 passed"; exit 1; }
+run np1 1 "$TINY" --out "$T/np1" "${SETS[@]}" || { finish; exit 1; }
 for np in 2 3; do
-  run "np$np" "$np" "$ROOT/configs/tiny.yaml" --out "$T/np$np" "${SETS[@]}" || continue
+  run "np$np" "$np" "$TINY" --out "$T/np$np" "${SETS[@]}" || continue
   if msg=$(compare_losses np1 "np$np" vae,flow 2>&1); then pass "losses_match_np$np ($msg)"
   else fail "losses_match_np$np" "$msg"; fi
 
@@ -116,7 +87,7 @@ for np in 1 2; do
   mkdir -p "$T/dit$np/ckpt"
   cp "$T/np1/latents.safetensors" "$T/dit$np/"
   cp "$T/np1"/ckpt/vae-*.safetensors "$T/dit$np/ckpt/"
-  run "dit$np" "$np" "$ROOT/configs/tiny.yaml" --out "$T/dit$np" "${SETS[@]}" --set "run.stages=[flow]" \
+  run "dit$np" "$np" "$TINY" --out "$T/dit$np" "${SETS[@]}" --set "run.stages=[flow]" \
     --set flow.model=dit --set flow.bucket_mb=0.02
 done
 if [ -s "$T/dit2/metrics.jsonl" ] && msg=$(compare_losses dit1 dit2 flow 2>&1); then pass "dit_losses_match_np2 ($msg)"
@@ -127,8 +98,7 @@ GS=$BUILD/tests/comm/test_gradsync
 if [ ! -x "$GS" ]; then fail gradsync_mpi "$GS not built"
 else
   for np in 2 3; do
-    over=""; [ "$np" -gt 2 ] && over=--oversubscribe
-    timeout 120 $MPIRUN -np "$np" $over "$GS" >"$T/gs$np.out" 2>&1
+    MPI_TIMEOUT=120 mpi "$np" "$GS" >"$T/gs$np.out" 2>&1
     rc=$?
     if [ $rc -eq 0 ] && [ "$(grep -c '^PASS comm/test_mpi_runtime' "$T/gs$np.out")" -eq "$np" ]; then
       pass "gradsync_mpi_np$np"
@@ -141,8 +111,7 @@ RING=$BUILD/tests/comm/test_ring
 if [ ! -x "$RING" ]; then fail ring_mpi "$RING not built"
 else
   for np in 2 3 4; do
-    over=""; [ "$np" -gt 2 ] && over=--oversubscribe
-    timeout 120 $MPIRUN -np "$np" $over "$RING" >"$T/ring$np.out" 2>&1
+    MPI_TIMEOUT=120 mpi "$np" "$RING" >"$T/ring$np.out" 2>&1
     rc=$?
     if [ $rc -eq 0 ] && [ "$(grep -c '^PASS comm/ring/' "$T/ring$np.out")" -eq $((5 * np)) ]; then
       pass "ring_mpi_np$np"
@@ -150,5 +119,4 @@ else
   done
 fi
 
-echo "    ($(($(date +%s) - t0))s)"
-[ $nfail -eq 0 ]
+finish

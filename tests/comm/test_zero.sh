@@ -9,32 +9,20 @@
 #      uninterrupted 1-rank run to <= 1e-5, and the checkpoints are whole
 #      (the same tensors and shapes as a run without ZeRO).
 # Prints PASS/FAIL comm/zero_<name>; exits non-zero on any failure.
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-FMTRAIN=${FMTRAIN:-$ROOT/fmtrain}
-PY=/usr/bin/python3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-nfail=0
-pass() { echo "PASS comm/zero_$1"; }
-fail() { echo "FAIL comm/zero_$1: $2"; nfail=$((nfail + 1)); }
-t0=$(date +%s)
+source "$(dirname "$0")/../lib.sh" comm zero_
 
 FLOW=(--set "run.stages=[flow]" --set flow.steps=40 --set flow.batch_size=48 --set run.log_every=1
       --set flow.sample_every=0 --set flow.bucket_mb=0.05 --set flow.ckpt_every=20)
 
-if ! timeout 300 "$FMTRAIN" "$ROOT/configs/tiny.yaml" --out "$T/base" --set "run.stages=[vae,encode]" \
-    >"$T/base.log" 2>&1; then
-  fail latents "the VAE and encode stages failed"; tail -5 "$T/base.log"; exit 1
+if ! timeout 300 "$FMTRAIN" "$TINY" --out "$T/base" --set "run.stages=[vae,encode]" >"$T/base.log" 2>&1; then
+  fail latents "the VAE and encode stages failed"; show "$T/base.log" 5; exit 1
 fi
 
-# run NAME NP ARGS...: the flow stage on a copy of the latents run
-run() {
+# run_flow NAME NP ARGS...: the flow stage on a copy of the latents run, under mpirun -np NP
+run_flow() {
   local name=$1 np=$2; shift 2
   [ -d "$T/$name" ] || cp -r "$T/base" "$T/$name"
-  timeout 600 mpirun -np "$np" --oversubscribe --bind-to none "$FMTRAIN" "$ROOT/configs/tiny.yaml" --out "$T/$name" \
-    "${FLOW[@]}" "$@" >"$T/$name.log" 2>&1
+  MPI_TIMEOUT=600 mpi "$np" "$FMTRAIN" "$TINY" --out "$T/$name" "${FLOW[@]}" "$@" >"$T/$name.log" 2>&1
 }
 
 # compare REF RUN FIRST_STEP: max relative flow-loss difference from FIRST_STEP on
@@ -59,10 +47,10 @@ sys.exit(0 if m <= 1e-5 else 1)
 EOF
 }
 
-run n1 1 || { fail reference "1-rank run failed"; tail -5 "$T/n1.log"; exit 1; }
+run_flow n1 1 || { fail reference "1-rank run failed"; show "$T/n1.log" 5; exit 1; }
 for c in "z2 2 true" "z3 3 true" "z4 4 true" "z8 8 true" "n2 2 false" "n3 3 false"; do
   read -r name np zero <<<"$c"
-  if ! run "$name" "$np" --set dist.zero="$zero"; then fail "$name" "exit code $? (see below)"; tail -5 "$T/$name.log"
+  if ! run_flow "$name" "$np" --set dist.zero="$zero"; then fail "$name" "exit code $? (see below)"; show "$T/$name.log" 5
   elif msg=$(compare n1 "$name" 1); then pass "losses_${np}_ranks_zero_${zero} ($msg)"
   else fail "losses_${np}_ranks_zero_${zero}" "$msg"; fi
 done
@@ -82,7 +70,7 @@ EOF
 cut_at_20 r3; cut_at_20 r1
 for c in "r3 3 true resume_2_to_3_ranks" "r1 1 false resume_2_ranks_zero_to_1_rank"; do
   read -r name np zero what <<<"$c"
-  if ! run "$name" "$np" --set dist.zero="$zero"; then fail "$what" "exit code (see below)"; tail -5 "$T/$name.log"
+  if ! run_flow "$name" "$np" --set dist.zero="$zero"; then fail "$what" "exit code (see below)"; show "$T/$name.log" 5
   elif ! grep -q "flow: resumed from .*flow-00000020.safetensors (step 20)" "$T/$name.log"; then
     fail "$what" "did not resume from the step-20 checkpoint"
   elif msg=$(compare n1 "$name" 21); then pass "$what ($msg)"
@@ -112,5 +100,4 @@ sys.exit(0 if worst < 1e-3 else 1)
 EOF
 ); then pass "checkpoint_whole ($msg)"; else fail checkpoint_whole "$msg"; fi
 
-echo "    ($(($(date +%s) - t0))s)"
-[ $nfail -eq 0 ]
+finish

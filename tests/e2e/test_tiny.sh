@@ -4,25 +4,16 @@
 # rely on (DESIGN.md §8), `fmtrain sample` on the last flow checkpoint, a
 # second run that skips every finished stage, and `fmtrain eval RUN_DIR`.
 # Prints PASS/FAIL e2e/<name>; exits non-zero on any failure.
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-FMTRAIN=${FMTRAIN:-$ROOT/fmtrain}
-PY=/usr/bin/python3
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+source "$(dirname "$0")/../lib.sh" e2e
 R=$T/run
-nfail=0
-pass() { echo "PASS e2e/$1"; }
-fail() { echo "FAIL e2e/$1: $2"; nfail=$((nfail + 1)); }
 
 start=$(date +%s%N)
-"$FMTRAIN" "$ROOT/configs/tiny.yaml" --out "$R" >"$T/run.out" 2>"$T/run.err"
+"$FMTRAIN" "$TINY" --out "$R" >"$T/run.out" 2>"$T/run.err"
 rc=$?
 ms=$((($(date +%s%N) - start) / 1000000))
 secs="$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
 if [ $rc -eq 0 ]; then pass "tiny_pipeline (${secs}s)"; else
-  fail tiny_pipeline "exit $rc"; tail -5 "$T/run.err" | sed 's/^/    /'; echo "0 passed"; exit 1; fi
+  fail tiny_pipeline "exit $rc"; show "$T/run.err" 5; finish; exit 1; fi
 
 # the run directory holds what DESIGN §8 promises
 missing=""
@@ -71,7 +62,7 @@ else fail sample_command "exit $rc"; cat "$T/sample.err"; fi
 
 # a second run skips every finished stage and writes nothing new
 before=$(find "$R" -type f -newer "$R/eval.json" | wc -l)
-"$FMTRAIN" "$ROOT/configs/tiny.yaml" --out "$R" >"$T/run2.out" 2>"$T/run2.err"
+"$FMTRAIN" "$TINY" --out "$R" >"$T/run2.out" 2>"$T/run2.err"
 rc=$?
 if [ $rc -eq 0 ] && [ "$(grep -c ': done' "$T/run2.err")" -ge 5 ] && ! grep -q '  step ' "$T/run2.err"; then
   pass rerun_skips_finished_stages
@@ -84,4 +75,4 @@ rc=$?
 if [ $rc -eq 0 ] && cmp -s "$R/eval.json" "$T/eval1.json"; then pass eval_command_reproduces
 else fail eval_command_reproduces "exit $rc"; diff "$R/eval.json" "$T/eval1.json"; fi
 
-[ $nfail -eq 0 ]
+finish

@@ -1,12 +1,12 @@
 # shellcheck shell=bash
-# lib.sh - shared set-up of the fault tests (sourced by tests/fault/test_*.sh).
+# lib.sh - shared set-up of the fault tests (sourced by tests/fault/test_*.sh),
+# on top of tests/lib.sh (pass, fail, skip, show, at_exit, finish, T, ...).
 #
 # Every test trains only the flow stage of configs/tiny.yaml, shrunk (256
 # images, 1 OpenMP thread per rank, no sample grids, a metrics line per step),
 # on the latents of a 2-step VAE made once per test file by make_base. What a
 # test checks is the checkpoint/resume machinery, not the model.
 #
-#   pass NAME / fail NAME WHY   print PASS/FAIL fault/NAME (fail counts)
 #   make_base                   $BASE = a run dir with vae + encode done
 #   new_run DIR                 DIR = a copy of $BASE
 #   flow DIR ARGS...            fmtrain (1 rank), flow stage, into DIR
@@ -14,35 +14,12 @@
 #   wait_step DIR N SECS        wait until DIR/metrics.jsonl has flow step >= N
 #   procs PID NAME              descendants of PID named NAME (rank pids)
 #   newest DIR                  the newest flow checkpoint of run DIR
-#   finish                      exit status of the test file
-set -u
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-FMTRAIN=${FMTRAIN:-$ROOT/fmtrain}
+# FAULT_KEEP=1 keeps the temporary directory (as FM_TEST_KEEP does).
+[ -n "${FAULT_KEEP:-}" ] && export FM_TEST_KEEP=1
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" fault
 FMNAME=$(basename "$FMTRAIN" | cut -c1-15) # its command name, as ps shows it
-PY=/usr/bin/python3
 CK="$PY $ROOT/tests/fault/ckpt.py"
-TINY=$ROOT/configs/tiny.yaml
-export OMP_NUM_THREADS=1 # 2 ranks x 1 thread on 2 cores; never oversubscribed
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1 # a 1-core machine still runs -np 2
-T=$(mktemp -d /tmp/fmfault.XXXXXX)
-CLEANUP=() # commands run at exit (unmounts), before the directory is removed
-cleanup() {
-  local c
-  for c in "${CLEANUP[@]}"; do eval "$c" >/dev/null 2>&1; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-[ -n "${FAULT_KEEP:-}" ] && trap - EXIT && echo "keeping $T" >&2
-nfail=0
-SUITE=fault
-pass() { echo "PASS $SUITE/$1"; }
-fail() {
-  echo "FAIL $SUITE/$1: $2"
-  nfail=$((nfail + 1))
-}
-# show LOG: the last lines of a log, indented (after a FAIL)
-show() { tail -n "${2:-8}" "$1" 2>/dev/null | sed 's/^/    /'; }
+export OMP_NUM_THREADS=1 # 2 ranks x 1 thread on 2 cores
 
 # The overrides of every flow run (the tests add their own after these).
 SETS=(--set data.train_limit=256 --set data.test_limit=100 --set run.stages=[flow] --set flow.sample_every=0
@@ -59,7 +36,7 @@ new_run() { rm -rf "$1" && cp -r "$BASE" "$1" && rm -f "$1/metrics.jsonl"; }
 flow() { local d=$1; shift; timeout -k 5 120 "$FMTRAIN" "$TINY" --out "$d" "${SETS[@]}" "$@"; }
 flow_mpi() {
   local n=$1 d=$2; shift 2
-  timeout -k 5 120 mpirun -np "$n" "$FMTRAIN" "$TINY" --out "$d" "${SETS[@]}" "$@"
+  MPI_TIMEOUT=120 mpi "$n" "$FMTRAIN" "$TINY" --out "$d" "${SETS[@]}" "$@"
 }
 wait_step() {
   local d=$1 n=$2 secs=$3 i
@@ -83,4 +60,3 @@ procs() {
 }
 newest() { ls "$1"/ckpt/flow-*.safetensors 2>/dev/null | tail -n 1; }
 ckpt_step() { basename "$1" .safetensors | sed 's/^flow-0*//; s/^$/0/'; }
-finish() { [ "$nfail" -eq 0 ]; }

@@ -15,7 +15,7 @@
 #                        with EFBIG (SIGXFSZ is ignored, not fatal)
 #   run_dir_under_a_file --out below a regular file: exit 4 before any work
 # The mount cases need root (mount -t tmpfs); without it they are reported as
-# skipped and file_size_limit still covers a failing write.
+# skipped (SKIP lines) and file_size_limit still covers a failing write.
 source "$(dirname "$0")/lib.sh"
 make_base
 P=(--set flow.steps=20 --set flow.ckpt_every=10 --set run.ckpt_keep=3)
@@ -44,11 +44,11 @@ mkdir -p "$M"
 size_kb=$(($(du -sk "$BASE" | cut -f1) + $(stat -c %s "$GOOD/$C10") / 1024 + 600))
 if mount -t tmpfs -o size=${size_kb}k tmpfs "$M" 2>/dev/null; then
   mounted=1
-  CLEANUP+=("umount -l '$M'")
+  at_exit "umount -l '$M'"
 fi
 
 name=disk_full
-if [ $mounted -eq 0 ]; then pass "$name (skipped: mount -t tmpfs is not permitted here)"
+if [ $mounted -eq 0 ]; then skip $name "mount -t tmpfs is not permitted here"
 else
   D=$M/run
   new_run "$D"
@@ -71,7 +71,7 @@ else
 fi
 
 name=disk_full_2_ranks
-if [ $mounted -eq 0 ]; then pass "$name (skipped: mount -t tmpfs is not permitted here)"
+if [ $mounted -eq 0 ]; then skip $name "mount -t tmpfs is not permitted here"
 else
   D=$M/run
   new_run "$D"
@@ -91,9 +91,9 @@ name=readonly_ckpt_dir
 D=$T/$name
 new_run "$D"
 mkdir -p "$D/ckpt" && cp "$GOOD/$C10" "$D/ckpt/"
-if ! mount --bind "$D/ckpt" "$D/ckpt" 2>/dev/null; then pass "$name (skipped: mount --bind is not permitted here)"
+if ! mount --bind "$D/ckpt" "$D/ckpt" 2>/dev/null; then skip $name "mount --bind is not permitted here"
 else
-  CLEANUP+=("umount -l '$D/ckpt'")
+  at_exit "umount -l '$D/ckpt'"
   if ! mount -o remount,bind,ro "$D/ckpt"; then fail $name "cannot remount read-only"
   else
     flow "$D" "${P[@]}" >"$T/$name.log" 2>&1

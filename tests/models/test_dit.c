@@ -483,16 +483,12 @@ static int test_dit_arena_exact(void)
 }
 
 /* The small default (width 128, depth 6, heads 4, patch 1, 8x8x4 latents) at
- * B=128; DiT-S-like (width 384, depth 12, heads 6) only with FM_DIT_BENCH=1
+ * B=128 (skipped in a sanitizer build); DiT-S-like (width 384, depth 12, heads 6) only with FM_DIT_BENCH=1
  * (several seconds and ~3 GiB). */
 static int test_dit_timing(void)
 {
     fm_dit_cfg c = { .in_ch = 4, .size = 8, .patch = 1, .width = 128, .depth = 6, .heads = 4, .mlp_ratio = 4,
                      .num_classes = 10, .t_freq = 256 };
-#ifdef __SANITIZE_ADDRESS__
-    fprintf(stderr, "  sanitizer build: timing skipped\n");
-    return 0;
-#endif
     CHECK(time_cfg("DiT small (w128 d6 h4 p1, 8x8x4)", c, 128, 2) == 0, "small default");
     const char *bench = getenv("FM_DIT_BENCH");
     if (bench && *bench == '1') {
@@ -509,7 +505,7 @@ int main(int argc, char **argv)
     static const fm_test tests[] = {
         TEST(test_dit_params_and_init), TEST(test_dit_gradcheck), TEST(test_dit_batch_split),
         TEST(test_dit_determinism),     TEST(test_dit_labels),    TEST(test_dit_grad_hook),
-        TEST(test_dit_cfg_errors),      TEST(test_dit_arena_exact), TEST(test_dit_timing),
+        TEST(test_dit_cfg_errors),      TEST(test_dit_arena_exact), TEST_UNLESS(test_dit_timing, fm_test_sanitized),
     };
     return fm_test_main("models/dit", tests, (int)(sizeof tests / sizeof *tests), argc, argv);
 }

@@ -7,9 +7,8 @@
 #include <string.h>
 
 #include "fm/rng.h"
-#include "fm/timer.h"
 #include "fm/vae.h"
-#include "gradcheck.h"
+#include "fixture.h"
 #include "test.h"
 
 /* A small config: 8x8x1 -> 4x4x2 latents through two levels {4, 8}. */
@@ -111,11 +110,8 @@ static int test_vae_names(void)
         CHECK(!memcmp(a->w.data, b->w.data, (size_t)fm_tensor_numel(&a->w) * sizeof(float)), "%s: values differ",
               a->name);
     }
-    long count = 0;
-    for (int i = 0; i < p.n; i++)
-        count += (long)fm_tensor_numel(&p.items[i].w);
-    fprintf(stderr, "  default vae: %d tensors, %ld parameters (encoder %d tensors, decoder %d)\n", p.n, count, pe.n,
-            pd.n);
+    fprintf(stderr, "  default vae: %d tensors, %ld parameters (encoder %d tensors, decoder %d)\n", p.n,
+            fm_fx_param_count(&p), pe.n, pd.n);
     fm_vae_free(&v);
     fm_vae_encoder_free(&enc);
     fm_vae_decoder_free(&dec);
@@ -130,29 +126,23 @@ static int test_vae_names(void)
 
 typedef struct vae_ctx {
     fm_vae v;
-    fm_params p;
     float *x;
-    double ref;          /* loss at the unperturbed point: out = loss - ref keeps fp32 precision */
-    float out[1], dout[1];
 } vae_ctx;
 
-static int vae_fwd(void *p, fm_err *e)
+static int vae_loss(void *p, double *l, fm_err *e)
 {
     vae_ctx *c = p;
-    fm_vae_loss l;
+    fm_vae_loss vl;
     /* the same (seed, step, first) every call: the same eps */
-    FM_TRY(fm_vae_forward(&c->v, c->x, 42, 3, 5, &l, e));
-    c->out[0] = (float)(l.total - c->ref);
+    FM_TRY(fm_vae_forward(&c->v, c->x, 42, 3, 5, &vl, e));
+    *l = vl.total;
     return FM_OK;
 }
 
 static int vae_bwd(void *p, fm_err *e)
 {
     vae_ctx *c = p;
-    FM_TRY(fm_vae_backward(&c->v, c->x, e));
-    for (size_t i = 0; i < c->p.numel; i++)
-        c->p.grad[i] *= c->dout[0];
-    return FM_OK;
+    return fm_vae_backward(&c->v, c->x, e);
 }
 
 static int test_vae_gradcheck(void)
@@ -164,36 +154,26 @@ static int test_vae_gradcheck(void)
         "decoder.up.0.res.0.conv2.weight", "decoder.up.0.res.0.norm2.bias",  "decoder.out_conv.bias",
     };
     fm_err e = { 0 };
-    fm_dnn d;
+    fm_fx_env v;
     static vae_ctx c;
     const fm_vae_cfg cfg = tiny_cfg();
     const int B = 2;
-    CHECK_OK(fm_dnn_init(&d, &e), &e);
-    CHECK_OK(fm_params_init(&c.p, 128, 1 << 20, 11, &e), &e);
-    CHECK_OK(fm_vae_init(&c.v, &d, &c.p, &cfg, B, &e), &e);
-    perturb_norms(&c.p);
+    CHECK_OK(fm_fx_env_init(&v, 0, 128, 1 << 20, 11, 0, &e), &e);
+    CHECK_OK(fm_vae_init(&c.v, &v.d, &v.p, &cfg, B, &e), &e);
+    perturb_norms(&v.p);
     const long nx = (long)B * 8 * 8;
     c.x = malloc((size_t)nx * sizeof(float));
     fill_images(c.x, nx, 1);
     fm_vae_loss l;
     CHECK_OK(fm_vae_forward(&c.v, c.x, 42, 3, 5, &l, &e), &e);
-    c.ref = l.total;
     fprintf(stderr, "  tiny vae loss: recon %.5f, kl %.5f, total %.5f\n", l.recon, l.kl, l.total);
     CHECK(l.kl > 0.0 && l.recon > 0.0, "loss parts");
-
-    fm_gc_op op = { .name = "vae", .ctx = &c, .forward = vae_fwd, .backward = vae_bwd, .out = c.out,
-                    .dout = c.dout, .out_n = 1, .nvars = (int)(sizeof vars / sizeof *vars) };
-    for (int i = 0; i < op.nvars; i++) {
-        fm_param *t = fm_params_find(&c.p, vars[i]);
-        CHECK(t, "missing %s", vars[i]);
-        op.vars[i] = (fm_gc_var){ vars[i], t->w.data, t->g.data, (long)fm_tensor_numel(&t->w) };
-    }
+    fm_fx_loss m = { .name = "vae", .ctx = &c, .loss = vae_loss, .backward = vae_bwd, .p = &v.p };
     /* fp32 model, loss difference in fp32: eps = 1e-2, tol = 2e-2; 20 entries per
      * tensor (a stride that is not a multiple of 9 visits every kernel tap) */
-    int rc = fm_gradcheck(&op, 1e-2, 2e-2, 20, &e);
+    int rc = fm_fx_gradcheck_loss(&m, vars, (int)(sizeof vars / sizeof *vars), 1e-2, 2e-2, 20, &e);
     fm_vae_free(&c.v);
-    fm_params_free(&c.p);
-    fm_dnn_free(&d);
+    fm_fx_env_free(&v);
     free(c.x);
     CHECK_OK(rc, &e);
     return 0;
@@ -251,16 +231,15 @@ static int test_vae_batch_split(void)
 static int test_vae_logvar_clamp(void)
 {
     fm_err e = { 0 };
-    fm_dnn d;
-    fm_params p;
+    fm_fx_env env;
     fm_vae v;
     const fm_vae_cfg cfg = tiny_cfg();
     const int lc = cfg.latent_ch;
-    CHECK_OK(fm_dnn_init(&d, &e), &e);
-    CHECK_OK(fm_params_init(&p, 128, 1 << 20, 11, &e), &e);
-    CHECK_OK(fm_vae_init(&v, &d, &p, &cfg, 2, &e), &e);
+    CHECK_OK(fm_fx_env_init(&env, 0, 128, 1 << 20, 11, 0, &e), &e);
+    CHECK_OK(fm_vae_init(&v, &env.d, &env.p, &cfg, 2, &e), &e);
     /* raw logvar = bias exactly: +100 for latent channel 0, -100 for channel 1 */
-    fm_param *w = fm_params_find(&p, "encoder.out_conv.weight"), *b = fm_params_find(&p, "encoder.out_conv.bias");
+    fm_param *w = fm_params_find(&env.p, "encoder.out_conv.weight");
+    fm_param *b = fm_params_find(&env.p, "encoder.out_conv.bias");
     const long per_out = (long)(w->w.shape[1] * w->w.shape[2] * w->w.shape[3]);
     memset(fm_f32(&w->w) + lc * per_out, 0, (size_t)(lc * per_out) * sizeof(float));
     fm_f32(&b->w)[lc + 0] = 100.0f;
@@ -281,8 +260,7 @@ static int test_vae_logvar_clamp(void)
     CHECK(fm_f32(&b->g)[lc] == 0.0f && fm_f32(&b->g)[lc + 1] == 0.0f && fm_f32(&b->g)[0] != 0.0f,
           "bias gradients %g %g %g", fm_f32(&b->g)[lc], fm_f32(&b->g)[lc + 1], fm_f32(&b->g)[0]);
     fm_vae_free(&v);
-    fm_params_free(&p);
-    fm_dnn_free(&d);
+    fm_fx_env_free(&env);
     return 0;
 }
 
@@ -378,72 +356,77 @@ static int test_vae_arena_exact(void)
 static int test_vae_bad_cfg(void)
 {
     fm_err e = { 0 };
-    fm_dnn d;
-    fm_params p;
+    fm_fx_env env;
     fm_vae v;
-    CHECK_OK(fm_dnn_init(&d, &e), &e);
-    CHECK_OK(fm_params_init(&p, 128, 1 << 20, 11, &e), &e);
+    CHECK_OK(fm_fx_env_init(&env, 0, 128, 1 << 20, 11, 0, &e), &e);
     fm_vae_cfg c = tiny_cfg();
     c.channels[1] = 6; /* 6 channels, 2 groups: fine; 5 is not */
     c.channels[1] = 5;
-    CHECK(fm_vae_init(&v, &d, &p, &c, 2, &e) == FM_ERR_USAGE, "5 channels in 2 groups accepted");
+    CHECK(fm_vae_init(&v, &env.d, &env.p, &c, 2, &e) == FM_ERR_USAGE, "5 channels in 2 groups accepted");
     fprintf(stderr, "  %s\n", e.msg);
     c = tiny_cfg();
     c.size = 9;
-    CHECK(fm_vae_init(&v, &d, &p, &c, 2, &e) == FM_ERR_USAGE, "size 9 with 2 levels accepted");
+    CHECK(fm_vae_init(&v, &env.d, &env.p, &c, 2, &e) == FM_ERR_USAGE, "size 9 with 2 levels accepted");
     c = tiny_cfg();
     c.levels = 5;
-    CHECK(fm_vae_init(&v, &d, &p, &c, 2, &e) == FM_ERR_USAGE, "5 levels accepted");
+    CHECK(fm_vae_init(&v, &env.d, &env.p, &c, 2, &e) == FM_ERR_USAGE, "5 levels accepted");
     c = tiny_cfg();
     c.kl_weight = -1.0f;
-    CHECK(fm_vae_init(&v, &d, &p, &c, 2, &e) == FM_ERR_USAGE, "negative kl_weight accepted");
-    CHECK(p.n == 0, "a rejected config registered parameters");
-    fm_params_free(&p);
-    fm_dnn_free(&d);
+    CHECK(fm_vae_init(&v, &env.d, &env.p, &c, 2, &e) == FM_ERR_USAGE, "negative kl_weight accepted");
+    CHECK(env.p.n == 0, "a rejected config registered parameters");
+    fm_fx_env_free(&env);
     return 0;
 }
 
 /* Forward + backward time of the default VAE (not asserted). Batch from
  * FM_BENCH_VAE_B (default 16; the report quotes 128). */
+typedef struct vae_run {
+    fm_vae v;
+    const float *x;
+    uint64_t step; /* a new eps every run */
+    fm_vae_loss l;
+} vae_run;
+
+static int vae_run_fwd(void *p, fm_err *e)
+{
+    vae_run *r = p;
+    return fm_vae_forward(&r->v, r->x, 1, r->step++, 0, &r->l, e);
+}
+
+static int vae_run_bwd(void *p, fm_err *e)
+{
+    vae_run *r = p;
+    return fm_vae_backward(&r->v, r->x, e);
+}
+
 static int test_vae_timing(void)
 {
     const char *env = getenv("FM_BENCH_VAE_B");
     const int B = env ? atoi(env) : 16;
     CHECK(B > 0, "FM_BENCH_VAE_B = %s", env);
     fm_err e = { 0 };
-    fm_dnn d;
-    fm_params p;
-    fm_vae v;
+    fm_fx_env v;
+    vae_run r = { 0 };
     const fm_vae_cfg c = fm_vae_cfg_default();
-    CHECK_OK(fm_dnn_init(&d, &e), &e);
-    CHECK_OK(fm_params_init(&p, 256, 4 << 20, 7, &e), &e);
-    CHECK_OK(fm_vae_init(&v, &d, &p, &c, B, &e), &e);
+    CHECK_OK(fm_fx_env_init(&v, 0, 256, 4 << 20, 7, 0, &e), &e);
+    CHECK_OK(fm_vae_init(&r.v, &v.d, &v.p, &c, B, &e), &e);
     const long nx = (long)B * c.size * c.size;
     float *x = malloc((size_t)nx * sizeof(float));
     fill_images(x, nx, 5);
-    fm_vae_loss l;
-    double best = 1e30;
-    for (int it = 0; it < 3; it++) {
-        double t0 = fm_now();
-        CHECK_OK(fm_vae_forward(&v, x, 1, (uint64_t)it, 0, &l, &e), &e);
-        CHECK_OK(fm_vae_backward(&v, x, &e), &e);
-        double dt = fm_now() - t0;
-        best = it > 0 && dt < best ? dt : best;  /* the first is a warm-up */
-    }
-    long count = 0;
-    for (int i = 0; i < p.n; i++)
-        count += (long)fm_tensor_numel(&p.items[i].w);
-    const double fl = fm_vae_flops(&v);
+    r.x = x;
+    fm_fx_times t;
+    CHECK_OK(fm_fx_time(vae_run_fwd, vae_run_bwd, &r, 1, 2, &t, &e), &e); /* the first is a warm-up */
+    const double fl = fm_vae_flops(&r.v), best = t.best;
     fprintf(stderr,
             "  vae default: %ld parameters; B = %d: forward+backward %.1f ms (%.2f ms/image, %.1f GFLOP, %.1f GFLOP/s); "
             "arenas: encoder %.1f of %.1f MiB, decoder %.1f of %.1f MiB\n",
-            count, B, best * 1e3, best * 1e3 / B, fl * 1e-9, fl / best * 1e-9, v.enc.arena.peak / 1048576.0,
-            v.enc.arena.cap / 1048576.0, v.dec.arena.peak / 1048576.0, v.dec.arena.cap / 1048576.0);
-    CHECK(isfinite(l.total), "loss %g", l.total);
+            fm_fx_param_count(&v.p), B, best * 1e3, best * 1e3 / B, fl * 1e-9, fl / best * 1e-9,
+            r.v.enc.arena.peak / 1048576.0, r.v.enc.arena.cap / 1048576.0, r.v.dec.arena.peak / 1048576.0,
+            r.v.dec.arena.cap / 1048576.0);
+    CHECK(isfinite(r.l.total), "loss %g", r.l.total);
     free(x);
-    fm_vae_free(&v);
-    fm_params_free(&p);
-    fm_dnn_free(&d);
+    fm_vae_free(&r.v);
+    fm_fx_env_free(&v);
     return 0;
 }
 

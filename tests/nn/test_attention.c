@@ -10,8 +10,7 @@
 #include "fm/dnn.h"
 #include "fm/params.h"
 #include "fm/rng.h"
-#include "fm/timer.h"
-#include "gradcheck.h"
+#include "fixture.h"
 #include "test.h"
 
 /* ---- naive reference, in double ------------------------------------------ */
@@ -152,25 +151,40 @@ static void ref_backward(const ref *r, const float *x, const float *win, const f
 /* ---- fixture ----------------------------------------------------------------- */
 
 typedef struct fixture {
-    fm_dnn d;
-    fm_params p;
-    fm_arena a;
+    fm_fx_env v;
+    fm_fx_io io;
     fm_attention l;
     int64_t b, t, c, h, n;  /* n = B*T*C */
     fm_param *win, *bin, *wout, *bout;
-    float *x, *y, *dy, *dx;
+    ref r;                  /* the naive reference's state */
+    fm_fx_layer L;          /* the layer under test, on io */
 } fixture;
 
 static void fx_free(fixture *f)
 {
     fm_attention_free(&f->l);
-    fm_arena_free(&f->a);
-    fm_params_free(&f->p);
-    fm_dnn_free(&f->d);
-    free(f->x);
-    free(f->y);
-    free(f->dy);
-    free(f->dx);
+    fm_fx_env_free(&f->v);
+    fm_fx_io_free(&f->io);
+    free(f->r.qkv), free(f->r.p), free(f->r.o);
+}
+
+static int attn_fwd(void *ctx, const float *x, float *y, fm_err *e)
+{
+    fixture *f = ctx;
+    return fm_attention_forward(&f->l, x, y, e);
+}
+
+static int attn_bwd(void *ctx, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    fixture *f = ctx;
+    return fm_attention_backward(&f->l, x, dy, dx, e);
+}
+
+static void attn_ref(void *ctx, const float *x, const float *dy, float *y, float *dx, float *const *dp)
+{
+    fixture *f = ctx;
+    ref_forward(&f->r, x, fm_f32(&f->win->w), fm_f32(&f->bin->w), fm_f32(&f->wout->w), fm_f32(&f->bout->w), y);
+    ref_backward(&f->r, x, fm_f32(&f->win->w), fm_f32(&f->wout->w), dy, dx, dp[0], dp[1], dp[2], dp[3]);
 }
 
 /* Layer "attn" for x [b, t, c]; x, dy ~ N(0, 1). With random_params, every
@@ -180,16 +194,14 @@ static int fx_init(fixture *f, int64_t b, int64_t t, int64_t c, int64_t h, int r
 {
     memset(f, 0, sizeof *f);
     f->b = b, f->t = t, f->c = c, f->h = h, f->n = b * t * c;
-    FM_TRY(fm_dnn_init(&f->d, e));
-    FM_TRY(fm_params_init(&f->p, 8, (size_t)(4 * c * c + 4 * c + 64), 21, e));
     size_t arena = (size_t)(2 * b * h * t * t + 8 * b * t * c) * sizeof(float) + (8 << 20);
-    FM_TRY(fm_arena_init(&f->a, arena, e));
-    FM_TRY(fm_attention_init(&f->l, &f->d, &f->p, &f->a, "attn", c, h, b, t, e));
-    f->win = fm_params_find(&f->p, "attn.in_proj_weight");
-    f->bin = fm_params_find(&f->p, "attn.in_proj_bias");
-    f->wout = fm_params_find(&f->p, "attn.out_proj.weight");
-    f->bout = fm_params_find(&f->p, "attn.out_proj.bias");
-    if (!f->win || !f->bin || !f->wout || !f->bout || f->p.n != 4)
+    FM_TRY(fm_fx_env_init(&f->v, 0, 8, (size_t)(4 * c * c + 4 * c + 64), 21, arena, e));
+    FM_TRY(fm_attention_init(&f->l, &f->v.d, &f->v.p, &f->v.a, "attn", c, h, b, t, e));
+    f->win = fm_params_find(&f->v.p, "attn.in_proj_weight");
+    f->bin = fm_params_find(&f->v.p, "attn.in_proj_bias");
+    f->wout = fm_params_find(&f->v.p, "attn.out_proj.weight");
+    f->bout = fm_params_find(&f->v.p, "attn.out_proj.bias");
+    if (!f->win || !f->bin || !f->wout || !f->bout || f->v.p.n != 4)
         return fm_fail(e, FM_ERR_INTERNAL, "attention parameters not named as torch's state dict");
     fm_param *ps[] = { f->win, f->bin, f->wout, f->bout };
     for (int i = 0; random_params && i < 4; i++) {
@@ -200,97 +212,44 @@ static int fx_init(fixture *f, int64_t b, int64_t t, int64_t c, int64_t h, int r
         for (int64_t k = 0; k < n; k++)
             w[k] *= sd;
     }
-    f->x = malloc((size_t)f->n * sizeof(float));
-    f->y = malloc((size_t)f->n * sizeof(float));
-    f->dy = malloc((size_t)f->n * sizeof(float));
-    f->dx = malloc((size_t)f->n * sizeof(float));
-    if (!f->x || !f->y || !f->dy || !f->dx)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory");
-    fm_fill_normal(f->x, f->n, 6, 1, 0);
-    fm_fill_normal(f->dy, f->n, 6, 2, 0);
+    FM_TRY(fm_fx_io_init(&f->io, f->n, f->n, 6, e));
+    f->L = (fm_fx_layer){ .label = "attention", .ctx = f, .io = &f->io, .forward = attn_fwd, .backward = attn_bwd,
+                          .reference = attn_ref, .params = { f->win, f->bin, f->wout, f->bout }, .nparams = 4,
+                          .poison = NAN };
     return FM_OK;
 }
 
 /* ---- tests ------------------------------------------------------------------- */
 
+/* forward and backward against the naive loops (gradients must be
+ * overwritten, not accumulated: they start from garbage); then dx = NULL
+ * (same parameter gradients) and dx aliasing dy (backward into the upstream
+ * gradient buffer itself). */
 static int check_case(int64_t b, int64_t t, int64_t c, int64_t h)
 {
     fm_err e = { 0 };
     fixture f;
+    fm_fx_ref want = { 0 };
+    char label[128];
+    snprintf(label, sizeof label, "attention B=%lld T=%lld C=%lld h=%lld", (long long)b, (long long)t, (long long)c,
+             (long long)h);
     int rc = 1;
-    const int64_t n = b * t * c;
-    ref r = { b, t, c, h, c / h, NULL, NULL, NULL };
-    r.qkv = malloc((size_t)(3 * n) * sizeof(double));
-    r.p = malloc((size_t)(b * h * t * t) * sizeof(double));
-    r.o = malloc((size_t)n * sizeof(double));
-    float *ry = malloc((size_t)n * sizeof(float)), *rdx = malloc((size_t)n * sizeof(float));
-    float *rdwin = malloc((size_t)(3 * c * c) * sizeof(float)), *rdbin = malloc((size_t)(3 * c) * sizeof(float));
-    float *rdwout = malloc((size_t)(c * c) * sizeof(float)), *rdbout = malloc((size_t)c * sizeof(float));
-    if (fx_init(&f, b, t, c, h, 1, &e) != FM_OK) {
-        fprintf(stderr, "  init: %s\n", e.msg);
+    if (fx_init(&f, b, t, c, h, 1, &e) != FM_OK || fm_fx_ref_init(&want, &f.L) != 0) {
+        fprintf(stderr, "  init: %s\n", e.msg[0] ? e.msg : "out of memory");
         goto out;
     }
-    /* gradients must be overwritten, not accumulated: start from garbage */
-    for (size_t i = 0; i < f.p.numel; i++)
-        f.p.grad[i] = NAN;
-    if (fm_attention_forward(&f.l, f.x, f.y, &e) != FM_OK ||
-        fm_attention_backward(&f.l, f.x, f.dy, f.dx, &e) != FM_OK) {
-        fprintf(stderr, "  run: %s\n", e.msg);
+    f.r = (ref){ b, t, c, h, c / h, malloc((size_t)(3 * f.n) * sizeof(double)),
+                 malloc((size_t)(b * h * t * t) * sizeof(double)), malloc((size_t)f.n * sizeof(double)) };
+    if (!f.r.qkv || !f.r.p || !f.r.o)
         goto out;
-    }
-    ref_forward(&r, f.x, fm_f32(&f.win->w), fm_f32(&f.bin->w), fm_f32(&f.wout->w), fm_f32(&f.bout->w), ry);
-    ref_backward(&r, f.x, fm_f32(&f.win->w), fm_f32(&f.wout->w), f.dy, rdx, rdwin, rdbin, rdwout, rdbout);
-    double err[6] = {
-        fm_rel_err(f.y, ry, n, 1e-12),
-        fm_rel_err(f.dx, rdx, n, 1e-12),
-        fm_rel_err(fm_f32(&f.win->g), rdwin, 3 * c * c, 1e-12),
-        fm_rel_err(fm_f32(&f.bin->g), rdbin, 3 * c, 1e-12),
-        fm_rel_err(fm_f32(&f.wout->g), rdwout, c * c, 1e-12),
-        fm_rel_err(fm_f32(&f.bout->g), rdbout, c, 1e-12),
-    };
-    double worst = 0;
-    for (int i = 0; i < 6; i++)
-        worst = isnan(err[i]) ? INFINITY : fmax(worst, err[i]);
-    fprintf(stderr,
-            "  attention B=%lld T=%lld C=%lld h=%lld: rel err y %.1e dx %.1e in_proj_weight %.1e "
-            "in_proj_bias %.1e out_proj.weight %.1e out_proj.bias %.1e\n",
-            (long long)b, (long long)t, (long long)c, (long long)h, err[0], err[1], err[2], err[3], err[4], err[5]);
-    if (!(worst <= 2e-5)) {
-        fprintf(stderr, "  error %.1e above 2e-5\n", worst);
+    f.L.label = label;
+    if (fm_fx_check(&f.L, &want, 2e-5, label) || fm_fx_check_no_dx(&f.L, &want, 2e-5) ||
+        fm_fx_check_alias(&f.L, &want, 2e-5, 1))
         goto out;
-    }
-    /* dx = NULL: same parameter gradients */
-    memset(f.p.grad, 0, f.p.numel * sizeof(float));
-    if (fm_attention_backward(&f.l, f.x, f.dy, NULL, &e) != FM_OK) {
-        fprintf(stderr, "  backward without dx: %s\n", e.msg);
-        goto out;
-    }
-    if (!(fm_rel_err(fm_f32(&f.win->g), rdwin, 3 * c * c, 1e-12) <= 2e-5)) {
-        fprintf(stderr, "  backward without dx: wrong in_proj_weight gradient\n");
-        goto out;
-    }
-    /* dx may alias dy: backward into the upstream gradient buffer itself */
-    memset(f.p.grad, 0, f.p.numel * sizeof(float));
-    if (fm_attention_backward(&f.l, f.x, f.dy, f.dy, &e) != FM_OK) {
-        fprintf(stderr, "  backward with dx = dy: %s\n", e.msg);
-        goto out;
-    }
-    if (!(fm_rel_err(f.dy, rdx, n, 1e-12) <= 2e-5 && fm_rel_err(fm_f32(&f.wout->g), rdwout, c * c, 1e-12) <= 2e-5)) {
-        fprintf(stderr, "  backward with dx = dy: wrong gradients\n");
-        goto out;
-    }
     rc = 0;
 out:
+    fm_fx_ref_free(&want);
     fx_free(&f);
-    free(r.qkv);
-    free(r.p);
-    free(r.o);
-    free(ry);
-    free(rdx);
-    free(rdwin);
-    free(rdbin);
-    free(rdwout);
-    free(rdbout);
     return rc;
 }
 
@@ -306,18 +265,6 @@ static int test_attention_vs_naive(void)
     return 0;
 }
 
-static int gc_forward(void *ctx, fm_err *e)
-{
-    fixture *f = ctx;
-    return fm_attention_forward(&f->l, f->x, f->y, e);
-}
-
-static int gc_backward(void *ctx, fm_err *e)
-{
-    fixture *f = ctx;
-    return fm_attention_backward(&f->l, f->x, f->dy, f->dx, e);
-}
-
 /* eps = 1e-2, tol = 1e-2 (fp32 forward; the O(eps^2) truncation and the
  * rounding of the loss stay near 1e-4). Every input and every parameter. */
 static int test_attention_gradcheck(void)
@@ -325,19 +272,8 @@ static int test_attention_gradcheck(void)
     fm_err e = { 0 };
     fixture f;
     int rc = fx_init(&f, 2, 5, 8, 2, 1, &e);
-    if (rc == FM_OK) {
-        fm_gc_op op = {
-            .name = "attention", .ctx = &f, .forward = gc_forward, .backward = gc_backward,
-            .out = f.y, .dout = f.dy, .out_n = f.n,
-            .vars = { { "x", f.x, f.dx, f.n },
-                      { "in_proj_weight", fm_f32(&f.win->w), fm_f32(&f.win->g), 3 * 8 * 8 },
-                      { "in_proj_bias", fm_f32(&f.bin->w), fm_f32(&f.bin->g), 3 * 8 },
-                      { "out_proj.weight", fm_f32(&f.wout->w), fm_f32(&f.wout->g), 8 * 8 },
-                      { "out_proj.bias", fm_f32(&f.bout->w), fm_f32(&f.bout->g), 8 } },
-            .nvars = 5,
-        };
-        rc = fm_gradcheck(&op, 1e-2, 1e-2, 200, &e);
-    }
+    if (rc == FM_OK)
+        rc = fm_fx_gradcheck(&f.L, 1e-2, 1e-2, 200, &e);
     fx_free(&f);
     CHECK_OK(rc, &e);
     return 0;
@@ -414,19 +350,16 @@ static int test_attention_timing(void)
     for (size_t i = 0; i < 2; i++) {
         fm_err e = { 0 };
         fixture f;
-        double best = INFINITY, fl = 0, mib = 0;
+        double fl = 0, mib = 0;
+        fm_fx_times t = { .best = INFINITY };
         int rc = fx_init(&f, cases[i][0], cases[i][1], cases[i][2], cases[i][3], 0, &e);
-        for (int it = 0; rc == FM_OK && it < 10; it++) {
-            double t0 = fm_now();
-            rc = fm_attention_forward(&f.l, f.x, f.y, &e);
-            if (rc == FM_OK)
-                rc = fm_attention_backward(&f.l, f.x, f.dy, f.dx, &e);
-            best = fmin(best, fm_now() - t0);
-        }
+        if (rc == FM_OK)
+            rc = fm_fx_time_layer(&f.L, 0, 10, &t, &e);
         if (rc == FM_OK) {
             fl = fm_attention_flops_fwd(&f.l) + fm_attention_flops_bwd(&f.l, 1);
-            mib = (double)f.a.used / (1 << 20);
+            mib = (double)f.v.a.used / (1 << 20);
         }
+        const double best = t.best;
         fx_free(&f);
         CHECK_OK(rc, &e);
         fprintf(stderr, "  attention B=%lld T=%lld C=%lld h=%lld: forward+backward %.2f ms (best of 10), %.1f GFLOP/s, "

@@ -4,9 +4,7 @@
 #include <string.h>
 
 #include "fm/conv.h"
-#include "fm/rng.h"
-#include "fm/timer.h"
-#include "gradcheck.h"
+#include "fixture.h"
 #include "test.h"
 
 /* oneDNN and the naive loop sum in different orders: fp32 rounding only */
@@ -91,61 +89,54 @@ static void ref_backward(const conv_case *c, int64_t ho, int64_t wo, const float
 /* ---- a layer with everything it needs ---- */
 
 typedef struct rig {
-    fm_dnn d;
-    fm_params p;
-    fm_arena a;
+    fm_fx_env v;
+    fm_fx_io io;
     fm_conv2d l;
-    float *x, *y, *dy, *dx;
-    int64_t nx, ny, nw;
+    const conv_case *c;
+    int64_t nw;
+    fm_fx_layer L; /* the layer under test, on io */
 } rig;
 
 static void rig_free(rig *r)
 {
     fm_conv2d_free(&r->l);
-    fm_arena_free(&r->a);
-    fm_params_free(&r->p);
-    fm_dnn_free(&r->d);
-    free(r->x);
-    free(r->y);
-    free(r->dy);
-    free(r->dx);
+    fm_fx_env_free(&r->v);
+    fm_fx_io_free(&r->io);
+}
+
+static int conv_fwd(void *ctx, const float *x, float *y, fm_err *e)
+{
+    rig *r = ctx;
+    return fm_conv2d_forward(&r->l, x, y, e);
+}
+
+static int conv_bwd(void *ctx, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    rig *r = ctx;
+    return fm_conv2d_backward(&r->l, x, dy, dx, e);
+}
+
+static void conv_ref(void *ctx, const float *x, const float *dy, float *y, float *dx, float *const *dp)
+{
+    rig *r = ctx;
+    const float *w = r->l.weight->w.data, *b = r->l.bias ? (const float *)r->l.bias->w.data : NULL;
+    ref_forward(r->c, r->l.ho, r->l.wo, x, w, b, y);
+    ref_backward(r->c, r->l.ho, r->l.wo, x, w, dy, dx, dp[0], b ? dp[1] : NULL);
 }
 
 static int rig_init(rig *r, const conv_case *c, uint64_t seed, fm_err *e)
 {
     memset(r, 0, sizeof *r);
+    r->c = c;
     r->nw = c->cout * c->cin * c->k * c->k;
-    FM_TRY(fm_dnn_init(&r->d, e));
-    FM_TRY(fm_params_init(&r->p, 4, (size_t)(r->nw + c->cout + 64), seed, e));
-    FM_TRY(fm_arena_init(&r->a, (size_t)64 << 20, e));
-    FM_TRY(fm_conv2d_init(&r->l, &r->d, &r->p, &r->a, "conv", c->cin, c->cout, c->k, c->s, c->p, c->bias, c->n,
-                          c->h, c->w, e));
-    r->nx = c->n * c->h * c->w * c->cin;
-    r->ny = c->n * r->l.ho * r->l.wo * c->cout;
-    r->x = malloc((size_t)r->nx * sizeof(float));
-    r->dx = malloc((size_t)r->nx * sizeof(float));
-    r->y = malloc((size_t)r->ny * sizeof(float));
-    r->dy = malloc((size_t)r->ny * sizeof(float));
-    if (!r->x || !r->dx || !r->y || !r->dy)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory");
-    fm_fill_normal(r->x, r->nx, seed, 1, 0);
-    fm_fill_normal(r->dy, r->ny, seed, 2, 0);
+    FM_TRY(fm_fx_env_init(&r->v, 0, 4, (size_t)(r->nw + c->cout + 64), seed, (size_t)64 << 20, e));
+    FM_TRY(fm_conv2d_init(&r->l, &r->v.d, &r->v.p, &r->v.a, "conv", c->cin, c->cout, c->k, c->s, c->p, c->bias,
+                          c->n, c->h, c->w, e));
+    FM_TRY(fm_fx_io_init(&r->io, c->n * c->h * c->w * c->cin, c->n * r->l.ho * r->l.wo * c->cout, seed, e));
+    r->L = (fm_fx_layer){ .label = c->label, .ctx = r, .io = &r->io, .forward = conv_fwd, .backward = conv_bwd,
+                          .reference = conv_ref, .params = { r->l.weight, r->l.bias }, .nparams = r->l.bias ? 2 : 1,
+                          .poison = 1e30f };
     return FM_OK;
-}
-
-static void fill(float *x, int64_t n, float v)
-{
-    for (int64_t i = 0; i < n; i++)
-        x[i] = v;
-}
-
-static const char *prim_impl(dnnl_primitive_t p)
-{
-    const_dnnl_primitive_desc_t pd;
-    const char *s = "none";
-    if (p && dnnl_primitive_get_primitive_desc(p, &pd) == dnnl_success)
-        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
-    return s;
 }
 
 /* forward and backward of one case against the naive loops */
@@ -153,81 +144,20 @@ static int check_case(const conv_case *c)
 {
     fm_err e = { 0 };
     rig r;
-    int rc = 1;
-    float *ry = NULL, *rdx = NULL, *rdw = NULL, *rdb = NULL;
-    if (rig_init(&r, c, 11, &e) != FM_OK) {
+    int rc = rig_init(&r, c, 11, &e);
+    const int64_t ho = (c->h + 2 * c->p - c->k) / c->s + 1, wo = (c->w + 2 * c->p - c->k) / c->s + 1;
+    if (rc == FM_OK && (r.l.ho != ho || r.l.wo != wo))
+        rc = fm_fail(&e, FM_ERR_INTERNAL, "output %lldx%lld, want %lldx%lld", (long long)r.l.ho, (long long)r.l.wo,
+                     (long long)ho, (long long)wo);
+    if (rc == FM_OK)
+        fprintf(stderr, "  %s: forward %s, backward-data %s, backward-weights %s\n", c->label, fm_fx_impl(r.l.fwd),
+                fm_fx_impl(r.l.bwd_data), fm_fx_impl(r.l.bwd_weights));
+    if (rc != FM_OK)
         fprintf(stderr, "  %s: %s\n", c->label, e.msg);
-        goto out;
-    }
-    fm_conv2d *l = &r.l;
-    int64_t ho_want = (c->h + 2 * c->p - c->k) / c->s + 1, wo_want = (c->w + 2 * c->p - c->k) / c->s + 1;
-    if (l->ho != ho_want || l->wo != wo_want) {
-        fprintf(stderr, "  %s: output %lldx%lld, want %lldx%lld\n", c->label, (long long)l->ho, (long long)l->wo,
-                (long long)ho_want, (long long)wo_want);
-        goto out;
-    }
-    fprintf(stderr, "  %s: forward %s, backward-data %s, backward-weights %s\n", c->label, prim_impl(l->fwd),
-            prim_impl(l->bwd_data), prim_impl(l->bwd_weights));
-    ry = malloc((size_t)r.ny * sizeof(float));
-    rdx = malloc((size_t)r.nx * sizeof(float));
-    rdw = malloc((size_t)r.nw * sizeof(float));
-    rdb = malloc((size_t)c->cout * sizeof(float));
-    float *w = l->weight->w.data, *dw = l->weight->g.data;
-    float *b = l->bias ? (float *)l->bias->w.data : NULL, *db = l->bias ? (float *)l->bias->g.data : NULL;
-
-    /* twice, with new weights in between: forward must see the current weights */
-    for (int round = 0; round < 2; round++) {
-        if (round == 1) {
-            for (int64_t i = 0; i < r.nw; i++)
-                w[i] = -0.5f * w[i] + 0.01f * (float)(i % 7);
-            if (b)
-                for (int64_t i = 0; i < c->cout; i++)
-                    b[i] = 0.1f * (float)i;
-        }
-        fill(r.y, r.ny, NAN);
-        fill(r.dx, r.nx, 1e30f); /* overwrite semantics: stale values must vanish */
-        fill(dw, r.nw, 1e30f);
-        if (db)
-            fill(db, c->cout, 1e30f);
-        if (fm_conv2d_forward(l, r.x, r.y, &e) != FM_OK || fm_conv2d_backward(l, r.x, r.dy, r.dx, &e) != FM_OK) {
-            fprintf(stderr, "  %s: %s\n", c->label, e.msg);
-            goto out;
-        }
-        ref_forward(c, l->ho, l->wo, r.x, w, b, ry);
-        ref_backward(c, l->ho, l->wo, r.x, w, r.dy, rdx, rdw, db ? rdb : NULL);
-        double ey = fm_rel_err(r.y, ry, r.ny, 1e-12), edx = fm_rel_err(r.dx, rdx, r.nx, 1e-12);
-        double edw = fm_rel_err(dw, rdw, r.nw, 1e-12), edb = db ? fm_rel_err(db, rdb, c->cout, 1e-12) : 0;
-        fprintf(stderr, "  %s round %d: rel err y %.1e dx %.1e dw %.1e db %.1e\n", c->label, round, ey, edx, edw,
-                edb);
-        if (!(ey <= REF_TOL && edx <= REF_TOL && edw <= REF_TOL && edb <= REF_TOL)) {
-            fprintf(stderr, "  %s: mismatch against the naive loop (tol %.0e)\n", c->label, REF_TOL);
-            goto out;
-        }
-    }
-
-    /* dx = NULL: parameter gradients only, dx untouched */
-    fill(r.dx, r.nx, 7.0f);
-    fill(dw, r.nw, 1e30f);
-    if (fm_conv2d_backward(l, r.x, r.dy, NULL, &e) != FM_OK) {
-        fprintf(stderr, "  %s: %s\n", c->label, e.msg);
-        goto out;
-    }
-    double edw = fm_rel_err(dw, rdw, r.nw, 1e-12);
-    int dx_untouched = 1;
-    for (int64_t i = 0; i < r.nx; i++)
-        dx_untouched &= r.dx[i] == 7.0f;
-    if (!(edw <= REF_TOL) || !dx_untouched) {
-        fprintf(stderr, "  %s: backward without dx: dw rel err %.1e, dx untouched %d\n", c->label, edw, dx_untouched);
-        goto out;
-    }
-    rc = 0;
-out:
-    free(ry);
-    free(rdx);
-    free(rdw);
-    free(rdb);
+    else
+        rc = fm_fx_check_reweighted(&r.L, REF_TOL);
     rig_free(&r);
-    return rc;
+    return rc != 0;
 }
 
 static int run_cases(const conv_case *cs, int n)
@@ -293,11 +223,12 @@ static int test_init_and_errors(void)
         wmax = fmaxf(wmax, fabsf(w[i]));
     for (int64_t i = 0; i < c.cout; i++)
         bmax = fmaxf(bmax, fabsf(b[i]));
-    int ok_names = fm_params_find(&r.p, "conv.weight") == r.l.weight && fm_params_find(&r.p, "conv.bias") == r.l.bias;
+    int ok_names =
+        fm_params_find(&r.v.p, "conv.weight") == r.l.weight && fm_params_find(&r.v.p, "conv.bias") == r.l.bias;
     int ok_shape = r.l.weight->w.ndim == 4 && r.l.weight->w.shape[0] == 5 && r.l.weight->w.shape[1] == 6 &&
                    r.l.weight->w.shape[2] == 3 && r.l.weight->w.shape[3] == 3;
     fm_conv2d bad;
-    int rc_bad = fm_conv2d_init(&bad, &r.d, &r.p, &r.a, "big", 6, 5, 7, 1, 0, 0, 1, 4, 4, &e);
+    int rc_bad = fm_conv2d_init(&bad, &r.v.d, &r.v.p, &r.v.a, "big", 6, 5, 7, 1, 0, 0, 1, 4, 4, &e);
     rig_free(&r);
     CHECK(ok_names && ok_shape, "parameter names or shape wrong");
     CHECK(wmax <= bound && wmax > 0.5f * bound, "weight range %g, bound %g", wmax, bound);
@@ -310,42 +241,16 @@ static int test_init_and_errors(void)
 
 /* ---- gradient check ---- */
 
-typedef struct gc_ctx {
-    rig *r;
-} gc_ctx;
-
-static int gc_forward(void *ctx, fm_err *e)
-{
-    rig *r = ((gc_ctx *)ctx)->r;
-    return fm_conv2d_forward(&r->l, r->x, r->y, e);
-}
-
-static int gc_backward(void *ctx, fm_err *e)
-{
-    rig *r = ((gc_ctx *)ctx)->r;
-    return fm_conv2d_backward(&r->l, r->x, r->dy, r->dx, e);
-}
-
 static int gradcheck_case(const conv_case *c)
 {
     fm_err e = { 0 };
     rig r;
-    if (rig_init(&r, c, 5, &e) != FM_OK) {
-        fprintf(stderr, "  %s: %s\n", c->label, e.msg);
-        rig_free(&r);
-        return 1;
-    }
-    gc_ctx ctx = { &r };
-    fm_gc_op op = { .name = c->label, .ctx = &ctx, .forward = gc_forward, .backward = gc_backward,
-                    .out = r.y, .dout = r.dy, .out_n = r.ny };
-    op.vars[op.nvars++] = (fm_gc_var){ "x", r.x, r.dx, r.nx };
-    op.vars[op.nvars++] = (fm_gc_var){ "weight", r.l.weight->w.data, r.l.weight->g.data, r.nw };
-    if (r.l.bias)
-        op.vars[op.nvars++] = (fm_gc_var){ "bias", r.l.bias->w.data, r.l.bias->g.data, c->cout };
+    int rc = rig_init(&r, c, 5, &e);
     /* fp32, and the op is linear in each variable: eps = 1e-2, tol = 1e-2 */
-    int rc = fm_gradcheck(&op, 1e-2, 1e-2, 60, &e);
+    if (rc == FM_OK)
+        rc = fm_fx_gradcheck(&r.L, 1e-2, 1e-2, 60, &e);
     if (rc != FM_OK)
-        fprintf(stderr, "  %s\n", e.msg);
+        fprintf(stderr, "  %s: %s\n", c->label, e.msg);
     rig_free(&r);
     return rc != FM_OK;
 }
@@ -371,29 +276,15 @@ static int test_timing(void)
     rig r;
     conv_case c = { "timing", 128, 8, 8, 128, 128, 3, 1, 1, 1 };
     CHECK_OK(rig_init(&r, &c, 9, &e), &e);
-    enum { WARM = 2, REPS = 10 };
-    double tf = 0, tb = 0;
-    int rc = FM_OK;
-    for (int i = 0; i < WARM + REPS && rc == FM_OK; i++) {
-        double t0 = fm_now();
-        rc = fm_conv2d_forward(&r.l, r.x, r.y, &e);
-        double t1 = fm_now();
-        if (rc == FM_OK)
-            rc = fm_conv2d_backward(&r.l, r.x, r.dy, r.dx, &e);
-        double t2 = fm_now();
-        if (i >= WARM) {
-            tf += t1 - t0;
-            tb += t2 - t1;
-        }
-    }
-    tf /= REPS;
-    tb /= REPS;
+    fm_fx_times t;
+    int rc = fm_fx_time_layer(&r.L, 2, 10, &t, &e);
+    const double tf = t.fwd, tb = t.bwd;
     printf("  timing conv N=128 8x8 128->128 3x3 s1 p1: forward %.2f ms (%.1f GFLOP/s), backward %.2f ms "
            "(%.1f GFLOP/s), scratchpad %zu KiB\n",
            1e3 * tf, fm_conv2d_flops_fwd(&r.l) / tf * 1e-9, 1e3 * tb, fm_conv2d_flops_bwd(&r.l, 1) / tb * 1e-9,
            r.l.scratch_bytes >> 10);
     printf("  impl: forward %s, backward-data %s, backward-weights %s; reorders: w %s, w-bwd %s, dw %s\n",
-           prim_impl(r.l.fwd), prim_impl(r.l.bwd_data), prim_impl(r.l.bwd_weights), r.l.w_reorder ? "yes" : "no",
+           fm_fx_impl(r.l.fwd), fm_fx_impl(r.l.bwd_data), fm_fx_impl(r.l.bwd_weights), r.l.w_reorder ? "yes" : "no",
            r.l.wb_reorder ? "yes" : "no", r.l.dw_reorder ? "yes" : "no");
     rig_free(&r);
     CHECK(rc == FM_OK, "%s", e.msg);

@@ -15,19 +15,9 @@
 #include "fm/params.h"
 #include "fm/patch.h"
 #include "fm/rng.h"
+#include "fixture.h"
 #include "gradcheck.h"
 #include "test.h"
-
-static float *randn(long n, uint64_t stream, float sd)
-{
-    float *x = malloc((size_t)n * sizeof(float));
-    fm_fill_normal(x, n, 31, stream, 0);
-    for (long i = 0; i < n; i++)
-        x[i] *= sd;
-    return x;
-}
-
-static float *zeros(long n) { return calloc((size_t)n, sizeof(float)); }
 
 /* ---- LayerNorm ---------------------------------------------------------------- */
 
@@ -117,12 +107,12 @@ static int ln_init(ln_fx *f, long rows, long d, int affine, fm_err *e)
     } else if (f->p.n != 0) {
         return fm_fail(e, FM_ERR_INTERNAL, "a layernorm without affine registered parameters");
     }
-    f->x = randn(f->n, 1, 2.0f);
+    f->x = fm_fx_randn(f->n, 31, 1, 2.0f);
     for (long i = 0; i < f->n; i++)
         f->x[i] += 0.5f;
-    f->dy = randn(f->n, 2, 1.0f);
-    f->y = zeros(f->n);
-    f->dx = zeros(f->n);
+    f->dy = fm_fx_randn(f->n, 31, 2, 1.0f);
+    f->y = fm_fx_zeros(f->n);
+    f->dx = fm_fx_zeros(f->n);
     return FM_OK;
 }
 
@@ -131,7 +121,7 @@ static int ln_case(long rows, long d, int affine)
     fm_err e = { 0 };
     ln_fx f;
     int rc = ln_init(&f, rows, d, affine, &e);
-    float *ry = zeros(rows * d), *rdx = zeros(rows * d), *rdw = zeros(d), *rdb = zeros(d), *y2 = zeros(rows * d);
+    float *ry = fm_fx_zeros(rows * d), *rdx = fm_fx_zeros(rows * d), *rdw = fm_fx_zeros(d), *rdb = fm_fx_zeros(d), *y2 = fm_fx_zeros(rows * d);
     double err[5] = { 0 };
     if (rc == FM_OK) {
         rc = fm_layernorm_forward(&f.l, f.x, f.y, &e);
@@ -234,8 +224,9 @@ static int test_layernorm_bad_sizes(void)
 static int test_gelu_vs_naive(void)
 {
     const long n = 100003; /* odd: a vector tail, and above the parallel threshold */
-    float *x = randn(n, 3, 4.0f), *dy = randn(n, 4, 1.0f), *y = zeros(n), *dx = zeros(n);
-    float *ry = zeros(n), *rdx = zeros(n);
+    float *x = fm_fx_randn(n, 31, 3, 4.0f), *dy = fm_fx_randn(n, 31, 4, 1.0f);
+    float *y = fm_fx_zeros(n), *dx = fm_fx_zeros(n);
+    float *ry = fm_fx_zeros(n), *rdx = fm_fx_zeros(n);
     x[0] = -30.0f, x[1] = 30.0f, x[2] = 0.0f, x[3] = -8.0f;  // tails and the origin
     fm_gelu_forward(x, y, n);
     fm_gelu_backward(x, dy, dx, n);
@@ -312,11 +303,11 @@ static void ew_init(ew_fx *f, int which)
     memset(f, 0, sizeof *f);
     f->b = 2, f->t = 5, f->c = 6, f->ld = 2 * 6 + 3, f->which = which;
     f->n = (long)f->b * f->t * f->c;
-    f->x = randn(f->n, 10, 1.5f);
-    f->dy = randn(f->n, 11, 1.0f);
-    f->h = randn(f->n, 12, 1.0f);
-    f->v = randn(f->b * f->ld, 13, 0.7f);
-    f->y = zeros(f->n), f->dx = zeros(f->n), f->dh = zeros(f->n), f->dv = zeros(f->b * f->ld);
+    f->x = fm_fx_randn(f->n, 31, 10, 1.5f);
+    f->dy = fm_fx_randn(f->n, 31, 11, 1.0f);
+    f->h = fm_fx_randn(f->n, 31, 12, 1.0f);
+    f->v = fm_fx_randn(f->b * f->ld, 31, 13, 0.7f);
+    f->y = fm_fx_zeros(f->n), f->dx = fm_fx_zeros(f->n), f->dh = fm_fx_zeros(f->n), f->dv = fm_fx_zeros(f->b * f->ld);
 }
 
 static void ew_free(ew_fx *f)
@@ -345,9 +336,11 @@ static int test_modulate_vs_naive(void)
     /* big enough for the threaded path: B = 3, T = 700, C = 200 (4 column blocks, a tail) */
     const int b = 3, c = 200;
     const long t = 700, ld = 3L * c, n = b * t * c;
-    float *x = randn(n, 20, 1.0f), *h = randn(n, 21, 1.0f), *dy = randn(n, 22, 1.0f), *v = randn(b * ld, 23, 0.5f);
-    float *y = zeros(n), *dx = zeros(n), *dv = zeros(b * ld), *ry = zeros(n), *rdx = zeros(n), *rdv = zeros(b * ld);
-    float *g = zeros(n);
+    float *x = fm_fx_randn(n, 31, 20, 1.0f), *h = fm_fx_randn(n, 31, 21, 1.0f);
+    float *dy = fm_fx_randn(n, 31, 22, 1.0f), *v = fm_fx_randn(b * ld, 31, 23, 0.5f);
+    float *y = fm_fx_zeros(n), *dx = fm_fx_zeros(n), *dv = fm_fx_zeros(b * ld);
+    float *ry = fm_fx_zeros(n), *rdx = fm_fx_zeros(n), *rdv = fm_fx_zeros(b * ld);
+    float *g = fm_fx_zeros(n);
     const float *shift = v, *scale = v + c, *gate = v + 2 * c;
     /* modulate */
     fm_modulate_forward(x, shift, scale, ld, y, b, t, c);
@@ -440,7 +433,7 @@ static int test_patch_vs_naive(void)
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const int b = cases[ci][0], h = cases[ci][1], w = cases[ci][2], c = cases[ci][3], p = cases[ci][4];
         const long n = (long)b * h * w * c, P = (long)p * p * c, wp = w / p;
-        float *x = randn(n, 30, 1.0f), *tok = zeros(n), *back = zeros(n);
+        float *x = fm_fx_randn(n, 31, 30, 1.0f), *tok = fm_fx_zeros(n), *back = fm_fx_zeros(n);
         fm_patchify(x, tok, b, h, w, c, p);
         fm_unpatchify(tok, back, b, h, w, c, p);
         long bad = 0;
@@ -500,7 +493,8 @@ static int test_patch_gradcheck(void)
     for (int inv = 0; inv <= 1; inv++) {
         fm_err e = { 0 };
         patch_fx f = { .b = 2, .h = 6, .w = 4, .c = 3, .p = 2, .inverse = inv, .n = 2 * 6 * 4 * 3 };
-        f.x = randn(f.n, 40, 1.0f), f.y = zeros(f.n), f.dy = zeros(f.n), f.dx = zeros(f.n);
+        f.x = fm_fx_randn(f.n, 31, 40, 1.0f);
+        f.y = fm_fx_zeros(f.n), f.dy = fm_fx_zeros(f.n), f.dx = fm_fx_zeros(f.n);
         fm_gc_op op = { .name = inv ? "unpatchify" : "patchify", .ctx = &f, .forward = patch_fwd,
                         .backward = patch_bwd, .out = f.y, .dout = f.dy, .out_n = f.n,
                         .vars = { { inv ? "tokens" : "x", f.x, f.dx, f.n } }, .nvars = 1 };

@@ -8,8 +8,7 @@
 #include "fm/dnn.h"
 #include "fm/linear.h"
 #include "fm/params.h"
-#include "fm/rng.h"
-#include "gradcheck.h"
+#include "fixture.h"
 #include "test.h"
 
 /* Naive reference in double: y = x W^T + b for x [m, in], W [out, in]. */
@@ -52,106 +51,81 @@ static void ref_backward(const float *x, const float *w, const float *dy, int64_
 
 /* One layer with its own engine, parameters and arena, plus activations. */
 typedef struct fixture {
-    fm_dnn d;
-    fm_params p;
-    fm_arena a;
+    fm_fx_env v;
+    fm_fx_io io;
     fm_linear l;
     int64_t m, in, out;
     int bias;
-    float *x, *y, *dy, *dx;
+    fm_fx_layer L; /* the layer under test, on io */
 } fixture;
 
 static void fx_free(fixture *f)
 {
     fm_linear_free(&f->l);
-    fm_arena_free(&f->a);
-    fm_params_free(&f->p);
-    fm_dnn_free(&f->d);
-    free(f->x);
-    free(f->y);
-    free(f->dy);
-    free(f->dx);
+    fm_fx_env_free(&f->v);
+    fm_fx_io_free(&f->io);
+}
+
+static int lin_fwd(void *ctx, const float *x, float *y, fm_err *e)
+{
+    fixture *f = ctx;
+    return fm_linear_forward(&f->l, x, y, e);
+}
+
+static int lin_bwd(void *ctx, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    fixture *f = ctx;
+    return fm_linear_backward(&f->l, x, dy, dx, e);
+}
+
+static void lin_ref(void *ctx, const float *x, const float *dy, float *y, float *dx, float *const *dp)
+{
+    fixture *f = ctx;
+    const float *w = f->l.weight->w.data, *b = f->bias ? (const float *)f->l.bias->w.data : NULL;
+    float *db = malloc((size_t)f->out * sizeof(float));
+    ref_forward(x, w, b, f->m, f->in, f->out, y);
+    ref_backward(x, w, dy, f->m, f->in, f->out, dx, dp[0], f->bias ? dp[1] : db);
+    free(db);
 }
 
 static int fx_init(fixture *f, int64_t m, int64_t in, int64_t out, int bias, fm_err *e)
 {
     memset(f, 0, sizeof *f);
     f->m = m, f->in = in, f->out = out, f->bias = bias;
-    FM_TRY(fm_dnn_init(&f->d, e));
-    FM_TRY(fm_params_init(&f->p, 4, (size_t)(out * in + out + 64), 11, e));
-    FM_TRY(fm_arena_init(&f->a, 64 << 20, e));
-    FM_TRY(fm_linear_init(&f->l, &f->d, &f->p, &f->a, "fc", in, out, bias, m, e));
-    f->x = malloc((size_t)(m * in) * sizeof(float));
-    f->dx = malloc((size_t)(m * in) * sizeof(float));
-    f->y = malloc((size_t)(m * out) * sizeof(float));
-    f->dy = malloc((size_t)(m * out) * sizeof(float));
-    if (!f->x || !f->dx || !f->y || !f->dy)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory");
-    fm_fill_normal(f->x, m * in, 5, 1, 0);
-    fm_fill_normal(f->dy, m * out, 5, 2, 0);
+    FM_TRY(fm_fx_env_init(&f->v, 0, 4, (size_t)(out * in + out + 64), 11, 64 << 20, e));
+    FM_TRY(fm_linear_init(&f->l, &f->v.d, &f->v.p, &f->v.a, "fc", in, out, bias, m, e));
+    FM_TRY(fm_fx_io_init(&f->io, m * in, m * out, 5, e));
+    f->L = (fm_fx_layer){ .label = "linear", .ctx = f, .io = &f->io, .forward = lin_fwd, .backward = lin_bwd,
+                          .reference = lin_ref, .params = { f->l.weight, f->l.bias }, .nparams = bias ? 2 : 1,
+                          .poison = NAN };
     return FM_OK;
 }
 
+/* forward and backward against the naive loops (gradients must be
+ * overwritten, not accumulated: they start from garbage); then dx = NULL
+ * (parameter gradients only) and dx aliasing x (backward into the input
+ * buffer itself). */
 static int check_case(int64_t m, int64_t in, int64_t out, int bias)
 {
     fm_err e = { 0 };
     fixture f;
+    fm_fx_ref ref = { 0 };
+    char label[128];
+    snprintf(label, sizeof label, "linear m=%lld in=%lld out=%lld bias=%d", (long long)m, (long long)in,
+             (long long)out, bias);
     int rc = 1;
-    float *ry = malloc((size_t)(m * out) * sizeof(float)), *rdx = malloc((size_t)(m * in) * sizeof(float));
-    float *rdw = malloc((size_t)(out * in) * sizeof(float)), *rdb = malloc((size_t)out * sizeof(float));
-    if (fx_init(&f, m, in, out, bias, &e) != FM_OK) {
-        fprintf(stderr, "  init: %s\n", e.msg);
+    if (fx_init(&f, m, in, out, bias, &e) != FM_OK || fm_fx_ref_init(&ref, &f.L) != 0) {
+        fprintf(stderr, "  init: %s\n", e.msg[0] ? e.msg : "out of memory");
         goto out;
     }
-    const float *w = f.l.weight->w.data, *b = bias ? f.l.bias->w.data : NULL;
-    float *dw = f.l.weight->g.data, *db = bias ? f.l.bias->g.data : NULL;
-    /* gradients must be overwritten, not accumulated: start from garbage */
-    for (int64_t i = 0; i < out * in; i++)
-        dw[i] = NAN;
-    for (int64_t i = 0; bias && i < out; i++)
-        db[i] = NAN;
-    if (fm_linear_forward(&f.l, f.x, f.y, &e) != FM_OK || fm_linear_backward(&f.l, f.x, f.dy, f.dx, &e) != FM_OK) {
-        fprintf(stderr, "  run: %s\n", e.msg);
+    f.L.label = label;
+    if (fm_fx_check(&f.L, &ref, 1e-5, label) || fm_fx_check_no_dx(&f.L, &ref, 1e-5) ||
+        fm_fx_check_alias(&f.L, &ref, 1e-5, 0))
         goto out;
-    }
-    ref_forward(f.x, w, b, m, in, out, ry);
-    ref_backward(f.x, w, f.dy, m, in, out, rdx, rdw, rdb);
-    double ey = fm_rel_err(f.y, ry, m * out, 1e-12), edx = fm_rel_err(f.dx, rdx, m * in, 1e-12);
-    double edw = fm_rel_err(dw, rdw, out * in, 1e-12), edb = bias ? fm_rel_err(db, rdb, out, 1e-12) : 0;
-    fprintf(stderr, "  linear m=%lld in=%lld out=%lld bias=%d: rel err y %.1e dx %.1e dW %.1e db %.1e\n",
-            (long long)m, (long long)in, (long long)out, bias, ey, edx, edw, edb);
-    if (!(ey <= 1e-5 && edx <= 1e-5 && edw <= 1e-5 && edb <= 1e-5)) {
-        fprintf(stderr, "  linear m=%lld in=%lld out=%lld: error above 1e-5\n", (long long)m, (long long)in,
-                (long long)out);
-        goto out;
-    }
-    /* dx = NULL skips the data gradient and leaves the parameter gradients equal */
-    memset(dw, 0, (size_t)(out * in) * sizeof(float));
-    if (fm_linear_backward(&f.l, f.x, f.dy, NULL, &e) != FM_OK) {
-        fprintf(stderr, "  backward without dx: %s\n", e.msg);
-        goto out;
-    }
-    if (!(fm_rel_err(dw, rdw, out * in, 1e-12) <= 1e-5)) {
-        fprintf(stderr, "  backward without dx: wrong weight gradient\n");
-        goto out;
-    }
-    /* dx may alias x: backward into the input buffer itself */
-    memset(dw, 0, (size_t)(out * in) * sizeof(float));
-    if (fm_linear_backward(&f.l, f.x, f.dy, f.x, &e) != FM_OK) {
-        fprintf(stderr, "  backward with dx = x: %s\n", e.msg);
-        goto out;
-    }
-    if (!(fm_rel_err(dw, rdw, out * in, 1e-12) <= 1e-5 && fm_rel_err(f.x, rdx, m * in, 1e-12) <= 1e-5)) {
-        fprintf(stderr, "  backward with dx = x: wrong gradients\n");
-        goto out;
-    }
     rc = 0;
 out:
+    fm_fx_ref_free(&ref);
     fx_free(&f);
-    free(ry);
-    free(rdx);
-    free(rdw);
-    free(rdb);
     return rc;
 }
 
@@ -167,18 +141,6 @@ static int test_linear_vs_naive(void)
     return 0;
 }
 
-static int gc_forward(void *ctx, fm_err *e)
-{
-    fixture *f = ctx;
-    return fm_linear_forward(&f->l, f->x, f->y, e);
-}
-
-static int gc_backward(void *ctx, fm_err *e)
-{
-    fixture *f = ctx;
-    return fm_linear_backward(&f->l, f->x, f->dy, f->dx, e);
-}
-
 /* eps = 1e-2, tol = 1e-3: the loss is linear in every variable, so the
  * central difference is exact up to fp32 rounding of the loss. */
 static int test_linear_gradcheck(void)
@@ -186,17 +148,8 @@ static int test_linear_gradcheck(void)
     fm_err e = { 0 };
     fixture f;
     int rc = fx_init(&f, 5, 7, 3, 1, &e);
-    if (rc == FM_OK) {
-        fm_gc_op op = {
-            .name = "linear", .ctx = &f, .forward = gc_forward, .backward = gc_backward,
-            .out = f.y, .dout = f.dy, .out_n = f.m * f.out,
-            .vars = { { "x", f.x, f.dx, f.m * f.in },
-                      { "weight", f.l.weight->w.data, f.l.weight->g.data, f.out * f.in },
-                      { "bias", f.l.bias->w.data, f.l.bias->g.data, f.out } },
-            .nvars = 3,
-        };
-        rc = fm_gradcheck(&op, 1e-2, 1e-3, 200, &e);
-    }
+    if (rc == FM_OK)
+        rc = fm_fx_gradcheck(&f.L, 1e-2, 1e-3, 200, &e);
     fx_free(&f);
     CHECK_OK(rc, &e);
     return 0;
@@ -215,7 +168,7 @@ static int test_linear_default_init(void)
         for (int64_t i = 0; i < 40; i++)
             bmax = fmax(bmax, fabs(fm_f32(&f.l.bias->w)[i]));
     }
-    int named = rc == FM_OK && fm_params_find(&f.p, "fc.weight") && fm_params_find(&f.p, "fc.bias");
+    int named = rc == FM_OK && fm_params_find(&f.v.p, "fc.weight") && fm_params_find(&f.v.p, "fc.bias");
     fx_free(&f);
     CHECK_OK(rc, &e);
     CHECK(named, "parameters not named fc.weight / fc.bias");

@@ -9,17 +9,9 @@
 #include "fm/pool.h"
 #include "fm/rng.h"
 #include "fm/xent.h"
+#include "fixture.h"
 #include "gradcheck.h"
 #include "test.h"
-
-static float *randn(long n, uint64_t stream, float mul)
-{
-    float *x = malloc((size_t)n * sizeof(float));
-    fm_fill_normal(x, n, 31, stream, 0);
-    for (long i = 0; i < n; i++)
-        x[i] *= mul;
-    return x;
-}
 
 /* ---- global average pooling ---- */
 
@@ -30,7 +22,7 @@ static int test_pool_reference(void)
     for (int s = 0; s < 2; s++) {
         const int n = shapes[s][0], c = shapes[s][3];
         const long hw = (long)shapes[s][1] * shapes[s][2], nx = n * hw * c;
-        float *x = randn(nx, 1, 1.0f), *dy = randn((long)n * c, 2, 1.0f);
+        float *x = fm_fx_randn(nx, 31, 1, 1.0f), *dy = fm_fx_randn((long)n * c, 31, 2, 1.0f);
         float *y = malloc((size_t)n * c * sizeof(float)), *ry = malloc((size_t)n * c * sizeof(float));
         float *dx = malloc((size_t)nx * sizeof(float)), *rdx = malloc((size_t)nx * sizeof(float));
         for (int i = 0; i < n; i++)
@@ -78,7 +70,7 @@ static int test_pool_gradcheck(void)
 {
     pool_ctx c = { .n = 2, .c = 5, .hw = 12 };
     const long nx = c.n * c.hw * c.c;
-    c.x = randn(nx, 3, 1.0f);
+    c.x = fm_fx_randn(nx, 31, 3, 1.0f);
     c.dx = calloc((size_t)nx, sizeof(float));
     c.y = calloc((size_t)c.n * c.c, sizeof(float));
     c.dy = calloc((size_t)c.n * c.c, sizeof(float));
@@ -118,7 +110,8 @@ static double naive_xent(const float *x, const int32_t *lab, int n, int k, float
 static int test_xent_reference(void)
 {
     const int n = 37, k = 10;
-    float *x = randn((long)n * k, 4, 3.0f), *dx = malloc(n * k * sizeof(float)), *rdx = malloc(n * k * sizeof(float));
+    float *x = fm_fx_randn((long)n * k, 31, 4, 3.0f);
+    float *dx = malloc(n * k * sizeof(float)), *rdx = malloc(n * k * sizeof(float));
     int32_t lab[37];
     for (int i = 0; i < n; i++)
         lab[i] = (int32_t)fm_rand_below(k, 31, 5, (uint64_t)i);
@@ -228,7 +221,7 @@ static int test_xent_gradcheck(void)
     const long nx = (long)c.n * c.k;
     int32_t lab[5] = { 0, 6, 3, 3, 1 };
     c.lab = lab;
-    c.x = randn(nx, 6, 2.0f);
+    c.x = fm_fx_randn(nx, 31, 6, 2.0f);
     c.dx = calloc((size_t)nx, sizeof(float));
     fm_gc_op op = { .name = "xent", .ctx = &c, .forward = xent_fwd, .backward = xent_bwd, .out = c.out,
                     .dout = c.dout, .out_n = 1, .vars = { { "logits", c.x, c.dx, nx } }, .nvars = 1 };

@@ -7,11 +7,9 @@
 #include <string.h>
 
 #include "fm/conv.h"
-#include "fm/rng.h"
-#include "fm/timer.h"
 #include "fm/updown.h"
 #include "fm/upconv.h"
-#include "gradcheck.h"
+#include "fixture.h"
 #include "test.h"
 
 /* oneDNN and the naive loop sum in different orders (and the fold adds taps
@@ -95,63 +93,56 @@ static void ref_backward(const up_case *c, const float *x, const float *w, const
 /* ---- a layer with everything it needs ---- */
 
 typedef struct rig {
-    fm_dnn d;
-    fm_params p;
-    fm_arena a;
+    fm_fx_env v;
+    fm_fx_io io;
     fm_upconv l;
-    float *x, *y, *dy, *dx;
-    int64_t nx, ny, nw;
+    const up_case *c;
+    int64_t nw;
+    fm_fx_layer L; /* the layer under test, on io */
 } rig;
 
 static void rig_free(rig *r)
 {
     fm_upconv_free(&r->l);
-    fm_arena_free(&r->a);
-    fm_params_free(&r->p);
-    fm_dnn_free(&r->d);
-    free(r->x);
-    free(r->y);
-    free(r->dy);
-    free(r->dx);
+    fm_fx_env_free(&r->v);
+    fm_fx_io_free(&r->io);
+}
+
+static int up_fwd(void *ctx, const float *x, float *y, fm_err *e)
+{
+    rig *r = ctx;
+    return fm_upconv_forward(&r->l, x, y, e);
+}
+
+static int up_bwd(void *ctx, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    rig *r = ctx;
+    return fm_upconv_backward(&r->l, x, dy, dx, e);
+}
+
+static void up_ref(void *ctx, const float *x, const float *dy, float *y, float *dx, float *const *dp)
+{
+    rig *r = ctx;
+    const float *w = r->l.weight->w.data, *b = r->l.bias ? (const float *)r->l.bias->w.data : NULL;
+    ref_forward(r->c, x, w, b, y);
+    ref_backward(r->c, x, w, dy, dx, dp[0], b ? dp[1] : NULL);
 }
 
 static int rig_init(rig *r, const up_case *c, uint64_t seed, int bf16, fm_err *e)
 {
     memset(r, 0, sizeof *r);
+    r->c = c;
     r->nw = c->cout * c->cin * 9;
-    FM_TRY(fm_dnn_init(&r->d, e));
-    r->d.bf16 = bf16;
-    FM_TRY(fm_params_init(&r->p, 4, (size_t)(r->nw + c->cout + 64), seed, e));
+    FM_TRY(fm_fx_env_init(&r->v, bf16, 4, (size_t)(r->nw + c->cout + 64), seed, 0, e));
     size_t bytes;
-    FM_TRY(fm_upconv_arena_bytes(&r->d, c->cin, c->cout, c->bias, c->n, c->h, c->w, &bytes, e));
-    FM_TRY(fm_arena_init(&r->a, bytes, e));
-    FM_TRY(fm_upconv_init(&r->l, &r->d, &r->p, &r->a, "up", c->cin, c->cout, c->bias, c->n, c->h, c->w, e));
-    r->nx = c->n * c->h * c->w * c->cin;
-    r->ny = c->n * 4 * c->h * c->w * c->cout;
-    r->x = malloc((size_t)r->nx * sizeof(float));
-    r->dx = malloc((size_t)r->nx * sizeof(float));
-    r->y = malloc((size_t)r->ny * sizeof(float));
-    r->dy = malloc((size_t)r->ny * sizeof(float));
-    if (!r->x || !r->dx || !r->y || !r->dy)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory");
-    fm_fill_normal(r->x, r->nx, seed, 1, 0);
-    fm_fill_normal(r->dy, r->ny, seed, 2, 0);
+    FM_TRY(fm_upconv_arena_bytes(&r->v.d, c->cin, c->cout, c->bias, c->n, c->h, c->w, &bytes, e));
+    FM_TRY(fm_arena_init(&r->v.a, bytes, e));
+    FM_TRY(fm_upconv_init(&r->l, &r->v.d, &r->v.p, &r->v.a, "up", c->cin, c->cout, c->bias, c->n, c->h, c->w, e));
+    FM_TRY(fm_fx_io_init(&r->io, c->n * c->h * c->w * c->cin, c->n * 4 * c->h * c->w * c->cout, seed, e));
+    r->L = (fm_fx_layer){ .label = c->label, .ctx = r, .io = &r->io, .forward = up_fwd, .backward = up_bwd,
+                          .reference = up_ref, .params = { r->l.weight, r->l.bias }, .nparams = r->l.bias ? 2 : 1,
+                          .poison = 1e30f };
     return FM_OK;
-}
-
-static void fill(float *x, int64_t n, float v)
-{
-    for (int64_t i = 0; i < n; i++)
-        x[i] = v;
-}
-
-static const char *prim_impl(dnnl_primitive_t p)
-{
-    const_dnnl_primitive_desc_t pd;
-    const char *s = "none";
-    if (p && dnnl_primitive_get_primitive_desc(p, &pd) == dnnl_success)
-        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
-    return s;
 }
 
 /* forward and backward of one case against the naive loops */
@@ -159,72 +150,13 @@ static int check_case(const up_case *c)
 {
     fm_err e = { 0 };
     rig r;
-    int rc = 1;
-    float *ry = NULL, *rdx = NULL, *rdw = NULL, *rdb = NULL;
-    if (rig_init(&r, c, 11, 0, &e) != FM_OK) {
+    int rc = rig_init(&r, c, 11, 0, &e);
+    if (rc != FM_OK)
         fprintf(stderr, "  %s: %s\n", c->label, e.msg);
-        goto out;
-    }
-    fm_upconv *l = &r.l;
-    ry = malloc((size_t)r.ny * sizeof(float));
-    rdx = malloc((size_t)r.nx * sizeof(float));
-    rdw = malloc((size_t)r.nw * sizeof(float));
-    rdb = malloc((size_t)c->cout * sizeof(float));
-    float *w = l->weight->w.data, *dw = l->weight->g.data;
-    float *b = l->bias ? (float *)l->bias->w.data : NULL, *db = l->bias ? (float *)l->bias->g.data : NULL;
-
-    /* twice, with new weights in between: forward must see the current weights */
-    for (int round = 0; round < 2; round++) {
-        if (round == 1) {
-            for (int64_t i = 0; i < r.nw; i++)
-                w[i] = -0.5f * w[i] + 0.01f * (float)(i % 7);
-            if (b)
-                for (int64_t i = 0; i < c->cout; i++)
-                    b[i] = 0.1f * (float)i;
-        }
-        fill(r.y, r.ny, NAN);
-        fill(r.dx, r.nx, 1e30f); /* overwrite semantics: stale values must vanish */
-        fill(dw, r.nw, 1e30f);
-        if (db)
-            fill(db, c->cout, 1e30f);
-        if (fm_upconv_forward(l, r.x, r.y, &e) != FM_OK || fm_upconv_backward(l, r.x, r.dy, r.dx, &e) != FM_OK) {
-            fprintf(stderr, "  %s: %s\n", c->label, e.msg);
-            goto out;
-        }
-        ref_forward(c, r.x, w, b, ry);
-        ref_backward(c, r.x, w, r.dy, rdx, rdw, db ? rdb : NULL);
-        double ey = fm_rel_err(r.y, ry, r.ny, 1e-12), edx = fm_rel_err(r.dx, rdx, r.nx, 1e-12);
-        double edw = fm_rel_err(dw, rdw, r.nw, 1e-12), edb = db ? fm_rel_err(db, rdb, c->cout, 1e-12) : 0;
-        printf("  %s round %d: rel err y %.1e dx %.1e dw %.1e db %.1e\n", c->label, round, ey, edx, edw, edb);
-        if (!(ey <= REF_TOL && edx <= REF_TOL && edw <= REF_TOL && edb <= REF_TOL)) {
-            fprintf(stderr, "  %s: mismatch against the naive loop (tol %.0e)\n", c->label, REF_TOL);
-            goto out;
-        }
-    }
-
-    /* dx = NULL: parameter gradients only, dx untouched */
-    fill(r.dx, r.nx, 7.0f);
-    fill(dw, r.nw, 1e30f);
-    if (fm_upconv_backward(l, r.x, r.dy, NULL, &e) != FM_OK) {
-        fprintf(stderr, "  %s: %s\n", c->label, e.msg);
-        goto out;
-    }
-    double edw = fm_rel_err(dw, rdw, r.nw, 1e-12);
-    int dx_untouched = 1;
-    for (int64_t i = 0; i < r.nx; i++)
-        dx_untouched &= r.dx[i] == 7.0f;
-    if (!(edw <= REF_TOL) || !dx_untouched) {
-        fprintf(stderr, "  %s: backward without dx: dw rel err %.1e, dx untouched %d\n", c->label, edw, dx_untouched);
-        goto out;
-    }
-    rc = 0;
-out:
-    free(ry);
-    free(rdx);
-    free(rdw);
-    free(rdb);
+    else
+        rc = fm_fx_check_reweighted(&r.L, REF_TOL);
     rig_free(&r);
-    return rc;
+    return rc != 0;
 }
 
 static int run_cases(const up_case *cs, int n)
@@ -261,7 +193,7 @@ static int test_init_and_errors(void)
         wmax = fmaxf(wmax, fabsf(w[i]));
     for (int64_t i = 0; i < c.cout; i++)
         bmax = fmaxf(bmax, fabsf(b[i]));
-    int ok_names = fm_params_find(&r.p, "up.weight") == r.l.weight && fm_params_find(&r.p, "up.bias") == r.l.bias;
+    int ok_names = fm_params_find(&r.v.p, "up.weight") == r.l.weight && fm_params_find(&r.v.p, "up.bias") == r.l.bias;
     int ok_shape = r.l.weight->w.ndim == 4 && r.l.weight->w.shape[0] == 5 && r.l.weight->w.shape[1] == 6 &&
                    r.l.weight->w.shape[2] == 3 && r.l.weight->w.shape[3] == 3;
     /* the same values as fm_conv2d registers under the same name and seed */
@@ -270,14 +202,14 @@ static int test_init_and_errors(void)
     CHECK_OK(fm_params_init(&p2, 4, 1024, 3, &e), &e);
     fm_arena a2;
     CHECK_OK(fm_arena_init(&a2, 16 << 20, &e), &e);
-    CHECK_OK(fm_conv2d_init(&cv, &r.d, &p2, &a2, "up", 6, 5, 3, 1, 1, 1, 1, 8, 8, &e), &e);
+    CHECK_OK(fm_conv2d_init(&cv, &r.v.d, &p2, &a2, "up", 6, 5, 3, 1, 1, 1, 1, 8, 8, &e), &e);
     int same = memcmp(cv.weight->w.data, w, (size_t)r.nw * sizeof(float)) == 0 &&
                memcmp(cv.bias->w.data, b, (size_t)c.cout * sizeof(float)) == 0;
     fm_conv2d_free(&cv);
     fm_arena_free(&a2);
     fm_params_free(&p2);
     fm_upconv bad;
-    int rc_bad = fm_upconv_init(&bad, &r.d, &r.p, &r.a, "empty", 6, 0, 1, 1, 4, 4, &e);
+    int rc_bad = fm_upconv_init(&bad, &r.v.d, &r.v.p, &r.v.a, "empty", 6, 0, 1, 1, 4, 4, &e);
     rig_free(&r);
     CHECK(ok_names && ok_shape, "parameter names or shape wrong");
     CHECK(same, "weights differ from fm_conv2d's init of the same name");
@@ -299,9 +231,9 @@ static int test_arena_bytes(void)
             fm_err e = { 0 };
             rig r;
             int rc = rig_init(&r, &cs[i], 1, bf16, &e);
-            size_t bytes = 0, used = r.a.used, scratch = r.l.scratch_bytes;
+            size_t bytes = 0, used = r.v.a.used, scratch = r.l.scratch_bytes;
             if (rc == FM_OK)
-                rc = fm_upconv_arena_bytes(&r.d, cs[i].cin, cs[i].cout, cs[i].bias, cs[i].n, cs[i].h, cs[i].w,
+                rc = fm_upconv_arena_bytes(&r.v.d, cs[i].cin, cs[i].cout, cs[i].bias, cs[i].n, cs[i].h, cs[i].w,
                                            &bytes, &e);
             rig_free(&r);
             CHECK(rc == FM_OK, "%s %s: %s", cs[i].label, bf16 ? "bf16" : "fp32", e.msg);
@@ -315,37 +247,16 @@ static int test_arena_bytes(void)
 
 /* ---- gradient check ---- */
 
-static int gc_forward(void *ctx, fm_err *e)
-{
-    rig *r = ctx;
-    return fm_upconv_forward(&r->l, r->x, r->y, e);
-}
-
-static int gc_backward(void *ctx, fm_err *e)
-{
-    rig *r = ctx;
-    return fm_upconv_backward(&r->l, r->x, r->dy, r->dx, e);
-}
-
 static int gradcheck_case(const up_case *c)
 {
     fm_err e = { 0 };
     rig r;
-    if (rig_init(&r, c, 5, 0, &e) != FM_OK) {
-        fprintf(stderr, "  %s: %s\n", c->label, e.msg);
-        rig_free(&r);
-        return 1;
-    }
-    fm_gc_op op = { .name = c->label, .ctx = &r, .forward = gc_forward, .backward = gc_backward,
-                    .out = r.y, .dout = r.dy, .out_n = r.ny };
-    op.vars[op.nvars++] = (fm_gc_var){ "x", r.x, r.dx, r.nx };
-    op.vars[op.nvars++] = (fm_gc_var){ "weight", r.l.weight->w.data, r.l.weight->g.data, r.nw };
-    if (r.l.bias)
-        op.vars[op.nvars++] = (fm_gc_var){ "bias", r.l.bias->w.data, r.l.bias->g.data, c->cout };
+    int rc = rig_init(&r, c, 5, 0, &e);
     /* fp32, and the op is linear in each variable: eps = 1e-2, tol = 1e-2 */
-    int rc = fm_gradcheck(&op, 1e-2, 1e-2, 80, &e);
+    if (rc == FM_OK)
+        rc = fm_fx_gradcheck(&r.L, 1e-2, 1e-2, 80, &e);
     if (rc != FM_OK)
-        fprintf(stderr, "  %s\n", e.msg);
+        fprintf(stderr, "  %s: %s\n", c->label, e.msg);
     rig_free(&r);
     return rc != FM_OK;
 }
@@ -364,18 +275,12 @@ static int test_gradcheck(void)
 
 /* ---- bf16 operands ---- */
 
-static void round_bf16(float *x, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        x[i] = fm_bf16_to_f32(fm_f32_to_bf16(x[i]));
-}
-
 /* Worst relative error of y, dx, dW and db of rig a against the arrays of b. */
 static double worst(const rig *a, const float *y, const float *dx, const float *dw, const float *db, const char **what)
 {
-    double w = fm_rel_err(a->y, y, (long)a->ny, 1e-12), r;
+    double w = fm_rel_err(a->io.y, y, (long)a->io.ny, 1e-12), r;
     *what = "y";
-    if ((r = fm_rel_err(a->dx, dx, (long)a->nx, 1e-12)) > w)
+    if ((r = fm_rel_err(a->io.dx, dx, (long)a->io.nx, 1e-12)) > w)
         w = r, *what = "dx";
     if ((r = fm_rel_err(a->l.weight->g.data, dw, (long)a->nw, 1e-12)) > w)
         w = r, *what = "weight grad";
@@ -386,8 +291,8 @@ static double worst(const rig *a, const float *y, const float *dx, const float *
 
 static int run_rig(rig *r, fm_err *e)
 {
-    FM_TRY(fm_upconv_forward(&r->l, r->x, r->y, e));
-    return fm_upconv_backward(&r->l, r->x, r->dy, r->dx, e);
+    FM_TRY(fm_upconv_forward(&r->l, r->io.x, r->io.y, e));
+    return fm_upconv_backward(&r->l, r->io.x, r->io.dy, r->io.dx, e);
 }
 
 /* bf16 promises fp32 arithmetic on bf16-rounded x, dy and folded weights W'.
@@ -405,42 +310,38 @@ static int check_bf16(const up_case *c)
     float *w = b16.l.weight->w.data;
     for (int64_t i = 0; i < b16.nw; i++)
         w[i] = fminf(fmaxf(roundf(w[i] * 256.0f), -31.0f), 31.0f) / 256.0f;
-    memcpy(f32.p.data, b16.p.data, b16.p.numel * sizeof(float));
+    memcpy(f32.v.p.data, b16.v.p.data, b16.v.p.numel * sizeof(float));
     CHECK_OK(run_rig(&b16, &e), &e);
     CHECK_OK(run_rig(&f32, &e), &e);
     const char *what;
-    double vs_fp32 = worst(&b16, f32.y, f32.dx, f32.l.weight->g.data,
+    double vs_fp32 = worst(&b16, f32.io.y, f32.io.dx, f32.l.weight->g.data,
                            f32.l.bias ? (const float *)f32.l.bias->g.data : NULL, &what);
     printf("  %s: bf16 vs fp32: worst rel err %.2e (%s)\n", c->label, vs_fp32, what);
     CHECK(vs_fp32 > 1e-5, "%s: bf16 results equal fp32 (%.2e): bf16 was not used", c->label, vs_fp32);
     CHECK(vs_fp32 < 3e-2, "%s: bf16 too far from fp32: %.2e in %s", c->label, vs_fp32, what);
 
     /* the naive reference on the rounded operands (f32's x and dy, rounded) */
-    float *ry = malloc((size_t)b16.ny * sizeof(float)), *rdx = malloc((size_t)b16.nx * sizeof(float));
-    float *rdw = malloc((size_t)b16.nw * sizeof(float)), *rdb = malloc((size_t)c->cout * sizeof(float));
-    CHECK(ry && rdx && rdw && rdb, "out of memory");
-    round_bf16(f32.x, f32.nx);
-    round_bf16(f32.dy, f32.ny);
-    const float *b = b16.l.bias ? (const float *)b16.l.bias->w.data : NULL;
-    ref_forward(c, f32.x, w, b, ry);
-    ref_backward(c, f32.x, w, f32.dy, rdx, rdw, b ? rdb : NULL);
-    if (b && b16.l.wb.xp) /* fm_wgrad16's layer sums the fp32 dy for the bias gradient: plain fp32's */
-        memcpy(rdb, f32.l.bias->g.data, (size_t)c->cout * sizeof(float));
-    double vs_rounded = worst(&b16, ry, rdx, rdw, rdb, &what);
+    fm_fx_ref ref = { 0 };
+    CHECK(fm_fx_ref_init(&ref, &b16.L) == 0, "out of memory");
+    fm_fx_round_bf16(f32.io.x, f32.io.nx);
+    fm_fx_round_bf16(f32.io.dy, f32.io.ny);
+    b16.L.reference(&b16, f32.io.x, f32.io.dy, ref.y, ref.dx, ref.dp); /* b16's weights */
+    if (b16.l.bias && b16.l.wb.xp) /* fm_wgrad16's layer sums the fp32 dy for the bias gradient: plain fp32's */
+        memcpy(ref.dp[1], f32.l.bias->g.data, (size_t)c->cout * sizeof(float));
+    double vs_rounded = worst(&b16, ref.y, ref.dx, ref.dp[0], ref.dp[1], &what);
     printf("  %s: bf16 vs the reference on bf16-rounded operands: worst rel err %.2e (%s)\n", c->label, vs_rounded,
            what);
-    free(ry), free(rdx), free(rdw), free(rdb);
+    fm_fx_ref_free(&ref);
     CHECK(vs_rounded < 1e-4, "%s: bf16 is not fp32 arithmetic on rounded operands: %.2e in %s", c->label,
           vs_rounded, what);
 
     /* backward given x after a forward on another buffer: rounds x again */
-    float *g0 = malloc(b16.p.numel * sizeof(float)), *x2 = malloc((size_t)b16.nx * sizeof(float));
+    float *g0 = malloc(b16.v.p.numel * sizeof(float)), *x2 = fm_fx_randn(b16.io.nx, 6, 1, 1.0f);
     CHECK(g0 && x2, "out of memory");
-    memcpy(g0, b16.p.grad, b16.p.numel * sizeof(float));
-    fm_fill_normal(x2, b16.nx, 6, 1, 0);
-    CHECK_OK(fm_upconv_forward(&b16.l, x2, b16.y, &e), &e);
-    CHECK_OK(fm_upconv_backward(&b16.l, b16.x, b16.dy, b16.dx, &e), &e);
-    double eg = fm_rel_err(b16.p.grad, g0, (long)b16.p.numel, 1e-12);
+    memcpy(g0, b16.v.p.grad, b16.v.p.numel * sizeof(float));
+    CHECK_OK(fm_upconv_forward(&b16.l, x2, b16.io.y, &e), &e);
+    CHECK_OK(fm_upconv_backward(&b16.l, b16.io.x, b16.io.dy, b16.io.dx, &e), &e);
+    double eg = fm_rel_err(b16.v.p.grad, g0, (long)b16.v.p.numel, 1e-12);
     free(g0);
     free(x2);
     rig_free(&b16);
@@ -463,55 +364,62 @@ static int test_bf16(void)
 
 /* ---- timing (printed, not asserted): the U-Net's up.1.upsample ---- */
 
+/* the unfused pair: upsample into u, conv on u */
+typedef struct unfused {
+    rig *r;
+    fm_conv2d cv;
+    float *u, *du;
+} unfused;
+
+static int unfused_fwd(void *ctx, fm_err *e)
+{
+    unfused *f = ctx;
+    const up_case *c = f->r->c;
+    fm_upsample2x_forward(f->r->io.x, f->u, (int)c->n, (int)c->h, (int)c->w, (int)c->cin);
+    return fm_conv2d_forward(&f->cv, f->u, f->r->io.y, e);
+}
+
+static int unfused_bwd(void *ctx, fm_err *e)
+{
+    unfused *f = ctx;
+    const up_case *c = f->r->c;
+    FM_TRY(fm_conv2d_backward(&f->cv, f->u, f->r->io.dy, f->du, e));
+    fm_upsample2x_backward(f->du, f->r->io.dx, (int)c->n, (int)c->h, (int)c->w, (int)c->cin);
+    return FM_OK;
+}
+
 static int test_timing(void)
 {
     fm_err e = { 0 };
     rig r;
     up_case c = { "timing", 128, 4, 4, 128, 128, 1 };
     CHECK_OK(rig_init(&r, &c, 9, 0, &e), &e);
-    /* the unfused pair: upsample into u, conv on u */
-    fm_conv2d cv;
+    unfused f = { .r = &r, .u = fm_fx_zeros(r.io.ny), .du = fm_fx_zeros(r.io.ny) };
     fm_params p2;
     fm_arena a2;
-    float *u = malloc((size_t)r.ny * sizeof(float)), *du = malloc((size_t)r.ny * sizeof(float));
-    CHECK(u && du, "out of memory");
+    CHECK(f.u && f.du, "out of memory");
     CHECK_OK(fm_params_init(&p2, 4, (size_t)(r.nw + 256), 9, &e), &e);
     CHECK_OK(fm_arena_init(&a2, 64 << 20, &e), &e);
-    CHECK_OK(fm_conv2d_init(&cv, &r.d, &p2, &a2, "up", c.cin, c.cout, 3, 1, 1, 1, c.n, 2 * c.h, 2 * c.w, &e), &e);
-    enum { WARM = 2, REPS = 8 };
-    double t[4] = { 0 };
-    int rc = FM_OK;
-    for (int i = 0; i < WARM + REPS && rc == FM_OK; i++) {
-        double t0 = fm_now();
-        rc = fm_upconv_forward(&r.l, r.x, r.y, &e);
-        double t1 = fm_now();
-        if (rc == FM_OK)
-            rc = fm_upconv_backward(&r.l, r.x, r.dy, r.dx, &e);
-        double t2 = fm_now();
-        fm_upsample2x_forward(r.x, u, (int)c.n, (int)c.h, (int)c.w, (int)c.cin);
-        if (rc == FM_OK)
-            rc = fm_conv2d_forward(&cv, u, r.y, &e);
-        double t3 = fm_now();
-        if (rc == FM_OK)
-            rc = fm_conv2d_backward(&cv, u, r.dy, du, &e);
-        fm_upsample2x_backward(du, r.dx, (int)c.n, (int)c.h, (int)c.w, (int)c.cin);
-        double t4 = fm_now();
-        if (i >= WARM)
-            t[0] += t1 - t0, t[1] += t2 - t1, t[2] += t3 - t2, t[3] += t4 - t3;
+    CHECK_OK(fm_conv2d_init(&f.cv, &r.v.d, &p2, &a2, "up", c.cin, c.cout, 3, 1, 1, 1, c.n, 2 * c.h, 2 * c.w, &e), &e);
+    fm_fx_times tu, tc;
+    int rc = fm_fx_time_layer(&r.L, 2, 8, &tu, &e);
+    if (rc == FM_OK)
+        rc = fm_fx_time(unfused_fwd, unfused_bwd, &f, 2, 8, &tc, &e);
+    if (rc == FM_OK) {
+        printf("  timing N=128 4x4 -> 8x8 128->128: upconv forward %.2f ms backward %.2f ms (%.1f GFLOP/s); "
+               "upsample + conv forward %.2f ms backward %.2f ms\n",
+               tu.fwd * 1e3, tu.bwd * 1e3,
+               (fm_upconv_flops_fwd(&r.l) + fm_upconv_flops_bwd(&r.l, 1)) / (tu.fwd + tu.bwd) * 1e-9, tc.fwd * 1e3,
+               tc.bwd * 1e3);
+        printf("  impl: forward %s, backward-data %s, backward-weights %s; scratchpad %zu KiB\n",
+               fm_fx_impl(r.l.fwd[0]), fm_fx_impl(r.l.bwd_data[0]), fm_fx_impl(r.l.bwd_weights[0]),
+               r.l.scratch_bytes >> 10);
     }
-    for (int k = 0; k < 4; k++)
-        t[k] *= 1e3 / REPS;
-    printf("  timing N=128 4x4 -> 8x8 128->128: upconv forward %.2f ms backward %.2f ms (%.1f GFLOP/s); "
-           "upsample + conv forward %.2f ms backward %.2f ms\n",
-           t[0], t[1], (fm_upconv_flops_fwd(&r.l) + fm_upconv_flops_bwd(&r.l, 1)) / (t[0] + t[1]) * 1e-6, t[2],
-           t[3]);
-    printf("  impl: forward %s, backward-data %s, backward-weights %s; scratchpad %zu KiB\n", prim_impl(r.l.fwd[0]),
-           prim_impl(r.l.bwd_data[0]), prim_impl(r.l.bwd_weights[0]), r.l.scratch_bytes >> 10);
-    fm_conv2d_free(&cv);
+    fm_conv2d_free(&f.cv);
     fm_arena_free(&a2);
     fm_params_free(&p2);
-    free(u);
-    free(du);
+    free(f.u);
+    free(f.du);
     rig_free(&r);
     CHECK(rc == FM_OK, "%s", e.msg);
     return 0;

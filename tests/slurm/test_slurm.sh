@@ -11,36 +11,26 @@
 #      directory) resumes flow from that checkpoint and completes.
 #   3. hybrid 1 rank x 2 threads launched with srun --mpi=pmix.
 # Prints PASS/FAIL slurm/<name>; exits non-zero on any failure. Needs root.
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-export FMTRAIN=${FMTRAIN:-$ROOT/fmtrain}
-PY=/usr/bin/python3
+source "$(dirname "$0")/../lib.sh" slurm
+export FMTRAIN
 export PATH=$PATH:/usr/sbin
-nfail=0
-pass() { echo "PASS slurm/$1"; }
-fail() { echo "FAIL slurm/$1: $2"; nfail=$((nfail + 1)); }
 secs() { echo "$(($(date +%s) - $1))s"; }
 
-# prerequisites: a test that cannot run says why and fails
+# prerequisites: without root or Slurm the test cannot run here (skipped);
+# without a built fmtrain it fails
 why=
 [ "$(id -u)" -eq 0 ] || why="needs root to run slurmd and munged"
 for b in sbatch scontrol scancel squeue sinfo slurmctld slurmd munged mpirun srun; do
     command -v "$b" >/dev/null || why="$why $b missing (scripts/setup.sh installs slurm-wlm and munge)"
 done
-[ -x "$FMTRAIN" ] || why="$why no fmtrain binary at $FMTRAIN (run make)"
-if [ -n "$why" ]; then fail prerequisites "${why# }"; exit 1; fi
+if [ -n "$why" ]; then skip prerequisites "${why# }"; finish; exit; fi
+if [ ! -x "$FMTRAIN" ]; then fail prerequisites "no fmtrain binary at $FMTRAIN (run make)"; finish; exit; fi
 
-T=$(mktemp -d)
 chmod 755 "$T" # munged wants every directory above its socket searchable by all
 C=$T/cluster
 W=$T/work
 mkdir -p "$W"
-cleanup() {
-    "$ROOT/tests/slurm/cluster.sh" stop "$C"
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+at_exit '"$ROOT/tests/slurm/cluster.sh" stop "$C"'
 # on failure: the end of a job log and of the daemon logs
 show_logs() {
     local f
@@ -167,6 +157,8 @@ if [ "$cpus" -ge 2 ]; then
     else
         fail srun_pmix_1x2_threads "sbatch exit $rc"; cat "$T/sbatch3.err"; show_logs "$log3"
     fi
+else
+    skip srun_pmix_1x2_threads "the node has $cpus CPU(s), 2 needed"
 fi
 
-[ $nfail -eq 0 ]
+finish
