@@ -59,11 +59,17 @@ static int wait_req(const fm_world *w, MPI_Request *req, const char *what, fm_er
             sched_yield();
             continue;
         }
-        if ((it & 63) == 0 && fm_now() - t0 > w->timeout_s)
+        if ((it & 63) == 0 && fm_now() - t0 > w->timeout_s) {
+            if (w->size == 2) /* then we know who */
+                return fm_fail(e, FM_ERR_INTERNAL,
+                               "rank %d: %s: rank %d did not arrive within %.0f s (dist.timeout): it is stopped, "
+                               "dead or far behind",
+                               w->rank, what, 1 - w->rank, w->timeout_s);
             return fm_fail(e, FM_ERR_INTERNAL,
                            "rank %d: %s: not every one of the %d ranks arrived within %.0f s (dist.timeout): a rank "
                            "is stopped, dead or far behind",
                            w->rank, what, w->size, w->timeout_s);
+        }
         const struct timespec ts = { 0, it < 4096 ? 5000 : 50000 }; /* 5 us, then 50 us */
         nanosleep(&ts, NULL);
     }
