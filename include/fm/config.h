@@ -73,6 +73,11 @@ extern const char *const fm_model_names[];     /* unet dit */
 extern const char *const fm_path_names[];      /* linear cosine */
 extern const char *const fm_tdist_names[];     /* uniform logit_normal */
 extern const char *const fm_sampler_names[];   /* euler heun sde */
+extern const char *const fm_batch_names[];     /* global per_rank */
+extern const char *const fm_lr_scale_names[];  /* none linear sqrt */
+
+typedef enum fm_batch_mode { FM_BATCH_GLOBAL, FM_BATCH_PER_RANK } fm_batch_mode;
+typedef enum fm_lr_scale { FM_LR_SCALE_NONE, FM_LR_SCALE_LINEAR, FM_LR_SCALE_SQRT } fm_lr_scale;
 
 /* The optimisation settings shared by the trained stages (vae, flow).
  * Keys: <stage>.steps, <stage>.batch_size, ... (no "train." in the key). */
@@ -160,6 +165,8 @@ typedef struct fm_config {
     } eval;
     struct {
         bool zero;                 /* ZeRO-1: optimiser and EMA state sharded over the ranks */
+        int batch;                 /* fm_batch_mode: what the *.batch_size keys count */
+        int lr_scale;              /* fm_lr_scale: learning rates for per-rank batches on several ranks */
         double timeout;            /* s: the longest wait for another rank */
     } dist;
 
@@ -243,8 +250,17 @@ int fm_config_set_out(fm_config *c, const char *dir, fm_err *e);
 int fm_config_validate(const fm_config *c, fm_err *e);
 
 /* Every global batch size of the configured stages must split evenly over
- * world_size ranks. */
+ * world_size ranks (with dist.batch: global; per-rank batches always do). */
 int fm_config_check_world(const fm_config *c, int world_size, fm_err *e);
+
+/* The configuration the stages run with on world_size ranks: with
+ * dist.batch: per_rank every *.batch_size is multiplied by world_size (the
+ * global batch) and every learning rate by world_size (dist.lr_scale:
+ * linear) or its square root (sqrt); with dist.batch: global, nothing
+ * changes. Logs what it changed. FM_ERR_USAGE naming the key when a global
+ * batch would exceed 2^20. c itself stays what the user gave (config.yaml
+ * and the checkpoints record that). */
+int fm_config_apply_world(fm_config *c, int world_size, fm_err *e);
 
 /* ---- output ---- */
 

@@ -22,8 +22,9 @@
 #include "fm/world.h"
 
 typedef struct fm_pipeline {
-    const fm_config *cfg;
-    char *config_text;        /* the resolved config as YAML */
+    const fm_config *cfg;     /* what the stages run with (fm_config_apply_world of given) */
+    const fm_config *given;   /* as resolved from the file and --set: recorded in config.yaml and checkpoints */
+    char *config_text;        /* given as YAML */
     const fm_world *world;
     fm_dnn dnn;
     fm_metrics metrics;       /* open on rank 0 */

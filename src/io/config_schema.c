@@ -3,12 +3,14 @@
  * loader is in config.c; the models check their own architectures
  * (build.h: fm_build_validate). */
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "fm/config.h"
 #include "fm/dataset.h"
+#include "fm/log.h"
 
 const char *const fm_stage_names[] = { "vae", "encode", "flow", "sample", "eval", NULL };
 const char *const fm_precision_names[] = { "fp32", "bf16", NULL };
@@ -17,6 +19,8 @@ const char *const fm_model_names[] = { "unet", "dit", NULL };
 const char *const fm_path_names[] = { "linear", "cosine", NULL };
 const char *const fm_tdist_names[] = { "uniform", "logit_normal", NULL };
 const char *const fm_sampler_names[] = { "euler", "heun", "sde", NULL };
+const char *const fm_batch_names[] = { "global", "per_rank", NULL };
+const char *const fm_lr_scale_names[] = { "none", "linear", "sqrt", NULL };
 
 _Static_assert(FM_CFG_IMAGE_SIDE == FM_MNIST_PADDED, "image side");
 
@@ -119,6 +123,8 @@ static const fm_cfg_key keys[] = {
     INT_("eval.batch_size", eval.batch_size, "256", 1, 1 << 20, "global batch size of generation and feature extraction"),
     /* dist: data parallelism over the MPI ranks */
     BOOL_("dist.zero", dist.zero, "false", "ZeRO-1: each rank keeps and updates a 1/ranks shard of AdamW and EMA"),
+    ENUM_("dist.batch", dist.batch, "global", fm_batch_names, "what every *.batch_size counts: the global batch, or the batch of one rank (weak scaling)"),
+    ENUM_("dist.lr_scale", dist.lr_scale, "none", fm_lr_scale_names, "with per_rank batches: learning rates times ranks (linear) or sqrt(ranks)"),
     POS_("dist.timeout", dist.timeout, "600", 1e6, "seconds a rank waits for another in a collective before it stops the job"),
 };
 
@@ -212,9 +218,43 @@ int fm_config_check_world(const fm_config *c, int world_size, fm_err *e)
         { FM_STAGE_EVAL, "eval.classifier_batch_size", c->eval.classifier_batch_size },
         { FM_STAGE_EVAL, "eval.batch_size", c->eval.batch_size },
     };
-    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
+    for (size_t i = 0; i < sizeof b / sizeof b[0] && c->dist.batch == FM_BATCH_GLOBAL; i++)
         if (fm_config_has_stage(c, b[i].stage) && b[i].batch % world_size != 0)
-            return fail_at(c, b[i].key, e, "%d does not split evenly over %d ranks (batch sizes are global)",
-                           b[i].batch, world_size);
+            return fail_at(c, b[i].key, e,
+                           "%d does not split evenly over %d ranks (batch sizes are global): use a multiple of %d, "
+                           "or set dist.batch: per_rank to give the batch of one rank",
+                           b[i].batch, world_size, world_size);
+    return FM_OK;
+}
+
+int fm_config_apply_world(fm_config *c, int world_size, fm_err *e)
+{
+    if (c->dist.batch == FM_BATCH_GLOBAL || world_size == 1)
+        return FM_OK;
+    struct {
+        const char *key;
+        int *batch;
+    } b[] = {
+        { "vae.batch_size", &c->vae.train.batch_size },   { "encode.batch_size", &c->encode.batch_size },
+        { "flow.batch_size", &c->flow.train.batch_size }, { "eval.classifier_batch_size", &c->eval.classifier_batch_size },
+        { "eval.batch_size", &c->eval.batch_size },
+    };
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) {
+        if ((long long)*b[i].batch * world_size > (1 << 20))
+            return fail_at(c, b[i].key, e, "%d per rank x %d ranks exceeds the largest global batch, %d", *b[i].batch,
+                           world_size, 1 << 20);
+        *b[i].batch *= world_size;
+    }
+    const double k = c->dist.lr_scale == FM_LR_SCALE_LINEAR ? (double)world_size
+                     : c->dist.lr_scale == FM_LR_SCALE_SQRT ? sqrt((double)world_size)
+                                                            : 1.0;
+    c->vae.train.lr *= k;
+    c->flow.train.lr *= k;
+    c->eval.classifier_lr *= k;
+    fm_info("dist.batch: per_rank on %d ranks: global batches vae %d, encode %d, flow %d, classifier %d, eval %d; "
+            "learning rates x%.4g (dist.lr_scale: %s): vae %g, flow %g, classifier %g",
+            world_size, c->vae.train.batch_size, c->encode.batch_size, c->flow.train.batch_size,
+            c->eval.classifier_batch_size, c->eval.batch_size, k, fm_lr_scale_names[c->dist.lr_scale],
+            c->vae.train.lr, c->flow.train.lr, c->eval.classifier_lr);
     return FM_OK;
 }

@@ -22,7 +22,7 @@ static int write_config(fm_pipeline *P, fm_err *e)
     fm_config *rec = malloc(sizeof *rec);
     if (!rec)
         return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the configuration");
-    int rc = fm_config_guard(P->cfg, rec, e);
+    int rc = fm_config_guard(P->given, rec, e);
     char *text = NULL;
     size_t len = 0;
     FILE *mem = rc == FM_OK ? open_memstream(&text, &len) : NULL;
@@ -73,7 +73,17 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
 {
     fm_pipeline P;
     memset(&P, 0, sizeof P);
-    P.cfg = cfg;
+    fm_config *eff = malloc(sizeof *eff); /* the stages' configuration on this many ranks */
+    if (!eff)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the configuration");
+    *eff = *cfg;
+    int arc = fm_config_apply_world(eff, w->size, e);
+    if (arc != FM_OK) {
+        free(eff);
+        return arc;
+    }
+    P.cfg = eff;
+    P.given = cfg;
     P.world = w;
     P.train = train;
     P.test = test;
@@ -112,6 +122,7 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
     if (P.dnn.engine)
         fm_dnn_free(&P.dnn);
     free(P.config_text);
+    free(eff);
     if (rc == FM_OK)
         fm_info("done: %s", cfg->run.out);
     return rc;

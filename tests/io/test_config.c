@@ -2,6 +2,7 @@
  * dump -> load round trips, overrides, and one test per kind of error with
  * its exact "file:line:col: key: ..." message. Run from the repository root
  * (tests/run.sh does): it reads configs/ and docs/config.md. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -384,7 +385,41 @@ static int test_err_cross_checks(void)
     CHECK_OK(fm_config_set(&c, "flow.warmup=0", &e), &e);
     CHECK_OK(fm_config_validate(&c, &e), &e);
     CHECK_ERR(fm_config_check_world(&c, 3, &e), &e,
-              "t.yaml: vae.batch_size: 128 does not split evenly over 3 ranks (batch sizes are global)");
+              "t.yaml: vae.batch_size: 128 does not split evenly over 3 ranks (batch sizes are global): use a "
+              "multiple of 3, or set dist.batch: per_rank to give the batch of one rank");
+    return 0;
+}
+
+/* dist.batch: per_rank: every batch times the ranks, learning rates by
+ * dist.lr_scale; global batches too large are refused naming the key. */
+static int test_per_rank_batches(void)
+{
+    fm_err e = { 0 };
+    fm_config c;
+    CHECK_OK(load_text(&c, "dist:\n  batch: per_rank\n  lr_scale: linear\nflow:\n  batch_size: 5\n  lr: 1e-3\n", &e), &e);
+    CHECK_OK(fm_config_check_world(&c, 3, &e), &e); /* per-rank batches always split */
+    fm_config g = c;
+    CHECK_OK(fm_config_apply_world(&g, 3, &e), &e);
+    CHECK(g.flow.train.batch_size == 15 && g.vae.train.batch_size == 3 * c.vae.train.batch_size,
+          "global batches %d, %d", g.flow.train.batch_size, g.vae.train.batch_size);
+    CHECK(fabs(g.flow.train.lr - 3e-3) < 1e-12 && fabs(g.eval.classifier_lr - 3 * c.eval.classifier_lr) < 1e-12,
+          "linear lr %g", g.flow.train.lr);
+    CHECK_OK(fm_config_set(&c, "dist.lr_scale=sqrt", &e), &e);
+    g = c;
+    CHECK_OK(fm_config_apply_world(&g, 4, &e), &e);
+    CHECK(fabs(g.flow.train.lr - 2e-3) < 1e-12 && g.flow.train.batch_size == 20, "sqrt lr %g", g.flow.train.lr);
+    g = c;
+    CHECK_OK(fm_config_apply_world(&g, 1, &e), &e);
+    CHECK(g.flow.train.batch_size == 5 && g.flow.train.lr == 1e-3, "one rank changed the config");
+    CHECK_OK(fm_config_set(&c, "flow.batch_size=600000", &e), &e);
+    g = c;
+    CHECK_ERR(fm_config_apply_world(&g, 2, &e), &e,
+              "--set flow.batch_size=600000: flow.batch_size: 600000 per rank x 2 ranks exceeds the largest global "
+              "batch, 1048576");
+    CHECK_OK(fm_config_set(&c, "dist.batch=global", &e), &e);
+    g = c;
+    CHECK_OK(fm_config_apply_world(&g, 2, &e), &e);
+    CHECK(g.flow.train.batch_size == 600000 && g.flow.train.lr == 1e-3, "global mode changed the config");
     return 0;
 }
 
@@ -438,7 +473,7 @@ int main(int argc, char **argv)
         TEST(test_err_set_unknown_key),
         TEST(test_err_set_wrong_type),
         TEST(test_err_missing_file),
-        TEST(test_err_cross_checks),
+        TEST(test_err_cross_checks), TEST(test_per_rank_batches),
         TEST(test_docs_cover_every_key),
     };
     return fm_test_main("config", tests, (int)(sizeof tests / sizeof tests[0]), argc, argv);
