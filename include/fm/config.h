@@ -100,6 +100,7 @@ typedef struct fm_config {
         fm_ilist stages;          /* fm_stage values, in pipeline order */
         int log_every;            /* metrics line every K steps */
         int profile_steps;        /* flow steps to profile per layer (0 = off) */
+        int schedule_steps;       /* flow steps whose schedule goes to schedule-flow.json (0 = off) */
         int ckpt_keep;            /* keep the newest K checkpoints per stage */
         int threads;              /* OpenMP threads per rank; 0 = OMP_NUM_THREADS */
         int precision;            /* fm_precision */

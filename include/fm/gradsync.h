@@ -116,6 +116,10 @@ typedef struct fm_gradsync {
     double comm_ms;       /* best probe so far (0 with one rank) */
     int nprobes;
     int64_t step;         /* steps begun, for error messages */
+    /* the last step's gradient round, times (fm_now, s) per bucket in plan
+     * order: handed to the thread, and the thread's start and end of its
+     * reduction (probes and allgathers are not recorded) */
+    double *t_handed, *t_reduce0, *t_reduce1; /* [ntensors] each */
     /* ZeRO-1 (fm_gradsync_set_zero): finish only reduce-scatters; this rank
      * owns and updates shard[0 .. nshard) of the arena, then allgathers */
     int zero;

@@ -46,6 +46,7 @@
 #include "fm/config.h"
 #include "fm/ema.h"
 #include "fm/gradsync.h"
+#include "fm/steptrace.h"
 #include "fm/metrics.h"
 #include "fm/optim.h"
 #include "fm/params.h"
@@ -94,6 +95,9 @@ typedef struct fm_trainer {
     int prof_steps;               /* steps to profile; 0 = off */
     int prof_done;                /* steps profiled so far */
     int64_t prof_first;           /* the window's first step (set at the run's first step) */
+    fm_steptrace trace;           /* the schedule window (run.schedule_steps): steptrace.h */
+    int trace_steps, tracing;
+    fm_steptrace_marks marks;     /* this step's phase ends when tracing */
     double prof_wall;             /* wall time of the profiled steps, s (begin to the end of fm_trainer_end) */
 } fm_trainer;
 
@@ -129,6 +133,13 @@ void fm_trainer_begin(fm_trainer *t);
 /* After backward: average gradients and loss over ranks, clip, skip the
  * update if anything is non-finite, AdamW + EMA, log, checkpoint. */
 int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e);
+
+/* Record the schedule of `steps` steps (after the same warm-up as the
+ * profile) into RUN/schedule-<stage>.json (steptrace.h); 0 = off. */
+int fm_trainer_trace_init(fm_trainer *t, int steps, fm_err *e);
+/* The model's backward starts now (splits forward from backward in the
+ * schedule; call it between forward and backward). */
+void fm_trainer_backward_begins(fm_trainer *t);
 
 /* With ZeRO-1 (dist.zero), every rank's shard of the AdamW moments and the
  * EMA copied to rank 0, so that rank 0 holds the whole state (for a

@@ -1,6 +1,6 @@
 /* fmtrain.c - the command line: argument parsing and the stage pipeline.
  *
- *   fmtrain CONFIG [--out DIR] [--set section.key=value]... [--profile[=N]] [--dry-run]
+ *   fmtrain CONFIG [--out DIR] [--set section.key=value]... [--profile[=N]] [--dump-schedule[=N]] [--dry-run]
  *   fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler s] [--seed s] -o FILE.png
  *   fmtrain eval RUN_DIR
  *   fmtrain --help | --version | --keys
@@ -37,7 +37,8 @@
 #define PROFILE_DEFAULT_STEPS 20 /* --profile without =N */
 
 static const char usage_text[] =
-    "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]... [--profile[=N]] [--dry-run]\n"
+    "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]... [--profile[=N]] [--dump-schedule[=N]]\n"
+    "               [--dry-run]\n"
     "       fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler euler|heun|sde] [--seed s] -o FILE.png\n"
     "       fmtrain eval RUN_DIR\n"
     "       fmtrain --help | --version | --keys\n";
@@ -56,6 +57,9 @@ static const char help_text[] =
     "  --profile[=N]             time every layer and update phase of N flow steps (default 20)\n"
     "                            after 3 warm-up steps, then train on; tables to stderr and to\n"
     "                            RUN/profile-flow.txt and .json (= --set run.profile_steps=N)\n"
+    "  --dump-schedule[=N]       record phase and per-bucket gradient-reduction times of N flow\n"
+    "                            steps (default 20) into RUN/schedule-flow.json, the input of\n"
+    "                            jobs/simulate (= --set run.schedule_steps=N)\n"
     "  --dry-run                 validate config and data, print the resolved config and the\n"
     "                            plan, create nothing\n"
     "  --keys                    print every config key: type, default, range, meaning\n"
@@ -87,6 +91,7 @@ typedef struct args {
     const char *run_dir;                 /* eval */
     int dry_run;                         /* train: validate and print the plan only */
     char profile_set[64];                /* "run.profile_steps=N" of --profile, an override's text */
+    char schedule_set[64];               /* "run.schedule_steps=N" of --dump-schedule */
 } args;
 
 static int usage_fail(fm_err *e, const char *fmt, const char *arg)
@@ -199,6 +204,13 @@ static int parse_eval_args(int argc, char **argv, args *a, fm_err *e)
     return FM_OK;
 }
 
+/* arg is FLAG or FLAG=... */
+static int window_flag(const char *arg, const char *flag)
+{
+    const size_t n = strlen(flag);
+    return !strncmp(arg, flag, n) && (arg[n] == '\0' || arg[n] == '=');
+}
+
 static int parse_args(int argc, char **argv, args *a, fm_err *e)
 {
     memset(a, 0, sizeof *a);
@@ -238,23 +250,31 @@ static int parse_args(int argc, char **argv, args *a, fm_err *e)
             a->dry_run = 1;
             continue;
         }
-        if (!only_positional && (!strcmp(arg, "--profile") || !strncmp(arg, "--profile=", 10))) {
+        if (!only_positional && (window_flag(arg, "--profile") || window_flag(arg, "--dump-schedule"))) {
+            const int profile = window_flag(arg, "--profile");
+            const size_t fl = strlen(profile ? "--profile" : "--dump-schedule");
             int steps = PROFILE_DEFAULT_STEPS;
-            if (arg[9] == '=') {
+            if (arg[fl] == '=') {
                 char *end;
                 errno = 0;
-                long n = strtol(arg + 10, &end, 10);
-                if (!arg[10] || *end || errno || n < 0 || n > 1000000000)
-                    return usage_fail(e, "--profile=N: expected a number of steps (0 = off), got '%s'", arg + 10);
+                long n = strtol(arg + fl + 1, &end, 10);
+                if (!arg[fl + 1] || *end || errno || n < 0 || n > (profile ? 1000000000 : 100000))
+                    return usage_fail(e, profile ? "--profile=N: expected a number of steps (0 = off), got '%s'"
+                                                 : "--dump-schedule=N: expected a number of steps (0 = off, at most "
+                                                   "100000), got '%s'",
+                                      arg + fl + 1);
                 steps = (int)n;
             } else if (i + 1 < argc && argv[i + 1][0] && strspn(argv[i + 1], "0123456789") == strlen(argv[i + 1])) {
-                return usage_fail(e, "--profile takes its number of steps after '=': --profile=%s", argv[i + 1]);
+                return usage_fail(e, profile ? "--profile takes its number of steps after '=': --profile=%s"
+                                             : "--dump-schedule takes its number of steps after '=': --dump-schedule=%s",
+                                  argv[i + 1]);
             }
             if (a->novr == MAX_OVERRIDES)
                 return usage_fail(e, "more than %s --set/--out options", "256");
-            snprintf(a->profile_set, sizeof a->profile_set, "run.profile_steps=%d", steps);
+            char *text = profile ? a->profile_set : a->schedule_set;
+            snprintf(text, sizeof a->profile_set, "run.%s_steps=%d", profile ? "profile" : "schedule", steps);
             a->ovr[a->novr].is_out = 0;
-            a->ovr[a->novr++].text = a->profile_set;
+            a->ovr[a->novr++].text = text;
             continue;
         }
         if (!only_positional && !strcmp(arg, "--")) {

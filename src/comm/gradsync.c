@@ -256,6 +256,8 @@ static void *thread_main(void *arg)
         if (k == 0)
             th->t_first = t0;
         th->t_last = t1;
+        if (th->op != OP_ALLGATHER && !th->probe) /* the step's gradient round */
+            th->gs->t_reduce0[k] = t0, th->gs->t_reduce1[k] = t1;
         if (rc != FM_OK) {
             th->rc = rc;
             th->err = e;
@@ -419,8 +421,11 @@ int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bu
     gs->pending = calloc(m, sizeof *gs->pending);
     gs->final = calloc(m, 1);
     gs->rec = malloc(m * sizeof *gs->rec);
+    gs->t_handed = calloc(3 * m, sizeof(double));
+    gs->t_reduce0 = gs->t_handed ? gs->t_handed + m : NULL;
+    gs->t_reduce1 = gs->t_handed ? gs->t_handed + 2 * m : NULL;
     gs->staging = gs->plan.packed_floats ? calloc(gs->plan.packed_floats, sizeof(float)) : NULL;
-    if (!gs->pending || !gs->final || !gs->rec || (gs->plan.packed_floats && !gs->staging)) {
+    if (!gs->pending || !gs->final || !gs->rec || !gs->t_handed || (gs->plan.packed_floats && !gs->staging)) {
         fm_gradsync_free(gs);
         return fm_fail(e, FM_ERR_INTERNAL, "out of memory for gradient buckets");
     }
@@ -447,6 +452,7 @@ void fm_gradsync_free(fm_gradsync *gs)
     free(gs->pending);
     free(gs->final);
     free(gs->rec);
+    free(gs->t_handed);
     free(gs->shard);
     free(gs->xfer);
     memset(gs, 0, sizeof *gs);
@@ -485,6 +491,7 @@ static void start_bucket(fm_gradsync *gs, int k)
             dst += g->count;
         }
     }
+    gs->t_handed[k] = fm_now();
     hand_over(gs, k);
 }
 

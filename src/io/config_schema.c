@@ -59,6 +59,9 @@ static const fm_cfg_key keys[] = {
     INT_("run.profile_steps", run.profile_steps, "0", 0, BIG,
          "per-layer profile of N flow steps after 3 warm-up steps of the run: tables on stderr and in "
          "profile-flow.txt and .json of the run directory; 0 = off; --profile sets 20"),
+    INT_("run.schedule_steps", run.schedule_steps, "0", 0, 100000,
+         "record the schedule of N flow steps after 3 warm-up steps (phase and per-bucket times of every step, for "
+         "jobs/simulate) in schedule-flow.json of the run directory; 0 = off; --dump-schedule sets 20"),
     INT_("run.ckpt_keep", run.ckpt_keep, "3", 1, 1000, "keep the newest K checkpoints of each stage"),
     INT_("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank; 0 = OMP_NUM_THREADS"),
     ENUM_("run.precision", run.precision, "fp32", fm_precision_names, "operands of every convolution and matrix product: bf16 rounds them "

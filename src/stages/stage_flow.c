@@ -89,6 +89,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
                              c->flow.ema_warmup, e);
     if (rc == FM_OK)
         rc = fm_trainer_profile_init(&t, c->run.profile_steps, e);
+    if (rc == FM_OK)
+        rc = fm_trainer_trace_init(&t, c->run.schedule_steps, e);
     if (rc != FM_OK)
         goto out;
     long D = model.dim;
@@ -167,6 +169,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
             loss = fm_mse_forward(u, target, (long)per);
             fm_mse_backward(u, target, (long)per, 1.0f, du);
         });
+        fm_trainer_backward_begins(&t);
         if ((rc = fm_flow_model_backward(&model, du, e)) != FM_OK)
             break;
         if ((rc = fm_trainer_end(&t, loss, e)) != FM_OK)

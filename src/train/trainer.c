@@ -93,6 +93,7 @@ void fm_trainer_free(fm_trainer *t)
     t->use_ema = 0;
     fm_gradsync_free(&t->sync);
     fm_profile_free(&t->prof_table);
+    fm_steptrace_free(&t->trace);
     t->prof = NULL;
     free(t->gathered);
     t->gathered = NULL;
@@ -221,6 +222,9 @@ void fm_trainer_begin(fm_trainer *t)
         t->prof_first = t->step + FM_TRAINER_PROFILE_WARMUP;
     }
     t->prof = t->prof_done < t->prof_steps && t->step >= t->prof_first ? &t->prof_table : NULL;
+    t->tracing = t->trace.n < t->trace_steps && t->step >= t->prof_first;
+    memset(&t->marks, 0, sizeof t->marks);
+    t->marks.begin = t->t_begin;
     fm_gradsync_begin(&t->sync);
     t->poison = fault_step(t);
 }
@@ -323,6 +327,61 @@ static int profile_report(const fm_trainer *t, fm_err *e)
     return rc;
 }
 
+/* ---- the schedule window (steptrace.h) ---- */
+
+#define MARK(t, field)                          \
+    do {                                        \
+        if ((t)->tracing)                       \
+            (t)->marks.field = fm_now();        \
+    } while (0)
+
+int fm_trainer_trace_init(fm_trainer *t, int steps, fm_err *e)
+{
+    if (steps <= 0)
+        return FM_OK;
+    t->trace_steps = steps;
+    return fm_steptrace_init(&t->trace, steps, t->params->n, t->world->size, e);
+}
+
+void fm_trainer_backward_begins(fm_trainer *t) { MARK(t, backward); }
+
+/* Record a traced step; at the end of the window (or of the stage) rank 0
+ * writes RUN/schedule-<stage>.json. */
+static void trace_step_done(fm_trainer *t)
+{
+    if (!t->tracing)
+        return;
+    t->marks.end = fm_now();
+    t->tracing = 0;
+    fm_steptrace_add(&t->trace, t->step - 1, &t->marks, &t->sync, t->gathered);
+    if (t->trace.n < t->trace_steps && t->step < t->tc->steps)
+        return;
+    t->trace_steps = t->trace.n; /* the window is closed */
+    if (t->world->rank != 0)
+        return;
+    const fm_config *c = t->cfg;
+    const fm_steptrace_info info = {
+        .stage = t->stage,
+        .model = !strcmp(t->stage, "flow") ? fm_model_names[c->flow.model] : t->stage,
+        .world = t->world->size,
+        .threads = omp_get_max_threads(),
+        .zero = t->sync.zero,
+        .global_batch = t->global_batch,
+        .bucket_mb = c->flow.bucket_mb,
+        .flops_per_step = t->flops_per_step,
+        .comm_ms = t->sync.comm_ms,
+        .params = t->params->numel,
+    };
+    char path[4200], name[96];
+    snprintf(name, sizeof name, "schedule-%s.json", t->stage);
+    snprintf(path, sizeof path, "%s/%s", c->run.out, name);
+    fm_err we = { 0 };
+    if (fm_steptrace_write(&t->trace, &info, &t->sync, path, &we) != FM_OK)
+        fm_warn("%s: the schedule was not written: %s", t->stage, we.msg);
+    else
+        fm_info("%s: the schedule of %d steps is in %s", t->stage, t->trace.n, path);
+}
+
 /* Close a profiled step (t->prof set): add its wall time; at the end of the
  * window (or of the stage) report and stop profiling. */
 static void profile_step_done(fm_trainer *t)
@@ -347,12 +406,15 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
 {
     fm_profile *const pr = t->prof;
     t->t_compute_end = fm_now();
+    MARK(t, compute_end);
     FM_PROF_CALL(pr, "step", "allreduce", "allreduce", FM_PROF_STEP, 0, fm_gradsync_finish(&t->sync, e));
+    MARK(t, reduced);
     /* the loss is the mean of the ranks' losses (equal local batches); the
      * compute times give the imbalance */
     const double compute_ms = 1e3 * (t->t_compute_end - t->t_begin), mine[2] = { local_loss, compute_ms };
     FM_PROF_CALL(pr, "step", "allgather", "allgather", FM_PROF_STEP, 0,
                  fm_world_allgather(t->world, mine, 2, t->gathered, e));
+    MARK(t, stats);
     double loss = 0, slowest = 0;
     for (int r = 0; r < t->world->size; r++) {
         loss += t->gathered[2 * r];
@@ -373,6 +435,7 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
         FM_PROF_VOID(pr, "step", "clip", "clip", FM_PROF_STEP, 0,
                      norm = fm_clip_grad_norm(t->params->grad, t->params->numel, max_norm));
     }
+    MARK(t, clip);
     double lr = fm_lr_at(&t->sched, t->step);
     if (!isfinite(loss) || !isfinite(norm)) {
         t->bad_steps++;
@@ -388,16 +451,21 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
         if (gs->zero) { /* this rank's shard, then every rank's new weights */
             FM_PROF_CALL(pr, "step", "adamw", "adamw", FM_PROF_STEP, 0,
                          fm_adamw_step_spans(&t->opt, lr, gs->shard, gs->nshard, e));
+            MARK(t, adamw);
             if (t->use_ema)
                 FM_PROF_CALL(pr, "step", "ema", "ema", FM_PROF_STEP, 0,
                              fm_ema_update_spans(&t->ema, t->opt.step - 1, gs->shard, gs->nshard, e));
+            MARK(t, ema);
             FM_PROF_CALL(pr, "step", "param_allgather", "allgather", FM_PROF_STEP, 0,
                          fm_gradsync_allgather(&t->sync, t->params->data, e));
+            MARK(t, param_allgather);
         } else {
             FM_PROF_CALL(pr, "step", "adamw", "adamw", FM_PROF_STEP, 0, fm_adamw_step(&t->opt, lr, e));
+            MARK(t, adamw);
             if (t->use_ema)
                 FM_PROF_CALL(pr, "step", "ema", "ema", FM_PROF_STEP, 0,
                              fm_ema_update(&t->ema, t->opt.step - 1, e));
+            MARK(t, ema);
         }
     }
     if (gs->replan_due) { /* ZeRO after the first step: whole state everywhere, then the new shards */
@@ -464,6 +532,7 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
     int stop = fm_stop_requested();
     FM_PROF_CALL(pr, "step", "stop_check", "sync", FM_PROF_STEP, 0, fm_world_max_int(t->world, &stop, e));
     profile_step_done(t);
+    trace_step_done(t);
     if (stop && t->step < total) {
         if (!saved)
             FM_TRY(fm_trainer_save(t, e));
