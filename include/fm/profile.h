@@ -188,6 +188,15 @@ int fm_profile_json(const fm_profile *p, fm_profile_by by, int steps, double tot
             fm_prof_site_add((site), (phase), fm_now() - (t0), (flops));     \
     } while (0)
 
+/* A layer timing itself: `call` (an int status, FM_TRY'd) accounted to its
+ * site (NULL: only the test) with `flops` (evaluated only when timed). */
+#define FM_PROF_SITE_CALL(site, phase, flops, call)         \
+    do {                                                    \
+        const double t0_ = FM_PROF_START(site);             \
+        FM_TRY(call);                                       \
+        FM_PROF_END((site), (phase), t0_, (flops));         \
+    } while (0)
+
 /* Time `call`, an expression returning an int status (FM_TRY'd). */
 #define FM_PROF_CALL(prof, scope, layer, kind, phase, flops, call)                \
     do {                                                                          \

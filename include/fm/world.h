@@ -37,6 +37,15 @@ int fm_world_allgather(const fm_world *w, const double *mine, int n, double *all
 /* Max of one int over ranks (agreement on flags such as "stop now"). */
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e);
 int fm_world_barrier(const fm_world *w, fm_err *e);
+/* Poll req[0 .. n) until all are complete, yielding the core (sched_yield,
+ * then short sleeps: oversubscribed ranks must not spin), for at most
+ * timeout_s seconds. FM_POLL_DONE; FM_POLL_TIMEOUT with *open the index of
+ * the first request still open (the caller cancels or frees them); or
+ * FM_POLL_MPI_ERROR with MPI's code in *mpi_rc. */
+enum { FM_POLL_DONE, FM_POLL_TIMEOUT, FM_POLL_MPI_ERROR };
+#ifdef MPI_VERSION
+int fm_world_poll(MPI_Request *req, int n, double timeout_s, int *open, int *mpi_rc);
+#endif
 /* FM_ERR_INTERNAL "<what> failed: <MPI's message for mpi_rc>". */
 int fm_world_fail(fm_err *e, int mpi_rc, const char *what);
 /* Stop every rank (after an error on one of them). */

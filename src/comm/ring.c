@@ -2,10 +2,8 @@
 #include "fm/ring.h"
 
 #include <limits.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "fm/timer.h"
 #include "fm/world.h"
@@ -47,48 +45,31 @@ void fm_ring_free(fm_ring *r)
     r->comm = MPI_COMM_NULL;
 }
 
-/* Wait for n requests, yielding the core while waiting; after the deadline
- * cancel what is open and fail with FM_ERR_INTERNAL naming the peer of the
- * first open request (peer[i] is request i's; request 0 is a receive when
+/* Wait for n requests for at most the ring's timeout; after it cancel what
+ * is open and fail with FM_ERR_INTERNAL naming the peer of the first open
+ * request (peer[i] is request i's; request 0 is a receive when
  * first_is_recv, every other one a send). */
 static int wait_reqs(fm_ring *r, MPI_Request *req, const int *peer, int n, int first_is_recv, const char *phase,
                      int round, fm_err *e)
 {
-    const double t0 = fm_now();
-    for (unsigned long it = 0;; it++) {
-        int flag = 0;
-        int rc = MPI_Testall(n, req, &flag, MPI_STATUSES_IGNORE);
-        if (rc != MPI_SUCCESS)
-            return fm_world_fail(e, rc, phase);
-        if (flag)
-            return FM_OK;
-        if (it < 256) {
-            sched_yield();
-            continue;
+    int open = 0, mpi_rc = MPI_SUCCESS;
+    const int st = fm_world_poll(req, n, r->timeout_s, &open, &mpi_rc);
+    if (st == FM_POLL_DONE)
+        return FM_OK;
+    if (st == FM_POLL_MPI_ERROR)
+        return fm_world_fail(e, mpi_rc, phase);
+    for (int k = 0; k < n; k++) /* nothing of this call may match later messages */
+        if (req[k] != MPI_REQUEST_NULL) {
+            if (k == 0 && first_is_recv)
+                MPI_Cancel(&req[k]);
+            MPI_Request_free(&req[k]);
         }
-        if (fm_now() - t0 > r->timeout_s) {
-            int missing = -1, recv = 0;
-            for (int k = 0; k < n; k++) {
-                int done = req[k] == MPI_REQUEST_NULL;
-                if (!done)
-                    MPI_Test(&req[k], &done, MPI_STATUS_IGNORE);
-                if (!done && missing < 0)
-                    missing = peer[k], recv = k == 0 && first_is_recv;
-                if (!done) { /* nothing of this call may match later messages */
-                    if (k == 0)
-                        MPI_Cancel(&req[k]);
-                    MPI_Request_free(&req[k]);
-                }
-            }
-            return fm_fail(e, FM_ERR_INTERNAL,
-                           "%s%s%s round %d: rank %d waited %.0f s for rank %d (%s): that rank is stopped, dead or "
-                           "far behind; raise dist.timeout if it is only slow",
-                           r->what ? r->what : "", r->what ? ": " : "", phase, round, r->rank, r->timeout_s, missing,
-                           recv ? "no data arrived" : "it does not take our data");
-        }
-        const struct timespec ts = { 0, it < 4096 ? 2000 : 20000 }; /* 2 us, then 20 us */
-        nanosleep(&ts, NULL);
-    }
+    const int recv = open == 0 && first_is_recv;
+    return fm_fail(e, FM_ERR_INTERNAL,
+                   "%s%s%s round %d: rank %d waited %.0f s for rank %d (%s): that rank is stopped, dead or far "
+                   "behind; raise dist.timeout if it is only slow",
+                   r->what ? r->what : "", r->what ? ": " : "", phase, round, r->rank, r->timeout_s, peer[open],
+                   recv ? "no data arrived" : "it does not take our data");
 }
 
 static int exchange(fm_ring *r, const float *send, size_t ns, float *recv, size_t nr, int tag, const char *phase,
@@ -109,27 +90,25 @@ static int exchange(fm_ring *r, const float *send, size_t ns, float *recv, size_
     return wait_reqs(r, req, peer, 2, 1, phase, round, e);
 }
 
-int fm_ring_send(fm_ring *r, const float *x, size_t n, int to, int tag, fm_err *e)
+/* One blocking send (is_send) or receive with the ring's bounded wait. */
+static int p2p(fm_ring *r, float *x, size_t n, int peer, int tag, int is_send, fm_err *e)
 {
     if (n > INT_MAX)
         return fm_fail(e, FM_ERR_INTERNAL, "ring: a message of %zu floats exceeds an MPI count", n);
     MPI_Request req = MPI_REQUEST_NULL;
-    int rc = MPI_Isend(x, (int)n, MPI_FLOAT, to, tag, r->comm, &req);
+    int rc = is_send ? MPI_Isend(x, (int)n, MPI_FLOAT, peer, tag, r->comm, &req)
+                     : MPI_Irecv(x, (int)n, MPI_FLOAT, peer, tag, r->comm, &req);
     if (rc != MPI_SUCCESS)
-        return fm_world_fail(e, rc, "MPI_Isend");
-    return wait_reqs(r, &req, &to, 1, 0, "send", 0, e);
+        return fm_world_fail(e, rc, is_send ? "MPI_Isend" : "MPI_Irecv");
+    return wait_reqs(r, &req, &peer, 1, !is_send, is_send ? "send" : "receive", 0, e);
 }
 
-int fm_ring_recv(fm_ring *r, float *x, size_t n, int from, int tag, fm_err *e)
+int fm_ring_send(fm_ring *r, const float *x, size_t n, int to, int tag, fm_err *e)
 {
-    if (n > INT_MAX)
-        return fm_fail(e, FM_ERR_INTERNAL, "ring: a message of %zu floats exceeds an MPI count", n);
-    MPI_Request req = MPI_REQUEST_NULL;
-    int rc = MPI_Irecv(x, (int)n, MPI_FLOAT, from, tag, r->comm, &req);
-    if (rc != MPI_SUCCESS)
-        return fm_world_fail(e, rc, "MPI_Irecv");
-    return wait_reqs(r, &req, &from, 1, 1, "receive", 0, e);
+    return p2p(r, (float *)x, n, to, tag, 1, e);
 }
+
+int fm_ring_recv(fm_ring *r, float *x, size_t n, int from, int tag, fm_err *e) { return p2p(r, x, n, from, tag, 0, e); }
 
 static int check_count(const fm_ring *r, size_t n, fm_err *e)
 {

@@ -43,36 +43,59 @@ void fm_world_set_timeout(fm_world *w, double seconds)
         w->timeout_s = seconds;
 }
 
-/* Wait for a non-blocking collective, yielding the core (oversubscribed
- * ranks must not spin), for at most w->timeout_s. */
-static int wait_req(const fm_world *w, MPI_Request *req, const char *what, fm_err *e)
+int fm_world_poll(MPI_Request *req, int n, double timeout_s, int *open, int *mpi_rc)
 {
     const double t0 = fm_now();
     for (unsigned long it = 0;; it++) {
         int flag = 0;
-        int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS)
-            return fm_world_fail(e, rc, what);
+        *mpi_rc = MPI_Testall(n, req, &flag, MPI_STATUSES_IGNORE);
+        if (*mpi_rc != MPI_SUCCESS)
+            return FM_POLL_MPI_ERROR;
         if (flag)
-            return FM_OK;
+            return FM_POLL_DONE;
         if (it < 256) {
             sched_yield();
             continue;
         }
-        if ((it & 63) == 0 && fm_now() - t0 > w->timeout_s) {
-            if (w->size == 2) /* then we know who */
-                return fm_fail(e, FM_ERR_INTERNAL,
-                               "rank %d: %s: rank %d did not arrive within %.0f s (dist.timeout): it is stopped, "
-                               "dead or far behind",
-                               w->rank, what, 1 - w->rank, w->timeout_s);
-            return fm_fail(e, FM_ERR_INTERNAL,
-                           "rank %d: %s: not every one of the %d ranks arrived within %.0f s (dist.timeout): a rank "
-                           "is stopped, dead or far behind",
-                           w->rank, what, w->size, w->timeout_s);
+        if ((it & 63) == 0 && fm_now() - t0 > timeout_s) {
+            *open = 0;
+            for (int k = 0; k < n; k++) {
+                int done = req[k] == MPI_REQUEST_NULL;
+                if (!done)
+                    MPI_Test(&req[k], &done, MPI_STATUS_IGNORE);
+                if (!done) {
+                    *open = k;
+                    break;
+                }
+            }
+            return FM_POLL_TIMEOUT;
         }
         const struct timespec ts = { 0, it < 4096 ? 5000 : 50000 }; /* 5 us, then 50 us */
         nanosleep(&ts, NULL);
     }
+}
+
+/* Wait for a non-blocking collective of the world, for at most w->timeout_s. */
+static int wait_req(const fm_world *w, MPI_Request *req, const char *what, fm_err *e)
+{
+    int open, mpi_rc;
+    switch (fm_world_poll(req, 1, w->timeout_s, &open, &mpi_rc)) {
+    case FM_POLL_DONE:
+        return FM_OK;
+    case FM_POLL_MPI_ERROR:
+        return fm_world_fail(e, mpi_rc, what);
+    default:
+        break;
+    }
+    if (w->size == 2) /* then we know who */
+        return fm_fail(e, FM_ERR_INTERNAL,
+                       "rank %d: %s: rank %d did not arrive within %.0f s (dist.timeout): it is stopped, dead or far "
+                       "behind",
+                       w->rank, what, 1 - w->rank, w->timeout_s);
+    return fm_fail(e, FM_ERR_INTERNAL,
+                   "rank %d: %s: not every one of the %d ranks arrived within %.0f s (dist.timeout): a rank is "
+                   "stopped, dead or far behind",
+                   w->rank, what, w->size, w->timeout_s);
 }
 
 void fm_world_finalize(fm_world *w)
@@ -84,20 +107,24 @@ void fm_world_finalize(fm_world *w)
     w->owns_mpi = 0;
 }
 
-int fm_world_allreduce_sum(const fm_world *w, float *x, size_t n, fm_err *e)
+/* In-place sum over ranks (bcast 0) or broadcast from rank 0 (bcast 1) of
+ * n floats, in chunks of int counts. */
+static int chunked(const fm_world *w, float *x, size_t n, int bcast, fm_err *e)
 {
-    if (w->size == 1)
-        return FM_OK;
-    for (size_t off = 0; off < n; off += MPI_CHUNK) {
-        size_t c = n - off < MPI_CHUNK ? n - off : MPI_CHUNK;
+    const char *what = bcast ? "broadcast from rank 0" : "sum over the ranks (MPI_Iallreduce)";
+    for (size_t off = 0; off < n && w->size > 1; off += MPI_CHUNK) {
+        const int c = (int)(n - off < MPI_CHUNK ? n - off : MPI_CHUNK);
         MPI_Request req;
-        int rc = MPI_Iallreduce(MPI_IN_PLACE, x + off, (int)c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+        int rc = bcast ? MPI_Ibcast(x + off, c, MPI_FLOAT, 0, MPI_COMM_WORLD, &req)
+                       : MPI_Iallreduce(MPI_IN_PLACE, x + off, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
         if (rc != MPI_SUCCESS)
-            return fm_world_fail(e, rc, "MPI_Iallreduce");
-        FM_TRY(wait_req(w, &req, "MPI_Iallreduce", e));
+            return fm_world_fail(e, rc, what);
+        FM_TRY(wait_req(w, &req, what, e));
     }
     return FM_OK;
 }
+
+int fm_world_allreduce_sum(const fm_world *w, float *x, size_t n, fm_err *e) { return chunked(w, x, n, 0, e); }
 
 int fm_world_allreduce_mean(const fm_world *w, float *x, size_t n, fm_err *e)
 {
@@ -110,20 +137,7 @@ int fm_world_allreduce_mean(const fm_world *w, float *x, size_t n, fm_err *e)
     return FM_OK;
 }
 
-int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e)
-{
-    if (w->size == 1)
-        return FM_OK;
-    for (size_t off = 0; off < n; off += MPI_CHUNK) {
-        size_t c = n - off < MPI_CHUNK ? n - off : MPI_CHUNK;
-        MPI_Request req;
-        int rc = MPI_Ibcast(x + off, (int)c, MPI_FLOAT, 0, MPI_COMM_WORLD, &req);
-        if (rc != MPI_SUCCESS)
-            return fm_world_fail(e, rc, "broadcast from rank 0");
-        FM_TRY(wait_req(w, &req, "broadcast from rank 0", e));
-    }
-    return FM_OK;
-}
+int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e) { return chunked(w, x, n, 1, e); }
 
 int fm_world_sum(const fm_world *w, double *v, fm_err *e)
 {

@@ -341,9 +341,7 @@ static int backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm
 
 int fm_conv2d_backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
-    const double t0 = FM_PROF_START(l->prof);
-    FM_TRY(backward(l, x, dy, dx, e));
-    FM_PROF_END(l->prof, FM_PROF_BWD, t0, fm_conv2d_flops_bwd(l, dx != NULL));
+    FM_PROF_SITE_CALL(l->prof, FM_PROF_BWD, fm_conv2d_flops_bwd(l, dx != NULL), backward(l, x, dy, dx, e));
     return FM_OK;
 }
 

@@ -188,17 +188,13 @@ static int backward(fm_linear *l, const float *x, const float *dy, float *dx, fm
 
 int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e)
 {
-    const double t0 = FM_PROF_START(l->prof);
-    FM_TRY(forward(l, x, y, e));
-    FM_PROF_END(l->prof, FM_PROF_FWD, t0, fm_linear_flops_fwd(l));
+    FM_PROF_SITE_CALL(l->prof, FM_PROF_FWD, fm_linear_flops_fwd(l), forward(l, x, y, e));
     return FM_OK;
 }
 
 int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
-    const double t0 = FM_PROF_START(l->prof);
-    FM_TRY(backward(l, x, dy, dx, e));
-    FM_PROF_END(l->prof, FM_PROF_BWD, t0, fm_linear_flops_bwd(l, dx != NULL));
+    FM_PROF_SITE_CALL(l->prof, FM_PROF_BWD, fm_linear_flops_bwd(l, dx != NULL), backward(l, x, dy, dx, e));
     return FM_OK;
 }
 
