@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fm/pool.h"
+#include "fm/sizing.h"
 #include "fm/xent.h"
 
 #define GN_EPS 1e-5f
@@ -75,40 +76,42 @@ static int build(fm_classifier *m, fm_dnn *d, fm_params *p, fm_err *e)
     return FM_OK;
 }
 
+/* The set-up (sizing.h) of a classifier of cfg for batch n, with the
+ * backward buffers when train. */
+typedef struct classifier_args {
+    const fm_classifier_cfg *cfg;
+    int n, train;
+} classifier_args;
+
 /* fm_classifier_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a
  * measuring one); on failure m is freed. */
-static int init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_classifier_cfg *cfg, int n, int train,
-                size_t arena_cap, fm_err *e)
+static int setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size_t arena_cap, fm_err *e)
 {
-    memset(m, 0, sizeof *m);
-    FM_TRY(check_cfg(cfg, n, e));
-    m->cfg = *cfg;
-    m->n = n;
-    m->train = train;
+    fm_classifier *m = obj;
+    const classifier_args *a = args;
+    FM_TRY(check_cfg(a->cfg, a->n, e));
+    m->cfg = *a->cfg;
+    m->n = a->n;
+    m->train = a->train;
     int rc = fm_arena_init(&m->arena, arena_cap, e);
     if (rc == FM_OK)
         rc = build(m, d, p, e);
     if (rc != FM_OK) {
         fm_classifier_free(m);
-        return fm_err_prefix(e, "classifier (batch %d)", n);
+        return fm_err_prefix(e, "classifier (batch %d)", a->n);
     }
     return FM_OK;
 }
 
+static const fm_arena *arena_of(const void *m) { return &((const fm_classifier *)m)->arena; }
+static void release(void *m) { fm_classifier_free(m); }
+
 int fm_classifier_init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_classifier_cfg *cfg, int n, int train,
                        fm_err *e)
 {
-    /* the arena is exactly what the same set-up takes on a measuring arena
-     * (with a counting parameter table) */
-    fm_params count;
-    memset(m, 0, sizeof *m);
-    FM_TRY(fm_params_init_count(&count, e));
-    int rc = init(m, d, &count, cfg, n, train, FM_ARENA_MEASURE, e);
-    const size_t need = m->arena.peak;
-    fm_classifier_free(m);
-    fm_params_free(&count);
-    FM_TRY(rc);
-    return init(m, d, p, cfg, n, train, need, e);
+    static const fm_sizing_ops sizing = { sizeof(fm_classifier), setup, arena_of, release };
+    const classifier_args args = { cfg, n, train };
+    return fm_sizing_init(&sizing, m, d, p, &args, e);
 }
 
 int fm_classifier_forward(fm_classifier *m, const float *x, const float **logits, const float **features,

@@ -13,6 +13,7 @@
 #include "fm/gelu.h"
 #include "fm/modulate.h"
 #include "fm/patch.h"
+#include "fm/sizing.h"
 #include "fm/tensorops.h"
 
 int fm_dit_cfg_check(const fm_dit_cfg *c, fm_err *e)
@@ -170,66 +171,44 @@ static int init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int b
     return FM_OK;
 }
 
-/* fm_dit_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring one). */
-static int checked_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, size_t arena_cap,
-                        fm_err *e)
+/* The set-up (sizing.h) of a DiT of cfg for batch. */
+typedef struct dit_args {
+    const fm_dit_cfg *cfg;
+    int batch;
+} dit_args;
+
+/* fm_dit_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring
+ * one); on failure m is freed. */
+static int setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size_t arena_cap, fm_err *e)
 {
+    fm_dit *m = obj;
+    const dit_args *a = args;
     memset(m, 0, sizeof *m);
-    FM_TRY(fm_dit_cfg_check(cfg, e));
-    if (batch < 1)
-        return fm_fail(e, FM_ERR_USAGE, "dit: batch must be >= 1, got %d", batch);
-    int rc = init(m, d, p, cfg, batch, arena_cap, e);
-    if (rc != FM_OK)
+    FM_TRY(fm_dit_cfg_check(a->cfg, e));
+    if (a->batch < 1)
+        return fm_fail(e, FM_ERR_USAGE, "dit: batch must be >= 1, got %d", a->batch);
+    int rc = init(m, d, p, a->cfg, a->batch, arena_cap, e);
+    if (rc != FM_OK) {
+        fm_dit_free(m);
         fm_err_prefix(e, "dit init");
+    }
     return rc;
 }
 
-/* The set-up run on a measuring arena and a counting parameter table (batch
- * 1 when only the parameters are wanted); *m must be freed after. */
-static int measure(fm_dit *m, fm_dnn *d, fm_params *count, const fm_dit_cfg *cfg, int batch, fm_err *e)
-{
-    memset(m, 0, sizeof *m);
-    FM_TRY(fm_params_init_count(count, e));
-    return checked_init(m, d, count, cfg, batch, FM_ARENA_MEASURE, e);
-}
+static const fm_arena *arena_of(const void *m) { return &((const fm_dit *)m)->arena; }
+static void release(void *m) { fm_dit_free(m); }
+static const fm_sizing_ops sizing = { sizeof(fm_dit), setup, arena_of, release };
 
 int fm_dit_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int batch, fm_err *e)
 {
-    /* the arena is exactly what the same set-up takes on a measuring arena */
-    fm_dit s;
-    fm_params count;
-    int rc = measure(&s, d, &count, cfg, batch, e);
-    const size_t need = s.arena.peak;
-    fm_dit_free(&s);
-    fm_params_free(&count);
-    if (rc != FM_OK) {
-        memset(m, 0, sizeof *m);
-        return rc;
-    }
-    return checked_init(m, d, p, cfg, batch, need, e);
+    const dit_args args = { cfg, batch };
+    return fm_sizing_init(&sizing, m, d, p, &args, e);
 }
 
 int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size_t *count, fm_err *e)
 {
-    fm_dnn d;
-    fm_dit m;
-    fm_params c = { 0 };
-    int rc = fm_dnn_init(&d, e);
-    if (rc == FM_OK) {
-        rc = measure(&m, &d, &c, cfg, 1, e);
-        fm_dit_free(&m);
-    }
-    if (rc == FM_OK) {
-        if (tensors)
-            *tensors = c.n;
-        if (padded)
-            *padded = c.numel;
-        if (count)
-            *count = c.values;
-    }
-    fm_params_free(&c);
-    fm_dnn_free(&d);
-    return rc;
+    const dit_args args = { cfg, 1 }; /* the parameters do not depend on the batch */
+    return fm_sizing_param_count(&sizing, &args, tensors, padded, count, e);
 }
 
 /* ---- forward ---------------------------------------------------------------- */

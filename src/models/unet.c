@@ -11,6 +11,7 @@
 #include "fm/flowmodel.h"
 #include "fm/log.h"
 #include "fm/normconv.h"
+#include "fm/sizing.h"
 #include "fm/tensorops.h"
 
 /* ---- the plan: blocks in execution order, a pure function of cfg --------- */
@@ -407,11 +408,19 @@ static int build(fm_unet *u, fm_err *e)
     return FM_OK;
 }
 
+/* The set-up (sizing.h) of a U-Net of cfg for batch. */
+typedef struct unet_args {
+    const fm_unet_cfg *cfg;
+    int batch;
+} unet_args;
+
 /* fm_unet_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring
  * one); on failure u is freed. */
-static int init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, int batch, size_t arena_cap,
-                fm_err *e)
+static int setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size_t arena_cap, fm_err *e)
 {
+    fm_unet *u = obj;
+    const fm_unet_cfg *cfg = ((const unet_args *)args)->cfg;
+    const int batch = ((const unet_args *)args)->batch;
     memset(u, 0, sizeof *u);
     FM_TRY(fm_unet_cfg_check(cfg, e));
     if (batch < 1)
@@ -466,27 +475,14 @@ static int init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, int
     return rc;
 }
 
-/* The set-up run on a measuring arena and a counting parameter table (batch
- * 1 when only the parameters are wanted); *m must be freed after. */
-static int measure(fm_unet *m, fm_dnn *d, fm_params *count, const fm_unet_cfg *cfg, int batch, fm_err *e)
-{
-    memset(m, 0, sizeof *m);
-    FM_TRY(fm_params_init_count(count, e));
-    return init(m, d, count, cfg, batch, FM_ARENA_MEASURE, e);
-}
+static const fm_arena *arena_of(const void *u) { return &((const fm_unet *)u)->arena; }
+static void release(void *u) { fm_unet_free(u); }
+static const fm_sizing_ops sizing = { sizeof(fm_unet), setup, arena_of, release };
 
 int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, int batch, fm_err *e)
 {
-    /* the arena is exactly what the same set-up takes on a measuring arena */
-    fm_unet m;
-    fm_params count;
-    memset(u, 0, sizeof *u);
-    int rc = measure(&m, d, &count, cfg, batch, e);
-    const size_t need = m.arena.peak;
-    fm_unet_free(&m);
-    fm_params_free(&count);
-    FM_TRY(rc);
-    FM_TRY(init(u, d, p, cfg, batch, need, e));
+    const unet_args args = { cfg, batch };
+    FM_TRY(fm_sizing_init(&sizing, u, d, p, &args, e));
     fm_debug("unet: %d blocks, %d skips, batch %d, arena %.1f MiB in use of %.1f MiB reserved, %.3g GFLOP forward",
              u->nblocks, u->nskips, batch, (double)u->arena.used / (1 << 20), (double)u->arena.cap / (1 << 20),
              u->flops * 1e-9);
@@ -495,25 +491,8 @@ int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, in
 
 int fm_unet_param_count(const fm_unet_cfg *cfg, int *tensors, size_t *padded, size_t *total, fm_err *e)
 {
-    fm_dnn d;
-    fm_unet m;
-    fm_params count = { 0 };
-    int rc = fm_dnn_init(&d, e);
-    if (rc == FM_OK) {
-        rc = measure(&m, &d, &count, cfg, 1, e);
-        fm_unet_free(&m);
-    }
-    if (rc == FM_OK) {
-        if (tensors)
-            *tensors = count.n;
-        if (padded)
-            *padded = count.numel;
-        if (total)
-            *total = count.values;
-    }
-    fm_params_free(&count);
-    fm_dnn_free(&d);
-    return rc;
+    const unet_args args = { cfg, 1 }; /* the parameters do not depend on the batch */
+    return fm_sizing_param_count(&sizing, &args, tensors, padded, total, e);
 }
 
 /* ---- forward ------------------------------------------------------------- */

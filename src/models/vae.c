@@ -13,6 +13,7 @@
 
 #include "fm/loss.h"
 #include "fm/rng.h"
+#include "fm/sizing.h"
 #include "fm/tensorops.h"
 
 fm_vae_cfg fm_vae_cfg_default(void)
@@ -199,6 +200,13 @@ static int take_grads(float *g[4], fm_arena *a, long mx, fm_err *e)
     return FM_OK;
 }
 
+/* The set-up (sizing.h) of an encoder or decoder of cfg for batch n, with
+ * the backward buffers when train. */
+typedef struct half_args {
+    const fm_vae_cfg *cfg;
+    int n, train;
+} half_args;
+
 /* ---- encoder ---- */
 
 static int encoder_build(fm_vae_encoder *m, fm_dnn *d, fm_params *p, fm_err *e)
@@ -243,41 +251,36 @@ static int encoder_build(fm_vae_encoder *m, fm_dnn *d, fm_params *p, fm_err *e)
 
 /* fm_vae_encoder_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring one);
  * on failure m is freed. */
-static int encoder_setup(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
-                         size_t arena_cap, fm_err *e)
+static int encoder_setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size_t arena_cap, fm_err *e)
 {
-    memset(m, 0, sizeof *m);
-    FM_TRY(check_cfg(cfg, n, e));
-    m->cfg = *cfg;
-    m->n = n;
-    m->lat = fm_vae_latent_hw(cfg);
-    m->train = train;
+    fm_vae_encoder *m = obj;
+    const half_args *a = args;
+    FM_TRY(check_cfg(a->cfg, a->n, e));
+    m->cfg = *a->cfg;
+    m->n = a->n;
+    m->lat = fm_vae_latent_hw(a->cfg);
+    m->train = a->train;
     m->p_first = p->numel;
     int rc = fm_arena_init(&m->arena, arena_cap, e);
     if (rc == FM_OK)
         rc = encoder_build(m, d, p, e);
     if (rc != FM_OK) {
         fm_vae_encoder_free(m);
-        return fm_err_prefix(e, "vae encoder (batch %d)", n);
+        return fm_err_prefix(e, "vae encoder (batch %d)", a->n);
     }
     m->p_numel = p->numel - m->p_first;
     return FM_OK;
 }
 
+static const fm_arena *encoder_arena(const void *m) { return &((const fm_vae_encoder *)m)->arena; }
+static void encoder_free(void *m) { fm_vae_encoder_free(m); }
+
 int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e)
 {
-    /* the arena is exactly what the same set-up takes on a measuring arena
-     * (with a counting parameter table) */
-    fm_params count;
-    memset(m, 0, sizeof *m);
-    FM_TRY(fm_params_init_count(&count, e));
-    int rc = encoder_setup(m, d, &count, cfg, n, train, FM_ARENA_MEASURE, e);
-    const size_t need = m->arena.peak;
-    fm_vae_encoder_free(m);
-    fm_params_free(&count);
-    FM_TRY(rc);
-    return encoder_setup(m, d, p, cfg, n, train, need, e);
+    static const fm_sizing_ops sizing = { sizeof(fm_vae_encoder), encoder_setup, encoder_arena, encoder_free };
+    const half_args args = { cfg, n, train };
+    return fm_sizing_init(&sizing, m, d, p, &args, e);
 }
 
 /* The input of ResBlock j of level i. */
@@ -387,41 +390,36 @@ static int decoder_build(fm_vae_decoder *m, fm_dnn *d, fm_params *p, fm_err *e)
 
 /* fm_vae_decoder_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring one);
  * on failure m is freed. */
-static int decoder_setup(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
-                         size_t arena_cap, fm_err *e)
+static int decoder_setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size_t arena_cap, fm_err *e)
 {
-    memset(m, 0, sizeof *m);
-    FM_TRY(check_cfg(cfg, n, e));
-    m->cfg = *cfg;
-    m->n = n;
-    m->lat = fm_vae_latent_hw(cfg);
-    m->train = train;
+    fm_vae_decoder *m = obj;
+    const half_args *a = args;
+    FM_TRY(check_cfg(a->cfg, a->n, e));
+    m->cfg = *a->cfg;
+    m->n = a->n;
+    m->lat = fm_vae_latent_hw(a->cfg);
+    m->train = a->train;
     m->p_first = p->numel;
     int rc = fm_arena_init(&m->arena, arena_cap, e);
     if (rc == FM_OK)
         rc = decoder_build(m, d, p, e);
     if (rc != FM_OK) {
         fm_vae_decoder_free(m);
-        return fm_err_prefix(e, "vae decoder (batch %d)", n);
+        return fm_err_prefix(e, "vae decoder (batch %d)", a->n);
     }
     m->p_numel = p->numel - m->p_first;
     return FM_OK;
 }
 
+static const fm_arena *decoder_arena(const void *m) { return &((const fm_vae_decoder *)m)->arena; }
+static void decoder_free(void *m) { fm_vae_decoder_free(m); }
+
 int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e)
 {
-    /* the arena is exactly what the same set-up takes on a measuring arena
-     * (with a counting parameter table) */
-    fm_params count;
-    memset(m, 0, sizeof *m);
-    FM_TRY(fm_params_init_count(&count, e));
-    int rc = decoder_setup(m, d, &count, cfg, n, train, FM_ARENA_MEASURE, e);
-    const size_t need = m->arena.peak;
-    fm_vae_decoder_free(m);
-    fm_params_free(&count);
-    FM_TRY(rc);
-    return decoder_setup(m, d, p, cfg, n, train, need, e);
+    static const fm_sizing_ops sizing = { sizeof(fm_vae_decoder), decoder_setup, decoder_arena, decoder_free };
+    const half_args args = { cfg, n, train };
+    return fm_sizing_init(&sizing, m, d, p, &args, e);
 }
 
 /* The input of ResBlock j of level i. */
