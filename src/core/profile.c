@@ -163,23 +163,20 @@ const fm_profile_entry *fm_profile_find(const fm_profile *p, const char *scope, 
     return p->slot[s] >= 0 ? &p->e[p->slot[s]] : NULL;
 }
 
-double fm_profile_seconds(const fm_profile *p, int phase)
+/* The sum of the entries' flops (flops = 1) or seconds (0) over phase (< 0:
+ * every phase), in entry order. */
+static double phase_total(const fm_profile *p, int phase, int flops)
 {
     double s = 0;
     for (int i = 0; i < p->n; i++)
         if (phase < 0 || p->e[i].phase == phase)
-            s += p->e[i].seconds;
+            s += flops ? p->e[i].flops : p->e[i].seconds;
     return s;
 }
 
-double fm_profile_flops(const fm_profile *p, int phase)
-{
-    double f = 0;
-    for (int i = 0; i < p->n; i++)
-        if (phase < 0 || p->e[i].phase == phase)
-            f += p->e[i].flops;
-    return f;
-}
+double fm_profile_seconds(const fm_profile *p, int phase) { return phase_total(p, phase, 0); }
+
+double fm_profile_flops(const fm_profile *p, int phase) { return phase_total(p, phase, 1); }
 
 const char *fm_profile_phase_name(int phase)
 {
