@@ -18,6 +18,8 @@ PKGS=(
   slurm-wlm munge
   # benchmark baseline: a real BLAS for PyTorch
   libopenblas0-openmp
+  # scaling simulation (jobs/simulate): SimGrid SMPI's smpicc and smpirun
+  libsimgrid-dev
 )
 
 missing=()
