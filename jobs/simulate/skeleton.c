@@ -595,9 +595,13 @@ int main(int argc, char **argv)
     const int p = ws / 2, is_comm = wr >= p;
     rank_ctx c = { .o = &o, .s = &s, .p = p, .r = wr % p };
     MPI_Comm_split(MPI_COMM_WORLD, is_comm, c.r, &c.comm);
+    /* the actor that moves the payload: the comm actor (ring: the bucket and
+     * one chunk) or the compute actor (binomial: the bucket and a whole one) */
     const size_t maxb = sim_schedule_max_bucket(&s);
-    c.buf = SMPI_SHARED_MALLOC(maxb * sizeof(float));
-    c.tmp = SMPI_SHARED_MALLOC(maxb * sizeof(float));
+    if (is_comm == o.ring) {
+        c.buf = SMPI_SHARED_MALLOC(maxb * sizeof(float));
+        c.tmp = SMPI_SHARED_MALLOC((o.ring ? maxb / (size_t)p + 1 : maxb) * sizeof(float));
+    }
     c.flops_per_ms = 1e-3 * sg_host_get_speed(sg_host_self()) / o.speed;
     if (is_comm)
         comm_actor(&c);
@@ -605,8 +609,10 @@ int main(int argc, char **argv)
         rc = compute_actor(&c);
     if (rc != 0)
         fprintf(stderr, "skeleton: rank %d: out of memory\n", c.r);
-    SMPI_SHARED_FREE(c.tmp);
-    SMPI_SHARED_FREE(c.buf);
+    if (c.buf) {
+        SMPI_SHARED_FREE(c.tmp);
+        SMPI_SHARED_FREE(c.buf);
+    }
     MPI_Comm_free(&c.comm);
     sim_schedule_free(&s);
     MPI_Finalize();
