@@ -2,6 +2,9 @@
  * CFG, then decode them with the VAE decoder; the weights from a run's
  * checkpoints; grids of them as PNG files. The one generator of the flow
  * stage's periodic grids, the sample and eval stages, and `fmtrain sample`.
+ * Over several ranks the work is split by whole batches (batchsplit.h): grid
+ * k of fm_generator_write_grids is drawn by rank k mod size, the eval stage's
+ * batches go round-robin, and rank 0 alone writes.
  *
  * The generator owns a copy of the flow model built for 2B rows (the
  * conditional and null branches of CFG run as one batch), the sampler, and,
@@ -13,12 +16,14 @@
 
 #include <stdint.h>
 
+#include "fm/batchsplit.h"
 #include "fm/config.h"
 #include "fm/dnn.h"
 #include "fm/flowmodel.h"
 #include "fm/params.h"
 #include "fm/sampler.h"
 #include "fm/vae.h"
+#include "fm/world.h"
 
 typedef struct fm_generator {
     int B;                 /* samples per call */
@@ -61,9 +66,26 @@ int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint6
  * row r of class r mod FM_NUM_CLASSES. */
 int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
                       fm_err *e);
+/* Grids of fm_generator_write_grids that rank `rank` of `size` draws (grid k
+ * is rank k mod size's): only such a rank needs an initialised generator. */
+static inline int fm_generator_grids_mine(const fm_config *c, int rank, int size)
+{
+    return fm_batches_mine(c->sample.cfg.n, rank, size);
+}
 /* One grid per guidance scale of sample.cfg, seed run.seed, rows = classes
- * and sample.per_class columns (g->B = FM_NUM_CLASSES * per_class):
- * RUN/samples/<tag>-<step>-w<w>.png; logs each file. */
-int fm_generator_write_grids(fm_generator *g, const fm_config *c, const char *tag, int64_t step, fm_err *e);
+ * and sample.per_class columns (g->B = FM_NUM_CLASSES * per_class on the
+ * ranks that draw: fm_generator_grids_mine; g is not used on the others),
+ * each drawn by one rank as one call of fm_generator_grid would, gathered and
+ * written by rank 0: RUN/samples/<tag>-<step>-w<w>.png; logs each file. The
+ * ranks agree on errors after drawing and after writing. Collective. */
+int fm_generator_write_grids(fm_generator *g, const fm_config *c, const fm_world *w, const char *tag, int64_t step,
+                             fm_err *e);
+/* fm_generator_load(g, c, NULL, ...) on the ranks that pass has != 0 (the
+ * others pass a g they did not initialise), then the ranks compare: a rank
+ * that could not load, or found another flow step than the lowest loading
+ * rank (a run directory not shared by the nodes, or not in sync), stops every
+ * rank. *step <- that rank's step, on every rank. Collective. */
+int fm_generator_load_all(fm_generator *g, const fm_config *c, const fm_world *w, int has, int64_t *step,
+                          fm_err *e);
 
 #endif

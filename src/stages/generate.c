@@ -1,5 +1,6 @@
 /* generate.c - CFG sampling and VAE decoding into images, from a run's
- * checkpoints, into PNG grids (see generate.h). */
+ * checkpoints, into PNG grids drawn by the ranks and written by rank 0 (see
+ * generate.h). */
 #include "fm/generate.h"
 
 #include <stdio.h>
@@ -134,8 +135,9 @@ int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int
     return fm_generator_load_vae(g, c->run.out, scale, e);
 }
 
-int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
-                      fm_err *e)
+/* g->images <- one call of fm_generate for a rows x cols grid (see
+ * fm_generator_grid). */
+static int grid_images(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, fm_err *e)
 {
     const int n = rows * cols;
     if (n != g->B)
@@ -147,19 +149,94 @@ int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uin
         y[i] = cls >= 0 ? cls : (i / cols) % FM_NUM_CLASSES;
     int rc = fm_generate(g, y, w, seed, 0, e);
     free(y);
-    FM_TRY(rc);
-    return fm_png_write_grid(path, g->images, n, IMG_SIDE, IMG_SIDE, 1, rows, cols, 2, 2, e);
+    return rc;
 }
 
-int fm_generator_write_grids(fm_generator *g, const fm_config *c, const char *tag, int64_t step, fm_err *e)
+int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
+                      fm_err *e)
 {
-    const int per = c->sample.per_class;
-    for (int k = 0; k < c->sample.cfg.n; k++) {
+    FM_TRY(grid_images(g, rows, cols, cls, w, seed, e));
+    return fm_png_write_grid(path, g->images, rows * cols, IMG_SIDE, IMG_SIDE, 1, rows, cols, 2, 2, e);
+}
+
+int fm_generator_write_grids(fm_generator *g, const fm_config *c, const fm_world *w, const char *tag, int64_t step,
+                             fm_err *e)
+{
+    const int n = c->sample.cfg.n, per = c->sample.per_class, rows = FM_NUM_CLASSES;
+    const int p = w->size, r = w->rank, own = fm_batches_mine(n, r, p);
+    const size_t floats = (size_t)rows * per * IMG_SIDE * IMG_SIDE; /* one grid's images */
+    float *mine = own ? malloc((size_t)own * floats * sizeof(float)) : NULL;
+    float *all = r == 0 && n ? malloc((size_t)n * floats * sizeof(float)) : NULL;
+    int rc = (own && !mine) || (r == 0 && n && !all)
+                 ? fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory for %d grids of %d samples", r, n, rows * per)
+                 : FM_OK;
+    for (int s = 0; rc == FM_OK && s < own; s++) {
+        const int k = fm_batches_global(s, r, p);
+        rc = grid_images(g, rows, per, -1, (float)c->sample.cfg.v[k], (uint64_t)c->run.seed, e);
+        if (rc == FM_OK)
+            memcpy(mine + (size_t)s * floats, g->images, floats * sizeof(float));
+    }
+    char what[160];
+    snprintf(what, sizeof what, "%s: drawing the grids of step %lld", tag, (long long)step);
+    rc = fm_batches_agree(w, rc, what, e);
+    const int agreed = rc == FM_OK; /* then every rank takes part in the agreement after writing */
+    if (rc == FM_OK)
+        rc = fm_batches_gather(w, mine, n, floats, all, e);
+    for (int k = 0; rc == FM_OK && r == 0 && k < n; k++) {
         char path[FM_CFG_STR_MAX + 128];
         snprintf(path, sizeof path, "%s/samples/%s-%08lld-w%g.png", c->run.out, tag, (long long)step,
                  c->sample.cfg.v[k]);
-        FM_TRY(fm_generator_grid(g, g->B / per, per, -1, (float)c->sample.cfg.v[k], (uint64_t)c->run.seed, path, e));
-        fm_info("%s: wrote %s", tag, path);
+        rc = fm_png_write_grid(path, all + (size_t)k * floats, rows * per, IMG_SIDE, IMG_SIDE, 1, rows, per, 2, 2, e);
+        if (rc == FM_OK && p > 1)
+            fm_info("%s: wrote %s (drawn by rank %d)", tag, path, k % p);
+        else if (rc == FM_OK)
+            fm_info("%s: wrote %s", tag, path);
     }
+    free(mine);
+    free(all);
+    if (agreed) { /* the others learn whether rank 0 could write */
+        snprintf(what, sizeof what, "%s: writing the grids of step %lld", tag, (long long)step);
+        rc = fm_batches_agree(w, rc, what, e);
+    }
+    return rc;
+}
+
+int fm_generator_load_all(fm_generator *g, const fm_config *c, const fm_world *w, int has, int64_t *step,
+                          fm_err *e)
+{
+    int64_t mine_step = 0;
+    int rc = has ? fm_generator_load(g, c, NULL, &mine_step, e) : FM_OK;
+    double mine[3] = { rc, has, (double)mine_step }, *all = malloc((size_t)w->size * 3 * sizeof(double));
+    if (!all)
+        return rc != FM_OK ? rc : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", w->rank);
+    fm_err ce = { 0 };
+    int crc = fm_world_allgather(w, mine, 3, all, &ce);
+    int bad = -1, ref = -1, other = -1;
+    for (int q = 0; crc == FM_OK && q < w->size && bad < 0; q++) {
+        if (all[3 * q] != FM_OK)
+            bad = q;
+        else if (all[3 * q + 1] != 0 && ref < 0)
+            ref = q;
+        else if (all[3 * q + 1] != 0 && other < 0 && all[3 * q + 2] != all[3 * ref + 2])
+            other = q;
+    }
+    const int bad_rc = bad >= 0 ? (int)all[3 * bad] : FM_OK;
+    const double ref_step = ref >= 0 ? all[3 * ref + 2] : 0, other_step = other >= 0 ? all[3 * other + 2] : 0;
+    free(all);
+    if (rc != FM_OK)
+        return rc;
+    if (crc != FM_OK) {
+        *e = ce;
+        return crc;
+    }
+    if (bad >= 0)
+        return fm_fail(e, bad_rc, "rank %d could not load the flow checkpoint (its message says why)", bad);
+    if (other >= 0)
+        return fm_fail(e, FM_ERR_DATA,
+                       "rank %d found the flow checkpoint of step %.0f in %s/ckpt, rank %d that of step %.0f: the "
+                       "ranks see different checkpoints (is the run directory on a file system shared by every "
+                       "node?)",
+                       other, other_step, c->run.out, ref, ref_step);
+    *step = (int64_t)ref_step;
     return FM_OK;
 }

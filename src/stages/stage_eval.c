@@ -9,12 +9,18 @@
  *    per class from the flow's EMA weights; accuracy against the requested
  *    class and the Fréchet distance to the test features.
  * 4. RUN/eval.json (rank 0, atomic). Skipped when eval.json exists, unless
- *    forced (`fmtrain eval RUN_DIR`). Generation runs on rank 0. */
+ *    forced (`fmtrain eval RUN_DIR`).
+ * Every rank classifies and generates in 2 and 3: the batches of
+ * eval.batch_size go round-robin over the ranks, each computed as one rank
+ * alone computes it (batchsplit.h), and the features are gathered to rank 0,
+ * which takes the statistics in image order: eval.json has the same bytes for
+ * any rank count. Rank 0 logs how many samples each rank generated. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "fm/batchsplit.h"
 #include "fm/classifier.h"
 #include "fm/frechet.h"
 #include "fm/generate.h"
@@ -107,72 +113,50 @@ static int train_classifier(fm_pipeline *P, fm_params *p, fm_err *e)
     return rc;
 }
 
-/* Classify n images in batches of the instance's size: features [n, nfeat]
- * and the number of argmax predictions equal to labels (if labels). */
-static int classify(fm_classifier *m, const float *x, const int32_t *labels, int n, float *feats, int *correct,
-                    float *xb, fm_err *e)
+/* Classify one batch of rows images x [rows, XD] (rows <= m->n; the batch is
+ * padded with copies of its first image, so a batch is always the same input
+ * whichever rank runs it): feats [rows, nf] and the number of argmax
+ * predictions equal to labels (if labels). */
+static int classify_batch(fm_classifier *m, const float *x, const int32_t *labels, int rows, float *feats,
+                          int *correct, float *xb, fm_err *e)
 {
-    int B = m->n;
+    memcpy(xb, x, (size_t)rows * XD * sizeof(float));
+    for (int r = rows; r < m->n; r++)
+        memcpy(xb + (size_t)r * XD, xb, XD * sizeof(float));
+    const float *logits, *f;
+    FM_TRY(fm_classifier_forward(m, xb, &logits, &f, e));
+    memcpy(feats, f, (size_t)rows * m->nfeat * sizeof(float));
     *correct = 0;
-    for (int first = 0; first < n; first += B) {
-        int rows = n - first < B ? n - first : B;
-        memcpy(xb, x + (size_t)first * XD, (size_t)rows * XD * sizeof(float));
-        for (int r = rows; r < B; r++)
-            memcpy(xb + (size_t)r * XD, xb, XD * sizeof(float));
-        const float *logits, *f;
-        FM_TRY(fm_classifier_forward(m, xb, &logits, &f, e));
-        memcpy(feats + (size_t)first * m->nfeat, f, (size_t)rows * m->nfeat * sizeof(float));
-        for (int r = 0; r < rows && labels; r++) {
-            const float *l = logits + (size_t)r * m->cfg.num_classes;
-            int best = 0;
-            for (int k = 1; k < m->cfg.num_classes; k++)
-                if (l[k] > l[best])
-                    best = k;
-            *correct += best == labels[first + r];
-        }
+    for (int r = 0; r < rows && labels; r++) {
+        const float *l = logits + (size_t)r * m->cfg.num_classes;
+        int best = 0;
+        for (int k = 1; k < m->cfg.num_classes; k++)
+            if (l[k] > l[best])
+                best = k;
+        *correct += best == labels[r];
     }
     return FM_OK;
 }
 
-/* Every rank waits here for rank 0's generation and learns its status: a
- * rank 0 that stopped (preempted, or an error) stops the others with the same
- * exit status. */
-static int end_of_stage(fm_pipeline *P, int rc, fm_err *e)
-{
-    int status = rc;
-    fm_err ce = { 0 };
-    int crc = fm_world_max_int(P->world, &status, &ce);
-    if (rc != FM_OK)
-        return rc;
-    if (crc != FM_OK) {
-        *e = ce;
-        return crc;
-    }
-    if (status != FM_OK)
-        return fm_fail(e, status, "eval: rank 0 stopped with status %d (its message says why)", status);
-    return FM_OK;
-}
-
-/* Rank 0's buffers of the evaluation: EB rows per batch, ngen generated
- * images per guidance scale, nf features per image. */
+/* Buffers of the evaluation: EB rows per batch, nf features per image. The
+ * gathered features (f_*: [batches · EB, nf], rows in image order; a partial
+ * last batch leaves rows unused) and the statistics live on rank 0; every
+ * rank has the rest. */
 typedef struct eval_bufs {
-    float *xb;                       /* [EB, XD] one classifier batch */
-    float *imgs;                     /* [ngen, XD] the generated images of one guidance scale */
-    int32_t *ygen;                   /* [ngen] their classes */
-    int32_t *ybatch;                 /* [EB] the classes of one generated batch */
-    float *f_test, *f_train, *f_gen; /* [n, nf] features of the test, training and generated images */
-    double *mu_t, *c_t;              /* [nf], [nf, nf]: statistics of the test features */
-    double *mu_x, *c_x;              /* the same of the features compared with them */
+    float *xb;               /* [EB, XD] one classifier batch */
+    int32_t *ybatch;         /* [EB] the classes of one generated batch */
+    float *mine;             /* [rounds, EB, nf] this rank's batches' features */
+    float *f_real, *f_gen;   /* rank 0: features of the test then the training images; of the generated ones */
+    double *mu_t, *c_t;      /* rank 0: [nf], [nf, nf]: statistics of the test features */
+    double *mu_x, *c_x;      /* rank 0: the same of the features compared with them */
 } eval_bufs;
 
 static void eval_bufs_free(eval_bufs *b)
 {
     free(b->xb);
-    free(b->imgs);
-    free(b->ygen);
     free(b->ybatch);
-    free(b->f_test);
-    free(b->f_train);
+    free(b->mine);
+    free(b->f_real);
     free(b->f_gen);
     free(b->mu_t);
     free(b->c_t);
@@ -181,24 +165,40 @@ static void eval_bufs_free(eval_bufs *b)
     memset(b, 0, sizeof *b);
 }
 
-static int eval_bufs_init(eval_bufs *b, int EB, int ngen, int ntest, int nreal, int nf, fm_err *e)
+static int batches(int n, int EB) { return (n + EB - 1) / EB; }
+
+/* The two lists of batches of the evaluation, each split over the ranks as
+ * one list (batchsplit.h): the real images (the test set's batches, then the
+ * nreal training images'), and the generated ones (for each guidance scale in
+ * turn, the batches of its ngen samples). */
+typedef struct eval_plan {
+    int EB, nf, ntest, nreal, ngen, nscales;
+    int nb_test, nb_real, nb_gen; /* batches of the test set, of the training images, of one scale */
+} eval_plan;
+
+static int eval_bufs_init(eval_bufs *b, const fm_world *w, const eval_plan *pl, fm_err *e)
 {
-    b->xb = malloc((size_t)EB * XD * sizeof(float));
-    b->imgs = malloc((size_t)ngen * XD * sizeof(float));
-    b->ygen = malloc((size_t)ngen * sizeof(int32_t));
-    b->ybatch = malloc((size_t)EB * sizeof(int32_t));
-    b->f_test = malloc((size_t)ntest * nf * sizeof(float));
-    b->f_train = malloc((size_t)nreal * nf * sizeof(float));
-    b->f_gen = malloc((size_t)ngen * nf * sizeof(float));
-    b->mu_t = malloc((size_t)nf * sizeof(double));
-    b->mu_x = malloc((size_t)nf * sizeof(double));
-    b->c_t = malloc((size_t)nf * nf * sizeof(double));
-    b->c_x = malloc((size_t)nf * nf * sizeof(double));
-    if (b->xb && b->imgs && b->ygen && b->ybatch && b->f_test && b->f_train && b->f_gen && b->mu_t && b->mu_x &&
-        b->c_t && b->c_x)
+    const size_t row = (size_t)pl->EB * pl->nf * sizeof(float); /* one batch's features */
+    const int nreal = pl->nb_test + pl->nb_real, ngen = pl->nscales * pl->nb_gen;
+    int rounds = fm_batches_rounds(nreal > ngen ? nreal : ngen, w->size);
+    b->xb = malloc((size_t)pl->EB * XD * sizeof(float));
+    b->ybatch = malloc((size_t)pl->EB * sizeof(int32_t));
+    b->mine = malloc((size_t)(rounds ? rounds : 1) * row);
+    int ok = b->xb && b->ybatch && b->mine;
+    if (w->rank == 0) {
+        const size_t nf = (size_t)pl->nf;
+        b->f_real = malloc((size_t)(nreal ? nreal : 1) * row);
+        b->f_gen = malloc((size_t)(ngen ? ngen : 1) * row);
+        b->mu_t = malloc(nf * sizeof(double));
+        b->mu_x = malloc(nf * sizeof(double));
+        b->c_t = malloc(nf * nf * sizeof(double));
+        b->c_x = malloc(nf * nf * sizeof(double));
+        ok = ok && b->f_real && b->f_gen && b->mu_t && b->mu_x && b->c_t && b->c_x;
+    }
+    if (ok)
         return FM_OK;
     eval_bufs_free(b);
-    return fm_fail(e, FM_ERR_INTERNAL, "out of memory for evaluation");
+    return fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory for evaluation", w->rank);
 }
 
 /* An inference classifier for batches of EB with the trained weights. */
@@ -214,96 +214,179 @@ static int inference_classifier(fm_pipeline *P, const fm_params *trained, int EB
 
 /* The classifier's accuracy on the test set, the statistics of its test
  * features (b->mu_t, b->c_t), and the Fréchet distance between those and the
- * features of nreal training images: the floor a perfect generator reaches. */
-static int real_stats(fm_pipeline *P, fm_classifier *m, eval_bufs *b, int nreal, double *test_acc, double *fd_floor,
-                      fm_err *e)
+ * features of nreal training images: the floor a perfect generator reaches.
+ * The batches of both sets are classified by all ranks, the statistics taken
+ * on rank 0 (the ranks agree on its status). Collective. */
+static int real_stats(fm_pipeline *P, fm_classifier *m, eval_bufs *b, const eval_plan *pl, double *test_acc,
+                      double *fd_floor, fm_err *e)
 {
+    const fm_world *w = P->world;
     const fm_dataset *test = P->test;
-    const int nf = m->nfeat;
-    int correct = 0, dummy = 0;
-    double t0 = fm_now();
-    FM_TRY(classify(m, test->images, test->labels, test->n, b->f_test, &correct, b->xb, e));
-    FM_TRY(classify(m, P->train->images, NULL, nreal, b->f_train, &dummy, b->xb, e));
-    *test_acc = (double)correct / test->n;
+    const int EB = pl->EB, nf = pl->nf, nb = pl->nb_test + pl->nb_real, own = fm_batches_mine(nb, w->rank, w->size);
+    const size_t per = (size_t)EB * nf;
+    const double t0 = fm_now();
+    double right = 0;
+    int rc = FM_OK;
+    for (int s = 0; rc == FM_OK && s < own; s++) {
+        const int j = fm_batches_global(s, w->rank, w->size), is_test = j < pl->nb_test;
+        const int first = (is_test ? j : j - pl->nb_test) * EB, n = is_test ? pl->ntest : pl->nreal;
+        const float *x = is_test ? test->images : P->train->images;
+        int c = 0;
+        rc = classify_batch(m, x + (size_t)first * XD, is_test ? test->labels + first : NULL,
+                            n - first < EB ? n - first : EB, b->mine + s * per, &c, b->xb, e);
+        right += c;
+    }
+    FM_TRY(fm_batches_agree(w, rc, "eval: classifying the real images", e));
+    FM_TRY(fm_batches_gather(w, b->mine, nb, per, b->f_real, e));
+    FM_TRY(fm_world_sum(w, &right, e)); /* a sum of integers: exact in any order */
+    *test_acc = right / pl->ntest;
     *fd_floor = 0;
-    FM_TRY(fm_feature_stats(b->f_test, test->n, nf, b->mu_t, b->c_t, e));
-    FM_TRY(fm_feature_stats(b->f_train, nreal, nf, b->mu_x, b->c_x, e));
-    FM_TRY(fm_frechet(b->mu_x, b->c_x, b->mu_t, b->c_t, nf, fd_floor, e));
-    fm_info("eval: classifier test accuracy %.2f%%, Fréchet floor (%d train vs %d test images) %.3f (%.1fs)",
-            100 * *test_acc, nreal, test->n, *fd_floor, fm_now() - t0);
-    return FM_OK;
+    if (w->rank == 0) {
+        const float *f_train = b->f_real + (size_t)pl->nb_test * per;
+        rc = fm_feature_stats(b->f_real, pl->ntest, nf, b->mu_t, b->c_t, e);
+        if (rc == FM_OK)
+            rc = fm_feature_stats(f_train, pl->nreal, nf, b->mu_x, b->c_x, e);
+        if (rc == FM_OK)
+            rc = fm_frechet(b->mu_x, b->c_x, b->mu_t, b->c_t, nf, fd_floor, e);
+        if (rc == FM_OK)
+            fm_info("eval: classifier test accuracy %.2f%%, Fréchet floor (%d train vs %d test images) %.3f (%.1fs)",
+                    100 * *test_acc, pl->nreal, pl->ntest, *fd_floor, fm_now() - t0);
+    }
+    return fm_batches_agree(w, rc, "eval: the Fréchet floor", e);
 }
 
-/* Generate b->ygen's ngen images at guidance w in batches of g->B (a
- * preemption stops between batches), then their class accuracy and Fréchet
- * distance to the test features. */
-static int score_scale(const fm_config *c, fm_classifier *m, fm_generator *g, eval_bufs *b, int ngen, float w,
-                       double fd_floor, double *acc, double *fd, fm_err *e)
+/* What one rank generated in the eval stage. */
+typedef struct gen_count {
+    double samples, batches, seconds;
+} gen_count;
+
+/* For every guidance scale k, ngen samples of classes i mod FM_NUM_CLASSES
+ * in batches of g->B (batch j: samples j·B ..), all scales' batches split
+ * over the ranks as one list; each batch is classified where it was
+ * generated. The ranks agree after each round, so a preemption or an error
+ * stops them all between batches. right[k] <- the samples of scale k that
+ * the classifier puts in their class (summed on every rank); b->f_gen (rank
+ * 0) <- their features. Collective. */
+static int generate_all(const fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_bufs *b, const eval_plan *pl,
+                        double *right, gen_count *count, fm_err *e)
 {
-    const int EB = g->B;
-    double tg = fm_now();
-    for (int first = 0; first < ngen; first += EB) {
-        int rows = ngen - first < EB ? ngen - first : EB;
-        for (int r = 0; r < EB; r++)
-            b->ybatch[r] = b->ygen[(first + r) % ngen];
-        FM_TRY(fm_generate(g, b->ybatch, w, (uint64_t)c->run.seed + 1000003u, (uint64_t)first, e));
-        memcpy(b->imgs + (size_t)first * XD, g->images, (size_t)rows * XD * sizeof(float));
-        /* preemption: rank 0 alone generates (the other ranks wait at the
-         * end of the stage, where they learn its status) */
+    const fm_config *c = P->cfg;
+    const fm_world *W = P->world;
+    const int EB = pl->EB, nb = pl->nscales * pl->nb_gen, own = fm_batches_mine(nb, W->rank, W->size);
+    const size_t per = (size_t)EB * pl->nf;
+    for (int k = 0; k < pl->nscales; k++)
+        right[k] = 0;
+    for (int s = 0; s < fm_batches_rounds(nb, W->size); s++) {
+        const int j = fm_batches_global(s, W->rank, W->size), k = j / pl->nb_gen;
+        const int first = (j % pl->nb_gen) * EB, rows = pl->ngen - first < EB ? pl->ngen - first : EB;
+        const float w = k < pl->nscales ? (float)c->sample.cfg.v[k] : 0;
+        int rc = FM_OK;
+        if (s < own) {
+            const double t0 = fm_now();
+            for (int r = 0; r < EB; r++) /* a last, partial batch wraps around (its extra samples are dropped) */
+                b->ybatch[r] = ((first + r) % pl->ngen) % FM_NUM_CLASSES;
+            int cr = 0;
+            rc = fm_generate(g, b->ybatch, w, (uint64_t)c->run.seed + 1000003u, (uint64_t)first, e);
+            if (rc == FM_OK)
+                rc = classify_batch(m, g->images, b->ybatch, rows, b->mine + s * per, &cr, b->xb, e);
+            right[k] += cr;
+            count->samples += rows;
+            count->batches += 1;
+            count->seconds += fm_now() - t0;
+        }
         int stop = fm_stop_requested();
-        if (stop)
-            return fm_fail(e, FM_PREEMPTED,
-                           "eval: stopped by signal %d while generating (w = %g, %d of %d samples); the "
-                           "classifier is saved: run the same command again (or let Slurm requeue the job) "
-                           "to redo the generation",
-                           stop, w, first + rows, ngen);
+        if (rc == FM_OK && stop)
+            rc = fm_fail(e, FM_PREEMPTED,
+                         "eval: stopped by signal %d while generating (rank %d after %d of its %d batches); the "
+                         "classifier is saved: run the same command again (or let Slurm requeue the job) to "
+                         "redo the generation",
+                         stop, W->rank, s < own ? s + 1 : own, own);
+        FM_TRY(fm_batches_agree(W, rc, "eval: generating", e));
     }
-    int correct = 0;
-    *fd = 0;
-    FM_TRY(classify(m, b->imgs, b->ygen, ngen, b->f_gen, &correct, b->xb, e));
-    FM_TRY(fm_feature_stats(b->f_gen, ngen, m->nfeat, b->mu_x, b->c_x, e));
-    FM_TRY(fm_frechet(b->mu_x, b->c_x, b->mu_t, b->c_t, m->nfeat, fd, e));
-    *acc = (double)correct / ngen;
-    fm_info("eval: w = %g: class accuracy %.2f%%, Fréchet distance %.3f (floor %.3f), %d samples in %.1fs", w,
-            100 * *acc, *fd, fd_floor, ngen, fm_now() - tg);
+    FM_TRY(fm_batches_gather(W, b->mine, nb, per, b->f_gen, e));
+    for (int k = 0; k < pl->nscales; k++) /* sums of integers: exact in any order */
+        FM_TRY(fm_world_sum(W, &right[k], e));
     return FM_OK;
 }
 
-/* Rank 0: score the real images and every guidance scale with the trained
- * classifier weights and write eval.json (the JSON text grows in js). */
-static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_bufs *b, FILE *js, fm_err *e)
+/* Rank 0 logs how many samples each rank generated. Collective. */
+static int log_counts(const fm_world *w, const gen_count *mine, int total, fm_err *e)
+{
+    double *all = malloc((size_t)w->size * 3 * sizeof(double));
+    if (!all)
+        return fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", w->rank);
+    const double v[3] = { mine->samples, mine->batches, mine->seconds };
+    int rc = fm_world_allgather(w, v, 3, all, e);
+    for (int r = 0; rc == FM_OK && w->rank == 0 && r < w->size; r++)
+        fm_info("eval: rank %d generated %.0f of %d samples (batches: %.0f, %.1fs)", r, all[3 * r], total,
+                all[3 * r + 1], all[3 * r + 2]);
+    free(all);
+    return rc;
+}
+
+/* Score the real images and every guidance scale with the trained
+ * classifier weights; rank 0 writes the JSON text into js (NULL on the
+ * other ranks). Collective. */
+static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_bufs *b, const eval_plan *pl, FILE *js,
+                     fm_err *e)
 {
     const fm_config *c = P->cfg;
-    const int per = c->eval.samples_per_class, ngen = per * FM_NUM_CLASSES;
-    const int nreal = P->test->n < P->train->n ? P->test->n : P->train->n;
+    const fm_world *w = P->world;
     double test_acc, fd_floor;
-    FM_TRY(real_stats(P, m, b, nreal, &test_acc, &fd_floor, e));
-    fprintf(js, "{\n  \"classifier_test_accuracy\": %.6f,\n  \"fd_floor\": %.6f,\n", test_acc, fd_floor);
-    fprintf(js, "  \"sampler\": \"%s\",\n  \"sampler_steps\": %d,\n  \"samples_per_class\": %d,\n",
-            fm_sampler_names[c->sample.sampler], c->sample.steps, per);
-    FM_TRY(fm_generator_init(g, c, &P->dnn, c->eval.batch_size, (fm_sampler_kind)c->sample.sampler, c->sample.steps,
-                             e));
-    int64_t flow_step = 0;
-    FM_TRY(fm_generator_load(g, c, NULL, &flow_step, e));
-    fprintf(js, "  \"flow_step\": %lld,\n  \"by_cfg\": [", (long long)flow_step);
-    for (int i = 0; i < ngen; i++)
-        b->ygen[i] = i % FM_NUM_CLASSES;
-    for (int k = 0; k < c->sample.cfg.n; k++) {
-        float w = (float)c->sample.cfg.v[k];
-        double acc = 0, fd = 0;
-        FM_TRY(score_scale(c, m, g, b, ngen, w, fd_floor, &acc, &fd, e));
-        fprintf(js, "%s\n    {\"cfg\": %g, \"accuracy\": %.6f, \"fd\": %.6f}", k ? "," : "", w, acc, fd);
+    FM_TRY(real_stats(P, m, b, pl, &test_acc, &fd_floor, e));
+    if (js) {
+        fprintf(js, "{\n  \"classifier_test_accuracy\": %.6f,\n  \"fd_floor\": %.6f,\n", test_acc, fd_floor);
+        fprintf(js, "  \"sampler\": \"%s\",\n  \"sampler_steps\": %d,\n  \"samples_per_class\": %d,\n",
+                fm_sampler_names[c->sample.sampler], c->sample.steps, c->eval.samples_per_class);
     }
-    fprintf(js, "\n  ]\n}\n");
-    return FM_OK;
+    const int has = fm_batches_mine(pl->nscales * pl->nb_gen, w->rank, w->size) > 0;
+    int rc = has ? fm_generator_init(g, c, &P->dnn, pl->EB, (fm_sampler_kind)c->sample.sampler, c->sample.steps, e)
+                 : FM_OK;
+    FM_TRY(fm_batches_agree(w, rc, "eval: building the generator", e));
+    int64_t flow_step = 0;
+    FM_TRY(fm_generator_load_all(g, c, w, has, &flow_step, e));
+    if (js)
+        fprintf(js, "  \"flow_step\": %lld,\n  \"by_cfg\": [", (long long)flow_step);
+    double *right = malloc((size_t)(pl->nscales ? pl->nscales : 1) * sizeof *right); /* [nscales] */
+    rc = fm_batches_agree(w, right ? FM_OK : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", w->rank),
+                          "eval: set-up", e);
+    gen_count count = { 0, 0, 0 };
+    const double tg = fm_now();
+    if (rc == FM_OK)
+        rc = generate_all(P, m, g, b, pl, right, &count, e);
+    if (rc == FM_OK)
+        rc = log_counts(w, &count, pl->ngen * pl->nscales, e);
+    const size_t per_scale = (size_t)pl->nb_gen * pl->EB * pl->nf;
+    int rc0 = FM_OK; /* rank 0: the statistics of every scale */
+    for (int k = 0; rc == FM_OK && rc0 == FM_OK && w->rank == 0 && k < pl->nscales; k++) {
+        const float gw = (float)c->sample.cfg.v[k];
+        const double acc = right[k] / pl->ngen;
+        double fd = 0;
+        rc0 = fm_feature_stats(b->f_gen + k * per_scale, pl->ngen, pl->nf, b->mu_x, b->c_x, e);
+        if (rc0 == FM_OK)
+            rc0 = fm_frechet(b->mu_x, b->c_x, b->mu_t, b->c_t, pl->nf, &fd, e);
+        if (rc0 != FM_OK)
+            break;
+        fm_info("eval: w = %g: class accuracy %.2f%%, Fréchet distance %.3f (floor %.3f), %d samples", gw, 100 * acc,
+                fd, fd_floor, pl->ngen);
+        fprintf(js, "%s\n    {\"cfg\": %g, \"accuracy\": %.6f, \"fd\": %.6f}", k ? "," : "", gw, acc, fd);
+    }
+    free(right);
+    if (rc != FM_OK)
+        return rc;
+    if (js)
+        fprintf(js, "\n  ]\n}\n");
+    if (rc0 == FM_OK && w->rank == 0)
+        fm_info("eval: %d guidance scales x %d samples in %.1fs on %d rank%s", pl->nscales, pl->ngen,
+                fm_now() - tg, w->size, w->size > 1 ? "s" : "");
+    return fm_batches_agree(w, rc0, "eval: the Fréchet distances", e);
 }
 
-/* Rank 0, after training: everything the classifier p scores, into out_path. */
-static int eval_rank0(fm_pipeline *P, const fm_params *p, const char *out_path, fm_err *e)
+/* After training, on every rank: everything the classifier p scores; rank 0
+ * writes it into out_path. Collective. */
+static int eval_all(fm_pipeline *P, const fm_params *p, const char *out_path, fm_err *e)
 {
     const fm_config *c = P->cfg;
-    const int ngen = c->eval.samples_per_class * FM_NUM_CLASSES;
-    const int nreal = P->test->n < P->train->n ? P->test->n : P->train->n;
     fm_params ip;
     fm_classifier m;
     fm_generator g;
@@ -315,18 +398,28 @@ static int eval_rank0(fm_pipeline *P, const fm_params *p, const char *out_path, 
     char *json = NULL;
     size_t json_len = 0;
     FILE *js = NULL;
-    int rc = inference_classifier(P, p, c->eval.batch_size, &ip, &m, e);
+    eval_plan pl = { .EB = c->eval.batch_size,
+                     .ntest = P->test->n,
+                     .nreal = P->test->n < P->train->n ? P->test->n : P->train->n,
+                     .ngen = c->eval.samples_per_class * FM_NUM_CLASSES,
+                     .nscales = c->sample.cfg.n };
+    pl.nb_test = batches(pl.ntest, pl.EB);
+    pl.nb_real = batches(pl.nreal, pl.EB);
+    pl.nb_gen = batches(pl.ngen, pl.EB);
+    int rc = inference_classifier(P, p, pl.EB, &ip, &m, e);
+    pl.nf = m.nfeat;
     if (rc == FM_OK)
-        rc = eval_bufs_init(&b, c->eval.batch_size, ngen, P->test->n, nreal, m.nfeat, e);
-    if (rc == FM_OK && !(js = open_memstream(&json, &json_len)))
+        rc = eval_bufs_init(&b, P->world, &pl, e);
+    if (rc == FM_OK && P->world->rank == 0 && !(js = open_memstream(&json, &json_len)))
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory");
+    rc = fm_batches_agree(P->world, rc, "eval: setting up", e);
     if (rc == FM_OK)
-        rc = score_all(P, &m, &g, &b, js, e);
+        rc = score_all(P, &m, &g, &b, &pl, js, e);
     if (js)
         fclose(js);
-    if (rc == FM_OK)
+    if (rc == FM_OK && P->world->rank == 0)
         rc = fm_write_text_atomic(out_path, json, e);
-    if (rc == FM_OK)
+    if (rc == FM_OK && P->world->rank == 0)
         fm_info("eval: wrote %s", out_path);
     free(json);
     if (g.B)
@@ -341,17 +434,28 @@ static int eval_rank0(fm_pipeline *P, const fm_params *p, const char *out_path, 
 int fm_stage_eval(fm_pipeline *P, fm_err *e)
 {
     const fm_config *c = P->cfg;
+    const fm_world *w = P->world;
     char out_path[4200];
     fm_run_path(P, out_path, sizeof out_path, "eval.json");
-    if (!P->force_eval && access(out_path, F_OK) == 0) {
+    int exists = !P->force_eval && w->rank == 0 && access(out_path, F_OK) == 0; /* rank 0 looks, all learn */
+    FM_TRY(fm_world_max_int(w, &exists, e));
+    if (exists) {
         fm_info("eval: done (%s exists)", out_path);
         return FM_OK;
     }
+    const double t0 = fm_now();
     fm_params p;
     FM_TRY(fm_params_init(&p, 64, (size_t)4 << 20, (uint64_t)c->run.seed, e));
     int rc = train_classifier(P, &p, e);
-    if (rc == FM_OK && P->world->rank == 0)
-        rc = eval_rank0(P, &p, out_path, e);
+    const double t1 = fm_now();
+    rc = fm_batches_agree(w, rc, "eval: training the classifier", e);
+    if (rc == FM_OK)
+        rc = eval_all(P, &p, out_path, e);
     fm_params_free(&p);
-    return end_of_stage(P, rc, e);
+    /* every rank learns whether rank 0 could write eval.json */
+    rc = fm_batches_agree(w, rc, "eval", e);
+    if (rc == FM_OK)
+        fm_info("eval: stage took %.1fs on %d rank%s (classifier %.1fs, scoring %.1fs)", fm_now() - t0, w->size,
+                w->size > 1 ? "s" : "", t1 - t0, fm_now() - t1);
+    return rc;
 }

@@ -5,7 +5,8 @@
  * fm_cfm_batch draws t, the noise and the label dropout keyed by (seed, s,
  * global sample index), the model predicts u, the loss is the mean squared
  * error to the CFM target. Every flow.sample_every steps and at the end,
- * rank 0 draws one grid per guidance scale from the EMA weights. With
+ * one grid per guidance scale from the EMA weights: grid k drawn by rank k
+ * mod the rank count, written by rank 0 (fm_generator_write_grids). With
  * run.profile_steps > 0 the trainer's profile table times the model's layers
  * and the parts of the step for that many steps (trainer.h). */
 #include <math.h>
@@ -128,15 +129,16 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
                         (uint64_t)c->run.seed, e);
     if (rc != FM_OK)
         goto out;
-    int grids = w->rank == 0 && c->flow.sample_every > 0 && c->sample.cfg.n > 0;
-    if (grids) {
+    /* grid k is drawn by rank k mod size (fm_generator_write_grids) */
+    const int grids = c->flow.sample_every > 0 && c->sample.cfg.n > 0;
+    if (grids && fm_generator_grids_mine(c, w->rank, w->size) > 0) {
         rc = fm_generator_init(&gen, c, &P->dnn, FM_NUM_CLASSES * c->sample.per_class,
                                (fm_sampler_kind)c->sample.sampler, c->sample.steps, e);
         if (rc == FM_OK)
             rc = fm_generator_load_vae(&gen, c->run.out, data.scale, e);
-        if (rc != FM_OK)
-            goto out;
     }
+    if (grids && (rc = fm_batches_agree(w, rc, "flow: building the grids' generator", e)) != FM_OK)
+        goto out;
     /* one block for the step's buffers: z, x_t, target, u, du [local, D]; t; labels; indices */
     size_t per = (size_t)local * D;
     buf = malloc((5 * per + local) * sizeof(float) + 2 * (size_t)local * sizeof(int32_t) +
@@ -174,13 +176,14 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
             break;
         if ((rc = fm_trainer_end(&t, loss, e)) != FM_OK)
             break;
-        const int grid_now = c->flow.sample_every > 0 && c->sample.cfg.n > 0 &&
-                             (t.step % c->flow.sample_every == 0 || t.step == tc->steps);
-        if (grid_now && c->sample.ema && (rc = fm_trainer_gather_state(&t, e)) != FM_OK) /* ZeRO: the whole EMA */
+        const int grid_now = grids && (t.step % c->flow.sample_every == 0 || t.step == tc->steps);
+        /* ZeRO: every rank's shard of the EMA to every rank (the weights are whole everywhere) */
+        if (grid_now && c->sample.ema && t.sync.zero && (rc = fm_gradsync_allgather(&t.sync, t.ema.w, e)) != FM_OK)
             break;
-        if (grids && grid_now) {
-            fm_generator_set_flow_weights(&gen, c->sample.ema ? t.ema.w : p.data, p.numel);
-            rc = fm_generator_write_grids(&gen, c, "flow", t.step, e);
+        if (grid_now) {
+            if (gen.B)
+                fm_generator_set_flow_weights(&gen, c->sample.ema ? t.ema.w : p.data, p.numel);
+            rc = fm_generator_write_grids(&gen, c, w, "flow", t.step, e);
         }
     }
 out:

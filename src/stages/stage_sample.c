@@ -1,6 +1,7 @@
 /* stage_sample.c - final grids from the flow's EMA weights, one per guidance
- * scale: RUN/samples/sample-<step>-w<w>.png. Rank 0 samples; the stage is
- * skipped when every grid exists. */
+ * scale: RUN/samples/sample-<step>-w<w>.png. Grid k is drawn by rank k mod
+ * the rank count (fm_generator_write_grids), rank 0 writes them; the stage is
+ * skipped when rank 0 finds every grid. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,27 +13,31 @@
 int fm_stage_sample(fm_pipeline *P, fm_err *e)
 {
     const fm_config *c = P->cfg;
-    if (P->world->rank != 0)
-        return fm_world_barrier(P->world, e);
+    const fm_world *w = P->world;
+    const int draws = fm_generator_grids_mine(c, w->rank, w->size) > 0;
     fm_generator g;
-    int rc = fm_generator_init(&g, c, &P->dnn, FM_NUM_CLASSES * c->sample.per_class, (fm_sampler_kind)c->sample.sampler,
-                               c->sample.steps, e);
+    memset(&g, 0, sizeof g);
+    int rc = draws ? fm_generator_init(&g, c, &P->dnn, FM_NUM_CLASSES * c->sample.per_class,
+                                       (fm_sampler_kind)c->sample.sampler, c->sample.steps, e)
+                   : FM_OK;
+    rc = fm_batches_agree(w, rc, "sample: building the generator", e);
     int64_t step = 0;
     if (rc == FM_OK)
-        rc = fm_generator_load(&g, c, NULL, &step, e);
-    int missing = 0;
-    for (int k = 0; rc == FM_OK && k < c->sample.cfg.n; k++) {
+        rc = fm_generator_load_all(&g, c, w, draws, &step, e);
+    int missing = 0; /* rank 0 looks, every rank learns */
+    for (int k = 0; rc == FM_OK && w->rank == 0 && k < c->sample.cfg.n; k++) {
         char name[128], path[4300];
         snprintf(name, sizeof name, "samples/sample-%08lld-w%g.png", (long long)step, c->sample.cfg.v[k]);
         fm_run_path(P, path, sizeof path, name);
         missing += access(path, F_OK) != 0;
     }
+    if (rc == FM_OK)
+        rc = fm_world_max_int(w, &missing, e);
     if (rc == FM_OK && !missing)
         fm_info("sample: done (grids of step %lld exist)", (long long)step);
     else if (rc == FM_OK)
-        rc = fm_generator_write_grids(&g, c, "sample", step, e);
+        rc = fm_generator_write_grids(&g, c, w, "sample", step, e);
     if (g.B)
         fm_generator_free(&g);
-    int rc2 = fm_world_barrier(P->world, e);
-    return rc != FM_OK ? rc : rc2;
+    return rc;
 }
