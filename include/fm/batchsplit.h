@@ -41,7 +41,9 @@ int fm_batches_gather(const fm_world *w, const float *mine, int nb, size_t per, 
  * caller saw a stop signal) is shown to every rank. Returns rc when it is not
  * FM_OK (the caller's own message), the collective's error, or, when another
  * rank's status is not FM_OK, that status with "<what>: rank R stopped with
- * status S (its message says why)". FM_OK when every rank is. Collective. */
+ * status S (its message says why)" (for FM_PREEMPTED: "<what>: rank R was
+ * stopped by a signal: run the same command again ..."). FM_OK when every
+ * rank is. Collective. */
 int fm_batches_agree(const fm_world *w, int rc, const char *what, fm_err *e);
 
 #endif

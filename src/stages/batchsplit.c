@@ -58,6 +58,9 @@ int fm_batches_agree(const fm_world *w, int rc, const char *what, fm_err *e)
         *e = ce;
         return crc;
     }
+    if (bad >= 0 && status == FM_PREEMPTED) /* only rank 0's message is shown: say what to do */
+        return fm_fail(e, status, "%s: rank %d was stopped by a signal: run the same command again (or let Slurm "
+                       "requeue the job) to resume", what, bad);
     if (bad >= 0)
         return fm_fail(e, status, "%s: rank %d stopped with status %d (its message says why)", what, bad, status);
     return FM_OK;

@@ -301,7 +301,7 @@ static int generate_all(const fm_pipeline *P, fm_classifier *m, fm_generator *g,
                          "classifier is saved: run the same command again (or let Slurm requeue the job) to "
                          "redo the generation",
                          stop, W->rank, s < own ? s + 1 : own, own);
-        FM_TRY(fm_batches_agree(W, rc, "eval: generating", e));
+        FM_TRY(fm_batches_agree(W, rc, "eval: generating (the classifier is saved)", e));
     }
     FM_TRY(fm_batches_gather(W, b->mine, nb, per, b->f_gen, e));
     for (int k = 0; k < pl->nscales; k++) /* sums of integers: exact in any order */
