@@ -382,6 +382,16 @@ static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_buf
     return fm_batches_agree(w, rc0, "eval: the Fréchet distances", e);
 }
 
+/* The batch of one generation and classification call, which one rank runs
+ * whole: eval.batch_size; with dist.batch: per_rank, fm_config_apply_world
+ * has made that ranks x the configured batch: the configured one then (so a
+ * rank never runs more than it was given, and the run scores what one rank
+ * with that batch scores). */
+static int eval_batch(const fm_config *c, const fm_world *w)
+{
+    return c->dist.batch == FM_BATCH_PER_RANK ? c->eval.batch_size / w->size : c->eval.batch_size;
+}
+
 /* After training, on every rank: everything the classifier p scores; rank 0
  * writes it into out_path. Collective. */
 static int eval_all(fm_pipeline *P, const fm_params *p, const char *out_path, fm_err *e)
@@ -398,7 +408,7 @@ static int eval_all(fm_pipeline *P, const fm_params *p, const char *out_path, fm
     char *json = NULL;
     size_t json_len = 0;
     FILE *js = NULL;
-    eval_plan pl = { .EB = c->eval.batch_size,
+    eval_plan pl = { .EB = eval_batch(c, P->world),
                      .ntest = P->test->n,
                      .nreal = P->test->n < P->train->n ? P->test->n : P->train->n,
                      .ngen = c->eval.samples_per_class * FM_NUM_CLASSES,
