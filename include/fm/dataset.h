@@ -55,6 +55,23 @@ typedef struct fm_dataset {
  * Debian package that provides the data); a bad split -> FM_ERR_USAGE.
  * On failure out is left empty; fm_dataset_free is safe on it either way. */
 int fm_mnist_load(const char *dir, const char *split, int limit, fm_dataset *out, fm_err *e);
+/* Frees images and labels: only for a dataset fm_mnist_load filled. */
 void fm_dataset_free(fm_dataset *d);
+
+/* fm_mnist_load in two halves, to decode into buffers the caller owns (a
+ * block shared by the ranks of a node): fm_mnist_read reads and verifies a
+ * split's two files exactly as fm_mnist_load does (same checks, same
+ * messages) and keeps them undecoded; raw->n is the number of images the
+ * dataset will hold (after `limit`). fm_mnist_decode then writes images
+ * [n, 32, 32, 1] and labels [n] (fm_dataset's layout and values, bit for
+ * bit). fm_mnist_raw_free is safe on a raw that failed or was freed. */
+typedef struct fm_mnist_raw {
+    fm_idx img, lab;
+    int n;
+} fm_mnist_raw;
+
+int fm_mnist_read(const char *dir, const char *split, int limit, fm_mnist_raw *raw, fm_err *e);
+void fm_mnist_decode(const fm_mnist_raw *raw, float *images, int32_t *labels);
+void fm_mnist_raw_free(fm_mnist_raw *raw);
 
 #endif

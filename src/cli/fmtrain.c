@@ -9,7 +9,8 @@
  * is created; then the stages run (src/stages/pipeline.c). With --dry-run the
  * resolved config and the plan are printed and nothing is created. The exit
  * status is the fm status (status.h). Every rank runs the same checks; rank 0
- * prints, and all ranks exit with the worst status. */
+ * prints, and all ranks exit with the worst status. The dataset is held once
+ * per node, in a block node rank 0 reads and decodes (see load_data). */
 #include <errno.h>
 #include <limits.h>
 #include <mpi.h>
@@ -28,6 +29,7 @@
 #include "fm/generate.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
+#include "fm/shared.h"
 #include "fm/signals.h"
 #include "fm/status.h"
 #include "fm/world.h"
@@ -346,6 +348,149 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
     fprintf(f, "# dry run: nothing was run, and %s was not created\n", c->run.out);
 }
 
+/* ---- the dataset, once per node ---- */
+
+/* The dataset's block: this header, then the training images and labels,
+ * then the test images and labels, each part 64-byte aligned. */
+typedef struct data_head {
+    int32_t n_train, n_test;
+} data_head;
+
+#define DATA_ALIGN 64
+#define IMG_FLOATS ((size_t)FM_MNIST_PADDED * FM_MNIST_PADDED)
+
+static size_t align_up(size_t n) { return (n + DATA_ALIGN - 1) / DATA_ALIGN * DATA_ALIGN; }
+
+/* Offsets of the four parts in the block; returns its size. */
+static size_t data_layout(int n_train, int n_test, size_t off[4])
+{
+    size_t at = align_up(sizeof(data_head));
+    const size_t part[4] = { (size_t)n_train * IMG_FLOATS * sizeof(float), (size_t)n_train * sizeof(int32_t),
+                             (size_t)n_test * IMG_FLOATS * sizeof(float), (size_t)n_test * sizeof(int32_t) };
+    for (int k = 0; k < 4; k++) {
+        off[k] = at;
+        at += align_up(part[k]);
+    }
+    return at;
+}
+
+/* What node rank 0 reads (fm_shared_filler's ctx). */
+typedef struct data_reader {
+    const fm_config *c;
+    fm_mnist_raw train, test;
+} data_reader;
+
+static int data_size(void *ctx, size_t *bytes, fm_err *e)
+{
+    data_reader *r = ctx;
+    FM_TRY(fm_mnist_read(r->c->data.dir, "train", r->c->data.train_limit, &r->train, e));
+    FM_TRY(fm_mnist_read(r->c->data.dir, "t10k", r->c->data.test_limit, &r->test, e));
+    size_t off[4];
+    *bytes = data_layout(r->train.n, r->test.n, off);
+    return FM_OK;
+}
+
+static int data_fill(void *ctx, void *base, size_t bytes, fm_err *e)
+{
+    (void)bytes;
+    (void)e;
+    data_reader *r = ctx;
+    char *b = base;
+    size_t off[4];
+    data_layout(r->train.n, r->test.n, off);
+    data_head h = { r->train.n, r->test.n };
+    memcpy(b, &h, sizeof h);
+    fm_mnist_decode(&r->train, (float *)(b + off[0]), (int32_t *)(b + off[1]));
+    fm_mnist_decode(&r->test, (float *)(b + off[2]), (int32_t *)(b + off[3]));
+    fm_mnist_raw_free(&r->train);
+    fm_mnist_raw_free(&r->test);
+    return FM_OK;
+}
+
+/* The training and test sets as views into one block per node. */
+typedef struct data {
+    fm_node node;
+    fm_shared block;
+    fm_dataset train, test;
+} data;
+
+/* Rank 0 logs, for every rank (for the first 16 and a summary beyond), the
+ * bytes of data it sees in a node-shared block and the bytes it holds
+ * privately. Collective. */
+static int log_data(const data *d, const fm_world *w, fm_err *e)
+{
+    const double mine[3] = { (double)d->node.rank, (double)d->node.size, d->block.in_window ? 1.0 : 0.0 };
+    double *all = malloc((size_t)w->size * 3 * sizeof *all);
+    if (!all)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' data figures", w->size);
+    int rc = fm_world_allgather(w, mine, 3, all, e);
+    if (rc == FM_OK && w->rank == 0) {
+        const double mib = d->block.bytes / 1048576.0;
+        int nodes = 0, shown = w->size <= 16 ? w->size : 1;
+        for (int r = 0; r < w->size; r++) {
+            const int nrank = (int)all[3 * r], nsize = (int)all[3 * r + 1], win = all[3 * r + 2] != 0.0;
+            nodes += nrank == 0;
+            if (r >= shown)
+                continue;
+            char who[32] = "";
+            if (r > 0)
+                snprintf(who, sizeof who, "rank %d: ", r);
+            if (win)
+                fm_info("data: %s%.1f MiB in a node-shared block (node rank %d of %d %s it), 0.0 MiB private", who,
+                        mib, nrank, nsize, nrank == 0 ? "holds" : "maps");
+            else
+                fm_info("data: %s%.1f MiB private (the only rank of its node)", who, mib);
+        }
+        if (w->size > 1)
+            fm_info("data: %d rank%s on %d node%s: %.1f MiB in all (one copy per node), where a copy per rank "
+                    "would take %.1f MiB",
+                    w->size, w->size == 1 ? "" : "s", nodes, nodes == 1 ? "" : "s", nodes * mib, w->size * mib);
+    }
+    free(all);
+    return rc;
+}
+
+/* Load the training and test sets of c once per node: node rank 0 reads and
+ * decodes them into a node-shared block, the other ranks map it. Collective;
+ * every rank returns the same status (a data file that fails on one node
+ * stops every rank with its message). */
+static int load_data(const fm_config *c, const fm_world *w, data *d, fm_err *e)
+{
+    memset(d, 0, sizeof *d);
+    FM_TRY(fm_node_init(&d->node, w, e));
+    data_reader r;
+    memset(&r, 0, sizeof r);
+    r.c = c;
+    const fm_shared_filler f = { data_size, data_fill, &r };
+    int rc = fm_shared_load(&d->node, &f, "the dataset", &d->block, e);
+    fm_mnist_raw_free(&r.train);
+    fm_mnist_raw_free(&r.test);
+    if (rc != FM_OK) {
+        fm_node_free(&d->node);
+        return rc;
+    }
+    const char *b = d->block.base;
+    data_head h;
+    memcpy(&h, b, sizeof h);
+    size_t off[4];
+    data_layout(h.n_train, h.n_test, off);
+    d->train = (fm_dataset){ h.n_train, FM_MNIST_PADDED, FM_MNIST_PADDED, (float *)(b + off[0]),
+                             (int32_t *)(b + off[1]) };
+    d->test = (fm_dataset){ h.n_test, FM_MNIST_PADDED, FM_MNIST_PADDED, (float *)(b + off[2]),
+                            (int32_t *)(b + off[3]) };
+    return log_data(d, w, e);
+}
+
+/* ok: every rank ends the run here with success (the block's window is then
+ * freed collectively; after an error it stays mapped until exit). */
+static void free_data(data *d, int ok)
+{
+    fm_shared_free(&d->node, &d->block, ok);
+    fm_node_free(&d->node);
+    memset(&d->train, 0, sizeof d->train);
+    memset(&d->test, 0, sizeof d->test);
+}
+
 /* Validate CONFIG with its overrides, the rank count and the data; on
  * success rank 0 prints the resolved config and the plan. */
 static int run_train(const args *a, fm_world *w, fm_err *e)
@@ -364,16 +509,13 @@ static int run_train(const args *a, fm_world *w, fm_err *e)
     if (c.run.threads > 0)
         omp_set_num_threads(c.run.threads);
 
-    fm_dataset train, test;
-    memset(&train, 0, sizeof train);
-    memset(&test, 0, sizeof test);
-    int rc = fm_mnist_load(c.data.dir, "train", c.data.train_limit, &train, e);
-    if (rc == FM_OK)
-        rc = fm_mnist_load(c.data.dir, "t10k", c.data.test_limit, &test, e);
-    if (rc == FM_OK && a->dry_run && w->rank == 0) {
+    data d;
+    FM_TRY(load_data(&c, w, &d, e));
+    int rc = FM_OK;
+    if (a->dry_run && w->rank == 0) {
         rc = fm_config_dump(&c, stdout, e);
         if (rc == FM_OK) {
-            print_plan(&c, &train, &test, w->size, stdout);
+            print_plan(&c, &d.train, &d.test, w->size, stdout);
             if (fflush(stdout) != 0)
                 rc = fm_fail(e, FM_ERR_IO, "cannot write to standard output: %s", strerror(errno));
         }
@@ -381,9 +523,8 @@ static int run_train(const args *a, fm_world *w, fm_err *e)
             fm_info("config and data are valid (dry run: nothing was run)");
     }
     if (rc == FM_OK && !a->dry_run)
-        rc = fm_pipeline_run(&c, &train, &test, w, 0, e);
-    fm_dataset_free(&train);
-    fm_dataset_free(&test);
+        rc = fm_pipeline_run(&c, &d.train, &d.test, w, 0, e);
+    free_data(&d, rc == FM_OK);
     return rc;
 }
 
@@ -460,16 +601,10 @@ static int run_eval(const args *a, fm_world *w, fm_err *e)
     FM_TRY(fm_build_validate(&c, e));
     FM_TRY(fm_config_check_world(&c, w->size, e));
     fm_world_set_timeout(w, c.dist.timeout);
-    fm_dataset train, test;
-    memset(&train, 0, sizeof train);
-    memset(&test, 0, sizeof test);
-    int rc = fm_mnist_load(c.data.dir, "train", c.data.train_limit, &train, e);
-    if (rc == FM_OK)
-        rc = fm_mnist_load(c.data.dir, "t10k", c.data.test_limit, &test, e);
-    if (rc == FM_OK)
-        rc = fm_pipeline_run(&c, &train, &test, w, 1, e);
-    fm_dataset_free(&train);
-    fm_dataset_free(&test);
+    data d;
+    FM_TRY(load_data(&c, w, &d, e));
+    int rc = fm_pipeline_run(&c, &d.train, &d.test, w, 1, e);
+    free_data(&d, rc == FM_OK);
     return rc;
 }
 

@@ -348,9 +348,9 @@ static void scale_pad(const uint8_t *src, int n, float *dst)
     }
 }
 
-int fm_mnist_load(const char *dir, const char *split, int limit, fm_dataset *out, fm_err *e)
+int fm_mnist_read(const char *dir, const char *split, int limit, fm_mnist_raw *raw, fm_err *e)
 {
-    memset(out, 0, sizeof *out);
+    memset(raw, 0, sizeof *raw);
     if (!dir || !split || (strcmp(split, "train") != 0 && strcmp(split, "t10k") != 0))
         return fm_fail(e, FM_ERR_USAGE, "fm_mnist_load: split must be \"train\" or \"t10k\", got \"%s\"",
                        split ? split : "(null)");
@@ -367,52 +367,73 @@ int fm_mnist_load(const char *dir, const char *split, int limit, fm_dataset *out
     if (ni < 0 || ni >= (int)sizeof ipath || nl < 0 || nl >= (int)sizeof lpath)
         return fm_fail(e, FM_ERR_DATA, "%s: data directory path too long (data.dir in the config points here)", dir);
 
-    fm_idx img, lab;
-    memset(&img, 0, sizeof img);
-    memset(&lab, 0, sizeof lab);
-    int rc = read_split_file(dir, ipath, 3, &img, e);
+    fm_idx *img = &raw->img, *lab = &raw->lab;
+    int rc = read_split_file(dir, ipath, 3, img, e);
     if (rc != FM_OK)
         return rc;
-    rc = read_split_file(dir, lpath, 1, &lab, e);
+    rc = read_split_file(dir, lpath, 1, lab, e);
     if (rc != FM_OK)
-        goto done;
-    if (img.dims[1] != FM_MNIST_SIDE || img.dims[2] != FM_MNIST_SIDE) {
-        rc = fm_fail(e, FM_ERR_DATA, "%s: images are %dx%d, expected %dx%d", ipath, img.dims[1], img.dims[2],
+        goto fail;
+    if (img->dims[1] != FM_MNIST_SIDE || img->dims[2] != FM_MNIST_SIDE) {
+        rc = fm_fail(e, FM_ERR_DATA, "%s: images are %dx%d, expected %dx%d", ipath, img->dims[1], img->dims[2],
                      FM_MNIST_SIDE, FM_MNIST_SIDE);
-        goto done;
+        goto fail;
     }
-    if (img.dims[0] != lab.dims[0]) {
-        rc = fm_fail(e, FM_ERR_DATA, "%s: holds %d images but %s holds %d labels", ipath, img.dims[0], lpath,
-                     lab.dims[0]);
-        goto done;
+    if (img->dims[0] != lab->dims[0]) {
+        rc = fm_fail(e, FM_ERR_DATA, "%s: holds %d images but %s holds %d labels", ipath, img->dims[0], lpath,
+                     lab->dims[0]);
+        goto fail;
     }
-    for (int i = 0; i < lab.dims[0]; i++) {
-        if (lab.data[i] >= FM_MNIST_CLASSES) {
-            rc = fm_fail(e, FM_ERR_DATA, "%s: label %d at index %d out of range 0..%d", lpath, lab.data[i], i,
+    for (int i = 0; i < lab->dims[0]; i++) {
+        if (lab->data[i] >= FM_MNIST_CLASSES) {
+            rc = fm_fail(e, FM_ERR_DATA, "%s: label %d at index %d out of range 0..%d", lpath, lab->data[i], i,
                          FM_MNIST_CLASSES - 1);
-            goto done;
+            goto fail;
         }
     }
+    raw->n = img->dims[0];
+    if (limit > 0 && limit < raw->n)
+        raw->n = limit;
+    return FM_OK;
+fail:
+    fm_mnist_raw_free(raw);
+    return rc;
+}
 
-    int n = img.dims[0];
-    if (limit > 0 && limit < n)
-        n = limit;
+void fm_mnist_decode(const fm_mnist_raw *raw, float *images, int32_t *labels)
+{
+    scale_pad(raw->img.data, raw->n, images);
+    for (int i = 0; i < raw->n; i++)
+        labels[i] = raw->lab.data[i];
+}
+
+void fm_mnist_raw_free(fm_mnist_raw *raw)
+{
+    if (!raw)
+        return;
+    fm_idx_free(&raw->img);
+    fm_idx_free(&raw->lab);
+    raw->n = 0;
+}
+
+int fm_mnist_load(const char *dir, const char *split, int limit, fm_dataset *out, fm_err *e)
+{
+    memset(out, 0, sizeof *out);
+    fm_mnist_raw raw;
+    FM_TRY(fm_mnist_read(dir, split, limit, &raw, e));
+    int rc = FM_OK, n = raw.n;
     size_t npix = (size_t)n * FM_MNIST_PADDED * FM_MNIST_PADDED;
     out->images = malloc(npix * sizeof *out->images);
     out->labels = malloc((size_t)n * sizeof *out->labels);
     if (!out->images || !out->labels) {
         fm_dataset_free(out);
-        rc = fm_fail(e, FM_ERR_INTERNAL, "%s: out of memory for %d images", ipath, n);
-        goto done;
+        rc = fm_fail(e, FM_ERR_INTERNAL, "%s/%s-images-idx3-ubyte.gz: out of memory for %d images", dir, split, n);
+    } else {
+        fm_mnist_decode(&raw, out->images, out->labels);
+        out->n = n;
+        out->h = out->w = FM_MNIST_PADDED;
     }
-    scale_pad(img.data, n, out->images);
-    for (int i = 0; i < n; i++)
-        out->labels[i] = lab.data[i];
-    out->n = n;
-    out->h = out->w = FM_MNIST_PADDED;
-done:
-    fm_idx_free(&img);
-    fm_idx_free(&lab);
+    fm_mnist_raw_free(&raw);
     return rc;
 }
 
