@@ -44,6 +44,7 @@ typedef struct fm_node {
 /* Collective over the world: find this rank's node. Errors (a barrier past
  * its deadline, the split failed, a bad FMTRAIN_RANKS_PER_NODE) are agreed. */
 int fm_node_init(fm_node *nd, const fm_world *w, fm_err *e);
+/* Safe on a node fm_node_init left (failed or not) and on a zeroed one. */
 void fm_node_free(fm_node *nd);
 
 /* Every rank of the world passes its status; every rank returns the status of
@@ -84,5 +85,6 @@ int fm_shared_load(const fm_node *nd, const fm_shared_filler *f, const char *wha
  * is left mapped until the process ends (freeing it would wait for ranks
  * that may never come); a private block is freed either way. */
 void fm_shared_free(const fm_node *nd, fm_shared *b, int collective);
+/* (a zeroed fm_shared holds nothing: freeing it is a no-op) */
 
 #endif

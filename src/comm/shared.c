@@ -158,7 +158,7 @@ int fm_node_init(fm_node *nd, const fm_world *w, fm_err *e)
 
 void fm_node_free(fm_node *nd)
 {
-    if (nd->comm != MPI_COMM_NULL)
+    if (nd->world && nd->comm != MPI_COMM_NULL) /* a zeroed fm_node holds nothing */
         MPI_Comm_free(&nd->comm);
     nd->comm = MPI_COMM_NULL;
     nd->rank = 0;

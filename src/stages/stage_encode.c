@@ -3,8 +3,10 @@
  * Writes RUN/latents.safetensors: "latents" [N, s, s, C] (the encoder means,
  * unscaled), "labels" [N] (as F32), "scale" [1] = 1 / std of all latent values,
  * the factor the flow stage multiplies latents by (and generation divides by).
- * Ranks encode interleaved chunks; the results are summed to every rank
- * (each value is written by exactly one rank, so the sum is exact). */
+ * Rank 0 reads the vae checkpoint (and an existing latents file) and
+ * broadcasts the weights (the decision). Ranks encode interleaved chunks; the
+ * results are summed to every rank (each value is written by exactly one
+ * rank, so the sum is exact). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +45,10 @@ int fm_stage_encode(fm_pipeline *P, fm_err *e)
         return FM_OK;
     }
     const int n = P->train->n, D = side * side * ch, XD = 32 * 32;
-    if (latents_ok(path, n, side, ch)) {
+    /* rank 0 reads the file and decides for every rank */
+    int done = P->world->rank == 0 && latents_ok(path, n, side, ch);
+    FM_TRY(fm_world_max_int(P->world, &done, e));
+    if (done) {
         fm_info("encode: done (%s)", path);
         return FM_OK;
     }
@@ -63,11 +68,22 @@ int fm_stage_encode(fm_pipeline *P, fm_err *e)
         rc = fm_vae_decoder_init(&dec, &P->dnn, &p, &vc, 1, 0, e);
     if (rc != FM_OK)
         goto out;
+    /* rank 0 reads the vae checkpoint, the others receive its weights */
     fm_ckpt_group grp = { "", &p, p.data };
-    rc = fm_ckpt_load_latest(c->run.out, "vae", &grp, 1, NULL, 0, NULL, e);
-    if (rc == FM_CKPT_NONE)
-        rc = fm_fail(e, FM_ERR_DATA, "%s/ckpt: no vae checkpoint to encode with: run the vae stage first",
-                     c->run.out);
+    if (P->world->rank == 0) {
+        rc = fm_ckpt_load_latest(c->run.out, "vae", &grp, 1, NULL, 0, NULL, e);
+        if (rc == FM_CKPT_NONE)
+            rc = fm_fail(e, FM_ERR_DATA, "%s/ckpt: no vae checkpoint to encode with: run the vae stage first",
+                         c->run.out);
+    }
+    int bad = rc;
+    int arc = fm_world_max_int(P->world, &bad, e);
+    if (rc == FM_OK && arc != FM_OK)
+        rc = arc;
+    else if (rc == FM_OK && bad != FM_OK)
+        rc = fm_fail(e, bad, "encode: rank 0 could not load the vae checkpoint (its message says why)");
+    if (rc == FM_OK)
+        rc = fm_world_bcast(P->world, p.data, p.numel, e);
     if (rc != FM_OK)
         goto out;
     lat = calloc((size_t)n * D, sizeof(float));
@@ -115,8 +131,8 @@ int fm_stage_encode(fm_pipeline *P, fm_err *e)
         fm_st_meta meta[] = { { "format", "fmtrain-latents-1" }, { "latent_scale", scale_txt } };
         rc = fm_st_write(path, t, 3, meta, 2, e);
     }
-    /* the next stage reads the file on every rank: wait for rank 0's write */
-    int bad = rc;
+    /* the next stage reads the file (once per node): wait for rank 0's write */
+    bad = rc;
     int rc2 = fm_world_max_int(P->world, &bad, e);
     if (rc == FM_OK && rc2 != FM_OK)
         rc = rc2;

@@ -22,46 +22,104 @@
 #include "fm/path.h"
 #include "fm/pipeline.h"
 #include "fm/safetensors.h"
+#include "fm/shared.h"
 #include "fm/trainer.h"
 
-/* The training set of the flow: x [n, dim] (scaled latents or pixels), labels. */
+/* The training set of the flow: x [n, dim] (scaled latents or pixels), labels.
+ * Latents live in a block shared by the ranks of a node (load_latents). */
 typedef struct flow_data {
-    float *x;
-    int32_t *y;
+    const float *x;
+    const int32_t *y;
     int n;
     float scale;
-    fm_st_file file;
+    fm_node node;
+    fm_shared block; /* the latents' block (flow.latent) */
 } flow_data;
 
-static int load_latents(const fm_pipeline *P, flow_data *d, long dim, fm_err *e)
-{
+/* The latents' block: this header, then x [n, dim] (scaled), then y [n]. */
+typedef struct latents_head {
+    int32_t n;
+    float scale;
+} latents_head;
+
+#define LAT_ALIGN 64
+#define LAT_X_OFF ((size_t)LAT_ALIGN) /* sizeof(latents_head) rounded up */
+
+static size_t lat_y_off(int n, long dim) { return LAT_X_OFF + ((size_t)n * dim * sizeof(float) + LAT_ALIGN - 1) / LAT_ALIGN * LAT_ALIGN; }
+
+/* What node rank 0 reads (fm_shared_filler's ctx). */
+typedef struct latents_reader {
     char path[4200];
-    fm_run_path(P, path, sizeof path, FM_LATENTS_FILE);
-    FM_TRY(fm_st_read(path, &d->file, e));
-    const fm_st_tensor *l = fm_st_get(&d->file, "latents"), *y = fm_st_get(&d->file, "labels"),
-                       *s = fm_st_get(&d->file, "scale");
-    if (!l || !y || !s || l->ndim != 4 || l->shape[1] * l->shape[2] * l->shape[3] != dim || y->shape[0] != l->shape[0])
+    long dim;
+    fm_st_file file;
+    const fm_st_tensor *l, *y, *s;
+} latents_reader;
+
+static int latents_size(void *ctx, size_t *bytes, fm_err *e)
+{
+    latents_reader *r = ctx;
+    FM_TRY(fm_st_read(r->path, &r->file, e));
+    r->l = fm_st_get(&r->file, "latents");
+    r->y = fm_st_get(&r->file, "labels");
+    r->s = fm_st_get(&r->file, "scale");
+    const fm_st_tensor *l = r->l, *y = r->y, *s = r->s;
+    if (!l || !y || !s || l->ndim != 4 || l->shape[1] * l->shape[2] * l->shape[3] != r->dim ||
+        y->shape[0] != l->shape[0])
         return fm_fail(e, FM_ERR_DATA,
                        "%s: not the latents of this config (expected %ld values per sample): delete it to re-encode",
-                       path, dim);
-    d->n = (int)l->shape[0];
-    memcpy(&d->scale, s->data, sizeof(float));
-    d->x = malloc((size_t)d->n * dim * sizeof(float));
-    d->y = malloc((size_t)d->n * sizeof(int32_t));
-    if (!d->x || !d->y)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d latents", d->n);
-    const float *src = l->data;
-    for (size_t i = 0; i < (size_t)d->n * dim; i++) {
+                       r->path, r->dim);
+    *bytes = lat_y_off((int)l->shape[0], r->dim) + (size_t)l->shape[0] * sizeof(int32_t);
+    return FM_OK;
+}
+
+static int latents_fill(void *ctx, void *base, size_t bytes, fm_err *e)
+{
+    (void)bytes;
+    (void)e;
+    latents_reader *r = ctx;
+    char *b = base;
+    latents_head h = { (int32_t)r->l->shape[0], 0.0f };
+    memcpy(&h.scale, r->s->data, sizeof(float));
+    memcpy(b, &h, sizeof h);
+    float *x = (float *)(b + LAT_X_OFF);
+    int32_t *y = (int32_t *)(b + lat_y_off(h.n, r->dim));
+    const float *src = r->l->data;
+    for (size_t i = 0; i < (size_t)h.n * r->dim; i++) {
         float v;
         memcpy(&v, src + i, sizeof v);
-        d->x[i] = v * d->scale;
+        x[i] = v * h.scale;
     }
-    for (int i = 0; i < d->n; i++) {
+    for (int i = 0; i < h.n; i++) {
         float v;
-        memcpy(&v, (const float *)y->data + i, sizeof v);
-        d->y[i] = (int32_t)v;
+        memcpy(&v, (const float *)r->y->data + i, sizeof v);
+        y[i] = (int32_t)v;
     }
-    fm_st_free(&d->file);
+    fm_st_free(&r->file);
+    return FM_OK;
+}
+
+/* The scaled latents and labels of the encode stage, read and scaled once
+ * per node (node rank 0) into a block every rank of the node maps.
+ * Collective; every rank returns the same status and message. */
+static int load_latents(const fm_pipeline *P, flow_data *d, long dim, fm_err *e)
+{
+    latents_reader r;
+    memset(&r, 0, sizeof r);
+    fm_run_path(P, r.path, sizeof r.path, FM_LATENTS_FILE);
+    r.dim = dim;
+    FM_TRY(fm_node_init(&d->node, P->world, e));
+    const fm_shared_filler f = { latents_size, latents_fill, &r };
+    int rc = fm_shared_load(&d->node, &f, "the latents", &d->block, e);
+    fm_st_free(&r.file);
+    if (rc != FM_OK)
+        return rc;
+    const char *b = d->block.base;
+    latents_head h;
+    memcpy(&h, b, sizeof h);
+    d->n = h.n;
+    d->scale = h.scale;
+    d->x = (const float *)(b + LAT_X_OFF);
+    d->y = (const int32_t *)(b + lat_y_off(h.n, dim));
     return FM_OK;
 }
 
@@ -198,8 +256,8 @@ out:
     }
     fm_params_free(&p);
     if (c->flow.latent) {
-        free(data.x);
-        free(data.y);
+        fm_shared_free(&data.node, &data.block, rc == FM_OK);
+        fm_node_free(&data.node);
     }
     return rc;
 }

@@ -1,11 +1,14 @@
 /* trainer.c - the update, logging and checkpoint half of every training loop. */
 #include "fm/trainer.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fm/clip.h"
 #include "fm/files.h"
@@ -123,27 +126,80 @@ static int groups(fm_trainer *t, fm_ckpt_group *g)
     return n;
 }
 
-/* Every rank loads the newest valid checkpoint itself; they must agree on
- * it. A rank that cannot load one, or that finds another step than rank 0
- * (a run directory that is not shared, or not in sync, between the nodes),
- * stops every rank with an error instead of training diverged replicas. */
-static int agree_on_resume(fm_trainer *t, int rc, int64_t step, fm_err *e)
+/* ---- resume: rank 0 reads the checkpoint, the others receive it ---- */
+
+/* The step of the newest file named <stage>-<digits>.safetensors in
+ * run_dir/ckpt (0 if there is none or no directory): what a rank sees
+ * without opening any file. */
+static int64_t newest_name(const char *run_dir, const char *stage)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/ckpt", run_dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    const size_t ls = strlen(stage), lx = strlen(".safetensors");
+    int64_t best = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        size_t len = strlen(n);
+        if (len <= ls + 1 + lx || strncmp(n, stage, ls) != 0 || n[ls] != '-' || strcmp(n + len - lx, ".safetensors"))
+            continue;
+        int64_t v = 0;
+        size_t k = ls + 1;
+        for (; k < len - lx && n[k] >= '0' && n[k] <= '9' && v < INT64_MAX / 10 - 9; k++)
+            v = 10 * v + (n[k] - '0');
+        if (k == len - lx && v > best)
+            best = v;
+    }
+    closedir(d);
+    return best;
+}
+
+/* A rank other than 0: which checkpoint it sees where rank 0 loaded `step`
+ * (found) of `bytes` bytes, without reading it: (step, its size) when the file
+ * of that name is there, else (the newest step among its names, -1). */
+static void visible_ckpt(const fm_trainer *t, int found, int64_t step, double view[2])
+{
+    view[0] = (double)newest_name(t->cfg->run.out, t->stage);
+    view[1] = -1;
+    if (!found)
+        return;
+    char path[4300];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/ckpt/%s-%08lld.safetensors", t->cfg->run.out, t->stage, (long long)step);
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        view[0] = (double)step;
+        view[1] = (double)st.st_size;
+    }
+}
+
+/* Only rank 0 loads the newest valid checkpoint; the other ranks must see the
+ * same file (the same step, the same size) in their run directory. A rank 0
+ * that cannot load one, or another rank that sees another step or file (a
+ * run directory that is not shared, or not in sync, between the nodes),
+ * stops every rank with an error instead of training diverged replicas.
+ * mine = this rank's (status, step, bytes): rank 0's loaded file, the
+ * others' view of it. */
+static int agree_on_resume(fm_trainer *t, int rc, const double mine[3], fm_err *e)
 {
     const fm_world *w = t->world;
-    double mine[2] = { rc == FM_OK ? 0.0 : (double)rc, (double)step }, *all = malloc(2 * (size_t)w->size * sizeof(double));
+    double *all = malloc(3 * (size_t)w->size * sizeof(double));
     if (!all)
         return rc != FM_OK ? rc : fm_fail(e, FM_ERR_INTERNAL, "out of memory");
     fm_err ce = { 0 };
-    int crc = fm_world_allgather(w, mine, 2, all, &ce);
+    int crc = fm_world_allgather(w, mine, 3, all, &ce);
     int bad = -1, other = -1;
     for (int r = 0; crc == FM_OK && r < w->size && bad < 0 && other < 0; r++) {
-        if (all[2 * r] != 0.0)
+        if (all[3 * r] != 0.0)
             bad = r;
-        else if (all[2 * r + 1] != all[1])
+        else if (all[3 * r + 1] != all[1] || all[3 * r + 2] != all[2])
             other = r;
     }
-    const double step0 = all[1], step_other = other >= 0 ? all[2 * other + 1] : 0.0;
-    const int bad_rc = bad >= 0 ? (int)all[2 * bad] : 0;
+    const double step0 = all[1], size0 = all[2];
+    const double step_other = other >= 0 ? all[3 * other + 1] : 0.0, size_other = other >= 0 ? all[3 * other + 2] : 0.0;
+    const int bad_rc = bad >= 0 ? (int)all[3 * bad] : 0;
     free(all);
     if (rc != FM_OK) /* this rank's own message */
         return rc;
@@ -153,39 +209,87 @@ static int agree_on_resume(fm_trainer *t, int rc, int64_t step, fm_err *e)
     }
     if (bad >= 0)
         return fm_fail(e, bad_rc, "%s: rank %d could not load its checkpoint (its message says why)", t->stage, bad);
-    if (other >= 0)
+    if (other >= 0 && step_other != step0)
         return fm_fail(e, FM_ERR_DATA,
                        "%s: rank %d found step %.0f in %s/ckpt, rank 0 step %.0f: the ranks see different "
                        "checkpoints (is the run directory on a file system shared by every node?)",
                        t->stage, other, step_other, t->cfg->run.out, step0);
+    if (other >= 0)
+        return fm_fail(e, FM_ERR_DATA,
+                       "%s: rank %d sees the step-%.0f checkpoint in %s/ckpt with %.0f bytes, rank 0 loaded %.0f: "
+                       "the ranks see different checkpoints (is the run directory on a file system shared by every "
+                       "node?)",
+                       t->stage, other, step0, t->cfg->run.out, size_other, size0);
     return FM_OK;
 }
 
 int fm_trainer_resume(fm_trainer *t, fm_err *e)
 {
-    FM_TRY(fm_world_bcast(t->world, t->params->data, t->params->numel, e));
+    const fm_world *w = t->world;
+    const size_t n = t->params->numel;
+    FM_TRY(fm_world_bcast(w, t->params->data, n, e));
     if (t->use_ema) /* the EMA starts equal to the broadcast weights */
-        memcpy(t->ema.w, t->params->data, t->params->numel * sizeof(float));
+        memcpy(t->ema.w, t->params->data, n * sizeof(float));
     t->step = 0;
     fm_ckpt_group g[4];
     int ng = groups(t, g);
     fm_ckpt ck;
-    int rc = fm_ckpt_load_latest(t->cfg->run.out, t->stage, g, ng, t->extra, t->nextra, &ck, e);
+    memset(&ck, 0, sizeof ck);
+    int rc = FM_OK, found = 0;
     int64_t step = 0, adam_step = 0;
-    const int found = rc == FM_OK;
-    if (rc == FM_CKPT_NONE)
-        rc = FM_OK;
-    if (found) {
-        rc = fm_ckpt_meta_int(&ck, "adam_step", &adam_step, e);
-        step = ck.step;
+    double bytes = -1;
+    if (w->rank == 0) {
+        rc = fm_ckpt_load_latest(t->cfg->run.out, t->stage, g, ng, t->extra, t->nextra, &ck, e);
+        found = rc == FM_OK;
+        if (rc == FM_CKPT_NONE)
+            rc = FM_OK;
+        if (found) {
+            rc = fm_ckpt_meta_int(&ck, "adam_step", &adam_step, e);
+            step = ck.step;
+            bytes = (double)ck.file.size;
+        }
     }
-    rc = agree_on_resume(t, rc, step, e);
+    /* what rank 0 found, to every rank (rank 0's row of an allgather) */
+    double head[4] = { rc == FM_OK ? 0.0 : (double)rc, found, (double)step, (double)adam_step }, *heads = NULL;
+    if (w->size > 1) {
+        heads = malloc(4 * (size_t)w->size * sizeof(double));
+        int hrc = heads ? fm_world_allgather(w, head, 4, heads, e)
+                        : fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' resume figures", w->size);
+        if (hrc == FM_OK && w->rank != 0) {
+            found = heads[0] == 0.0 && heads[1] != 0.0;
+            step = (int64_t)heads[2];
+            adam_step = (int64_t)heads[3];
+        }
+        free(heads);
+        if (hrc != FM_OK) {
+            if (found && w->rank == 0)
+                fm_ckpt_close(&ck);
+            return rc != FM_OK ? rc : hrc;
+        }
+    }
+    double mine[3] = { rc == FM_OK ? 0.0 : (double)rc, (double)step, bytes };
+    if (w->rank != 0)
+        visible_ckpt(t, found, step, &mine[1]);
+    rc = agree_on_resume(t, rc, mine, e);
+    if (found && rc == FM_OK) { /* rank 0's tensors, bit for bit, to the others */
+        rc = fm_world_bcast(w, t->params->data, n, e);
+        if (rc == FM_OK && t->use_ema)
+            rc = fm_world_bcast(w, t->ema.w, n, e);
+        if (rc == FM_OK)
+            rc = fm_world_bcast(w, t->opt.m, n, e);
+        if (rc == FM_OK)
+            rc = fm_world_bcast(w, t->opt.v, n, e);
+        for (int k = 0; k < t->nextra && rc == FM_OK; k++)
+            rc = fm_world_bcast(w, t->extra[k].data, (size_t)t->extra[k].shape[0], e);
+    }
     if (found && rc == FM_OK) {
         t->step = step;
         t->opt.step = adam_step;
-        fm_info("%s: resumed from %s (step %lld)", t->stage, ck.path, (long long)step);
+        if (w->rank == 0)
+            fm_info("%s: resumed from %s (step %lld)%s", t->stage, ck.path, (long long)step,
+                    w->size > 1 ? "; read by rank 0 and broadcast" : "");
     }
-    if (found)
+    if (found && w->rank == 0)
         fm_ckpt_close(&ck);
     return rc;
 }
