@@ -2,40 +2,29 @@
 #include "fm/shared.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#include "fm/timer.h"
 
 #define BLOCK_ALIGN 64
 
-/* Wait for a non-blocking call on comm (size ranks), yielding the core, for
- * at most the world's deadline; the error names the operation and the ranks
- * that were waited for ("of this node" or of the world). */
+/* Wait for a non-blocking call on comm (size ranks) for at most the world's
+ * deadline (fm_world_poll: yielding the core); the error names the
+ * operation and the ranks that were waited for ("of this node" or of the
+ * world). */
 static int wait_req(const fm_world *w, int size, const char *scope, MPI_Request *req, const char *what, fm_err *e)
 {
-    const double t0 = fm_now();
-    for (unsigned long it = 0;; it++) {
-        int flag = 0;
-        int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS)
-            return fm_world_fail(e, rc, what);
-        if (flag)
-            return FM_OK;
-        if (it < 256) {
-            sched_yield();
-            continue;
-        }
-        if ((it & 63) == 0 && fm_now() - t0 > w->timeout_s)
-            return fm_fail(e, FM_ERR_INTERNAL,
-                           "rank %d: %s: not every one of the %d ranks%s arrived within %.0f s (dist.timeout): a rank "
-                           "is stopped, dead or far behind",
-                           w->rank, what, size, scope, w->timeout_s);
-        const struct timespec ts = { 0, it < 4096 ? 5000 : 50000 }; /* 5 us, then 50 us */
-        nanosleep(&ts, NULL);
+    int open = 0, mpi_rc = MPI_SUCCESS;
+    switch (fm_world_poll(req, 1, w->timeout_s, &open, &mpi_rc)) {
+    case FM_POLL_DONE:
+        return FM_OK;
+    case FM_POLL_MPI_ERROR:
+        return fm_world_fail(e, mpi_rc, what);
+    default:
+        return fm_fail(e, FM_ERR_INTERNAL,
+                       "rank %d: %s: not every one of the %d ranks%s arrived within %.0f s (dist.timeout): a rank "
+                       "is stopped, dead or far behind",
+                       w->rank, what, size, scope, w->timeout_s);
     }
 }
 
