@@ -182,11 +182,6 @@ typedef struct fm_gs_thread {
     char what[96];
 } fm_gs_thread;
 
-static float *bucket_buf(fm_gradsync *gs, const fm_gs_bucket *b)
-{
-    return b->packed ? gs->staging + b->off : gs->p->grad + b->off;
-}
-
 enum round_op { OP_ALLREDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER };
 
 /* Copy the packed bucket b's elements [a, z) (packed coordinates) between
@@ -482,15 +477,8 @@ static void start_bucket(fm_gradsync *gs, int k)
     const fm_gs_bucket *b = &gs->plan.buckets[k];
     if (gs->fault)
         gs->fault(gs->fault_ctx, gs->p, &gs->plan, k);
-    if (b->packed) {
-        const float *grad = gs->p->grad;
-        float *dst = bucket_buf(gs, b);
-        for (int s = 0; s < b->nseg; s++) {
-            const fm_gs_seg *g = &gs->plan.segs[b->seg0 + s];
-            memcpy(dst, grad + g->off, g->count * sizeof(float));
-            dst += g->count;
-        }
-    }
+    if (b->packed) /* the whole bucket into the staging buffer */
+        copy_packed(&gs->plan, b, gs->staging, gs->p->grad, 0, b->count, 0);
     gs->t_handed[k] = fm_now();
     hand_over(gs, k);
 }
@@ -640,6 +628,19 @@ int fm_gradsync_allgather(fm_gradsync *gs, float *x, fm_err *e)
     return rc;
 }
 
+/* Copy the arena spans of x to the packed buffer buf (to_x 0) or back
+ * (to_x 1); returns the floats copied. */
+static size_t copy_spans(float *buf, float *x, const fm_gs_seg *spans, int n, int to_x)
+{
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        float *a = x + spans[i].off, *b = buf + off;
+        memcpy(to_x ? a : b, to_x ? b : a, spans[i].count * sizeof(float));
+        off += spans[i].count;
+    }
+    return off;
+}
+
 int fm_gradsync_gather0(fm_gradsync *gs, float *x, fm_err *e)
 {
     if (!gs->th)
@@ -650,14 +651,8 @@ int fm_gradsync_gather0(fm_gradsync *gs, float *x, fm_err *e)
              (long long)gs->step);
     ring->what = gs->th->what;
     const int tag = 1 << 20;
-    if (r != 0) {
-        size_t n = 0;
-        for (int i = 0; i < gs->nshard; i++) {
-            memcpy(gs->xfer + n, x + gs->shard[i].off, gs->shard[i].count * sizeof(float));
-            n += gs->shard[i].count;
-        }
-        return fm_ring_send(ring, gs->xfer, n, 0, tag, e);
-    }
+    if (r != 0)
+        return fm_ring_send(ring, gs->xfer, copy_spans(gs->xfer, x, gs->shard, gs->nshard, 0), 0, tag, e);
     fm_gs_seg *spans = malloc((size_t)(gs->plan.nbuckets + gs->plan.nsegs) * sizeof *spans);
     if (!spans)
         return fm_fail(e, FM_ERR_INTERNAL, "out of memory for shard spans");
@@ -668,11 +663,8 @@ int fm_gradsync_gather0(fm_gradsync *gs, float *x, fm_err *e)
         for (int i = 0; i < ns; i++)
             n += spans[i].count;
         rc = fm_ring_recv(ring, gs->xfer, n, q, tag, e);
-        n = 0;
-        for (int i = 0; i < ns && rc == FM_OK; i++) {
-            memcpy(x + spans[i].off, gs->xfer + n, spans[i].count * sizeof(float));
-            n += spans[i].count;
-        }
+        if (rc == FM_OK)
+            copy_spans(gs->xfer, x, spans, ns, 1);
     }
     free(spans);
     return rc;
