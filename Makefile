@@ -1,5 +1,9 @@
 # fmtrain - quiet by default; `make V=1` prints full commands.
-#   make            build ./fmtrain
+#   make            build ./fmtrain (for this machine's CPU; ARCH= below for others)
+#   make ARCH=x86-64-v3   build for another CPU: native (default), generic (any x86-64),
+#                   or any -march name (x86-64-v2, x86-64-v3, x86-64-v4, icelake-server, znver3, ...);
+#                   ARCH=-m... passes flags as they are. Use a fresh BUILD=build-x (or make clean)
+#                   after changing it: objects are not rebuilt on a flag change.
 #   make test       install missing packages, build, run the whole suite
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make run        install missing packages, build, run configs/ldm.yaml into runs/ldm
@@ -8,9 +12,11 @@
 
 CC      := mpicc
 PREFIX  ?= /usr/local
-ARCH    ?= -march=native
+ARCH    ?= native
 OPT     ?= -O2
-CFLAGS  := -std=c11 $(OPT) $(ARCH) -fno-math-errno -fopenmp -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
+# ARCH: "generic" = baseline x86-64 tuned for no CPU in particular; "-..." = flags as given; else -march=ARCH
+ARCH_FLAGS := $(if $(filter generic,$(ARCH)),-march=x86-64 -mtune=generic,$(if $(filter -%,$(ARCH)),$(ARCH),-march=$(ARCH)))
+CFLAGS  := -std=c11 $(OPT) $(ARCH_FLAGS) -fno-math-errno -fopenmp -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
            -Iinclude -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS  := -ldnnl -lyaml -lpng -lz -lcjson -llapacke -lm
 
@@ -50,6 +56,18 @@ $(BIN): $(BUILD)/src/cli/fmtrain.o $(BUILD)/libfm.a
 $(BUILD)/libfm.a: $(LIB_OBJ)
 	@echo "  AR      $@"
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+# The git revision and build flags `fmtrain --version` reports: rewritten only
+# when they change, so a new commit recompiles version.c alone.
+BUILDINFO := $(BUILD)/gen/fm_buildinfo.h
+GIT_REV    = $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+.PHONY: FORCE
+$(BUILDINFO): FORCE
+	@mkdir -p $(@D)
+	$(Q)printf '#define FM_GIT_REV "%s"\n#define FM_BUILD_FLAGS "%s"\n' '$(GIT_REV)' '$(strip $(OPT) $(ARCH_FLAGS))' >$@.tmp.new; \
+	if cmp -s $@.tmp.new $@; then rm -f $@.tmp.new; else mv $@.tmp.new $@; fi
+$(BUILD)/src/cli/version.o: $(BUILDINFO)
+$(BUILD)/src/cli/version.o: CFLAGS += -I$(BUILD)/gen
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
