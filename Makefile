@@ -4,9 +4,9 @@
 #                   or any -march name (x86-64-v2, x86-64-v3, x86-64-v4, icelake-server, znver3, ...);
 #                   ARCH=-m... passes flags as they are. Use a fresh BUILD=build-x (or make clean)
 #                   after changing it: objects are not rebuilt on a flag change.
-#   make test       install missing packages, build, run the whole suite
+#   make test       install missing packages (all groups of scripts/setup.sh), build, run the whole suite
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make run        install missing packages, build, run configs/ldm.yaml into runs/ldm
+#   make run        install missing build/run packages (no test-only ones), build, run configs/ldm.yaml into runs/ldm
 #   make bench      benchmarks against PyTorch (not part of the tests)
 #   make install PREFIX=/usr/local
 
@@ -46,7 +46,7 @@ PAR_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(PAR_SRC))
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
-.PHONY: all deps test tests test-scale run bench install clean
+.PHONY: all deps deps-run test tests test-scale run bench install clean
 all: $(BIN)
 
 $(BIN): $(BUILD)/src/cli/fmtrain.o $(BUILD)/libfm.a
@@ -78,8 +78,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARN_OBJ) $(BUILD)/libfm.a
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# every package (tests, benchmarks, fuzzing); deps-run: what building and running need
 deps:
-	$(Q)bash scripts/setup.sh
+	$(Q)bash scripts/setup.sh all
+deps-run:
+	$(Q)bash scripts/setup.sh run
 
 tests: $(BIN) $(TEST_BIN) $(PAR_BIN) $(BENCH_BIN)
 
@@ -95,7 +98,7 @@ test-scale: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)FMTRAIN=$(abspath $(BIN)) bash tests/scale/run_scale.sh
 
-run: deps
+run: deps-run
 	$(Q)$(MAKE) --no-print-directory all
 	./fmtrain configs/ldm.yaml --out runs/ldm
 
