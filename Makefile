@@ -129,7 +129,7 @@ FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_CFLAGS  := -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -Iinclude -Wall -Wextra -Wno-unknown-pragmas \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_NAMES   := config idx ckpt
-FUZZ_SRC_config := src/io/config.c src/io/config_schema.c src/core/status.c
+FUZZ_SRC_config := src/io/config.c src/io/config_schema.c src/core/status.c src/core/sbuf.c src/core/log.c
 FUZZ_LIB_config := -lyaml -lm
 FUZZ_SRC_idx    := src/io/idx.c src/core/status.c
 FUZZ_LIB_idx    := -lz

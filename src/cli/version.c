@@ -9,11 +9,11 @@
 #include <mpi.h>
 #include <omp.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/sbuf.h"
 #include "fm_buildinfo.h" /* FM_GIT_REV, FM_BUILD_FLAGS */
 
 #if defined(__clang__)
@@ -23,25 +23,6 @@
 #else
 #define FM_COMPILER "unknown compiler"
 #endif
-
-/* A growing text in a fixed buffer; writes past its end are dropped. */
-typedef struct text {
-    char *buf;
-    size_t n, len;
-} text;
-
-static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(text *t, const char *fmt, ...)
-{
-    if (t->len + 1 >= t->n)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(t->buf + t->len, t->n - t->len, fmt, ap);
-    va_end(ap);
-    if (k > 0)
-        t->len += (size_t)k < t->n - t->len ? (size_t)k : t->n - t->len - 1;
-}
 
 static const char *isa_name(dnnl_cpu_isa_t isa)
 {
@@ -85,15 +66,15 @@ static const char *bind_name(omp_proc_bind_t b)
 }
 
 /* The CPUs this process may run on, as ranges ("0-3,8"), and their count. */
-static void put_affinity(text *t)
+static void put_affinity(fm_sbuf *t)
 {
     cpu_set_t set;
     CPU_ZERO(&set);
     if (sched_getaffinity(0, sizeof set, &set) != 0) {
-        put(t, "unknown");
+        fm_sbuf_printf(t, "unknown");
         return;
     }
-    put(t, "%d CPU%s (", CPU_COUNT(&set), CPU_COUNT(&set) == 1 ? "" : "s");
+    fm_sbuf_printf(t, "%d CPU%s (", CPU_COUNT(&set), CPU_COUNT(&set) == 1 ? "" : "s");
     int first = 1;
     for (int c = 0; c < CPU_SETSIZE; c++) {
         if (!CPU_ISSET(c, &set))
@@ -101,11 +82,11 @@ static void put_affinity(text *t)
         int end = c;
         while (end + 1 < CPU_SETSIZE && CPU_ISSET(end + 1, &set))
             end++;
-        put(t, end > c ? "%s%d-%d" : "%s%d", first ? "" : ",", c, end);
+        fm_sbuf_printf(t, end > c ? "%s%d-%d" : "%s%d", first ? "" : ",", c, end);
         first = 0;
         c = end;
     }
-    put(t, ")");
+    fm_sbuf_printf(t, ")");
 }
 
 static const char *env_or(const char *name, const char *fallback)
@@ -118,31 +99,31 @@ void fm_version_text(char *buf, size_t n, int ranks)
 {
     if (n == 0)
         return;
-    text t = { buf, n, 0 };
+    fm_sbuf t = { buf, n, 0 };
     buf[0] = '\0';
-    put(&t, "fmtrain %s (git %s)\n", FM_VERSION, FM_GIT_REV);
-    put(&t, "  compiler: %s, %s\n", FM_COMPILER, FM_BUILD_FLAGS);
+    fm_sbuf_printf(&t, "fmtrain %s (git %s)\n", FM_VERSION, FM_GIT_REV);
+    fm_sbuf_printf(&t, "  compiler: %s, %s\n", FM_COMPILER, FM_BUILD_FLAGS);
 
     const dnnl_version_t *v = dnnl_version();
-    put(&t, "  oneDNN:   %d.%d.%d", v->major, v->minor, v->patch);
+    fm_sbuf_printf(&t, "  oneDNN:   %d.%d.%d", v->major, v->minor, v->patch);
     if (v->hash && *v->hash && strcmp(v->hash, "N/A") != 0) /* Debian's build records no commit */
-        put(&t, " (commit %.12s)", v->hash);
-    put(&t, ", %s runtime, ISA %s", runtime_name(v->cpu_runtime), isa_name(dnnl_get_effective_cpu_isa()));
+        fm_sbuf_printf(&t, " (commit %.12s)", v->hash);
+    fm_sbuf_printf(&t, ", %s runtime, ISA %s", runtime_name(v->cpu_runtime), isa_name(dnnl_get_effective_cpu_isa()));
     if (getenv("DNNL_MAX_CPU_ISA"))
-        put(&t, " (DNNL_MAX_CPU_ISA=%s)", getenv("DNNL_MAX_CPU_ISA"));
-    put(&t, "\n");
+        fm_sbuf_printf(&t, " (DNNL_MAX_CPU_ISA=%s)", getenv("DNNL_MAX_CPU_ISA"));
+    fm_sbuf_printf(&t, "\n");
 
     char lib[MPI_MAX_LIBRARY_VERSION_STRING] = "unknown";
     int len = 0, major = 0, minor = 0;
     MPI_Get_library_version(lib, &len);
     lib[strcspn(lib, ",\n")] = '\0'; /* Open MPI's string goes on with its repository and date */
     MPI_Get_version(&major, &minor);
-    put(&t, "  MPI:      %s (MPI %d.%d)", lib, major, minor);
+    fm_sbuf_printf(&t, "  MPI:      %s (MPI %d.%d)", lib, major, minor);
     if (ranks > 0)
-        put(&t, ", %d rank%s", ranks, ranks == 1 ? "" : "s");
-    put(&t, "\n");
+        fm_sbuf_printf(&t, ", %d rank%s", ranks, ranks == 1 ? "" : "s");
+    fm_sbuf_printf(&t, "\n");
 
-    put(&t, "  OpenMP:   %s%d thread%s, OMP_PROC_BIND=%s (bind %s), OMP_PLACES=%s (%d places); CPUs: ",
+    fm_sbuf_printf(&t, "  OpenMP:   %s%d thread%s, OMP_PROC_BIND=%s (bind %s), OMP_PLACES=%s (%d places); CPUs: ",
         ranks > 1 ? "rank 0: " : "", omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s", env_or("OMP_PROC_BIND", "unset"),
         bind_name(omp_get_proc_bind()), env_or("OMP_PLACES", "unset"), omp_get_num_places());
     put_affinity(&t);
