@@ -4,9 +4,23 @@
 # installed headers and the ISA oneDNN really runs (DNNL_MAX_CPU_ISA=AVX2 must
 # show avx2), the MPI library, OpenMP threads and binding from the
 # environment; and the same block at the top of a run's log, once (rank 0)
-# under 2 ranks. Env: FMTRAIN.
+# under 2 ranks; and the compiler flags each spelling of make ARCH=... gives
+# (make -n, nothing built). Env: FMTRAIN.
 source "$(dirname "$0")/../lib.sh" cli version_
 H=/usr/include/oneapi/dnnl/dnnl_version.h
+
+# make ARCH=...: the flags each spelling compiles with, and the flags --version will report
+ok=1
+for spec in "native|-march=native" "generic|-march=x86-64 -mtune=generic" "x86-64-v3|-march=x86-64-v3" \
+            "-march=x86-64-v2 -mtune=znver3|-march=x86-64-v2 -mtune=znver3"; do
+  arch=${spec%%|*} want=${spec#*|}
+  make -C "$ROOT" -n V=1 BUILD="$T/b" ARCH="$arch" "$T/b/src/cli/version.o" >"$T/make.out" 2>&1
+  if ! grep -q -- "-O2 $want -fno-math-errno .*-c -o $T/b/src/cli/version.o" "$T/make.out" ||
+     ! grep -q "FM_BUILD_FLAGS \"%s\".*'-O2 $want'" "$T/make.out"; then
+    fail arch "ARCH=$arch does not compile with $want"; show "$T/make.out" 4; ok=0
+  fi
+done
+[ $ok -eq 1 ] && pass arch
 
 # version ENV... : fmtrain --version under ENV, stdout in $T/v.out, status in rc
 version() { env "$@" "$FMTRAIN" --version >"$T/v.out" 2>"$T/v.err"; rc=$?; }
