@@ -1,16 +1,22 @@
 # fmtrain - quiet by default; `make V=1` prints full commands.
-#   make            build ./fmtrain
-#   make test       install missing packages, build, run the whole suite
+#   make            build ./fmtrain (for this machine's CPU; ARCH= below for others)
+#   make ARCH=x86-64-v3   build for another CPU: native (default), generic (any x86-64),
+#                   or any -march name (x86-64-v2, x86-64-v3, x86-64-v4, icelake-server, znver3, ...);
+#                   ARCH=-m... passes flags as they are. Use a fresh BUILD=build-x (or make clean)
+#                   after changing it: objects are not rebuilt on a flag change.
+#   make test       install missing packages (all groups of scripts/setup.sh), build, run the whole suite
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make run        install missing packages, build, run configs/ldm.yaml into runs/ldm
+#   make run        install missing build/run packages (no test-only ones), build, run configs/ldm.yaml into runs/ldm
 #   make bench      benchmarks against PyTorch (not part of the tests)
 #   make install PREFIX=/usr/local
 
 CC      := mpicc
 PREFIX  ?= /usr/local
-ARCH    ?= -march=native
+ARCH    ?= native
 OPT     ?= -O2
-CFLAGS  := -std=c11 $(OPT) $(ARCH) -fno-math-errno -fopenmp -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
+# ARCH: "generic" = baseline x86-64 tuned for no CPU in particular; "-..." = flags as given; else -march=ARCH
+ARCH_FLAGS := $(if $(filter generic,$(ARCH)),-march=x86-64 -mtune=generic,$(if $(filter -%,$(ARCH)),$(ARCH),-march=$(ARCH)))
+CFLAGS  := -std=c11 $(OPT) $(ARCH_FLAGS) -fno-math-errno -fopenmp -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
            -Iinclude -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS  := -ldnnl -lyaml -lpng -lz -lcjson -llapacke -lm
 
@@ -40,7 +46,7 @@ PAR_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(PAR_SRC))
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
-.PHONY: all deps test tests test-scale run bench install clean
+.PHONY: all deps deps-run test tests test-scale run bench install clean
 all: $(BIN)
 
 $(BIN): $(BUILD)/src/cli/fmtrain.o $(BUILD)/libfm.a
@@ -51,6 +57,18 @@ $(BUILD)/libfm.a: $(LIB_OBJ)
 	@echo "  AR      $@"
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+# The git revision and build flags `fmtrain --version` reports: rewritten only
+# when they change, so a new commit recompiles version.c alone.
+BUILDINFO := $(BUILD)/gen/fm_buildinfo.h
+GIT_REV    = $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+.PHONY: FORCE
+$(BUILDINFO): FORCE
+	@mkdir -p $(@D)
+	$(Q)printf '#define FM_GIT_REV "%s"\n#define FM_BUILD_FLAGS "%s"\n' '$(GIT_REV)' '$(strip $(OPT) $(ARCH_FLAGS))' >$@.tmp.new; \
+	if cmp -s $@.tmp.new $@; then rm -f $@.tmp.new; else mv $@.tmp.new $@; fi
+$(BUILD)/src/cli/version.o: $(BUILDINFO)
+$(BUILD)/src/cli/version.o: CFLAGS += -I$(BUILD)/gen
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
@@ -60,8 +78,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARN_OBJ) $(BUILD)/libfm.a
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# every package (tests, benchmarks, fuzzing); deps-run: what building and running need
 deps:
-	$(Q)bash scripts/setup.sh
+	$(Q)bash scripts/setup.sh all
+deps-run:
+	$(Q)bash scripts/setup.sh run
 
 tests: $(BIN) $(TEST_BIN) $(PAR_BIN) $(BENCH_BIN)
 
@@ -77,7 +98,7 @@ test-scale: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)FMTRAIN=$(abspath $(BIN)) bash tests/scale/run_scale.sh
 
-run: deps
+run: deps-run
 	$(Q)$(MAKE) --no-print-directory all
 	./fmtrain configs/ldm.yaml --out runs/ldm
 
@@ -108,7 +129,7 @@ FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_CFLAGS  := -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -Iinclude -Wall -Wextra -Wno-unknown-pragmas \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_NAMES   := config idx ckpt
-FUZZ_SRC_config := src/io/config.c src/io/config_schema.c src/core/status.c
+FUZZ_SRC_config := src/io/config.c src/io/config_schema.c src/core/status.c src/core/sbuf.c src/core/log.c
 FUZZ_LIB_config := -lyaml -lm
 FUZZ_SRC_idx    := src/io/idx.c src/core/status.c
 FUZZ_LIB_idx    := -lz

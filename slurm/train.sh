@@ -30,6 +30,25 @@
 #                    (default 3): a job that keeps being preempted before it
 #                    writes anything new is not requeued forever. The count is
 #                    kept in RUN_DIR/requeue.state.
+#   FM_SITE_SETUP=/path/script  sourced (bash) before anything else runs: the
+#                    place for a site's `module load openmpi onednn ...`, a
+#                    virtual environment or scratch paths. It may set FMTRAIN,
+#                    FM_LAUNCHER or OMP_* too. A missing file or a failing script
+#                    ends the job with exit 2. (sbatch passes the variable on:
+#                    FM_SITE_SETUP=$HOME/site.sh sbatch slurm/train.sh ...)
+#
+# Rank layout (--ntasks-per-node x --cpus-per-task = the node's cores):
+#   - one rank per NUMA domain, or per L3 cache domain where several share one
+#     NUMA node (AMD EPYC: one per CCD/CCX), so a rank's threads share its
+#     memory and cache; `lscpu | grep -E "NUMA|L3"` shows them. E.g. 2 sockets x
+#     32 cores, 4 NUMA domains: --ntasks-per-node=4 --cpus-per-task=16.
+#   - batch sizes in the config are global: each rank trains on batch / ranks
+#     samples a step, which must be a whole number (fmtrain checks it and says
+#     so). More ranks at the same global batch give each rank less work per
+#     step, with the same gradient allreduce to pay: keep several samples per
+#     thread, or raise the batch with the ranks (jobs/weak.sbatch does).
+#   - --hint=nomultithread below counts cores, not hardware threads; OpenMP
+#     then runs one thread per core (OMP_PLACES=cores).
 #
 # Every #SBATCH line (explained in the README too):
 #   --job-name: the name squeue shows, and %x in the log file name.
@@ -42,6 +61,19 @@
 #   --cpus-per-task: cores per rank; becomes OMP_NUM_THREADS (OpenMP + oneDNN
 #   threads of each rank), and each rank is bound to that many cores.
 #SBATCH --cpus-per-task=1
+#   --hint=nomultithread: on nodes with SMT (hyper-threading) a "CPU" is a
+#   hardware thread, so --cpus-per-task=8 would give a rank 4 cores; with this
+#   hint Slurm hands out whole cores and uses one thread of each. No effect on
+#   nodes without SMT.
+#SBATCH --hint=nomultithread
+#   --mem: memory per node. A 1-rank run of configs/ldm.yaml peaks at 1.4 GB
+#   RSS, 0.3 GB of it the data, which is held once per node: 4G covers the 2
+#   ranks here; add about 1.1 GB per further rank on a node (or --mem-per-cpu).
+#SBATCH --mem=4G
+#   --account, --partition: site-specific (the project to charge, the queue);
+#   remove one "#" and fill in, or pass them to sbatch (-A, -p).
+##SBATCH --account=PROJECT
+##SBATCH --partition=PARTITION
 #   --time: wall-clock limit. Required for --signal to fire (the signal is
 #   timed from the end of the job). Long runs span several requeued jobs.
 #SBATCH --time=01:00:00
@@ -77,6 +109,20 @@ trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
 [ -n "${SLURM_JOB_ID:-}" ] || die "not inside a Slurm job: submit with sbatch slurm/train.sh [CONFIG] [args...]"
+
+# the site hook, before anything looks for binaries (module load may provide them)
+if [ -n "${FM_SITE_SETUP:-}" ]; then
+    if [ ! -f "$FM_SITE_SETUP" ] || [ ! -r "$FM_SITE_SETUP" ]; then
+        die "FM_SITE_SETUP=$FM_SITE_SETUP: no such readable file (the site hook sourced before the run)"
+    fi
+    log "sourcing the site hook $FM_SITE_SETUP"
+    set +u # module systems and site scripts often read unset variables
+    # shellcheck disable=SC1090 # the site's own script
+    . "$FM_SITE_SETUP"
+    hook_rc=$?
+    set -u
+    [ "$hook_rc" -eq 0 ] || die "the site hook $FM_SITE_SETUP failed with exit code $hook_rc"
+fi
 # Slurm starts this script in the submit directory (or sbatch --chdir)
 
 # arguments: an optional CONFIG (first argument not starting with -), then fmtrain args

@@ -32,9 +32,9 @@
 #include "fm/shared.h"
 #include "fm/signals.h"
 #include "fm/status.h"
+#include "fm/version.h"
 #include "fm/world.h"
 
-#define FMTRAIN_VERSION "0.1.0"
 #define MAX_OVERRIDES 256
 #define PROFILE_DEFAULT_STEPS 20 /* --profile without =N */
 
@@ -66,7 +66,8 @@ static const char help_text[] =
     "                            plan, create nothing\n"
     "  --keys                    print every config key: type, default, range, meaning\n"
     "  -h, --help                print this help\n"
-    "  --version                 print the version\n"
+    "  --version                 print the version, git revision, compiler, oneDNN version and ISA,\n"
+    "                            MPI library, OpenMP threads and binding (every run logs it first)\n"
     "\n"
     "sample: draw a grid from checkpoint CKPT (rows = classes, or only --class c) with\n"
     "guidance scale w, n sampler steps and seed s into FILE.png.\n"
@@ -491,6 +492,19 @@ static void free_data(data *d, int ok)
     memset(&d->test, 0, sizeof d->test);
 }
 
+/* The --version report, one log line each (rank 0 logs): the top of a run's log. */
+static void log_version(int ranks)
+{
+    char text[4096];
+    fm_version_text(text, sizeof text, ranks);
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        fm_info("%s", line);
+    }
+}
+
 /* Validate CONFIG with its overrides, the rank count and the data; on
  * success rank 0 prints the resolved config and the plan. */
 static int run_train(const args *a, fm_world *w, fm_err *e)
@@ -508,6 +522,7 @@ static int run_train(const args *a, fm_world *w, fm_err *e)
     fm_world_set_timeout(w, c.dist.timeout);
     if (c.run.threads > 0)
         omp_set_num_threads(c.run.threads);
+    log_version(w->size);
 
     data d;
     FM_TRY(load_data(&c, w, &d, e));
@@ -616,8 +631,11 @@ static int run(const args *a, fm_world *w, fm_err *e)
             printf("%s%s", usage_text, help_text);
         return FM_OK;
     case CMD_VERSION:
-        if (w->rank == 0)
-            printf("fmtrain %s\n", FMTRAIN_VERSION);
+        if (w->rank == 0) {
+            char text[4096];
+            fm_version_text(text, sizeof text, 0);
+            printf("%s\n", text);
+        }
         return FM_OK;
     case CMD_KEYS:
         return w->rank == 0 ? fm_config_reference(stdout, e) : FM_OK;

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "fm/sbuf.h"
+
 #define MAX_FILE_BYTES (1 << 20)
 
 /* Where the value being assigned comes from: a file (messages carry the
@@ -30,26 +32,6 @@ typedef struct src {
     const char *prefix;
     int how;
 } src;
-
-/* ---- a bounded string builder ---- */
-
-typedef struct sbuf {
-    char *p;
-    size_t cap, len;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    if (b->len + 1 >= b->cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        b->len = b->len + (size_t)n < b->cap ? b->len + (size_t)n : b->cap - 1;
-}
 
 /* ---- small helpers ---- */
 
@@ -219,31 +201,31 @@ static void describe(const yaml_node_t *n, char *out, size_t cap)
 /* What a value of this type looks like, for "expected ...". */
 static void expected(const fm_cfg_key *k, bool element, char *out, size_t cap)
 {
-    sbuf b = { out, cap, 0 };
+    fm_sbuf b = { out, cap, 0 };
     out[0] = '\0';
     bool list = !element && (k->type == FM_T_INTS || k->type == FM_T_FLOATS || k->type == FM_T_ENUMS);
     if (list)
-        sb_printf(&b, "a list of ");
+        fm_sbuf_printf(&b, "a list of ");
     switch (k->type) {
     case FM_T_INT:
     case FM_T_INTS:
-        sb_printf(&b, list ? "integers" : "an integer");
+        fm_sbuf_printf(&b, list ? "integers" : "an integer");
         break;
     case FM_T_FLOAT:
     case FM_T_FLOATS:
-        sb_printf(&b, list ? "numbers" : "a number");
+        fm_sbuf_printf(&b, list ? "numbers" : "a number");
         break;
     case FM_T_BOOL:
-        sb_printf(&b, "true or false");
+        fm_sbuf_printf(&b, "true or false");
         break;
     case FM_T_STRING:
-        sb_printf(&b, "a string");
+        fm_sbuf_printf(&b, "a string");
         break;
     case FM_T_ENUM:
     case FM_T_ENUMS:
-        sb_printf(&b, list ? "names from " : "one of ");
+        fm_sbuf_printf(&b, list ? "names from " : "one of ");
         for (int i = 0; k->names[i]; i++)
-            sb_printf(&b, "%s%s", i ? ", " : "", k->names[i]);
+            fm_sbuf_printf(&b, "%s%s", i ? ", " : "", k->names[i]);
         break;
     }
 }
@@ -698,63 +680,63 @@ int fm_config_set_out(fm_config *c, const char *dir, fm_err *e)
 
 /* ---- output ---- */
 
-static void put_string(sbuf *b, const char *v)
+static void put_string(fm_sbuf *b, const char *v)
 {
-    sb_printf(b, "\"");
+    fm_sbuf_printf(b, "\"");
     for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
         if (*p == '"' || *p == '\\')
-            sb_printf(b, "\\%c", *p);
+            fm_sbuf_printf(b, "\\%c", *p);
         else if (*p < 0x20 || *p == 0x7f)
-            sb_printf(b, "\\x%02x", *p);
+            fm_sbuf_printf(b, "\\x%02x", *p);
         else
-            sb_printf(b, "%c", *p);
+            fm_sbuf_printf(b, "%c", *p);
     }
-    sb_printf(b, "\"");
+    fm_sbuf_printf(b, "\"");
 }
 
 /* The value of key k in c as YAML text. */
-static void format_value(const fm_config *c, const fm_cfg_key *k, sbuf *b)
+static void format_value(const fm_config *c, const fm_cfg_key *k, fm_sbuf *b)
 {
     const char *p = (const char *)c + k->off;
     char num[40];
     switch (k->type) {
     case FM_T_INT:
-        sb_printf(b, "%d", *(const int *)p);
+        fm_sbuf_printf(b, "%d", *(const int *)p);
         break;
     case FM_T_FLOAT:
         fmt_double(*(const double *)p, num, sizeof num);
-        sb_printf(b, "%s", num);
+        fm_sbuf_printf(b, "%s", num);
         break;
     case FM_T_BOOL:
-        sb_printf(b, "%s", *(const bool *)p ? "true" : "false");
+        fm_sbuf_printf(b, "%s", *(const bool *)p ? "true" : "false");
         break;
     case FM_T_STRING:
         put_string(b, p);
         break;
     case FM_T_ENUM:
-        sb_printf(b, "%s", k->names[*(const int *)p]);
+        fm_sbuf_printf(b, "%s", k->names[*(const int *)p]);
         break;
     case FM_T_INTS:
     case FM_T_ENUMS: {
         const fm_ilist *l = (const fm_ilist *)p;
-        sb_printf(b, "[");
+        fm_sbuf_printf(b, "[");
         for (int i = 0; i < l->n; i++) {
             if (k->type == FM_T_INTS)
-                sb_printf(b, "%s%d", i ? ", " : "", l->v[i]);
+                fm_sbuf_printf(b, "%s%d", i ? ", " : "", l->v[i]);
             else
-                sb_printf(b, "%s%s", i ? ", " : "", k->names[l->v[i]]);
+                fm_sbuf_printf(b, "%s%s", i ? ", " : "", k->names[l->v[i]]);
         }
-        sb_printf(b, "]");
+        fm_sbuf_printf(b, "]");
         break;
     }
     case FM_T_FLOATS: {
         const fm_flist *l = (const fm_flist *)p;
-        sb_printf(b, "[");
+        fm_sbuf_printf(b, "[");
         for (int i = 0; i < l->n; i++) {
             fmt_double(l->v[i], num, sizeof num);
-            sb_printf(b, "%s%s", i ? ", " : "", num);
+            fm_sbuf_printf(b, "%s%s", i ? ", " : "", num);
         }
-        sb_printf(b, "]");
+        fm_sbuf_printf(b, "]");
         break;
     }
     }
@@ -769,7 +751,7 @@ int fm_config_dump(const fm_config *c, FILE *f, fm_err *e)
         size_t sl = section_len(k->name);
         if (i == 0 || sl != section_len(key_at(i - 1)->name) || strncmp(k->name, key_at(i - 1)->name, sl) != 0)
             fprintf(f, "%.*s:\n", (int)sl, k->name);
-        sbuf b = { line, sizeof line, 0 };
+        fm_sbuf b = { line, sizeof line, 0 };
         line[0] = '\0';
         format_value(c, k, &b);
         fprintf(f, "  %s: %s\n", leaf_of(k->name), line);
@@ -851,7 +833,7 @@ void fm_config_copy_key(fm_config *dst, const fm_config *src, int ki)
 
 void fm_config_format(const fm_config *c, int ki, char *buf, size_t n)
 {
-    sbuf b = { buf, n, 0 };
+    fm_sbuf b = { buf, n, 0 };
     buf[0] = '\0';
     format_value(c, key_at(ki), &b);
 }
@@ -860,25 +842,25 @@ void fm_config_where(const fm_config *c, const char *key, char *buf, size_t n)
 {
     int ki = fm_config_key_index(key);
     const struct fm_cfg_origin *o = ki >= 0 ? &c->origin[ki] : NULL;
-    sbuf b = { buf, n, 0 };
+    fm_sbuf b = { buf, n, 0 };
     buf[0] = '\0';
     if (o && o->how == FM_CFG_FROM_FILE) {
-        sb_printf(&b, "%s:%d:%d", c->file, o->line, o->col);
+        fm_sbuf_printf(&b, "%s:%d:%d", c->file, o->line, o->col);
     } else if (o && (o->how == FM_CFG_FROM_SET || o->how == FM_CFG_FROM_OUT)) {
         if (o->how == FM_CFG_FROM_SET)
-            sb_printf(&b, "--set %s=", key);
+            fm_sbuf_printf(&b, "--set %s=", key);
         else
-            sb_printf(&b, "--out ");
+            fm_sbuf_printf(&b, "--out ");
         char val[FM_CFG_STR_MAX + 64];
-        sbuf vb = { val, sizeof val, 0 };
+        fm_sbuf vb = { val, sizeof val, 0 };
         val[0] = '\0';
         if (o->how == FM_CFG_FROM_OUT)
-            sb_printf(&vb, "%s", c->run.out);
+            fm_sbuf_printf(&vb, "%s", c->run.out);
         else
             format_value(c, key_at(ki), &vb);
-        sb_printf(&b, "%s", val);
+        fm_sbuf_printf(&b, "%s", val);
     } else {
-        sb_printf(&b, "%s", c->file[0] ? c->file : "defaults");
+        fm_sbuf_printf(&b, "%s", c->file[0] ? c->file : "defaults");
     }
 }
 
@@ -907,7 +889,7 @@ static const char *type_name(const fm_cfg_key *k)
     return "?";
 }
 
-static void range_text(const fm_cfg_key *k, sbuf *b)
+static void range_text(const fm_cfg_key *k, fm_sbuf *b)
 {
     char lo[32], hi[32];
     fmt_bound(k->lo, lo, sizeof lo);
@@ -915,23 +897,23 @@ static void range_text(const fm_cfg_key *k, sbuf *b)
     bool list = k->type == FM_T_INTS || k->type == FM_T_FLOATS || k->type == FM_T_ENUMS;
     switch (k->type) {
     case FM_T_BOOL:
-        sb_printf(b, "true, false");
+        fm_sbuf_printf(b, "true, false");
         break;
     case FM_T_STRING:
-        sb_printf(b, "%s to %s bytes", lo, hi);
+        fm_sbuf_printf(b, "%s to %s bytes", lo, hi);
         break;
     case FM_T_ENUM:
     case FM_T_ENUMS:
         if (list)
-            sb_printf(b, "each ");
+            fm_sbuf_printf(b, "each ");
         for (int i = 0; k->names[i]; i++)
-            sb_printf(b, "%s%s", i ? ", " : "", k->names[i]);
+            fm_sbuf_printf(b, "%s%s", i ? ", " : "", k->names[i]);
         break;
     default:
-        sb_printf(b, "%s%s%s, %s]", list ? "each in " : "", (k->flags & FM_CFG_LO_OPEN) ? "(" : "[", lo, hi);
+        fm_sbuf_printf(b, "%s%s%s, %s]", list ? "each in " : "", (k->flags & FM_CFG_LO_OPEN) ? "(" : "[", lo, hi);
     }
     if (list)
-        sb_printf(b, "; %d to %d elements", k->min_n, FM_CFG_LIST_MAX);
+        fm_sbuf_printf(b, "; %d to %d elements", k->min_n, FM_CFG_LIST_MAX);
 }
 
 int fm_config_reference(FILE *f, fm_err *e)
@@ -943,7 +925,7 @@ int fm_config_reference(FILE *f, fm_err *e)
         if (i == 0 || sl != section_len(key_at(i - 1)->name) || strncmp(k->name, key_at(i - 1)->name, sl) != 0)
             fprintf(f, "%s### %.*s\n\n| key | type | default | range | meaning |\n|---|---|---|---|---|\n",
                     i ? "\n" : "", (int)sl, k->name);
-        sbuf b = { range, sizeof range, 0 };
+        fm_sbuf b = { range, sizeof range, 0 };
         range[0] = '\0';
         range_text(k, &b);
         /* run.out's real default depends on the file name (fm_config_load) */

@@ -9,7 +9,11 @@
 #      the batch shell forwards the signal, the ranks checkpoint, fmtrain exits
 #      75, the script requeues the job, and the requeued job (same id, same run
 #      directory) resumes flow from that checkpoint and completes.
-#   3. hybrid 1 rank x 2 threads launched with srun --mpi=pmix.
+#   3. hybrid 1 rank x 2 threads launched with srun --mpi=pmix, chosen by a
+#      site hook (FM_SITE_SETUP, sourced first); the run's log starts with
+#      the version block showing 2 threads bound close to cores.
+#   4. FM_SITE_SETUP naming a missing file: the job ends with exit 2 and says
+#      so before fmtrain starts.
 # Prints PASS/FAIL slurm/<name>; exits non-zero on any failure. Needs root.
 source "$(dirname "$0")/../lib.sh" slurm
 export FMTRAIN
@@ -147,7 +151,9 @@ echo "    job $jid2: ${state:-purged from slurmctld}"
 # ---- 3. 1 rank x 2 threads through srun --mpi=pmix ----------------------------------------
 if [ "$cpus" -ge 2 ]; then
     t0=$(date +%s)
-    jid3=$(FM_LAUNCHER=srun sbatch --parsable --wait --chdir="$W" --ntasks-per-node=1 --cpus-per-task=2 \
+    # the site hook picks the launcher (as a site's `module load` would set up its MPI)
+    printf 'FM_LAUNCHER=srun\necho "$SLURM_JOB_ID" >"%s"\n' "$T/hook.ran" >"$T/site.sh"
+    jid3=$(FM_SITE_SETUP=$T/site.sh sbatch --parsable --wait --chdir="$W" --ntasks-per-node=1 --cpus-per-task=2 \
         slurm/train.sh configs/tiny.yaml --set run.stages=[vae] --set vae.steps=10 --out "$T/r3" 2>"$T/sbatch3.err")
     rc=$?
     jid3=${jid3%%;*}
@@ -157,8 +163,30 @@ if [ "$cpus" -ge 2 ]; then
     else
         fail srun_pmix_1x2_threads "sbatch exit $rc"; cat "$T/sbatch3.err"; show_logs "$log3"
     fi
+    if [ "$(cat "$T/hook.ran" 2>/dev/null)" = "$jid3" ] && grep -q "sourcing the site hook $T/site.sh" "$log3"; then
+        pass site_hook_sourced
+    else
+        fail site_hook_sourced "the hook did not run in job $jid3"; show_logs "$log3"
+    fi
+    if grep -q '^fmtrain:   OpenMP:   2 threads, OMP_PROC_BIND=close (bind close), OMP_PLACES=cores' "$log3"; then
+        pass log_version_block
+    else
+        fail log_version_block "the job log lacks the version block with 2 threads bound close"; show_logs "$log3"
+    fi
 else
     skip srun_pmix_1x2_threads "the node has $cpus CPU(s), 2 needed"
+fi
+
+# ---- 4. a site hook that does not exist ----------------------------------------------------
+jid4=$(FM_SITE_SETUP=$T/no-such-site.sh sbatch --parsable --wait --chdir="$W" --ntasks-per-node=1 \
+    slurm/train.sh configs/tiny.yaml --out "$T/r4" 2>"$T/sbatch4.err")
+rc=$?
+jid4=${jid4%%;*}
+log4=$W/slurm-fmtrain-$jid4.out
+if [ $rc -eq 2 ] && grep -q "FM_SITE_SETUP=$T/no-such-site.sh: no such readable file" "$log4" && [ ! -e "$T/r4" ]; then
+    pass site_hook_missing
+else
+    fail site_hook_missing "expected exit 2 and the message, got exit $rc"; show_logs "$log4"
 fi
 
 finish
