@@ -43,6 +43,7 @@ typedef struct fm_generator {
 
 int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_sampler_kind kind, int steps,
                       fm_err *e);
+/* Frees g and zeroes it; a zeroed g (never built, or after a failed init) is fine. */
 void fm_generator_free(fm_generator *g);
 
 /* Copy flow weights laid out like the flow model's fm_params.data. */

@@ -146,6 +146,8 @@ int fm_vae_encoder_forward(fm_vae_encoder *m, const float *x, fm_err *e);
 /* From x (as given to the last forward) and dmoments [n, lat, lat, 2 latent_ch]:
  * overwrites every encoder parameter gradient. Needs train. */
 int fm_vae_encoder_backward(fm_vae_encoder *m, const float *x, const float *dmoments, fm_err *e);
+/* Frees m and zeroes it; a zeroed m (never built, or after a failed init) is
+ * fine. The same for the decoder and fm_vae. */
 void fm_vae_encoder_free(fm_vae_encoder *m);
 
 /* Build a decoder for batches of n: registers "decoder.*" in p. */

@@ -141,10 +141,8 @@ out:
     free(xb);
     free(mu);
     free(labels);
-    if (dec.n)
-        fm_vae_decoder_free(&dec);
-    if (enc.n)
-        fm_vae_encoder_free(&enc);
+    fm_vae_decoder_free(&dec);
+    fm_vae_encoder_free(&enc);
     fm_params_free(&p);
     return rc;
 }

@@ -102,8 +102,7 @@ static int train_classifier(fm_pipeline *P, fm_params *p, fm_err *e)
     }
     fm_loader_free(&L);
     fm_trainer_free(&t);
-    if (m.n)
-        fm_classifier_free(&m);
+    fm_classifier_free(&m);
     free(xb);
     free(yb);
     free(gidx);
@@ -425,10 +424,8 @@ static int eval_all(fm_pipeline *P, const fm_params *p, const char *out_path, fm
     if (rc == FM_OK && P->world->rank == 0)
         fm_info("eval: wrote %s", out_path);
     free(json);
-    if (g.B)
-        fm_generator_free(&g);
-    if (m.n)
-        fm_classifier_free(&m);
+    fm_generator_free(&g);
+    fm_classifier_free(&m);
     fm_params_free(&ip);
     eval_bufs_free(&b);
     return rc;

@@ -240,8 +240,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     }
 out:
     free(buf);
-    if (gen.B)
-        fm_generator_free(&gen);
+    fm_generator_free(&gen);
     fm_loader_free(&L);
     fm_trainer_free(&t);
     if (model.batch) {

@@ -36,7 +36,6 @@ int fm_stage_sample(fm_pipeline *P, fm_err *e)
         fm_info("sample: done (grids of step %lld exist)", (long long)step);
     else if (rc == FM_OK)
         rc = fm_generator_write_grids(&g, c, w, "sample", step, e);
-    if (g.B)
-        fm_generator_free(&g);
+    fm_generator_free(&g);
     return rc;
 }

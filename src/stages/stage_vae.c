@@ -57,8 +57,7 @@ out:
     free(xb);
     fm_loader_free(&L);
     fm_trainer_free(&t);
-    if (v.n)
-        fm_vae_free(&v);
+    fm_vae_free(&v);
     fm_params_free(&p);
     return rc;
 }
