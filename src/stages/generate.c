@@ -67,8 +67,8 @@ void fm_generator_free(fm_generator *g)
     if (g->model.batch)
         fm_flow_model_free(&g->model);
     fm_sampler_free(&g->sampler);
-    fm_vae_decoder_free(&g->dec);
-    fm_vae_encoder_free(&g->enc);
+    fm_vae_half_free(&g->dec);
+    fm_vae_half_free(&g->enc);
     fm_params_free(&g->vae_p);
     fm_params_free(&g->flow_p);
     free(g->x);

@@ -141,8 +141,8 @@ out:
     free(xb);
     free(mu);
     free(labels);
-    fm_vae_decoder_free(&dec);
-    fm_vae_encoder_free(&enc);
+    fm_vae_half_free(&dec);
+    fm_vae_half_free(&enc);
     fm_params_free(&p);
     return rc;
 }
