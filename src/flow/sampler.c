@@ -9,19 +9,6 @@
 
 #define PAR_MIN 65536 /* elements below which loops stay serial */
 
-int fm_sampler_parse(const char *name, fm_sampler_kind *k, fm_err *e)
-{
-    if (strcmp(name, "euler") == 0)
-        *k = FM_SAMPLER_EULER;
-    else if (strcmp(name, "heun") == 0)
-        *k = FM_SAMPLER_HEUN;
-    else if (strcmp(name, "sde") == 0)
-        *k = FM_SAMPLER_SDE;
-    else
-        return fm_fail(e, FM_ERR_USAGE, "unknown sampler \"%s\": expected euler, heun or sde", name);
-    return FM_OK;
-}
-
 const char *fm_sampler_name(fm_sampler_kind k)
 {
     return k == FM_SAMPLER_HEUN ? "heun" : k == FM_SAMPLER_SDE ? "sde" : "euler";
