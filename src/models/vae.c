@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fm/loss.h"
+#include "fm/residual.h"
 #include "fm/rng.h"
 #include "fm/sizing.h"
 #include "fm/tensorops.h"
@@ -126,13 +127,7 @@ static int res_forward(fm_vae_res *r, const float *x, float *tmp, fm_err *e)
     FM_TRY(fm_groupnorm_forward(&r->norm2, r->c1, r->h2, e));
     FM_TRY(fm_conv2d_forward(&r->conv2, r->h2, r->y, e));
     const long ny = (long)r->n * r->h * r->w * r->cout;
-    if (r->has_skip) {
-        FM_TRY(fm_conv2d_forward(&r->skip, x, tmp, e));
-        fm_acc(r->y, tmp, ny);
-    } else {
-        fm_acc(r->y, x, ny);
-    }
-    return FM_OK;
+    return fm_residual_forward(r->has_skip ? &r->skip : NULL, x, tmp, r->y, ny, e);
 }
 
 /* From dy [n, h, w, cout]: overwrites dx [n, h, w, cin] (must differ from dy)
@@ -144,13 +139,7 @@ static int res_backward(fm_vae_res *r, const float *x, const float *dy, float *d
     FM_TRY(fm_conv2d_backward(&r->conv1, r->h1, t1, t2, e));  // t2 = dh1 [.., cin]
     FM_TRY(fm_groupnorm_backward(&r->norm1, x, t2, dx, e));
     const long nx = (long)r->n * r->h * r->w * r->cin;
-    if (r->has_skip) {
-        FM_TRY(fm_conv2d_backward(&r->skip, x, dy, t2, e));
-        fm_acc(dx, t2, nx);
-    } else {
-        fm_acc(dx, dy, nx);
-    }
-    return FM_OK;
+    return fm_residual_backward(r->has_skip ? &r->skip : NULL, x, dy, t2, dx, nx, e);
 }
 
 static void res_free(fm_vae_res *r)
