@@ -55,7 +55,7 @@ typedef struct fm_sampler {
     fm_sampler_cfg cfg;
     int B;
     long D;
-    float *x2;   /* [2B, D] model input: x duplicated */
+    float *x2;   /* [2B, D] model input: x duplicated; one block holds every buffer */
     float *u2;   /* [2B, D] model output */
     float *t2;   /* [2B] */
     int32_t *y2; /* [2B] labels: y then null */
