@@ -36,7 +36,7 @@ typedef struct fm_generator {
     fm_vae_encoder enc;    /* batch 1, only so vae_p has the VAE checkpoint's layout */
     fm_vae_decoder dec;    /* batch B */
     float latent_scale;
-    float *x;              /* [B, dim] flow samples */
+    float *x;              /* [B, dim] flow samples (one block with z and images) */
     float *z;              /* [B, dim] latents / scale */
     float *images;         /* [B, 32, 32, 1] in [-1, 1] (clamped) */
 } fm_generator;
