@@ -81,6 +81,7 @@ int fm_classifier_backward(fm_classifier *m, const float *x, const int32_t *labe
 /* Forward + backward FLOPs of one step (convolutions and the head). */
 double fm_classifier_flops(const fm_classifier *m);
 
+/* Frees m and zeroes it; a zeroed m (never built, or after a failed init) is fine. */
 void fm_classifier_free(fm_classifier *m);
 
 #endif

@@ -36,13 +36,14 @@ typedef struct fm_generator {
     fm_vae_encoder enc;    /* batch 1, only so vae_p has the VAE checkpoint's layout */
     fm_vae_decoder dec;    /* batch B */
     float latent_scale;
-    float *x;              /* [B, dim] flow samples */
+    float *x;              /* [B, dim] flow samples (one block with z and images) */
     float *z;              /* [B, dim] latents / scale */
     float *images;         /* [B, 32, 32, 1] in [-1, 1] (clamped) */
 } fm_generator;
 
 int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_sampler_kind kind, int steps,
                       fm_err *e);
+/* Frees g and zeroes it; a zeroed g (never built, or after a failed init) is fine. */
 void fm_generator_free(fm_generator *g);
 
 /* Copy flow weights laid out like the flow model's fm_params.data. */

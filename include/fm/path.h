@@ -42,8 +42,7 @@ fm_path_coef fm_path_coefs(fm_path_kind k, double t);
  * dalpha beta^2 - dbeta beta alpha = beta_t * gamma_t. */
 double fm_path_gamma(fm_path_kind k, double t);
 
-/* "linear" / "cosine" <-> kind. Parse fails with FM_ERR_USAGE naming the value. */
-int fm_path_parse(const char *name, fm_path_kind *k, fm_err *e);
+/* "linear" / "cosine" (the config reads flow.path by its own table). */
 const char *fm_path_name(fm_path_kind k);
 
 /* x_t = alpha_t z + beta_t eps and u = dalpha_t z + dbeta_t eps for one row
@@ -65,8 +64,7 @@ typedef struct fm_time_dist {
     float m, s; /* logit-normal: t = sigmoid(m + s n), n ~ N(0, 1) */
 } fm_time_dist;
 
-/* "uniform" / "logit_normal" <-> kind. */
-int fm_time_parse(const char *name, fm_time_kind *k, fm_err *e);
+/* "uniform" / "logit_normal" (the config reads flow.t_dist by its own table). */
 const char *fm_time_name(fm_time_kind k);
 
 /* Philox streams of the flow stage (see the top of this file). */

@@ -55,7 +55,7 @@ typedef struct fm_sampler {
     fm_sampler_cfg cfg;
     int B;
     long D;
-    float *x2;   /* [2B, D] model input: x duplicated */
+    float *x2;   /* [2B, D] model input: x duplicated; one block holds every buffer */
     float *u2;   /* [2B, D] model output */
     float *t2;   /* [2B] */
     int32_t *y2; /* [2B] labels: y then null */
@@ -70,8 +70,7 @@ typedef struct fm_sampler {
 int fm_sampler_init(fm_sampler *s, const fm_sampler_cfg *cfg, int B, long D, fm_err *e);
 void fm_sampler_free(fm_sampler *s);
 
-/* "euler" / "heun" / "sde" <-> kind. */
-int fm_sampler_parse(const char *name, fm_sampler_kind *k, fm_err *e);
+/* "euler" / "heun" / "sde" (the config reads sample.sampler by its own table). */
 const char *fm_sampler_name(fm_sampler_kind k);
 
 /* Model calls (each on 2B rows) that one fm_sample makes. */

@@ -101,38 +101,33 @@ typedef struct fm_vae_level {
     float *out;                       /* resample output */
 } fm_vae_level;
 
-typedef struct fm_vae_encoder {
+/* An encoder or a decoder: conv_in, the levels, out_norm (GroupNorm + SiLU)
+ * and out_conv, every buffer from one arena. The two are mirror images: the
+ * encoder runs its levels from 0 (full size) down, each downsampling with a
+ * stride-2 conv after its blocks; the decoder runs them from the last (latent
+ * size) up, each upsampling with an upconv. Shapes below: encoder, decoder. */
+typedef struct fm_vae_half {
     fm_vae_cfg cfg;
     int n, lat;                       /* batch size; latent height = width */
+    int decoder;                      /* 0: an encoder, 1: a decoder */
     fm_arena arena;                   /* every buffer of this instance */
     fm_conv2d conv_in, out_conv;
     fm_vae_level lv[FM_VAE_MAX_LEVELS];
     fm_groupnorm out_norm;
-    float *h0;                        /* conv_in output [n, S, S, ch0] */
-    float *hn;                        /* out_norm output [n, lat, lat, ch_last] */
-    float *moments;                   /* out_conv output [n, lat, lat, 2 latent_ch] = (mu, raw logvar) */
+    float *h0;                        /* conv_in output [n, S, S, ch0], [n, lat, lat, ch_last] */
+    float *hn;                        /* out_norm output [n, lat, lat, ch_last], [n, S, S, ch0] */
+    float *out;                       /* out_conv output: the moments [n, lat, lat, 2 latent_ch] = (mu, raw
+                                       * logvar), the reconstruction xhat [n, S, S, in_ch] */
     float *tmp;                       /* forward scratch (skip branches), the largest activation */
     float *g[4];                      /* backward scratch, each the largest activation (train only) */
+    float *dz;                        /* decoder: gradient of the input z [n, lat, lat, latent_ch] (train
+                                       * only); encoder: NULL (no input gradient) */
     size_t p_first, p_numel;          /* parameter range in the fm_params */
     int train;
-} fm_vae_encoder;
+} fm_vae_half;
 
-typedef struct fm_vae_decoder {
-    fm_vae_cfg cfg;
-    int n, lat;
-    fm_arena arena;
-    fm_conv2d conv_in, out_conv;
-    fm_vae_level lv[FM_VAE_MAX_LEVELS];
-    fm_groupnorm out_norm;
-    float *h0;                        /* conv_in output [n, lat, lat, ch_last] */
-    float *hn;                        /* out_norm output [n, S, S, ch0] */
-    float *xhat;                      /* out_conv output [n, S, S, in_ch] */
-    float *tmp;
-    float *g[4];
-    float *dz;                        /* gradient of the input z [n, lat, lat, latent_ch] (train only) */
-    size_t p_first, p_numel;
-    int train;
-} fm_vae_decoder;
+typedef fm_vae_half fm_vae_encoder;
+typedef fm_vae_half fm_vae_decoder;
 
 /* Build an encoder for batches of n: registers "encoder.*" in p (PyTorch
  * default init), creates every primitive and allocates every buffer (from one
@@ -141,22 +136,21 @@ typedef struct fm_vae_decoder {
  * scratch. Bad configs give FM_ERR_USAGE. */
 int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e);
-/* x [n, S, S, in_ch] -> m->moments [n, lat, lat, 2 latent_ch] (raw, unclamped). */
-int fm_vae_encoder_forward(fm_vae_encoder *m, const float *x, fm_err *e);
-/* From x (as given to the last forward) and dmoments [n, lat, lat, 2 latent_ch]:
- * overwrites every encoder parameter gradient. Needs train. */
-int fm_vae_encoder_backward(fm_vae_encoder *m, const float *x, const float *dmoments, fm_err *e);
-void fm_vae_encoder_free(fm_vae_encoder *m);
-
 /* Build a decoder for batches of n: registers "decoder.*" in p. */
 int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e);
-/* z [n, lat, lat, latent_ch] -> m->xhat [n, S, S, in_ch]. */
-int fm_vae_decoder_forward(fm_vae_decoder *m, const float *z, fm_err *e);
-/* From z (as given to the last forward) and dxhat [n, S, S, in_ch]:
- * overwrites every decoder parameter gradient and m->dz. Needs train. */
-int fm_vae_decoder_backward(fm_vae_decoder *m, const float *z, const float *dxhat, fm_err *e);
-void fm_vae_decoder_free(fm_vae_decoder *m);
+
+/* in -> m->out: an encoder's x [n, S, S, in_ch] to the moments [n, lat, lat,
+ * 2 latent_ch] (raw, unclamped), a decoder's z [n, lat, lat, latent_ch] to
+ * xhat [n, S, S, in_ch]. */
+int fm_vae_half_forward(fm_vae_half *m, const float *in, fm_err *e);
+/* From in (as given to the last forward) and dout, the gradient of m->out:
+ * overwrites every parameter gradient of m, and a decoder's m->dz. Needs
+ * train. */
+int fm_vae_half_backward(fm_vae_half *m, const float *in, const float *dout, fm_err *e);
+/* Frees m and zeroes it; a zeroed m (never built, or after a failed init) is
+ * fine. The same for fm_vae. */
+void fm_vae_half_free(fm_vae_half *m);
 
 /* Inference: mu [n, lat, lat, latent_ch] of x [n, S, S, in_ch]. */
 int fm_vae_encode_mean(fm_vae_encoder *m, const float *x, float *mu, fm_err *e);
@@ -193,7 +187,7 @@ int fm_vae_init(fm_vae *v, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n
  * number `first` of the global batch of step `step`. Row i's noise is
  * fm_fill_normal(eps_i, D, seed, fm_vae_noise_stream(step), (first + i) * D)
  * with D = lat * lat * latent_ch: it depends on the sample's global index, not
- * on how the batch is split. Fills *loss (and v->mu, logvar, eps, z, dec.xhat). */
+ * on how the batch is split. Fills *loss (and v->mu, logvar, eps, z, dec.out = xhat). */
 int fm_vae_forward(fm_vae *v, const float *x, uint64_t seed, uint64_t step, uint64_t first, fm_vae_loss *loss,
                    fm_err *e);
 

@@ -45,6 +45,10 @@ int fm_world_barrier(const fm_world *w, fm_err *e);
 enum { FM_POLL_DONE, FM_POLL_TIMEOUT, FM_POLL_MPI_ERROR };
 #ifdef MPI_VERSION
 int fm_world_poll(MPI_Request *req, int n, double timeout_s, int *open, int *mpi_rc);
+/* Wait for one non-blocking call on a communicator of size ranks (the world,
+ * or "scope" such as " of this node") for at most w->timeout_s; the error
+ * names the operation (what) and the ranks that were waited for. */
+int fm_world_wait(const fm_world *w, int size, const char *scope, MPI_Request *req, const char *what, fm_err *e);
 #endif
 /* FM_ERR_INTERNAL "<what> failed: <MPI's message for mpi_rc>". */
 int fm_world_fail(fm_err *e, int mpi_rc, const char *what);

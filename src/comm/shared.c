@@ -8,29 +8,9 @@
 
 #define BLOCK_ALIGN 64
 
-/* Wait for a non-blocking call on comm (size ranks) for at most the world's
- * deadline (fm_world_poll: yielding the core); the error names the
- * operation and the ranks that were waited for ("of this node" or of the
- * world). */
-static int wait_req(const fm_world *w, int size, const char *scope, MPI_Request *req, const char *what, fm_err *e)
-{
-    int open = 0, mpi_rc = MPI_SUCCESS;
-    switch (fm_world_poll(req, 1, w->timeout_s, &open, &mpi_rc)) {
-    case FM_POLL_DONE:
-        return FM_OK;
-    case FM_POLL_MPI_ERROR:
-        return fm_world_fail(e, mpi_rc, what);
-    default:
-        return fm_fail(e, FM_ERR_INTERNAL,
-                       "rank %d: %s: not every one of the %d ranks%s arrived within %.0f s (dist.timeout): a rank "
-                       "is stopped, dead or far behind",
-                       w->rank, what, size, scope, w->timeout_s);
-    }
-}
-
 static int node_wait(const fm_node *nd, MPI_Request *req, const char *what, fm_err *e)
 {
-    return wait_req(nd->world, nd->size, " of this node", req, what, e);
+    return fm_world_wait(nd->world, nd->size, " of this node", req, what, e);
 }
 
 static int node_barrier(const fm_node *nd, const char *what, fm_err *e)
@@ -63,7 +43,7 @@ int fm_node_agree_world(const fm_node *nd, int rc, fm_err *e)
                                           w->size);
     MPI_Request req;
     int mrc = MPI_Iallgather(&rc, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD, &req);
-    int arc = mrc == MPI_SUCCESS ? wait_req(w, w->size, "", &req, "agreement of the ranks on a status", &ae)
+    int arc = mrc == MPI_SUCCESS ? fm_world_wait(w, w->size, "", &req, "agreement of the ranks on a status", &ae)
                                  : fm_world_fail(&ae, mrc, "MPI_Iallgather (status)");
     int first = -1;
     for (int r = 0; arc == FM_OK && r < w->size && first < 0; r++)
@@ -77,7 +57,7 @@ int fm_node_agree_world(const fm_node *nd, int rc, fm_err *e)
         if (w->rank == first)
             memcpy(msg, e->msg, sizeof msg);
         mrc = MPI_Ibcast(msg, (int)sizeof msg, MPI_CHAR, first, MPI_COMM_WORLD, &req);
-        arc = mrc == MPI_SUCCESS ? wait_req(w, w->size, "", &req, "the message of a failed rank", &ae)
+        arc = mrc == MPI_SUCCESS ? fm_world_wait(w, w->size, "", &req, "the message of a failed rank", &ae)
                                  : fm_world_fail(&ae, mrc, "MPI_Ibcast (message)");
         if (arc == FM_OK) {
             msg[sizeof msg - 1] = '\0';

@@ -75,10 +75,9 @@ int fm_world_poll(MPI_Request *req, int n, double timeout_s, int *open, int *mpi
     }
 }
 
-/* Wait for a non-blocking collective of the world, for at most w->timeout_s. */
-static int wait_req(const fm_world *w, MPI_Request *req, const char *what, fm_err *e)
+int fm_world_wait(const fm_world *w, int size, const char *scope, MPI_Request *req, const char *what, fm_err *e)
 {
-    int open, mpi_rc;
+    int open = 0, mpi_rc = MPI_SUCCESS;
     switch (fm_world_poll(req, 1, w->timeout_s, &open, &mpi_rc)) {
     case FM_POLL_DONE:
         return FM_OK;
@@ -87,15 +86,21 @@ static int wait_req(const fm_world *w, MPI_Request *req, const char *what, fm_er
     default:
         break;
     }
-    if (w->size == 2) /* then we know who */
+    if (size == 2 && w->size == 2) /* the world of two: then we know who */
         return fm_fail(e, FM_ERR_INTERNAL,
                        "rank %d: %s: rank %d did not arrive within %.0f s (dist.timeout): it is stopped, dead or far "
                        "behind",
                        w->rank, what, 1 - w->rank, w->timeout_s);
     return fm_fail(e, FM_ERR_INTERNAL,
-                   "rank %d: %s: not every one of the %d ranks arrived within %.0f s (dist.timeout): a rank is "
+                   "rank %d: %s: not every one of the %d ranks%s arrived within %.0f s (dist.timeout): a rank is "
                    "stopped, dead or far behind",
-                   w->rank, what, w->size, w->timeout_s);
+                   w->rank, what, size, scope, w->timeout_s);
+}
+
+/* Wait for a non-blocking collective of the world. */
+static int wait_req(const fm_world *w, MPI_Request *req, const char *what, fm_err *e)
+{
+    return fm_world_wait(w, w->size, "", req, what, e);
 }
 
 void fm_world_finalize(fm_world *w)

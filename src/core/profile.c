@@ -261,22 +261,39 @@ static void print_row(FILE *f, const char *name, double calls, double seconds, d
             100.0 * seconds / total, gf, 1e3 * best / steps, bgf);
 }
 
+/* What the table and the JSON are made of: the n rows of p by `by` (r, to be
+ * freed), steps at least 1, the seconds of every entry (sum) and what the
+ * shares are of (total: total_s, or sum when total_s is not positive). */
+typedef struct report {
+    fm_profile_row *r;
+    int n, steps;
+    double sum, total;
+} report;
+
+static int report_init(report *t, const fm_profile *p, fm_profile_by by, int steps, double total_s, fm_err *e)
+{
+    t->n = fm_profile_rows(p, by, &t->r);
+    if (t->n < 0)
+        return fm_fail(e, FM_ERR_INTERNAL, "profile: out of memory for %d rows", p->n);
+    t->steps = steps < 1 ? 1 : steps;
+    t->sum = fm_profile_seconds(p, -1);
+    t->total = total_s > 0 ? total_s : t->sum;
+    return FM_OK;
+}
+
 int fm_profile_print(const fm_profile *p, fm_profile_by by, int steps, double total_s, int max_rows, FILE *f,
                      fm_err *e)
 {
-    fm_profile_row *r;
-    const int n = fm_profile_rows(p, by, &r);
-    if (n < 0)
-        return fm_fail(e, FM_ERR_INTERNAL, "profile: out of memory for %d rows", p->n);
-    if (steps < 1)
-        steps = 1;
-    const double sum = fm_profile_seconds(p, -1), total = total_s > 0 ? total_s : sum;
+    report t;
+    FM_TRY(report_init(&t, p, by, steps, total_s, e));
+    const fm_profile_row *r = t.r;
+    const int n = t.n;
     const char *head = by == FM_PROFILE_BY_KIND ? "kind" : by == FM_PROFILE_BY_SCOPE ? "block" : "layer";
     fprintf(f, "%-40s %6s %9s %7s %8s %9s %8s\n", head, "calls", "ms/step", "share", "GFLOP/s", "best ms",
             "best GF/s");
     const int shown = max_rows > 0 && max_rows < n ? max_rows : n;
     for (int i = 0; i < shown; i++)
-        print_row(f, r[i].name, (double)r[i].calls, r[i].seconds, r[i].best_s, r[i].flops, steps, total);
+        print_row(f, r[i].name, (double)r[i].calls, r[i].seconds, r[i].best_s, r[i].flops, t.steps, t.total);
     double rest[4] = { 0 }, all_best = 0; /* calls, seconds, best, flops of the rows not shown */
     for (int i = 0; i < n; i++) {
         all_best += r[i].best_s;
@@ -290,13 +307,13 @@ int fm_profile_print(const fm_profile *p, fm_profile_by by, int steps, double to
     if (shown < n) {
         char name[64];
         snprintf(name, sizeof name, "(%d more)", n - shown);
-        print_row(f, name, rest[0], rest[1], rest[2], rest[3], steps, total);
+        print_row(f, name, rest[0], rest[1], rest[2], rest[3], t.steps, t.total);
     }
-    fprintf(f, "%-40s %6s %9.3f %6.1f%% %8s %9.3f\n", "sum of the rows", "", 1e3 * sum / steps, 100.0 * sum / total,
-            "", 1e3 * all_best / steps);
+    fprintf(f, "%-40s %6s %9.3f %6.1f%% %8s %9.3f\n", "sum of the rows", "", 1e3 * t.sum / t.steps,
+            100.0 * t.sum / t.total, "", 1e3 * all_best / t.steps);
     if (p->dropped)
         fprintf(f, "(%lld calls not accounted: the table of %d entries was full)\n", (long long)p->dropped, p->cap);
-    free(r);
+    free(t.r);
     if (ferror(f))
         return fm_fail(e, FM_ERR_IO, "profile: writing the table failed");
     return FM_OK;
@@ -319,13 +336,10 @@ static void json_str(FILE *f, const char *s)
 
 int fm_profile_json(const fm_profile *p, fm_profile_by by, int steps, double total_s, FILE *f, fm_err *e)
 {
-    fm_profile_row *r;
-    const int n = fm_profile_rows(p, by, &r);
-    if (n < 0)
-        return fm_fail(e, FM_ERR_INTERNAL, "profile: out of memory for %d rows", p->n);
-    if (steps < 1)
-        steps = 1;
-    const double sum = fm_profile_seconds(p, -1), total = total_s > 0 ? total_s : sum;
+    report t;
+    FM_TRY(report_init(&t, p, by, steps, total_s, e));
+    const fm_profile_row *r = t.r;
+    const int n = t.n;
     fputc('[', f);
     for (int i = 0; i < n; i++) {
         fputs(i ? ", {\"name\": " : "{\"name\": ", f);
@@ -333,20 +347,20 @@ int fm_profile_json(const fm_profile *p, fm_profile_by by, int steps, double tot
         fputs(", \"kind\": ", f);
         json_str(f, r[i].kind);
         fprintf(f, ", \"phase\": \"%s\", \"calls\": %.6g, \"ms_per_step\": %.6g, \"share\": %.6g, \"gflops\": ",
-                fm_profile_phase_name(r[i].phase), (double)r[i].calls / steps, 1e3 * r[i].seconds / steps,
-                total > 0 ? r[i].seconds / total : 0.0);
+                fm_profile_phase_name(r[i].phase), (double)r[i].calls / t.steps, 1e3 * r[i].seconds / t.steps,
+                t.total > 0 ? r[i].seconds / t.total : 0.0);
         if (r[i].flops > 0 && r[i].seconds > 0)
             fprintf(f, "%.6g", r[i].flops / r[i].seconds * 1e-9);
         else
             fputs("null", f);
-        fprintf(f, ", \"best_ms_per_step\": %.6g, \"best_gflops\": ", 1e3 * r[i].best_s / steps);
+        fprintf(f, ", \"best_ms_per_step\": %.6g, \"best_gflops\": ", 1e3 * r[i].best_s / t.steps);
         if (r[i].flops > 0 && r[i].best_s > 0)
             fprintf(f, "%.6g}", r[i].flops / r[i].best_s * 1e-9);
         else
             fputs("null}", f);
     }
     fputc(']', f);
-    free(r);
+    free(t.r);
     if (ferror(f))
         return fm_fail(e, FM_ERR_IO, "profile: writing the JSON failed");
     return FM_OK;

@@ -48,17 +48,6 @@ double fm_path_gamma(fm_path_kind k, double t)
     return c.dalpha * c.beta - c.dbeta * c.alpha;
 }
 
-int fm_path_parse(const char *name, fm_path_kind *k, fm_err *e)
-{
-    if (strcmp(name, "linear") == 0)
-        *k = FM_PATH_LINEAR;
-    else if (strcmp(name, "cosine") == 0)
-        *k = FM_PATH_COSINE;
-    else
-        return fm_fail(e, FM_ERR_USAGE, "unknown path \"%s\": expected linear or cosine", name);
-    return FM_OK;
-}
-
 const char *fm_path_name(fm_path_kind k)
 {
     return k == FM_PATH_COSINE ? "cosine" : "linear";
@@ -81,17 +70,6 @@ void fm_path_score(fm_path_kind k, double t, const float *x, const float *u, lon
     float cu = (float)(c.alpha / den), cx = (float)(-c.dalpha / den);
     for (long i = 0; i < n; i++)
         s[i] = cu * u[i] + cx * x[i];
-}
-
-int fm_time_parse(const char *name, fm_time_kind *k, fm_err *e)
-{
-    if (strcmp(name, "uniform") == 0)
-        *k = FM_TIME_UNIFORM;
-    else if (strcmp(name, "logit_normal") == 0)
-        *k = FM_TIME_LOGIT_NORMAL;
-    else
-        return fm_fail(e, FM_ERR_USAGE, "unknown time distribution \"%s\": expected uniform or logit_normal", name);
-    return FM_OK;
 }
 
 const char *fm_time_name(fm_time_kind k)

@@ -9,19 +9,6 @@
 
 #define PAR_MIN 65536 /* elements below which loops stay serial */
 
-int fm_sampler_parse(const char *name, fm_sampler_kind *k, fm_err *e)
-{
-    if (strcmp(name, "euler") == 0)
-        *k = FM_SAMPLER_EULER;
-    else if (strcmp(name, "heun") == 0)
-        *k = FM_SAMPLER_HEUN;
-    else if (strcmp(name, "sde") == 0)
-        *k = FM_SAMPLER_SDE;
-    else
-        return fm_fail(e, FM_ERR_USAGE, "unknown sampler \"%s\": expected euler, heun or sde", name);
-    return FM_OK;
-}
-
 const char *fm_sampler_name(fm_sampler_kind k)
 {
     return k == FM_SAMPLER_HEUN ? "heun" : k == FM_SAMPLER_SDE ? "sde" : "euler";
@@ -52,28 +39,22 @@ int fm_sampler_init(fm_sampler *s, const fm_sampler_cfg *cfg, int B, long D, fm_
     s->cfg = *cfg;
     s->B = B;
     s->D = D;
-    size_t n = (size_t)B * (size_t)D;
-    s->x2 = malloc(2 * n * sizeof *s->x2);
-    s->u2 = malloc(2 * n * sizeof *s->u2);
-    s->t2 = malloc(2 * (size_t)B * sizeof *s->t2);
-    s->y2 = malloc(2 * (size_t)B * sizeof *s->y2);
-    s->k1 = malloc(n * sizeof *s->k1);
-    s->x1 = cfg->kind == FM_SAMPLER_HEUN ? malloc(n * sizeof *s->x1) : NULL;
-    if (!s->x2 || !s->u2 || !s->t2 || !s->y2 || !s->k1 || (cfg->kind == FM_SAMPLER_HEUN && !s->x1)) {
-        fm_sampler_free(s);
+    /* one block: x2, u2 [2n], k1 [n], heun's x1 [n], t2 [2B], then the labels y2 [2B] */
+    const size_t n = (size_t)B * (size_t)D, heun = cfg->kind == FM_SAMPLER_HEUN, B2 = 2 * (size_t)B;
+    s->x2 = malloc((5 * n + heun * n + B2) * sizeof(float) + B2 * sizeof(int32_t));
+    if (!s->x2)
         return fm_fail(e, FM_ERR_INTERNAL, "sampler: out of memory for %d samples of %ld values", B, D);
-    }
+    s->u2 = s->x2 + 2 * n;
+    s->k1 = s->u2 + 2 * n;
+    s->x1 = heun ? s->k1 + n : NULL;
+    s->t2 = s->k1 + n + heun * n;
+    s->y2 = (int32_t *)(s->t2 + B2);
     return FM_OK;
 }
 
 void fm_sampler_free(fm_sampler *s)
 {
-    free(s->x2);
-    free(s->u2);
-    free(s->t2);
-    free(s->y2);
-    free(s->k1);
-    free(s->x1);
+    free(s->x2); /* the block of every buffer */
     memset(s, 0, sizeof *s);
 }
 

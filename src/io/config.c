@@ -801,33 +801,17 @@ int fm_config_equal(const fm_config *a, const fm_config *b)
     return 1;
 }
 
+/* The bytes a value of each type takes in fm_config. */
+static const size_t type_size[] = {
+    [FM_T_INT] = sizeof(int),         [FM_T_ENUM] = sizeof(int),         [FM_T_FLOAT] = sizeof(double),
+    [FM_T_BOOL] = sizeof(bool),       [FM_T_STRING] = FM_CFG_STR_MAX,    [FM_T_INTS] = sizeof(fm_ilist),
+    [FM_T_ENUMS] = sizeof(fm_ilist),  [FM_T_FLOATS] = sizeof(fm_flist),
+};
+
 void fm_config_copy_key(fm_config *dst, const fm_config *src, int ki)
 {
     const fm_cfg_key *k = key_at(ki);
-    size_t size = 0;
-    switch (k->type) {
-    case FM_T_INT:
-    case FM_T_ENUM:
-        size = sizeof(int);
-        break;
-    case FM_T_FLOAT:
-        size = sizeof(double);
-        break;
-    case FM_T_BOOL:
-        size = sizeof(bool);
-        break;
-    case FM_T_STRING:
-        size = FM_CFG_STR_MAX;
-        break;
-    case FM_T_INTS:
-    case FM_T_ENUMS:
-        size = sizeof(fm_ilist);
-        break;
-    case FM_T_FLOATS:
-        size = sizeof(fm_flist);
-        break;
-    }
-    memcpy((char *)dst + k->off, (const char *)src + k->off, size);
+    memcpy((char *)dst + k->off, (const char *)src + k->off, type_size[k->type]);
     dst->origin[ki] = src->origin[ki];
 }
 

@@ -11,6 +11,7 @@
 #include "fm/flowmodel.h"
 #include "fm/log.h"
 #include "fm/normconv.h"
+#include "fm/residual.h"
 #include "fm/sizing.h"
 #include "fm/tensorops.h"
 
@@ -508,13 +509,7 @@ static int res_forward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, const
     FM_TRY(fm_linear_forward(&r->emb_proj, u->c, u->ep, e));                       // [B, 2 Cout]
     fm_concat_backward(u->ep, co, co, r->scale, r->shift, B);                      // halves: scale, shift [B, Cout]
     FM_TRY(fm_normconv_forward(&r->norm2, &r->conv2, r->h1, r->scale, r->shift, a, b->out, e));
-    if (r->has_skip) {
-        FM_TRY(fm_conv2d_forward(&r->skip, x, a, e));
-        fm_acc(b->out, a, n);
-    } else {
-        fm_acc(b->out, x, n);
-    }
-    return FM_OK;
+    return fm_residual_forward(r->has_skip ? &r->skip : NULL, x, a, b->out, n, e);
 }
 
 static int attn_forward(fm_unet *u, fm_unet_attn *l, const fm_unet_block *b, const float *x, fm_err *e)
@@ -602,13 +597,7 @@ static int res_backward(fm_unet *u, fm_unet_res *r, const fm_unet_block *b, cons
     FM_TRY(fm_normconv_backward_conv(&r->norm1, &r->conv1, x, a, t, dx, e));  // dx = d(conv1 input)
     FM_TRY(fm_groupnorm_backward(&r->norm1, x, dx, dx, e));
     const long n = (long)B * b->side * b->side * b->cin;
-    if (r->has_skip) {
-        FM_TRY(fm_conv2d_backward(&r->skip, x, dout, t, e));
-        fm_acc(dx, t, n);
-    } else {
-        fm_acc(dx, dout, n);
-    }
-    return FM_OK;
+    return fm_residual_backward(r->has_skip ? &r->skip : NULL, x, dout, t, dx, n, e);
 }
 
 static int attn_backward(fm_unet *u, fm_unet_attn *l, const fm_unet_block *b, const float *x, const float *dout,

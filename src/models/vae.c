@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fm/loss.h"
+#include "fm/residual.h"
 #include "fm/rng.h"
 #include "fm/sizing.h"
 #include "fm/tensorops.h"
@@ -126,13 +127,7 @@ static int res_forward(fm_vae_res *r, const float *x, float *tmp, fm_err *e)
     FM_TRY(fm_groupnorm_forward(&r->norm2, r->c1, r->h2, e));
     FM_TRY(fm_conv2d_forward(&r->conv2, r->h2, r->y, e));
     const long ny = (long)r->n * r->h * r->w * r->cout;
-    if (r->has_skip) {
-        FM_TRY(fm_conv2d_forward(&r->skip, x, tmp, e));
-        fm_acc(r->y, tmp, ny);
-    } else {
-        fm_acc(r->y, x, ny);
-    }
-    return FM_OK;
+    return fm_residual_forward(r->has_skip ? &r->skip : NULL, x, tmp, r->y, ny, e);
 }
 
 /* From dy [n, h, w, cout]: overwrites dx [n, h, w, cin] (must differ from dy)
@@ -144,13 +139,7 @@ static int res_backward(fm_vae_res *r, const float *x, const float *dy, float *d
     FM_TRY(fm_conv2d_backward(&r->conv1, r->h1, t1, t2, e));  // t2 = dh1 [.., cin]
     FM_TRY(fm_groupnorm_backward(&r->norm1, x, t2, dx, e));
     const long nx = (long)r->n * r->h * r->w * r->cin;
-    if (r->has_skip) {
-        FM_TRY(fm_conv2d_backward(&r->skip, x, dy, t2, e));
-        fm_acc(dx, t2, nx);
-    } else {
-        fm_acc(dx, dy, nx);
-    }
-    return FM_OK;
+    return fm_residual_backward(r->has_skip ? &r->skip : NULL, x, dy, t2, dx, nx, e);
 }
 
 static void res_free(fm_vae_res *r)
@@ -200,35 +189,62 @@ static int take_grads(float *g[4], fm_arena *a, long mx, fm_err *e)
     return FM_OK;
 }
 
-/* The set-up (sizing.h) of an encoder or decoder of cfg for batch n, with
- * the backward buffers when train. */
+/* ---- the encoder and the decoder ---- */
+
+/* The set-up (sizing.h) of an encoder (decoder = 0) or a decoder of cfg for
+ * batch n, with the backward buffers when train. */
 typedef struct half_args {
     const fm_vae_cfg *cfg;
-    int n, train;
+    int n, train, decoder;
 } half_args;
 
-/* ---- encoder ---- */
+static const char *side(const fm_vae_half *m) { return m->decoder ? "decoder" : "encoder"; }
 
-static int encoder_build(fm_vae_encoder *m, fm_dnn *d, fm_params *p, fm_err *e)
+/* The level run k-th (k = 0 first): the encoder runs 0 .. L-1, the decoder L-1 .. 0. */
+static int level_at(const fm_vae_half *m, int k) { return m->decoder ? m->cfg.levels - 1 - k : k; }
+
+/* The input of ResBlock j of level i: the block before it, the level run
+ * before it, or conv_in's output. */
+static const float *block_in(const fm_vae_half *m, int i, int j)
+{
+    if (j > 0)
+        return m->lv[i].res[j - 1].y;
+    const int before = m->decoder ? i + 1 : i - 1;
+    return before >= 0 && before < m->cfg.levels ? m->lv[before].out : m->h0;
+}
+
+/* Registers "encoder.*" or "decoder.*": conv_in, the levels in index order
+ * (ResBlocks, then the encoder's stride-2 downsample or the decoder's
+ * upsample), out_norm and out_conv; takes every buffer. */
+static int half_build(fm_vae_half *m, fm_dnn *d, fm_params *p, fm_err *e)
 {
     const fm_vae_cfg *c = &m->cfg;
-    const int n = m->n, S = c->size, L = c->levels, lat = m->lat, *ch = c->channels;
+    const int n = m->n, S = c->size, L = c->levels, lat = m->lat, *ch = c->channels, dec = m->decoder;
     fm_arena *a = &m->arena;
     char nm[FM_PARAM_NAME];
     long mx = (long)n * S * S * c->in_ch;
-    FM_TRY(fm_conv2d_init(&m->conv_in, d, p, a, "encoder.conv_in", c->in_ch, ch[0], 3, 1, 1, 1, n, S, S, e));
-    FM_TRY(fm_arena_take(a, (size_t)n * S * S * ch[0], sizeof(float), &m->h0, BUFS, e));
+    /* the encoder takes the image to level 0's width, the decoder the latent to level L-1's */
+    const int first = level_at(m, 0), in_ch = dec ? c->latent_ch : c->in_ch, in_hw = dec ? lat : S;
+    FM_TRY(fmt_name(nm, e, "%s.conv_in", side(m)));
+    FM_TRY(fm_conv2d_init(&m->conv_in, d, p, a, nm, in_ch, ch[first], 3, 1, 1, 1, n, in_hw, in_hw, e));
+    FM_TRY(fm_arena_take(a, (size_t)n * in_hw * in_hw * ch[first], sizeof(float), &m->h0, BUFS, e));
     for (int i = 0; i < L; i++) {
         fm_vae_level *lv = &m->lv[i];
-        const int hw = S >> i;
+        const int hw = S >> i, before = i == first ? first : dec ? i + 1 : i - 1;
         lv->h = hw;
         lv->ch = ch[i];
         for (int j = 0; j < c->res_blocks; j++) {
-            const int cin = j > 0 ? ch[i] : i > 0 ? ch[i - 1] : ch[0];
-            FM_TRY(fmt_name(nm, e, "encoder.down.%d.res.%d", i, j));
-            FM_TRY(res_init(&lv->res[j], d, p, a, c, nm, n, hw, cin, ch[i], &mx, e));
+            FM_TRY(fmt_name(nm, e, "%s.%s.%d.res.%d", side(m), dec ? "up" : "down", i, j));
+            FM_TRY(res_init(&lv->res[j], d, p, a, c, nm, n, hw, j > 0 ? ch[i] : ch[before], ch[i], &mx, e));
         }
-        if (i < L - 1) {
+        if (dec && i > 0) {
+            const long up = (long)n * 4 * hw * hw * ch[i];
+            lv->has_resample = 1;
+            FM_TRY(fmt_name(nm, e, "decoder.up.%d.upsample", i));
+            FM_TRY(fm_upconv_init(&lv->upsample, d, p, a, nm, ch[i], ch[i], 1, n, hw, hw, e));
+            FM_TRY(fm_arena_take(a, (size_t)up, sizeof(float), &lv->out, BUFS, e));
+            track(&mx, up);
+        } else if (!dec && i < L - 1) {
             lv->has_resample = 1;
             FM_TRY(fmt_name(nm, e, "encoder.down.%d.downsample", i));
             FM_TRY(fm_conv2d_init(&lv->resample, d, p, a, nm, ch[i], ch[i], 3, 2, 1, 1, n, hw, hw, e));
@@ -236,252 +252,138 @@ static int encoder_build(fm_vae_encoder *m, fm_dnn *d, fm_params *p, fm_err *e)
                                  e));
         }
     }
-    FM_TRY(fm_groupnorm_init(&m->out_norm, p, a, "encoder.out_norm", gn_groups(c, ch[L - 1]), FM_VAE_GN_EPS,
-                             FM_GN_SILU, n, lat, lat, ch[L - 1], e));
-    FM_TRY(fm_arena_take(a, (size_t)n * lat * lat * ch[L - 1], sizeof(float), &m->hn, BUFS, e));
-    FM_TRY(fm_conv2d_init(&m->out_conv, d, p, a, "encoder.out_conv", ch[L - 1], 2 * c->latent_ch, 3, 1, 1, 1, n,
-                          lat, lat, e));
-    FM_TRY(fm_arena_take(a, (size_t)n * lat * lat * 2 * c->latent_ch, sizeof(float), &m->moments, BUFS,
-                         e));
+    /* out_norm and out_conv on the last level run: to the moments, or to the image */
+    const int last = level_at(m, L - 1), out_hw = dec ? S : lat, out_ch = dec ? c->in_ch : 2 * c->latent_ch;
+    FM_TRY(fmt_name(nm, e, "%s.out_norm", side(m)));
+    FM_TRY(fm_groupnorm_init(&m->out_norm, p, a, nm, gn_groups(c, ch[last]), FM_VAE_GN_EPS, FM_GN_SILU, n, out_hw,
+                             out_hw, ch[last], e));
+    FM_TRY(fm_arena_take(a, (size_t)n * out_hw * out_hw * ch[last], sizeof(float), &m->hn, BUFS, e));
+    FM_TRY(fmt_name(nm, e, "%s.out_conv", side(m)));
+    FM_TRY(fm_conv2d_init(&m->out_conv, d, p, a, nm, ch[last], out_ch, 3, 1, 1, 1, n, out_hw, out_hw, e));
+    FM_TRY(fm_arena_take(a, (size_t)n * out_hw * out_hw * out_ch, sizeof(float), &m->out, BUFS, e));
     FM_TRY(fm_arena_take(a, (size_t)mx, sizeof(float), &m->tmp, BUFS, e));
     if (m->train)
         FM_TRY(take_grads(m->g, a, mx, e));
+    if (m->train && dec)
+        FM_TRY(fm_arena_take(a, (size_t)n * lat * lat * c->latent_ch, sizeof(float), &m->dz, BUFS, e));
     return FM_OK;
 }
 
-/* fm_vae_encoder_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring one);
- * on failure m is freed. */
-static int encoder_setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size_t arena_cap, fm_err *e)
+void fm_vae_half_free(fm_vae_half *m)
 {
-    fm_vae_encoder *m = obj;
+    fm_conv2d_free(&m->conv_in);
+    fm_conv2d_free(&m->out_conv);
+    levels_free(m->lv);
+    fm_arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+/* half_build on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring
+ * one); on failure m is freed. */
+static int half_setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size_t arena_cap, fm_err *e)
+{
+    fm_vae_half *m = obj;
     const half_args *a = args;
     FM_TRY(check_cfg(a->cfg, a->n, e));
     m->cfg = *a->cfg;
     m->n = a->n;
     m->lat = fm_vae_latent_hw(a->cfg);
+    m->decoder = a->decoder;
     m->train = a->train;
     m->p_first = p->numel;
     int rc = fm_arena_init(&m->arena, arena_cap, e);
     if (rc == FM_OK)
-        rc = encoder_build(m, d, p, e);
+        rc = half_build(m, d, p, e);
     if (rc != FM_OK) {
-        fm_vae_encoder_free(m);
-        return fm_err_prefix(e, "vae encoder (batch %d)", a->n);
+        fm_vae_half_free(m);
+        return fm_err_prefix(e, "vae %s (batch %d)", side(m), a->n);
     }
     m->p_numel = p->numel - m->p_first;
     return FM_OK;
 }
 
-static const fm_arena *encoder_arena(const void *m) { return &((const fm_vae_encoder *)m)->arena; }
-static void encoder_free(void *m) { fm_vae_encoder_free(m); }
+static const fm_arena *half_arena(const void *m) { return &((const fm_vae_half *)m)->arena; }
+static void half_free_obj(void *m) { fm_vae_half_free(m); }
+
+static int half_init(fm_vae_half *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train, int decoder,
+                     fm_err *e)
+{
+    static const fm_sizing_ops sizing = { sizeof(fm_vae_half), half_setup, half_arena, half_free_obj };
+    const half_args args = { cfg, n, train, decoder };
+    return fm_sizing_init(&sizing, m, d, p, &args, e);
+}
+
+int fm_vae_half_forward(fm_vae_half *m, const float *in, fm_err *e)
+{
+    const fm_vae_cfg *c = &m->cfg;
+    const int R = c->res_blocks;
+    FM_TRY(fm_conv2d_forward(&m->conv_in, in, m->h0, e));
+    for (int k = 0; k < c->levels; k++) {
+        const int i = level_at(m, k);
+        fm_vae_level *lv = &m->lv[i];
+        for (int j = 0; j < R; j++)
+            FM_TRY(res_forward(&lv->res[j], block_in(m, i, j), m->tmp, e));
+        if (lv->has_resample && m->decoder)
+            FM_TRY(fm_upconv_forward(&lv->upsample, lv->res[R - 1].y, lv->out, e));  // [n, 2h, 2h, ch]
+        else if (lv->has_resample)
+            FM_TRY(fm_conv2d_forward(&lv->resample, lv->res[R - 1].y, lv->out, e));
+    }
+    FM_TRY(fm_groupnorm_forward(&m->out_norm, m->lv[level_at(m, c->levels - 1)].res[R - 1].y, m->hn, e));
+    return fm_conv2d_forward(&m->out_conv, m->hn, m->out, e);
+}
+
+int fm_vae_half_backward(fm_vae_half *m, const float *in, const float *dout, fm_err *e)
+{
+    if (!m->train)
+        return fm_fail(e, FM_ERR_INTERNAL, "vae %s: backward on an instance built without train", side(m));
+    const fm_vae_cfg *c = &m->cfg;
+    const int R = c->res_blocks;
+    float *cur = m->g[0], *oth = m->g[1], *sw;
+    FM_TRY(fm_conv2d_backward(&m->out_conv, m->hn, dout, cur, e));
+    FM_TRY(fm_groupnorm_backward(&m->out_norm, m->lv[level_at(m, c->levels - 1)].res[R - 1].y, cur, cur, e));
+    for (int k = c->levels - 1; k >= 0; k--) {
+        const int i = level_at(m, k);
+        fm_vae_level *lv = &m->lv[i];
+        if (lv->has_resample) {
+            if (m->decoder)
+                FM_TRY(fm_upconv_backward(&lv->upsample, lv->res[R - 1].y, cur, oth, e));  // oth [n, h, h, ch]
+            else
+                FM_TRY(fm_conv2d_backward(&lv->resample, lv->res[R - 1].y, cur, oth, e));
+            sw = cur, cur = oth, oth = sw;
+        }
+        for (int j = R - 1; j >= 0; j--) {
+            FM_TRY(res_backward(&lv->res[j], block_in(m, i, j), cur, oth, m->g[2], m->g[3], e));
+            sw = cur, cur = oth, oth = sw;
+        }
+    }
+    return fm_conv2d_backward(&m->conv_in, in, cur, m->dz, e);
+}
 
 int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e)
 {
-    static const fm_sizing_ops sizing = { sizeof(fm_vae_encoder), encoder_setup, encoder_arena, encoder_free };
-    const half_args args = { cfg, n, train };
-    return fm_sizing_init(&sizing, m, d, p, &args, e);
+    return half_init(m, d, p, cfg, n, train, 0, e);
 }
-
-/* The input of ResBlock j of level i. */
-static const float *enc_block_in(const fm_vae_encoder *m, int i, int j)
-{
-    return j > 0 ? m->lv[i].res[j - 1].y : i > 0 ? m->lv[i - 1].out : m->h0;
-}
-
-int fm_vae_encoder_forward(fm_vae_encoder *m, const float *x, fm_err *e)
-{
-    const fm_vae_cfg *c = &m->cfg;
-    FM_TRY(fm_conv2d_forward(&m->conv_in, x, m->h0, e));
-    for (int i = 0; i < c->levels; i++) {
-        fm_vae_level *lv = &m->lv[i];
-        for (int j = 0; j < c->res_blocks; j++)
-            FM_TRY(res_forward(&lv->res[j], enc_block_in(m, i, j), m->tmp, e));
-        if (lv->has_resample)
-            FM_TRY(fm_conv2d_forward(&lv->resample, lv->res[c->res_blocks - 1].y, lv->out, e));
-    }
-    const float *last = m->lv[c->levels - 1].res[c->res_blocks - 1].y;  // [n, lat, lat, ch_last]
-    FM_TRY(fm_groupnorm_forward(&m->out_norm, last, m->hn, e));
-    return fm_conv2d_forward(&m->out_conv, m->hn, m->moments, e);
-}
-
-int fm_vae_encoder_backward(fm_vae_encoder *m, const float *x, const float *dmoments, fm_err *e)
-{
-    if (!m->train)
-        return fm_fail(e, FM_ERR_INTERNAL, "vae encoder: backward on an instance built without train");
-    const fm_vae_cfg *c = &m->cfg;
-    const int R = c->res_blocks;
-    float *cur = m->g[0], *oth = m->g[1], *sw;
-    FM_TRY(fm_conv2d_backward(&m->out_conv, m->hn, dmoments, cur, e));
-    FM_TRY(fm_groupnorm_backward(&m->out_norm, m->lv[c->levels - 1].res[R - 1].y, cur, cur, e));
-    for (int i = c->levels - 1; i >= 0; i--) {
-        fm_vae_level *lv = &m->lv[i];
-        if (lv->has_resample) {
-            FM_TRY(fm_conv2d_backward(&lv->resample, lv->res[R - 1].y, cur, oth, e));
-            sw = cur, cur = oth, oth = sw;
-        }
-        for (int j = R - 1; j >= 0; j--) {
-            FM_TRY(res_backward(&lv->res[j], enc_block_in(m, i, j), cur, oth, m->g[2], m->g[3], e));
-            sw = cur, cur = oth, oth = sw;
-        }
-    }
-    return fm_conv2d_backward(&m->conv_in, x, cur, NULL, e);
-}
-
-void fm_vae_encoder_free(fm_vae_encoder *m)
-{
-    fm_conv2d_free(&m->conv_in);
-    fm_conv2d_free(&m->out_conv);
-    levels_free(m->lv);
-    fm_arena_free(&m->arena);
-    memset(m, 0, sizeof *m);
-}
-
-int fm_vae_encode_mean(fm_vae_encoder *m, const float *x, float *mu, fm_err *e)
-{
-    FM_TRY(fm_vae_encoder_forward(m, x, e));
-    const int lc = m->cfg.latent_ch;
-    fm_concat_backward(m->moments, lc, lc, mu, NULL, (long)m->n * m->lat * m->lat);
-    return FM_OK;
-}
-
-/* ---- decoder ---- */
-
-static int decoder_build(fm_vae_decoder *m, fm_dnn *d, fm_params *p, fm_err *e)
-{
-    const fm_vae_cfg *c = &m->cfg;
-    const int n = m->n, S = c->size, L = c->levels, lat = m->lat, *ch = c->channels, lc = c->latent_ch;
-    fm_arena *a = &m->arena;
-    char nm[FM_PARAM_NAME];
-    long mx = (long)n * S * S * c->in_ch;
-    FM_TRY(fm_conv2d_init(&m->conv_in, d, p, a, "decoder.conv_in", lc, ch[L - 1], 3, 1, 1, 1, n, lat, lat, e));
-    FM_TRY(fm_arena_take(a, (size_t)n * lat * lat * ch[L - 1], sizeof(float), &m->h0, BUFS, e));
-    for (int i = 0; i < L; i++) {  /* registered in index order; run from L-1 down */
-        fm_vae_level *lv = &m->lv[i];
-        const int hw = S >> i;
-        lv->h = hw;
-        lv->ch = ch[i];
-        for (int j = 0; j < c->res_blocks; j++) {
-            const int cin = j > 0 ? ch[i] : i < L - 1 ? ch[i + 1] : ch[L - 1];
-            FM_TRY(fmt_name(nm, e, "decoder.up.%d.res.%d", i, j));
-            FM_TRY(res_init(&lv->res[j], d, p, a, c, nm, n, hw, cin, ch[i], &mx, e));
-        }
-        if (i > 0) {
-            const long up = (long)n * 4 * hw * hw * ch[i];
-            lv->has_resample = 1;
-            FM_TRY(fmt_name(nm, e, "decoder.up.%d.upsample", i));
-            FM_TRY(fm_upconv_init(&lv->upsample, d, p, a, nm, ch[i], ch[i], 1, n, hw, hw, e));
-            FM_TRY(fm_arena_take(a, (size_t)up, sizeof(float), &lv->out, BUFS, e));
-            track(&mx, up);
-        }
-    }
-    FM_TRY(fm_groupnorm_init(&m->out_norm, p, a, "decoder.out_norm", gn_groups(c, ch[0]), FM_VAE_GN_EPS, FM_GN_SILU,
-                             n, S, S, ch[0], e));
-    FM_TRY(fm_arena_take(a, (size_t)n * S * S * ch[0], sizeof(float), &m->hn, BUFS, e));
-    FM_TRY(fm_conv2d_init(&m->out_conv, d, p, a, "decoder.out_conv", ch[0], c->in_ch, 3, 1, 1, 1, n, S, S, e));
-    FM_TRY(fm_arena_take(a, (size_t)n * S * S * c->in_ch, sizeof(float), &m->xhat, BUFS, e));
-    FM_TRY(fm_arena_take(a, (size_t)mx, sizeof(float), &m->tmp, BUFS, e));
-    if (m->train) {
-        FM_TRY(take_grads(m->g, a, mx, e));
-        FM_TRY(fm_arena_take(a, (size_t)n * lat * lat * lc, sizeof(float), &m->dz, BUFS, e));
-    }
-    return FM_OK;
-}
-
-/* fm_vae_decoder_init on an arena of arena_cap bytes (FM_ARENA_MEASURE: a measuring one);
- * on failure m is freed. */
-static int decoder_setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size_t arena_cap, fm_err *e)
-{
-    fm_vae_decoder *m = obj;
-    const half_args *a = args;
-    FM_TRY(check_cfg(a->cfg, a->n, e));
-    m->cfg = *a->cfg;
-    m->n = a->n;
-    m->lat = fm_vae_latent_hw(a->cfg);
-    m->train = a->train;
-    m->p_first = p->numel;
-    int rc = fm_arena_init(&m->arena, arena_cap, e);
-    if (rc == FM_OK)
-        rc = decoder_build(m, d, p, e);
-    if (rc != FM_OK) {
-        fm_vae_decoder_free(m);
-        return fm_err_prefix(e, "vae decoder (batch %d)", a->n);
-    }
-    m->p_numel = p->numel - m->p_first;
-    return FM_OK;
-}
-
-static const fm_arena *decoder_arena(const void *m) { return &((const fm_vae_decoder *)m)->arena; }
-static void decoder_free(void *m) { fm_vae_decoder_free(m); }
 
 int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e)
 {
-    static const fm_sizing_ops sizing = { sizeof(fm_vae_decoder), decoder_setup, decoder_arena, decoder_free };
-    const half_args args = { cfg, n, train };
-    return fm_sizing_init(&sizing, m, d, p, &args, e);
+    return half_init(m, d, p, cfg, n, train, 1, e);
 }
 
-/* The input of ResBlock j of level i. */
-static const float *dec_block_in(const fm_vae_decoder *m, int i, int j)
+int fm_vae_encode_mean(fm_vae_encoder *m, const float *x, float *mu, fm_err *e)
 {
-    return j > 0 ? m->lv[i].res[j - 1].y : i < m->cfg.levels - 1 ? m->lv[i + 1].out : m->h0;
-}
-
-int fm_vae_decoder_forward(fm_vae_decoder *m, const float *z, fm_err *e)
-{
-    const fm_vae_cfg *c = &m->cfg;
-    const int R = c->res_blocks;
-    FM_TRY(fm_conv2d_forward(&m->conv_in, z, m->h0, e));
-    for (int i = c->levels - 1; i >= 0; i--) {
-        fm_vae_level *lv = &m->lv[i];
-        for (int j = 0; j < R; j++)
-            FM_TRY(res_forward(&lv->res[j], dec_block_in(m, i, j), m->tmp, e));
-        if (lv->has_resample) {
-            FM_TRY(fm_upconv_forward(&lv->upsample, lv->res[R - 1].y, lv->out, e));  // [n, 2h, 2h, ch]
-        }
-    }
-    FM_TRY(fm_groupnorm_forward(&m->out_norm, m->lv[0].res[R - 1].y, m->hn, e));
-    return fm_conv2d_forward(&m->out_conv, m->hn, m->xhat, e);
-}
-
-int fm_vae_decoder_backward(fm_vae_decoder *m, const float *z, const float *dxhat, fm_err *e)
-{
-    if (!m->train)
-        return fm_fail(e, FM_ERR_INTERNAL, "vae decoder: backward on an instance built without train");
-    const fm_vae_cfg *c = &m->cfg;
-    const int R = c->res_blocks;
-    float *cur = m->g[0], *oth = m->g[1], *sw;
-    FM_TRY(fm_conv2d_backward(&m->out_conv, m->hn, dxhat, cur, e));
-    FM_TRY(fm_groupnorm_backward(&m->out_norm, m->lv[0].res[R - 1].y, cur, cur, e));
-    for (int i = 0; i < c->levels; i++) {
-        fm_vae_level *lv = &m->lv[i];
-        if (lv->has_resample) {
-            FM_TRY(fm_upconv_backward(&lv->upsample, lv->res[R - 1].y, cur, oth, e));  // oth [n, h, h, ch]
-            sw = cur, cur = oth, oth = sw;
-        }
-        for (int j = R - 1; j >= 0; j--) {
-            FM_TRY(res_backward(&lv->res[j], dec_block_in(m, i, j), cur, oth, m->g[2], m->g[3], e));
-            sw = cur, cur = oth, oth = sw;
-        }
-    }
-    return fm_conv2d_backward(&m->conv_in, z, cur, m->dz, e);
-}
-
-void fm_vae_decoder_free(fm_vae_decoder *m)
-{
-    fm_conv2d_free(&m->conv_in);
-    fm_conv2d_free(&m->out_conv);
-    levels_free(m->lv);
-    fm_arena_free(&m->arena);
-    memset(m, 0, sizeof *m);
+    FM_TRY(fm_vae_half_forward(m, x, e));
+    const int lc = m->cfg.latent_ch;
+    fm_concat_backward(m->out, lc, lc, mu, NULL, (long)m->n * m->lat * m->lat);
+    return FM_OK;
 }
 
 int fm_vae_decode(fm_vae_decoder *m, const float *z, float *xhat, fm_err *e)
 {
-    FM_TRY(fm_vae_decoder_forward(m, z, e));
-    if (xhat != m->xhat)
-        memcpy(xhat, m->xhat, (size_t)m->n * m->cfg.size * m->cfg.size * m->cfg.in_ch * sizeof(float));
+    FM_TRY(fm_vae_half_forward(m, z, e));
+    if (xhat != m->out)
+        memcpy(xhat, m->out, (size_t)m->n * m->cfg.size * m->cfg.size * m->cfg.in_ch * sizeof(float));
     return FM_OK;
 }
 
@@ -526,8 +428,8 @@ int fm_vae_init(fm_vae *v, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n
 
 void fm_vae_free(fm_vae *v)
 {
-    fm_vae_encoder_free(&v->enc);
-    fm_vae_decoder_free(&v->dec);
+    fm_vae_half_free(&v->enc);
+    fm_vae_half_free(&v->dec);
     fm_arena_free(&v->arena);
     memset(v, 0, sizeof *v);
 }
@@ -558,8 +460,8 @@ int fm_vae_forward(fm_vae *v, const float *x, uint64_t seed, uint64_t step, uint
     const int lc = c->latent_ch;
     const long rows = (long)v->n * v->lat * v->lat, nl = v->nlat, D = nl / v->n;
     const long npix = (long)v->n * c->size * c->size * c->in_ch;
-    FM_TRY(fm_vae_encoder_forward(&v->enc, x, e));
-    fm_concat_backward(v->enc.moments, lc, lc, v->mu, v->logvar, rows);  // split (mu, logvar)
+    FM_TRY(fm_vae_half_forward(&v->enc, x, e));
+    fm_concat_backward(v->enc.out, lc, lc, v->mu, v->logvar, rows);  // split (mu, logvar)
     for (long i = 0; i < nl; i++)
         v->logvar[i] = fminf(fmaxf(v->logvar[i], FM_VAE_LOGVAR_MIN), FM_VAE_LOGVAR_MAX);
     const uint64_t stream = fm_vae_noise_stream(step);
@@ -571,8 +473,8 @@ int fm_vae_forward(fm_vae *v, const float *x, uint64_t seed, uint64_t step, uint
         v->z[i] = mu + expf(0.5f * lv) * v->eps[i];
         kl += 0.5 * ((double)mu * mu + exp((double)lv) - 1.0 - (double)lv);
     }
-    FM_TRY(fm_vae_decoder_forward(&v->dec, v->z, e));
-    loss->recon = c->recon == FM_VAE_LOSS_L1 ? l1_forward(v->dec.xhat, x, npix) : fm_mse_forward(v->dec.xhat, x, npix);
+    FM_TRY(fm_vae_half_forward(&v->dec, v->z, e));
+    loss->recon = c->recon == FM_VAE_LOSS_L1 ? l1_forward(v->dec.out, x, npix) : fm_mse_forward(v->dec.out, x, npix);
     loss->kl = kl / (double)nl;
     loss->total = loss->recon + (double)c->kl_weight * loss->kl;
     return FM_OK;
@@ -584,24 +486,24 @@ int fm_vae_backward(fm_vae *v, const float *x, fm_err *e)
     const int lc = c->latent_ch;
     const long rows = (long)v->n * v->lat * v->lat, npix = (long)v->n * c->size * c->size * c->in_ch;
     if (c->recon == FM_VAE_LOSS_L1)
-        l1_backward(v->dec.xhat, x, npix, v->dxhat);
+        l1_backward(v->dec.out, x, npix, v->dxhat);
     else
-        fm_mse_backward(v->dec.xhat, x, npix, 1.0f, v->dxhat);
-    FM_TRY(fm_vae_decoder_backward(&v->dec, v->z, v->dxhat, e));
+        fm_mse_backward(v->dec.out, x, npix, 1.0f, v->dxhat);
+    FM_TRY(fm_vae_half_backward(&v->dec, v->z, v->dxhat, e));
     /* z = mu + exp(lv / 2) eps;  kl = sum 0.5 (mu^2 + exp(lv) - 1 - lv) / nlat */
     const float kw = (float)((double)c->kl_weight / (double)v->nlat);
     const float *dz = v->dec.dz;
     for (long r = 0; r < rows; r++)
         for (int k = 0; k < lc; k++) {
             const long i = r * lc + k;
-            const float raw = v->enc.moments[r * 2 * lc + lc + k], lv = v->logvar[i];
+            const float raw = v->enc.out[r * 2 * lc + lc + k], lv = v->logvar[i];
             const float s = expf(0.5f * lv);
             v->dmu[i] = dz[i] + kw * v->mu[i];
             const float dlv = dz[i] * v->eps[i] * 0.5f * s + kw * 0.5f * (expf(lv) - 1.0f);
             v->dlogvar[i] = raw >= FM_VAE_LOGVAR_MIN && raw <= FM_VAE_LOGVAR_MAX ? dlv : 0.0f;
         }
     fm_concat_forward(v->dmu, lc, v->dlogvar, lc, v->dmoments, rows);
-    return fm_vae_encoder_backward(&v->enc, x, v->dmoments, e);
+    return fm_vae_half_backward(&v->enc, x, v->dmoments, e);
 }
 
 double fm_vae_flops(const fm_vae *v)

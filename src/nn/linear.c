@@ -119,20 +119,28 @@ static int attach_x(fm_linear *l, const float *x, int reuse, fm_err *e)
 
 int fm_linear_keeps_x(const fm_linear *l, const float *x) { return fm_bf16_copy_keeps(&l->x16, x); }
 
+/* Run one of the layer's three matmul primitives, dst = src weights (+ bias
+ * unless NULL), with the layer's scratchpad. */
+static int matmul(fm_linear *l, dnnl_primitive_t p, dnnl_memory_t src, dnnl_memory_t weights, dnnl_memory_t dst,
+                  dnnl_memory_t bias, fm_err *e)
+{
+    dnnl_exec_arg_t args[] = {
+        { DNNL_ARG_SRC, src },
+        { DNNL_ARG_WEIGHTS, weights },
+        { DNNL_ARG_DST, dst },
+        { DNNL_ARG_SCRATCHPAD, l->m_scratch },
+        { DNNL_ARG_BIAS, bias },
+    };
+    return fm_dnn_exec(l->d, p, bias ? 5 : 4, args, e);
+}
+
 static int forward(fm_linear *l, const float *x, float *y, fm_err *e)
 {
     if (l->w16) /* the weights changed since the last forward (an optimiser step) */
         fm_f32_to_bf16_n(l->w16, l->weight->w.data, l->out * l->in);
     FM_TRY(attach_x(l, x, 0, e));
     FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
-    dnnl_exec_arg_t args[] = {
-        { DNNL_ARG_SRC, l->m_x },
-        { DNNL_ARG_WEIGHTS, l->m_wt },
-        { DNNL_ARG_DST, l->m_y },
-        { DNNL_ARG_SCRATCHPAD, l->m_scratch },
-        { DNNL_ARG_BIAS, l->m_b },
-    };
-    return fm_dnn_exec(l->d, l->fwd, l->bias ? 5 : 4, args, e);
+    return matmul(l, l->fwd, l->m_x, l->m_wt, l->m_y, l->bias ? l->m_b : NULL, e);
 }
 
 /* db[j] = sum_i dy[i, j] for dy [m, n]: threads take blocks of columns and
@@ -165,25 +173,13 @@ static int backward(fm_linear *l, const float *x, const float *dy, float *dx, fm
         FM_DNN(dnnl_memory_set_data_handle(l->m_dyt, (void *)dy), e);
         FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
     }
-    dnnl_exec_arg_t wargs[] = {
-        { DNNL_ARG_SRC, l->m_dyt },
-        { DNNL_ARG_WEIGHTS, l->m_x },
-        { DNNL_ARG_DST, l->m_dw },
-        { DNNL_ARG_SCRATCHPAD, l->m_scratch },
-    };
-    FM_TRY(fm_dnn_exec(l->d, l->bwd_weights, 4, wargs, e));
+    FM_TRY(matmul(l, l->bwd_weights, l->m_dyt, l->m_x, l->m_dw, NULL, e));
     if (l->bias)
         column_sum(dy, l->m, l->out, l->bias->g.data);
     if (!dx)
         return FM_OK;
     FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
-    dnnl_exec_arg_t dargs[] = {
-        { DNNL_ARG_SRC, l->m_dy },
-        { DNNL_ARG_WEIGHTS, l->m_w },
-        { DNNL_ARG_DST, l->m_dx },
-        { DNNL_ARG_SCRATCHPAD, l->m_scratch },
-    };
-    return fm_dnn_exec(l->d, l->bwd_data, 4, dargs, e);
+    return matmul(l, l->bwd_data, l->m_dy, l->m_w, l->m_dx, NULL, e);
 }
 
 int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e)

@@ -48,6 +48,19 @@ static int sym_sqrt(const double *a, int d, double *out, double *v, double *w, f
     return FM_OK;
 }
 
+/* out = a b for d x d row-major matrices (out distinct from both). */
+static void matmul(const double *a, const double *b, int d, double *out)
+{
+#pragma omp parallel for
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) {
+            double s = 0;
+            for (int k = 0; k < d; k++)
+                s += a[(size_t)i * d + k] * b[(size_t)k * d + j];
+            out[(size_t)i * d + j] = s;
+        }
+}
+
 int fm_frechet(const double *mu1, const double *c1, const double *mu2, const double *c2, int d, double *out,
                fm_err *e)
 {
@@ -62,22 +75,8 @@ int fm_frechet(const double *mu1, const double *c1, const double *mu2, const dou
     if ((rc = sym_sqrt(c1, d, s1, v, w, e)) != FM_OK)
         goto out;
     /* m = s1 c2 s1: symmetric, positive semi-definite */
-#pragma omp parallel for
-    for (int i = 0; i < d; i++)
-        for (int j = 0; j < d; j++) {
-            double s = 0;
-            for (int k = 0; k < d; k++)
-                s += s1[(size_t)i * d + k] * c2[(size_t)k * d + j];
-            t[(size_t)i * d + j] = s;
-        }
-#pragma omp parallel for
-    for (int i = 0; i < d; i++)
-        for (int j = 0; j < d; j++) {
-            double s = 0;
-            for (int k = 0; k < d; k++)
-                s += t[(size_t)i * d + k] * s1[(size_t)k * d + j];
-            m[(size_t)i * d + j] = s;
-        }
+    matmul(s1, c2, d, t);
+    matmul(t, s1, d, m);
     for (int i = 0; i < d; i++) /* symmetrise against rounding */
         for (int j = i + 1; j < d; j++)
             m[(size_t)i * d + j] = m[(size_t)j * d + i] = 0.5 * (m[(size_t)i * d + j] + m[(size_t)j * d + i]);

@@ -49,13 +49,13 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
             (rc = fm_vae_decoder_init(&g->dec, d, &g->vae_p, &vc, B, 0, e)) != FM_OK)
             goto fail;
     }
-    g->x = malloc((size_t)B * g->dim * sizeof(float));
-    g->z = malloc((size_t)B * g->dim * sizeof(float));
-    g->images = malloc((size_t)B * IMG_SIDE * IMG_SIDE * sizeof(float));
-    if (!g->x || !g->z || !g->images) {
+    const size_t nx = (size_t)B * g->dim; /* one block: x, z, then the images */
+    if (!(g->x = malloc((2 * nx + (size_t)B * IMG_SIDE * IMG_SIDE) * sizeof(float)))) {
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d generated samples", B);
         goto fail;
     }
+    g->z = g->x + nx;
+    g->images = g->z + nx;
     return FM_OK;
 fail:
     fm_generator_free(g);
@@ -67,15 +67,11 @@ void fm_generator_free(fm_generator *g)
     if (g->model.batch)
         fm_flow_model_free(&g->model);
     fm_sampler_free(&g->sampler);
-    if (g->dec.n)
-        fm_vae_decoder_free(&g->dec);
-    if (g->enc.n)
-        fm_vae_encoder_free(&g->enc);
+    fm_vae_half_free(&g->dec);
+    fm_vae_half_free(&g->enc);
     fm_params_free(&g->vae_p);
     fm_params_free(&g->flow_p);
-    free(g->x);
-    free(g->z);
-    free(g->images);
+    free(g->x); /* with z and the images */
     memset(g, 0, sizeof *g);
 }
 

@@ -54,10 +54,8 @@ int fm_stage_encode(fm_pipeline *P, fm_err *e)
     }
     int B = c->encode.batch_size / P->world->size;
     fm_params p;
-    fm_vae_encoder enc;
-    fm_vae_decoder dec;
-    memset(&enc, 0, sizeof enc);
-    memset(&dec, 0, sizeof dec);
+    fm_vae_encoder enc = { 0 };
+    fm_vae_decoder dec = { 0 };
     float *lat = NULL, *xb = NULL, *mu = NULL, *labels = NULL;
     FM_TRY(fm_build_vae_params(&p, e));
     fm_vae_cfg vc;
@@ -143,10 +141,8 @@ out:
     free(xb);
     free(mu);
     free(labels);
-    if (dec.n)
-        fm_vae_decoder_free(&dec);
-    if (enc.n)
-        fm_vae_encoder_free(&enc);
+    fm_vae_half_free(&dec);
+    fm_vae_half_free(&enc);
     fm_params_free(&p);
     return rc;
 }

@@ -68,12 +68,9 @@ static int train_classifier(fm_pipeline *P, fm_params *p, fm_err *e)
         .ckpt_every = c->eval.classifier_steps,
     };
     int local = tc.batch_size / P->world->size;
-    fm_classifier m;
-    fm_trainer t;
-    fm_loader L;
-    memset(&m, 0, sizeof m);
-    memset(&t, 0, sizeof t);
-    memset(&L, 0, sizeof L);
+    fm_classifier m = { 0 };
+    fm_trainer t = { 0 };
+    fm_loader L = { 0 };
     float *xb = malloc((size_t)local * XD * sizeof(float));
     int32_t *yb = malloc((size_t)local * sizeof(int32_t));
     uint64_t *gidx = malloc((size_t)local * sizeof(uint64_t));
@@ -105,8 +102,7 @@ static int train_classifier(fm_pipeline *P, fm_params *p, fm_err *e)
     }
     fm_loader_free(&L);
     fm_trainer_free(&t);
-    if (m.n)
-        fm_classifier_free(&m);
+    fm_classifier_free(&m);
     free(xb);
     free(yb);
     free(gidx);
@@ -397,14 +393,10 @@ static int eval_batch(const fm_config *c, const fm_world *w)
 static int eval_all(fm_pipeline *P, const fm_params *p, const char *out_path, fm_err *e)
 {
     const fm_config *c = P->cfg;
-    fm_params ip;
-    fm_classifier m;
-    fm_generator g;
-    eval_bufs b;
-    memset(&ip, 0, sizeof ip);
-    memset(&m, 0, sizeof m);
-    memset(&g, 0, sizeof g);
-    memset(&b, 0, sizeof b);
+    fm_params ip = { 0 };
+    fm_classifier m = { 0 };
+    fm_generator g = { 0 };
+    eval_bufs b = { 0 };
     char *json = NULL;
     size_t json_len = 0;
     FILE *js = NULL;
@@ -432,10 +424,8 @@ static int eval_all(fm_pipeline *P, const fm_params *p, const char *out_path, fm
     if (rc == FM_OK && P->world->rank == 0)
         fm_info("eval: wrote %s", out_path);
     free(json);
-    if (g.B)
-        fm_generator_free(&g);
-    if (m.n)
-        fm_classifier_free(&m);
+    fm_generator_free(&g);
+    fm_classifier_free(&m);
     fm_params_free(&ip);
     eval_bufs_free(&b);
     return rc;

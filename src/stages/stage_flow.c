@@ -103,8 +103,7 @@ static int latents_fill(void *ctx, void *base, size_t bytes, fm_err *e)
  * Collective; every rank returns the same status and message. */
 static int load_latents(const fm_pipeline *P, flow_data *d, long dim, fm_err *e)
 {
-    latents_reader r;
-    memset(&r, 0, sizeof r);
+    latents_reader r = { 0 };
     fm_run_path(P, r.path, sizeof r.path, FM_LATENTS_FILE);
     r.dim = dim;
     FM_TRY(fm_node_init(&d->node, P->world, e));
@@ -129,17 +128,12 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     const fm_train_config *tc = &c->flow.train;
     const fm_world *w = P->world;
     int local = tc->batch_size / w->size;
-    flow_data data;
+    flow_data data = { 0 };
     fm_params p;
-    fm_flow_model model;
-    fm_trainer t;
-    fm_loader L;
-    fm_generator gen;
-    memset(&data, 0, sizeof data);
-    memset(&model, 0, sizeof model);
-    memset(&t, 0, sizeof t);
-    memset(&L, 0, sizeof L);
-    memset(&gen, 0, sizeof gen);
+    fm_flow_model model = { 0 };
+    fm_trainer t = { 0 };
+    fm_loader L = { 0 };
+    fm_generator gen = { 0 };
     float *buf = NULL;
     FM_TRY(fm_build_flow_params(&p, c, e));
     int rc = fm_build_flow_model(&model, c, &P->dnn, &p, local, e);
@@ -246,8 +240,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     }
 out:
     free(buf);
-    if (gen.B)
-        fm_generator_free(&gen);
+    fm_generator_free(&gen);
     fm_loader_free(&L);
     fm_trainer_free(&t);
     if (model.batch) {

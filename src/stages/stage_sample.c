@@ -15,8 +15,7 @@ int fm_stage_sample(fm_pipeline *P, fm_err *e)
     const fm_config *c = P->cfg;
     const fm_world *w = P->world;
     const int draws = fm_generator_grids_mine(c, w->rank, w->size) > 0;
-    fm_generator g;
-    memset(&g, 0, sizeof g);
+    fm_generator g = { 0 };
     int rc = draws ? fm_generator_init(&g, c, &P->dnn, FM_NUM_CLASSES * c->sample.per_class,
                                        (fm_sampler_kind)c->sample.sampler, c->sample.steps, e)
                    : FM_OK;
@@ -37,7 +36,6 @@ int fm_stage_sample(fm_pipeline *P, fm_err *e)
         fm_info("sample: done (grids of step %lld exist)", (long long)step);
     else if (rc == FM_OK)
         rc = fm_generator_write_grids(&g, c, w, "sample", step, e);
-    if (g.B)
-        fm_generator_free(&g);
+    fm_generator_free(&g);
     return rc;
 }

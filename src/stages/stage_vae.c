@@ -16,13 +16,10 @@ int fm_stage_vae(fm_pipeline *P, fm_err *e)
     const int D = 32 * 32;
     int local = tc->batch_size / P->world->size;
     fm_params p;
-    fm_vae v;
-    fm_trainer t;
-    fm_loader L;
+    fm_vae v = { 0 };
+    fm_trainer t = { 0 };
+    fm_loader L = { 0 };
     float *xb = NULL;
-    memset(&v, 0, sizeof v);
-    memset(&t, 0, sizeof t);
-    memset(&L, 0, sizeof L);
     FM_TRY(fm_build_vae_params(&p, e));
     fm_vae_cfg vc;
     fm_build_vae_cfg(c, &vc);
@@ -60,8 +57,7 @@ out:
     free(xb);
     fm_loader_free(&L);
     fm_trainer_free(&t);
-    if (v.n)
-        fm_vae_free(&v);
+    fm_vae_free(&v);
     fm_params_free(&p);
     return rc;
 }

@@ -7,24 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fm/config.h"
-#include "test.h"
-
-static const char *const config_files[] = { "configs/ldm.yaml", "configs/tiny.yaml", "configs/pixel.yaml",
-                                            "configs/dit.yaml", "configs/scaling.yaml" };
-
-static int load_text(fm_config *c, const char *text, fm_err *e)
-{
-    return fm_config_load_string(c, text, strlen(text), "t.yaml", e);
-}
-
-/* rc must be FM_ERR_USAGE and e->msg exactly `want`. */
-#define CHECK_ERR(rc, e, want)                                                                           \
-    do {                                                                                                 \
-        int rc_ = (rc);                                                                                  \
-        CHECK(rc_ == FM_ERR_USAGE, "code %d, message \"%s\"", rc_, (e)->msg);                           \
-        CHECK(strcmp((e)->msg, (want)) == 0, "message\n    got  \"%s\"\n    want \"%s\"", (e)->msg, (want)); \
-    } while (0)
+#include "cfgtest.h"
 
 /* Dump c to memory, load it back, compare. */
 static int round_trip(const fm_config *c, fm_err *e)

@@ -95,7 +95,7 @@ static int run(dump *d, fm_vae_cfg *cfg, int B, int clamp, fm_st_meta *meta, cha
 
     const int64_t xs[4] = { B, S, S, cfg->in_ch }, zs[4] = { B, lat, lat, lc }, one[1] = { 1 };
     const float parts[3] = { (float)l.recon, (float)l.kl, (float)l.total };
-    if ((rc = put(d, "x", x, 4, xs, e)) || (rc = put_copy(d, "xhat", v.dec.xhat, 4, xs, e)) ||
+    if ((rc = put(d, "x", x, 4, xs, e)) || (rc = put_copy(d, "xhat", v.dec.out, 4, xs, e)) ||
         (rc = put_copy(d, "eps", v.eps, 4, zs, e)) || (rc = put_copy(d, "mu", v.mu, 4, zs, e)) ||
         (rc = put_copy(d, "logvar", v.logvar, 4, zs, e)) || (rc = put_copy(d, "z", v.z, 4, zs, e)) ||
         (rc = put_copy(d, "recon", &parts[0], 1, one, e)) || (rc = put_copy(d, "kl", &parts[1], 1, one, e)) ||

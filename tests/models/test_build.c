@@ -6,24 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cfgtest.h"
 #include "fm/build.h"
-#include "test.h"
-
-static const char *const config_files[] = { "configs/ldm.yaml", "configs/tiny.yaml", "configs/pixel.yaml",
-                                            "configs/dit.yaml", "configs/scaling.yaml" };
-
-static int load_text(fm_config *c, const char *text, fm_err *e)
-{
-    return fm_config_load_string(c, text, strlen(text), "t.yaml", e);
-}
-
-/* rc must be FM_ERR_USAGE and e->msg exactly `want`. */
-#define CHECK_ERR(rc, e, want)                                                                           \
-    do {                                                                                                 \
-        int rc_ = (rc);                                                                                  \
-        CHECK(rc_ == FM_ERR_USAGE, "code %d, message \"%s\"", rc_, (e)->msg);                           \
-        CHECK(strcmp((e)->msg, (want)) == 0, "message\n    got  \"%s\"\n    want \"%s\"", (e)->msg, (want)); \
-    } while (0)
 
 static int test_shapes_and_cfgs(void)
 {

@@ -113,8 +113,8 @@ static int test_vae_names(void)
     fprintf(stderr, "  default vae: %d tensors, %ld parameters (encoder %d tensors, decoder %d)\n", p.n,
             fm_fx_param_count(&p), pe.n, pd.n);
     fm_vae_free(&v);
-    fm_vae_encoder_free(&enc);
-    fm_vae_decoder_free(&dec);
+    fm_vae_half_free(&enc);
+    fm_vae_half_free(&dec);
     fm_params_free(&p);
     fm_params_free(&pe);
     fm_params_free(&pd);
@@ -293,13 +293,13 @@ static int test_vae_inference(void)
     double emu = fm_rel_err(mu, v.mu, v.nlat, 1e-6);
     const long D = v.nlat / 3;
     CHECK_OK(fm_vae_decode(&dec, v.z + 2 * D, xhat, &e), &e);
-    double ex = fm_rel_err(xhat, v.dec.xhat + 2 * 64, 64, 1e-6);
+    double ex = fm_rel_err(xhat, v.dec.out + 2 * 64, 64, 1e-6);
     fprintf(stderr, "  encode_mean vs training mu: %.2e; decode (batch 1) vs training xhat row 2: %.2e\n", emu, ex);
     CHECK(emu < 1e-6 && ex < 1e-5, "inference differs: mu %.2e xhat %.2e", emu, ex);
-    CHECK(fm_vae_encoder_backward(&enc, x, mu, &e) == FM_ERR_INTERNAL, "backward without train accepted");
+    CHECK(fm_vae_half_backward(&enc, x, mu, &e) == FM_ERR_INTERNAL, "backward without train accepted");
     fm_vae_free(&v);
-    fm_vae_encoder_free(&enc);
-    fm_vae_decoder_free(&dec);
+    fm_vae_half_free(&enc);
+    fm_vae_half_free(&dec);
     fm_params_free(&p);
     fm_params_free(&pe);
     fm_params_free(&pd);
@@ -340,8 +340,8 @@ static int test_vae_arena_exact(void)
             CHECK_OK(fm_vae_decoder_init(&dec, &d, &pd, &c, b, 0, &e), &e);
             const fm_arena a[5] = { v.enc.arena, v.dec.arena, v.arena, enc.arena, dec.arena };
             fm_vae_free(&v);
-            fm_vae_encoder_free(&enc);
-            fm_vae_decoder_free(&dec);
+            fm_vae_half_free(&enc);
+            fm_vae_half_free(&dec);
             fm_params_free(&p);
             fm_params_free(&pe);
             fm_params_free(&pd);
