@@ -46,7 +46,7 @@ PAR_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(PAR_SRC))
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
-.PHONY: all deps deps-run test tests test-scale run bench install clean
+.PHONY: all deps deps-run test tests test-scale scaling run bench install clean
 all: $(BIN)
 
 $(BIN): $(BUILD)/src/cli/fmtrain.o $(BUILD)/libfm.a
@@ -97,6 +97,14 @@ test: deps
 test-scale: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)FMTRAIN=$(abspath $(BIN)) bash tests/scale/run_scale.sh
+
+# The simulated scaling study (SimGrid SMPI + the alpha-beta model, jobs/simulate/study.py):
+# rewrites docs/scaling-sim.csv, docs/scaling-sim.png and the simulated-study section of
+# docs/scaling.md from the schedules in jobs/simulate/schedules. CALIB=runs/calibrate/calibration.md
+# (from sudo jobs/simulate/calibrate.sh) adds the calibration table; MEASURED=CSV... adds measured points.
+scaling: deps
+	$(Q)$(MAKE) --no-print-directory -C jobs/simulate
+	$(Q)/usr/bin/python3 jobs/simulate/study.py $(if $(CALIB),--calibration $(CALIB)) $(if $(MEASURED),--measured $(MEASURED))
 
 run: deps-run
 	$(Q)$(MAKE) --no-print-directory all
