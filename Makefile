@@ -100,8 +100,9 @@ test-scale: deps
 
 # The simulated scaling study (SimGrid SMPI + the alpha-beta model, jobs/simulate/study.py):
 # rewrites docs/scaling-sim.csv, docs/scaling-sim.png and the simulated-study section of
-# docs/scaling.md from the schedules in jobs/simulate/schedules. CALIB=runs/calibrate/calibration.md
-# (from sudo jobs/simulate/calibrate.sh) adds the calibration table; MEASURED=CSV... adds measured points.
+# docs/scaling.md from the schedules in jobs/simulate/schedules, with the calibration table of
+# docs/scaling-calibration.md (sudo jobs/simulate/calibrate.sh; CALIB=FILE another); MEASURED="CSV ..."
+# (jobs/report.py CSVs of repeated measured points) draws those too.
 scaling: deps
 	$(Q)$(MAKE) --no-print-directory -C jobs/simulate
 	$(Q)/usr/bin/python3 jobs/simulate/study.py $(if $(CALIB),--calibration $(CALIB)) $(if $(MEASURED),--measured $(MEASURED))

@@ -84,7 +84,8 @@ def table(points, md, out_csv, seconds):
                      "steps": len(st), "measured_step_ms": meas_step, "simulated_step_ms": sim["step_ms"],
                      "step_error": sim["step_ms"] / meas_step - 1, "measured_blocked_ms": meas_blk,
                      "simulated_blocked_ms": sim["blocked_ms"], "blocked_error_ms": sim["blocked_ms"] - meas_blk,
-                     "blocked_error": sim["blocked_ms"] / meas_blk - 1 if meas_blk > 0 else ""})
+                     "blocked_error": sim["blocked_ms"] / meas_blk - 1 if meas_blk > 0 else "",
+                     "load": pt.get("load", "")})
     with open(out_csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         w.writeheader()
@@ -94,15 +95,17 @@ def table(points, md, out_csv, seconds):
         f.write(f"`sudo jobs/simulate/calibrate.sh` ({seconds} s): fmtrain (configs/scaling.yaml, "
                 f"{rows[0]['grad_mib']:.1f} MiB of gradient in {rows[0]['buckets']} buckets) on P ranks x 1 thread over "
                 f"TCP on this machine's loopback shaped by `tc`, against the skeleton replaying the same run's "
-                f"schedule on the platform fitted to a ping-pong at that rate. Medians over the recorded steps. "
+                f"schedule on the platform fitted to a ping-pong at that rate. Medians over the recorded steps; "
+                f"load = the 1-minute load average after the point (2 = this machine's cores busy). "
                 f"Step time within {100 * worst:.1f} % at every point.\n\n")
         f.write("| tc rate | P | fitted latency us | fitted GB/s | measured step ms | simulated step ms | error | "
-                "measured blocked ms | simulated blocked ms | error |\n|---|---|---|---|---|---|---|---|---|---|\n")
+                "measured blocked ms | simulated blocked ms | error | load |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rows:
             be = f"{100 * r['blocked_error']:+.0f} %" if r["blocked_error"] != "" else "–"
             f.write(f"| {r['rate']} | {r['p']} | {r['alpha_us']:.1f} | {r['bw_gbs']:.4f} | {r['measured_step_ms']:.1f} | "
                     f"{r['simulated_step_ms']:.1f} | {100 * r['step_error']:+.1f} % | {r['measured_blocked_ms']:.1f} | "
-                    f"{r['simulated_blocked_ms']:.1f} | {be} ({r['blocked_error_ms']:+.1f} ms) |\n")
+                    f"{r['simulated_blocked_ms']:.1f} | {be} ({r['blocked_error_ms']:+.1f} ms) | {r['load']} |\n")
 
 
 def main():

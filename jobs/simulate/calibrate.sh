@@ -16,14 +16,15 @@
 #      fitted platform (jobs/simulate/sim.sh, one rank a host).
 # Then calibrate.py writes OUT/calibration.md and OUT/calibration.csv: measured against
 # simulated step time and time blocked after backward (medians over the recorded steps),
-# and the error of each. `make scaling CALIB=OUT/calibration.md` puts the table into
+# the error of each and the load average; the table is copied to
+# docs/scaling-calibration.md (not with NO_DOC=1), which `make scaling` puts into
 # docs/scaling.md.
 #
 # Environment: RATES, PS (default "2 3 4"), STEPS (default 8), BATCH (default 8),
 # BUCKET_MB (default 4), FMTRAIN (default ./fmtrain). Run it on a quiet machine: the
 # ranks of P = 3 and 4 share this machine's cores, and the comparison is only as good as
-# the measured times. Needs root (tc), mpicc, smpicc. Duration with the defaults on a
-# quiet 2-core machine: about 2-3 minutes (printed at the end).
+# the measured times. Needs root (tc), mpicc, smpicc. Duration: printed at the end; 415 s
+# here with STEPS=3 under a load of 13-24, expect 5-10 minutes with the defaults.
 # No `netem` here (the kernel lacks sch_netem), so the settings vary the bandwidth only;
 # the latency is the loopback's own, as fitted.
 set -u
@@ -70,12 +71,13 @@ for rate in "${rates[@]}"; do
     sim=$("$here/sim.sh" "$OUT/loopback-$rate.xml" "$p" 1 -- --schedule "$dir/schedule-flow.json" --engine ring \
           $(grep -q '"zero": true' "$dir/schedule-flow.json" && echo --zero) --steps "$STEPS" --imbalance) ||
       die "the simulation of $dir failed"
-    printf '{"rate": "%s", "p": %d, "schedule": "%s", "sim": %s}\n' "$rate" "$p" "$dir/schedule-flow.json" "$sim" \
-      >>"$OUT/points.jsonl"
+    printf '{"rate": "%s", "p": %d, "schedule": "%s", "load": %s, "sim": %s}\n' "$rate" "$p" \
+      "$dir/schedule-flow.json" "$(cut -d' ' -f1 /proc/loadavg)" "$sim" >>"$OUT/points.jsonl"
   done
   tc qdisc del dev lo root || die "cannot remove the qdisc (tc qdisc del dev lo root)"
 done
 /usr/bin/python3 "$here/calibrate.py" table "$OUT/points.jsonl" "$OUT/calibration.md" "$OUT/calibration.csv" \
   "$(( $(date +%s) - t_start ))" || die "cannot write the table"
 cat "$OUT/calibration.md"
-echo "calibrate: done in $(( $(date +%s) - t_start )) s; make scaling CALIB=$OUT/calibration.md puts the table into docs/scaling.md" >&2
+[ -n "${NO_DOC:-}" ] || cp "$OUT/calibration.md" docs/scaling-calibration.md
+echo "calibrate: done in $(( $(date +%s) - t_start )) s; the table is in docs/scaling-calibration.md, which make scaling puts into docs/scaling.md" >&2

@@ -242,13 +242,13 @@ def markdown(rows, smpi_wall, meas, calib, wall):
              "(first come, first served) where SMPI shares it fairly; see the model's error in the CSV "
              "(`smpi_vs_model`).\n")
     if calib:
-        L.append("### Calibration on this machine's loopback\n")
+        L.append("### Calibration on this machine's loopback (`sudo jobs/simulate/calibrate.sh`)\n")
         L.append(open(calib).read().strip() + "\n")
     else:
         L.append("### Calibration\n")
-        L.append("Not yet run on a quiet machine: `sudo jobs/simulate/calibrate.sh` writes the table "
-                 "(measured against simulated step and blocked time at 2-4 ranks on the tc-shaped loopback); "
-                 "`make scaling CALIB=runs/calibrate/calibration.md` puts it here.\n")
+        L.append("Not run yet: `sudo jobs/simulate/calibrate.sh` writes the table (measured against simulated "
+                 "step and blocked time at 2-4 ranks on the tc-shaped loopback) to docs/scaling-calibration.md, "
+                 "which `make scaling` puts here.\n")
     for gbps in GBPS:
         for mode in ("weak", "strong"):
             L.append(f"### {mode.capitalize()} scaling, {gbps} Gb/s, 2 us, one rank a node\n")
@@ -274,12 +274,14 @@ def markdown(rows, smpi_wall, meas, calib, wall):
                  f"{100 * max(errs):.1f} % (median {100 * statistics.median(errs):.2f} %).\n")
     if meas:
         L.append("### Measured points (jobs/ studies, configs/scaling.yaml)\n")
+        L.append("Drawn on the default U-Net's panels (black). Points with fewer than 3 repeats are marked, "
+                 "not trusted; contention = a repeat got under 90 % of its cores' CPU time.\n")
         L.append("| study | ranks x threads | bucket MiB | repeats | efficiency median (min-max) | contention |")
         L.append("|---|---|---|---|---|---|")
         for m in meas:
             L.append(f"| {m['study']} | {m['ranks']} x {m['threads']} | {m['bucket_mb']} | {m['repeats']} | "
                      f"{pct(m['eff_median'])} ({pct(m['eff_min'])}-{pct(m['eff_max'])}) | "
-                     f"{'yes: a repeat got < 90 % of its cores' if m['contended'] else 'no'} |")
+                     f"{'yes' if m['contended'] else 'no'}{'' if m['repeats'] >= 3 else ' (too few repeats)'} |")
         L.append("")
     L.append("<!-- simulated-study:end -->")
     return "\n".join(L) + "\n"
@@ -290,6 +292,7 @@ def plot(rows, meas, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), sharex=True)
+    labelled = False
     for j, (name, desc) in enumerate(MODELS):
         for i, mode in enumerate(("weak", "strong")):
             ax = axes[i][j]
@@ -304,13 +307,15 @@ def plot(rows, meas, path):
                                         color=color, alpha=0.15)
                         sm = [r for r in rs if r["source"] == "smpi"]
                         ax.plot([r["p"] for r in sm], [100 * r["efficiency"] for r in sm], "o", color=color, ms=4)
-            for m in meas if name == "unet" else []:
+            for m in meas if name == "unet" else []:  # the jobs/ studies train configs/scaling.yaml
                 if m["study"] != mode:
                     continue
                 c = m["ranks"] * m["threads"]
                 ax.errorbar([c], [100 * m["eff_median"]], yerr=[[100 * (m["eff_median"] - m["eff_min"])],
-                            [100 * (m["eff_max"] - m["eff_median"])]], fmt="s", color="k",
-                            mfc="none" if m["contended"] else "k", label=None)
+                            [100 * (m["eff_max"] - m["eff_median"])]], fmt="x" if m["repeats"] < 3 else "s",
+                            color="k", mfc="none" if m["contended"] else "k",
+                            label="measured, configs/scaling.yaml" if not labelled else None)
+                labelled = True
             ax.set_xscale("log", base=2)
             top = max([105] + [100 * r["eff_hi"] + 5 for r in rows if r["model"] == name and r["mode"] == mode])
             ax.set_ylim(0, min(top, 250))
@@ -322,7 +327,8 @@ def plot(rows, meas, path):
                 ax.set_xlabel("ranks")
     axes[0][0].legend(fontsize=8, loc="lower left")
     fig.suptitle("fmtrain, simulated (lines: model, dots: SMPI; bands: bandwidth x0.5-2, latency 1-5 us, "
-                 "1-16 ranks a node; black squares: measured jobs/ points, hollow = contended)", fontsize=10)
+                 "1-16 ranks a node; black: measured jobs/ points of configs/scaling.yaml, median and min-max, "
+                 "hollow = contended, x = fewer than 3 repeats)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -337,7 +343,9 @@ def main():
     ap.add_argument("--smpi-max", type=int, default=64, help="largest P replayed with SMPI (0 = none)")
     ap.add_argument("--measured", nargs="*", default=["docs/scaling-measured.csv"],
                     help="jobs/report.py CSVs of measured repeats to draw (missing files are skipped)")
-    ap.add_argument("--calibration", default="", help="calibration.md written by calibrate.sh")
+    ap.add_argument("--calibration", default="docs/scaling-calibration.md",
+                    help="the calibration table calibrate.sh writes (default docs/scaling-calibration.md; "
+                         "'' or a missing default = none)")
     a = ap.parse_args()
     t0 = time.time()
     for name, _ in MODELS:
@@ -345,6 +353,8 @@ def main():
             f = os.path.join(a.schedules, f"{name}-b{b}.json")
             if not os.path.exists(f):
                 raise SystemExit(f"study.py: {f}: no such schedule; jobs/simulate/dump_schedules.sh writes it")
+    if a.calibration == "docs/scaling-calibration.md" and not os.path.exists(a.calibration):
+        a.calibration = ""
     if a.calibration and not os.path.exists(a.calibration):
         raise SystemExit(f"study.py: {a.calibration}: no such file (sudo jobs/simulate/calibrate.sh writes it)")
     rows, smpi_wall = run(a)
