@@ -54,6 +54,7 @@ BAND_BW, BAND_LAT, BAND_RPN = [0.5, 1, 2], [1, 2, 5], [1, 2, 4, 8, 16]
 # one model call for w = 1 and two (conditional and unconditional) for w = 3 and 5, every 500 steps
 GRID_IMAGE_CALLS, GRID_EVERY = 10 * 8 * 50 * (1 + 2 + 2), 500
 ENGINES = [("old", "binomial", False), ("new", "ring", True)]
+SPEEDS, SPEED_PS = [4, 16], [64, 256, 1024]  # faster ranks (model only): compute / S
 
 
 def net_for(gbps, lat_us, rpn):
@@ -149,7 +150,22 @@ def run(a):
                         row["efficiency"] = eff(row["step_ms"])
                         row["eff_lo"], row["eff_hi"] = min(lo_e, row["efficiency"]), max(hi_e, row["efficiency"])
                         rows.append(row)
-    return rows, smpi_wall
+    fast = []
+    for name, desc in MODELS:
+        lo = M.load_schedule(os.path.join(a.schedules, f"{name}-b8.json"))
+        hi = M.load_schedule(os.path.join(a.schedules, f"{name}-b64.json"))
+        for mode in ("weak", "strong"):
+            for sp in SPEEDS:
+                for p in SPEED_PS:
+                    s = M.faster(M.scale_batch(lo, hi, WEAK_BATCH if mode == "weak" else STRONG_BATCH // p), sp)
+                    t1 = single(M.faster(M.scale_batch(lo, hi, WEAK_BATCH if mode == "weak" else STRONG_BATCH), sp))
+                    for ename, engine, zero in ENGINES:
+                        bm, r = best(s, p, net_for(GBPS[0], LAT_US, RPN), engine, zero)
+                        e = t1 / r["step"] if mode == "weak" else t1 / r["step"] / p
+                        fast.append({"model": name, "mode": mode, "speed": sp, "p": p, "engine": ename,
+                                     "bucket_mb": bucket_name(bm), "step_ms": r["step"], "efficiency": e,
+                                     "comm_share": r["comm_exposed"] / r["step"]})
+    return rows, smpi_wall, fast
 
 
 def write_csv(rows, path):
@@ -185,7 +201,7 @@ def measured_points(paths):
     return out
 
 
-def markdown(rows, smpi_wall, meas, calib, wall):
+def markdown(rows, smpi_wall, meas, calib, wall, fast=()):
     L = []
     key = lambda r: (r["model"], r["mode"], r["gbps"], r["engine"], r["p"])
     by = {key(r): r for r in rows}
@@ -267,6 +283,23 @@ def markdown(rows, smpi_wall, meas, calib, wall):
             L.append("")
     L.append("Step, efficiency and the exposed-communication and optimiser shares are of the training step; "
              "the grids' share is of the training step plus the grids amortised per step. All P of 2-1,024 (also 4, 16, 32, 128, 512) are in the CSV.\n")
+    if fast:
+        L.append("### Faster ranks (model only, 100 Gb/s, 2 us, one rank a node)\n")
+        L.append("The schedules were measured with one thread a rank on this machine; a rank of a cluster node "
+                 "computes faster (more cores, or a faster CPU), which leaves less compute to hide the "
+                 "communication behind. Every computed phase divided by S (the skeleton's `--speed S`):\n")
+        L.append("| model | scaling | S | engine | " + " | ".join(f"P = {p}: efficiency, exposed comm, bucket MiB"
+                                                           for p in SPEED_PS) + " |")
+        L.append("|---|---|---|---|" + "---|" * len(SPEED_PS))
+        fk = {(f["model"], f["mode"], f["speed"], f["engine"], f["p"]): f for f in fast}
+        for name, _ in MODELS:
+            for mode in ("weak", "strong"):
+                for sp in SPEEDS:
+                    for e in ("old", "new"):
+                        cells = [fk[(name, mode, sp, e, p)] for p in SPEED_PS]
+                        L.append(f"| {name} | {mode} | {sp} | {e} | " + " | ".join(
+                            f"{pct(c['efficiency'])}, {pct(c['comm_share'])}, {c['bucket_mb']}" for c in cells) + " |")
+        L.append("")
     sm = [r for r in rows if r["source"] == "smpi"]
     if sm:
         errs = [abs(float(r["smpi_vs_model"])) for r in sm]
@@ -357,11 +390,11 @@ def main():
         a.calibration = ""
     if a.calibration and not os.path.exists(a.calibration):
         raise SystemExit(f"study.py: {a.calibration}: no such file (sudo jobs/simulate/calibrate.sh writes it)")
-    rows, smpi_wall = run(a)
+    rows, smpi_wall, fast = run(a)
     meas = measured_points(a.measured)
     write_csv(rows, a.csv)
     plot(rows, meas, a.png)
-    md = markdown(rows, smpi_wall, meas, a.calibration, time.time() - t0)
+    md = markdown(rows, smpi_wall, meas, a.calibration, time.time() - t0, fast)
     if a.md:
         open(a.md, "w").write(md)
     if a.doc:

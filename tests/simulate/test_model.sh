@@ -10,15 +10,8 @@
 #   2. fit: calibrate.py fit recovers latency and bandwidth from a synthetic
 #      ping-pong (t = 20 us + bytes / 0.1 GB/s) and writes a platform SMPI loads.
 # SKIP when SimGrid's smpicc/smpirun are absent (scripts/setup.sh installs them).
-source "$(dirname "$0")/../lib.sh" simulate
-SIM=$ROOT/jobs/simulate
-PLAT=$SIM/platforms/cluster-100g-2us.xml
-
-if ! command -v smpicc >/dev/null || ! command -v smpirun >/dev/null; then
-  skip all "smpicc/smpirun not found: install libsimgrid-dev (scripts/setup.sh)"
-  finish; exit
-fi
-make -s -C "$SIM" >"$T/make.out" 2>&1 || { fail build "make -C jobs/simulate failed"; show "$T/make.out"; finish; exit; }
+source "$(dirname "$0")/simlib.sh"
+sim_ready || { finish; exit; }
 
 /usr/bin/python3 - "$SIM" "$ROOT/tests/simulate/schedule-tiny.json" "$T/one.json" <<'PY'
 import sys
