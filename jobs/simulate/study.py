@@ -359,9 +359,9 @@ def plot(rows, meas, path):
             if i == 1:
                 ax.set_xlabel("ranks")
     axes[0][0].legend(fontsize=8, loc="lower left")
-    fig.suptitle("fmtrain, simulated (lines: model, dots: SMPI; bands: bandwidth x0.5-2, latency 1-5 us, "
-                 "1-16 ranks a node; black: measured jobs/ points of configs/scaling.yaml, median and min-max, "
-                 "hollow = contended, x = fewer than 3 repeats)", fontsize=10)
+    fig.suptitle("fmtrain, simulated (lines: model, dots: SMPI; bands at 100 Gb/s: bandwidth x0.5-2, latency 1-5 us, "
+                 "1-16 ranks a node)\nblack: measured jobs/ points of configs/scaling.yaml, median and min-max, "
+                 "hollow = contended, x = fewer than 3 repeats", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
