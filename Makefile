@@ -46,7 +46,7 @@ PAR_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(PAR_SRC))
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
-.PHONY: all deps deps-run test tests test-scale run bench install clean
+.PHONY: all deps deps-run test tests test-scale scaling run bench install clean
 all: $(BIN)
 
 $(BIN): $(BUILD)/src/cli/fmtrain.o $(BUILD)/libfm.a
@@ -97,6 +97,15 @@ test: deps
 test-scale: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)FMTRAIN=$(abspath $(BIN)) bash tests/scale/run_scale.sh
+
+# The simulated scaling study (SimGrid SMPI + the alpha-beta model, jobs/simulate/study.py):
+# rewrites docs/scaling-sim.csv, docs/scaling-sim.png and the simulated-study section of
+# docs/scaling.md from the schedules in jobs/simulate/schedules, with the calibration table of
+# docs/scaling-calibration.md (sudo jobs/simulate/calibrate.sh; CALIB=FILE another); MEASURED="CSV ..."
+# (jobs/report.py CSVs of repeated measured points) draws those too.
+scaling: deps
+	$(Q)$(MAKE) --no-print-directory -C jobs/simulate
+	$(Q)/usr/bin/python3 jobs/simulate/study.py $(if $(CALIB),--calibration $(CALIB)) $(if $(MEASURED),--measured $(MEASURED))
 
 run: deps-run
 	$(Q)$(MAKE) --no-print-directory all

@@ -12,18 +12,8 @@
 #      and the binomial engine: one JSON line, step >= forward + backward.
 #   4. bad_args: --zero with the binomial engine is refused with a message.
 # SKIP when SimGrid's smpicc/smpirun are absent (scripts/setup.sh installs them).
-source "$(dirname "$0")/../lib.sh" simulate
-SIM=$ROOT/jobs/simulate
-PLAT=$SIM/platforms/cluster-100g-2us.xml
-
-if ! command -v smpicc >/dev/null || ! command -v smpirun >/dev/null; then
-  skip all "smpicc/smpirun not found: install libsimgrid-dev (scripts/setup.sh)"
-  finish; exit
-fi
-if ! make -s -C "$SIM" >"$T/make.out" 2>&1; then
-  fail build "make -C jobs/simulate failed"; show "$T/make.out"; finish; exit
-fi
-pass build
+source "$(dirname "$0")/simlib.sh"
+sim_ready || { finish; exit; }
 
 "$SIM/alpha_beta.sh" 4 16 >"$T/ab.out" 2>"$T/ab.err"
 for p in 4 16; do
