@@ -322,7 +322,8 @@ int fm_trainer_resume(fm_trainer *t, fm_err *e)
         t->opt.step = adam_step;
         if (w->rank == 0)
             fm_info("%s: resumed from %s (step %lld)%s", t->stage, ck.path, (long long)step,
-                    w->size > 1 ? "; read by rank 0 and broadcast" : "");
+                    zero ? "; read by rank 0, the weights broadcast, each rank's shard of the state sent to it"
+                    : w->size > 1 ? "; read by rank 0 and broadcast" : "");
     }
     if (found && w->rank == 0)
         fm_ckpt_close(&ck);
