@@ -70,7 +70,7 @@ done
 cut_at_20() {
   cp -r "$T/$1" "$T/$2"
   rm -f "$T/$2"/ckpt/flow-00000040.safetensors
-  $PY - "$T/$1/metrics.jsonl" <<'EOF'
+  $PY - "$T/$2/metrics.jsonl" <<'EOF'
 import json, sys
 f = sys.argv[1]
 keep = [l for l in open(f) if not (json.loads(l)["stage"] == "flow" and json.loads(l)["step"] > 20)]
@@ -175,8 +175,8 @@ if sorted(on) != [0, 1, 2, 3] or sorted(off) != [0, 1, 2, 3]:
     sys.exit("no peak RSS of every rank")
 shrink = (state(sys.argv[2])[1] - state(sys.argv[1])[1]) / 1024  # KiB less state per rank
 saved = sum(off[r] - on[r] for r in (1, 2, 3)) / 3
-print("ranks 1-3 peak RSS %.1f MB with ZeRO, %.1f MB without: %.1f MB saved per rank, the state shrinks by %.1f MB;"
-      " rank 0 %.1f MB / %.1f MB" % (sum(on[r] for r in (1, 2, 3)) / 3 / 1024, sum(off[r] for r in (1, 2, 3)) / 3 / 1024,
+print("ranks 1-3 peak RSS %.1f MiB with ZeRO, %.1f MiB without: %.1f MiB saved per rank, the state shrinks by "
+      "%.1f MiB; rank 0 %.1f MiB / %.1f MiB" % (sum(on[r] for r in (1, 2, 3)) / 3 / 1024, sum(off[r] for r in (1, 2, 3)) / 3 / 1024,
                                     saved / 1024, shrink / 1024, on[0] / 1024, off[0] / 1024))
 sys.exit(0 if saved >= 0.5 * shrink else 1)
 EOF
