@@ -31,10 +31,8 @@ static inline int fm_batches_global(int s, int rank, int size) { return s * size
 /* all [nb, per] on rank 0 <- batch j = slot j / size of rank j % size, where
  * every rank's mine holds its fm_batches_mine batches, [mine, per] floats in
  * slot order. all is ignored (may be NULL) on the other ranks. Collective;
- * every wait is bounded by dist.timeout (fm_world_allgather). The floats
- * travel as doubles, so every bit arrives (NaN payloads aside). fm_world has
- * no gather to one rank: every rank receives size · rounds · per doubles,
- * fine for features and grids (kilobytes to a few MiB). */
+ * every wait is bounded by dist.timeout (fm_world_gather0). Every bit
+ * arrives; only rank 0 receives (size · rounds · per floats). */
 int fm_batches_gather(const fm_world *w, const float *mine, int nb, size_t per, float *all, fm_err *e);
 
 /* The end of a round: every rank's status (rc, or FM_PREEMPTED when the

@@ -35,7 +35,8 @@
 #define FM_CKPT_NONE 10
 
 /* A group of tensors with the layout of a parameter table. On save base is
- * only read; on load base is written (only after the file is verified). */
+ * only read; on load base is written (only after the file is verified), or,
+ * when NULL, the group is only verified (fm_ckpt_copy_group copies it later). */
 typedef struct fm_ckpt_group {
     const char *prefix;        /* "", "ema.", "adam.m.", "adam.v." */
     const fm_params *table;    /* names, shapes and offsets */
@@ -105,6 +106,10 @@ int fm_ckpt_meta_int(const fm_ckpt *c, const char *key, int64_t *out, fm_err *e)
 int fm_ckpt_meta_double(const fm_ckpt *c, const char *key, double *out, fm_err *e);
 /* Any tensor of the loaded file (verified), or NULL. */
 const fm_st_tensor *fm_ckpt_tensor(const fm_ckpt *c, const char *name);
+/* Copy group g of a loaded checkpoint to g->base (after checking it again:
+ * e.g. a group loaded with a NULL base). FM_ERR_DATA naming the file if the
+ * group is not in it. */
+int fm_ckpt_copy_group(const fm_ckpt *c, const fm_ckpt_group *g, fm_err *e);
 void fm_ckpt_close(fm_ckpt *c);
 
 #endif

@@ -16,8 +16,10 @@
 
 typedef struct fm_ema {
     fm_params *p;
-    float *w;        /* [numel] EMA weights, layout of p->data; save/restore for checkpoints */
+    float *w;        /* [nstate] EMA weights, layout of p->data (or a ZeRO-1 shard's floats, packed in
+                        span order); 64-byte aligned, malloc family; save/restore for checkpoints */
     size_t numel;    /* = p->numel at init */
+    size_t nstate;   /* floats of w: numel, or the shard's (set by the owner of the shard) */
     double decay;
     int warmup;      /* 1: use min(decay, (1+step)/(10+step)) */
 } fm_ema;
@@ -25,6 +27,9 @@ typedef struct fm_ema {
 /* Allocate the EMA buffer and copy the current parameters into it.
  * decay must be in [0, 1] -> else FM_ERR_USAGE. */
 int fm_ema_init(fm_ema *m, fm_params *p, double decay, int warmup, fm_err *e);
+/* The same for a ZeRO-1 shard of `floats` (<= p->numel) floats, all zero:
+ * the owner of the shard fills them in. */
+int fm_ema_init_shard(fm_ema *m, fm_params *p, double decay, int warmup, size_t floats, fm_err *e);
 void fm_ema_free(fm_ema *m);
 
 /* The decay applied at update `step` (pure). */
@@ -33,10 +38,12 @@ double fm_ema_decay_at(const fm_ema *m, int64_t step);
 /* Fold the current parameters into the average; `step` counts earlier
  * updates (0 on the first). */
 int fm_ema_update(fm_ema *m, int64_t step, fm_err *e);
-/* The same update on the arena floats of spans only (a ZeRO-1 shard). */
-int fm_ema_update_spans(fm_ema *m, int64_t step, const fm_span *spans, int nspans, fm_err *e);
+/* The same update on the arena floats of spans only (a ZeRO-1 shard): span
+ * i's average is w from float at[i] on (at NULL: a whole average, at the
+ * spans' arena offsets). */
+int fm_ema_update_spans(fm_ema *m, int64_t step, const fm_span *spans, const size_t *at, int nspans, fm_err *e);
 
-/* Exchange the EMA weights and the live parameters in place: call once to run
+/* Exchange the EMA weights (whole) and the live parameters in place: call once to run
  * the model on EMA weights, call again to get the trained weights back. */
 int fm_ema_swap(fm_ema *m, fm_err *e);
 

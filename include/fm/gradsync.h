@@ -121,14 +121,15 @@ typedef struct fm_gradsync {
      * reduction (probes and allgathers are not recorded) */
     double *t_handed, *t_reduce0, *t_reduce1; /* [ntensors] each */
     /* ZeRO-1 (fm_gradsync_set_zero): finish only reduce-scatters; this rank
-     * owns and updates shard[0 .. nshard) of the arena, then allgathers */
+     * owns and updates shard[0 .. nshard) of the arena, then allgathers. Its
+     * state arrays (AdamW moments, EMA) hold only these floats, packed in span
+     * order: span i from float shard_at[i] on, shard_floats in all. */
     int zero;
-    fm_gs_seg *shard;     /* [plan.nbuckets + plan.nsegs] arena spans of this rank's shard */
+    fm_gs_seg *shard;     /* [plan.nbuckets + plan.nsegs + 1] arena spans of this rank's shard */
+    size_t *shard_at;     /* [same] packed position of each span */
     int nshard;
     size_t shard_floats;
-    int replan_due;       /* ZeRO: the hook order asks for a new plan (see fm_gradsync_allgather) */
-    float *xfer;          /* [xfer_cap] packing buffer of fm_gradsync_gather0 */
-    size_t xfer_cap;
+    int replan_due;       /* ZeRO: the hook order asks for a new plan (see fm_gradsync_replan) */
     struct fm_gs_thread *th; /* the communication thread (NULL with one rank) */
 } fm_gradsync;
 
@@ -143,19 +144,38 @@ void fm_gradsync_free(fm_gradsync *gs);
 /* ZeRO-1 on (1) or off (0), between steps. With it, finish leaves in
  * p->grad only this rank's shard reduced (the mean over ranks); the rest is
  * garbage. The caller updates the shard and calls fm_gradsync_allgather on
- * the parameters. Collective in effect: every rank must set the same. */
+ * the parameters. Collective in effect: every rank must set the same. With
+ * one rank it stays off (the whole arena is the shard). */
 int fm_gradsync_set_zero(fm_gradsync *gs, int on, fm_err *e);
+/* Floats of rank r's shard (p->numel without ZeRO): what its packed state
+ * arrays hold. Computed, no communication. */
+size_t fm_gradsync_shard_floats(const fm_gradsync *gs, int r);
 /* Every rank's shard of x [p->numel] (an array laid out like the arena:
  * parameters, EMA, AdamW moments) copied to every rank, by ring allgathers per
  * bucket. Collective; blocking. With one rank, nothing to do. */
 int fm_gradsync_allgather(fm_gradsync *gs, float *x, fm_err *e);
-/* Every rank's shard of x [p->numel] copied to rank 0 (for a checkpoint or a
- * grid). Collective; blocking. */
-int fm_gradsync_gather0(fm_gradsync *gs, float *x, fm_err *e);
-/* ZeRO: after the first step's allgathers, put the plan of the hook order in
- * place (state arrays must be whole on every rank then: allgather them
- * first). No-op when no new plan is due. */
-int fm_gradsync_replan(fm_gradsync *gs, fm_err *e);
+/* This rank's shard of the arena-shaped x into packed [shard_floats], and
+ * back. */
+void fm_gradsync_pack(const fm_gradsync *gs, const float *x, float *packed);
+void fm_gradsync_unpack(const fm_gradsync *gs, const float *packed, float *x);
+/* Every rank's packed shard into the whole arena-shaped x on every rank
+ * (unpack, then fm_gradsync_allgather). Collective. */
+int fm_gradsync_allgather_shard(fm_gradsync *gs, const float *packed, float *x, fm_err *e);
+/* ZeRO: every rank's packed shard into x [p->numel] on rank 0 (for a
+ * checkpoint; x is not touched elsewhere), and the inverse: each rank's
+ * shard of rank 0's x into its packed (a resume). Rank 0 sends or receives
+ * rank by rank through a buffer of one shard, allocated for the call; waits
+ * are bounded by dist.timeout. Collective; no-op without ZeRO. */
+int fm_gradsync_gather0(fm_gradsync *gs, const float *packed, float *x, fm_err *e);
+int fm_gradsync_scatter0(fm_gradsync *gs, const float *x, float *packed, fm_err *e);
+/* ZeRO, after the first step: put the plan of the hook order in place and
+ * move each of the n packed state arrays *xs[i] (malloc family, holding this
+ * rank's old shard) to the new shard: each goes whole through scratch
+ * [p->numel] (an allgather under the old plan; scratch is garbage
+ * afterwards), is freed and replaced by a 64-byte aligned array of the new
+ * shard_floats. The only allocation after init; one array at a time, so the
+ * state never exists twice. No-op when no new plan is due. Collective. */
+int fm_gradsync_replan(fm_gradsync *gs, float **xs[], int n, float *scratch, fm_err *e);
 
 /* reps times: barrier, hand every bucket to the thread at once, wait for all;
  * keeps the fastest in comm_ms. Collective. It sums p->grad over the ranks in

@@ -12,7 +12,9 @@
  * thread count.
  *
  * The moments m and v have the layout of fm_params.data (padding included),
- * so a checkpoint saves and restores them bitwise with `step`. */
+ * so a checkpoint saves and restores them bitwise with `step`; under ZeRO-1
+ * (fm_adamw_init_shard) they hold only the floats of one rank's shard,
+ * packed in span order. */
 #ifndef FM_OPTIM_H
 #define FM_OPTIM_H
 
@@ -36,9 +38,10 @@ typedef struct fm_adamw {
     fm_params *p;
     fm_adamw_cfg cfg;
     /* State for checkpoints (read and write these directly): */
-    float *m, *v;         /* [numel] each, 64-byte aligned, zero at init */
+    float *m, *v;         /* [nstate] each, 64-byte aligned (malloc family), zero at init */
     int64_t step;         /* steps taken; torch's state['step'] */
     size_t numel;         /* = p->numel at init */
+    size_t nstate;        /* floats of m and v: numel, or a ZeRO-1 shard's (set by the owner of the shard) */
     /* Per-tensor weight-decay flags (1 = decay), indexed like p->items. */
     unsigned char *decay;
     int ntensors;
@@ -53,6 +56,9 @@ fm_adamw_cfg fm_adamw_defaults(void);
  * parameters first). Allocates m and v; decay is on for every tensor.
  * Bad hyper-parameters (beta outside [0, 1), eps <= 0, wd < 0) -> FM_ERR_USAGE. */
 int fm_adamw_init(fm_adamw *o, fm_params *p, const fm_adamw_cfg *cfg, fm_err *e);
+/* The same with moments of `floats` (<= p->numel) floats each: a ZeRO-1
+ * shard, stepped with fm_adamw_step_spans. */
+int fm_adamw_init_shard(fm_adamw *o, fm_params *p, const fm_adamw_cfg *cfg, size_t floats, fm_err *e);
 void fm_adamw_free(fm_adamw *o);
 
 /* Turn weight decay on (on = 1) or off for tensor `index` of p->items. */
@@ -71,11 +77,14 @@ int fm_adamw_no_decay_1d(fm_adamw *o);
 int fm_adamw_no_decay_named(fm_adamw *o, const char *part);
 
 /* One AdamW step at learning rate lr using the gradients in p->grad.
- * lr must be finite and >= 0; the arena must not have grown since init. */
+ * lr must be finite and >= 0; the arena must not have grown since init; the
+ * moments must be whole (nstate == numel). */
 int fm_adamw_step(fm_adamw *o, double lr, fm_err *e);
 /* The same step on the arena floats of spans only (a ZeRO-1 shard): the
- * values there are those fm_adamw_step gives; the rest of the parameters,
- * m and v are not touched. */
-int fm_adamw_step_spans(fm_adamw *o, double lr, const fm_span *spans, int nspans, fm_err *e);
+ * values there are those fm_adamw_step gives; the rest of the parameters is
+ * not touched. The moments of span i are m and v from float at[i] on (the
+ * shard packed: at[i] = the counts of the spans before it); at NULL: whole
+ * moments, at the spans' arena offsets. */
+int fm_adamw_step_spans(fm_adamw *o, double lr, const fm_span *spans, const size_t *at, int nspans, fm_err *e);
 
 #endif

@@ -68,8 +68,8 @@ typedef struct fm_trainer {
     const char *config_text;      /* resolved YAML, stored in checkpoint metadata */
     fm_params *params;
     fm_metrics *metrics;          /* open on rank 0 only */
-    fm_adamw opt;
-    fm_ema ema;
+    fm_adamw opt;                 /* under ZeRO-1 m and v hold this rank's shard (sync.shard), packed */
+    fm_ema ema;                   /* the same for the EMA */
     int use_ema;
     fm_lr_schedule sched;
     int64_t step;                 /* the next step to run */
@@ -141,12 +141,15 @@ int fm_trainer_trace_init(fm_trainer *t, int steps, fm_err *e);
  * schedule; call it between forward and backward). */
 void fm_trainer_backward_begins(fm_trainer *t);
 
-/* With ZeRO-1 (dist.zero), every rank's shard of the AdamW moments and the
- * EMA copied to rank 0, so that rank 0 holds the whole state (for a
- * checkpoint or an EMA grid). Collective; no-op without ZeRO. */
-int fm_trainer_gather_state(fm_trainer *t, fm_err *e);
+/* The EMA weights, whole, into dst [params->numel] on every rank: with
+ * ZeRO-1 (dist.zero) every rank's shard allgathered (collective), else a
+ * copy. dst may be params->grad between steps (the gradient is spent). */
+int fm_trainer_ema_whole(fm_trainer *t, float *dst, fm_err *e);
 /* Write a checkpoint of the current state now (collective: every rank calls
- * it; rank 0 writes). */
+ * it; rank 0 writes). With ZeRO-1 every rank's shard of m, v and the EMA goes
+ * to rank 0, which holds the whole state only while it writes: the EMA in
+ * params->grad (so call it between steps), m and v in a buffer it frees
+ * afterwards. */
 int fm_trainer_save(fm_trainer *t, fm_err *e);
 
 #endif

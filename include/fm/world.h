@@ -34,6 +34,9 @@ int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e);
 int fm_world_sum(const fm_world *w, double *v, fm_err *e);
 /* Every rank's n doubles, in rank order: all [size * n]. */
 int fm_world_allgather(const fm_world *w, const double *mine, int n, double *all, fm_err *e);
+/* Every rank's n floats to rank 0, in rank order: all [size * n] on rank 0
+ * (not touched elsewhere, may be NULL there). The bits arrive unchanged. */
+int fm_world_gather0(const fm_world *w, const float *mine, int n, float *all, fm_err *e);
 /* Max of one int over ranks (agreement on flags such as "stop now"). */
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e);
 int fm_world_barrier(const fm_world *w, fm_err *e);

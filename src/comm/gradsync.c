@@ -449,7 +449,7 @@ void fm_gradsync_free(fm_gradsync *gs)
     free(gs->rec);
     free(gs->t_handed);
     free(gs->shard);
-    free(gs->xfer);
+    free(gs->shard_at);
     memset(gs, 0, sizeof *gs);
 }
 
@@ -506,12 +506,14 @@ int fm_gradsync_ready(void *ctx, int first, int n, fm_err *e)
     return FM_OK;
 }
 
-/* After the first step: plan again if the hooks reported another order. */
-static int replan(fm_gradsync *gs, fm_err *e)
+/* After the first step: the plan of the hook order into *pl when it makes
+ * other buckets than the current plan (*changed 1), else *changed 0. */
+static int next_plan(fm_gradsync *gs, fm_gs_plan *pl, int *changed, fm_err *e)
 {
     const int n = gs->plan.ntensors;
     int nrec = gs->nrec;
     gs->recording = 0;
+    *changed = 0;
     if (nrec == 0)
         return FM_OK; /* no hooks: the default order is as good as any */
     for (int i = n - 1; i >= 0; i--)
@@ -519,29 +521,44 @@ static int replan(fm_gradsync *gs, fm_err *e)
             gs->rec[nrec++] = i;
     if (memcmp(gs->rec, gs->plan.order, (size_t)n * sizeof(int)) == 0)
         return FM_OK;
-    fm_gs_plan pl;
-    FM_TRY(fm_gs_plan_build(&pl, gs->p, gs->rec, gs->bucket_bytes, e));
-    if (pl.nbuckets == gs->plan.nbuckets &&
-        memcmp(pl.bucket_of, gs->plan.bucket_of, (size_t)n * sizeof(int)) == 0) {
-        fm_gs_plan_free(&pl); /* the same buckets: the start order follows the hooks anyway */
+    FM_TRY(fm_gs_plan_build(pl, gs->p, gs->rec, gs->bucket_bytes, e));
+    if (pl->nbuckets == gs->plan.nbuckets &&
+        memcmp(pl->bucket_of, gs->plan.bucket_of, (size_t)n * sizeof(int)) == 0) {
+        fm_gs_plan_free(pl); /* the same buckets: the start order follows the hooks anyway */
         return FM_OK;
     }
-    if (pl.packed_floats > gs->plan.packed_floats) {
-        float *s = realloc(gs->staging, pl.packed_floats * sizeof(float));
+    *changed = 1;
+    return FM_OK;
+}
+
+/* Put the plan pl in place (it is consumed, also on failure). */
+static int install_plan(fm_gradsync *gs, fm_gs_plan *pl, fm_err *e)
+{
+    if (pl->packed_floats > gs->plan.packed_floats) {
+        float *s = realloc(gs->staging, pl->packed_floats * sizeof(float));
         if (!s) {
-            fm_gs_plan_free(&pl);
+            fm_gs_plan_free(pl);
             return fm_fail(e, FM_ERR_INTERNAL, "out of memory for gradient staging");
         }
         gs->staging = s;
     }
     fm_gs_plan_free(&gs->plan);
-    gs->plan = pl;
+    gs->plan = *pl;
     int packed = 0;
-    for (int k = 0; k < pl.nbuckets; k++)
-        packed += pl.buckets[k].packed;
+    for (int k = 0; k < pl->nbuckets; k++)
+        packed += pl->buckets[k].packed;
     fm_info("gradient sync: the grad hooks report another order than registration: %d bucket%s re-planned in "
-            "hook order (%d packed)", pl.nbuckets, pl.nbuckets == 1 ? "" : "s", packed);
+            "hook order (%d packed)", pl->nbuckets, pl->nbuckets == 1 ? "" : "s", packed);
     return FM_OK;
+}
+
+/* After the first step without ZeRO: plan again if the hooks reported another order. */
+static int replan(fm_gradsync *gs, fm_err *e)
+{
+    fm_gs_plan pl;
+    int changed;
+    FM_TRY(next_plan(gs, &pl, &changed, e));
+    return changed ? install_plan(gs, &pl, e) : FM_OK;
 }
 
 int fm_gradsync_finish(fm_gradsync *gs, fm_err *e)
@@ -573,41 +590,63 @@ int fm_gradsync_finish(fm_gradsync *gs, fm_err *e)
     return FM_OK;
 }
 
-/* This rank's shard of the current plan: gs->shard. */
-static void shard_update(fm_gradsync *gs)
+/* Rank r's shard of plan pl: its spans into *spans ([nbuckets + nsegs],
+ * allocated), their packed positions into *at, the floats into *floats. */
+static int shard_of(const fm_gs_plan *pl, int size, int r, fm_gs_seg **spans, size_t **at, int *n, size_t *floats,
+                    fm_err *e)
 {
-    gs->nshard = fm_gs_plan_shard(&gs->plan, gs->world->size, gs->world->rank, gs->shard);
-    gs->shard_floats = 0;
-    for (int i = 0; i < gs->nshard; i++)
-        gs->shard_floats += gs->shard[i].count;
+    const size_t cap = (size_t)(pl->nbuckets + pl->nsegs) + 1;
+    *spans = malloc(cap * sizeof **spans);
+    *at = malloc(cap * sizeof **at);
+    if (!*spans || !*at) {
+        free(*spans);
+        free(*at);
+        *spans = NULL, *at = NULL;
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the ZeRO shard's %zu spans", cap);
+    }
+    *n = fm_gs_plan_shard(pl, size, r, *spans);
+    *floats = 0;
+    for (int i = 0; i < *n; i++) {
+        (*at)[i] = *floats;
+        *floats += (*spans)[i].count;
+    }
+    return FM_OK;
 }
 
-/* The shard spans and the gather buffer for the current plan. */
-static int shard_alloc(fm_gradsync *gs, fm_err *e)
+/* The shard of the plan just made to be this rank's (spans, at, n, floats from shard_of). */
+static void shard_take(fm_gradsync *gs, fm_gs_seg *spans, size_t *at, int n, size_t floats)
 {
-    const size_t nspans = (size_t)(gs->plan.nbuckets + gs->plan.nsegs) + 1;
-    /* no rank's shard exceeds the sum of the buckets' largest chunks */
-    const size_t cap = gs->p->numel / (size_t)gs->world->size + (size_t)gs->plan.nbuckets + 1;
-    fm_gs_seg *s = realloc(gs->shard, nspans * sizeof *s);
-    if (s)
-        gs->shard = s;
-    float *x = cap > gs->xfer_cap ? realloc(gs->xfer, cap * sizeof(float)) : gs->xfer;
-    if (x && cap > gs->xfer_cap)
-        gs->xfer = x, gs->xfer_cap = cap;
-    if (!s || !x)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the ZeRO shard of %zu floats", cap);
-    shard_update(gs);
-    return FM_OK;
+    free(gs->shard);
+    free(gs->shard_at);
+    gs->shard = spans, gs->shard_at = at, gs->nshard = n, gs->shard_floats = floats;
 }
 
 int fm_gradsync_set_zero(fm_gradsync *gs, int on, fm_err *e)
 {
     gs->zero = on && gs->th;
-    if (gs->zero)
-        FM_TRY(shard_alloc(gs, e));
+    if (gs->zero) {
+        fm_gs_seg *spans;
+        size_t *at, floats;
+        int n;
+        FM_TRY(shard_of(&gs->plan, gs->world->size, gs->world->rank, &spans, &at, &n, &floats, e));
+        shard_take(gs, spans, at, n, floats);
+    }
     if (gs->th)
         round_begin(gs, gs->zero ? OP_REDUCE_SCATTER : OP_ALLREDUCE, gs->p->grad);
     return FM_OK;
+}
+
+size_t fm_gradsync_shard_floats(const fm_gradsync *gs, int r)
+{
+    const int p = gs->world->size;
+    if (!gs->zero)
+        return gs->p->numel;
+    size_t n = 0;
+    for (int k = 0; k < gs->plan.nbuckets; k++) {
+        const size_t c = gs->plan.buckets[k].count;
+        n += fm_ring_chunk_off(c, p, r + 1) - fm_ring_chunk_off(c, p, r);
+    }
+    return n;
 }
 
 int fm_gradsync_allgather(fm_gradsync *gs, float *x, fm_err *e)
@@ -641,40 +680,112 @@ static size_t copy_spans(float *buf, float *x, const fm_gs_seg *spans, int n, in
     return off;
 }
 
-int fm_gradsync_gather0(fm_gradsync *gs, float *x, fm_err *e)
+void fm_gradsync_pack(const fm_gradsync *gs, const float *x, float *packed)
 {
-    if (!gs->th)
+    copy_spans(packed, (float *)x, gs->shard, gs->nshard, 0); /* x is only read */
+}
+
+void fm_gradsync_unpack(const fm_gradsync *gs, const float *packed, float *x)
+{
+    copy_spans((float *)packed, x, gs->shard, gs->nshard, 1); /* packed is only read */
+}
+
+int fm_gradsync_allgather_shard(fm_gradsync *gs, const float *packed, float *x, fm_err *e)
+{
+    fm_gradsync_unpack(gs, packed, x);
+    return fm_gradsync_allgather(gs, x, e);
+}
+
+/* Every rank's packed shard to rank 0 (gather 1), which unpacks each into
+ * the arena-shaped x, or from rank 0 (gather 0), which packs each from x.
+ * Rank 0 takes the ranks in order through one buffer of the largest shard. */
+static int shards_rank0(fm_gradsync *gs, float *x, float *packed, int gather, fm_err *e)
+{
+    if (!gs->zero)
         return FM_OK;
     const int p = gs->world->size, r = gs->world->rank;
     fm_ring *ring = &gs->th->ring;
-    snprintf(gs->th->what, sizeof gs->th->what, "gathering the optimiser state on rank 0 at step %lld",
-             (long long)gs->step);
+    snprintf(gs->th->what, sizeof gs->th->what, "%s the optimiser state %s rank 0 at step %lld",
+             gather ? "gathering" : "scattering", gather ? "on" : "from", (long long)gs->step);
     ring->what = gs->th->what;
     const int tag = 1 << 20;
     if (r != 0)
-        return fm_ring_send(ring, gs->xfer, copy_spans(gs->xfer, x, gs->shard, gs->nshard, 0), 0, tag, e);
-    fm_gs_seg *spans = malloc((size_t)(gs->plan.nbuckets + gs->plan.nsegs) * sizeof *spans);
-    if (!spans)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for shard spans");
+        return gather ? fm_ring_send(ring, packed, gs->shard_floats, 0, tag, e)
+                      : fm_ring_recv(ring, packed, gs->shard_floats, 0, tag, e);
+    copy_spans(packed, x, gs->shard, gs->nshard, gather);
+    size_t most = 0;
+    for (int q = 1; q < p; q++) {
+        const size_t n = fm_gradsync_shard_floats(gs, q);
+        most = n > most ? n : most;
+    }
+    float *buf = malloc((most ? most : 1) * sizeof(float));
+    if (!buf)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for a shard of %zu floats on rank 0", most);
     int rc = FM_OK;
     for (int q = 1; q < p && rc == FM_OK; q++) {
-        const int ns = fm_gs_plan_shard(&gs->plan, p, q, spans);
-        size_t n = 0;
-        for (int i = 0; i < ns; i++)
-            n += spans[i].count;
-        rc = fm_ring_recv(ring, gs->xfer, n, q, tag, e);
-        if (rc == FM_OK)
-            copy_spans(gs->xfer, x, spans, ns, 1);
+        fm_gs_seg *spans;
+        size_t *at, n;
+        int ns;
+        if ((rc = shard_of(&gs->plan, p, q, &spans, &at, &ns, &n, e)) != FM_OK)
+            break;
+        if (gather && (rc = fm_ring_recv(ring, buf, n, q, tag, e)) == FM_OK)
+            copy_spans(buf, x, spans, ns, 1);
+        if (!gather) {
+            copy_spans(buf, x, spans, ns, 0);
+            rc = fm_ring_send(ring, buf, n, q, tag, e);
+        }
+        free(spans);
+        free(at);
     }
-    free(spans);
+    free(buf);
     return rc;
 }
 
-int fm_gradsync_replan(fm_gradsync *gs, fm_err *e)
+int fm_gradsync_gather0(fm_gradsync *gs, const float *packed, float *x, fm_err *e)
+{
+    return shards_rank0(gs, x, (float *)packed, 1, e); /* packed is only read */
+}
+
+int fm_gradsync_scatter0(fm_gradsync *gs, const float *x, float *packed, fm_err *e)
+{
+    return shards_rank0(gs, (float *)x, packed, 0, e); /* x is only read */
+}
+
+int fm_gradsync_replan(fm_gradsync *gs, float **xs[], int n, float *scratch, fm_err *e)
 {
     if (!gs->replan_due)
         return FM_OK;
     gs->replan_due = 0;
-    FM_TRY(replan(gs, e));
-    return shard_alloc(gs, e);
+    fm_gs_plan pl;
+    int changed;
+    FM_TRY(next_plan(gs, &pl, &changed, e));
+    if (!changed)
+        return FM_OK;
+    fm_gs_seg *spans = NULL;
+    size_t *at = NULL, floats = 0;
+    int ns = 0;
+    int rc = shard_of(&pl, gs->world->size, gs->world->rank, &spans, &at, &ns, &floats, e);
+    const size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+    for (int i = 0; i < n && rc == FM_OK; i++) { /* old shard -> whole (old plan) -> new shard */
+        fm_gradsync_unpack(gs, *xs[i], scratch);
+        free(*xs[i]);
+        *xs[i] = NULL;
+        rc = fm_gradsync_allgather(gs, scratch, e);
+        if (rc == FM_OK && !(*xs[i] = aligned_alloc(64, bytes ? bytes : 64)))
+            rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for a ZeRO shard of %zu floats", floats);
+        if (rc == FM_OK)
+            copy_spans(*xs[i], scratch, spans, ns, 0);
+    }
+    if (rc == FM_OK) {
+        rc = install_plan(gs, &pl, e);
+    } else {
+        fm_gs_plan_free(&pl);
+    }
+    if (rc != FM_OK) {
+        free(spans);
+        free(at);
+        return rc;
+    }
+    shard_take(gs, spans, at, ns, floats);
+    return FM_OK;
 }

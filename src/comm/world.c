@@ -165,6 +165,18 @@ int fm_world_allgather(const fm_world *w, const double *mine, int n, double *all
                              : fm_world_fail(e, rc, "MPI_Iallgather");
 }
 
+int fm_world_gather0(const fm_world *w, const float *mine, int n, float *all, fm_err *e)
+{
+    if (w->size == 1) {
+        memmove(all, mine, (size_t)n * sizeof(float));
+        return FM_OK;
+    }
+    MPI_Request req;
+    int rc = MPI_Igather(mine, n, MPI_FLOAT, all, n, MPI_FLOAT, 0, MPI_COMM_WORLD, &req);
+    return rc == MPI_SUCCESS ? wait_req(w, &req, "gather of per-rank values to rank 0", e)
+                             : fm_world_fail(e, rc, "MPI_Igather");
+}
+
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e)
 {
     if (w->size == 1)

@@ -402,6 +402,18 @@ static const fm_st_tensor *check_tensor(const fm_st_file *f, const char *path, c
     return t;
 }
 
+/* The tensors of group g (verified to be in f) to g->base. */
+static void copy_group(const fm_st_file *f, const fm_ckpt_group *g)
+{
+    char name[NAME_MAX_LEN + 1];
+    const fm_params *p = g->table;
+    for (int i = 0; i < p->n; i++) {
+        tensor_name(name, sizeof name, g->prefix, p->items[i].name, NULL);
+        const fm_st_tensor *t = fm_st_get(f, name);
+        memcpy(g->base + p->items[i].offset, t->data, shape_numel(t->ndim, t->shape) * sizeof(float));
+    }
+}
+
 /* Verify everything expected of the file, then (only then) copy it out. */
 static int verify_and_copy(const fm_st_file *f, const char *path, const fm_ckpt_group *groups, int ngroups,
                            const fm_ckpt_extra *extra, int nextra, fm_err *e)
@@ -429,14 +441,9 @@ static int verify_and_copy(const fm_st_file *f, const char *path, const fm_ckpt_
         if (!check_tensor(f, path, extra[i].name, extra[i].ndim, extra[i].shape, e))
             return FM_ERR_DATA;
     /* the whole file is verified: copy */
-    for (int g = 0; g < ngroups; g++) {
-        const fm_params *p = groups[g].table;
-        for (int i = 0; i < p->n; i++) {
-            tensor_name(name, sizeof name, groups[g].prefix, p->items[i].name, NULL);
-            const fm_st_tensor *t = fm_st_get(f, name);
-            memcpy(groups[g].base + p->items[i].offset, t->data, shape_numel(t->ndim, t->shape) * sizeof(float));
-        }
-    }
+    for (int g = 0; g < ngroups; g++)
+        if (groups[g].base)
+            copy_group(f, &groups[g]);
     for (int i = 0; i < nextra; i++) {
         const fm_st_tensor *t = fm_st_get(f, extra[i].name);
         if (extra[i].data)
@@ -558,6 +565,12 @@ int fm_ckpt_meta_double(const fm_ckpt *c, const char *key, double *out, fm_err *
 }
 
 const fm_st_tensor *fm_ckpt_tensor(const fm_ckpt *c, const char *name) { return fm_st_get(&c->file, name); }
+
+int fm_ckpt_copy_group(const fm_ckpt *c, const fm_ckpt_group *g, fm_err *e)
+{
+    FM_TRY(verify_and_copy(&c->file, c->path, g, 1, NULL, 0, e));
+    return FM_OK;
+}
 
 void fm_ckpt_close(fm_ckpt *c)
 {

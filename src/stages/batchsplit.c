@@ -18,20 +18,17 @@ int fm_batches_gather(const fm_world *w, const float *mine, int nb, size_t per, 
     if (n > INT_MAX)
         return fm_fail(e, FM_ERR_INTERNAL, "rank %d: gathering %d batches of %zu values over %d ranks: %zu values "
                        "per rank exceed MPI's int count; use a smaller eval.batch_size", r, nb, per, p, n);
-    double *send = calloc(n ? n : 1, sizeof *send), *recv = malloc((size_t)p * (n ? n : 1) * sizeof *recv);
-    int rc = send && recv ? FM_OK
-                          : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory to gather %d batches of %zu values",
-                                    r, nb, per);
-    for (size_t i = 0; rc == FM_OK && i < (size_t)own * per; i++)
-        send[i] = mine[i];
+    /* every rank sends `rounds` slots (the unused ones zero); rank 0 receives [p, rounds, per] */
+    float *send = calloc(n ? n : 1, sizeof *send), *recv = r == 0 ? malloc((size_t)p * (n ? n : 1) * sizeof *recv) : NULL;
+    int rc = send && (recv || r != 0)
+                 ? FM_OK
+                 : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory to gather %d batches of %zu values", r, nb, per);
+    if (rc == FM_OK && own > 0)
+        memcpy(send, mine, (size_t)own * per * sizeof(float));
     if (rc == FM_OK)
-        rc = fm_world_allgather(w, send, (int)n, recv, e);
-    for (int j = 0; rc == FM_OK && r == 0 && j < nb; j++) {
-        const double *src = recv + (size_t)(j % p) * n + (size_t)(j / p) * per;
-        float *dst = all + (size_t)j * per;
-        for (size_t i = 0; i < per; i++)
-            dst[i] = (float)src[i];
-    }
+        rc = fm_world_gather0(w, send, (int)n, recv, e);
+    for (int j = 0; rc == FM_OK && r == 0 && j < nb; j++)
+        memcpy(all + (size_t)j * per, recv + (size_t)(j % p) * n + (size_t)(j / p) * per, per * sizeof(float));
     free(send);
     free(recv);
     return rc;

@@ -229,12 +229,13 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
         if ((rc = fm_trainer_end(&t, loss, e)) != FM_OK)
             break;
         const int grid_now = grids && (t.step % c->flow.sample_every == 0 || t.step == tc->steps);
-        /* ZeRO: every rank's shard of the EMA to every rank (the weights are whole everywhere) */
-        if (grid_now && c->sample.ema && t.sync.zero && (rc = fm_gradsync_allgather(&t.sync, t.ema.w, e)) != FM_OK)
+        /* ZeRO: every rank's shard of the EMA, whole, into the spent gradient
+         * arena on every rank (the weights are whole everywhere) */
+        if (grid_now && c->sample.ema && t.sync.zero && (rc = fm_trainer_ema_whole(&t, p.grad, e)) != FM_OK)
             break;
         if (grid_now) {
             if (gen.B)
-                fm_generator_set_flow_weights(&gen, c->sample.ema ? t.ema.w : p.data, p.numel);
+                fm_generator_set_flow_weights(&gen, !c->sample.ema ? p.data : t.sync.zero ? p.grad : t.ema.w, p.numel);
             rc = fm_generator_write_grids(&gen, c, w, "flow", t.step, e);
         }
     }

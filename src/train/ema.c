@@ -7,18 +7,29 @@
 
 int fm_ema_init(fm_ema *m, fm_params *p, double decay, int warmup, fm_err *e)
 {
+    FM_TRY(fm_ema_init_shard(m, p, decay, warmup, p->numel, e));
+    memcpy(m->w, p->data, p->numel * sizeof(float));
+    return FM_OK;
+}
+
+int fm_ema_init_shard(fm_ema *m, fm_params *p, double decay, int warmup, size_t floats, fm_err *e)
+{
     memset(m, 0, sizeof *m);
     if (!(decay >= 0 && decay <= 1))
         return fm_fail(e, FM_ERR_USAGE, "ema: decay %g must be in [0, 1]", decay);
-    size_t bytes = (p->numel * sizeof(float) + 63) & ~(size_t)63;
+    if (floats > p->numel)
+        return fm_fail(e, FM_ERR_INTERNAL, "ema: a shard of %zu floats exceeds the %zu-float arena", floats,
+                       p->numel);
+    size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
     m->w = aligned_alloc(64, bytes ? bytes : 64);
     if (!m->w)
-        return fm_fail(e, FM_ERR_INTERNAL, "ema: out of memory for %zu parameters", p->numel);
+        return fm_fail(e, FM_ERR_INTERNAL, "ema: out of memory for %zu parameters", floats);
+    memset(m->w, 0, bytes ? bytes : 64);
     m->p = p;
     m->numel = p->numel;
+    m->nstate = floats;
     m->decay = decay;
     m->warmup = warmup != 0;
-    memcpy(m->w, p->data, p->numel * sizeof(float));
     return FM_OK;
 }
 
@@ -38,17 +49,21 @@ double fm_ema_decay_at(const fm_ema *m, int64_t step)
     return d < m->decay ? d : m->decay;
 }
 
-static int check_size(const fm_ema *m, fm_err *e)
+/* The arena has not changed; whole: the average is not a shard. */
+static int check_size(const fm_ema *m, int whole, fm_err *e)
 {
     if (m->p->numel != m->numel)
         return fm_fail(e, FM_ERR_INTERNAL, "ema: parameter arena changed after init (%zu -> %zu floats)",
                        m->numel, m->p->numel);
+    if (whole && m->nstate != m->numel)
+        return fm_fail(e, FM_ERR_INTERNAL, "ema: the average holds a shard (%zu of %zu floats): use the spans",
+                       m->nstate, m->numel);
     return FM_OK;
 }
 
 int fm_ema_update(fm_ema *m, int64_t step, fm_err *e)
 {
-    FM_TRY(check_size(m, e));
+    FM_TRY(check_size(m, 1, e));
     double d = fm_ema_decay_at(m, step);
     const float df = (float)d, omd = (float)(1.0 - d);
     float *restrict w = m->w;
@@ -60,18 +75,23 @@ int fm_ema_update(fm_ema *m, int64_t step, fm_err *e)
     return FM_OK;
 }
 
-int fm_ema_update_spans(fm_ema *m, int64_t step, const fm_span *spans, int nspans, fm_err *e)
+int fm_ema_update_spans(fm_ema *m, int64_t step, const fm_span *spans, const size_t *at, int nspans, fm_err *e)
 {
-    FM_TRY(check_size(m, e));
-    for (int i = 0; i < nspans; i++)
+    FM_TRY(check_size(m, 0, e));
+    for (int i = 0; i < nspans; i++) {
         if (spans[i].off + spans[i].count > m->numel)
             return fm_fail(e, FM_ERR_INTERNAL, "ema: span [%zu, +%zu) outside the %zu-float arena", spans[i].off,
                            spans[i].count, m->numel);
+        const size_t a = at ? at[i] : spans[i].off;
+        if (a + spans[i].count > m->nstate)
+            return fm_fail(e, FM_ERR_INTERNAL, "ema: span %d's average [%zu, +%zu) outside the %zu held", i, a,
+                           spans[i].count, m->nstate);
+    }
     double d = fm_ema_decay_at(m, step);
     const float df = (float)d, omd = (float)(1.0 - d);
 #pragma omp parallel for schedule(dynamic)
     for (int s = 0; s < nspans; s++) {
-        float *restrict w = m->w + spans[s].off;
+        float *restrict w = m->w + (at ? at[s] : spans[s].off);
         const float *restrict x = m->p->data + spans[s].off;
         const size_t n = spans[s].count;
 #pragma omp simd
@@ -83,7 +103,7 @@ int fm_ema_update_spans(fm_ema *m, int64_t step, const fm_span *spans, int nspan
 
 int fm_ema_swap(fm_ema *m, fm_err *e)
 {
-    FM_TRY(check_size(m, e));
+    FM_TRY(check_size(m, 1, e));
     float *restrict w = m->w, *restrict x = m->p->data;
     const long n = (long)m->numel;
 #pragma omp parallel for simd schedule(static)

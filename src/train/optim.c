@@ -30,6 +30,11 @@ static void build_segments(fm_adamw *o)
 
 int fm_adamw_init(fm_adamw *o, fm_params *p, const fm_adamw_cfg *cfg, fm_err *e)
 {
+    return fm_adamw_init_shard(o, p, cfg, p->numel, e);
+}
+
+int fm_adamw_init_shard(fm_adamw *o, fm_params *p, const fm_adamw_cfg *cfg, size_t floats, fm_err *e)
+{
     memset(o, 0, sizeof *o);
     if (!(cfg->beta1 >= 0 && cfg->beta1 < 1) || !(cfg->beta2 >= 0 && cfg->beta2 < 1))
         return fm_fail(e, FM_ERR_USAGE, "adamw: betas (%g, %g) must be in [0, 1)", cfg->beta1, cfg->beta2);
@@ -38,13 +43,17 @@ int fm_adamw_init(fm_adamw *o, fm_params *p, const fm_adamw_cfg *cfg, fm_err *e)
                        cfg->weight_decay);
     if (p->n < 1)
         return fm_fail(e, FM_ERR_INTERNAL, "adamw: no parameters registered");
+    if (floats > p->numel)
+        return fm_fail(e, FM_ERR_INTERNAL, "adamw: a shard of %zu floats exceeds the %zu-float arena", floats,
+                       p->numel);
     o->p = p;
     o->cfg = *cfg;
     o->numel = p->numel;
+    o->nstate = floats;
     o->ntensors = p->n;
-    size_t bytes = (o->numel * sizeof(float) + 63) & ~(size_t)63;
-    o->m = aligned_alloc(64, bytes);
-    o->v = aligned_alloc(64, bytes);
+    size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+    o->m = aligned_alloc(64, bytes ? bytes : 64);
+    o->v = aligned_alloc(64, bytes ? bytes : 64);
     o->decay = malloc((size_t)p->n);
     o->seg = malloc((size_t)p->n * sizeof *o->seg);
     if (!o->m || !o->v || !o->decay || !o->seg) {
@@ -109,15 +118,16 @@ typedef struct step_coef {
     float b1, omb1, b2, omb2, bc2_sqrt, eps, neg_step_size;
 } step_coef;
 
-/* One run [lo, hi) with one decay factor. The loop vectorises only under
+/* n floats with one decay factor: weights w, gradients g, moments m and v
+ * (each pointing at the run's first float). The loop vectorises only under
  * -fno-math-errno (else sqrtf keeps a scalar errno path): ~5x at 9M params. */
-static void adamw_range(float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
-                        size_t lo, size_t hi, float keep, const step_coef *c)
+static void adamw_range(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+                        float keep, const step_coef *c)
 {
     const float b1 = c->b1, omb1 = c->omb1, b2 = c->b2, omb2 = c->omb2;
     const float bc2s = c->bc2_sqrt, eps = c->eps, nss = c->neg_step_size;
 #pragma omp simd
-    for (size_t i = lo; i < hi; i++) {
+    for (size_t i = 0; i < n; i++) {
         float gi = g[i];
         float pi = w[i] * keep;                    /* param.mul_(1 - lr*wd) */
         float mi = m[i] * b1 + omb1 * gi;          /* exp_avg.mul_(b1).add_(g, alpha=1-b1) */
@@ -156,20 +166,24 @@ static int step_begin(fm_adamw *o, double lr, step_coef *c, fm_err *e)
     return FM_OK;
 }
 
-/* The update of arena floats [lo, hi), each decay run with its factor. */
-static void apply(const fm_adamw *o, const step_coef *c, size_t lo, size_t hi)
+/* The update of arena floats [lo, hi), each decay run with its factor; their
+ * moments are m and v from float at (arena float lo's). */
+static void apply(const fm_adamw *o, const step_coef *c, size_t lo, size_t hi, size_t at)
 {
-    float *w = o->p->data, *g = o->p->grad, *m = o->m, *v = o->v;
+    float *w = o->p->data, *g = o->p->grad, *m = o->m + at, *v = o->v + at;
     for (int s = 0; s < o->nseg && lo < hi; s++) {
         size_t a = o->seg[s].begin > lo ? o->seg[s].begin : lo;
         size_t b = o->seg[s].end < hi ? o->seg[s].end : hi;
         if (a < b)
-            adamw_range(w, g, m, v, a, b, c->keep[o->seg[s].decay], c);
+            adamw_range(w + a, g + a, m + (a - lo), v + (a - lo), b - a, c->keep[o->seg[s].decay], c);
     }
 }
 
 int fm_adamw_step(fm_adamw *o, double lr, fm_err *e)
 {
+    if (o->nstate != o->numel)
+        return fm_fail(e, FM_ERR_INTERNAL, "adamw: the moments hold a shard (%zu of %zu floats): step the spans",
+                       o->nstate, o->numel);
     step_coef c;
     FM_TRY(step_begin(o, lr, &c, e));
     const size_t n = o->numel;
@@ -180,21 +194,26 @@ int fm_adamw_step(fm_adamw *o, double lr, fm_err *e)
         size_t chunk = ((n + nt - 1) / nt + 15) & ~(size_t)15;
         size_t lo = id * chunk < n ? id * chunk : n;
         size_t hi = lo + chunk < n ? lo + chunk : n;
-        apply(o, &c, lo, hi);
+        apply(o, &c, lo, hi, lo);
     }
     return FM_OK;
 }
 
-int fm_adamw_step_spans(fm_adamw *o, double lr, const fm_span *spans, int nspans, fm_err *e)
+int fm_adamw_step_spans(fm_adamw *o, double lr, const fm_span *spans, const size_t *at, int nspans, fm_err *e)
 {
-    step_coef c;
-    FM_TRY(step_begin(o, lr, &c, e));
-    for (int i = 0; i < nspans; i++)
+    for (int i = 0; i < nspans; i++) {
         if (spans[i].off + spans[i].count > o->numel)
             return fm_fail(e, FM_ERR_INTERNAL, "adamw: span [%zu, +%zu) outside the %zu-float arena", spans[i].off,
                            spans[i].count, o->numel);
+        const size_t a = at ? at[i] : spans[i].off;
+        if (a + spans[i].count > o->nstate)
+            return fm_fail(e, FM_ERR_INTERNAL, "adamw: span %d's moments [%zu, +%zu) outside the %zu held", i, a,
+                           spans[i].count, o->nstate);
+    }
+    step_coef c;
+    FM_TRY(step_begin(o, lr, &c, e));
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < nspans; i++)
-        apply(o, &c, spans[i].off, spans[i].off + spans[i].count);
+        apply(o, &c, spans[i].off, spans[i].off + spans[i].count, at ? at[i] : spans[i].off);
     return FM_OK;
 }

@@ -34,6 +34,27 @@ static void poison_hook(void *ctx, fm_params *p, const fm_gs_plan *pl, int k)
     }
 }
 
+/* Rank 0 logs the optimiser + EMA state each rank holds (AdamW m and v, the
+ * EMA): its shard under ZeRO (the largest and smallest over the ranks, computed
+ * from the plan), and the whole. */
+static void log_state(const fm_trainer *t, const char *when)
+{
+    const fm_world *w = t->world;
+    if (w->rank != 0)
+        return;
+    const double arrays = 2 + t->use_ema, whole = arrays * 4.0 * (double)t->params->numel;
+    double most = 0, least = INFINITY;
+    for (int r = 0; r < w->size; r++) {
+        const double b = arrays * 4.0 * (double)fm_gradsync_shard_floats(&t->sync, r);
+        most = fmax(most, b);
+        least = fmin(least, b);
+    }
+    fm_info("%s: zero: state %.3f MB per rank (whole %.3f MB; ZeRO %s, %d rank%s%s; AdamW m, v%s; bytes per rank "
+            "%.0f to %.0f, whole %.0f)",
+            t->stage, most / 1e6, whole / 1e6, t->sync.zero ? "on" : "off", w->size, w->size == 1 ? "" : "s", when,
+            t->use_ema ? " and EMA" : "", least, most, whole);
+}
+
 int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc, const fm_config *cfg,
                     const char *config_text, const fm_world *w, fm_params *params, fm_metrics *metrics,
                     int use_ema, double ema_decay, int ema_warmup, fm_err *e)
@@ -48,21 +69,6 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     t->metrics = metrics;
     t->global_batch = tc->batch_size;
     t->max_bad_steps = cfg->run.max_bad_steps;
-    fm_adamw_cfg oc = fm_adamw_defaults();
-    oc.beta1 = tc->beta1;
-    oc.beta2 = tc->beta2;
-    oc.weight_decay = tc->weight_decay;
-    FM_TRY(fm_adamw_init(&t->opt, params, &oc, e));
-    fm_adamw_no_decay_1d(&t->opt);
-    fm_adamw_no_decay_if(&t->opt, no_decay_embedding, NULL);
-    t->use_ema = use_ema;
-    if (use_ema) {
-        int rc = fm_ema_init(&t->ema, params, ema_decay, ema_warmup, e);
-        if (rc != FM_OK) {
-            fm_adamw_free(&t->opt);
-            return rc;
-        }
-    }
     t->sched.base = tc->lr;
     t->sched.min_ratio = tc->min_lr_ratio;
     t->sched.warmup = tc->warmup;
@@ -75,11 +81,24 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
         rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), cfg->dist.timeout, e);
     if (rc == FM_OK && cfg->dist.zero)
         rc = fm_gradsync_set_zero(&t->sync, 1, e);
+    /* the moments and the EMA: this rank's shard under ZeRO, else whole */
+    const size_t floats = fm_gradsync_shard_floats(&t->sync, w->rank);
+    fm_adamw_cfg oc = fm_adamw_defaults();
+    oc.beta1 = tc->beta1;
+    oc.beta2 = tc->beta2;
+    oc.weight_decay = tc->weight_decay;
+    if (rc == FM_OK && (rc = fm_adamw_init_shard(&t->opt, params, &oc, floats, e)) == FM_OK) {
+        fm_adamw_no_decay_1d(&t->opt);
+        fm_adamw_no_decay_if(&t->opt, no_decay_embedding, NULL);
+    }
+    if (rc == FM_OK && use_ema && (rc = fm_ema_init_shard(&t->ema, params, ema_decay, ema_warmup, floats, e)) == FM_OK)
+        t->use_ema = 1;
     if (rc != FM_OK) {
         fm_err_prefix(e, "%s", stage);
         fm_trainer_free(t);
         return rc;
     }
+    log_state(t, "");
     fm_gradsync_set_fault_hook(&t->sync, poison_hook, t);
     if (w->size > 1)
         fm_info("%s: gradients in %d bucket%s of at most %.3g MiB (largest %.3g MiB), %.2f ms to reduce them alone",
@@ -115,14 +134,16 @@ int fm_trainer_add_extra(fm_trainer *t, const char *name, float *data, int n, fm
     return FM_OK;
 }
 
-static int groups(fm_trainer *t, fm_ckpt_group *g)
+/* The checkpoint's groups: the weights, then the EMA, m and v at ema, m, v
+ * (whole arrays, or NULL: the group only verified on load). */
+static int groups(fm_trainer *t, float *ema, float *m, float *v, fm_ckpt_group *g)
 {
     int n = 0;
     g[n++] = (fm_ckpt_group){ "", t->params, t->params->data };
     if (t->use_ema)
-        g[n++] = (fm_ckpt_group){ "ema.", t->params, t->ema.w };
-    g[n++] = (fm_ckpt_group){ "adam.m.", t->params, t->opt.m };
-    g[n++] = (fm_ckpt_group){ "adam.v.", t->params, t->opt.v };
+        g[n++] = (fm_ckpt_group){ "ema.", t->params, ema };
+    g[n++] = (fm_ckpt_group){ "adam.m.", t->params, m };
+    g[n++] = (fm_ckpt_group){ "adam.v.", t->params, v };
     return n;
 }
 
@@ -227,12 +248,15 @@ int fm_trainer_resume(fm_trainer *t, fm_err *e)
 {
     const fm_world *w = t->world;
     const size_t n = t->params->numel;
+    const int zero = t->sync.zero;
     FM_TRY(fm_world_bcast(w, t->params->data, n, e));
-    if (t->use_ema) /* the EMA starts equal to the broadcast weights */
+    if (t->use_ema && zero) /* the EMA starts equal to the broadcast weights */
+        fm_gradsync_pack(&t->sync, t->params->data, t->ema.w);
+    else if (t->use_ema)
         memcpy(t->ema.w, t->params->data, n * sizeof(float));
     t->step = 0;
-    fm_ckpt_group g[4];
-    int ng = groups(t, g);
+    fm_ckpt_group g[4]; /* under ZeRO rank 0 verifies the state now and sends each rank its shard below */
+    int ng = zero ? groups(t, NULL, NULL, NULL, g) : groups(t, t->ema.w, t->opt.m, t->opt.v, g);
     fm_ckpt ck;
     memset(&ck, 0, sizeof ck);
     int rc = FM_OK, found = 0;
@@ -273,12 +297,23 @@ int fm_trainer_resume(fm_trainer *t, fm_err *e)
     rc = agree_on_resume(t, rc, mine, e);
     if (found && rc == FM_OK) { /* rank 0's tensors, bit for bit, to the others */
         rc = fm_world_bcast(w, t->params->data, n, e);
-        if (rc == FM_OK && t->use_ema)
+        if (rc == FM_OK && !zero && t->use_ema)
             rc = fm_world_bcast(w, t->ema.w, n, e);
-        if (rc == FM_OK)
+        if (rc == FM_OK && !zero)
             rc = fm_world_bcast(w, t->opt.m, n, e);
-        if (rc == FM_OK)
+        if (rc == FM_OK && !zero)
             rc = fm_world_bcast(w, t->opt.v, n, e);
+        /* ZeRO: group by group, rank 0 puts the state into the (still unused)
+         * gradient arena and sends each rank its shard */
+        for (int k = 1; k < ng && zero && rc == FM_OK; k++) {
+            float *mine = k == ng - 1 ? t->opt.v : k == ng - 2 ? t->opt.m : t->ema.w;
+            fm_ckpt_group whole = g[k];
+            whole.base = t->params->grad;
+            if (w->rank == 0) /* verified with the rest of the file: cannot fail but on a bug */
+                rc = fm_ckpt_copy_group(&ck, &whole, e);
+            if (rc == FM_OK)
+                rc = fm_gradsync_scatter0(&t->sync, t->params->grad, mine, e);
+        }
         for (int k = 0; k < t->nextra && rc == FM_OK; k++)
             rc = fm_world_bcast(w, t->extra[k].data, (size_t)t->extra[k].shape[0], e);
     }
@@ -287,7 +322,8 @@ int fm_trainer_resume(fm_trainer *t, fm_err *e)
         t->opt.step = adam_step;
         if (w->rank == 0)
             fm_info("%s: resumed from %s (step %lld)%s", t->stage, ck.path, (long long)step,
-                    w->size > 1 ? "; read by rank 0 and broadcast" : "");
+                    zero ? "; read by rank 0, the weights broadcast, each rank's shard of the state sent to it"
+                    : w->size > 1 ? "; read by rank 0 and broadcast" : "");
     }
     if (found && w->rank == 0)
         fm_ckpt_close(&ck);
@@ -333,24 +369,21 @@ void fm_trainer_begin(fm_trainer *t)
     t->poison = fault_step(t);
 }
 
-int fm_trainer_gather_state(fm_trainer *t, fm_err *e)
+int fm_trainer_ema_whole(fm_trainer *t, float *dst, fm_err *e)
 {
-    if (!t->sync.zero)
-        return FM_OK;
-    FM_TRY(fm_gradsync_gather0(&t->sync, t->opt.m, e));
-    FM_TRY(fm_gradsync_gather0(&t->sync, t->opt.v, e));
-    if (t->use_ema)
-        FM_TRY(fm_gradsync_gather0(&t->sync, t->ema.w, e));
+    if (!t->use_ema)
+        return fm_fail(e, FM_ERR_INTERNAL, "%s: no EMA to gather", t->stage);
+    if (t->sync.zero)
+        return fm_gradsync_allgather_shard(&t->sync, t->ema.w, dst, e);
+    memcpy(dst, t->ema.w, t->params->numel * sizeof(float));
     return FM_OK;
 }
 
-int fm_trainer_save(fm_trainer *t, fm_err *e)
+/* Write the checkpoint (rank 0) of the whole state at ema, m, v. */
+static int write_ckpt(fm_trainer *t, float *ema, float *m, float *v, fm_err *e)
 {
-    FM_TRY(fm_trainer_gather_state(t, e));
-    if (t->world->rank != 0)
-        return FM_OK;
     fm_ckpt_group g[4];
-    int ng = groups(t, g);
+    int ng = groups(t, ema, m, v, g);
     char seed[32], world[32], adam_step[32];
     snprintf(seed, sizeof seed, "%d", t->cfg->run.seed);
     snprintf(world, sizeof world, "%d", t->world->size);
@@ -364,6 +397,35 @@ int fm_trainer_save(fm_trainer *t, fm_err *e)
     };
     return fm_ckpt_save(t->cfg->run.out, t->stage, t->step, g, ng, t->extra, t->nextra, meta,
                         (int)(sizeof meta / sizeof meta[0]), t->cfg->run.ckpt_keep, NULL, 0, e);
+}
+
+int fm_trainer_save(fm_trainer *t, fm_err *e)
+{
+    const int root = t->world->rank == 0;
+    if (!t->sync.zero)
+        return root ? write_ckpt(t, t->ema.w, t->opt.m, t->opt.v, e) : FM_OK;
+    /* ZeRO: the whole state exists for the write only, on rank 0: the EMA in
+     * the gradient arena (spent after the update), m and v in a buffer freed
+     * right after */
+    const size_t n = t->params->numel;
+    float *mv = root ? malloc(2 * n * sizeof(float)) : NULL;
+    int bad = root && !mv;
+    FM_TRY(fm_world_max_int(t->world, &bad, e));
+    if (bad)
+        return root ? fm_fail(e, FM_ERR_INTERNAL, "%s: out of memory for the optimiser state of the checkpoint "
+                              "(%.1f MB on rank 0)", t->stage, 8e-6 * (double)n)
+                    : fm_fail(e, FM_ERR_INTERNAL, "%s: rank 0 could not write the checkpoint (its message says why)",
+                              t->stage);
+    float *ema = t->use_ema ? t->params->grad : NULL, *m = mv, *v = mv ? mv + n : NULL;
+    int rc = fm_gradsync_gather0(&t->sync, t->opt.m, m, e);
+    if (rc == FM_OK)
+        rc = fm_gradsync_gather0(&t->sync, t->opt.v, v, e);
+    if (rc == FM_OK && t->use_ema)
+        rc = fm_gradsync_gather0(&t->sync, t->ema.w, ema, e);
+    if (rc == FM_OK && root)
+        rc = write_ckpt(t, ema, m, v, e);
+    free(mv);
+    return rc;
 }
 
 /* The report of the profiled window (rank 0): the text tables to stderr and
@@ -554,11 +616,11 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
         t->bad_steps = 0;
         if (gs->zero) { /* this rank's shard, then every rank's new weights */
             FM_PROF_CALL(pr, "step", "adamw", "adamw", FM_PROF_STEP, 0,
-                         fm_adamw_step_spans(&t->opt, lr, gs->shard, gs->nshard, e));
+                         fm_adamw_step_spans(&t->opt, lr, gs->shard, gs->shard_at, gs->nshard, e));
             MARK(t, adamw);
             if (t->use_ema)
                 FM_PROF_CALL(pr, "step", "ema", "ema", FM_PROF_STEP, 0,
-                             fm_ema_update_spans(&t->ema, t->opt.step - 1, gs->shard, gs->nshard, e));
+                             fm_ema_update_spans(&t->ema, t->opt.step - 1, gs->shard, gs->shard_at, gs->nshard, e));
             MARK(t, ema);
             FM_PROF_CALL(pr, "step", "param_allgather", "allgather", FM_PROF_STEP, 0,
                          fm_gradsync_allgather(&t->sync, t->params->data, e));
@@ -572,12 +634,13 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
             MARK(t, ema);
         }
     }
-    if (gs->replan_due) { /* ZeRO after the first step: whole state everywhere, then the new shards */
-        FM_TRY(fm_gradsync_allgather(&t->sync, t->opt.m, e));
-        FM_TRY(fm_gradsync_allgather(&t->sync, t->opt.v, e));
-        if (t->use_ema)
-            FM_TRY(fm_gradsync_allgather(&t->sync, t->ema.w, e));
-        FM_TRY(fm_gradsync_replan(&t->sync, e));
+    if (gs->replan_due) { /* ZeRO after the first step: the state moves to the shards of the new plan */
+        float **xs[3] = { &t->opt.m, &t->opt.v, &t->ema.w };
+        FM_TRY(fm_gradsync_replan(&t->sync, xs, t->use_ema ? 3 : 2, t->params->grad, e));
+        if (t->opt.nstate != gs->shard_floats) {
+            t->opt.nstate = t->ema.nstate = gs->shard_floats;
+            log_state(t, " after the re-plan");
+        }
     }
     double now = fm_now();
     t->last_loss = loss;

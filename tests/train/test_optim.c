@@ -298,6 +298,79 @@ static int test_ema(void)
     return 0;
 }
 
+/* ZeRO-1 shards: the arena cut into pieces that cross tensors and decay runs,
+ * dealt alternately to two "ranks" (one in reverse order). Each rank keeps
+ * its m, v and EMA packed in span order (fm_adamw_init_shard, at[]) and
+ * updates its spans of a shared weight copy; after every step the weights,
+ * and each rank's packed state, equal the whole optimiser's and EMA's bit for
+ * bit. Whole-state calls on a shard are refused. */
+static int test_shards_packed(void)
+{
+    fm_err e = { 0 };
+    fm_params pw, ps;
+    if (make_params(&pw, &e) || make_params(&ps, &e))
+        return 1;
+    const size_t n = pw.numel, cuts[] = { 0, 13, 29, 61, 150, 233, n };
+    enum { NCUT = sizeof cuts / sizeof *cuts - 1 };
+    CHECK(n > 233, "arena of %zu floats", n);
+    fm_span spans[2][NCUT];
+    size_t at[2][NCUT], floats[2] = { 0, 0 };
+    int ns[2] = { 0, 0 };
+    for (int k = 0; k < NCUT; k++) {
+        const int r = k % 2, j = r ? ns[r]++ : NCUT / 2 - 1 - ns[r]++; /* rank 0's pieces last to first */
+        spans[r][j] = (fm_span){ cuts[k], cuts[k + 1] - cuts[k] };
+    }
+    for (int r = 0; r < 2; r++)
+        for (int j = 0; j < ns[r]; j++)
+            at[r][j] = floats[r], floats[r] += spans[r][j].count;
+    fm_adamw_cfg cfg = fm_adamw_defaults();
+    fm_adamw ow, os[2];
+    fm_ema ew, es[2];
+    CHECK_OK(fm_adamw_init(&ow, &pw, &cfg, &e), &e);
+    CHECK_OK(fm_ema_init(&ew, &pw, 0.9, 1, &e), &e);
+    fm_adamw_no_decay_1d(&ow);
+    for (int r = 0; r < 2; r++) {
+        CHECK_OK(fm_adamw_init_shard(&os[r], &ps, &cfg, floats[r], &e), &e);
+        fm_adamw_no_decay_1d(&os[r]);
+        CHECK_OK(fm_ema_init_shard(&es[r], &ps, 0.9, 1, floats[r], &e), &e);
+        for (int j = 0; j < ns[r]; j++) /* the EMA starts at the weights */
+            memcpy(es[r].w + at[r][j], ps.data + spans[r][j].off, spans[r][j].count * sizeof(float));
+    }
+    int same = 1;
+    for (int s = 0; s < STEPS && same; s++) {
+        fill_grads(&pw, s);
+        fill_grads(&ps, s);
+        CHECK_OK(fm_adamw_step(&ow, lr_of(s), &e), &e);
+        CHECK_OK(fm_ema_update(&ew, s, &e), &e);
+        for (int r = 0; r < 2; r++) {
+            CHECK_OK(fm_adamw_step_spans(&os[r], lr_of(s), spans[r], at[r], ns[r], &e), &e);
+            CHECK_OK(fm_ema_update_spans(&es[r], s, spans[r], at[r], ns[r], &e), &e);
+        }
+        same = !memcmp(pw.data, ps.data, n * sizeof(float));
+        for (int r = 0; r < 2; r++)
+            for (int j = 0; j < ns[r]; j++) {
+                const size_t o = spans[r][j].off, c = spans[r][j].count * sizeof(float);
+                same &= !memcmp(ow.m + o, os[r].m + at[r][j], c) && !memcmp(ow.v + o, os[r].v + at[r][j], c) &&
+                        !memcmp(ew.w + o, es[r].w + at[r][j], c);
+            }
+        CHECK(same, "step %d: the shards differ from the whole optimiser", s);
+    }
+    /* a shard cannot take a whole step, nor spans beyond what it holds */
+    int whole_refused = fm_adamw_step(&os[0], 1e-3, &e) != FM_OK && strstr(e.msg, "shard");
+    int ema_refused = fm_ema_update(&es[0], 0, &e) != FM_OK && strstr(e.msg, "shard");
+    int over = fm_adamw_step_spans(&os[0], 1e-3, spans[1], at[1], ns[1], &e) != FM_OK ||
+               fm_adamw_step_spans(&os[0], 1e-3, spans[0], NULL, ns[0], &e) != FM_OK;
+    for (int r = 0; r < 2; r++)
+        fm_adamw_free(&os[r]), fm_ema_free(&es[r]);
+    fm_adamw_free(&ow), fm_ema_free(&ew);
+    fm_params_free(&pw), fm_params_free(&ps);
+    printf("  shards of %zu and %zu floats (arena %zu): bitwise equal to the whole state over %d steps\n", floats[0],
+           floats[1], n, STEPS);
+    CHECK(whole_refused && ema_refused && over, "misuse not refused: adamw %d ema %d spans %d", whole_refused,
+          ema_refused, over);
+    return 0;
+}
+
 static int near(double a, double b) { return fabs(a - b) <= 1e-15 * fabs(b); }
 
 static int test_schedule_edges(void)
@@ -391,6 +464,7 @@ int main(int argc, char **argv)
         TEST(test_adamw_vs_double_reference), TEST(test_adamw_bitwise_scalar_and_threads),
         TEST(test_adamw_state_resume),        TEST(test_ema),
         TEST(test_schedule_edges),            TEST(test_clip),
+        TEST(test_shards_packed),
     };
     return fm_test_main("optim", tests, sizeof tests / sizeof *tests, argc, argv);
 }
