@@ -50,7 +50,7 @@
 # same: Open MPI is pointed at it with OMPI_MCA_btl_tcp_if_include=fm0 (or
 # the subnet), see docs/cluster.md.
 #
-# Slurm settings beyond tests/slurm/cluster.sh's short-test ones:
+# Slurm settings beyond the short-test ones of tests/slurm/daemons.sh:
 #   TmpFS=DIR/tmp/NODE   each node's own temporary directory (srun --mpi=pmix
 #                        puts its per-step directories there; in the shared
 #                        /tmp the nodes' directories would collide)
@@ -67,6 +67,8 @@ usage() {
 }
 export PATH=$PATH:/usr/sbin
 SUBNET=10.77.0
+# shellcheck source=tests/slurm/daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../slurm/daemons.sh"
 
 # load DIR: read DIR/cluster.env (written by start)
 load() {
@@ -78,24 +80,6 @@ load() {
 # node_ns NODE: the namespace of NODE; dies when NODE is not one of this cluster's
 node_ns() {
     case " $NODES " in *" $1 "*) echo "$PREFIX-$1" ;; *) die "no node '$1' in this cluster (nodes: $NODES)" ;; esac
-}
-
-# stop_pid FILE NAME: TERM the pid in FILE, wait up to 10 s, then KILL
-stop_pid() {
-    local pid
-    [ -s "$1" ] || return 0
-    pid=$(cat "$1")
-    kill -0 "$pid" 2>/dev/null || { rm -f "$1"; return 0; }
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "cluster.sh: $2 (pid $pid) did not stop on SIGTERM: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null
-    fi
-    rm -f "$1"
 }
 
 # shape NS DEV: RATE and half of LATENCY on DEV's egress inside NS
@@ -206,11 +190,7 @@ EOF
     done
 
     # ---- munge: one daemon, its own key and socket (a unix socket: every namespace reaches it)
-    chmod 755 "$d" "$d/munge" # munged wants every directory above its socket searchable by all
-    (umask 077 && head -c 1024 /dev/urandom >"$d/munge/munge.key") || die "cannot write the munge key"
-    munged --socket="$d/munge/munge.socket" --key-file="$d/munge/munge.key" --pid-file="$d/munge/munged.pid" \
-        --log-file="$d/log/munged.log" --seed-file="$d/munge/munged.seed" ||
-        die "munged failed to start: $(tail -n 3 "$d/log/munged.log" 2>/dev/null)"
+    start_munged "$d"
 
     # ---- slurm.conf: every node as this machine describes itself (slurmd -C) ----------
     node_hw=$(slurmd -C | head -n 1)
@@ -223,30 +203,13 @@ ClusterName=fmcluster
 SlurmctldHost=fmhead($SUBNET.1)
 SlurmctldPort=7817
 SlurmdPort=7818
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$d/munge/munge.socket,cred_expire=10
-SlurmUser=root
-SlurmdUser=root
-StateSaveLocation=$d/state
 SlurmdSpoolDir=$d/spool/%n
 TmpFS=$d/tmp/%n
 SlurmctldPidFile=$d/run/slurmctld.pid
 SlurmdPidFile=$d/run/slurmd-%n.pid
-SlurmctldLogFile=$d/log/slurmctld.log
 SlurmdLogFile=$d/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-ReturnToService=2
-SchedulerParameters=sched_interval=2
-MinJobAge=4
-KillWait=5
 SlurmdTimeout=10
-JobCompType=jobcomp/none
-JobAcctGatherType=jobacct_gather/none
+$(slurm_conf_common "$d")
 EOF
         i=0
         for n in $NODES; do
@@ -293,13 +256,9 @@ stop() {
     [ -f "$d/cluster.env" ] || return 0
     load "$d"
     export SLURM_CONF=$d/slurm.conf
+    # end the jobs first, so that no slurmstepd or rank outlives the cluster
     if [ -s "$d/run/slurmctld.pid" ] && kill -0 "$(cat "$d/run/slurmctld.pid")" 2>/dev/null; then
-        # end the jobs first, so that no slurmstepd or rank outlives the cluster
-        in_ns "$HEAD_NS" scancel --quiet --user=root 2>/dev/null
-        for _ in $(seq 60); do
-            [ -z "$(in_ns "$HEAD_NS" squeue -h -o %i 2>/dev/null)" ] && break
-            sleep 0.5
-        done
+        cancel_jobs in_ns "$HEAD_NS"
     fi
     for n in $NODES; do stop_pid "$d/run/slurmd-$n.pid" "slurmd of $n"; done
     stop_pid "$d/run/slurmctld.pid" slurmctld

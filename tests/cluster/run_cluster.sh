@@ -22,7 +22,10 @@
 #      during the flow stage of a 2-node job -> the job ends within 60 s; node 2
 #      comes back and a resubmission into the same run directory resumes flow
 #      from the last checkpoint and completes.
-#   5. stop: no namespace, veth or daemon of the cluster is left.
+#   5. preemption across nodes: SIGUSR1 to the batch shell of a 2-node job ->
+#      the ranks on both nodes stop at a checkpoint, exit 75, train.sh requeues
+#      the job, and it resumes on two nodes and completes.
+#   6. stop: no namespace, veth or daemon of the cluster is left.
 # Prints PASS/FAIL/SKIP cluster/<name>; exits non-zero on any failure. Needs
 # root. Takes about 3 minutes on a quiet 2-core machine.
 source "$(dirname "$0")/../lib.sh" cluster
@@ -31,17 +34,11 @@ export OMP_NUM_THREADS=1
 secs() { echo "$(($(date +%s) - $1))s"; }
 CL=$ROOT/tests/cluster/cluster.sh
 
-why=
-[ "$(id -u)" -eq 0 ] || why="needs root (network namespaces, tc, slurmd)"
-for b in ip tc nsenter unshare sbatch scontrol squeue sinfo slurmctld slurmd munged mpirun srun strace; do
-    command -v "$b" >/dev/null || why="$why $b missing (scripts/setup.sh)"
-done
-if [ -z "$why" ]; then # a container may forbid network namespaces even to root
-    if ip netns add "fmc$$-probe" 2>/dev/null; then ip netns del "fmc$$-probe"
-    else why="cannot create network namespaces here (ip netns add failed)"; fi
-fi
-if [ -n "$why" ]; then skip prerequisites "${why# }"; finish; exit; fi
-if [ ! -x "$FMTRAIN" ]; then fail prerequisites "no fmtrain binary at $FMTRAIN (run make)"; finish; exit; fi
+prerequisites prerequisites "network namespaces, tc, slurmd" ip tc nsenter unshare sbatch scontrol squeue sinfo \
+    slurmctld slurmd munged mpirun srun strace
+# a container may forbid network namespaces even to root
+if ip netns add "fmc$$-probe" 2>/dev/null; then ip netns del "fmc$$-probe"
+else skip prerequisites "cannot create network namespaces here (ip netns add failed)"; finish; exit; fi
 
 chmod 755 "$T" # munged wants every directory above its socket searchable by all
 C=$T/cluster
@@ -303,10 +300,19 @@ elif [ -z "$killed" ]; then
 else
     wait "$waiter"
     read -r jid rc <"$T/job5"
-    state=$(on_head scontrol show job "$jid" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n 1)
-    if [ $((ended - killed)) -le 60 ] && [ "$rc" -ne 0 ]; then
-        pass "node_lost_ends_job ($(head -n 1 "$T/kill.out" | cut -c 14-); job $jid ended $((ended - killed)) s later, sbatch exit $rc, ${state:-purged})"
-    else fail node_lost_ends_job "job $jid ended $((ended - killed)) s after the kill, sbatch exit $rc"; show_logs "$log"; fi
+    # the batch script has ended; Slurm then cleans up the job on every node: on the
+    # lost one only once it has marked the node down (SlurmdTimeout), until then the
+    # job shows as COMPLETING
+    gone=
+    while [ $(($(date +%s) - killed)) -le 60 ]; do
+        on_head squeue -h -j "$jid" -o %T 2>/dev/null | grep -q . || { gone=$(date +%s); break; }
+        sleep 0.5
+    done
+    msg="job $jid: the batch script ended $((ended - killed)) s after the kill with exit $rc, the job left"
+    if [ -n "$gone" ]; then msg+=" the queue after $((gone - killed)) s"; else msg+=" the queue not within 60 s"; fi
+    if [ $((ended - killed)) -le 60 ] && [ "$rc" -ne 0 ] && [ -n "$gone" ]; then
+        pass "node_lost_ends_job ($(head -n 1 "$T/kill.out" | cut -c 13-); $msg)"
+    else fail node_lost_ends_job "$msg"; show_logs "$log"; fi
 fi
 grep -h 'lost\|ORTE\|error' "$log" 2>/dev/null | head -n 3 | sed 's/^/    /'
 
@@ -329,7 +335,40 @@ else
     cat "$T/start-node.out" "$T/sbatch6.err"; on_head sinfo -N; show_logs "$log"
 fi
 
-# ---- 5. nothing left behind ---------------------------------------------------------------
+# ---- 5. preemption across nodes: USR1 -> both nodes' ranks stop at a checkpoint -> requeue -> resume
+P=$T/preempted
+mkdir -p "$P/ckpt"
+cp "$T/ref/config.yaml" "$T/ref/latents.safetensors" "$P/"
+cp "$T/ref"/ckpt/vae-*.safetensors "$P/ckpt/"
+t0=$(date +%s)
+(submit "$T/sbatch7.err" -N 2 --ntasks-per-node=1 slurm/train.sh configs/tiny.yaml --out "$P" "${short[@]}" \
+    "${long[@]}" --set flow.ckpt_every=100000 --set flow.steps=150; echo "$jid $rc" >"$T/job7") &
+waiter=$!
+sent=
+for _ in $(seq 600); do # up to 120 s for flow step 30
+    log=$(ls "$W"/slurm-fmtrain-*.out 2>/dev/null | sort -V | tail -n 1)
+    if grep -q '^flow  step 30/' "$log" 2>/dev/null; then
+        on_head scancel --signal=USR1 --batch "$(basename "$log" .out | sed 's/.*-//')" && sent=1
+        break
+    fi
+    [ -s "$T/job7" ] && break
+    sleep 0.2
+done
+for _ in $(seq 900); do [ -s "$T/job7" ] && break; sleep 0.2; done # 180 s at most
+[ -s "$T/job7" ] || on_head scancel "$(basename "$log" .out | sed 's/.*-//')"
+wait "$waiter"
+read -r jid rc <"$T/job7" 2>/dev/null
+S=$(sed -n 's/.*flow: stopped by signal 10 after step \([0-9]*\).*/\1/p' "$log" | head -n 1)
+if [ -n "$sent" ] && [ "${rc:-x}" = 0 ] && [ -n "$S" ] && grep -q "requeueing job $jid" "$log" &&
+    grep -q "job $jid (attempt 2) on fmn\[1-2\]" "$log" &&
+    grep -q "flow: resumed from .*flow-0*$S.safetensors (step $S)" "$log" && grep -q "train.sh: .*done: $P" "$log"; then
+    pass "preempted_across_nodes_resumes (job $jid: checkpoint after flow step $S, exit 75, requeued, resumed on 2 nodes, done; $(secs "$t0"))"
+else
+    fail preempted_across_nodes_resumes "USR1 sent: ${sent:-no}, sbatch exit ${rc:-none}, stopped after step '${S}'"
+    show_logs "$log"
+fi
+
+# ---- 6. nothing left behind ---------------------------------------------------------------
 pids=$(cat "$C"/run/*.pid "$C/munge/munged.pid" 2>/dev/null)
 "$CL" stop "$C" >"$T/stop.out" 2>&1
 left=
