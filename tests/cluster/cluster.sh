@@ -54,6 +54,9 @@
 #   TmpFS=DIR/tmp/NODE   each node's own temporary directory (srun --mpi=pmix
 #                        puts its per-step directories there; in the shared
 #                        /tmp the nodes' directories would collide)
+#   TaskProlog           sets every task's TMPDIR to DIR/tmp/NODE, so Open
+#                        MPI's session directories are per node and go away
+#                        with the cluster (a killed node cannot clean up its own)
 #   SlurmdTimeout=10     a node whose slurmd stops answering is DOWN within
 #                        about 10 s (default 300 s), so a job on a lost node
 #                        ends promptly
@@ -192,6 +195,11 @@ EOF
     # ---- munge: one daemon, its own key and socket (a unix socket: every namespace reaches it)
     start_munged "$d"
 
+    # each job's TMPDIR is its node's own directory (a node's local /tmp): Open MPI's
+    # session directories go there, and stop removes what a killed node left
+    printf '#!/bin/sh\necho "export TMPDIR=%s/tmp/$SLURMD_NODENAME"\necho "export OMPI_MCA_orte_tmpdir_base=%s/tmp/$SLURMD_NODENAME"\n' "$d" "$d" >"$d/taskprolog.sh" &&
+        chmod 755 "$d/taskprolog.sh" || die "cannot write $d/taskprolog.sh"
+
     # ---- slurm.conf: every node as this machine describes itself (slurmd -C) ----------
     node_hw=$(slurmd -C | head -n 1)
     case $node_hw in NodeName=*) ;; *) die "slurmd -C did not describe the node: $node_hw" ;; esac
@@ -209,6 +217,7 @@ SlurmctldPidFile=$d/run/slurmctld.pid
 SlurmdPidFile=$d/run/slurmd-%n.pid
 SlurmdLogFile=$d/log/slurmd-%n.log
 SlurmdTimeout=10
+TaskProlog=$d/taskprolog.sh
 $(slurm_conf_common "$d")
 EOF
         i=0
@@ -277,7 +286,7 @@ stop() {
         [ -e "/run/netns/$ns" ] && { ip netns del "$ns" || echo "cluster.sh: cannot delete namespace $ns" >&2; }
     done
     ip netns del "$PREFIX-probe" 2>/dev/null
-    rm -rf "$d/munge" "$d/state" "$d/spool" "$d/tmp" "$d/run" "$d/slurm.conf" "$d/cluster.env"
+    rm -rf "$d/munge" "$d/state" "$d/spool" "$d/tmp" "$d/run" "$d/slurm.conf" "$d/taskprolog.sh" "$d/cluster.env"
 }
 
 info() {
