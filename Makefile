@@ -6,6 +6,7 @@
 #                   after changing it: objects are not rebuilt on a flag change.
 #   make test       install missing packages (all groups of scripts/setup.sh), build, run the whole suite
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-cluster  slurm/train.sh on a 2-node Slurm cluster of network namespaces (root)
 #   make run        install missing build/run packages (no test-only ones), build, run configs/ldm.yaml into runs/ldm
 #   make bench      benchmarks against PyTorch (not part of the tests)
 #   make install PREFIX=/usr/local
@@ -46,7 +47,7 @@ PAR_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(PAR_SRC))
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
-.PHONY: all deps deps-run test tests test-scale scaling run bench install clean
+.PHONY: all deps deps-run test tests test-scale test-cluster scaling run bench install clean
 all: $(BIN)
 
 $(BIN): $(BUILD)/src/cli/fmtrain.o $(BUILD)/libfm.a
@@ -106,6 +107,13 @@ test-scale: deps
 scaling: deps
 	$(Q)$(MAKE) --no-print-directory -C jobs/simulate
 	$(Q)/usr/bin/python3 jobs/simulate/study.py $(if $(CALIB),--calibration $(CALIB)) $(if $(MEASURED),--measured $(MEASURED))
+
+# slurm/train.sh across two nodes of a Slurm cluster in network namespaces on
+# this machine (tests/cluster/cluster.sh; root): hostnames, veth traffic,
+# losses, one data copy per node, a node lost and the job resumed.
+test-cluster: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)FMTRAIN=$(abspath $(BIN)) bash tests/cluster/run_cluster.sh
 
 run: deps-run
 	$(Q)$(MAKE) --no-print-directory all

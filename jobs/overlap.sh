@@ -15,7 +15,16 @@
 # and prints one table row per bucket size (also written to OUT/overlap.md and
 # OUT/overlap.json).
 #
+# LINK=veth runs the same over a real link between two hosts instead: two nodes
+# of a Slurm cluster of network namespaces on this machine
+# (tests/cluster/cluster.sh, started under OUT/cluster and stopped on exit, or
+# an already running one given as CLUSTER=DIR), each node's veth shaped to
+# RATE; each point is one `sbatch --wait -N 2 --ntasks-per-node=1` job running
+# mpirun with one rank per node over the nodes' interface (btl tcp on fm0).
+#
 # Environment (all optional):
+#   LINK     lo (default: the shaped loopback) or veth (two nodes, shaped veths)
+#   CLUSTER  with LINK=veth: a running cluster's DIR (default: start one)
 #   RATE     the link's rate, tc syntax (default 150mbit)
 #   BUCKETS  bucket sizes in MiB (default "64 4 1 0.25"; 64 = one bucket)
 #   STEPS    flow steps per point (default 12; the first 2 are left out)
@@ -23,38 +32,70 @@
 #   OUT      where the runs go (default runs/overlap)
 #   FMTRAIN  the binary (default ./fmtrain)
 # Usage: sudo jobs/overlap.sh     (or as root; the qdisc is removed on exit)
+#        sudo LINK=veth jobs/overlap.sh
 set -u
 die() { echo "overlap.sh: error: $*" >&2; exit 2; }
 cd "$(dirname "$0")/.." || exit 2
-[ "$(id -u)" -eq 0 ] || die "needs root to shape the loopback with tc"
+[ "$(id -u)" -eq 0 ] || die "needs root to shape the link with tc"
 command -v tc >/dev/null || die "tc not found (Debian package iproute2)"
 FMTRAIN=${FMTRAIN:-./fmtrain}
 [ -x "$FMTRAIN" ] || die "$FMTRAIN not built: run make"
+FMTRAIN=$(cd "$(dirname "$FMTRAIN")" && pwd)/$(basename "$FMTRAIN")
+LINK=${LINK:-lo}
 RATE=${RATE:-150mbit}
 read -r -a buckets <<<"${BUCKETS:-64 4 1 0.25}"
 STEPS=${STEPS:-12}
 BATCH=${BATCH:-16}
 OUT=${OUT:-runs/overlap}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-tc qdisc show dev lo | grep -q tbf && die "lo already has a tbf qdisc: remove it first (tc qdisc del dev lo root)"
-
-cleanup() { tc qdisc del dev lo root 2>/dev/null; }
-trap cleanup EXIT
+mkdir -p "$OUT" || die "cannot create $OUT"
+OUT=$(cd "$OUT" && pwd)
 trap 'exit 130' INT TERM
-# limit (queue bytes) large enough that the link never drops: a drop costs TCP a 200 ms timeout
-tc qdisc add dev lo root tbf rate "$RATE" burst 256kb limit 64mb || die "tc qdisc add failed"
-echo "overlap: loopback shaped to $RATE ($(tc qdisc show dev lo | head -1))"
+# train B LOG: fmtrain on 2 ranks x 1 thread over the shaped link, B MiB buckets, into $OUT/bB
+train_args() {
+  echo "$FMTRAIN" configs/scaling.yaml --out "$OUT/b$1" --set flow.steps="$STEPS" --set flow.batch_size="$BATCH" \
+    --set flow.bucket_mb="$1" --set run.log_every=1
+}
+case $LINK in
+lo)
+  tc qdisc show dev lo | grep -q tbf && die "lo already has a tbf qdisc: remove it first (tc qdisc del dev lo root)"
+  trap 'tc qdisc del dev lo root 2>/dev/null' EXIT
+  # limit (queue bytes) large enough that the link never drops: a drop costs TCP a 200 ms timeout
+  tc qdisc add dev lo root tbf rate "$RATE" burst 256kb limit 64mb || die "tc qdisc add failed"
+  where="Loopback shaped to $RATE; 2 ranks x 1 thread over TCP"
+  echo "overlap: loopback shaped to $RATE ($(tc qdisc show dev lo | head -1))"
+  train() {
+    # shellcheck disable=SC2046 # the arguments, one word each
+    mpirun -np 2 --bind-to none --mca btl tcp,self --mca btl_tcp_if_include lo -x OMP_NUM_THREADS=1 \
+      $(train_args "$1") >"$2" 2>&1
+  } ;;
+veth)
+  cl=$PWD/tests/cluster/cluster.sh
+  if [ -n "${CLUSTER:-}" ]; then
+    [ -f "$CLUSTER/cluster.env" ] || die "CLUSTER=$CLUSTER: no running cluster there (tests/cluster/cluster.sh start DIR)"
+    C=$(cd "$CLUSTER" && pwd)
+  else
+    C=$OUT/cluster
+    trap '"$cl" stop "$C"' EXIT
+    chmod 755 "$OUT" # munged wants every directory above its socket searchable by all
+    "$cl" start "$C" -n 2 -r "$RATE" || die "cannot start the 2-node cluster under $C"
+  fi
+  where="Two nodes (network namespaces), each one's veth shaped to $(. "$C/cluster.env" && echo "$RATE"); 1 rank x 1 thread per node over TCP"
+  echo "overlap: $where"
+  train() {
+    # one rank per node, only over the nodes' interface fm0
+    "$cl" exec "$C" sbatch --wait --quiet -N 2 --ntasks-per-node=1 --chdir="$PWD" -o "$2" --wrap \
+      "mpirun -np 2 --bind-to none --mca btl tcp,self --mca btl_tcp_if_include fm0 -x OMP_NUM_THREADS=1 $(train_args "$1")"
+  } ;;
+*) die "LINK must be lo or veth, got $LINK" ;;
+esac
 
-mkdir -p "$OUT"
 rows=()
 json="["
 for b in "${buckets[@]}"; do
   dir=$OUT/b$b
   rm -rf "$dir"
-  mpirun -np 2 --bind-to none --mca btl tcp,self --mca btl_tcp_if_include lo -x OMP_NUM_THREADS=1 \
-    "$FMTRAIN" configs/scaling.yaml --out "$dir" --set flow.steps="$STEPS" --set flow.batch_size="$BATCH" \
-    --set flow.bucket_mb="$b" --set run.log_every=1 >"$OUT/b$b.log" 2>&1 ||
-    die "the run with $b MiB buckets failed: see $OUT/b$b.log"
+  train "$b" "$OUT/b$b.log" || die "the run with $b MiB buckets failed: see $OUT/b$b.log"
   row=$(/usr/bin/python3 - "$dir/metrics.jsonl" "$b" <<'EOF'
 import json, statistics, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if '"stage":"flow"' in l]
@@ -71,7 +112,7 @@ EOF
 done
 json="${json%,}]"
 {
-  echo "Loopback shaped to $RATE; 2 ranks x 1 thread over TCP; configs/scaling.yaml, global batch $BATCH; medians of steps 3-$STEPS."
+  echo "$where; configs/scaling.yaml, global batch $BATCH; medians of steps 3-$STEPS."
   echo
   echo "| bucket MiB | steps | step ms | compute ms | blocked after backward ms | reduced alone ms | blocked / alone |"
   echo "|---|---|---|---|---|---|---|"

@@ -44,6 +44,8 @@ TEST_PKGS=(
   python3 python3-torch python3-numpy python3-yaml python3-matplotlib
   clang libclang-rt-14-dev
   slurm-wlm munge
+  # the multi-node cluster of make test-cluster (ip netns, veth, tc) and its write check
+  iproute2 strace
   libopenblas0-openmp
   libsimgrid-dev
 )

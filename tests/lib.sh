@@ -27,6 +27,10 @@
 #                            stdout and stderr in $T/NAME.out and
 #                            $T/NAME.err; pass or fail run_NAME
 #   finish                   print the summary; the status of the test file
+#   prerequisites NAME WHY CMD...
+#                            end the test file here unless it runs as root (WHY:
+#                            what root is for) with every CMD on PATH (skip NAME)
+#                            and $FMTRAIN is built (fail NAME)
 #
 # Result lines start with PASS, FAIL or SKIP and nothing else does (other
 # output is indented): tests/run.sh counts them.
@@ -88,4 +92,13 @@ run() {
 finish() {
   echo "    $SUITE: $npass passed, $nfail failed, $nskip skipped ($(($(date +%s) - T0))s)"
   [ "$nfail" -eq 0 ]
+}
+
+prerequisites() {
+  local name=$1 why= b
+  [ "$(id -u)" -eq 0 ] || why="needs root ($2)"
+  shift 2
+  for b in "$@"; do command -v "$b" >/dev/null || why="$why $b missing (scripts/setup.sh installs it)"; done
+  if [ -n "$why" ]; then skip "$name" "${why# }"; finish; exit; fi
+  if [ ! -x "$FMTRAIN" ]; then fail "$name" "no fmtrain binary at $FMTRAIN (run make)"; finish; exit; fi
 }

@@ -17,21 +17,15 @@
 # system Slurm or a second private cluster can run beside it. The node line
 # (CPUs, sockets, cores, RealMemory) is what `slurmd -C` reads from the machine;
 # both daemons talk over 127.0.0.1, so the host name need not resolve.
-# Settings that differ from Slurm's defaults, for short tests:
-#   AuthInfo cred_expire=10  a requeued job may start again 11 s after requeue
-#                            (default 120 s)
-#   sched_interval=2         the main scheduler looks at pending jobs every 2 s
-#                            (default 60 s), so a requeued job starts as soon
-#                            as it is eligible
-#   MinJobAge=4              sbatch --wait polls every 2 s instead of backing
-#                            off to 32 s (it polls at most min_job_age/2 apart)
-#   KillWait=5               SIGKILL 5 s after SIGTERM when a job is cancelled
-#   TaskPlugin=task/affinity srun --cpu-bind works (ranks bound to their cores)
+# Settings that differ from Slurm's defaults, for short tests: tests/slurm/daemons.sh
+# (shared with tests/cluster/cluster.sh).
 set -u
 
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
 
 usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+# shellcheck source=tests/slurm/daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/daemons.sh"
 
 # free_ports N: N currently unused TCP ports (bound and released by the kernel)
 free_ports() {
@@ -46,24 +40,6 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PYEOF
 }
 
-# stop_pid FILE NAME: TERM the pid in FILE, wait up to 10 s, then KILL
-stop_pid() {
-    local pid
-    [ -s "$1" ] || return 0
-    pid=$(cat "$1")
-    kill -0 "$pid" 2>/dev/null || { rm -f "$1"; return 0; }
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "cluster.sh: $2 (pid $pid) did not stop on SIGTERM: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null
-    fi
-    rm -f "$1"
-}
-
 start() {
     local d=$1 host node ports ctld_port slurmd_port
     [ "$(id -u)" -eq 0 ] || die "needs root (slurmd starts jobs as their user)"
@@ -74,12 +50,7 @@ start() {
     mkdir -p "$d" || die "cannot create $d"
     d=$(cd "$d" && pwd)
     mkdir -p "$d/munge" "$d/state" "$d/spool" "$d/log" || die "cannot create directories under $d"
-    # munged insists on a key of mode 0600 and a socket directory that all can enter
-    chmod 755 "$d" "$d/munge"
-    (umask 077 && head -c 1024 /dev/urandom >"$d/munge/munge.key") || die "cannot write the munge key"
-    munged --socket="$d/munge/munge.socket" --key-file="$d/munge/munge.key" --pid-file="$d/munge/munged.pid" \
-        --log-file="$d/log/munged.log" --seed-file="$d/munge/munged.seed" ||
-        die "munged failed to start: $(tail -n 3 "$d/log/munged.log" 2>/dev/null)"
+    start_munged "$d"
 
     host=$(hostname -s)
     node=$(slurmd -C | head -n 1)
@@ -92,28 +63,11 @@ ClusterName=fmtrain
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$d/munge/munge.socket,cred_expire=10
-SlurmUser=root
-SlurmdUser=root
-StateSaveLocation=$d/state
 SlurmdSpoolDir=$d/spool
 SlurmctldPidFile=$d/slurmctld.pid
 SlurmdPidFile=$d/slurmd.pid
-SlurmctldLogFile=$d/log/slurmctld.log
 SlurmdLogFile=$d/log/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-ReturnToService=2
-SchedulerParameters=sched_interval=2
-MinJobAge=4
-KillWait=5
-JobCompType=jobcomp/none
-JobAcctGatherType=jobacct_gather/none
+$(slurm_conf_common "$d")
 $node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -131,15 +85,8 @@ stop() {
     local d=$1
     [ -f "$d/slurm.conf" ] || return 0
     export PATH=$PATH:/usr/sbin SLURM_CONF=$d/slurm.conf
-    if [ -s "$d/slurmctld.pid" ] && kill -0 "$(cat "$d/slurmctld.pid")" 2>/dev/null; then
-        # end the jobs first, so that no slurmstepd or rank outlives the cluster
-        # shellcheck disable=SC2046 # one word per job id
-        scancel --quiet $(squeue -h -o %i 2>/dev/null) 2>/dev/null
-        for _ in $(seq 60); do
-            [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
-            sleep 0.5
-        done
-    fi
+    # end the jobs first, so that no slurmstepd or rank outlives the cluster
+    if [ -s "$d/slurmctld.pid" ] && kill -0 "$(cat "$d/slurmctld.pid")" 2>/dev/null; then cancel_jobs env; fi
     stop_pid "$d/slurmd.pid" slurmd
     stop_pid "$d/slurmctld.pid" slurmctld
     stop_pid "$d/munge/munged.pid" munged

@@ -22,13 +22,7 @@ secs() { echo "$(($(date +%s) - $1))s"; }
 
 # prerequisites: without root or Slurm the test cannot run here (skipped);
 # without a built fmtrain it fails
-why=
-[ "$(id -u)" -eq 0 ] || why="needs root to run slurmd and munged"
-for b in sbatch scontrol scancel squeue sinfo slurmctld slurmd munged mpirun srun; do
-    command -v "$b" >/dev/null || why="$why $b missing (scripts/setup.sh installs slurm-wlm and munge)"
-done
-if [ -n "$why" ]; then skip prerequisites "${why# }"; finish; exit; fi
-if [ ! -x "$FMTRAIN" ]; then fail prerequisites "no fmtrain binary at $FMTRAIN (run make)"; finish; exit; fi
+prerequisites prerequisites "to run slurmd and munged" sbatch scontrol scancel squeue sinfo slurmctld slurmd munged mpirun srun
 
 chmod 755 "$T" # munged wants every directory above its socket searchable by all
 C=$T/cluster

@@ -17,13 +17,7 @@ secs() { echo "$(($(date +%s) - $1))s"; }
 
 # prerequisites: without root or Slurm the test cannot run here (skipped);
 # without a built fmtrain it fails
-why=
-[ "$(id -u)" -eq 0 ] || why="needs root to run slurmd and munged"
-for b in sbatch scontrol squeue slurmctld slurmd munged srun; do
-    command -v "$b" >/dev/null || why="$why $b missing (scripts/setup.sh installs slurm-wlm and munge)"
-done
-if [ -n "$why" ]; then skip fault_prerequisites "${why# }"; finish; exit; fi
-if [ ! -x "$FMTRAIN" ]; then fail fault_prerequisites "no fmtrain binary at $FMTRAIN (run make)"; finish; exit; fi
+prerequisites fault_prerequisites "to run slurmd and munged" sbatch scontrol squeue slurmctld slurmd munged srun
 
 chmod 755 "$T" # munged wants every directory above its socket searchable by all
 C=$T/cluster
