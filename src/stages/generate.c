@@ -129,9 +129,12 @@ int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int
     if (rc == FM_CKPT_NONE)
         return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no flow checkpoint: run the flow stage first", c->run.out);
     FM_TRY(rc);
+    if (!(scale > 0.0f)) /* finite: fm_ckpt_load_* checked it */
+        rc = fm_fail(e, FM_ERR_DATA, "%s: tensor latent_scale: %g is not > 0", ck.path, scale);
     if (step)
         *step = ck.step;
     fm_ckpt_close(&ck);
+    FM_TRY(rc);
     return fm_generator_load_vae(g, c->run.out, scale, e);
 }
 
