@@ -574,7 +574,7 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     fm_dnn d;
     FM_TRY(fm_dnn_init(&d, e));
     fm_generator g;
-    rc = fm_generator_init(&g, &c, &d, rows * per, (fm_sampler_kind)kind, steps, e);
+    rc = fm_generator_init(&g, &c, &d, fm_generator_grid_batch(rows * per), (fm_sampler_kind)kind, steps, e);
     if (rc == FM_OK) {
         rc = fm_generator_load(&g, &c, a->ckpt, NULL, e);
         if (rc == FM_OK)

@@ -93,4 +93,5 @@ def main(argv):
         f.write(struct.pack("<Q", len(h)) + h + blob)
 
 
-main(sys.argv)
+if __name__ == "__main__":
+    main(sys.argv)
