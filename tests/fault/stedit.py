@@ -32,6 +32,36 @@ def crc32c(data, crc=0):
     return crc ^ 0xFFFFFFFF
 
 
+def pack(meta, tensors, dirty=(), dups=(), overlaps=(), keep_crc=True):
+    """The bytes of a safetensors file: tensors (name -> [dtype, shape, bytes]) laid out in order, the CRC32C of
+    each tensor in dirty or without one in meta (pure Python: only what changed), the metadata checksum unless
+    not keep_crc; dups: names listed twice in the header; overlaps: (a, b), b's offsets at a's first bytes."""
+    meta = dict(meta)
+    out, off, blob = {}, 0, bytearray()
+    for k, (dt, shape, b) in tensors.items():
+        if k in dirty or "crc32c." + k not in meta:
+            meta["crc32c." + k] = "%08x" % crc32c(b)
+        out[k] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blob += b
+    for a, b in overlaps:
+        beg = out[a]["data_offsets"][0]
+        n = len(tensors[b][2])
+        assert n <= len(tensors[a][2]), (a, b)
+        out[b]["data_offsets"] = [beg, beg + n]
+        meta["crc32c." + b] = "%08x" % crc32c(blob[beg:beg + n])
+    meta.pop(META_CRC, None)
+    if keep_crc:
+        c = 0
+        for k in sorted(meta, key=lambda s: s.encode()):
+            c = crc32c(k.encode() + b"\0" + meta[k].encode() + b"\0", c)
+        meta[META_CRC] = "%08x" % c
+    items = [("__metadata__", meta)] + list(out.items()) + [(k, out[k]) for k in dups]
+    h = ("{" + ",".join(json.dumps(k) + ":" + json.dumps(v, separators=(",", ":")) for k, v in items) + "}").encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + blob
+
+
 def main(argv):
     src, dst, ops = argv[1], argv[2], argv[3:]
     with open(src, "rb") as f:
@@ -67,30 +97,8 @@ def main(argv):
             keep_crc = False
         else:
             sys.exit(f"stedit.py: unknown op {op}")
-    out, off, blob = {}, 0, bytearray()
-    for k, (dt, shape, b) in tensors.items():
-        if k in dirty or "crc32c." + k not in meta:  # pure Python: only what changed
-            meta["crc32c." + k] = "%08x" % crc32c(b)
-        out[k] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(b)]}
-        off += len(b)
-        blob += b
-    for a, b in overlaps:
-        beg = out[a]["data_offsets"][0]
-        n = len(tensors[b][2])
-        assert n <= len(tensors[a][2]), (a, b)
-        out[b]["data_offsets"] = [beg, beg + n]
-        meta["crc32c." + b] = "%08x" % crc32c(blob[beg:beg + n])
-    meta.pop(META_CRC, None)
-    if keep_crc:
-        c = 0
-        for k in sorted(meta, key=lambda s: s.encode()):
-            c = crc32c(k.encode() + b"\0" + meta[k].encode() + b"\0", c)
-        meta[META_CRC] = "%08x" % c
-    items = [("__metadata__", meta)] + list(out.items()) + [(k, out[k]) for k in dups]
-    h = ("{" + ",".join(json.dumps(k) + ":" + json.dumps(v, separators=(",", ":")) for k, v in items) + "}").encode()
-    h += b" " * (-len(h) % 8)
     with open(dst, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + blob)
+        f.write(pack(meta, tensors, dirty, dups, overlaps, keep_crc))
 
 
 if __name__ == "__main__":

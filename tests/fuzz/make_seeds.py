@@ -25,7 +25,7 @@ import struct
 import sys
 
 sys.path.insert(0, "tests/fault")
-from stedit import META_CRC, crc32c  # noqa: E402
+from stedit import pack  # noqa: E402
 
 C = "tests/fuzz/corpus"
 for d in ("config", "idx", "ckpt", "latents", "ckpt_meta"):
@@ -83,29 +83,6 @@ open(f"{C}/ckpt/size_overflow.safetensors", "wb").write(
 open(f"{C}/ckpt/meta_list.safetensors", "wb").write(st({"__metadata__": ["format", "x"]}))
 
 
-def latents_file(tensors, meta, dup=None, overlap=None):
-    """tensors: name -> (dtype, shape, bytes), laid out in order; every CRC matches."""
-    out, off, blob = {}, 0, b""
-    meta = dict(meta)
-    for k, (dt, shape, b) in tensors.items():
-        meta["crc32c." + k] = "%08x" % crc32c(b)
-        out[k] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(b)]}
-        off, blob = off + len(b), blob + b
-    if overlap:  # overlap[1]'s offsets point at overlap[0]'s first bytes
-        a, b = overlap
-        beg, n = out[a]["data_offsets"][0], len(tensors[b][2])
-        out[b]["data_offsets"] = [beg, beg + n]
-        meta["crc32c." + b] = "%08x" % crc32c(blob[beg:beg + n])
-    c = 0
-    for k in sorted(meta, key=lambda s: s.encode()):
-        c = crc32c(k.encode() + b"\0" + meta[k].encode() + b"\0", c)
-    meta[META_CRC] = "%08x" % c
-    items = [("__metadata__", meta)] + list(out.items()) + ([(dup, out[dup])] if dup else [])
-    h = ("{" + ",".join(json.dumps(k) + ":" + json.dumps(v, separators=(",", ":")) for k, v in items) + "}").encode()
-    h += b" " * (-len(h) % 8)
-    return struct.pack("<Q", len(h)) + h + blob
-
-
 def f32(*v):
     return struct.pack(f"<{len(v)}f", *v)
 
@@ -115,8 +92,7 @@ LM = {"format": "fmtrain-latents-1", "latent_scale": "1.5"}
 
 
 def lat(labels=f32(0, 9, 4), scale=f32(1.5), latents=("F32", [3, 2, 2, 1], LAT), lshape=(3,), **kw):
-    return latents_file({"latents": latents, "labels": ("F32", list(lshape), labels), "scale": ("F32", [1], scale)},
-                        LM, **kw)
+    return pack(LM, {"latents": latents, "labels": ("F32", list(lshape), labels), "scale": ("F32", [1], scale)}, **kw)
 
 
 seeds = {
@@ -125,8 +101,8 @@ seeds = {
     "scale_nan": lat(scale=f32(float("nan"))),
     "bf16": lat(latents=("BF16", [3, 2, 2, 1], LAT[:24])),
     "labels_2d": lat(lshape=(3, 1)),
-    "dup": lat(dup="scale"),
-    "overlap": lat(overlap=("latents", "labels")),
+    "dup": lat(dups=["scale"]),
+    "overlap": lat(overlaps=[("latents", "labels")]),
 }
 for name, b in seeds.items():
     open(f"{C}/latents/{name}.safetensors", "wb").write(b)
