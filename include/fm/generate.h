@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "fm/batchsplit.h"
+#include "fm/build.h"
 #include "fm/config.h"
 #include "fm/dnn.h"
 #include "fm/flowmodel.h"
@@ -61,15 +62,8 @@ int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int
  * number first + i of the run (keys its noise). */
 int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint64_t first, fm_err *e);
 
-/* Samples a grid of n draws per call of fm_generate, and so the B of the
- * generator that draws it: all n up to FM_GRID_BATCH (one call, as before
- * there was a limit), else calls of FM_GRID_BATCH, so a grid's memory does not
- * grow with sample.per_class beyond its images. */
-#define FM_GRID_BATCH 256
-static inline int fm_generator_grid_batch(int n) { return n < FM_GRID_BATCH ? n : FM_GRID_BATCH; }
-
 /* Samples 0 .. rows * cols - 1 of seed, drawn in calls of g->B =
- * fm_generator_grid_batch(rows * cols) (sample i keyed by i wherever the
+ * fm_build_grid_batch(rows * cols) (sample i keyed by i wherever the
  * calls split), written to path as a PNG grid of rows x cols: every row of
  * class cls, or (cls < 0) row r of class r mod FM_NUM_CLASSES. */
 int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
@@ -81,7 +75,7 @@ static inline int fm_generator_grids_mine(const fm_config *c, int rank, int size
     return fm_batches_mine(c->sample.cfg.n, rank, size);
 }
 /* One grid per guidance scale of sample.cfg, seed run.seed, rows = classes
- * and sample.per_class columns (g->B = fm_generator_grid_batch(FM_NUM_CLASSES
+ * and sample.per_class columns (g->B = fm_build_grid_batch(FM_NUM_CLASSES
  * * per_class) on the ranks that draw: fm_generator_grids_mine; g is not used
  * on the others), each drawn by one rank as fm_generator_grid would, gathered and
  * written by rank 0: RUN/samples/<tag>-<step>-w<w>.png; logs each file. The

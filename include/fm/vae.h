@@ -141,6 +141,10 @@ typedef struct fm_vae_decoder {
  * scratch. Bad configs give FM_ERR_USAGE. */
 int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e);
+/* The arena bytes and padded parameter floats of fm_vae_encoder_init (and of
+ * fm_vae_decoder_init), measured without building it (sizing.h). */
+int fm_vae_encoder_measure(const fm_vae_cfg *cfg, int n, int train, size_t *arena, size_t *params, fm_err *e);
+int fm_vae_decoder_measure(const fm_vae_cfg *cfg, int n, int train, size_t *arena, size_t *params, fm_err *e);
 /* x [n, S, S, in_ch] -> m->moments [n, lat, lat, 2 latent_ch] (raw, unclamped). */
 int fm_vae_encoder_forward(fm_vae_encoder *m, const float *x, fm_err *e);
 /* From x (as given to the last forward) and dmoments [n, lat, lat, 2 latent_ch]:

@@ -68,6 +68,9 @@ static const fm_cfg_key keys[] = {
           "(AVX512-BF16 kernels) and accumulates in fp32; weights, gradients, optimiser, norms and loss stay fp32"),
     INT_("run.max_bad_steps", run.max_bad_steps, "20", 1, 1000000,
          "stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)"),
+    FLT_("run.memory_limit_gb", run.memory_limit_gb, "0", 0, 1e6,
+         "refuse at start-up a configuration whose largest stage would take more than this many GB on one rank "
+         "(models, optimiser state, data and grids, measured from the models' set-up); 0 = the machine's memory"),
     INTS_("run.fault_nan_steps", run.fault_nan_steps, "[]", 0, BIG, 0,
           "fault injection, for tests: steps (of every trained stage) whose gradient rank 0 makes NaN"),
     /* data: Fashion-MNIST IDX files */

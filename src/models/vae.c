@@ -275,12 +275,19 @@ static int encoder_setup(void *obj, fm_dnn *d, fm_params *p, const void *args, s
 static const fm_arena *encoder_arena(const void *m) { return &((const fm_vae_encoder *)m)->arena; }
 static void encoder_free(void *m) { fm_vae_encoder_free(m); }
 
+static const fm_sizing_ops encoder_sizing = { sizeof(fm_vae_encoder), encoder_setup, encoder_arena, encoder_free };
+
 int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e)
 {
-    static const fm_sizing_ops sizing = { sizeof(fm_vae_encoder), encoder_setup, encoder_arena, encoder_free };
     const half_args args = { cfg, n, train };
-    return fm_sizing_init(&sizing, m, d, p, &args, e);
+    return fm_sizing_init(&encoder_sizing, m, d, p, &args, e);
+}
+
+int fm_vae_encoder_measure(const fm_vae_cfg *cfg, int n, int train, size_t *arena, size_t *params, fm_err *e)
+{
+    const half_args args = { cfg, n, train };
+    return fm_sizing_measure(&encoder_sizing, &args, arena, params, NULL, NULL, e);
 }
 
 /* The input of ResBlock j of level i. */
@@ -414,12 +421,19 @@ static int decoder_setup(void *obj, fm_dnn *d, fm_params *p, const void *args, s
 static const fm_arena *decoder_arena(const void *m) { return &((const fm_vae_decoder *)m)->arena; }
 static void decoder_free(void *m) { fm_vae_decoder_free(m); }
 
+static const fm_sizing_ops decoder_sizing = { sizeof(fm_vae_decoder), decoder_setup, decoder_arena, decoder_free };
+
 int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e)
 {
-    static const fm_sizing_ops sizing = { sizeof(fm_vae_decoder), decoder_setup, decoder_arena, decoder_free };
     const half_args args = { cfg, n, train };
-    return fm_sizing_init(&sizing, m, d, p, &args, e);
+    return fm_sizing_init(&decoder_sizing, m, d, p, &args, e);
+}
+
+int fm_vae_decoder_measure(const fm_vae_cfg *cfg, int n, int train, size_t *arena, size_t *params, fm_err *e)
+{
+    const half_args args = { cfg, n, train };
+    return fm_sizing_measure(&decoder_sizing, &args, arena, params, NULL, NULL, e);
 }
 
 /* The input of ResBlock j of level i. */

@@ -144,7 +144,7 @@ int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int
 static int grid_images(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, float *out, fm_err *e)
 {
     const int n = rows * cols;
-    if (g->B != fm_generator_grid_batch(n))
+    if (g->B != fm_build_grid_batch(n))
         return fm_fail(e, FM_ERR_INTERNAL, "a %dx%d grid from a generator of %d samples", rows, cols, g->B);
     int32_t *y = malloc((size_t)g->B * sizeof *y);
     if (!y)

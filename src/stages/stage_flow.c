@@ -175,7 +175,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     /* grid k is drawn by rank k mod size (fm_generator_write_grids) */
     const int grids = c->flow.sample_every > 0 && c->sample.cfg.n > 0;
     if (grids && fm_generator_grids_mine(c, w->rank, w->size) > 0) {
-        rc = fm_generator_init(&gen, c, &P->dnn, fm_generator_grid_batch(FM_NUM_CLASSES * c->sample.per_class),
+        rc = fm_generator_init(&gen, c, &P->dnn, fm_build_grid_batch(FM_NUM_CLASSES * c->sample.per_class),
                                (fm_sampler_kind)c->sample.sampler, c->sample.steps, e);
         if (rc == FM_OK)
             rc = fm_generator_load_vae(&gen, c->run.out, data.scale, e);

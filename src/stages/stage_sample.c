@@ -17,7 +17,7 @@ int fm_stage_sample(fm_pipeline *P, fm_err *e)
     const int draws = fm_generator_grids_mine(c, w->rank, w->size) > 0;
     fm_generator g;
     memset(&g, 0, sizeof g);
-    int rc = draws ? fm_generator_init(&g, c, &P->dnn, fm_generator_grid_batch(FM_NUM_CLASSES * c->sample.per_class),
+    int rc = draws ? fm_generator_init(&g, c, &P->dnn, fm_build_grid_batch(FM_NUM_CLASSES * c->sample.per_class),
                                        (fm_sampler_kind)c->sample.sampler, c->sample.steps, e)
                    : FM_OK;
     rc = fm_batches_agree(w, rc, "sample: building the generator", e);

@@ -3,7 +3,9 @@
 # memory or is refused before anything runs (issue 16, items 1 and 2).
 #   refused_*     values that passed --dry-run and failed later (or blew the
 #                 memory): exit 2 at --dry-run naming the key and the limit,
-#                 no run directory created
+#                 no run directory created; among them stages whose planned
+#                 memory (build.h: fm_build_check_memory) exceeds tiny.yaml's
+#                 run.memory_limit_gb of 4
 #   admitted_*    the same keys where the value is usable
 #   grid_bounded  a flow run whose grids have 10 x 150 samples, then
 #                 `fmtrain sample` of its checkpoint, each at most 1 GB peak RSS
@@ -33,6 +35,11 @@ refused train_limit data.train_limit=1 "data.train_limit=1: data.train_limit: 1 
 refused per_class sample.per_class=1501 "sample.per_class=1501: sample.per_class: 1501 is out of range [1, 1500]"
 refused eval_samples eval.samples_per_class=10001 \
   "eval.samples_per_class=10001: eval.samples_per_class: 10001 is out of range [1, 10000]"
+# memory: tiny.yaml sets run.memory_limit_gb: 4; the plan is measured from the models' set-up
+refused encode_batch encode.batch_size=1048576 "encode.batch_size=1048576: encode.batch_size: stage encode would take"
+refused flow_batch flow.batch_size=1048576 "flow.batch_size=1048576: flow.batch_size: stage flow would take"
+refused unet_width "unet.channels=[4096, 4096]" "unet.channels=[4096, 4096]: unet.channels: stage flow would take"
+refused eval_batch eval.batch_size=1048576 "eval.batch_size=1048576: eval.batch_size: stage eval would take"
 
 # admitted NAME OVERRIDE...: --dry-run exits 0
 admitted() {
@@ -47,6 +54,8 @@ admitted bucket flow.bucket_mb=4e-6
 admitted test_limit_no_eval data.test_limit=1 "run.stages=[vae, encode, flow, sample]"
 admitted limits_2 data.test_limit=2 data.train_limit=2
 admitted per_class_max sample.per_class=1500
+admitted eval_samples_max eval.samples_per_class=10000
+admitted unlimited encode.batch_size=1048576 run.memory_limit_gb=1e6
 
 # grid_bounded: peak RSS (of the process and its children: getrusage) at most 1 GB
 name=grid_bounded
