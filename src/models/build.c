@@ -140,6 +140,7 @@ int fm_build_flow_model(fm_flow_model *f, const fm_config *c, fm_dnn *d, fm_para
 #define MNIST_TRAIN 60000 /* images of the Fashion-MNIST files */
 #define MNIST_TEST 10000
 #define TRAIN_COPIES 9    /* weights, gradients, EMA, AdamW m and v; a checkpoint read back holds four more */
+#define PROCESS_BYTES 0.3e9 /* the process itself: oneDNN, MPI, OpenMP (about 0.2 GB resident on the tiny run) */
 
 /* One stage's plan: the sum of its parts and the largest, with the key it grows with. */
 typedef struct mem_plan {
@@ -198,6 +199,7 @@ static int plan_stage(const fm_config *c, int stage, int ws, int n_train, int n_
 {
     memset(m, 0, sizeof *m);
     m->stage = fm_stage_names[stage];
+    part(m, PROCESS_BYTES, "run.memory_limit_gb");
     part(m, (FLOAT_BYTES * IMG_VALUES + 4) * (n_train + n_test), "data.train_limit"); /* the dataset's block */
     fm_vae_cfg v;
     fm_build_vae_cfg(c, &v);
