@@ -105,7 +105,7 @@ clean:
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := $(BUILD)/fuzz
-FUZZ_CFLAGS  := -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -Iinclude -Wall -Wextra -Wno-unknown-pragmas \
+FUZZ_CFLAGS  := -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -Iinclude -Itests/fuzz -Wall -Wextra -Wno-unknown-pragmas \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_NAMES   := config idx ckpt latents ckpt_meta
 FUZZ_SRC_config := src/io/config.c src/io/config_schema.c src/core/status.c src/core/log.c
@@ -127,8 +127,8 @@ endef
 FUZZ_HDR     := $(wildcard include/fm/*.h)
 $(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_SRC_config) $(FUZZ_HDR) ; $(fuzz_link)
 $(FUZZ_DIR)/fuzz_idx: tests/fuzz/fuzz_idx.c $(FUZZ_SRC_idx) $(FUZZ_HDR) ; $(fuzz_link)
-$(FUZZ_DIR)/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c tests/fuzz/fuzz_model.c $(FUZZ_SRC_ckpt) $(FUZZ_HDR) ; $(fuzz_link)
-$(FUZZ_DIR)/fuzz_latents: tests/fuzz/fuzz_latents.c $(FUZZ_SRC_latents) $(FUZZ_HDR) ; $(fuzz_link)
+$(FUZZ_DIR)/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c tests/fuzz/fuzz_model.c tests/fuzz/fuzz_file.c $(FUZZ_SRC_ckpt) $(FUZZ_HDR) ; $(fuzz_link)
+$(FUZZ_DIR)/fuzz_latents: tests/fuzz/fuzz_latents.c tests/fuzz/fuzz_file.c $(FUZZ_SRC_latents) $(FUZZ_HDR) ; $(fuzz_link)
 $(FUZZ_DIR)/fuzz_ckpt_meta: tests/fuzz/fuzz_ckpt_meta.c tests/fuzz/fuzz_model.c $(FUZZ_SRC_ckpt_meta) $(FUZZ_HDR) ; $(fuzz_link)
 
 .PHONY: fuzz fuzz-build

@@ -16,10 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "fm/latents.h"
+#include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -52,22 +52,10 @@ static void check(const fm_st_file *f, const fm_latents *l)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int fd = memfd_create("fuzz_latents", MFD_CLOEXEC);
+    char path[64];
+    int fd = fuzz_memfile(data, size, path, sizeof path);
     if (fd < 0)
         return 0;
-    const uint8_t *p = data;
-    size_t left = size;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w <= 0) {
-            close(fd);
-            return 0;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     fm_err e = { 0 };
     fm_st_file f;
     if (fm_st_read(path, &f, &e) == FM_OK) {
