@@ -143,15 +143,19 @@ clean:
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := $(BUILD)/fuzz
-FUZZ_CFLAGS  := -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -Iinclude -Wall -Wextra -Wno-unknown-pragmas \
+FUZZ_CFLAGS  := -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -Iinclude -Itests/fuzz -Wall -Wextra -Wno-unknown-pragmas \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_NAMES   := config idx ckpt
+FUZZ_NAMES   := config idx ckpt latents ckpt_meta
 FUZZ_SRC_config := src/io/config.c src/io/config_schema.c src/core/status.c src/core/sbuf.c src/core/log.c
 FUZZ_LIB_config := -lyaml -lm
 FUZZ_SRC_idx    := src/io/idx.c src/core/status.c
 FUZZ_LIB_idx    := -lz
 FUZZ_SRC_ckpt   := src/io/ckpt.c src/io/safetensors.c $(addprefix src/core/,crc32c.c params.c status.c log.c tensor.c rng.c arena.c)
 FUZZ_LIB_ckpt   := -lcjson -lm
+FUZZ_SRC_latents := src/io/latents.c src/io/safetensors.c $(addprefix src/core/,crc32c.c status.c tensor.c arena.c log.c)
+FUZZ_LIB_latents := -lcjson -lm
+FUZZ_SRC_ckpt_meta := $(FUZZ_SRC_ckpt) src/io/config.c src/io/config_schema.c
+FUZZ_LIB_ckpt_meta := -lcjson -lyaml -lm
 
 define fuzz_link
 	@mkdir -p $(@D)
@@ -161,7 +165,9 @@ endef
 FUZZ_HDR     := $(wildcard include/fm/*.h)
 $(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_SRC_config) $(FUZZ_HDR) ; $(fuzz_link)
 $(FUZZ_DIR)/fuzz_idx: tests/fuzz/fuzz_idx.c $(FUZZ_SRC_idx) $(FUZZ_HDR) ; $(fuzz_link)
-$(FUZZ_DIR)/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c $(FUZZ_SRC_ckpt) $(FUZZ_HDR) ; $(fuzz_link)
+$(FUZZ_DIR)/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c tests/fuzz/fuzz_model.c tests/fuzz/fuzz_file.c $(FUZZ_SRC_ckpt) $(FUZZ_HDR) ; $(fuzz_link)
+$(FUZZ_DIR)/fuzz_latents: tests/fuzz/fuzz_latents.c tests/fuzz/fuzz_file.c $(FUZZ_SRC_latents) $(FUZZ_HDR) ; $(fuzz_link)
+$(FUZZ_DIR)/fuzz_ckpt_meta: tests/fuzz/fuzz_ckpt_meta.c tests/fuzz/fuzz_model.c $(FUZZ_SRC_ckpt_meta) $(FUZZ_HDR) ; $(fuzz_link)
 
 .PHONY: fuzz fuzz-build
 fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)

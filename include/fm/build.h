@@ -22,6 +22,21 @@
  * FM_ERR_USAGE on any failure; call it wherever a configuration is accepted. */
 int fm_build_validate(const fm_config *c, fm_err *e);
 
+/* The memory one of world_size ranks plans for each configured stage (the
+ * arenas of its models measured at their batches without building them,
+ * parameters with gradients, optimiser and checkpoint copies, the data, the
+ * latents, grids and eval features): a stage above run.memory_limit_gb (0:
+ * the machine's physical memory) -> FM_ERR_USAGE placed at the key of its
+ * largest part, naming the stage, the figures and the limit. */
+int fm_build_check_memory(const fm_config *c, int world_size, fm_err *e);
+
+/* Samples a grid of n draws per call of fm_generate (generate.h), and so the
+ * B of the generator that draws it: all n up to FM_GRID_BATCH (one call, as
+ * before there was a limit), else calls of FM_GRID_BATCH, so a grid's memory
+ * does not grow with sample.per_class beyond its images. */
+#define FM_GRID_BATCH 256
+static inline int fm_build_grid_batch(int n) { return n < FM_GRID_BATCH ? n : FM_GRID_BATCH; }
+
 /* Side and channels of the flow model's input: the VAE's latents
  * (fm_vae_latent_hw of fm_build_vae_cfg, vae.latent_channels) or the 32x32x1
  * images. */

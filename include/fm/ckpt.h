@@ -18,7 +18,11 @@
  * The step in the name is zero-padded to 8 digits so names sort. Only rank 0
  * writes. Loading verifies the whole file (sizes, CRC32C of every tensor,
  * names, shapes, finiteness) before anything is copied into the caller's
- * buffers, and falls back to the previous checkpoint if the newest is bad. */
+ * buffers, and falls back to the previous checkpoint if the newest is bad.
+ * The metadata is covered by the file's metadata checksum (safetensors.h;
+ * a checkpoint of an older fmtrain without one is read with a warning), and
+ * every value a loader uses is range-checked (step >= 0 here; the trainer's
+ * adam_step in [0, step]). */
 #ifndef FM_CKPT_H
 #define FM_CKPT_H
 
@@ -103,6 +107,9 @@ const char *fm_ckpt_meta(const fm_ckpt *c, const char *key);
 /* Metadata parsed as an integer / a number; missing or malformed ->
  * FM_ERR_DATA naming the file and the key. */
 int fm_ckpt_meta_int(const fm_ckpt *c, const char *key, int64_t *out, fm_err *e);
+/* fm_ckpt_meta_int, and the value must lie in [lo, hi]; else FM_ERR_DATA
+ * naming the file, the key, the value and the range. */
+int fm_ckpt_meta_int_range(const fm_ckpt *c, const char *key, int64_t lo, int64_t hi, int64_t *out, fm_err *e);
 int fm_ckpt_meta_double(const fm_ckpt *c, const char *key, double *out, fm_err *e);
 /* Any tensor of the loaded file (verified), or NULL. */
 const fm_st_tensor *fm_ckpt_tensor(const fm_ckpt *c, const char *name);

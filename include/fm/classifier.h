@@ -64,6 +64,8 @@ typedef struct fm_classifier {
  * FM_ERR_USAGE. */
 int fm_classifier_init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_classifier_cfg *cfg, int n, int train,
                        fm_err *e);
+/* Its arena bytes and padded parameter floats, measured without building it (sizing.h). */
+int fm_classifier_measure(const fm_classifier_cfg *cfg, int n, int train, size_t *arena, size_t *params, fm_err *e);
 
 /* x [n, S, S, in_ch] -> m->logits [n, num_classes] and m->features [n, 4w];
  * logits and features (either may be NULL) receive those pointers. */

@@ -106,6 +106,7 @@ typedef struct fm_config {
         int precision;            /* fm_precision */
         int max_bad_steps;        /* consecutive non-finite steps before giving up */
         fm_ilist fault_nan_steps; /* test-only fault injection: steps with a NaN gradient */
+        double memory_limit_gb;   /* a rank's planned memory per stage at most this; 0 = physical memory */
     } run;
     struct {
         char dir[FM_CFG_STR_MAX]; /* folder of the IDX .gz files */

@@ -149,6 +149,9 @@ int fm_dit_cfg_check(const fm_dit_cfg *cfg, fm_err *e);
  * floats (with the per-tensor alignment fm_params_add uses; pass it to
  * fm_params_init) and *count parameters (any pointer may be NULL): what
  * fm_dit_init registers, counted by running it on a counting table. */
+/* The arena bytes and padded parameter floats of fm_dit_init at batch,
+ * measured without building it (sizing.h). */
+int fm_dit_measure(const fm_dit_cfg *cfg, int batch, size_t *arena, size_t *params, fm_err *e);
 int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size_t *count, fm_err *e);
 
 /* Register every parameter in p (the twin's state-dict order; the same names,

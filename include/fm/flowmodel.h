@@ -65,6 +65,10 @@ typedef struct fm_flow_model {
  * for sizing an fm_params. */
 int fm_flow_model_size(const fm_flow_model_cfg *c, int *tensors, size_t *numel, size_t *count, fm_err *e);
 
+/* The arena bytes and padded parameter floats of fm_flow_model_init at batch,
+ * measured without building it (sizing.h). */
+int fm_flow_model_measure(const fm_flow_model_cfg *c, int batch, size_t *arena, size_t *params, fm_err *e);
+
 /* Register the parameters in p and build for batches of `batch`. */
 int fm_flow_model_init(fm_flow_model *f, const fm_flow_model_cfg *c, fm_dnn *d, fm_params *p, int batch,
                        fm_err *e);

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "fm/batchsplit.h"
+#include "fm/build.h"
 #include "fm/config.h"
 #include "fm/dnn.h"
 #include "fm/flowmodel.h"
@@ -62,9 +63,10 @@ int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int
  * number first + i of the run (keys its noise). */
 int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint64_t first, fm_err *e);
 
-/* One call of fm_generate (samples 0 .. B-1 of seed) written to path as a
- * PNG grid of rows x cols = B images: every row of class cls, or (cls < 0)
- * row r of class r mod FM_NUM_CLASSES. */
+/* Samples 0 .. rows * cols - 1 of seed, drawn in calls of g->B =
+ * fm_build_grid_batch(rows * cols) (sample i keyed by i wherever the
+ * calls split), written to path as a PNG grid of rows x cols: every row of
+ * class cls, or (cls < 0) row r of class r mod FM_NUM_CLASSES. */
 int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
                       fm_err *e);
 /* Grids of fm_generator_write_grids that rank `rank` of `size` draws (grid k
@@ -74,9 +76,9 @@ static inline int fm_generator_grids_mine(const fm_config *c, int rank, int size
     return fm_batches_mine(c->sample.cfg.n, rank, size);
 }
 /* One grid per guidance scale of sample.cfg, seed run.seed, rows = classes
- * and sample.per_class columns (g->B = FM_NUM_CLASSES * per_class on the
- * ranks that draw: fm_generator_grids_mine; g is not used on the others),
- * each drawn by one rank as one call of fm_generator_grid would, gathered and
+ * and sample.per_class columns (g->B = fm_build_grid_batch(FM_NUM_CLASSES
+ * * per_class) on the ranks that draw: fm_generator_grids_mine; g is not used
+ * on the others), each drawn by one rank as fm_generator_grid would, gathered and
  * written by rank 0: RUN/samples/<tag>-<step>-w<w>.png; logs each file. The
  * ranks agree on errors after drawing and after writing. Collective. */
 int fm_generator_write_grids(fm_generator *g, const fm_config *c, const fm_world *w, const char *tag, int64_t step,

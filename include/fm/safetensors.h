@@ -2,7 +2,11 @@
  * 8-byte little-endian header length, a JSON header (padded with spaces to a
  * multiple of 8), then raw little-endian tensors. PyTorch, numpy and the
  * `safetensors` package read it. fmtrain adds to __metadata__ one entry
- * "crc32c.<tensor name>" (8 hex digits) per tensor, checked on every load.
+ * "crc32c.<tensor name>" (8 hex digits) per tensor, and FM_ST_META_CRC, the
+ * CRC32C of every other metadata pair (sorted by key, each as key NUL value
+ * NUL), checked on every load. A file without FM_ST_META_CRC (written before
+ * it existed, or by another tool) is still read, its metadata unchecked:
+ * f->meta_checked says which; callers validate every value they use either way.
  *
  * Writes are atomic: a temporary file in the same directory is written,
  * fsync'd and renamed over the target, and the directory is fsync'd, so a crash
@@ -15,6 +19,8 @@
 
 #include "fm/status.h"
 #include "fm/tensor.h"
+
+#define FM_ST_META_CRC "crc32c.__metadata__"
 
 typedef struct fm_st_tensor {
     const char *name;
@@ -41,11 +47,13 @@ typedef struct fm_st_file {
     char **names;
     int nmeta;
     char **meta_keys, **meta_vals;
+    int meta_checked;        /* 1: the metadata matched its FM_ST_META_CRC */
 } fm_st_file;
 
 /* Read and verify path: header syntax, offsets inside the file, sizes that
- * match dtype x shape, and every tensor's CRC32C. Any failure -> FM_ERR_DATA
- * naming the file and what is wrong. */
+ * match dtype x shape, no two tensors overlapping, no name twice (tensors or
+ * metadata), every tensor's CRC32C and the metadata's. Any failure ->
+ * FM_ERR_DATA naming the file and what is wrong. */
 int fm_st_read(const char *path, fm_st_file *f, fm_err *e);
 void fm_st_free(fm_st_file *f);
 const fm_st_tensor *fm_st_get(const fm_st_file *f, const char *name);

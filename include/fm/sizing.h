@@ -31,6 +31,13 @@ typedef struct fm_sizing_ops {
  * failure obj is left freed. */
 int fm_sizing_init(const fm_sizing_ops *ops, void *obj, fm_dnn *d, fm_params *p, const void *args, fm_err *e);
 
+/* A measuring run only (on an object and a oneDNN engine of its own, freed
+ * after), nothing allocated for the arena: the bytes of the arena ops->setup
+ * takes for args, and its parameters: floats with the per-tensor padding
+ * (padded), tensors, floats without padding (values); each may be NULL. */
+int fm_sizing_measure(const fm_sizing_ops *ops, const void *args, size_t *arena, size_t *padded, int *tensors,
+                      size_t *values, fm_err *e);
+
 /* The parameters ops->setup registers for args, from a measuring run only
  * (on an object and a oneDNN engine of its own, freed after): tensors, floats
  * with the per-tensor padding (padded) and without (values); each may be NULL. */

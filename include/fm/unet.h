@@ -170,6 +170,9 @@ int fm_unet_cfg_check(const fm_unet_cfg *cfg, fm_err *e);
  * floats (including the per-tensor alignment fm_params_add uses; pass it to
  * fm_params_init), and *count the number of parameters (either may be NULL):
  * what fm_unet_init registers, counted by running it on a counting table. */
+/* The arena bytes and padded parameter floats of fm_unet_init at batch,
+ * measured without building it (sizing.h). */
+int fm_unet_measure(const fm_unet_cfg *cfg, int batch, size_t *arena, size_t *params, fm_err *e);
 int fm_unet_param_count(const fm_unet_cfg *cfg, int *tensors, size_t *padded, size_t *count, fm_err *e);
 
 /* Register every parameter in p (in the twin's state-dict order; the same

@@ -136,6 +136,10 @@ typedef fm_vae_half fm_vae_decoder;
  * scratch. Bad configs give FM_ERR_USAGE. */
 int fm_vae_encoder_init(fm_vae_encoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e);
+/* The arena bytes and padded parameter floats of fm_vae_encoder_init (decoder 0)
+ * or fm_vae_decoder_init (decoder 1), measured without building it (sizing.h). */
+int fm_vae_half_measure(const fm_vae_cfg *cfg, int n, int train, int decoder, size_t *arena, size_t *params,
+                        fm_err *e);
 /* Build a decoder for batches of n: registers "decoder.*" in p. */
 int fm_vae_decoder_init(fm_vae_decoder *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train,
                         fm_err *e);

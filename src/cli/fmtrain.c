@@ -519,6 +519,7 @@ static int run_train(const args *a, fm_world *w, fm_err *e)
     }
     FM_TRY(fm_build_validate(&c, e));
     FM_TRY(fm_config_check_world(&c, w->size, e));
+    FM_TRY(fm_build_check_memory(&c, w->size, e));
     fm_world_set_timeout(w, c.dist.timeout);
     if (c.run.threads > 0)
         omp_set_num_threads(c.run.threads);
@@ -581,6 +582,9 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     char run_dir[4096];
     run_dir_of(a->ckpt, run_dir, sizeof run_dir);
     FM_TRY(fm_config_set_out(&c, run_dir, e));
+    c.run.stages.n = 1; /* what this command runs of the checkpoint's config */
+    c.run.stages.v[0] = FM_STAGE_SAMPLE;
+    FM_TRY(fm_build_check_memory(&c, 1, e));
     int per = c.sample.per_class, rows = a->cls >= 0 ? 1 : FM_NUM_CLASSES;
     int steps = a->steps > 0 ? a->steps : c.sample.steps;
     int kind = a->sampler >= 0 ? a->sampler : c.sample.sampler;
@@ -589,7 +593,7 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     fm_dnn d;
     FM_TRY(fm_dnn_init(&d, e));
     fm_generator g;
-    rc = fm_generator_init(&g, &c, &d, rows * per, (fm_sampler_kind)kind, steps, e);
+    rc = fm_generator_init(&g, &c, &d, fm_build_grid_batch(rows * per), (fm_sampler_kind)kind, steps, e);
     if (rc == FM_OK) {
         rc = fm_generator_load(&g, &c, a->ckpt, NULL, e);
         if (rc == FM_OK)
@@ -615,6 +619,7 @@ static int run_eval(const args *a, fm_world *w, fm_err *e)
     c.run.stages.v[0] = FM_STAGE_EVAL;
     FM_TRY(fm_build_validate(&c, e));
     FM_TRY(fm_config_check_world(&c, w->size, e));
+    FM_TRY(fm_build_check_memory(&c, w->size, e));
     fm_world_set_timeout(w, c.dist.timeout);
     data d;
     FM_TRY(load_data(&c, w, &d, e));

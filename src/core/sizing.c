@@ -25,17 +25,19 @@ int fm_sizing_init(const fm_sizing_ops *ops, void *obj, fm_dnn *d, fm_params *p,
     return ops->setup(obj, d, p, args, need, e);
 }
 
-int fm_sizing_param_count(const fm_sizing_ops *ops, const void *args, int *tensors, size_t *padded, size_t *values,
-                          fm_err *e)
+int fm_sizing_measure(const fm_sizing_ops *ops, const void *args, size_t *arena, size_t *padded, int *tensors,
+                      size_t *values, fm_err *e)
 {
     fm_dnn d;
     fm_params count = { 0 };
     void *obj = malloc(ops->size);
     if (!obj)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for a parameter count");
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for a measuring run");
     int rc = fm_dnn_init(&d, e);
     if (rc == FM_OK) {
         rc = measure(ops, obj, &d, &count, args, e);
+        if (rc == FM_OK && arena)
+            *arena = ops->arena(obj)->peak;
         ops->free(obj);
         fm_dnn_free(&d);
     }
@@ -50,4 +52,10 @@ int fm_sizing_param_count(const fm_sizing_ops *ops, const void *args, int *tenso
     fm_params_free(&count);
     free(obj);
     return rc;
+}
+
+int fm_sizing_param_count(const fm_sizing_ops *ops, const void *args, int *tensors, size_t *padded, size_t *values,
+                          fm_err *e)
+{
+    return fm_sizing_measure(ops, args, NULL, padded, tensors, values, e);
 }

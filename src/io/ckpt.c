@@ -467,6 +467,8 @@ static int load_one(const char *path, const char *want_stage, int64_t want_step,
                      fmt ? fmt : "(none)", FM_CKPT_FORMAT);
     else if (!stage || !valid_stage(stage) || !parse_int64(fm_st_meta_get(&c->file, "step"), &c->step))
         rc = fm_fail(e, FM_ERR_DATA, "%s: missing or malformed stage/step metadata", path);
+    else if (c->step < 0)
+        rc = fm_fail(e, FM_ERR_DATA, "%s: metadata step: %" PRId64 " is negative", path, c->step);
     else if (want_stage && strcmp(stage, want_stage) != 0)
         rc = fm_fail(e, FM_ERR_DATA, "%s: a checkpoint of stage %s, expected %s", path, stage, want_stage);
     else if (want_step >= 0 && c->step != want_step)
@@ -478,6 +480,9 @@ static int load_one(const char *path, const char *want_stage, int64_t want_step,
         fm_st_free(&c->file);
         return rc;
     }
+    if (!c->file.meta_checked)
+        fm_warn("%s: written without a metadata checksum (by an older fmtrain?): its metadata is range-checked only",
+                path);
     snprintf(c->stage, sizeof c->stage, "%s", stage);
     snprintf(c->path, sizeof c->path, "%s", path);
     return FM_OK;
@@ -547,6 +552,15 @@ int fm_ckpt_meta_int(const fm_ckpt *c, const char *key, int64_t *out, fm_err *e)
         return fm_fail(e, FM_ERR_DATA, "%s: metadata %s is missing", c->path, key);
     if (!parse_int64(s, out))
         return fm_fail(e, FM_ERR_DATA, "%s: metadata %s: expected an integer, got \"%s\"", c->path, key, s);
+    return FM_OK;
+}
+
+int fm_ckpt_meta_int_range(const fm_ckpt *c, const char *key, int64_t lo, int64_t hi, int64_t *out, fm_err *e)
+{
+    FM_TRY(fm_ckpt_meta_int(c, key, out, e));
+    if (*out < lo || *out > hi)
+        return fm_fail(e, FM_ERR_DATA, "%s: metadata %s: %" PRId64 " is outside [%" PRId64 ", %" PRId64 "]", c->path,
+                       key, *out, lo, hi);
     return FM_OK;
 }
 

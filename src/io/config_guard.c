@@ -14,7 +14,7 @@
 /* Keys a resumed run may change (a trailing '.' takes a whole section). */
 static const char *const free_keys[] = {
     "run.out",          "run.stages",           "run.log_every",     "run.profile_steps", "run.schedule_steps",
-    "run.ckpt_keep",    "run.threads",          "run.precision",     "run.max_bad_steps",
+    "run.ckpt_keep",    "run.threads",          "run.precision",     "run.max_bad_steps", "run.memory_limit_gb",
     "run.fault_nan_steps", "data.dir",          "data.test_limit",   "encode.batch_size",
     "flow.steps",       "flow.ckpt_every",      "flow.sample_every", "flow.bucket_mb",
     "sample.",          "eval.classifier_steps", "eval.samples_per_class", "eval.batch_size",

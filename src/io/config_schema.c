@@ -68,6 +68,9 @@ static const fm_cfg_key keys[] = {
           "(AVX512-BF16 kernels) and accumulates in fp32; weights, gradients, optimiser, norms and loss stay fp32"),
     INT_("run.max_bad_steps", run.max_bad_steps, "20", 1, 1000000,
          "stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)"),
+    FLT_("run.memory_limit_gb", run.memory_limit_gb, "0", 0, 1e6,
+         "refuse at start-up a configuration whose largest stage would take more than this many GB on one rank "
+         "(models, optimiser state, data and grids, measured from the models' set-up); 0 = the machine's memory"),
     INTS_("run.fault_nan_steps", run.fault_nan_steps, "[]", 0, BIG, 0,
           "fault injection, for tests: steps (of every trained stage) whose gradient rank 0 makes NaN"),
     /* data: Fashion-MNIST IDX files */
@@ -115,14 +118,17 @@ static const fm_cfg_key keys[] = {
     FLTS_("sample.cfg", sample.cfg, "[1, 3, 5]", 0, 100, 1, "guidance scales w, one grid each (1 = conditional, 0 = unconditional)"),
     ENUM_("sample.sampler", sample.sampler, "euler", fm_sampler_names, "ODE/SDE integrator"),
     INT_("sample.steps", sample.steps, "50", 1, 100000, "integration steps from noise to data"),
-    INT_("sample.per_class", sample.per_class, "8", 1, 10000, "samples per class (columns of a grid)"),
+    INT_("sample.per_class", sample.per_class, "8", 1, 1500,
+         "samples per class (columns of a grid; at most 1500: a grid's PNG is at most 100000 pixels wide)"),
     FLT_("sample.sde_sigma", sample.sde_sigma, "0.5", 0, 100, "sde sampler noise: sigma_t = sde_sigma * beta_t (0 = Euler)"),
     BOOL_("sample.ema", sample.ema, "true", "sample with the EMA weights (false: the trained weights)"),
     /* eval: classifier accuracy and Frechet distance of generated samples */
     INT_("eval.classifier_steps", eval.classifier_steps, "3000", 1, BIG, "training steps of the evaluation classifier"),
     INT_("eval.classifier_batch_size", eval.classifier_batch_size, "128", 1, 1 << 20, "global batch size of the classifier"),
     POS_("eval.classifier_lr", eval.classifier_lr, "6e-3", 10, "learning rate of the classifier"),
-    INT_("eval.samples_per_class", eval.samples_per_class, "50", 1, 100000, "generated samples per class and guidance scale"),
+    INT_("eval.samples_per_class", eval.samples_per_class, "50", 1, 10000,
+         "generated samples per class and guidance scale (at most 10000: rank 0 keeps 128 classifier features of "
+         "every sample, 1.3 GB at 16 scales)"),
     INT_("eval.batch_size", eval.batch_size, "256", 1, 1 << 20, "global batch size of generation and feature extraction"),
     /* dist: data parallelism over the MPI ranks */
     BOOL_("dist.zero", dist.zero, "false", "ZeRO-1: each rank keeps and updates a 1/ranks shard of AdamW and EMA"),
@@ -200,9 +206,28 @@ static int check_train(const fm_config *c, const char *stage, const fm_train_con
     return FM_OK;
 }
 
+/* Values the key table admits that a stage could not use: refused here, before anything runs. */
+static int check_usable(const fm_config *c, fm_err *e)
+{
+    const double bucket = c->flow.bucket_mb * 1048576.0; /* bytes, as the trainer computes them */
+    if ((size_t)bucket < sizeof(float))
+        return fail_at(c, "flow.bucket_mb", e, "%g MiB is less than one 4-byte gradient value (use at least 4e-06)",
+                       c->flow.bucket_mb);
+    if (fm_config_has_stage(c, FM_STAGE_EVAL)) { /* Fréchet statistics of the test set and as many training images */
+        if (c->data.test_limit == 1)
+            return fail_at(c, "data.test_limit", e,
+                           "1 test image: the eval stage's Fréchet distances need at least 2 (0 = all)");
+        if (c->data.train_limit == 1)
+            return fail_at(c, "data.train_limit", e,
+                           "1 training image: the eval stage's Fréchet distance floor needs at least 2 (0 = all)");
+    }
+    return FM_OK;
+}
+
 int fm_config_validate(const fm_config *c, fm_err *e)
 {
     FM_TRY(check_stages(c, e));
+    FM_TRY(check_usable(c, e));
     if (c->flow.latent) /* the vae keys count even if the vae stage is not run */
         FM_TRY(check_train(c, "vae", &c->vae.train, e));
     return check_train(c, "flow", &c->flow.train, e);

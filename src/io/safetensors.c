@@ -23,6 +23,38 @@ static size_t tensor_bytes(const fm_st_tensor *t)
     return n;
 }
 
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* CRC32C of the metadata object: every pair but FM_ST_META_CRC itself, sorted
+ * by key, each as key NUL value NUL, so the order in the file does not count.
+ * A value that is not a string counts as "" (the reader refuses it anyway).
+ * *ok = 0 when out of memory. */
+static uint32_t meta_crc(const cJSON *meta, int *ok)
+{
+    int n = 0;
+    for (const cJSON *m = meta ? meta->child : NULL; m; m = m->next)
+        n++;
+    const char **kv = calloc((size_t)n + 1, 2 * sizeof *kv); /* [n][key, value] */
+    *ok = kv != NULL;
+    if (!kv)
+        return 0;
+    int k = 0;
+    for (const cJSON *m = meta ? meta->child : NULL; m; m = m->next)
+        if (m->string && strcmp(m->string, FM_ST_META_CRC) != 0) {
+            kv[2 * k] = m->string;
+            kv[2 * k++ + 1] = cJSON_IsString(m) ? m->valuestring : "";
+        }
+    qsort(kv, (size_t)k, 2 * sizeof *kv, cmp_cstr); /* a pair sorts by its first pointer, the key */
+    uint32_t crc = 0;
+    for (int i = 0; i < 2 * k; i++)
+        crc = fm_crc32c(crc, kv[i], strlen(kv[i]) + 1);
+    free(kv);
+    return crc;
+}
+
 static int write_all(int fd, const void *buf, size_t n, const char *path, fm_err *e)
 {
     const char *p = buf;
@@ -61,6 +93,14 @@ static char *build_header(const fm_st_tensor *t, int nt, const fm_st_meta *m, in
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + nb)));
         off += nb;
     }
+    int ok;
+    char mcrc[16];
+    snprintf(mcrc, sizeof mcrc, "%08x", meta_crc(meta, &ok));
+    if (!ok) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    cJSON_AddStringToObject(meta, FM_ST_META_CRC, mcrc);
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!s)
@@ -201,6 +241,38 @@ static int parse_tensor(const char *path, cJSON *o, fm_st_tensor *t, size_t data
     return FM_OK;
 }
 
+static int cmp_range(const void *a, const void *b)
+{
+    const size_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+/* No two tensors share a byte (empty tensors share none). */
+static int check_overlap(const fm_st_file *f, const char *path, const char *data, fm_err *e)
+{
+    size_t *r = malloc(((size_t)f->n + 1) * 3 * sizeof *r); /* [n][begin, end, index] */
+    if (!r)
+        return fm_fail(e, FM_ERR_INTERNAL, "%s: out of memory", path);
+    int k = 0;
+    for (int i = 0; i < f->n; i++) {
+        size_t beg = (size_t)((const char *)f->t[i].data - data), nb = tensor_bytes(&f->t[i]);
+        if (nb == 0)
+            continue;
+        r[3 * k] = beg;
+        r[3 * k + 1] = beg + nb;
+        r[3 * k++ + 2] = (size_t)i;
+    }
+    qsort(r, (size_t)k, 3 * sizeof *r, cmp_range);
+    int rc = FM_OK;
+    for (int i = 1; i < k && rc == FM_OK; i++)
+        if (r[3 * i] < r[3 * (i - 1) + 1])
+            rc = fm_fail(e, FM_ERR_DATA, "%s: tensors %s and %s overlap (data_offsets [%zu, %zu) and [%zu, %zu))",
+                         path, f->t[r[3 * (i - 1) + 2]].name, f->t[r[3 * i + 2]].name, r[3 * (i - 1)],
+                         r[3 * (i - 1) + 1], r[3 * i], r[3 * i + 1]);
+    free(r);
+    return rc;
+}
+
 int fm_st_read(const char *path, fm_st_file *f, fm_err *e)
 {
     memset(f, 0, sizeof *f);
@@ -246,6 +318,10 @@ int fm_st_read(const char *path, fm_st_file *f, fm_err *e)
             rc = fm_fail(e, FM_ERR_DATA, "%s: metadata %s is not a string", path, m->string);
             goto out;
         }
+        if (fm_st_meta_get(f, m->string)) {
+            rc = fm_fail(e, FM_ERR_DATA, "%s: metadata %s appears twice", path, m->string);
+            goto out;
+        }
         f->meta_keys[f->nmeta] = strdup(m->string);
         f->meta_vals[f->nmeta++] = strdup(m->valuestring);
         if (!f->meta_keys[f->nmeta - 1] || !f->meta_vals[f->nmeta - 1]) {
@@ -253,9 +329,29 @@ int fm_st_read(const char *path, fm_st_file *f, fm_err *e)
             goto out;
         }
     }
+    const char *stored = fm_st_meta_get(f, FM_ST_META_CRC);
+    if (stored) {
+        int ok;
+        char got[16];
+        snprintf(got, sizeof got, "%08x", meta_crc(meta, &ok));
+        if (!ok) {
+            rc = fm_fail(e, FM_ERR_INTERNAL, "%s: out of memory", path);
+            goto out;
+        }
+        if (strcmp(got, stored) != 0) {
+            rc = fm_fail(e, FM_ERR_DATA, "%s: metadata: CRC32C mismatch (stored %s, computed %s): file is corrupt",
+                         path, stored, got);
+            goto out;
+        }
+        f->meta_checked = 1;
+    }
     for (cJSON *o = root->child; o; o = o->next) {
         if (strcmp(o->string, "__metadata__") == 0)
             continue;
+        if (fm_st_get(f, o->string)) {
+            rc = fm_fail(e, FM_ERR_DATA, "%s: tensor %s appears twice", path, o->string);
+            goto out;
+        }
         fm_st_tensor *t = &f->t[f->n];
         f->names[f->n] = strdup(o->string);
         t->name = f->names[f->n];
@@ -281,6 +377,8 @@ int fm_st_read(const char *path, fm_st_file *f, fm_err *e)
             goto out;
         }
     }
+    if (rc == FM_OK)
+        rc = check_overlap(f, path, data, e);
 out:
     cJSON_Delete(root);
     if (rc != FM_OK)

@@ -1,6 +1,11 @@
 /* build.c - the run configuration turned into models (see build.h). */
 #include "fm/build.h"
 
+#include <stdio.h>
+#include <unistd.h>
+
+#include "fm/classifier.h"
+
 #include <string.h>
 
 #define VAE_MAX_TENSORS 4096
@@ -126,4 +131,155 @@ int fm_build_flow_model(fm_flow_model *f, const fm_config *c, fm_dnn *d, fm_para
     fm_flow_model_cfg fc;
     fm_build_flow_cfg(c, &fc);
     return fm_flow_model_init(f, &fc, d, p, batch, e);
+}
+
+/* ---- the memory a configuration plans ----------------------------------------- */
+
+#define FLOAT_BYTES 4.0
+#define IMG_VALUES (FM_CFG_IMAGE_SIDE * FM_CFG_IMAGE_SIDE)
+#define MNIST_TRAIN 60000 /* images of the Fashion-MNIST files */
+#define MNIST_TEST 10000
+#define TRAIN_COPIES 9    /* weights, gradients, EMA, AdamW m and v; a checkpoint read back holds four more */
+#define PROCESS_BYTES 0.3e9 /* the process itself: oneDNN, MPI, OpenMP (about 0.2 GB resident on the tiny run) */
+
+/* One stage's plan: the sum of its parts and the largest, with the key it grows with. */
+typedef struct mem_plan {
+    const char *stage;
+    double total, big;
+    const char *big_key;
+} mem_plan;
+
+static void part(mem_plan *m, double bytes, const char *key)
+{
+    m->total += bytes;
+    if (bytes > m->big) {
+        m->big = bytes;
+        m->big_key = key;
+    }
+}
+
+static int local_batch(const fm_config *c, int batch, int world_size)
+{
+    return c->dist.batch == FM_BATCH_GLOBAL ? batch / world_size : batch;
+}
+
+/* A generator of B samples (generate.h): the flow model at 2B rows, the VAE decoder at B, its images. */
+static int plan_generator(const fm_config *c, int B, const char *key, mem_plan *m, fm_err *e)
+{
+    fm_flow_model_cfg f;
+    fm_build_flow_cfg(c, &f);
+    size_t arena, params;
+    FM_TRY(fm_flow_model_measure(&f, 2 * B, &arena, &params, e));
+    part(m, (double)arena, key);
+    part(m, FLOAT_BYTES * (double)params, f.kind == FM_FLOW_DIT ? "dit.width" : "unet.channels");
+    if (c->flow.latent) {
+        fm_vae_cfg v;
+        fm_build_vae_cfg(c, &v);
+        size_t enc, dec, pe, pd;
+        FM_TRY(fm_vae_half_measure(&v, 1, 0, 0, &enc, &pe, e));
+        FM_TRY(fm_vae_half_measure(&v, B, 0, 1, &dec, &pd, e));
+        part(m, (double)(enc + dec), key);
+        part(m, FLOAT_BYTES * (double)(pe + pd), "vae.channels");
+    }
+    part(m, 3.0 * FLOAT_BYTES * B * IMG_VALUES, key); /* samples, latents, images */
+    return FM_OK;
+}
+
+/* The grids of sample.cfg: drawn FM_GRID_BATCH samples a call, held whole (generate.h). */
+static int plan_grids(const fm_config *c, mem_plan *m, fm_err *e)
+{
+    const int n = FM_NUM_CLASSES * c->sample.per_class;
+    FM_TRY(plan_generator(c, fm_build_grid_batch(n), "sample.per_class", m, e));
+    const double grid = FLOAT_BYTES * n * IMG_VALUES;
+    part(m, 2.0 * c->sample.cfg.n * grid + grid, "sample.per_class"); /* drawn, gathered, one PNG */
+    return FM_OK;
+}
+
+static int plan_stage(const fm_config *c, int stage, int ws, int n_train, int n_test, mem_plan *m, fm_err *e)
+{
+    memset(m, 0, sizeof *m);
+    m->stage = fm_stage_names[stage];
+    part(m, PROCESS_BYTES, "run.memory_limit_gb");
+    part(m, (FLOAT_BYTES * IMG_VALUES + 4) * (n_train + n_test), "data.train_limit"); /* the dataset's block */
+    fm_vae_cfg v;
+    fm_build_vae_cfg(c, &v);
+    fm_flow_model_cfg f;
+    fm_build_flow_cfg(c, &f);
+    int side, ch;
+    fm_build_flow_shape(c, &side, &ch);
+    const double latents = FLOAT_BYTES * (double)n_train * side * side * ch;
+    size_t a1, a2, p1, p2;
+    switch (stage) {
+    case FM_STAGE_VAE: {
+        const int b = local_batch(c, c->vae.train.batch_size, ws);
+        FM_TRY(fm_vae_half_measure(&v, b, 1, 0, &a1, &p1, e));
+        FM_TRY(fm_vae_half_measure(&v, b, 1, 1, &a2, &p2, e));
+        part(m, (double)(a1 + a2), "vae.batch_size");
+        part(m, TRAIN_COPIES * FLOAT_BYTES * (double)(p1 + p2), "vae.channels");
+        return FM_OK;
+    }
+    case FM_STAGE_ENCODE:
+        FM_TRY(fm_vae_half_measure(&v, local_batch(c, c->encode.batch_size, ws), 0, 0, &a1, &p1, e));
+        FM_TRY(fm_vae_half_measure(&v, 1, 0, 1, &a2, &p2, e));
+        part(m, (double)(a1 + a2), "encode.batch_size");
+        part(m, 2.0 * latents, "data.train_limit");
+        return FM_OK;
+    case FM_STAGE_FLOW:
+        FM_TRY(fm_flow_model_measure(&f, local_batch(c, c->flow.train.batch_size, ws), &a1, &p1, e));
+        part(m, (double)a1, "flow.batch_size");
+        part(m, TRAIN_COPIES * FLOAT_BYTES * (double)p1, f.kind == FM_FLOW_DIT ? "dit.width" : "unet.channels");
+        if (c->flow.latent)
+            part(m, latents, "data.train_limit");
+        if (c->flow.sample_every > 0 && c->sample.cfg.n > 0)
+            FM_TRY(plan_grids(c, m, e));
+        return FM_OK;
+    case FM_STAGE_SAMPLE:
+        return plan_grids(c, m, e);
+    case FM_STAGE_EVAL: {
+        const fm_classifier_cfg cc = fm_classifier_cfg_default();
+        const int eb = c->eval.batch_size; /* whole batches, each drawn by one rank (stage_eval.c) */
+        FM_TRY(fm_classifier_measure(&cc, local_batch(c, c->eval.classifier_batch_size, ws), 1, &a1, &p1, e));
+        FM_TRY(fm_classifier_measure(&cc, eb, 0, &a2, &p2, e));
+        part(m, (double)a1, "eval.classifier_batch_size");
+        part(m, (double)a2, "eval.batch_size");
+        part(m, (TRAIN_COPIES + 1) * FLOAT_BYTES * (double)p1, "eval.classifier_batch_size");
+        FM_TRY(plan_generator(c, eb, "eval.batch_size", m, e));
+        const double nf = 4.0 * cc.width; /* the classifier's features (classifier.h) */
+        part(m, 2.0 * FLOAT_BYTES * nf * ((double)c->sample.cfg.n * FM_NUM_CLASSES * c->eval.samples_per_class),
+             "eval.samples_per_class"); /* rank 0: every sample's features, and its own */
+        part(m, 2.0 * FLOAT_BYTES * nf * (n_test + (n_test < n_train ? n_test : n_train)), "data.test_limit");
+        return FM_OK;
+    }
+    }
+    return FM_OK;
+}
+
+int fm_build_check_memory(const fm_config *c, int world_size, fm_err *e)
+{
+    double limit = c->run.memory_limit_gb * 1e9;
+    const char *what = "run.memory_limit_gb";
+    if (limit <= 0) {
+        const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        if (pages <= 0 || page <= 0)
+            return FM_OK; /* the machine does not say */
+        limit = (double)pages * (double)page;
+        what = "the machine's memory (run.memory_limit_gb = 0)";
+    }
+    const int n_train = c->data.train_limit > 0 && c->data.train_limit < MNIST_TRAIN ? c->data.train_limit : MNIST_TRAIN;
+    const int n_test = c->data.test_limit > 0 && c->data.test_limit < MNIST_TEST ? c->data.test_limit : MNIST_TEST;
+    for (int i = 0; i < c->run.stages.n; i++) {
+        mem_plan m;
+        int rc = plan_stage(c, c->run.stages.v[i], world_size, n_train, n_test, &m, e);
+        if (rc != FM_OK)
+            return fm_err_prefix(e, "measuring the memory of stage %s", fm_stage_names[c->run.stages.v[i]]);
+        if (m.total > limit) {
+            char where[FM_CFG_STR_MAX + 64];
+            fm_config_where(c, m.big_key, where, sizeof where);
+            return fm_fail(e, FM_ERR_USAGE,
+                           "%s: %s: stage %s would take %.2f GB on each rank (%.2f GB of it grows with %s), more than "
+                           "%s, %.2f GB: lower it (or raise run.memory_limit_gb)",
+                           where, m.big_key, m.stage, m.total / 1e9, m.big / 1e9, m.big_key, what, limit / 1e9);
+        }
+    }
+    return FM_OK;
 }

@@ -106,12 +106,19 @@ static int setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size_t ar
 static const fm_arena *arena_of(const void *m) { return &((const fm_classifier *)m)->arena; }
 static void release(void *m) { fm_classifier_free(m); }
 
+static const fm_sizing_ops sizing = { sizeof(fm_classifier), setup, arena_of, release };
+
 int fm_classifier_init(fm_classifier *m, fm_dnn *d, fm_params *p, const fm_classifier_cfg *cfg, int n, int train,
                        fm_err *e)
 {
-    static const fm_sizing_ops sizing = { sizeof(fm_classifier), setup, arena_of, release };
     const classifier_args args = { cfg, n, train };
     return fm_sizing_init(&sizing, m, d, p, &args, e);
+}
+
+int fm_classifier_measure(const fm_classifier_cfg *cfg, int n, int train, size_t *arena, size_t *params, fm_err *e)
+{
+    const classifier_args args = { cfg, n, train };
+    return fm_sizing_measure(&sizing, &args, arena, params, NULL, NULL, e);
 }
 
 int fm_classifier_forward(fm_classifier *m, const float *x, const float **logits, const float **features,

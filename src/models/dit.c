@@ -205,6 +205,12 @@ int fm_dit_init(fm_dit *m, fm_dnn *d, fm_params *p, const fm_dit_cfg *cfg, int b
     return fm_sizing_init(&sizing, m, d, p, &args, e);
 }
 
+int fm_dit_measure(const fm_dit_cfg *cfg, int batch, size_t *arena, size_t *params, fm_err *e)
+{
+    const dit_args args = { cfg, batch };
+    return fm_sizing_measure(&sizing, &args, arena, params, NULL, NULL, e);
+}
+
 int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size_t *count, fm_err *e)
 {
     const dit_args args = { cfg, 1 }; /* the parameters do not depend on the batch */

@@ -12,6 +12,12 @@ int fm_flow_model_size(const fm_flow_model_cfg *c, int *tensors, size_t *numel, 
     return fm_unet_param_count(&c->unet, tensors, numel, count, e);
 }
 
+int fm_flow_model_measure(const fm_flow_model_cfg *c, int batch, size_t *arena, size_t *params, fm_err *e)
+{
+    return c->kind == FM_FLOW_DIT ? fm_dit_measure(&c->dit, batch, arena, params, e)
+                                  : fm_unet_measure(&c->unet, batch, arena, params, e);
+}
+
 int fm_flow_model_init(fm_flow_model *f, const fm_flow_model_cfg *c, fm_dnn *d, fm_params *p, int batch,
                        fm_err *e)
 {

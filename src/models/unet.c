@@ -490,6 +490,12 @@ int fm_unet_init(fm_unet *u, fm_dnn *d, fm_params *p, const fm_unet_cfg *cfg, in
     return FM_OK;
 }
 
+int fm_unet_measure(const fm_unet_cfg *cfg, int batch, size_t *arena, size_t *params, fm_err *e)
+{
+    const unet_args args = { cfg, batch };
+    return fm_sizing_measure(&sizing, &args, arena, params, NULL, NULL, e);
+}
+
 int fm_unet_param_count(const fm_unet_cfg *cfg, int *tensors, size_t *padded, size_t *total, fm_err *e)
 {
     const unet_args args = { cfg, 1 }; /* the parameters do not depend on the batch */

@@ -305,12 +305,20 @@ static int half_setup(void *obj, fm_dnn *d, fm_params *p, const void *args, size
 static const fm_arena *half_arena(const void *m) { return &((const fm_vae_half *)m)->arena; }
 static void half_free_obj(void *m) { fm_vae_half_free(m); }
 
+static const fm_sizing_ops half_sizing = { sizeof(fm_vae_half), half_setup, half_arena, half_free_obj };
+
 static int half_init(fm_vae_half *m, fm_dnn *d, fm_params *p, const fm_vae_cfg *cfg, int n, int train, int decoder,
                      fm_err *e)
 {
-    static const fm_sizing_ops sizing = { sizeof(fm_vae_half), half_setup, half_arena, half_free_obj };
     const half_args args = { cfg, n, train, decoder };
-    return fm_sizing_init(&sizing, m, d, p, &args, e);
+    return fm_sizing_init(&half_sizing, m, d, p, &args, e);
+}
+
+int fm_vae_half_measure(const fm_vae_cfg *cfg, int n, int train, int decoder, size_t *arena, size_t *params,
+                        fm_err *e)
+{
+    const half_args args = { cfg, n, train, decoder };
+    return fm_sizing_measure(&half_sizing, &args, arena, params, NULL, NULL, e);
 }
 
 int fm_vae_half_forward(fm_vae_half *m, const float *in, fm_err *e)

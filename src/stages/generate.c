@@ -125,25 +125,36 @@ int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int
     if (rc == FM_CKPT_NONE)
         return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no flow checkpoint: run the flow stage first", c->run.out);
     FM_TRY(rc);
+    if (!(scale > 0.0f)) /* finite: fm_ckpt_load_* checked it */
+        rc = fm_fail(e, FM_ERR_DATA, "%s: tensor latent_scale: %g is not > 0", ck.path, scale);
     if (step)
         *step = ck.step;
     fm_ckpt_close(&ck);
+    FM_TRY(rc);
     return fm_generator_load_vae(g, c->run.out, scale, e);
 }
 
-/* g->images <- one call of fm_generate for a rows x cols grid (see
- * fm_generator_grid). */
-static int grid_images(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, fm_err *e)
+/* out [rows * cols, 32, 32, 1] <- a rows x cols grid (see
+ * fm_generator_grid), drawn in calls of g->B samples: sample i of the grid is
+ * sample i of seed wherever the calls split. */
+static int grid_images(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, float *out, fm_err *e)
 {
     const int n = rows * cols;
-    if (n != g->B)
+    if (g->B != fm_build_grid_batch(n))
         return fm_fail(e, FM_ERR_INTERNAL, "a %dx%d grid from a generator of %d samples", rows, cols, g->B);
-    int32_t *y = malloc((size_t)n * sizeof *y);
+    int32_t *y = malloc((size_t)g->B * sizeof *y);
     if (!y)
-        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d labels", n);
-    for (int i = 0; i < n; i++)
-        y[i] = cls >= 0 ? cls : (i / cols) % FM_NUM_CLASSES;
-    int rc = fm_generate(g, y, w, seed, 0, e);
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d labels", g->B);
+    const size_t img = IMG_SIDE * IMG_SIDE;
+    int rc = FM_OK;
+    for (int first = 0; first < n && rc == FM_OK; first += g->B) {
+        const int m = n - first < g->B ? n - first : g->B; /* the last call's samples past n are not kept */
+        for (int i = 0; i < g->B; i++)
+            y[i] = cls >= 0 ? cls : ((first + i) / cols) % FM_NUM_CLASSES;
+        rc = fm_generate(g, y, w, seed, (uint64_t)first, e);
+        if (rc == FM_OK)
+            memcpy(out + (size_t)first * img, g->images, (size_t)m * img * sizeof(float));
+    }
     free(y);
     return rc;
 }
@@ -151,8 +162,15 @@ static int grid_images(fm_generator *g, int rows, int cols, int cls, float w, ui
 int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
                       fm_err *e)
 {
-    FM_TRY(grid_images(g, rows, cols, cls, w, seed, e));
-    return fm_png_write_grid(path, g->images, rows * cols, IMG_SIDE, IMG_SIDE, 1, rows, cols, 2, 2, e);
+    const size_t n = (size_t)rows * cols;
+    float *out = malloc(n * IMG_SIDE * IMG_SIDE * sizeof(float));
+    if (!out)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for a grid of %zu images", n);
+    int rc = grid_images(g, rows, cols, cls, w, seed, out, e);
+    if (rc == FM_OK)
+        rc = fm_png_write_grid(path, out, (int)n, IMG_SIDE, IMG_SIDE, 1, rows, cols, 2, 2, e);
+    free(out);
+    return rc;
 }
 
 int fm_generator_write_grids(fm_generator *g, const fm_config *c, const fm_world *w, const char *tag, int64_t step,
@@ -168,9 +186,8 @@ int fm_generator_write_grids(fm_generator *g, const fm_config *c, const fm_world
                  : FM_OK;
     for (int s = 0; rc == FM_OK && s < own; s++) {
         const int k = fm_batches_global(s, r, p);
-        rc = grid_images(g, rows, per, -1, (float)c->sample.cfg.v[k], (uint64_t)c->run.seed, e);
-        if (rc == FM_OK)
-            memcpy(mine + (size_t)s * floats, g->images, floats * sizeof(float));
+        rc = grid_images(g, rows, per, -1, (float)c->sample.cfg.v[k], (uint64_t)c->run.seed, mine + (size_t)s * floats,
+                         e);
     }
     char what[160];
     snprintf(what, sizeof what, "%s: drawing the grids of step %lld", tag, (long long)step);

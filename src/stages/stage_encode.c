@@ -13,22 +13,22 @@
 
 #include "fm/ckpt.h"
 #include "fm/build.h"
+#include "fm/latents.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
 #include "fm/safetensors.h"
 #include "fm/timer.h"
 #include "fm/vae.h"
 
-/* The latents file is valid and matches the config's latent shape. */
+/* The latents file is valid (fm_latents_check) and of the config's shape. */
 static int latents_ok(const char *path, int n, int side, int ch)
 {
     fm_st_file f;
     fm_err e;
+    fm_latents l;
     if (fm_st_read(path, &f, &e) != FM_OK)
         return 0;
-    const fm_st_tensor *l = fm_st_get(&f, "latents"), *s = fm_st_get(&f, "scale");
-    int ok = l && s && l->ndim == 4 && l->shape[0] == n && l->shape[1] == side && l->shape[2] == side &&
-             l->shape[3] == ch;
+    int ok = fm_latents_check(&f, path, side, ch, &l, &e) == FM_OK && l.n == n;
     fm_st_free(&f);
     return ok;
 }

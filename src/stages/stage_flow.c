@@ -16,6 +16,7 @@
 
 #include "fm/build.h"
 #include "fm/generate.h"
+#include "fm/latents.h"
 #include "fm/loader.h"
 #include "fm/log.h"
 #include "fm/loss.h"
@@ -47,28 +48,23 @@ typedef struct latents_head {
 
 static size_t lat_y_off(int n, long dim) { return LAT_X_OFF + ((size_t)n * dim * sizeof(float) + LAT_ALIGN - 1) / LAT_ALIGN * LAT_ALIGN; }
 
+_Static_assert(FM_LATENTS_CLASSES == FM_NUM_CLASSES, "the latents' labels are the flow's classes");
+
 /* What node rank 0 reads (fm_shared_filler's ctx). */
 typedef struct latents_reader {
     char path[4200];
+    int side, ch;
     long dim;
     fm_st_file file;
-    const fm_st_tensor *l, *y, *s;
+    fm_latents lat;
 } latents_reader;
 
 static int latents_size(void *ctx, size_t *bytes, fm_err *e)
 {
     latents_reader *r = ctx;
     FM_TRY(fm_st_read(r->path, &r->file, e));
-    r->l = fm_st_get(&r->file, "latents");
-    r->y = fm_st_get(&r->file, "labels");
-    r->s = fm_st_get(&r->file, "scale");
-    const fm_st_tensor *l = r->l, *y = r->y, *s = r->s;
-    if (!l || !y || !s || l->ndim != 4 || l->shape[1] * l->shape[2] * l->shape[3] != r->dim ||
-        y->shape[0] != l->shape[0])
-        return fm_fail(e, FM_ERR_DATA,
-                       "%s: not the latents of this config (expected %ld values per sample): delete it to re-encode",
-                       r->path, r->dim);
-    *bytes = lat_y_off((int)l->shape[0], r->dim) + (size_t)l->shape[0] * sizeof(int32_t);
+    FM_TRY(fm_latents_check(&r->file, r->path, r->side, r->ch, &r->lat, e));
+    *bytes = lat_y_off(r->lat.n, r->dim) + (size_t)r->lat.n * sizeof(int32_t);
     return FM_OK;
 }
 
@@ -78,22 +74,9 @@ static int latents_fill(void *ctx, void *base, size_t bytes, fm_err *e)
     (void)e;
     latents_reader *r = ctx;
     char *b = base;
-    latents_head h = { (int32_t)r->l->shape[0], 0.0f };
-    memcpy(&h.scale, r->s->data, sizeof(float));
+    latents_head h = { r->lat.n, r->lat.scale };
     memcpy(b, &h, sizeof h);
-    float *x = (float *)(b + LAT_X_OFF);
-    int32_t *y = (int32_t *)(b + lat_y_off(h.n, r->dim));
-    const float *src = r->l->data;
-    for (size_t i = 0; i < (size_t)h.n * r->dim; i++) {
-        float v;
-        memcpy(&v, src + i, sizeof v);
-        x[i] = v * h.scale;
-    }
-    for (int i = 0; i < h.n; i++) {
-        float v;
-        memcpy(&v, (const float *)r->y->data + i, sizeof v);
-        y[i] = (int32_t)v;
-    }
+    fm_latents_copy(&r->lat, (float *)(b + LAT_X_OFF), (int32_t *)(b + lat_y_off(h.n, r->dim)));
     fm_st_free(&r->file);
     return FM_OK;
 }
@@ -101,11 +84,13 @@ static int latents_fill(void *ctx, void *base, size_t bytes, fm_err *e)
 /* The scaled latents and labels of the encode stage, read and scaled once
  * per node (node rank 0) into a block every rank of the node maps.
  * Collective; every rank returns the same status and message. */
-static int load_latents(const fm_pipeline *P, flow_data *d, long dim, fm_err *e)
+static int load_latents(const fm_pipeline *P, flow_data *d, const fm_flow_model *m, fm_err *e)
 {
     latents_reader r = { 0 };
     fm_run_path(P, r.path, sizeof r.path, FM_LATENTS_FILE);
-    r.dim = dim;
+    r.side = m->side;
+    r.ch = m->ch;
+    r.dim = m->dim;
     FM_TRY(fm_node_init(&d->node, P->world, e));
     const fm_shared_filler f = { latents_size, latents_fill, &r };
     int rc = fm_shared_load(&d->node, &f, "the latents", &d->block, e);
@@ -118,7 +103,7 @@ static int load_latents(const fm_pipeline *P, flow_data *d, long dim, fm_err *e)
     d->n = h.n;
     d->scale = h.scale;
     d->x = (const float *)(b + LAT_X_OFF);
-    d->y = (const int32_t *)(b + lat_y_off(h.n, dim));
+    d->y = (const int32_t *)(b + lat_y_off(h.n, m->dim));
     return FM_OK;
 }
 
@@ -149,7 +134,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     long D = model.dim;
     data.scale = 1.0f;
     if (c->flow.latent) {
-        if ((rc = load_latents(P, &data, D, e)) != FM_OK)
+        if ((rc = load_latents(P, &data, &model, e)) != FM_OK)
             goto out;
     } else {
         data.x = P->train->images;
@@ -184,7 +169,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     /* grid k is drawn by rank k mod size (fm_generator_write_grids) */
     const int grids = c->flow.sample_every > 0 && c->sample.cfg.n > 0;
     if (grids && fm_generator_grids_mine(c, w->rank, w->size) > 0) {
-        rc = fm_generator_init(&gen, c, &P->dnn, FM_NUM_CLASSES * c->sample.per_class,
+        rc = fm_generator_init(&gen, c, &P->dnn, fm_build_grid_batch(FM_NUM_CLASSES * c->sample.per_class),
                                (fm_sampler_kind)c->sample.sampler, c->sample.steps, e);
         if (rc == FM_OK)
             rc = fm_generator_load_vae(&gen, c->run.out, data.scale, e);

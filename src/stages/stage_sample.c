@@ -16,7 +16,7 @@ int fm_stage_sample(fm_pipeline *P, fm_err *e)
     const fm_world *w = P->world;
     const int draws = fm_generator_grids_mine(c, w->rank, w->size) > 0;
     fm_generator g = { 0 };
-    int rc = draws ? fm_generator_init(&g, c, &P->dnn, FM_NUM_CLASSES * c->sample.per_class,
+    int rc = draws ? fm_generator_init(&g, c, &P->dnn, fm_build_grid_batch(FM_NUM_CLASSES * c->sample.per_class),
                                        (fm_sampler_kind)c->sample.sampler, c->sample.steps, e)
                    : FM_OK;
     rc = fm_batches_agree(w, rc, "sample: building the generator", e);

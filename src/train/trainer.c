@@ -268,8 +268,8 @@ int fm_trainer_resume(fm_trainer *t, fm_err *e)
         if (rc == FM_CKPT_NONE)
             rc = FM_OK;
         if (found) {
-            rc = fm_ckpt_meta_int(&ck, "adam_step", &adam_step, e);
-            step = ck.step;
+            step = ck.step; /* AdamW counts the steps it took: at most the trainer's (skipped ones not) */
+            rc = fm_ckpt_meta_int_range(&ck, "adam_step", 0, step, &adam_step, e);
             bytes = (double)ck.file.size;
         }
     }

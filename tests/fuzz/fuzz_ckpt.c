@@ -17,30 +17,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "fm/ckpt.h"
 #include "fm/params.h"
+#include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* The small model of the seeds (tests/fuzz/make_ckpt_seeds.c builds the same). */
+/* The small model of the seeds: fuzz_model.c. */
 int fuzz_ckpt_model(fm_params *p, fm_err *e);
-int fuzz_ckpt_model(fm_params *p, fm_err *e)
-{
-    FM_TRY(fm_params_init(p, 8, 4096, 1, e));
-    fm_param *q;
-    int64_t w[4] = { 4, 2, 3, 3 }, b[1] = { 4 }, emb[2] = { 11, 4 };
-    int rc = fm_params_add(p, &q, 4, w, e, "conv.weight");
-    if (rc == FM_OK)
-        rc = fm_params_add(p, &q, 1, b, e, "conv.bias");
-    if (rc == FM_OK)
-        rc = fm_params_add(p, &q, 2, emb, e, "class_emb.weight");
-    if (rc != FM_OK)
-        fm_params_free(p);
-    return rc;
-}
 
 static void check_file(const fm_st_file *f)
 {
@@ -69,22 +55,10 @@ static void check_file(const fm_st_file *f)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int fd = memfd_create("fuzz_ckpt", MFD_CLOEXEC);
+    char path[64];
+    int fd = fuzz_memfile(data, size, path, sizeof path);
     if (fd < 0)
         return 0;
-    const uint8_t *p = data;
-    size_t left = size;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w <= 0) {
-            close(fd);
-            return 0;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     fm_err e = { 0 };
 
     fm_st_file f;

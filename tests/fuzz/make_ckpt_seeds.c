@@ -2,7 +2,7 @@
  * real writer (fm_ckpt_write, fm_st_write) for the small model of
  * fuzz_ckpt.c. Not part of any build; to regenerate:
  *   clang -std=c11 -D_POSIX_C_SOURCE=200809L -Iinclude -o /tmp/mk tests/fuzz/make_ckpt_seeds.c \
- *     tests/fuzz/fuzz_ckpt.c src/io/ckpt.c src/io/safetensors.c src/core/{crc32c,params,status,log,tensor,rng,arena}.c \
+ *     tests/fuzz/fuzz_model.c src/io/ckpt.c src/io/safetensors.c src/core/{crc32c,params,status,log,tensor,rng,arena}.c \
  *     -lcjson -lm && /tmp/mk tests/fuzz/corpus/ckpt
  * The hand-made seeds (size overflow, metadata that is not an object) are
  * written by tests/fuzz/make_seeds.py. */

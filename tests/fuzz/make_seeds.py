@@ -8,16 +8,27 @@ writer come from make_ckpt_seeds.c):
                   bodies the harness compresses itself
   corpus/ckpt/    safetensors headers that once crashed or misled the reader:
                   a shape whose byte size overflows 64 bits (with the CRC of
-                  zero bytes), metadata that is a list, not an object"""
+                  zero bytes), metadata that is a list, not an object
+  corpus/latents/ latents files of 3 samples [2, 2, 1] (see fuzz_latents.c):
+                  a valid one and one per check (a label of 10, a NaN scale,
+                  BF16 latents, labels [3, 1], a tensor listed twice, two
+                  tensors sharing bytes), CRCs made to match (tests/fault/stedit.py)
+  corpus/ckpt_meta/ metadata pairs, key NUL value NUL ... (see
+                  fuzz_ckpt_meta.c): a valid set and a bad adam_step, step,
+                  group count and config"""
 import glob
 import gzip
 import json
 import os
 import shutil
 import struct
+import sys
+
+sys.path.insert(0, "tests/fault")
+from stedit import pack  # noqa: E402
 
 C = "tests/fuzz/corpus"
-for d in ("config", "idx", "ckpt"):
+for d in ("config", "idx", "ckpt", "latents", "ckpt_meta"):
     os.makedirs(f"{C}/{d}", exist_ok=True)
 
 for f in glob.glob("configs/*.yaml"):
@@ -70,3 +81,48 @@ meta = {"format": "fmtrain-ckpt-1", "stage": "flow", "step": "1", "crc32c.x": "0
 open(f"{C}/ckpt/size_overflow.safetensors", "wb").write(
     st({"__metadata__": meta, "x": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}}))
 open(f"{C}/ckpt/meta_list.safetensors", "wb").write(st({"__metadata__": ["format", "x"]}))
+
+
+def f32(*v):
+    return struct.pack(f"<{len(v)}f", *v)
+
+
+LAT = f32(*[0.25 * i - 1 for i in range(12)])
+LM = {"format": "fmtrain-latents-1", "latent_scale": "1.5"}
+
+
+def lat(labels=f32(0, 9, 4), scale=f32(1.5), latents=("F32", [3, 2, 2, 1], LAT), lshape=(3,), **kw):
+    return pack(LM, {"latents": latents, "labels": ("F32", list(lshape), labels), "scale": ("F32", [1], scale)}, **kw)
+
+
+seeds = {
+    "valid": lat(),
+    "label10": lat(labels=f32(0, 10, 4)),
+    "scale_nan": lat(scale=f32(float("nan"))),
+    "bf16": lat(latents=("BF16", [3, 2, 2, 1], LAT[:24])),
+    "labels_2d": lat(lshape=(3, 1)),
+    "dup": lat(dups=["scale"]),
+    "overlap": lat(overlaps=[("latents", "labels")]),
+}
+for name, b in seeds.items():
+    open(f"{C}/latents/{name}.safetensors", "wb").write(b)
+
+
+def pairs(**kv):
+    return b"".join(k.replace("_COLON_", ":").replace("_DOT_", ".").encode() + b"\0" + v.encode() + b"\0"
+                    for k, v in kv.items())
+
+
+GOOD = dict(format="fmtrain-ckpt-1", stage="flow", step="3", group_COLON_="3", group_COLON_ema_DOT_="3",
+            adam_step="3", config="run:\n  seed: 1\nsample:\n  per_class: 4\n")
+seeds = {
+    "valid": pairs(**GOOD),
+    "adam_negative": pairs(**dict(GOOD, adam_step="-1")),
+    "adam_past_step": pairs(**dict(GOOD, adam_step="4")),
+    "step_negative": pairs(**dict(GOOD, step="-2")),
+    "group_count": pairs(**dict(GOOD, group_COLON_="99999999999999999999")),
+    "config_bad": pairs(**dict(GOOD, config="sample:\n  per_class: 100000\n")),
+    "tiny_config": pairs(**dict(GOOD, config=open("configs/tiny.yaml").read())),
+}
+for name, b in seeds.items():
+    open(f"{C}/ckpt_meta/{name}", "wb").write(b)
