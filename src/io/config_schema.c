@@ -68,6 +68,9 @@ static const fm_cfg_key keys[] = {
           "(AVX512-BF16 kernels) and accumulates in fp32; weights, gradients, optimiser, norms and loss stay fp32"),
     INT_("run.max_bad_steps", run.max_bad_steps, "20", 1, 1000000,
          "stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)"),
+    FLT_("run.peak_gflops", run.peak_gflops, "0", 0, 1e9,
+         "GFLOP/s one rank can reach (make bench prints it as peak_gflops): the mfu of metrics.jsonl and the "
+         "progress line is achieved / this; 0 = unknown: no mfu"),
     INTS_("run.fault_nan_steps", run.fault_nan_steps, "[]", 0, BIG, 0,
           "fault injection, for tests: steps (of every trained stage) whose gradient rank 0 makes NaN"),
     /* data: Fashion-MNIST IDX files */

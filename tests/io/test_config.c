@@ -179,7 +179,7 @@ static int test_overrides(void)
     fm_config_where(&c, "flow.steps", where, sizeof where);
     CHECK(!strcmp(where, "--set flow.steps=40"), "where %s", where);
     fm_config_where(&c, "flow.lr", where, sizeof where);
-    CHECK(!strcmp(where, "configs/tiny.yaml:54:7"), "where %s", where); /* flow: lr: of tiny.yaml */
+    CHECK(!strcmp(where, "configs/tiny.yaml:55:7"), "where %s", where); /* flow: lr: of tiny.yaml */
     return 0;
 }
 

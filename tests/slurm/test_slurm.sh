@@ -92,7 +92,7 @@ log2=$W/slurm-fmtrain-$jid2.out
 R2=$W/runs/tiny-$jid2
 sent=0
 for _ in $(seq 600); do # up to 120 s for the job to reach flow step 10
-    if grep -q '^flow  step 10/' "$log2" 2>/dev/null; then
+    if grep -q '\(^\|Z \)flow  step 10/' "$log2" 2>/dev/null; then
         scancel --signal=USR1 --batch "$jid2" && sent=1
         break
     fi
