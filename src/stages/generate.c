@@ -9,6 +9,7 @@
 
 #include "fm/build.h"
 #include "fm/ckpt.h"
+#include "fm/dataset.h"
 #include "fm/log.h"
 #include "fm/png.h"
 
@@ -120,6 +121,12 @@ int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint6
 
 int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int64_t *step, fm_err *e)
 {
+    return fm_generator_load_files(g, c, ckpt, NULL, step, e);
+}
+
+int fm_generator_load_files(fm_generator *g, const fm_config *c, const char *ckpt, const char *vae_ckpt,
+                            int64_t *step, fm_err *e)
+{
     float scale = 1.0f;
     fm_ckpt_extra ex = { "latent_scale", &scale, 1, { 1 } };
     fm_ckpt_group grp = { c->sample.ema ? "ema." : "", &g->flow_p, g->flow_p.data };
@@ -132,7 +139,16 @@ int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int
     if (step)
         *step = ck.step;
     fm_ckpt_close(&ck);
-    return fm_generator_load_vae(g, c->run.out, scale, e);
+    if (!vae_ckpt || !g->latent)
+        return fm_generator_load_vae(g, c->run.out, scale, e);
+    fm_ckpt_group vg = { "", &g->vae_p, g->vae_p.data };
+    FM_TRY(fm_ckpt_load_file(vae_ckpt, &vg, 1, NULL, 0, &ck, e));
+    rc = strcmp(ck.stage, "vae") == 0 ? FM_OK
+                                      : fm_fail(e, FM_ERR_USAGE, "%s is a %s checkpoint, not a vae checkpoint", vae_ckpt,
+                                                ck.stage);
+    fm_ckpt_close(&ck);
+    g->latent_scale = scale;
+    return rc;
 }
 
 /* g->images <- one call of fm_generate for a rows x cols grid (see
@@ -157,6 +173,36 @@ int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uin
 {
     FM_TRY(grid_images(g, rows, cols, cls, w, seed, e));
     return fm_png_write_grid(path, g->images, rows * cols, IMG_SIDE, IMG_SIDE, 1, rows, cols, 2, 2, e);
+}
+
+int fm_generator_grid_labelled(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed,
+                               const char *header, const char *path, fm_err *e)
+{
+    FM_TRY(grid_images(g, rows, cols, cls, w, seed, e));
+    const char *labels[FM_NUM_CLASSES];
+    for (int r = 0; r < rows && r < FM_NUM_CLASSES; r++)
+        labels[r] = fm_class_names[cls >= 0 ? cls : r];
+    return fm_png_write_grid_labelled(path, g->images, rows * cols, IMG_SIDE, IMG_SIDE, 1, rows, cols, 2, 2, header,
+                                      rows <= FM_NUM_CLASSES ? labels : NULL, e);
+}
+
+int fm_generator_samples(fm_generator *g, int64_t n, int cls, float w, uint64_t seed, fm_sample_sink sink,
+                         void *ctx, fm_err *e)
+{
+    int32_t *y = malloc((size_t)g->B * sizeof *y);
+    if (!y)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d labels", g->B);
+    int rc = FM_OK;
+    for (int64_t first = 0; rc == FM_OK && first < n; first += g->B) {
+        const int k = n - first < g->B ? (int)(n - first) : g->B;
+        for (int i = 0; i < g->B; i++) /* a short last batch still runs B rows: the rest are not kept */
+            y[i] = cls >= 0 ? cls : (int32_t)((first + i) % FM_NUM_CLASSES);
+        rc = fm_generate(g, y, w, seed, (uint64_t)first, e);
+        if (rc == FM_OK)
+            rc = sink(ctx, first, k, g->images, y, e);
+    }
+    free(y);
+    return rc;
 }
 
 int fm_generator_write_grids(fm_generator *g, const fm_config *c, const fm_world *w, const char *tag, int64_t step,
