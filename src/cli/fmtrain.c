@@ -648,7 +648,7 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     double cfgw = a->cfg >= 0 ? a->cfg : default_guidance(&c);
     uint64_t seed = a->seed >= 0 ? (uint64_t)a->seed : (uint64_t)c.run.seed;
     /* the single samples: --n, or --per-class K of every class (of --class c) */
-    int64_t n = a->n_samples > 0 ? a->n_samples : a->per_class > 0 ? (int64_t)a->per_class * rows : 0;
+    int64_t n = !a->out_dir && !a->npz ? 0 : a->n_samples > 0 ? a->n_samples : (int64_t)a->per_class * rows;
     int B = 0;
     if (a->png)
         B = rows * per;
