@@ -23,17 +23,25 @@ static int put(fm_npz *z, const void *p, size_t n, fm_err *e)
     return FM_OK;
 }
 
+/* The fields a local and a central header share, in the same order from
+ * "version needed" on: version, flags, method (stored), time, date, crc,
+ * sizes, name length, extra length. */
+static void member_fields(const fm_npz *z, int k, uint8_t *p)
+{
+    le16(p, 20);
+    le16(p + 8, ZIP_DOS_DATE);
+    le32(p + 10, z->m[k].crc);
+    le32(p + 14, (uint32_t)z->m[k].size);
+    le32(p + 18, (uint32_t)z->m[k].size);
+    le16(p + 22, (unsigned)strlen(z->m[k].name));
+}
+
 /* The 30-byte local header of member k (crc and sizes as known so far). */
 static void local_header(const fm_npz *z, int k, uint8_t h[30])
 {
     memset(h, 0, 30);
     le32(h, 0x04034b50);
-    le16(h + 4, 20);
-    le16(h + 12, ZIP_DOS_DATE);
-    le32(h + 14, z->m[k].crc);
-    le32(h + 18, (uint32_t)z->m[k].size);
-    le32(h + 22, (uint32_t)z->m[k].size);
-    le16(h + 26, (unsigned)strlen(z->m[k].name));
+    member_fields(z, k, h + 4);
 }
 
 int fm_npz_open(fm_npz *z, const char *path, fm_err *e)
@@ -125,13 +133,8 @@ int fm_npz_close(fm_npz *z, fm_err *e)
         uint8_t h[46];
         memset(h, 0, sizeof h);
         le32(h, 0x02014b50);
-        le16(h + 4, 20);
-        le16(h + 6, 20);
-        le16(h + 14, ZIP_DOS_DATE);
-        le32(h + 16, z->m[k].crc);
-        le32(h + 20, (uint32_t)z->m[k].size);
-        le32(h + 24, (uint32_t)z->m[k].size);
-        le16(h + 28, (unsigned)strlen(z->m[k].name));
+        le16(h + 4, 20); /* made by */
+        member_fields(z, k, h + 6);
         le32(h + 42, (uint32_t)z->m[k].offset);
         rc = put(z, h, sizeof h, e);
         if (rc == FM_OK)

@@ -2,40 +2,16 @@
 #include "fm/sample_files.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "fm/dataset.h"
+#include "fm/files.h"
 #include "fm/png.h"
 
 #define SIDE FM_MNIST_PADDED
-
-/* mkdir -p */
-static int make_dirs(const char *dir, fm_err *e)
-{
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
-        return fm_fail(e, FM_ERR_USAGE, "%s: path too long", dir);
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == '\0') {
-            char c = *s;
-            *s = '\0';
-            if (mkdir(p, 0777) != 0 && errno != EEXIST)
-                return fm_fail(e, FM_ERR_IO, "%s: cannot create the folder: %s", p, strerror(errno));
-            *s = c;
-            if (!c)
-                break;
-        }
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return fm_fail(e, FM_ERR_IO, "%s: not a folder", dir);
-    return FM_OK;
-}
 
 int fm_sample_files_open(fm_sample_files *f, const char *dir, const char *npz_path, int64_t n, int batch, fm_err *e)
 {
@@ -49,7 +25,7 @@ int fm_sample_files_open(fm_sample_files *f, const char *dir, const char *npz_pa
         fm_sample_files_abort(f);
         return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %" PRId64 " samples", n);
     }
-    int rc = dir ? make_dirs(dir, e) : FM_OK;
+    int rc = dir ? fm_mkdir_p(dir, e) : FM_OK;
     if (rc == FM_OK && npz_path) {
         const int64_t shape[3] = { n, SIDE, SIDE };
         rc = fm_npz_open(&f->npz, npz_path, e);
