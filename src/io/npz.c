@@ -87,7 +87,7 @@ int fm_npz_begin(fm_npz *z, const char *name, const char *descr, int ndim, const
     int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
     uint64_t items = 1;
     for (int i = 0; i < ndim; i++) {
-        n += snprintf(dict + n, sizeof dict - (size_t)n, "%" PRId64 ",%s", shape[i], i + 1 < ndim ? " " : "");
+        n += snprintf(dict + n, sizeof dict - (size_t)n, "%s%" PRId64 "%s", i ? ", " : "", shape[i], ndim == 1 ? "," : "");
         items *= (uint64_t)shape[i];
     }
     n += snprintf(dict + n, sizeof dict - (size_t)n, "), }");
