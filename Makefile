@@ -126,6 +126,8 @@ bench: deps
 install: $(BIN)
 	install -d $(PREFIX)/bin
 	install -m 755 $(BIN) $(PREFIX)/bin/fmtrain
+	install -d $(PREFIX)/share/fmtrain
+	install -m 755 scripts/plot_run.py $(PREFIX)/share/fmtrain/plot_run.py
 
 clean:
 	rm -rf build build-san fmtrain

@@ -37,11 +37,13 @@ RUN_PKGS=(
   libdnnl-dev
   libyaml-dev libpng-dev zlib1g-dev libcjson-dev liblapacke-dev
   dataset-fashion-mnist
+  # fmtrain plot (scripts/plot_run.py): the run report
+  python3 python3-matplotlib
 )
 # tests and benchmarks: PyTorch parity, sanitizers and fuzzing, local Slurm,
 # scaling plots, a real BLAS for the PyTorch baseline, the scaling simulation
 TEST_PKGS=(
-  python3 python3-torch python3-numpy python3-yaml python3-matplotlib
+  python3-torch python3-numpy python3-yaml
   clang libclang-rt-14-dev
   slurm-wlm munge
   # the multi-node cluster of make test-cluster (ip netns, veth, tc) and its write check

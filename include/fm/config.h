@@ -105,6 +105,7 @@ typedef struct fm_config {
         int threads;              /* OpenMP threads per rank; 0 = OMP_NUM_THREADS */
         int precision;            /* fm_precision */
         int max_bad_steps;        /* consecutive non-finite steps before giving up */
+        double peak_gflops;       /* GFLOP/s one rank can reach: mfu's denominator; 0 = unknown */
         fm_ilist fault_nan_steps; /* test-only fault injection: steps with a NaN gradient */
         double memory_limit_gb;   /* a rank's planned memory per stage at most this; 0 = physical memory */
     } run;

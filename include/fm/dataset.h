@@ -25,6 +25,9 @@
 #define FM_MNIST_PADDED (FM_MNIST_SIDE + 2 * FM_MNIST_PAD) /* 32 */
 #define FM_MNIST_CLASSES 10
 
+/* Fashion-MNIST's class names by label: "T-shirt/top", "Trouser", ... "Ankle boot". */
+extern const char *const fm_class_names[FM_MNIST_CLASSES];
+
 /* One IDX file in memory. */
 typedef struct fm_idx {
     int ndim;

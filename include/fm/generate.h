@@ -58,6 +58,10 @@ int fm_generator_load_vae(fm_generator *g, const char *run_dir, float latent_sca
  * there is none), then the VAE (fm_generator_load_vae from run.out). *step
  * (if not NULL) <- the flow checkpoint's step. */
 int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int64_t *step, fm_err *e);
+/* fm_generator_load with the VAE from the checkpoint file vae_ckpt (a `vae`
+ * checkpoint, e.g. copied out of its run directory) unless it is NULL. */
+int fm_generator_load_files(fm_generator *g, const fm_config *c, const char *ckpt, const char *vae_ckpt,
+                            int64_t *step, fm_err *e);
 
 /* g->images <- B images of classes y [B] at guidance w; sample i is sample
  * number first + i of the run (keys its noise). */
@@ -69,6 +73,24 @@ int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint6
  * class cls, or (cls < 0) row r of class r mod FM_NUM_CLASSES. */
 int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
                       fm_err *e);
+/* fm_generator_grid with labels: the class name left of each row and the
+ * text header in a strip above (png.h: fm_png_write_grid_labelled). The
+ * same images as fm_generator_grid; only `fmtrain sample` labels its grid
+ * (the run's own grids stay plain). */
+int fm_generator_grid_labelled(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed,
+                               const char *header, const char *path, fm_err *e);
+
+/* Receives samples first .. first + count - 1: images [count, 32, 32, 1] in
+ * [-1, 1], labels [count]. */
+typedef int (*fm_sample_sink)(void *ctx, int64_t first, int count, const float *images, const int32_t *labels,
+                              fm_err *e);
+/* Samples 0 .. n-1 of seed at guidance w, g->B at a time (memory does not
+ * grow with n), each batch handed to sink: sample i is of class cls, or
+ * (cls < 0) of class i mod FM_NUM_CLASSES, its noise keyed by i (so the
+ * samples do not depend on g->B). */
+int fm_generator_samples(fm_generator *g, int64_t n, int cls, float w, uint64_t seed, fm_sample_sink sink,
+                         void *ctx, fm_err *e);
+
 /* Grids of fm_generator_write_grids that rank `rank` of `size` draws (grid k
  * is rank k mod size's): only such a rank needs an initialised generator. */
 static inline int fm_generator_grids_mine(const fm_config *c, int rank, int size)

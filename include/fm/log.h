@@ -1,5 +1,9 @@
 /* log.h - leveled logging to stderr. The log level is the program's one
- * mutable global; it is set once in main() before any work starts. */
+ * mutable global; it is set once in main() before any work starts. Every
+ * line starts with the UTC time, e.g.
+ *   2026-12-04T10:20:31.123Z fmtrain: stage flow
+ *   2026-12-04T10:20:31.123Z fmtrain[rank 1]: warning: ...
+ * so that a batch system's log can be timed. */
 #ifndef FM_LOG_H
 #define FM_LOG_H
 

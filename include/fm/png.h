@@ -3,6 +3,7 @@
 #ifndef FM_PNG_H
 #define FM_PNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "fm/status.h"
@@ -21,6 +22,15 @@
  * Bad arguments -> FM_ERR_INTERNAL; I/O errors -> FM_ERR_IO naming the path. */
 int fm_png_write_grid(const char *path, const float *images, int n, int h, int w, int c, int rows, int cols,
                       int pad, int scale, fm_err *e);
+
+/* fm_png_write_grid with a header strip of text above the grid (header;
+ * NULL: none) and a label left of each row (row_labels[rows], right-aligned;
+ * NULL or a NULL entry: none), in the built-in font (font.h). */
+int fm_png_write_grid_labelled(const char *path, const float *images, int n, int h, int w, int c, int rows, int cols,
+                               int pad, int scale, const char *header, const char *const *row_labels, fm_err *e);
+
+/* out[i] <- the PNG byte of x[i] (round((x + 1) / 2 * 255), clamped). */
+void fm_png_to_bytes(const float *x, uint8_t *out, size_t n);
 
 /* An 8-bit image read back: [height, width, channels] bytes. */
 typedef struct fm_png_image {

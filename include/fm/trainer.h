@@ -30,6 +30,17 @@
  * then averaged), so on a busy machine hidden_frac
  * understates the overlap. Timing keys are rank 0's.
  *
+ * The other keys: loss is the step's loss (averaged over the ranks), and
+ * loss_mean its mean over the steps since the previous line (the progress
+ * line shows loss_mean); gflops is rank 0's forward+backward FLOPs of its
+ * share of the batch over compute_ms (GFLOP/s of one rank; the job's is
+ * world_size times it); mfu is the same FLOPs over step_ms divided by
+ * run.peak_gflops (null when that is 0); world_size the number of ranks;
+ * time and elapsed_s are added by fm_metrics_log (metrics.h). The progress
+ * line adds the stage's place in run.stages and the run's ETA: this stage's
+ * ETA plus the images of the later trained stages (vae, flow, the eval
+ * classifier) at this stage's images/s, a rough estimate.
+ *
  * Per-layer profile (run.profile_steps, fm_trainer_profile_init): after
  * fm_trainer_begin, t.prof is the profile table while the step is in the
  * profiled window (else NULL); the stage hands it to its model
@@ -74,7 +85,7 @@ typedef struct fm_trainer {
     fm_lr_schedule sched;
     int64_t step;                 /* the next step to run */
     int global_batch;
-    double flops_per_step;        /* forward+backward FLOPs of one global batch (0 = unknown) */
+    double flops_per_step;        /* forward+backward FLOPs of one rank's share of a global batch (0 = unknown) */
     int max_bad_steps;            /* stop after this many consecutive non-finite steps */
     int bad_steps;
     fm_ckpt_extra extra[FM_TRAINER_MAX_EXTRA]; /* extra tensors saved with each checkpoint */
@@ -86,6 +97,7 @@ typedef struct fm_trainer {
     double *gathered;             /* [world size * 2]: every rank's (loss, compute ms) of the step */
     double win[6];                /* sums since the last metrics line: step, compute, allreduce, poll, inflight,
                                      imbalance ms */
+    double win_loss;              /* sum of the step losses since the last metrics line */
     int win_n;
     int64_t step_at_start;
     double last_loss, last_grad_norm, last_lr, last_step_ms;

@@ -20,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fm/build.h"
 #include "fm/ckpt.h"
@@ -29,6 +31,7 @@
 #include "fm/generate.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
+#include "fm/sample_files.h"
 #include "fm/shared.h"
 #include "fm/signals.h"
 #include "fm/status.h"
@@ -41,8 +44,10 @@
 static const char usage_text[] =
     "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]... [--profile[=N]] [--dump-schedule[=N]]\n"
     "               [--dry-run]\n"
-    "       fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler euler|heun|sde] [--seed s] -o FILE.png\n"
+    "       fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler euler|heun|sde] [--seed s]\n"
+    "               [--vae VAE_CKPT] [-o FILE.png] [--n N | --per-class K] [--out-dir DIR] [--npz FILE.npz]\n"
     "       fmtrain eval RUN_DIR\n"
+    "       fmtrain plot RUN_DIR [-o FILE.png]\n"
     "       fmtrain --help | --version | --keys\n";
 
 static const char help_text[] =
@@ -70,13 +75,18 @@ static const char help_text[] =
     "                            MPI library, OpenMP threads and binding (every run logs it first)\n"
     "\n"
     "sample: draw a grid from checkpoint CKPT (rows = classes, or only --class c) with\n"
-    "guidance scale w, n sampler steps and seed s into FILE.png.\n"
+    "guidance scale w (default: the first w > 1 of the run's sample.cfg), n sampler steps\n"
+    "and seed s into FILE.png, labelled with class names, w and step. --n N (classes in\n"
+    "turn, or all --class c) or --per-class K samples go one PNG per sample into --out-dir\n"
+    "DIR and/or into --npz FILE.npz (images uint8 [N, 32, 32], labels int64 [N]), drawn in\n"
+    "batches of eval.batch_size. --vae: the VAE checkpoint when CKPT is not in its run's ckpt/.\n"
     "eval: score the samples of a finished run directory.\n"
+    "plot: one PNG report of a run directory (RUN_DIR/report.png; scripts/plot_run.py).\n"
     "\n"
     "exit status: 0 done, 1 internal error, 2 bad usage or config, 3 bad data,\n"
     "4 I/O error, 75 preempted (checkpoint written, requeue me).\n";
 
-typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_EVAL, CMD_HELP, CMD_VERSION, CMD_KEYS } cmd_kind;
+typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_EVAL, CMD_PLOT, CMD_HELP, CMD_VERSION, CMD_KEYS } cmd_kind;
 
 typedef struct override {
     int is_out; /* 1: --out DIR, 0: --set key=value */
@@ -88,7 +98,9 @@ typedef struct args {
     const char *config;                  /* train */
     override ovr[MAX_OVERRIDES];
     int novr;
-    const char *ckpt, *png;              /* sample */
+    const char *ckpt, *png;              /* sample (png: also plot's -o) */
+    const char *out_dir, *npz, *vae;     /* sample: NULL = not given */
+    int n_samples, per_class;            /* sample: -1 = not given */
     int cls, steps, seed, sampler;       /* -1 = not given */
     double cfg;                          /* < 0 = not given */
     const char *run_dir;                 /* eval */
@@ -162,6 +174,16 @@ static int parse_sample_args(int argc, char **argv, args *a, fm_err *e)
                                v);
         } else if ((v = opt_value(argc, argv, &i, "-o", e, &rc)) || (v = opt_value(argc, argv, &i, "--output", e, &rc))) {
             a->png = v;
+        } else if ((v = opt_value(argc, argv, &i, "--n", e, &rc))) {
+            FM_TRY(parse_int_opt("sample", "--n", v, 1, 1000000, &a->n_samples, e));
+        } else if ((v = opt_value(argc, argv, &i, "--per-class", e, &rc))) {
+            FM_TRY(parse_int_opt("sample", "--per-class", v, 1, 100000, &a->per_class, e));
+        } else if ((v = opt_value(argc, argv, &i, "--out-dir", e, &rc))) {
+            a->out_dir = v;
+        } else if ((v = opt_value(argc, argv, &i, "--npz", e, &rc))) {
+            a->npz = v;
+        } else if ((v = opt_value(argc, argv, &i, "--vae", e, &rc))) {
+            a->vae = v;
         } else if (rc != FM_OK) {
             return rc;
         } else if (argv[i][0] == '-') {
@@ -176,15 +198,52 @@ static int parse_sample_args(int argc, char **argv, args *a, fm_err *e)
     }
     if (!a->ckpt)
         return usage_fail(e, "fmtrain sample: missing the checkpoint%s", "");
-    if (!a->png)
-        return usage_fail(e, "fmtrain sample: missing -o FILE.png%s", "");
-    size_t n = strlen(a->png);
-    if (n < 5 || strcmp(a->png + n - 4, ".png") != 0)
+    if (!a->png && !a->out_dir && !a->npz)
+        return usage_fail(e, "fmtrain sample: missing -o FILE.png (a grid), --out-dir DIR or --npz FILE.npz%s", "");
+    size_t n = a->png ? strlen(a->png) : 0;
+    if (a->png && (n < 5 || strcmp(a->png + n - 4, ".png") != 0))
         return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: -o %s: the output must be a .png file", a->png);
-    FILE *f = fopen(a->ckpt, "rb");
-    if (!f)
-        return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s: cannot open checkpoint: %s", a->ckpt, strerror(errno));
-    fclose(f);
+    n = a->npz ? strlen(a->npz) : 0;
+    if (a->npz && (n < 5 || strcmp(a->npz + n - 4, ".npz") != 0))
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: --npz %s: the output must be a .npz file", a->npz);
+    if (a->n_samples > 0 && a->per_class > 0)
+        return usage_fail(e, "fmtrain sample: give --n or --per-class, not both%s", "");
+    if (a->n_samples > 0 && !a->out_dir && !a->npz)
+        return usage_fail(e, "fmtrain sample: --n needs --out-dir DIR or --npz FILE.npz (the grid has a row per class)%s",
+                          "");
+    if ((a->out_dir || a->npz) && a->n_samples < 0 && a->per_class < 0)
+        return usage_fail(e, "fmtrain sample: --out-dir and --npz need --n N or --per-class K%s", "");
+    const char *files[2] = { a->ckpt, a->vae };
+    for (int k = 0; k < 2; k++) {
+        FILE *f = files[k] ? fopen(files[k], "rb") : NULL;
+        if (files[k] && !f)
+            return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s: cannot open checkpoint: %s", files[k],
+                           strerror(errno));
+        if (f)
+            fclose(f);
+    }
+    return FM_OK;
+}
+
+/* fmtrain plot RUN_DIR [-o FILE.png] */
+static int parse_plot_args(int argc, char **argv, args *a, fm_err *e)
+{
+    for (int i = 2; i < argc; i++) {
+        int rc = FM_OK;
+        const char *v;
+        if ((v = opt_value(argc, argv, &i, "-o", e, &rc)))
+            a->png = v;
+        else if (rc != FM_OK)
+            return rc;
+        else if (argv[i][0] == '-')
+            return usage_fail(e, "fmtrain plot: unknown option '%s'", argv[i]);
+        else if (a->run_dir)
+            return usage_fail(e, "fmtrain plot: unexpected argument '%s'", argv[i]);
+        else
+            a->run_dir = argv[i];
+    }
+    if (!a->run_dir)
+        return usage_fail(e, "fmtrain plot: missing the run directory%s", "");
     return FM_OK;
 }
 
@@ -219,7 +278,9 @@ static int parse_args(int argc, char **argv, args *a, fm_err *e)
     memset(a, 0, sizeof *a);
     a->cls = a->steps = a->seed = a->sampler = -1;
     a->cfg = -1;
-    for (int i = 2; i < argc && (!strcmp(argv[1], "sample") || !strcmp(argv[1], "eval")); i++)
+    a->n_samples = a->per_class = -1;
+    for (int i = 2; i < argc && (!strcmp(argv[1], "sample") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "plot"));
+         i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             a->cmd = CMD_HELP;
             return FM_OK;
@@ -231,6 +292,10 @@ static int parse_args(int argc, char **argv, args *a, fm_err *e)
     if (argc >= 2 && !strcmp(argv[1], "eval")) {
         a->cmd = CMD_EVAL;
         return parse_eval_args(argc, argv, a, e);
+    }
+    if (argc >= 2 && !strcmp(argv[1], "plot")) {
+        a->cmd = CMD_PLOT;
+        return parse_plot_args(argc, argv, a, e);
     }
     a->cmd = CMD_TRAIN;
     int only_positional = 0;
@@ -559,8 +624,19 @@ static void run_dir_of(const char *ckpt, char *out, size_t n)
         snprintf(out, n, "/");
 }
 
-/* fmtrain sample: a grid from a flow checkpoint (its config is in the
- * checkpoint; the VAE comes from the newest vae checkpoint of the same run). */
+/* The default guidance scale of `fmtrain sample`: the first w > 1 of
+ * sample.cfg (a guided one), else its first, else 1. */
+static double default_guidance(const fm_config *c)
+{
+    for (int k = 0; k < c->sample.cfg.n; k++)
+        if (c->sample.cfg.v[k] > 1)
+            return c->sample.cfg.v[k];
+    return c->sample.cfg.n > 0 ? c->sample.cfg.v[0] : 1.0;
+}
+
+/* fmtrain sample: a labelled grid and/or N single samples from a flow
+ * checkpoint (its config is in the checkpoint; the VAE comes from --vae or
+ * the newest vae checkpoint of the same run). */
 static int run_sample(const args *a, const fm_world *w, fm_err *e)
 {
     if (w->rank != 0)
@@ -585,26 +661,99 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     c.run.stages.n = 1; /* what this command runs of the checkpoint's config */
     c.run.stages.v[0] = FM_STAGE_SAMPLE;
     FM_TRY(fm_build_check_memory(&c, 1, e));
-    int per = c.sample.per_class, rows = a->cls >= 0 ? 1 : FM_NUM_CLASSES;
+    int per = a->per_class > 0 ? a->per_class : c.sample.per_class, rows = a->cls >= 0 ? 1 : FM_NUM_CLASSES;
     int steps = a->steps > 0 ? a->steps : c.sample.steps;
     int kind = a->sampler >= 0 ? a->sampler : c.sample.sampler;
-    double cfgw = a->cfg >= 0 ? a->cfg : (c.sample.cfg.n > 0 ? c.sample.cfg.v[0] : 1.0);
+    double cfgw = a->cfg >= 0 ? a->cfg : default_guidance(&c);
     uint64_t seed = a->seed >= 0 ? (uint64_t)a->seed : (uint64_t)c.run.seed;
+    /* the single samples: --n, or --per-class K of every class (of --class c) */
+    int64_t n = !a->out_dir && !a->npz ? 0 : a->n_samples > 0 ? a->n_samples : (int64_t)a->per_class * rows;
+    int B = 0;
+    if (a->png)
+        B = rows * per;
+    else
+        B = (int)(n < c.eval.batch_size ? n : c.eval.batch_size);
     fm_dnn d;
     FM_TRY(fm_dnn_init(&d, e));
     fm_generator g;
-    rc = fm_generator_init(&g, &c, &d, fm_build_grid_batch(rows * per), (fm_sampler_kind)kind, steps, e);
+    int64_t step = 0;
+    rc = fm_generator_init(&g, &c, &d, a->png ? fm_build_grid_batch(B) : B, (fm_sampler_kind)kind, steps, e);
     if (rc == FM_OK) {
-        rc = fm_generator_load(&g, &c, a->ckpt, NULL, e);
-        if (rc == FM_OK)
-            rc = fm_generator_grid(&g, rows, per, a->cls, (float)cfgw, seed, a->png, e);
-        if (rc == FM_OK)
+        rc = fm_generator_load_files(&g, &c, a->ckpt, a->vae, &step, e);
+        char header[160];
+        snprintf(header, sizeof header, "w = %g  step %lld  %s %d steps  seed %llu", cfgw, (long long)step,
+                 fm_sampler_names[kind], steps, (unsigned long long)seed);
+        if (rc == FM_OK && a->png)
+            rc = fm_generator_grid_labelled(&g, rows, per, a->cls, (float)cfgw, seed, header, a->png, e);
+        if (rc == FM_OK && a->png)
             fm_info("wrote %s: %d x %d samples, %s %d steps, cfg %g, seed %llu", a->png, rows, per,
                     fm_sampler_names[kind], steps, cfgw, (unsigned long long)seed);
+        if (rc == FM_OK && n > 0 && a->png) { /* the samples in batches of their own */
+            fm_generator_free(&g);
+            B = (int)(n < c.eval.batch_size ? n : c.eval.batch_size);
+            rc = fm_generator_init(&g, &c, &d, B, (fm_sampler_kind)kind, steps, e);
+            if (rc == FM_OK)
+                rc = fm_generator_load_files(&g, &c, a->ckpt, a->vae, NULL, e);
+        }
+        fm_sample_files sf;
+        if (rc == FM_OK && n > 0 && (rc = fm_sample_files_open(&sf, a->out_dir, a->npz, n, B, e)) == FM_OK) {
+            rc = fm_generator_samples(&g, n, a->cls, (float)cfgw, seed, fm_sample_files_add, &sf, e);
+            if (rc == FM_OK)
+                rc = fm_sample_files_close(&sf, e);
+            else
+                fm_sample_files_abort(&sf);
+            if (rc == FM_OK)
+                fm_info("wrote %lld samples (%s %d steps, cfg %g, seed %llu, flow step %lld)%s%s%s%s",
+                        (long long)n, fm_sampler_names[kind], steps, cfgw, (unsigned long long)seed, (long long)step,
+                        a->out_dir ? ": one PNG each in " : "", a->out_dir ? a->out_dir : "",
+                        a->npz ? (a->out_dir ? ", arrays in " : ": arrays in ") : "", a->npz ? a->npz : "");
+        }
         fm_generator_free(&g);
     }
     fm_dnn_free(&d);
     return rc;
+}
+
+/* fmtrain plot: scripts/plot_run.py beside the binary (or installed under
+ * PREFIX/share/fmtrain), with Debian's python3 and matplotlib. */
+static int run_plot(const args *a, const fm_world *w, fm_err *e)
+{
+    if (w->rank != 0)
+        return FM_OK;
+    char exe[4096], script[4200];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k <= 0)
+        return fm_fail(e, FM_ERR_INTERNAL, "cannot find this program's path: %s", strerror(errno));
+    exe[k] = '\0';
+    char *slash = strrchr(exe, '/');
+    *slash = '\0';
+    const char *where[] = { "%s/scripts/plot_run.py", "%s/../scripts/plot_run.py", "%s/../share/fmtrain/plot_run.py" };
+    int found = 0;
+    for (size_t i = 0; i < sizeof where / sizeof where[0] && !found; i++) {
+        snprintf(script, sizeof script, where[i], exe);
+        found = access(script, R_OK) == 0;
+    }
+    if (!found)
+        return fm_fail(e, FM_ERR_USAGE, "fmtrain plot: scripts/plot_run.py not found beside %s: run it directly: "
+                       "/usr/bin/python3 scripts/plot_run.py %s", exe, a->run_dir);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (a->png)
+            execl("/usr/bin/python3", "python3", script, a->run_dir, "-o", a->png, (char *)NULL);
+        else
+            execl("/usr/bin/python3", "python3", script, a->run_dir, (char *)NULL);
+        fprintf(stderr, "fmtrain: error: cannot run /usr/bin/python3: %s (install python3-matplotlib)\n",
+                strerror(errno));
+        _exit(FM_ERR_USAGE);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return fm_fail(e, FM_ERR_INTERNAL, "fmtrain plot: cannot run %s: %s", script, strerror(errno));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return fm_fail(e, WIFEXITED(status) && WEXITSTATUS(status) <= FM_ERR_IO ? WEXITSTATUS(status) : FM_ERR_INTERNAL,
+                       "fmtrain plot: %s %s failed (its message is above)", script, a->run_dir);
+    return FM_OK;
 }
 
 /* fmtrain eval: recompute RUN_DIR/eval.json with the run's own config. */
@@ -648,6 +797,8 @@ static int run(const args *a, fm_world *w, fm_err *e)
         return run_sample(a, w, e);
     case CMD_EVAL:
         return run_eval(a, w, e);
+    case CMD_PLOT:
+        return run_plot(a, w, e);
     case CMD_TRAIN:
         return run_train(a, w, e);
     }

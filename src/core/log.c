@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "fm/timer.h"
+
 static struct {
     fm_log_level level;
     int rank;
@@ -25,10 +27,12 @@ void fm_log(fm_log_level lvl, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    char now[FM_UTC_LEN];
+    fm_utc_now(now);
     if (g_log.rank != 0)
-        fprintf(stderr, "fmtrain[rank %d]: %s: %s\n", g_log.rank, names[lvl], line);
+        fprintf(stderr, "%s fmtrain[rank %d]: %s: %s\n", now, g_log.rank, names[lvl], line);
     else if (lvl == FM_LOG_INFO)
-        fprintf(stderr, "fmtrain: %s\n", line);
+        fprintf(stderr, "%s fmtrain: %s\n", now, line);
     else
-        fprintf(stderr, "fmtrain: %s: %s\n", names[lvl], line);
+        fprintf(stderr, "%s fmtrain: %s: %s\n", now, names[lvl], line);
 }

@@ -12,6 +12,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+const char *const fm_class_names[FM_MNIST_CLASSES] = { "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                      "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot" };
+
 #define GZ_CHUNK (1 << 18)      /* compressed bytes read per read() */
 #define GROW_FIRST (1 << 20)    /* first payload buffer; doubles as data arrives */
 #define DEFLATE_MAX_RATIO 1032u /* deflate never expands more than ~1032:1 */

@@ -7,9 +7,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fm/timer.h"
+
 int fm_metrics_open(fm_metrics *m, const char *path, fm_err *e)
 {
     memset(m, 0, sizeof *m);
+    m->t0 = fm_now();
     if (snprintf(m->path, sizeof m->path, "%s", path) >= (int)sizeof m->path)
         return fm_fail(e, FM_ERR_IO, "%s: path too long", path);
     /* does an existing regular file end in a partial line? */
@@ -104,6 +107,9 @@ int fm_metrics_log(fm_metrics *m, const char *stage, int64_t step, int n, const 
     for (int i = 0; i < n && ok; i++)
         ok = put_raw(b, cap, &k, ",") && put_string(b, cap, &k, keys[i]) && put_raw(b, cap, &k, ":") &&
              put_number(b, cap, &k, values[i]);
+    char now[FM_UTC_LEN];
+    ok = ok && put_raw(b, cap, &k, ",\"time\":") && put_string(b, cap, &k, fm_utc_now(now)) &&
+         put_fmt(b, cap, &k, ",\"elapsed_s\":%.3f", fm_now() - m->t0);
     ok = ok && put_raw(b, cap, &k, "}\n");
     if (!ok)
         return fm_fail(e, FM_ERR_INTERNAL, "%s: metrics line for step %" PRId64 " longer than %zu bytes", m->path,
@@ -140,19 +146,15 @@ const char *fm_format_duration(double seconds, char *buf, int len)
     return buf;
 }
 
-const char *fm_progress_format(char *buf, int len, const char *stage, int64_t step, int64_t total, double loss,
-                               double images_per_s, double eta_seconds)
+const char *fm_progress_format(char *buf, int len, const fm_progress *p)
 {
-    char eta[32];
-    snprintf(buf, (size_t)len, "%s  step %" PRId64 "/%" PRId64 "  loss %.4f  %.0f img/s  ETA %s", stage, step, total,
-             loss, images_per_s, fm_format_duration(eta_seconds, eta, sizeof eta));
+    char eta[32], run_eta[32], mfu[32] = "";
+    if (isfinite(p->mfu))
+        snprintf(mfu, sizeof mfu, "  MFU %.0f%%", 100 * p->mfu);
+    int n = snprintf(buf, (size_t)len, "%s  step %" PRId64 "/%" PRId64 "  loss %.4f  %.0f img/s%s  ETA %s", p->stage,
+                     p->step, p->total, p->loss, p->images_per_s, mfu, fm_format_duration(p->eta_s, eta, sizeof eta));
+    if (n >= 0 && n < len && p->stage_n > 0)
+        snprintf(buf + n, (size_t)(len - n), "  stage %d/%d, run ETA %s", p->stage_i, p->stage_n,
+                 fm_format_duration(p->run_eta_s, run_eta, sizeof run_eta));
     return buf;
-}
-
-void fm_progress_print(const char *stage, int64_t step, int64_t total, double loss, double images_per_s,
-                       double eta_seconds)
-{
-    char line[256];
-    fprintf(stderr, "%s\n", fm_progress_format(line, sizeof line, stage, step, total, loss, images_per_s,
-                                                eta_seconds));
 }

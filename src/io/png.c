@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fm/font.h"
+
 /* Largest grid side in pixels (libpng's default read limit is 1e6). */
 #define MAX_SIDE 100000
 
@@ -17,6 +19,12 @@ static uint8_t to_byte(float x)
 {
     x = fminf(fmaxf(x, -1.0f), 1.0f);
     return (uint8_t)((x + 1.0f) * 127.5f + 0.5f);
+}
+
+void fm_png_to_bytes(const float *x, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = to_byte(x[i]);
 }
 
 /* Render the grid into pix ([H, W, c] bytes). */
@@ -38,25 +46,24 @@ static void render(uint8_t *pix, int64_t H, int64_t W, const float *images, int 
     }
 }
 
-int fm_png_write_grid(const char *path, const float *images, int n, int h, int w, int c, int rows, int cols,
-                      int pad, int scale, fm_err *e)
+/* Check a grid's arguments and compute its size in pixels. */
+static int grid_size(const char *path, int n, int h, int w, int c, int rows, int cols, int pad, int scale,
+                     const float *images, int64_t *W, int64_t *H, fm_err *e)
 {
     if (n < 0 || h <= 0 || w <= 0 || (c != 1 && c != 3) || rows <= 0 || cols <= 0 || pad < 0 || scale < 1 ||
         (int64_t)rows * cols < n || (n > 0 && !images))
         return fm_fail(e, FM_ERR_INTERNAL,
                        "%s: bad grid: %d images [%d, %d, %d] in %d x %d cells, pad %d, scale %d", path, n, h, w, c,
                        rows, cols, pad, scale);
-    int64_t W = (int64_t)cols * w * scale + (int64_t)(cols + 1) * pad;
-    int64_t H = (int64_t)rows * h * scale + (int64_t)(rows + 1) * pad;
-    if (W > MAX_SIDE || H > MAX_SIDE)
-        return fm_fail(e, FM_ERR_INTERNAL, "%s: grid of %lld x %lld pixels is too large", path, (long long)W,
-                       (long long)H);
-    uint8_t *pix = malloc((size_t)(H * W * c));
-    if (!pix)
-        return fm_fail(e, FM_ERR_INTERNAL, "%s: out of memory for a %lld x %lld grid", path, (long long)W,
-                       (long long)H);
-    render(pix, H, W, images, n, h, w, c, cols, pad, scale);
+    *W = (int64_t)cols * w * scale + (int64_t)(cols + 1) * pad;
+    *H = (int64_t)rows * h * scale + (int64_t)(rows + 1) * pad;
+    return FM_OK;
+}
 
+/* pix ([H, W, c] bytes) to path through a temporary file, fsync'd and
+ * renamed; frees pix. */
+static int write_pixels(const char *path, uint8_t *pix, int64_t W, int64_t H, int c, fm_err *e)
+{
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
         free(pix);
@@ -87,6 +94,64 @@ int fm_png_write_grid(const char *path, const float *images, int n, int h, int w
     if (rc != FM_OK)
         unlink(tmp);
     return rc;
+}
+
+/* A blank canvas of W x H x c bytes, or an error naming path. */
+static int canvas(const char *path, int64_t W, int64_t H, int c, uint8_t **pix, fm_err *e)
+{
+    if (W > MAX_SIDE || H > MAX_SIDE)
+        return fm_fail(e, FM_ERR_INTERNAL, "%s: grid of %lld x %lld pixels is too large", path, (long long)W,
+                       (long long)H);
+    *pix = malloc((size_t)(H * W * c));
+    if (!*pix)
+        return fm_fail(e, FM_ERR_INTERNAL, "%s: out of memory for a %lld x %lld grid", path, (long long)W,
+                       (long long)H);
+    return FM_OK;
+}
+
+int fm_png_write_grid(const char *path, const float *images, int n, int h, int w, int c, int rows, int cols,
+                      int pad, int scale, fm_err *e)
+{
+    int64_t W, H;
+    uint8_t *pix;
+    FM_TRY(grid_size(path, n, h, w, c, rows, cols, pad, scale, images, &W, &H, e));
+    FM_TRY(canvas(path, W, H, c, &pix, e));
+    render(pix, H, W, images, n, h, w, c, cols, pad, scale);
+    return write_pixels(path, pix, W, H, c, e);
+}
+
+int fm_png_write_grid_labelled(const char *path, const float *images, int n, int h, int w, int c, int rows, int cols,
+                               int pad, int scale, const char *header, const char *const *row_labels, fm_err *e)
+{
+    int64_t GW, GH;
+    FM_TRY(grid_size(path, n, h, w, c, rows, cols, pad, scale, images, &GW, &GH, e));
+    const int margin = 4, fh = fm_font_height();
+    int left = 0;
+    for (int r = 0; row_labels && r < rows; r++)
+        if (row_labels[r] && fm_font_width(row_labels[r]) + 2 * margin > left)
+            left = fm_font_width(row_labels[r]) + 2 * margin;
+    const int top = header ? fh + 2 * margin : 0;
+    int64_t W = GW + left, H = GH + top;
+    if (header && left + 2 * margin + fm_font_width(header) > W) /* room for the whole header */
+        W = left + 2 * margin + fm_font_width(header);
+    uint8_t *pix, *grid;
+    FM_TRY(canvas(path, W, H, c, &pix, e));
+    if (canvas(path, GW, GH, c, &grid, e) != FM_OK) {
+        free(pix);
+        return FM_ERR_INTERNAL;
+    }
+    render(grid, GH, GW, images, n, h, w, c, cols, pad, scale);
+    memset(pix, FM_PNG_PAD_VALUE, (size_t)(H * W * c));
+    for (int64_t y = 0; y < GH; y++)
+        memcpy(pix + ((y + top) * W + left) * c, grid + y * GW * c, (size_t)(GW * c)); /* blank on the right */
+    free(grid);
+    if (header)
+        fm_font_draw(pix, (int)W, (int)H, c, left + margin, margin, header);
+    for (int r = 0; row_labels && r < rows; r++)
+        if (row_labels[r]) /* right-aligned, centred on the row */
+            fm_font_draw(pix, (int)W, (int)H, c, left - margin - fm_font_width(row_labels[r]),
+                         top + pad + r * (h * scale + pad) + (h * scale - fh) / 2, row_labels[r]);
+    return write_pixels(path, pix, W, H, c, e);
 }
 
 int fm_png_read(const char *path, int channels, fm_png_image *img, fm_err *e)

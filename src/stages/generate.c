@@ -9,6 +9,7 @@
 
 #include "fm/build.h"
 #include "fm/ckpt.h"
+#include "fm/dataset.h"
 #include "fm/log.h"
 #include "fm/png.h"
 
@@ -116,6 +117,12 @@ int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint6
 
 int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int64_t *step, fm_err *e)
 {
+    return fm_generator_load_files(g, c, ckpt, NULL, step, e);
+}
+
+int fm_generator_load_files(fm_generator *g, const fm_config *c, const char *ckpt, const char *vae_ckpt,
+                            int64_t *step, fm_err *e)
+{
     float scale = 1.0f;
     fm_ckpt_extra ex = { "latent_scale", &scale, 1, { 1 } };
     fm_ckpt_group grp = { c->sample.ema ? "ema." : "", &g->flow_p, g->flow_p.data };
@@ -131,7 +138,16 @@ int fm_generator_load(fm_generator *g, const fm_config *c, const char *ckpt, int
         *step = ck.step;
     fm_ckpt_close(&ck);
     FM_TRY(rc);
-    return fm_generator_load_vae(g, c->run.out, scale, e);
+    if (!vae_ckpt || !g->latent)
+        return fm_generator_load_vae(g, c->run.out, scale, e);
+    fm_ckpt_group vg = { "", &g->vae_p, g->vae_p.data };
+    FM_TRY(fm_ckpt_load_file(vae_ckpt, &vg, 1, NULL, 0, &ck, e));
+    rc = strcmp(ck.stage, "vae") == 0 ? FM_OK
+                                      : fm_fail(e, FM_ERR_USAGE, "%s is a %s checkpoint, not a vae checkpoint", vae_ckpt,
+                                                ck.stage);
+    fm_ckpt_close(&ck);
+    g->latent_scale = scale;
+    return rc;
 }
 
 /* out [rows * cols, 32, 32, 1] <- a rows x cols grid (see
@@ -159,17 +175,57 @@ static int grid_images(fm_generator *g, int rows, int cols, int cls, float w, ui
     return rc;
 }
 
-int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
-                      fm_err *e)
+/* A rows x cols grid written to path, with row labels and a header when
+ * header is not NULL. */
+static int grid_png(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *header,
+                    const char *path, fm_err *e)
 {
     const size_t n = (size_t)rows * cols;
     float *out = malloc(n * IMG_SIDE * IMG_SIDE * sizeof(float));
     if (!out)
         return fm_fail(e, FM_ERR_INTERNAL, "out of memory for a grid of %zu images", n);
     int rc = grid_images(g, rows, cols, cls, w, seed, out, e);
-    if (rc == FM_OK)
+    if (rc == FM_OK && !header) {
         rc = fm_png_write_grid(path, out, (int)n, IMG_SIDE, IMG_SIDE, 1, rows, cols, 2, 2, e);
+    } else if (rc == FM_OK) {
+        const char *labels[FM_NUM_CLASSES];
+        for (int r = 0; r < rows && r < FM_NUM_CLASSES; r++)
+            labels[r] = fm_class_names[cls >= 0 ? cls : r];
+        rc = fm_png_write_grid_labelled(path, out, (int)n, IMG_SIDE, IMG_SIDE, 1, rows, cols, 2, 2, header,
+                                        rows <= FM_NUM_CLASSES ? labels : NULL, e);
+    }
     free(out);
+    return rc;
+}
+
+int fm_generator_grid(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed, const char *path,
+                      fm_err *e)
+{
+    return grid_png(g, rows, cols, cls, w, seed, NULL, path, e);
+}
+
+int fm_generator_grid_labelled(fm_generator *g, int rows, int cols, int cls, float w, uint64_t seed,
+                               const char *header, const char *path, fm_err *e)
+{
+    return grid_png(g, rows, cols, cls, w, seed, header, path, e);
+}
+
+int fm_generator_samples(fm_generator *g, int64_t n, int cls, float w, uint64_t seed, fm_sample_sink sink,
+                         void *ctx, fm_err *e)
+{
+    int32_t *y = malloc((size_t)g->B * sizeof *y);
+    if (!y)
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d labels", g->B);
+    int rc = FM_OK;
+    for (int64_t first = 0; rc == FM_OK && first < n; first += g->B) {
+        const int k = n - first < g->B ? (int)(n - first) : g->B;
+        for (int i = 0; i < g->B; i++) /* a short last batch still runs B rows: the rest are not kept */
+            y[i] = cls >= 0 ? cls : (int32_t)((first + i) % FM_NUM_CLASSES);
+        rc = fm_generate(g, y, w, seed, (uint64_t)first, e);
+        if (rc == FM_OK)
+            rc = sink(ctx, first, k, g->images, y, e);
+    }
+    free(y);
     return rc;
 }
 

@@ -366,6 +366,10 @@ static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_buf
         fm_info("eval: w = %g: class accuracy %.2f%%, Fréchet distance %.3f (floor %.3f), %d samples", gw, 100 * acc,
                 fd, fd_floor, pl->ngen);
         fprintf(js, "%s\n    {\"cfg\": %g, \"accuracy\": %.6f, \"fd\": %.6f}", k ? "," : "", gw, acc, fd);
+        /* the same as a metrics line (no "loss": readers of losses skip it) */
+        static const char *const keys[] = { "cfg", "accuracy", "fd", "fd_floor", "classifier_test_accuracy" };
+        const double vals[] = { gw, acc, fd, fd_floor, test_acc };
+        rc0 = fm_metrics_log(&P->metrics, "eval", flow_step, 5, keys, vals, e);
     }
     free(right);
     if (rc != FM_OK)

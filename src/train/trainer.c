@@ -568,6 +568,32 @@ static void profile_step_done(fm_trainer *t)
         fm_warn("%s: the profile report was not written: %s", t->stage, pe.msg);
 }
 
+/* The stage's place among the run's stages and the run's remaining time:
+ * this stage's ETA plus the images the later trained stages will process at
+ * this stage's images/s (a rough estimate: their models differ). */
+static void run_position(const fm_trainer *t, fm_progress *pg)
+{
+    const fm_config *c = t->cfg;
+    int me = strcmp(t->stage, "vae") == 0 ? FM_STAGE_VAE : strcmp(t->stage, "flow") == 0 ? FM_STAGE_FLOW : FM_STAGE_EVAL;
+    double later = 0;
+    int seen = 0;
+    for (int i = 0; i < c->run.stages.n; i++) {
+        int s = c->run.stages.v[i];
+        if (seen && s == FM_STAGE_VAE)
+            later += (double)c->vae.train.steps * c->vae.train.batch_size;
+        else if (seen && s == FM_STAGE_FLOW)
+            later += (double)c->flow.train.steps * c->flow.train.batch_size;
+        else if (seen && s == FM_STAGE_EVAL)
+            later += (double)c->eval.classifier_steps * c->eval.classifier_batch_size;
+        if (s == me && !seen) {
+            seen = 1;
+            pg->stage_i = i + 1;
+        }
+    }
+    pg->stage_n = seen ? c->run.stages.n : 0;
+    pg->run_eta_s = pg->eta_s + (pg->images_per_s > 0 ? later / pg->images_per_s : NAN);
+}
+
 int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
 {
     fm_profile *const pr = t->prof;
@@ -653,6 +679,7 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
     for (int i = 0; i < 6; i++)
         t->win[i] += step_times[i];
     t->win_n++;
+    t->win_loss += loss;
     t->step++;
     int64_t total = t->tc->steps;
     int log_every = t->cfg->run.log_every > 0 ? t->cfg->run.log_every : 1;
@@ -672,23 +699,31 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
         double step_ms = m[0], mean_compute_ms = m[1], allreduce_ms = m[2], comm_ms = t->sync.comm_ms;
         double hidden = comm_ms > 0 ? fmax(0.0, fmin(1.0, 1.0 - allreduce_ms / comm_ms)) : 0.0;
         double gflops = t->flops_per_step > 0 ? t->flops_per_step / (mean_compute_ms * 1e-3) * 1e-9 : NAN;
+        double peak = t->cfg->run.peak_gflops;
+        double mfu = t->flops_per_step > 0 && peak > 0 ? t->flops_per_step / (step_ms * 1e-3) * 1e-9 / peak : NAN;
+        double loss_mean = t->win_loss / t->win_n;
         const char *keys[] = { "loss",         "lr",          "grad_norm",   "images_per_s", "step_ms",
                                "compute_ms",   "allreduce_ms", "comm_ms",    "hidden_frac",  "poll_ms",
-                               "inflight_ms",  "imbalance_ms", "gflops" };
+                               "inflight_ms",  "imbalance_ms", "gflops",     "loss_mean",    "mfu",
+                               "world_size" };
         double vals[] = { loss,    lr,     norm, ips,  step_ms, mean_compute_ms, allreduce_ms,
-                          comm_ms, hidden, m[3], m[4], m[5],    gflops };
+                          comm_ms, hidden, m[3], m[4], m[5],    gflops,          loss_mean,
+                          mfu,     t->world->size };
         FM_TRY(fm_metrics_log(t->metrics, t->stage, t->step, (int)(sizeof vals / sizeof vals[0]), keys, vals, e));
-        double eta = (double)(total - t->step) * elapsed / done;
-        char line[256];
-        fm_progress_format(line, sizeof line, t->stage, t->step, total, loss, ips, eta);
+        fm_progress pg = { .stage = t->stage, .step = t->step, .total = total, .loss = loss_mean,
+                           .images_per_s = ips, .mfu = mfu, .eta_s = (double)(total - t->step) * elapsed / done };
+        run_position(t, &pg);
+        char line[320], now[FM_UTC_LEN];
+        fm_progress_format(line, sizeof line, &pg);
         if (t->world->size > 1)
-            fprintf(stderr, "%s  compute %.1f ms  allreduce %.1f ms (comm %.1f ms, %.0f%% hidden, imbalance %.1f ms)\n",
-                    line, mean_compute_ms, allreduce_ms, comm_ms, 100 * hidden, m[5]);
+            fprintf(stderr, "%s %s  compute %.1f ms  allreduce %.1f ms (comm %.1f ms, %.0f%% hidden, imbalance %.1f ms)\n",
+                    fm_utc_now(now), line, mean_compute_ms, allreduce_ms, comm_ms, 100 * hidden, m[5]);
         else
-            fprintf(stderr, "%s  compute %.1f ms\n", line, mean_compute_ms);
+            fprintf(stderr, "%s %s  compute %.1f ms\n", fm_utc_now(now), line, mean_compute_ms);
     }
     if (log_now) { /* a new averaging window */
         memset(t->win, 0, sizeof t->win);
+        t->win_loss = 0;
         t->win_n = 0;
         FM_PROF_STOP(pr, t_log, "step", "log", "log", FM_PROF_STEP, 0);
     }

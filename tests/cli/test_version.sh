@@ -57,7 +57,7 @@ rc=$?
 head -n 4 "$T/log.err" | sed 's/, 2 ranks$//' >"$T/got" # the OpenMP line is rank 0's own binding
 if [ $rc -ne 0 ]; then fail run_log "the dry run failed (exit $rc)"; show "$T/log.err"
 elif ! sed -n 4p "$T/log.err" | grep -q ', 2 ranks$'; then fail run_log "the MPI line lacks ', 2 ranks'"; show "$T/log.err"
-elif [ "$(grep -c '^fmtrain: fmtrain ' "$T/log.err")" -ne 1 ]; then fail run_log "the block is not logged exactly once"
+elif [ "$(grep -c '\(^\|Z \)fmtrain: fmtrain ' "$T/log.err")" -ne 1 ]; then fail run_log "the block is not logged exactly once"
 elif ! "$FMTRAIN" --version | sed 's/^/fmtrain: /' | head -n 4 | diff - "$T/got" >/dev/null
 then fail run_log "the log does not start with the --version block"; show "$T/log.err"
 else pass run_log; fi

@@ -220,7 +220,7 @@ waiter=$!
 sampled=
 for _ in $(seq 600); do # up to 120 s for the flow stage to run
     log=$(ls "$W"/slurm-fmtrain-*.out 2>/dev/null | sort -V | tail -n 1)
-    if grep -q '^flow  step 50/' "$log" 2>/dev/null; then shared_blocks >"$T/blocks"; sampled=1; break; fi
+    if grep -q '\(^\|Z \)flow  step 50/' "$log" 2>/dev/null; then shared_blocks >"$T/blocks"; sampled=1; break; fi
     [ -s "$T/job3" ] && break
     sleep 0.2
 done
@@ -281,7 +281,7 @@ waiter=$!
 killed=
 for _ in $(seq 600); do # up to 120 s for flow step 50 (checkpoints at 20 and 40)
     log=$(ls "$W"/slurm-fmtrain-*.out 2>/dev/null | sort -V | tail -n 1)
-    if grep -q '^flow  step 50/' "$log" 2>/dev/null; then
+    if grep -q '\(^\|Z \)flow  step 50/' "$log" 2>/dev/null; then
         "$CL" kill-node "$C" fmn2 >"$T/kill.out" 2>&1 && killed=$(date +%s)
         break
     fi
@@ -347,7 +347,7 @@ waiter=$!
 sent=
 for _ in $(seq 600); do # up to 120 s for flow step 30
     log=$(ls "$W"/slurm-fmtrain-*.out 2>/dev/null | sort -V | tail -n 1)
-    if grep -q '^flow  step 30/' "$log" 2>/dev/null; then
+    if grep -q '\(^\|Z \)flow  step 30/' "$log" 2>/dev/null; then
         on_head scancel --signal=USR1 --batch "$(basename "$log" .out | sed 's/.*-//')" && sent=1
         break
     fi

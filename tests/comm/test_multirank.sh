@@ -29,7 +29,8 @@ def load(p):
     d = {}
     for line in open(p):
         j = json.loads(line)
-        d[(j["stage"], j["step"])] = j["loss"]
+        if "loss" in j:  # not the eval lines
+            d[(j["stage"], j["step"])] = j["loss"]
     return d
 a, b, stages = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3].split(",")
 worst = 0.0

@@ -31,8 +31,11 @@ lines = [json.loads(l) for l in open(f"{R}/metrics.jsonl")]
 stages = {l["stage"] for l in lines}
 assert {"vae", "flow", "classifier"} <= stages, stages
 for l in lines:
-    for k in ("stage", "step", "loss", "lr", "grad_norm", "images_per_s", "step_ms"):
+    want = ("cfg", "accuracy", "fd") if l["stage"] == "eval" else ("loss", "loss_mean", "lr", "grad_norm",
+                                                                    "images_per_s", "step_ms", "mfu", "world_size")
+    for k in ("stage", "step", "time", "elapsed_s") + want:
         assert k in l, (k, l)
+assert len([l for l in lines if l["stage"] == "eval"]) == 2, "one eval line per guidance scale"
 flow = [l for l in lines if l["stage"] == "flow"]
 assert flow[-1]["loss"] < flow[0]["loss"], "flow loss did not fall"
 ck = sorted(glob.glob(f"{R}/ckpt/flow-*.safetensors"))[-1]

@@ -28,7 +28,7 @@ flow "$D1" "${P[@]}" --set run.fault_nan_steps=[3,4,12] >"$T/$name.log" 2>&1
 rc=$?
 miss=""
 for sc in "3 1" "4 2" "12 1"; do
-  grep -q "^fmtrain: warning: $(printf "$WARN" $sc)" "$T/$name.log" || miss="$miss step ${sc% *}"
+  grep -q "\(^\|Z \)fmtrain: warning: $(printf "$WARN" $sc)" "$T/$name.log" || miss="$miss step ${sc% *}"
 done
 nwarn=$(grep -c 'non-finite' "$T/$name.log")
 if [ $rc -ne 0 ]; then fail $name "exit $rc"; show "$T/$name.log"
@@ -45,8 +45,8 @@ rc=$?
 miss=""
 for sc in "3 1" "4 2" "12 1"; do
   w=$(printf "$WARN" $sc)
-  grep -q "^fmtrain: warning: $w" "$T/$name.log" || miss="$miss rank0:${sc% *}"
-  grep -q "^fmtrain\[rank 1\]: warning: $w" "$T/$name.log" || miss="$miss rank1:${sc% *}"
+  grep -q "\(^\|Z \)fmtrain: warning: $w" "$T/$name.log" || miss="$miss rank0:${sc% *}"
+  grep -q "\(^\|Z \)fmtrain\[rank 1\]: warning: $w" "$T/$name.log" || miss="$miss rank1:${sc% *}"
 done
 if [ $rc -ne 0 ]; then fail $name "exit $rc"; show "$T/$name.log"
 elif [ -n "$miss" ]; then fail $name "warnings missing:$miss"; show "$T/$name.log"
@@ -64,7 +64,7 @@ too_many() {
   rc=$?
   local msg="error: stage flow: flow: 3 consecutive non-finite steps at step 8: training diverged; lower flow.lr"
   if [ $rc -ne 1 ]; then fail $name "exit $rc, expected 1"; show "$T/$name.log"
-  elif ! grep -q "^fmtrain: $msg" "$T/$name.log"; then fail $name "no clear message"; show "$T/$name.log"
+  elif ! grep -q "\(^\|Z \)fmtrain: $msg" "$T/$name.log"; then fail $name "no clear message"; show "$T/$name.log"
   elif [ "$(ls "$D"/ckpt/flow-*.safetensors | xargs -n1 basename)" != flow-00000005.safetensors ]; then
     fail $name "checkpoints: $(ls "$D"/ckpt/)"
   elif ! out=$(finite_all "$D"); then fail $name "$out"

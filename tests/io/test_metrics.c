@@ -74,7 +74,16 @@ static int test_lines_parse_and_append(void)
           "NaN / -Inf not null");
     CHECK(fabs(num(j[1], "loss") - 1.0 / 3.0) < 1e-9 && cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j[1], "lr")),
           "second line");
-    CHECK(num(j[2], "step") == 1201 && cJSON_GetArraySize(j[2]) == 2, "appended line");
+    CHECK(num(j[2], "step") == 1201 && cJSON_GetArraySize(j[2]) == 4, "appended line");
+    /* every line ends with the UTC time and the seconds since open */
+    for (int i = 0; i < n; i++) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(j[i], "time");
+        CHECK(cJSON_IsString(t) && strlen(t->valuestring) == 24 && t->valuestring[10] == 'T' &&
+                  t->valuestring[23] == 'Z' && strncmp(t->valuestring, "20", 2) == 0,
+              "line %d: time not ISO 8601 UTC", i);
+        CHECK(num(j[i], "elapsed_s") >= 0 && num(j[i], "elapsed_s") < 60, "line %d: elapsed_s %g", i,
+              num(j[i], "elapsed_s"));
+    }
     for (int i = 0; i < n; i++)
         cJSON_Delete(j[i]);
     unlink(path);
@@ -149,7 +158,15 @@ static int test_errors(void)
 static int test_progress_line(void)
 {
     char buf[256], d[32];
-    fm_progress_format(buf, sizeof buf, "flow", 1200, 6000, 0.41234, 512.3, 192.2);
+    fm_progress p = { .stage = "flow", .step = 1200, .total = 6000, .loss = 0.41234, .images_per_s = 512.3,
+                      .mfu = 0.414, .eta_s = 192.2, .stage_i = 3, .stage_n = 5, .run_eta_s = 580 };
+    fm_progress_format(buf, sizeof buf, &p);
+    CHECK(strcmp(buf, "flow  step 1200/6000  loss 0.4123  512 img/s  MFU 41%  ETA 3m12s  stage 3/5, run ETA 9m40s") ==
+              0,
+          "got \"%s\"", buf);
+    p.mfu = NAN; /* unknown peak: no MFU; no stage list: no run part */
+    p.stage_n = 0;
+    fm_progress_format(buf, sizeof buf, &p);
     CHECK(strcmp(buf, "flow  step 1200/6000  loss 0.4123  512 img/s  ETA 3m12s") == 0, "got \"%s\"", buf);
     const struct {
         double s;
@@ -160,7 +177,9 @@ static int test_progress_line(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         CHECK(strcmp(fm_format_duration(cases[i].s, d, sizeof d), cases[i].want) == 0, "%g s -> %s, want %s",
               cases[i].s, d, cases[i].want);
-    fm_progress_print("flow", 1, 10, NAN, 0, INFINITY); /* must not crash */
+    fm_progress q = { .stage = "flow", .step = 1, .total = 10, .loss = NAN, .mfu = INFINITY, .eta_s = INFINITY,
+                      .stage_i = 1, .stage_n = 1, .run_eta_s = NAN };
+    fm_progress_format(buf, 8, &q); /* short buffer, odd numbers: must not crash */
     return 0;
 }
 

@@ -90,7 +90,7 @@ log2=$W/slurm-fmtrain-$jid2.out
 R2=$W/runs/tiny-$jid2
 sent=0
 for _ in $(seq 600); do # up to 120 s for the job to reach flow step 10
-    if grep -q '^flow  step 10/' "$log2" 2>/dev/null; then
+    if grep -q '\(^\|Z \)flow  step 10/' "$log2" 2>/dev/null; then
         scancel --signal=USR1 --batch "$jid2" && sent=1
         break
     fi
@@ -162,7 +162,7 @@ if [ "$cpus" -ge 2 ]; then
     else
         fail site_hook_sourced "the hook did not run in job $jid3"; show_logs "$log3"
     fi
-    if grep -q '^fmtrain:   OpenMP:   2 threads, OMP_PROC_BIND=close (bind close), OMP_PLACES=cores' "$log3"; then
+    if grep -q '\(^\|Z \)fmtrain:   OpenMP:   2 threads, OMP_PROC_BIND=close (bind close), OMP_PLACES=cores' "$log3"; then
         pass log_version_block
     else
         fail log_version_block "the job log lacks the version block with 2 threads bound close"; show_logs "$log3"

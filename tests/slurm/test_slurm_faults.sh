@@ -61,7 +61,7 @@ rank_pid() {
 # wait_flow: until the job's flow stage has logged step 10 (up to 120 s)
 wait_flow() {
     for _ in $(seq 600); do
-        grep -q '^flow  step 10/' "$log" 2>/dev/null && return 0
+        grep -q '\(^\|Z \)flow  step 10/' "$log" 2>/dev/null && return 0
         [ -s "$rcfile" ] && return 1
         sleep 0.2
     done

@@ -30,6 +30,8 @@ def load(p):
     d = {}
     for line in open(p):
         j = json.loads(line)
+        if "loss" not in j:  # eval lines
+            continue
         d.setdefault(j["stage"], []).append((j["step"], j["loss"]))
     return d
 a, b = load(sys.argv[1]), load(sys.argv[2])
