@@ -656,24 +656,31 @@ static int run(const args *a, fm_world *w, fm_err *e)
 
 /* Agree on the outcome, on a communicator of its own (the other ranks may
  * still be inside a collective on MPI_COMM_WORLD): out[0] = rank 0's status,
- * out[1] = the worst. A rank that failed waits at most AGREE_TIMEOUT_S and
+ * out[1] = the worst in the exit-code precedence (status.h: a real error wins
+ * over FM_PREEMPTED). A rank that failed waits at most AGREE_TIMEOUT_S and
  * then returns 0 (the caller aborts the job); a rank that did not fail waits
  * as long as it takes (a failed rank ends it). 1 when agreed. */
 static int agree(MPI_Comm comm, int rank, int rc, int out[2])
 {
-    int in[2] = { rank == 0 ? rc : -1, rc };
+    int in[2] = { rank == 0 ? rc : -1, fm_status_rank(rc) };
     MPI_Request req;
     if (MPI_Iallreduce(in, out, 2, MPI_INT, MPI_MAX, comm, &req) != MPI_SUCCESS)
         return 0;
-    if (rc == FM_OK || rc == FM_PREEMPTED)
-        return MPI_Wait(&req, MPI_STATUS_IGNORE) == MPI_SUCCESS;
+    if (rc == FM_OK || rc == FM_PREEMPTED) {
+        if (MPI_Wait(&req, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return 0;
+        out[1] = fm_status_of_rank(out[1]);
+        return 1;
+    }
     double t0 = MPI_Wtime();
     for (;;) {
         int done = 0;
         if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return 0;
-        if (done)
+        if (done) {
+            out[1] = fm_status_of_rank(out[1]);
             return 1;
+        }
         if (MPI_Wtime() - t0 > AGREE_TIMEOUT_S)
             return 0;
         struct timespec ts = { 0, 10 * 1000 * 1000 };

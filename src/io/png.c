@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fm/files.h"
+
 /* Largest grid side in pixels (libpng's default read limit is 1e6). */
 #define MAX_SIDE 100000
 
@@ -57,15 +59,20 @@ int fm_png_write_grid(const char *path, const float *images, int n, int h, int w
                        (long long)H);
     render(pix, H, W, images, n, h, w, c, cols, pad, scale);
 
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+    char tmp[4200];
+    int fd;
+    int orc = fm_tmp_open(path, tmp, sizeof tmp, &fd, e);
+    if (orc != FM_OK) {
         free(pix);
-        return fm_fail(e, FM_ERR_IO, "%s: path too long", path);
+        return orc;
     }
-    FILE *fp = fopen(tmp, "wb");
+    FILE *fp = fdopen(fd, "wb");
     if (!fp) {
+        int err = errno;
+        close(fd);
+        unlink(tmp);
         free(pix);
-        return fm_fail(e, FM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        return fm_fail(e, FM_ERR_IO, "%s: cannot create: %s", tmp, strerror(err));
     }
     png_image im;
     memset(&im, 0, sizeof im);
@@ -82,11 +89,11 @@ int fm_png_write_grid(const char *path, const float *images, int n, int h, int w
         rc = fm_fail(e, FM_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
     if (fclose(fp) != 0 && rc == FM_OK)
         rc = fm_fail(e, FM_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (rc == FM_OK && rename(tmp, path) != 0)
-        rc = fm_fail(e, FM_ERR_IO, "%s: rename to %s failed: %s", tmp, path, strerror(errno));
-    if (rc != FM_OK)
+    if (rc != FM_OK) {
         unlink(tmp);
-    return rc;
+        return rc;
+    }
+    return fm_tmp_commit(tmp, path, e);
 }
 
 int fm_png_read(const char *path, int channels, fm_png_image *img, fm_err *e)
