@@ -28,6 +28,11 @@ int fm_fsync_dir_of(const char *path, fm_err *e);
  * warnings. Call while holding the run directory's lock. */
 void fm_clean_stale_tmps(const char *dir);
 
+/* Open an input file for reading (O_CLOEXEC), refusing with FM_ERR_DATA
+ * naming it anything but a regular file (a FIFO, a device, a directory)
+ * before it can block: a FIFO is never waited on. */
+int fm_open_regular(const char *path, int *fd, fm_err *e);
+
 /* The run directory's lock: an exclusive flock on dir/FM_RUN_LOCK_FILE,
  * which records "pid P host H" of its holder. The kernel releases it when the
  * holder exits or dies (SIGKILL included), so a killed run never blocks its

@@ -139,6 +139,28 @@ void fm_clean_stale_tmps(const char *dir)
     closedir(d);
 }
 
+int fm_open_regular(const char *path, int *fd, fm_err *e)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer forever */
+    *fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (*fd < 0)
+        return fm_fail(e, FM_ERR_DATA, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int rc = FM_OK;
+    if (fstat(*fd, &st) != 0)
+        rc = fm_fail(e, FM_ERR_DATA, "%s: cannot stat: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = fm_fail(e, FM_ERR_DATA, "%s: is %s, not a regular file: give the path of a file", path,
+                     S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a device or socket");
+    else if (fcntl(*fd, F_SETFL, fcntl(*fd, F_GETFL) & ~O_NONBLOCK) != 0)
+        rc = fm_fail(e, FM_ERR_DATA, "%s: cannot read: %s", path, strerror(errno));
+    if (rc != FM_OK) {
+        close(*fd);
+        *fd = -1;
+    }
+    return rc;
+}
+
 /* ---- the run directory's lock ---- */
 
 int fm_run_lock(const char *dir, int *fd, fm_err *e)

@@ -128,13 +128,17 @@ void fm_st_free(fm_st_file *f)
 
 static int read_file(const char *path, char **buf, size_t *size, fm_err *e)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
+    int fd;
+    FM_TRY(fm_open_regular(path, &fd, e));
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        close(fd);
         return fm_fail(e, FM_ERR_DATA, "%s: cannot open: %s", path, strerror(errno));
+    }
     struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
         fclose(fp);
-        return fm_fail(e, FM_ERR_DATA, "%s: not a regular file", path);
+        return fm_fail(e, FM_ERR_DATA, "%s: cannot stat: %s", path, strerror(errno));
     }
     *size = (size_t)st.st_size;
     *buf = malloc(*size + 1);

@@ -232,6 +232,9 @@ static int real_stats(fm_pipeline *P, fm_classifier *m, eval_bufs *b, const eval
         rc = classify_batch(m, x + (size_t)first * XD, is_test ? test->labels + first : NULL,
                             n - first < EB ? n - first : EB, b->mine + s * per, &c, b->xb, e);
         right += c;
+        if (rc == FM_OK && fm_stop_requested()) /* the classifier is saved: a rerun starts here */
+            rc = fm_fail(e, FM_PREEMPTED, "eval: stopped by signal %d while classifying the real images: run the "
+                         "same command again (or let Slurm requeue the job) to resume", fm_stop_requested());
     }
     FM_TRY(fm_batches_agree(w, rc, "eval: classifying the real images", e));
     FM_TRY(fm_batches_gather(w, b->mine, nb, per, b->f_real, e));

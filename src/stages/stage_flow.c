@@ -122,6 +122,18 @@ static int load_latents(const fm_pipeline *P, flow_data *d, long dim, fm_err *e)
     return FM_OK;
 }
 
+/* A preemption seen while drawing the grids of step t->step (every rank
+ * agreed on it): its checkpoint, then FM_PREEMPTED. Collective. */
+static int save_preempted(fm_trainer *t, const fm_train_config *tc, fm_err *e)
+{
+    const int saved = t->step == tc->steps || (tc->ckpt_every > 0 && t->step % tc->ckpt_every == 0);
+    if (!saved)
+        FM_TRY(fm_trainer_save(t, e));
+    return fm_fail(e, FM_PREEMPTED, "flow: stopped by a signal while drawing the grids of step %lld: checkpoint "
+                   "written; run the same command again (or let Slurm requeue the job) to resume",
+                   (long long)t->step);
+}
+
 int fm_stage_flow(fm_pipeline *P, fm_err *e)
 {
     const fm_config *c = P->cfg;
@@ -236,6 +248,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
             if (gen.B)
                 fm_generator_set_flow_weights(&gen, c->sample.ema ? t.ema.w : p.data, p.numel);
             rc = fm_generator_write_grids(&gen, c, w, "flow", t.step, e);
+            if (rc == FM_PREEMPTED) /* stopped while drawing: save the step's state, unless saved already */
+                rc = save_preempted(&t, tc, e);
         }
     }
 out:
