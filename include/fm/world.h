@@ -34,6 +34,10 @@ int fm_world_bcast(const fm_world *w, float *x, size_t n, fm_err *e);
 int fm_world_sum(const fm_world *w, double *v, fm_err *e);
 /* Every rank's n doubles, in rank order: all [size * n]. */
 int fm_world_allgather(const fm_world *w, const double *mine, int n, double *all, fm_err *e);
+/* Whether every rank holds rank 0's n doubles (e.g. the size and checksum of
+ * a file each node read on its own): *differs = the first rank that does
+ * not, or -1. Collective; every rank gets the same answer. */
+int fm_world_same(const fm_world *w, const double *mine, int n, int *differs, fm_err *e);
 /* Max of one int over ranks (agreement on flags such as "stop now"). */
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e);
 int fm_world_barrier(const fm_world *w, fm_err *e);

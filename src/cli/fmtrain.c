@@ -25,6 +25,7 @@
 #include "fm/build.h"
 #include "fm/ckpt.h"
 #include "fm/config.h"
+#include "fm/crc32c.h"
 #include "fm/dataset.h"
 #include "fm/generate.h"
 #include "fm/log.h"
@@ -479,7 +480,15 @@ static int load_data(const fm_config *c, const fm_world *w, data *d, fm_err *e)
                              (int32_t *)(b + off[1]) };
     d->test = (fm_dataset){ h.n_test, FM_MNIST_PADDED, FM_MNIST_PADDED, (float *)(b + off[2]),
                             (int32_t *)(b + off[3]) };
-    return log_data(d, w, e);
+    /* each node read the files on its own: every rank must hold what rank 0 holds */
+    const double mine[4] = { h.n_train, h.n_test, fm_crc32c(0, d->train.labels, (size_t)h.n_train * sizeof(int32_t)),
+                             fm_crc32c(0, d->test.labels, (size_t)h.n_test * sizeof(int32_t)) };
+    int differs;
+    rc = fm_world_same(w, mine, 4, &differs, e);
+    if (rc == FM_OK && differs >= 0)
+        rc = fm_fail(e, FM_ERR_DATA, "rank %d read other data than rank 0 from %s (other image counts or labels): "
+                     "every node must see the same data.dir", differs, c->data.dir);
+    return rc == FM_OK ? log_data(d, w, e) : rc;
 }
 
 /* ok: every rank ends the run here with success (the block's window is then

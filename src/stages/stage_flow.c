@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "fm/build.h"
+#include "fm/crc32c.h"
 #include "fm/generate.h"
 #include "fm/loader.h"
 #include "fm/log.h"
@@ -122,6 +123,26 @@ static int load_latents(const fm_pipeline *P, flow_data *d, long dim, fm_err *e)
     return FM_OK;
 }
 
+/* Every node read the latents file on its own: every rank must hold what
+ * rank 0 holds (count, scale and a checksum of the block), or the ranks would
+ * train on different data. FM_ERR_DATA naming the rank otherwise.
+ * Collective. */
+static int agree_on_latents(const fm_pipeline *P, const flow_data *d, long dim, fm_err *e)
+{
+    const uint32_t crc = fm_crc32c(fm_crc32c(0, d->x, (size_t)d->n * dim * sizeof(float)), d->y,
+                                   (size_t)d->n * sizeof(int32_t));
+    const double mine[3] = { d->n, d->scale, crc };
+    int differs;
+    FM_TRY(fm_world_same(P->world, mine, 3, &differs, e));
+    if (differs < 0)
+        return FM_OK;
+    char path[4200];
+    fm_run_path(P, path, sizeof path, FM_LATENTS_FILE);
+    return fm_fail(e, FM_ERR_DATA, "rank %d read another %s than rank 0 (a different count, scale or content): the "
+                   "ranks must see one run directory (is it on a file system shared by every node?)",
+                   differs, path);
+}
+
 /* A preemption seen while drawing the grids of step t->step (every rank
  * agreed on it): its checkpoint, then FM_PREEMPTED. Collective. */
 static int save_preempted(fm_trainer *t, const fm_train_config *tc, fm_err *e)
@@ -161,7 +182,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     long D = model.dim;
     data.scale = 1.0f;
     if (c->flow.latent) {
-        if ((rc = load_latents(P, &data, D, e)) != FM_OK)
+        if ((rc = load_latents(P, &data, D, e)) != FM_OK || (rc = agree_on_latents(P, &data, D, e)) != FM_OK)
             goto out;
     } else {
         data.x = P->train->images;
@@ -195,7 +216,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
         goto out;
     /* grid k is drawn by rank k mod size (fm_generator_write_grids) */
     const int grids = c->flow.sample_every > 0 && c->sample.cfg.n > 0;
-    if (grids && fm_generator_grids_mine(c, w->rank, w->size) > 0) {
+    const int draws = grids && fm_generator_grids_mine(c, w->rank, w->size) > 0;
+    if (draws) {
         rc = fm_generator_init(&gen, c, &P->dnn, FM_NUM_CLASSES * c->sample.per_class,
                                (fm_sampler_kind)c->sample.sampler, c->sample.steps, e);
         if (rc == FM_OK)
@@ -203,6 +225,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     }
     if (grids && (rc = fm_batches_agree(w, rc, "flow: building the grids' generator", e)) != FM_OK)
         goto out;
+    if (grids && (rc = fm_generator_agree_vae(&gen, w, c->run.out, draws, rc, e)) != FM_OK)
+        goto out; /* the drawing ranks decode with one VAE */
     /* one block for the step's buffers: z, x_t, target, u, du [local, D]; t; labels; indices */
     size_t per = (size_t)local * D;
     buf = malloc((5 * per + local) * sizeof(float) + 2 * (size_t)local * sizeof(int32_t) +
