@@ -44,6 +44,7 @@ TEST_PKGS=(
   python3 python3-torch python3-numpy python3-yaml python3-matplotlib
   clang libclang-rt-14-dev
   slurm-wlm munge
+  strace gdb
   libopenblas0-openmp
   libsimgrid-dev
 )
