@@ -295,7 +295,7 @@ static int generate_all(const fm_pipeline *P, fm_classifier *m, fm_generator *g,
             count->seconds += fm_now() - t0;
         }
         int stop = fm_stop_requested();
-        if (rc == FM_OK && stop)
+        if ((rc == FM_OK || rc == FM_PREEMPTED) && stop) /* FM_PREEMPTED: the sampler saw it within the batch */
             rc = fm_fail(e, FM_PREEMPTED,
                          "eval: stopped by signal %d while generating (rank %d after %d of its %d batches); the "
                          "classifier is saved: run the same command again (or let Slurm requeue the job) to "
