@@ -182,10 +182,11 @@ static int parse_sample_args(int argc, char **argv, args *a, fm_err *e)
     size_t n = strlen(a->png);
     if (n < 5 || strcmp(a->png + n - 4, ".png") != 0)
         return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: -o %s: the output must be a .png file", a->png);
-    FILE *f = fopen(a->ckpt, "rb");
-    if (!f)
+    struct stat st; /* stat, not open: opening a FIFO would wait for a writer */
+    if (stat(a->ckpt, &st) != 0)
         return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s: cannot open checkpoint: %s", a->ckpt, strerror(errno));
-    fclose(f);
+    if (!S_ISREG(st.st_mode))
+        return fm_fail(e, FM_ERR_DATA, "fmtrain sample: %s: the checkpoint is not a regular file", a->ckpt);
     return FM_OK;
 }
 

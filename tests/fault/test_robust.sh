@@ -16,7 +16,8 @@
 #   stale_temporaries      temporaries of a dead writer in RUN, RUN/ckpt and
 #                          RUN/samples are removed at start; a live one is kept
 #   fifo_data              a data file that is a FIFO: exit 3 naming it, at once
-#                          (opening it used to wait for a writer forever)
+#                          (opening it used to wait for a writer forever); the
+#                          config (exit 2) and `fmtrain sample`'s checkpoint (3)
 #   preempt_encode         SIGTERM in the encode stage: exit 75 within seconds
 #                          (the signal used to be ignored until the flow loop)
 #   preempt_sample_cmd     SIGTERM to `fmtrain sample` with a long sampler: 75
@@ -136,7 +137,18 @@ rc=$?
 if [ $rc -ne 3 ]; then fail $name "exit $rc, expected 3 (124: it blocked)"; show "$T/$name.log"
 elif ! grep -q "train-images-idx3-ubyte.gz: is a FIFO, not a regular file" "$T/$name.log"; then
   fail $name "the error does not name the FIFO"; show "$T/$name.log"
-else pass "$name (exit 3 after $(($(date +%s) - t0))s)"; fi
+else
+  mkfifo "$T/fifo.yaml" "$T/fifo.safetensors"
+  timeout -k 2 15 "$FMTRAIN" "$T/fifo.yaml" --dry-run >"$T/$name.2.log" 2>&1
+  rc2=$?
+  timeout -k 2 15 "$FMTRAIN" sample "$T/fifo.safetensors" -o "$T/fifo.png" >"$T/$name.3.log" 2>&1
+  rc3=$?
+  if [ $rc2 -ne 2 ] || ! grep -q "fifo.yaml: the config is not a regular file" "$T/$name.2.log"; then
+    fail $name "a FIFO as the config: exit $rc2, expected 2 naming it"; show "$T/$name.2.log"
+  elif [ $rc3 -ne 3 ] || ! grep -q "fifo.safetensors: the checkpoint is not a regular file" "$T/$name.3.log"; then
+    fail $name "a FIFO as fmtrain sample's checkpoint: exit $rc3, expected 3 naming it"; show "$T/$name.3.log"
+  else pass "$name (data file: exit 3 after $(($(date +%s) - t0))s; config: exit 2; sample's checkpoint: exit 3)"; fi
+fi
 
 name=preempt_encode
 D=$T/$name # a fresh run: a 2-step VAE, then the encoding of 60000 images
