@@ -46,8 +46,9 @@ TEST_PKGS=(
   python3-torch python3-numpy python3-yaml
   clang libclang-rt-14-dev
   slurm-wlm munge
-  # the multi-node cluster of make test-cluster (ip netns, veth, tc) and its write check
-  iproute2 strace
+  # the multi-node cluster of make test-cluster (ip netns, veth, tc) and its write check; strace and gdb:
+  # which rank reads the data and the memory each rank maps (tests/comm/test_shared.sh)
+  iproute2 strace gdb
   libopenblas0-openmp
   libsimgrid-dev
 )

@@ -15,7 +15,12 @@
 #   pass NAME                print "PASS SUITE/CASE_PREFIXNAME"
 #   fail NAME WHY            print "FAIL SUITE/CASE_PREFIXNAME: WHY" (counted)
 #   skip NAME WHY            print "SKIP SUITE/CASE_PREFIXNAME: WHY": a prerequisite of
-#                            this machine is missing; never counted as passed
+#                            this machine is missing; never counted as passed. With
+#                            FM_TEST_STRICT=1 (.ci/run sets it) a FAIL instead: CI
+#                            provides every package, root and mounts, so a skip
+#                            there is a missing set-up, not a passed case
+#   skip_hw NAME WHY         the same for a prerequisite no set-up can provide (the
+#                            CPU's features or count): SKIP even when strict
 #   show FILE [N]            the last N (8) lines of FILE, indented
 #   at_exit CMD              run CMD (eval) at exit, before T is removed
 #   mpi NP CMD...            CMD under mpirun -np NP: 1 OpenMP thread a rank,
@@ -64,7 +69,14 @@ at_exit() { AT_EXIT+=("$1"); }
 
 pass() { echo "PASS $SUITE/$CASE_PREFIX$1"; npass=$((npass + 1)); }
 fail() { echo "FAIL $SUITE/$CASE_PREFIX$1: $2"; nfail=$((nfail + 1)); }
-skip() { echo "SKIP $SUITE/$CASE_PREFIX$1: $2"; nskip=$((nskip + 1)); }
+skip() {
+  if [ "${FM_TEST_STRICT:-0}" = 1 ]; then
+    fail "$1" "skipped in strict mode (FM_TEST_STRICT=1, CI): $2"
+  else
+    echo "SKIP $SUITE/$CASE_PREFIX$1: $2"; nskip=$((nskip + 1))
+  fi
+}
+skip_hw() { echo "SKIP $SUITE/$CASE_PREFIX$1: $2"; nskip=$((nskip + 1)); }
 show() { tail -n "${2:-8}" "$1" 2>/dev/null | sed 's/^/    /'; }
 
 mpi() {

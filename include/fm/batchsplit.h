@@ -37,8 +37,9 @@ int fm_batches_gather(const fm_world *w, const float *mine, int nb, size_t per, 
 
 /* The end of a round: every rank's status (rc, or FM_PREEMPTED when the
  * caller saw a stop signal) is shown to every rank. Returns rc when it is not
- * FM_OK (the caller's own message), the collective's error, or, when another
- * rank's status is not FM_OK, that status with "<what>: rank R stopped with
+ * FM_OK and no other rank's is worse (status.h's precedence; the caller's own
+ * message), the collective's error, or the worst other status (its first
+ * rank R) with "<what>: rank R stopped with
  * status S (its message says why)" (for FM_PREEMPTED: "<what>: rank R was
  * stopped by a signal: run the same command again ..."). FM_OK when every
  * rank is. Collective. */

@@ -17,14 +17,17 @@
  *   log_every, sample_every), which stages, sampling and evaluation output,
  *   threads, precision, bucket size, the data folder, and every key whose
  *   state does not exist yet. Each change is logged, and the recorded
- *   config.yaml is kept as RUN/config.yaml.N (the first free N >= 1) before
- *   the caller writes the new one;
+ *   config.yaml is kept as RUN/config.yaml.N (the first free N >= 1, a hard
+ *   link: config.yaml itself stays until the caller renames the new one over
+ *   it, so no crash leaves the run without a record);
  * - the optimisation keys of a trained stage this run does not run (vae.*
  *   without the vae stage, flow.* but flow.path without flow, the
  *   classifier's without eval) are not used: they keep their recorded values
  *   in the record, so a later run that trains that stage is compared with
  *   what trained its checkpoints.
- * A directory without state, or without config.yaml, passes. */
+ * Without config.yaml (lost), the configuration stored in the newest readable
+ * checkpoint (flow, classifier, then vae) is the record. A directory without
+ * state, or whose checkpoints hold no configuration, passes. */
 #ifndef FM_CONFIG_GUARD_H
 #define FM_CONFIG_GUARD_H
 

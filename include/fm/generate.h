@@ -37,6 +37,7 @@ typedef struct fm_generator {
     fm_vae_encoder enc;    /* batch 1, only so vae_p has the VAE checkpoint's layout */
     fm_vae_decoder dec;    /* batch B */
     float latent_scale;
+    int64_t vae_step;      /* the step of the VAE checkpoint loaded (0: none, a pixel flow) */
     float *x;              /* [B, dim] flow samples (one block with z and images) */
     float *z;              /* [B, dim] latents / scale */
     float *images;         /* [B, 32, 32, 1] in [-1, 1] (clamped) */
@@ -49,9 +50,15 @@ void fm_generator_free(fm_generator *g);
 
 /* Copy flow weights laid out like the flow model's fm_params.data. */
 void fm_generator_set_flow_weights(fm_generator *g, const float *w, size_t numel);
-/* Load the VAE decoder from the newest valid `vae` checkpoint of run_dir and
- * set the latent scale (no-op for pixel flows). */
+/* Load the VAE decoder from the newest valid `vae` checkpoint of run_dir
+ * (its step in g->vae_step) and set the latent scale (no-op for pixel flows). */
 int fm_generator_load_vae(fm_generator *g, const char *run_dir, float latent_scale, fm_err *e);
+/* After each rank that passes has != 0 loaded its VAE (rc its status): the
+ * ranks compare, and a rank that could not load, or loaded another VAE
+ * checkpoint step than the lowest loading rank, stops every rank (the same
+ * status everywhere). Collective. */
+int fm_generator_agree_vae(const fm_generator *g, const fm_world *w, const char *run_dir, int has, int rc,
+                           fm_err *e);
 /* Everything from a run's checkpoints: the flow weights ("ema." ones if
  * sample.ema) and latent scale of the flow checkpoint file ckpt, or of the
  * newest valid flow checkpoint of run.out when ckpt is NULL (FM_ERR_DATA if
@@ -107,8 +114,9 @@ int fm_generator_write_grids(fm_generator *g, const fm_config *c, const fm_world
                              fm_err *e);
 /* fm_generator_load(g, c, NULL, ...) on the ranks that pass has != 0 (the
  * others pass a g they did not initialise), then the ranks compare: a rank
- * that could not load, or found another flow step than the lowest loading
- * rank (a run directory not shared by the nodes, or not in sync), stops every
+ * that could not load, or found another flow or VAE checkpoint step than the
+ * lowest loading rank (a run directory not shared by the nodes, or not in
+ * sync), stops every
  * rank. *step <- that rank's step, on every rank. Collective. */
 int fm_generator_load_all(fm_generator *g, const fm_config *c, const fm_world *w, int has, int64_t *step,
                           fm_err *e);

@@ -30,10 +30,12 @@ typedef struct fm_pipeline {
     fm_metrics metrics;       /* open on rank 0 */
     const fm_dataset *train, *test;
     int force_eval;           /* `fmtrain eval`: recompute eval.json even if it exists */
+    int lock_fd;              /* rank 0: the run directory's lock (files.h), held until the end; else -1 */
 } fm_pipeline;
 
-/* Create the run directory (rank 0), write config.yaml, and run the stages
- * of cfg->run.stages in order. */
+/* Create and lock the run directory (rank 0: a second fmtrain on the same
+ * directory is refused, exit 2), remove the temporary files of dead runs,
+ * write config.yaml, and run the stages of cfg->run.stages in order. */
 int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_dataset *test, const fm_world *w,
                     int force_eval, fm_err *e);
 

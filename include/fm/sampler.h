@@ -82,7 +82,9 @@ void fm_sample_noise(float *x, int B, long D, uint64_t seed, uint64_t first);
 /* Integrate x_inout [B, D] (in: x_0, usually from fm_sample_noise; out: the
  * samples at t = 1) with labels y [B] (NULL: all null) and guidance w.
  * seed/first key the SDE noise (unused by euler/heun). No allocation.
- * A failing model call is returned with the time prefixed to its message. */
+ * A failing model call is returned with the time prefixed to its message.
+ * A preemption request (signals.h) seen before a step returns FM_PREEMPTED
+ * (x_inout is then partly integrated). */
 int fm_sample(fm_sampler *s, fm_velocity_fn f, void *ctx, const int32_t *y, float w, uint64_t seed, uint64_t first,
               float *x_inout, fm_err *e);
 

@@ -31,6 +31,18 @@ int fm_err_prefix(fm_err *e, const char *fmt, ...)
 
 void fm_err_clear(fm_err *e);
 
+/* Exit-code precedence, wherever statuses are combined (ranks agreeing on an
+ * outcome, the end of a run): success < FM_PREEMPTED < any real error, and
+ * among real errors the larger code (1 < 2 < 3 < 4). So a real error always
+ * wins over 75: a rank whose preemption checkpoint failed is never hidden by
+ * the others' "requeue me". fm_status_rank maps a status to its place in this
+ * order (0 for FM_OK; a max over ranks of it is the worst status) and
+ * fm_status_of_rank maps it back. */
+int fm_status_rank(int rc);
+int fm_status_of_rank(int rank);
+/* The worse of two statuses in that order. */
+int fm_status_worst(int a, int b);
+
 /* Propagate a non-OK status. */
 #define FM_TRY(expr)                 \
     do {                             \

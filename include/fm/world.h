@@ -37,6 +37,10 @@ int fm_world_allgather(const fm_world *w, const double *mine, int n, double *all
 /* Every rank's n floats to rank 0, in rank order: all [size * n] on rank 0
  * (not touched elsewhere, may be NULL there). The bits arrive unchanged. */
 int fm_world_gather0(const fm_world *w, const float *mine, int n, float *all, fm_err *e);
+/* Whether every rank holds rank 0's n doubles (e.g. the size and checksum of
+ * a file each node read on its own): *differs = the first rank that does
+ * not, or -1. Collective; every rank gets the same answer. */
+int fm_world_same(const fm_world *w, const double *mine, int n, int *differs, fm_err *e);
 /* Max of one int over ranks (agreement on flags such as "stop now"). */
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e);
 int fm_world_barrier(const fm_world *w, fm_err *e);

@@ -27,6 +27,7 @@
 #include "fm/build.h"
 #include "fm/ckpt.h"
 #include "fm/config.h"
+#include "fm/crc32c.h"
 #include "fm/dataset.h"
 #include "fm/generate.h"
 #include "fm/log.h"
@@ -214,13 +215,13 @@ static int parse_sample_args(int argc, char **argv, args *a, fm_err *e)
     if ((a->out_dir || a->npz) && a->n_samples < 0 && a->per_class < 0)
         return usage_fail(e, "fmtrain sample: --out-dir and --npz need --n N or --per-class K%s", "");
     const char *files[2] = { a->ckpt, a->vae };
-    for (int k = 0; k < 2; k++) {
-        FILE *f = files[k] ? fopen(files[k], "rb") : NULL;
-        if (files[k] && !f)
+    for (int k = 0; k < 2 && files[k]; k++) {
+        struct stat st; /* stat, not open: opening a FIFO would wait for a writer */
+        if (stat(files[k], &st) != 0)
             return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s: cannot open checkpoint: %s", files[k],
                            strerror(errno));
-        if (f)
-            fclose(f);
+        if (!S_ISREG(st.st_mode))
+            return fm_fail(e, FM_ERR_DATA, "fmtrain sample: %s: the checkpoint is not a regular file", files[k]);
     }
     return FM_OK;
 }
@@ -544,7 +545,15 @@ static int load_data(const fm_config *c, const fm_world *w, data *d, fm_err *e)
                              (int32_t *)(b + off[1]) };
     d->test = (fm_dataset){ h.n_test, FM_MNIST_PADDED, FM_MNIST_PADDED, (float *)(b + off[2]),
                             (int32_t *)(b + off[3]) };
-    return log_data(d, w, e);
+    /* each node read the files on its own: every rank must hold what rank 0 holds */
+    const double mine[4] = { h.n_train, h.n_test, fm_crc32c(0, d->train.labels, (size_t)h.n_train * sizeof(int32_t)),
+                             fm_crc32c(0, d->test.labels, (size_t)h.n_test * sizeof(int32_t)) };
+    int differs;
+    rc = fm_world_same(w, mine, 4, &differs, e);
+    if (rc == FM_OK && differs >= 0)
+        rc = fm_fail(e, FM_ERR_DATA, "rank %d read other data than rank 0 from %s (other image counts or labels): "
+                     "every node must see the same data.dir", differs, c->data.dir);
+    return rc == FM_OK ? log_data(d, w, e) : rc;
 }
 
 /* ok: every rank ends the run here with success (the block's window is then
@@ -812,24 +821,31 @@ static int run(const args *a, fm_world *w, fm_err *e)
 
 /* Agree on the outcome, on a communicator of its own (the other ranks may
  * still be inside a collective on MPI_COMM_WORLD): out[0] = rank 0's status,
- * out[1] = the worst. A rank that failed waits at most AGREE_TIMEOUT_S and
+ * out[1] = the worst in the exit-code precedence (status.h: a real error wins
+ * over FM_PREEMPTED). A rank that failed waits at most AGREE_TIMEOUT_S and
  * then returns 0 (the caller aborts the job); a rank that did not fail waits
  * as long as it takes (a failed rank ends it). 1 when agreed. */
 static int agree(MPI_Comm comm, int rank, int rc, int out[2])
 {
-    int in[2] = { rank == 0 ? rc : -1, rc };
+    int in[2] = { rank == 0 ? rc : -1, fm_status_rank(rc) };
     MPI_Request req;
     if (MPI_Iallreduce(in, out, 2, MPI_INT, MPI_MAX, comm, &req) != MPI_SUCCESS)
         return 0;
-    if (rc == FM_OK || rc == FM_PREEMPTED)
-        return MPI_Wait(&req, MPI_STATUS_IGNORE) == MPI_SUCCESS;
+    if (rc == FM_OK || rc == FM_PREEMPTED) {
+        if (MPI_Wait(&req, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return 0;
+        out[1] = fm_status_of_rank(out[1]);
+        return 1;
+    }
     double t0 = MPI_Wtime();
     for (;;) {
         int done = 0;
         if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return 0;
-        if (done)
+        if (done) {
+            out[1] = fm_status_of_rank(out[1]);
             return 1;
+        }
         if (MPI_Wtime() - t0 > AGREE_TIMEOUT_S)
             return 0;
         struct timespec ts = { 0, 10 * 1000 * 1000 };

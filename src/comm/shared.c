@@ -45,9 +45,9 @@ int fm_node_agree_world(const fm_node *nd, int rc, fm_err *e)
     int mrc = MPI_Iallgather(&rc, 1, MPI_INT, all, 1, MPI_INT, MPI_COMM_WORLD, &req);
     int arc = mrc == MPI_SUCCESS ? fm_world_wait(w, w->size, "", &req, "agreement of the ranks on a status", &ae)
                                  : fm_world_fail(&ae, mrc, "MPI_Iallgather (status)");
-    int first = -1;
-    for (int r = 0; arc == FM_OK && r < w->size && first < 0; r++)
-        if (all[r] != FM_OK)
+    int first = -1; /* the first rank with the worst status (status.h: a real error wins over FM_PREEMPTED) */
+    for (int r = 0; arc == FM_OK && r < w->size; r++)
+        if (all[r] != FM_OK && (first < 0 || fm_status_rank(all[r]) > fm_status_rank(all[first])))
             first = r;
     const int code = first >= 0 ? all[first] : FM_OK;
     free(all);

@@ -3,6 +3,7 @@
 
 #include <mpi.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -175,6 +176,20 @@ int fm_world_gather0(const fm_world *w, const float *mine, int n, float *all, fm
     int rc = MPI_Igather(mine, n, MPI_FLOAT, all, n, MPI_FLOAT, 0, MPI_COMM_WORLD, &req);
     return rc == MPI_SUCCESS ? wait_req(w, &req, "gather of per-rank values to rank 0", e)
                              : fm_world_fail(e, rc, "MPI_Igather");
+}
+
+int fm_world_same(const fm_world *w, const double *mine, int n, int *differs, fm_err *e)
+{
+    *differs = -1;
+    double *all = malloc((size_t)w->size * n * sizeof *all);
+    if (!all)
+        return fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory for %d ranks' values", w->rank, w->size);
+    int rc = fm_world_allgather(w, mine, n, all, e);
+    for (int r = 1; rc == FM_OK && r < w->size && *differs < 0; r++)
+        if (memcmp(all + (size_t)r * n, all, (size_t)n * sizeof *all) != 0)
+            *differs = r;
+    free(all);
+    return rc;
 }
 
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e)

@@ -1,8 +1,11 @@
 /* profile.c - the per-layer timer table (see profile.h). */
 #include "fm/profile.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "fm/json.h"
 
 static const char *str_or_empty(const char *s) { return s ? s : ""; }
 
@@ -346,18 +349,19 @@ int fm_profile_json(const fm_profile *p, fm_profile_by by, int steps, double tot
         json_str(f, r[i].name);
         fputs(", \"kind\": ", f);
         json_str(f, r[i].kind);
-        fprintf(f, ", \"phase\": \"%s\", \"calls\": %.6g, \"ms_per_step\": %.6g, \"share\": %.6g, \"gflops\": ",
-                fm_profile_phase_name(r[i].phase), (double)r[i].calls / t.steps, 1e3 * r[i].seconds / t.steps,
-                t.total > 0 ? r[i].seconds / t.total : 0.0);
-        if (r[i].flops > 0 && r[i].seconds > 0)
-            fprintf(f, "%.6g", r[i].flops / r[i].seconds * 1e-9);
-        else
-            fputs("null", f);
-        fprintf(f, ", \"best_ms_per_step\": %.6g, \"best_gflops\": ", 1e3 * r[i].best_s / t.steps);
-        if (r[i].flops > 0 && r[i].best_s > 0)
-            fprintf(f, "%.6g}", r[i].flops / r[i].best_s * 1e-9);
-        else
-            fputs("null}", f);
+        fprintf(f, ", \"phase\": \"%s\", \"calls\": ", fm_profile_phase_name(r[i].phase));
+        fm_json_num(f, "%.6g", (double)r[i].calls / t.steps);
+        fputs(", \"ms_per_step\": ", f);
+        fm_json_num(f, "%.6g", 1e3 * r[i].seconds / t.steps);
+        fputs(", \"share\": ", f);
+        fm_json_num(f, "%.6g", t.total > 0 ? r[i].seconds / t.total : 0.0);
+        fputs(", \"gflops\": ", f);
+        fm_json_num(f, "%.6g", r[i].flops > 0 && r[i].seconds > 0 ? r[i].flops / r[i].seconds * 1e-9 : NAN);
+        fputs(", \"best_ms_per_step\": ", f);
+        fm_json_num(f, "%.6g", 1e3 * r[i].best_s / t.steps);
+        fputs(", \"best_gflops\": ", f);
+        fm_json_num(f, "%.6g", r[i].flops > 0 && r[i].best_s > 0 ? r[i].flops / r[i].best_s * 1e-9 : NAN);
+        fputc('}', f);
     }
     fputc(']', f);
     free(t.r);

@@ -46,3 +46,21 @@ void fm_err_clear(fm_err *e)
         e->msg[0] = '\0';
     }
 }
+
+int fm_status_rank(int rc)
+{
+    if (rc == FM_OK)
+        return 0;
+    if (rc == FM_PREEMPTED)
+        return 1;
+    return rc > 0 ? 1 + rc : 2; /* 1 -> 2, 2 -> 3, ...; a negative code counts as internal */
+}
+
+int fm_status_of_rank(int rank)
+{
+    if (rank <= 0)
+        return FM_OK;
+    return rank == 1 ? FM_PREEMPTED : rank - 1;
+}
+
+int fm_status_worst(int a, int b) { return fm_status_rank(a) >= fm_status_rank(b) ? a : b; }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fm/rng.h"
+#include "fm/signals.h"
 
 #define PAR_MIN 65536 /* elements below which loops stay serial */
 
@@ -108,6 +109,10 @@ int fm_sample(fm_sampler *s, fm_velocity_fn f, void *ctx, const int32_t *y, floa
         s->y2[B + i] = c->null_label;
     }
     for (int k = 0; k < steps; k++) {
+        if (fm_stop_requested()) /* preemption: a grid of many steps must not delay it */
+            return fm_fail(e, FM_PREEMPTED, "stopped by signal %d while sampling (step %d of %d): run the same "
+                           "command again (or let Slurm requeue the job) to resume",
+                           fm_stop_requested(), k, steps);
         const double t = (double)k / steps, t1 = (double)(k + 1) / steps;
         float *u = s->k1;
         FM_TRY(guided(s, f, ctx, x, t, w, u, e));

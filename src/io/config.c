@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "fm/sbuf.h"
@@ -622,6 +623,9 @@ int fm_config_load_string(fm_config *c, const char *text, size_t len, const char
 
 int fm_config_load(fm_config *c, const char *path, fm_err *e)
 {
+    struct stat st; /* a FIFO or device would block fopen or never end */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return fm_fail(e, FM_ERR_USAGE, "%s: the config is not a regular file (a directory, FIFO or device)", path);
     FILE *f = fopen(path, "rb");
     if (!f)
         return fm_fail(e, FM_ERR_USAGE, "%s: cannot open config file: %s", path, strerror(errno));

@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "fm/ckpt.h"
+#include "fm/files.h"
 #include "fm/log.h"
 
 /* Keys a resumed run may change (a trailing '.' takes a whole section). */
@@ -107,20 +110,45 @@ static run_state state_of(const char *run)
     return st;
 }
 
-/* Rename path to path.N for the first free N >= 1. */
+/* Keep the recorded path as path.N (the first free N >= 1): a second name
+ * (a hard link) for it, so config.yaml itself stays in place until the new one
+ * is renamed over it: a crash in between never leaves the run without a
+ * recorded configuration. */
 static int keep_old(const char *path, fm_err *e)
 {
     char to[4300];
     for (int k = 1; k < 10000; k++) {
         snprintf(to, sizeof to, "%.4200s.%d", path, k);
-        if (exists(to))
-            continue;
-        if (rename(path, to) != 0)
+        if (link(path, to) != 0) {
+            if (errno == EEXIST)
+                continue;
             return fm_fail(e, FM_ERR_IO, "cannot keep %s as %s: %s", path, to, strerror(errno));
+        }
         fm_info("resume: the previous configuration is kept as %s", to);
-        return FM_OK;
+        return fm_fsync_dir_of(to, e);
     }
     return fm_fail(e, FM_ERR_IO, "cannot keep %s: %s.1 to %s.9999 all exist", path, path, path);
+}
+
+/* The configuration stored in the newest readable checkpoint of the run (any
+ * stage): what trained it, when config.yaml is missing. FM_CKPT_NONE when no
+ * checkpoint holds one. */
+static int config_of_ckpts(const char *run, fm_config *old, char *from, size_t n, fm_err *e)
+{
+    static const char *const stages[] = { "flow", "classifier", "vae" };
+    for (size_t k = 0; k < sizeof stages / sizeof *stages; k++) {
+        fm_ckpt c;
+        fm_err le = { 0 };
+        if (fm_ckpt_load_latest(run, stages[k], NULL, 0, NULL, 0, &c, &le) != FM_OK)
+            continue;
+        const char *text = fm_ckpt_meta(&c, "config");
+        int rc = text ? fm_config_load_string(old, text, strlen(text), c.path, e) : FM_CKPT_NONE;
+        snprintf(from, n, "%s (the configuration it was trained with)", c.path);
+        fm_ckpt_close(&c);
+        if (rc != FM_CKPT_NONE)
+            return rc;
+    }
+    return FM_CKPT_NONE;
 }
 
 int fm_config_guard(const fm_config *now, fm_config *rec, fm_err *e)
@@ -130,16 +158,30 @@ int fm_config_guard(const fm_config *now, fm_config *rec, fm_err *e)
     char path[4200];
     snprintf(path, sizeof path, "%s/config.yaml", run);
     const run_state st = state_of(run);
-    if (!exists(path) || !(st.vae || st.flow || st.classifier || st.latents))
+    if (!(st.vae || st.flow || st.classifier || st.latents))
         return FM_OK; /* nothing trained yet: nothing to protect */
 
     fm_config old;
-    fm_err le = { 0 };
-    if (fm_config_load(&old, path, &le) != FM_OK)
-        return fm_fail(e, FM_ERR_USAGE,
-                       "%s: cannot read the configuration this run was trained with (%s); restore it, or "
-                       "start a new run directory (--out)",
-                       path, le.msg);
+    char from[4400];
+    const int have_yaml = exists(path);
+    if (have_yaml) {
+        fm_err le = { 0 };
+        snprintf(from, sizeof from, "%s", path);
+        if (fm_config_load(&old, path, &le) != FM_OK)
+            return fm_fail(e, FM_ERR_USAGE,
+                           "%s: cannot read the configuration this run was trained with (%s); restore it, or "
+                           "start a new run directory (--out)",
+                           path, le.msg);
+    } else { /* lost (a crash, a deletion): the checkpoints carry it too */
+        fm_err le = { 0 };
+        int rc = config_of_ckpts(run, &old, from, sizeof from, &le);
+        if (rc == FM_CKPT_NONE)
+            return FM_OK;
+        if (rc != FM_OK)
+            return fm_fail(e, FM_ERR_USAGE, "%s is missing and the configuration in %s cannot be read (%s): "
+                           "restore config.yaml, or start a new run directory (--out)", path, from, le.msg);
+        fm_info("resume: %s is missing: comparing with the configuration in %s", path, from);
+    }
 
     int nkeys, nlocked = 0, nchanged = 0;
     const fm_cfg_key *keys = fm_config_keys(&nkeys);
@@ -170,8 +212,8 @@ int fm_config_guard(const fm_config *now, fm_config *rec, fm_err *e)
     }
     if (nlocked)
         return fm_fail(e, FM_ERR_USAGE,
-                       "%s holds a run trained with another configuration: %s. These keys fix what its "
-                       "checkpoints%s mean: restore them, or start a new run directory (--out)",
-                       run, msg, st.latents ? " and latents" : "");
-    return nchanged ? keep_old(path, e) : FM_OK;
+                       "%s holds a run trained with another configuration (recorded in %s): %s. These keys fix "
+                       "what its checkpoints%s mean: restore them, or start a new run directory (--out)",
+                       run, from, msg, st.latents ? " and latents" : "");
+    return nchanged && have_yaml ? keep_old(path, e) : FM_OK;
 }

@@ -14,6 +14,7 @@
 
 const char *const fm_class_names[FM_MNIST_CLASSES] = { "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                                       "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot" };
+#include "fm/files.h"
 
 #define GZ_CHUNK (1 << 18)      /* compressed bytes read per read() */
 #define GROW_FIRST (1 << 20)    /* first payload buffer; doubles as data arrives */
@@ -86,16 +87,12 @@ static int gz_open(gz_in *g, const char *path, off_t *file_size, fm_err *e)
 {
     memset(g, 0, sizeof *g);
     g->path = path;
-    g->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (g->fd < 0)
-        return fm_fail(e, FM_ERR_DATA, "%s: cannot open: %s", path, strerror(errno));
+    FM_TRY(fm_open_regular(path, &g->fd, e));
     struct stat st;
     if (fstat(g->fd, &st) != 0)
         return fm_fail(e, FM_ERR_DATA, "%s: cannot stat: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode))
-        return fm_fail(e, FM_ERR_DATA, "%s: is a directory, expected a gzip-compressed IDX file", path);
-    *file_size = S_ISREG(st.st_mode) ? st.st_size : 0;
-    if (S_ISREG(st.st_mode) && st.st_size == 0)
+    *file_size = st.st_size;
+    if (st.st_size == 0)
         return fm_fail(e, FM_ERR_DATA, "%s: empty file (0 bytes), expected a gzip-compressed IDX file", path);
     g->in = malloc(GZ_CHUNK);
     if (!g->in)

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fm/files.h"
 #include "fm/font.h"
 
 /* Largest grid side in pixels (libpng's default read limit is 1e6). */
@@ -64,15 +65,20 @@ static int grid_size(const char *path, int n, int h, int w, int c, int rows, int
  * renamed; frees pix. */
 static int write_pixels(const char *path, uint8_t *pix, int64_t W, int64_t H, int c, fm_err *e)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+    char tmp[4200];
+    int fd;
+    int orc = fm_tmp_open(path, tmp, sizeof tmp, &fd, e);
+    if (orc != FM_OK) {
         free(pix);
-        return fm_fail(e, FM_ERR_IO, "%s: path too long", path);
+        return orc;
     }
-    FILE *fp = fopen(tmp, "wb");
+    FILE *fp = fdopen(fd, "wb");
     if (!fp) {
+        int err = errno;
+        close(fd);
+        unlink(tmp);
         free(pix);
-        return fm_fail(e, FM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        return fm_fail(e, FM_ERR_IO, "%s: cannot create: %s", tmp, strerror(err));
     }
     png_image im;
     memset(&im, 0, sizeof im);
@@ -89,11 +95,11 @@ static int write_pixels(const char *path, uint8_t *pix, int64_t W, int64_t H, in
         rc = fm_fail(e, FM_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
     if (fclose(fp) != 0 && rc == FM_OK)
         rc = fm_fail(e, FM_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (rc == FM_OK && rename(tmp, path) != 0)
-        rc = fm_fail(e, FM_ERR_IO, "%s: rename to %s failed: %s", tmp, path, strerror(errno));
-    if (rc != FM_OK)
+    if (rc != FM_OK) {
         unlink(tmp);
-    return rc;
+        return rc;
+    }
+    return fm_tmp_commit(tmp, path, e);
 }
 
 /* A blank canvas of W x H x c bytes, or an error naming path. */

@@ -4,7 +4,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include <unistd.h>
 
 #include "fm/crc32c.h"
+#include "fm/files.h"
 
 static const char *dtype_name(fm_dtype t) { return t == FM_BF16 ? "BF16" : "F32"; }
 
@@ -123,12 +123,12 @@ int fm_st_write(const char *path, const fm_st_tensor *t, int nt, const fm_st_met
     char *hdr = build_header(t, nt, m, nm, &hlen);
     if (!hdr)
         return fm_fail(e, FM_ERR_INTERNAL, "%s: cannot build the safetensors header (out of memory)", path);
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
+    char tmp[4200];
+    int fd;
+    int orc = fm_tmp_open(path, tmp, sizeof tmp, &fd, e);
+    if (orc != FM_OK) {
         free(hdr);
-        return fm_fail(e, FM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        return orc;
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++)
@@ -143,20 +143,11 @@ int fm_st_write(const char *path, const fm_st_tensor *t, int nt, const fm_st_met
         rc = fm_fail(e, FM_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
     if (close(fd) != 0 && rc == FM_OK)
         rc = fm_fail(e, FM_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (rc == FM_OK && rename(tmp, path) != 0)
-        rc = fm_fail(e, FM_ERR_IO, "%s: rename to %s failed: %s", tmp, path, strerror(errno));
     if (rc != FM_OK) {
         unlink(tmp);
         return rc;
     }
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return FM_OK;
+    return fm_tmp_commit(tmp, path, e);
 }
 
 void fm_st_free(fm_st_file *f)
@@ -177,13 +168,17 @@ void fm_st_free(fm_st_file *f)
 
 static int read_file(const char *path, char **buf, size_t *size, fm_err *e)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
+    int fd;
+    FM_TRY(fm_open_regular(path, &fd, e));
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        close(fd);
         return fm_fail(e, FM_ERR_DATA, "%s: cannot open: %s", path, strerror(errno));
+    }
     struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
         fclose(fp);
-        return fm_fail(e, FM_ERR_DATA, "%s: not a regular file", path);
+        return fm_fail(e, FM_ERR_DATA, "%s: cannot stat: %s", path, strerror(errno));
     }
     *size = (size_t)st.st_size;
     *buf = malloc(*size + 1);

@@ -43,14 +43,14 @@ int fm_batches_agree(const fm_world *w, int rc, const char *what, fm_err *e)
         return rc != FM_OK ? rc : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory (%s)", w->rank, what);
     fm_err ce = { 0 };
     int crc = fm_world_allgather(w, &mine, 1, all, &ce);
-    int bad = -1;
-    for (int q = 0; crc == FM_OK && q < w->size && bad < 0; q++)
-        if (all[q] != FM_OK)
+    int bad = -1; /* the first rank with the worst status (status.h: a real error wins over FM_PREEMPTED) */
+    for (int q = 0; crc == FM_OK && q < w->size; q++)
+        if (all[q] != FM_OK && (bad < 0 || fm_status_rank((int)all[q]) > fm_status_rank((int)all[bad])))
             bad = q;
     const int status = bad >= 0 ? (int)all[bad] : FM_OK;
     free(all);
-    if (rc != FM_OK)
-        return rc;
+    if (rc != FM_OK && (crc != FM_OK || fm_status_rank(rc) >= fm_status_rank(status)))
+        return rc; /* this rank's own status is the worst: its own message */
     if (crc != FM_OK) {
         *e = ce;
         return crc;

@@ -86,12 +86,16 @@ int fm_generator_load_vae(fm_generator *g, const char *run_dir, float latent_sca
     if (!g->latent)
         return FM_OK;
     fm_ckpt_group grp = { "", &g->vae_p, g->vae_p.data };
-    int rc = fm_ckpt_load_latest(run_dir, "vae", &grp, 1, NULL, 0, NULL, e);
+    fm_ckpt ck;
+    int rc = fm_ckpt_load_latest(run_dir, "vae", &grp, 1, NULL, 0, &ck, e);
     if (rc == FM_CKPT_NONE)
         return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no vae checkpoint: the latent flow needs the trained VAE (run the vae stage)",
                        run_dir);
+    FM_TRY(rc);
+    g->vae_step = ck.step;
+    fm_ckpt_close(&ck);
     g->latent_scale = latent_scale;
-    return rc;
+    return FM_OK;
 }
 
 int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint64_t first, fm_err *e)
@@ -270,27 +274,40 @@ int fm_generator_write_grids(fm_generator *g, const fm_config *c, const fm_world
     return rc;
 }
 
-int fm_generator_load_all(fm_generator *g, const fm_config *c, const fm_world *w, int has, int64_t *step,
-                          fm_err *e)
+/* The ranks that loaded (has) compare their status and the steps of what
+ * they loaded (vals[0..nv-1], named names[]); the first rank that failed, or
+ * that differs from the lowest loading rank, stops every rank. *ref_out <-
+ * the lowest loading rank's vals (if not NULL). Collective. */
+static int agree_loaded(const fm_world *w, int has, int rc, const double *vals, int nv, const char *const *names,
+                        const char *run, double *ref_out, fm_err *e)
 {
-    int64_t mine_step = 0;
-    int rc = has ? fm_generator_load(g, c, NULL, &mine_step, e) : FM_OK;
-    double mine[3] = { rc, has, (double)mine_step }, *all = malloc((size_t)w->size * 3 * sizeof(double));
+    enum { MAXV = 2 };
+    double mine[2 + MAXV] = { rc, has };
+    memcpy(mine + 2, vals, (size_t)nv * sizeof *vals);
+    const int m = 2 + nv;
+    double *all = malloc((size_t)w->size * m * sizeof(double));
     if (!all)
         return rc != FM_OK ? rc : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", w->rank);
     fm_err ce = { 0 };
-    int crc = fm_world_allgather(w, mine, 3, all, &ce);
-    int bad = -1, ref = -1, other = -1;
-    for (int q = 0; crc == FM_OK && q < w->size && bad < 0; q++) {
-        if (all[3 * q] != FM_OK)
+    int crc = fm_world_allgather(w, mine, m, all, &ce);
+    int bad = -1, ref = -1, other = -1, which = 0;
+    for (int q = 0; crc == FM_OK && q < w->size && bad < 0 && other < 0; q++) {
+        const double *a = all + (size_t)q * m;
+        if (a[0] != FM_OK)
             bad = q;
-        else if (all[3 * q + 1] != 0 && ref < 0)
+        else if (a[1] != 0 && ref < 0)
             ref = q;
-        else if (all[3 * q + 1] != 0 && other < 0 && all[3 * q + 2] != all[3 * ref + 2])
-            other = q;
+        else if (a[1] != 0)
+            for (int k = 0; k < nv && other < 0; k++)
+                if (a[2 + k] != all[(size_t)ref * m + 2 + k])
+                    other = q, which = k;
     }
-    const int bad_rc = bad >= 0 ? (int)all[3 * bad] : FM_OK;
-    const double ref_step = ref >= 0 ? all[3 * ref + 2] : 0, other_step = other >= 0 ? all[3 * other + 2] : 0;
+    const int bad_rc = bad >= 0 ? (int)all[(size_t)bad * m] : FM_OK;
+    const double ref_v = ref >= 0 ? all[(size_t)ref * m + 2 + which] : 0;
+    const double other_v = other >= 0 ? all[(size_t)other * m + 2 + which] : 0;
+    if (ref_out)
+        for (int k = 0; k < nv; k++)
+            ref_out[k] = ref >= 0 ? all[(size_t)ref * m + 2 + k] : 0;
     free(all);
     if (rc != FM_OK)
         return rc;
@@ -299,13 +316,34 @@ int fm_generator_load_all(fm_generator *g, const fm_config *c, const fm_world *w
         return crc;
     }
     if (bad >= 0)
-        return fm_fail(e, bad_rc, "rank %d could not load the flow checkpoint (its message says why)", bad);
+        return fm_fail(e, bad_rc, "rank %d could not load the %s checkpoint (its message says why)", bad,
+                       nv > 1 ? "flow" : names[0]);
     if (other >= 0)
         return fm_fail(e, FM_ERR_DATA,
-                       "rank %d found the flow checkpoint of step %.0f in %s/ckpt, rank %d that of step %.0f: the "
+                       "rank %d found the %s checkpoint of step %.0f in %s/ckpt, rank %d that of step %.0f: the "
                        "ranks see different checkpoints (is the run directory on a file system shared by every "
                        "node?)",
-                       other, other_step, c->run.out, ref, ref_step);
-    *step = (int64_t)ref_step;
+                       other, names[which], other_v, run, ref, ref_v);
+    return FM_OK;
+}
+
+int fm_generator_agree_vae(const fm_generator *g, const fm_world *w, const char *run_dir, int has, int rc,
+                           fm_err *e)
+{
+    static const char *const names[] = { "vae" };
+    const double v = has && rc == FM_OK ? (double)g->vae_step : 0;
+    return agree_loaded(w, has, rc, &v, 1, names, run_dir, NULL, e);
+}
+
+int fm_generator_load_all(fm_generator *g, const fm_config *c, const fm_world *w, int has, int64_t *step,
+                          fm_err *e)
+{
+    static const char *const names[] = { "flow", "vae" };
+    int64_t mine_step = 0;
+    int rc = has ? fm_generator_load(g, c, NULL, &mine_step, e) : FM_OK;
+    const double mine[2] = { (double)mine_step, has && rc == FM_OK ? (double)g->vae_step : 0 };
+    double ref[2];
+    FM_TRY(agree_loaded(w, has, rc, mine, 2, names, c->run.out, ref, e));
+    *step = (int64_t)ref[0];
     return FM_OK;
 }

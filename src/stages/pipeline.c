@@ -50,6 +50,16 @@ static int setup(fm_pipeline *P, fm_err *e)
     if (P->world->rank == 0) {
         char dir[4200];
         rc = fm_mkdir_p(P->cfg->run.out, e);
+        if (rc == FM_OK) /* only rank 0 locks: the ranks may be on several hosts, and it alone writes here */
+            rc = fm_run_lock(P->cfg->run.out, &P->lock_fd, e);
+        if (rc == FM_OK) { /* under the lock, a temporary file whose writer is gone is a dead run's */
+            fm_clean_stale_tmps(P->cfg->run.out);
+            static const char *const sub[] = { "ckpt", "samples" };
+            for (int k = 0; k < 2; k++) {
+                fm_run_path(P, dir, sizeof dir, sub[k]);
+                fm_clean_stale_tmps(dir);
+            }
+        }
         fm_run_path(P, dir, sizeof dir, "samples");
         if (rc == FM_OK)
             rc = fm_mkdir_p(dir, e);
@@ -88,6 +98,7 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
     P.train = train;
     P.test = test;
     P.force_eval = force_eval;
+    P.lock_fd = -1;
     size_t len = 0;
     FILE *mem = open_memstream(&P.config_text, &len);
     if (!mem)
@@ -121,6 +132,7 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
     }
     if (P.dnn.engine)
         fm_dnn_free(&P.dnn);
+    fm_run_unlock(P.lock_fd);
     free(P.config_text);
     free(eff);
     if (rc == FM_OK)

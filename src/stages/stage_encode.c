@@ -12,11 +12,13 @@
 #include <string.h>
 
 #include "fm/ckpt.h"
+#include "fm/batchsplit.h"
 #include "fm/build.h"
 #include "fm/latents.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
 #include "fm/safetensors.h"
+#include "fm/signals.h"
 #include "fm/timer.h"
 #include "fm/vae.h"
 
@@ -102,7 +104,12 @@ int fm_stage_encode(fm_pipeline *P, fm_err *e)
         rc = fm_vae_encode_mean(&enc, xb, mu, e);
         if (rc == FM_OK)
             memcpy(lat + (size_t)first * D, mu, (size_t)rows * D * sizeof(float));
+        if (rc == FM_OK && fm_stop_requested()) /* nothing to save: the stage is redone when resumed */
+            rc = fm_fail(e, FM_PREEMPTED, "encode: stopped by signal %d (chunk %d of %d): run the same command "
+                         "again (or let Slurm requeue the job) to encode again", fm_stop_requested(), k, chunks);
     }
+    /* every rank learns whether every rank encoded its chunks before they sum them */
+    rc = fm_batches_agree(P->world, rc, "encode", e);
     if (rc == FM_OK)
         rc = fm_world_allreduce_sum(P->world, lat, (size_t)n * D, e);
     if (rc != FM_OK)

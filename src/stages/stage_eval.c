@@ -24,6 +24,7 @@
 #include "fm/classifier.h"
 #include "fm/frechet.h"
 #include "fm/generate.h"
+#include "fm/json.h"
 #include "fm/loader.h"
 #include "fm/log.h"
 #include "fm/pipeline.h"
@@ -231,6 +232,9 @@ static int real_stats(fm_pipeline *P, fm_classifier *m, eval_bufs *b, const eval
         rc = classify_batch(m, x + (size_t)first * XD, is_test ? test->labels + first : NULL,
                             n - first < EB ? n - first : EB, b->mine + s * per, &c, b->xb, e);
         right += c;
+        if (rc == FM_OK && fm_stop_requested()) /* the classifier is saved: a rerun starts here */
+            rc = fm_fail(e, FM_PREEMPTED, "eval: stopped by signal %d while classifying the real images: run the "
+                         "same command again (or let Slurm requeue the job) to resume", fm_stop_requested());
     }
     FM_TRY(fm_batches_agree(w, rc, "eval: classifying the real images", e));
     FM_TRY(fm_batches_gather(w, b->mine, nb, per, b->f_real, e));
@@ -291,7 +295,7 @@ static int generate_all(const fm_pipeline *P, fm_classifier *m, fm_generator *g,
             count->seconds += fm_now() - t0;
         }
         int stop = fm_stop_requested();
-        if (rc == FM_OK && stop)
+        if ((rc == FM_OK || rc == FM_PREEMPTED) && stop) /* FM_PREEMPTED: the sampler saw it within the batch */
             rc = fm_fail(e, FM_PREEMPTED,
                          "eval: stopped by signal %d while generating (rank %d after %d of its %d batches); the "
                          "classifier is saved: run the same command again (or let Slurm requeue the job) to "
@@ -320,6 +324,13 @@ static int log_counts(const fm_world *w, const gen_count *mine, int total, fm_er
     return rc;
 }
 
+/* A number of eval.json: null, with a warning naming it, when not finite. */
+static void json_value(FILE *js, const char *fmt, double v, const char *what)
+{
+    if (!fm_json_num(js, fmt, v))
+        fm_warn("eval: %s is %g: written as null in eval.json", what, v);
+}
+
 /* Score the real images and every guidance scale with the trained
  * classifier weights; rank 0 writes the JSON text into js (NULL on the
  * other ranks). Collective. */
@@ -331,7 +342,11 @@ static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_buf
     double test_acc, fd_floor;
     FM_TRY(real_stats(P, m, b, pl, &test_acc, &fd_floor, e));
     if (js) {
-        fprintf(js, "{\n  \"classifier_test_accuracy\": %.6f,\n  \"fd_floor\": %.6f,\n", test_acc, fd_floor);
+        fputs("{\n  \"classifier_test_accuracy\": ", js);
+        json_value(js, "%.6f", test_acc, "the classifier's test accuracy");
+        fputs(",\n  \"fd_floor\": ", js);
+        json_value(js, "%.6f", fd_floor, "the Fréchet floor");
+        fputs(",\n", js);
         fprintf(js, "  \"sampler\": \"%s\",\n  \"sampler_steps\": %d,\n  \"samples_per_class\": %d,\n",
                 fm_sampler_names[c->sample.sampler], c->sample.steps, c->eval.samples_per_class);
     }
@@ -365,7 +380,11 @@ static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_buf
             break;
         fm_info("eval: w = %g: class accuracy %.2f%%, Fréchet distance %.3f (floor %.3f), %d samples", gw, 100 * acc,
                 fd, fd_floor, pl->ngen);
-        fprintf(js, "%s\n    {\"cfg\": %g, \"accuracy\": %.6f, \"fd\": %.6f}", k ? "," : "", gw, acc, fd);
+        fprintf(js, "%s\n    {\"cfg\": %g, \"accuracy\": ", k ? "," : "", gw);
+        json_value(js, "%.6f", acc, "a class accuracy");
+        fputs(", \"fd\": ", js);
+        json_value(js, "%.6f", fd, "a Fréchet distance (non-finite generated images?)");
+        fputc('}', js);
         /* the same as a metrics line (no "loss": readers of losses skip it) */
         static const char *const keys[] = { "cfg", "accuracy", "fd", "fd_floor", "classifier_test_accuracy" };
         const double vals[] = { gw, acc, fd, fd_floor, test_acc };

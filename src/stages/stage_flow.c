@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "fm/build.h"
+#include "fm/crc32c.h"
 #include "fm/generate.h"
 #include "fm/latents.h"
 #include "fm/loader.h"
@@ -107,6 +108,38 @@ static int load_latents(const fm_pipeline *P, flow_data *d, const fm_flow_model 
     return FM_OK;
 }
 
+/* Every node read the latents file on its own: every rank must hold what
+ * rank 0 holds (count, scale and a checksum of the block), or the ranks would
+ * train on different data. FM_ERR_DATA naming the rank otherwise.
+ * Collective. */
+static int agree_on_latents(const fm_pipeline *P, const flow_data *d, long dim, fm_err *e)
+{
+    const uint32_t crc = fm_crc32c(fm_crc32c(0, d->x, (size_t)d->n * dim * sizeof(float)), d->y,
+                                   (size_t)d->n * sizeof(int32_t));
+    const double mine[3] = { d->n, d->scale, crc };
+    int differs;
+    FM_TRY(fm_world_same(P->world, mine, 3, &differs, e));
+    if (differs < 0)
+        return FM_OK;
+    char path[4200];
+    fm_run_path(P, path, sizeof path, FM_LATENTS_FILE);
+    return fm_fail(e, FM_ERR_DATA, "rank %d read another %s than rank 0 (a different count, scale or content): the "
+                   "ranks must see one run directory (is it on a file system shared by every node?)",
+                   differs, path);
+}
+
+/* A preemption seen while drawing the grids of step t->step (every rank
+ * agreed on it): its checkpoint, then FM_PREEMPTED. Collective. */
+static int save_preempted(fm_trainer *t, const fm_train_config *tc, fm_err *e)
+{
+    const int saved = t->step == tc->steps || (tc->ckpt_every > 0 && t->step % tc->ckpt_every == 0);
+    if (!saved)
+        FM_TRY(fm_trainer_save(t, e));
+    return fm_fail(e, FM_PREEMPTED, "flow: stopped by a signal while drawing the grids of step %lld: checkpoint "
+                   "written; run the same command again (or let Slurm requeue the job) to resume",
+                   (long long)t->step);
+}
+
 int fm_stage_flow(fm_pipeline *P, fm_err *e)
 {
     const fm_config *c = P->cfg;
@@ -134,7 +167,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     long D = model.dim;
     data.scale = 1.0f;
     if (c->flow.latent) {
-        if ((rc = load_latents(P, &data, &model, e)) != FM_OK)
+        if ((rc = load_latents(P, &data, &model, e)) != FM_OK || (rc = agree_on_latents(P, &data, D, e)) != FM_OK)
             goto out;
     } else {
         data.x = P->train->images;
@@ -168,7 +201,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
         goto out;
     /* grid k is drawn by rank k mod size (fm_generator_write_grids) */
     const int grids = c->flow.sample_every > 0 && c->sample.cfg.n > 0;
-    if (grids && fm_generator_grids_mine(c, w->rank, w->size) > 0) {
+    const int draws = grids && fm_generator_grids_mine(c, w->rank, w->size) > 0;
+    if (draws) {
         rc = fm_generator_init(&gen, c, &P->dnn, fm_build_grid_batch(FM_NUM_CLASSES * c->sample.per_class),
                                (fm_sampler_kind)c->sample.sampler, c->sample.steps, e);
         if (rc == FM_OK)
@@ -176,6 +210,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     }
     if (grids && (rc = fm_batches_agree(w, rc, "flow: building the grids' generator", e)) != FM_OK)
         goto out;
+    if (grids && (rc = fm_generator_agree_vae(&gen, w, c->run.out, draws, rc, e)) != FM_OK)
+        goto out; /* the drawing ranks decode with one VAE */
     /* one block for the step's buffers: z, x_t, target, u, du [local, D]; t; labels; indices */
     size_t per = (size_t)local * D;
     buf = malloc((5 * per + local) * sizeof(float) + 2 * (size_t)local * sizeof(int32_t) +
@@ -222,6 +258,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
             if (gen.B)
                 fm_generator_set_flow_weights(&gen, !c->sample.ema ? p.data : t.sync.zero ? p.grad : t.ema.w, p.numel);
             rc = fm_generator_write_grids(&gen, c, w, "flow", t.step, e);
+            if (rc == FM_PREEMPTED) /* stopped while drawing: save the step's state, unless saved already */
+                rc = save_preempted(&t, tc, e);
         }
     }
 out:

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fm/files.h"
+#include "fm/json.h"
 
 int fm_steptrace_init(fm_steptrace *s, int cap, int max_buckets, int world, fm_err *e)
 {
@@ -66,7 +67,10 @@ static void list(FILE *f, const double *v, int n)
 {
     fputc('[', f);
     for (int i = 0; i < n; i++)
-        fprintf(f, "%s%.4f", i ? ", " : "", v[i]);
+    {
+        fputs(i ? ", " : "", f);
+        fm_json_num(f, "%.4f", v[i]);
+    }
     fputc(']', f);
 }
 
@@ -82,9 +86,11 @@ int fm_steptrace_write(const fm_steptrace *s, const fm_steptrace_info *in, const
             in->model);
     fprintf(f, "  \"world_size\": %d, \"threads_per_rank\": %d, \"zero\": %s, \"global_batch\": %lld,\n", in->world,
             in->threads, in->zero ? "true" : "false", (long long)in->global_batch);
-    fprintf(f, "  \"params\": %zu, \"forward_flops_per_rank_step\": %.6g, \"bucket_mb\": %g,\n", in->params,
-            in->flops_per_step, in->bucket_mb);
-    fprintf(f, "  \"comm_ms_alone\": %.4f,\n", in->comm_ms);
+    fprintf(f, "  \"params\": %zu, \"forward_flops_per_rank_step\": ", in->params);
+    fm_json_num(f, "%.6g", in->flops_per_step);
+    fprintf(f, ", \"bucket_mb\": %g,\n  \"comm_ms_alone\": ", in->bucket_mb);
+    fm_json_num(f, "%.4f", in->comm_ms);
+    fputs(",\n", f);
     fprintf(f, "  \"buckets\": [");
     for (int k = 0; k < gs->plan.nbuckets; k++) {
         const fm_gs_bucket *b = &gs->plan.buckets[k];

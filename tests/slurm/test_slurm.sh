@@ -168,7 +168,7 @@ if [ "$cpus" -ge 2 ]; then
         fail log_version_block "the job log lacks the version block with 2 threads bound close"; show_logs "$log3"
     fi
 else
-    skip srun_pmix_1x2_threads "the node has $cpus CPU(s), 2 needed"
+    skip_hw srun_pmix_1x2_threads "the node has $cpus CPU(s), 2 needed"
 fi
 
 # ---- 4. a site hook that does not exist ----------------------------------------------------

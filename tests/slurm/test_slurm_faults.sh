@@ -75,8 +75,8 @@ wait_end() {
 }
 
 if [ "$cpus" -lt 2 ]; then
-    skip srun_rank_sigkill_ends_job "the local cluster has $cpus CPU; 2 ranks needed"
-    skip srun_rank_sigstop_named_at_deadline "the local cluster has $cpus CPU; 2 ranks needed"
+    skip_hw srun_rank_sigkill_ends_job "the local cluster has $cpus CPU; 2 ranks needed"
+    skip_hw srun_rank_sigstop_named_at_deadline "the local cluster has $cpus CPU; 2 ranks needed"
 else
     # ---- 1. SIGKILL of one rank under srun ---------------------------------------------
     start kill --set run.log_every=10

@@ -26,19 +26,23 @@ SETS=(--set vae.batch_size=24 --set flow.batch_size=24 --set encode.batch_size=1
 
 run base 1 "$TINY" --out "$T/base" "${SETS[@]}" || { finish; exit 1; }
 
-# from_base DIR: the 1-rank run's trained state, the flow at step 30, no config record (flow.lr changes)
+# from_base DIR ARGS...: the 1-rank run's trained state, the flow at step 30, and a config record of the
+# run's own ARGS (flow.lr changes: without a record the guard would compare with the checkpoints' config)
 from_base() {
-  mkdir -p "$1/ckpt"
-  cp "$T/base"/ckpt/vae-* "$T/base"/ckpt/classifier-* "$T/base/ckpt/flow-00000030.safetensors" "$1/ckpt/"
-  cp "$T/base/latents.safetensors" "$1/"
+  local d=$1; shift
+  mkdir -p "$d/ckpt"
+  cp "$T/base"/ckpt/vae-* "$T/base"/ckpt/classifier-* "$T/base/ckpt/flow-00000030.safetensors" "$d/ckpt/"
+  cp "$T/base/latents.safetensors" "$d/"
+  "$FMTRAIN" "$TINY" --out "$d" "$@" --dry-run >"$d/config.yaml" 2>/dev/null
 }
 RE=(--set "run.stages=[flow,sample,eval]" --set flow.lr=1e-30)
 for np in 1 2 3; do
-  from_base "$T/np$np"
+  from_base "$T/np$np" "${SETS[@]}" "${RE[@]}"
   run "np$np" "$np" "$TINY" --out "$T/np$np" "${SETS[@]}" "${RE[@]}"
 done
-from_base "$T/zero2"
-run zero2 2 "$TINY" --out "$T/zero2" "${SETS[@]}" --set "run.stages=[flow]" --set flow.lr=1e-30 --set dist.zero=true
+Z=(--set "run.stages=[flow]" --set flow.lr=1e-30 --set dist.zero=true)
+from_base "$T/zero2" "${SETS[@]}" "${Z[@]}"
+run zero2 2 "$TINY" --out "$T/zero2" "${SETS[@]}" "${Z[@]}"
 
 # --- 1. byte-identical outputs ----------------------------------------------------------
 FILES=(samples/flow-00000060-w1.png samples/flow-00000060-w3.png samples/sample-00000060-w1.png

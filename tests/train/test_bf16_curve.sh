@@ -96,7 +96,7 @@ PYEOF
 export OMP_NUM_THREADS=2
 ISA=(--set "run.stages=[vae]" --set vae.steps=3 --set vae.warmup=1 --set run.precision=bf16)
 if ! grep -qw avx512_bf16 /proc/cpuinfo; then
-  skip bf16_isa_warning "this CPU has no AVX512-BF16"
+  skip_hw bf16_isa_warning "this CPU has no AVX512-BF16"
 else
   timeout 120 env ONEDNN_MAX_CPU_ISA=AVX512_CORE "$FMTRAIN" "$TINY" --out "$T/isa1" "${ISA[@]}" \
     >/dev/null 2>"$T/isa1.err"
