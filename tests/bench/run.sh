@@ -8,12 +8,14 @@
 #   2. layers: bench_layers vs torch_layers.py (3x3 convs, attention)
 #   3. steps:  bench_step vs torch_step.py, a whole flow training step (CFM
 #              batch, forward, MSE, backward, clipping, AdamW, EMA) of each
-#              model below in fp32 and in bf16 (run.precision: bf16), with
-#              fmtrain's per-layer profile of each
+#              model below in fmtrain fp32 and bf16 (run.precision: bf16),
+#              with fmtrain's per-layer profile of each, and in PyTorch's
+#              modes (below); the executed FLOPs (real taps) by real_taps.py
 #   4. stage:  images/s of a real, short `fmtrain` flow stage (ldm.yaml's
 #              U-Net on latents from a briefly trained VAE)
 # Writes bench.json at the repository root, the profile tables to
-# runs/bench/profile-<model>.txt (and profile-<model>-bf16.txt), and prints a table.
+# runs/bench/profile-<model>.txt (and profile-<model>-bf16.txt), and prints
+# two tables and the must-show ratios of issue 18.
 #
 # Environment: BUILD (build), FMTRAIN (./fmtrain), OMP_NUM_THREADS (nproc),
 # BENCH_MODELS (the cases below, by name), BENCH_STEPS / BENCH_WARMUP (timed
