@@ -139,5 +139,10 @@ class UNet(nn.Module):
                 if len(lvl.attn):
                     h = lvl.attn[j](h)
             if hasattr(lvl, "upsample"):
-                h = lvl.upsample(F.interpolate(h, scale_factor=2, mode="nearest"))
+                h = self.up_conv(lvl.upsample, h)
         return self.out_conv(F.silu(self.out_norm(h)))
+
+    def up_conv(self, conv, h):
+        """Nearest x2, then the level's 3x3 `conv` (tests/bench/twin_upconv.py
+        overrides this with fmtrain's 4-parity form, same parameters)."""
+        return conv(F.interpolate(h, scale_factor=2, mode="nearest"))
