@@ -70,6 +70,8 @@ print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$log" "$@"
 }
 # png_is FILE WxH: the PNG's IHDR says so
 png_is() { [ "$($PY -c 'import struct, sys; print("%dx%d" % struct.unpack(">II", open(sys.argv[1], "rb").read()[16:24]))' "$1" 2>/dev/null)" = "$2" ]; }
+# png_holds FILE W H: the PNG is at least W x H (a labelled grid adds a label column and a header strip)
+png_holds() { $PY -c 'import struct, sys; w, h = struct.unpack(">II", open(sys.argv[1], "rb").read()[16:24]); sys.exit(not (int(sys.argv[2]) <= w < int(sys.argv[2]) + 200 and int(sys.argv[3]) < h < int(sys.argv[3]) + 100))' "$@" 2>/dev/null; }
 D=$T/grid
 SETS=(--set data.train_limit=256 --set data.test_limit=100 --set vae.steps=2 --set vae.warmup=1 --set flow.steps=1
       --set flow.warmup=0 --set flow.sample_every=1 --set sample.steps=1 --set "sample.cfg=[1]" --set sample.per_class=150
@@ -84,7 +86,7 @@ else
   read -r rc kb < <(peak "$T/$name-sample.log" "$FMTRAIN" sample "$D/ckpt/flow-00000001.safetensors" --steps 1 -o "$T/g.png")
   if [ "$rc" != 0 ]; then fail $name "fmtrain sample (10 x 150) exited $rc"; show "$T/$name-sample.log"
   elif [ "$LIMIT_KB" -gt 0 ] && [ "$kb" -gt "$LIMIT_KB" ]; then fail $name "fmtrain sample took $kb KB (limit $LIMIT_KB)"
-  elif ! png_is "$T/g.png" 9902x662; then fail $name "g.png is not a 9902 x 662 PNG"
+  elif ! png_holds "$T/g.png" 9902 662; then fail $name "g.png is not a labelled 9902 x 662 grid"
   else pass "$name (10 x 150 grids: flow run $flow_kb KB, fmtrain sample $kb KB peak RSS)"; fi
 fi
 finish

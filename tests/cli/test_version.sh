@@ -54,7 +54,7 @@ else fail openmp "threads and binding do not follow the environment"; show "$T/v
 # the top of a run's log: the same block (here a dry run), once, with the rank count
 (cd "$T" && mpi 2 "$FMTRAIN" "$TINY" --out "$T/run" --dry-run >/dev/null 2>"$T/log.err")
 rc=$?
-head -n 4 "$T/log.err" | sed 's/, 2 ranks$//' >"$T/got" # the OpenMP line is rank 0's own binding
+head -n 4 "$T/log.err" | sed -E -e 's/^[0-9T:.-]+Z //' -e 's/, 2 ranks$//' >"$T/got" # without the time stamps # the OpenMP line is rank 0's own binding
 if [ $rc -ne 0 ]; then fail run_log "the dry run failed (exit $rc)"; show "$T/log.err"
 elif ! sed -n 4p "$T/log.err" | grep -q ', 2 ranks$'; then fail run_log "the MPI line lacks ', 2 ranks'"; show "$T/log.err"
 elif [ "$(grep -c '\(^\|Z \)fmtrain: fmtrain ' "$T/log.err")" -ne 1 ]; then fail run_log "the block is not logged exactly once"

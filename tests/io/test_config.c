@@ -370,7 +370,7 @@ static int test_err_missing_file(void)
     CHECK_ERR(fm_config_load(&c, "/nonexistent/x.yaml", &e), &e,
               "/nonexistent/x.yaml: cannot open config file: No such file or directory");
     int rc = fm_config_load(&c, "configs", &e);
-    CHECK(rc == FM_ERR_USAGE && strstr(e.msg, "configs: cannot read config file: "), "directory: %d %s", rc, e.msg);
+    CHECK(rc == FM_ERR_USAGE && strstr(e.msg, "configs: the config is not a regular file"), "directory: %d %s", rc, e.msg);
     return 0;
 }
 
