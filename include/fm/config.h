@@ -138,6 +138,7 @@ typedef struct fm_config {
         double ema_decay;
         bool ema_warmup;          /* ema.h: decay min(d, (1+k)/(10+k)) */
         double bucket_mb;         /* gradient allreduce bucket size, MiB */
+        int accum_steps;          /* micro-batches of batch_size per optimiser step */
     } flow;
     struct {
         fm_ilist channels;        /* width per level; levels after the first halve the side */

@@ -391,7 +391,7 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
         case FM_STAGE_FLOW:
             fprintf(f, " flow (%s on %dx%dx%d %s, %d steps, batch %d, %s path, cfg dropout %g)",
                     fm_model_names[c->flow.model], side, side, ch, c->flow.latent ? "latents" : "pixels",
-                    c->flow.train.steps, c->flow.train.batch_size, fm_path_names[c->flow.path], c->flow.cfg_dropout);
+                    c->flow.train.steps, c->flow.train.batch_size * c->flow.accum_steps, fm_path_names[c->flow.path], c->flow.cfg_dropout);
             break;
         case FM_STAGE_SAMPLE:
             fprintf(f, " sample (%s, %d steps, %d per class, cfg [", fm_sampler_names[c->sample.sampler],

@@ -35,7 +35,7 @@ static const char *const vae_training[] = {
 static const char *const flow_training[] = {
     "flow.batch_size", "flow.lr", "flow.min_lr_ratio", "flow.warmup", "flow.weight_decay", "flow.beta1",
     "flow.beta2", "flow.grad_clip", "flow.cfg_dropout", "flow.t_dist", "flow.t_mean", "flow.t_std",
-    "flow.ema_decay", "flow.ema_warmup",
+    "flow.ema_decay", "flow.ema_warmup", "flow.accum_steps",
 };
 static const char *const eval_training[] = { "eval.classifier_batch_size", "eval.classifier_lr" };
 

@@ -104,6 +104,9 @@ static const fm_cfg_key keys[] = {
     FLT_("flow.ema_decay", flow.ema_decay, "0.999", 0, 1, "decay of the EMA of the weights"),
     BOOL_("flow.ema_warmup", flow.ema_warmup, "true", "EMA decay min(ema_decay, (1+k)/(10+k)) at update k"),
     POS_("flow.bucket_mb", flow.bucket_mb, "25", 4096, "gradient allreduce bucket size in MiB"),
+    INT_("flow.accum_steps", flow.accum_steps, "1", 1, 1024,
+         "micro-batches of flow.batch_size per optimiser step, gradients summed: the effective batch is "
+         "batch_size x accum_steps"),
     /* unet: the default flow model */
     INTS_("unet.channels", unet.channels, "[64, 128]", 1, 4096, 1, "width per level, at most 8 levels; each level after the first halves the side; [0] even"),
     INT_("unet.res_blocks", unet.res_blocks, "1", 1, 16, "ResBlocks per level"),

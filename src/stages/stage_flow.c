@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/accum.h"
 #include "fm/build.h"
 #include "fm/crc32c.h"
 #include "fm/generate.h"
@@ -145,11 +146,13 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     const fm_config *c = P->cfg;
     const fm_train_config *tc = &c->flow.train;
     const fm_world *w = P->world;
-    int local = tc->batch_size / w->size;
+    int local = tc->batch_size / w->size; /* the micro-batch on this rank */
+    const int accum = c->flow.accum_steps, big = local * accum; /* the step's rows on this rank */
     flow_data data = { 0 };
     fm_params p;
     fm_flow_model model = { 0 };
     fm_trainer t = { 0 };
+    fm_accum acc = { 0 };
     fm_loader L = { 0 };
     fm_generator gen = { 0 };
     float *buf = NULL;
@@ -158,6 +161,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     if (rc == FM_OK)
         rc = fm_trainer_init(&t, "flow", tc, c, P->config_text, w, &p, &P->metrics, 1, c->flow.ema_decay,
                              c->flow.ema_warmup, e);
+    if (rc == FM_OK)
+        rc = fm_accum_init(&acc, &p, accum, fm_gradsync_ready, &t.sync, e);
     if (rc == FM_OK)
         rc = fm_trainer_profile_init(&t, c->run.profile_steps, e);
     if (rc == FM_OK)
@@ -176,7 +181,9 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     }
     if ((rc = fm_trainer_add_extra(&t, "latent_scale", &data.scale, 1, e)) != FM_OK)
         goto out;
-    fm_flow_model_set_grad_hook(&model, fm_gradsync_ready, &t.sync); /* reduce buckets during backward */
+    t.global_batch = tc->batch_size * accum;
+    /* reduce buckets during the last micro-batch's backward */
+    fm_flow_model_set_grad_hook(&model, fm_accum_hook, &acc);
     float scale_now = data.scale;
     t.flops_per_step = 3 * fm_flow_model_flops(&model);
     if ((rc = fm_trainer_resume(&t, e)) != FM_OK)
@@ -191,11 +198,11 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
         goto out;
     }
     fm_info("flow: %s with %zu parameters on %dx%dx%d %s, %d steps from step %lld, global batch %d, "
-            "activations %.1f MiB",
+            "%d micro-batch%s, activations %.1f MiB",
             fm_model_names[c->flow.model], p.numel, model.side, model.side, model.ch,
-            c->flow.latent ? "latents" : "pixels", tc->steps, (long long)t.step, tc->batch_size,
-            fm_flow_model_activation_bytes(&model) / 1048576.0);
-    rc = fm_loader_init(&L, data.x, data.y, data.n, (int)D, tc->batch_size, w->rank, w->size,
+            c->flow.latent ? "latents" : "pixels", tc->steps, (long long)t.step, tc->batch_size * accum,
+            accum, accum == 1 ? "" : "es", fm_flow_model_activation_bytes(&model) / 1048576.0);
+    rc = fm_loader_init(&L, data.x, data.y, data.n, (int)D, tc->batch_size * accum, w->rank, w->size,
                         (uint64_t)c->run.seed, e);
     if (rc != FM_OK)
         goto out;
@@ -212,17 +219,18 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
         goto out;
     if (grids && (rc = fm_generator_agree_vae(&gen, w, c->run.out, draws, rc, e)) != FM_OK)
         goto out; /* the drawing ranks decode with one VAE */
-    /* one block for the step's buffers: z, x_t, target, u, du [local, D]; t; labels; indices */
-    size_t per = (size_t)local * D;
-    buf = malloc((5 * per + local) * sizeof(float) + 2 * (size_t)local * sizeof(int32_t) +
-                 (size_t)local * sizeof(uint64_t));
+    /* one block for the step's buffers: z, x_t, target [big, D]; u, du [local, D]; t; labels; indices
+     * [big]: the step's draws are those of one batch of big rows, the micro-batches slice them */
+    size_t per = (size_t)local * D, bigper = (size_t)big * D;
+    buf = malloc((3 * bigper + 2 * per + big) * sizeof(float) + 2 * (size_t)big * sizeof(int32_t) +
+                 (size_t)big * sizeof(uint64_t));
     if (!buf) {
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for a flow batch");
         goto out;
     }
-    float *z = buf, *xt = z + per, *target = xt + per, *u = target + per, *du = u + per, *tt = du + per;
-    int32_t *y = (int32_t *)(tt + local), *yd = y + local;
-    uint64_t *gidx = (uint64_t *)(yd + local);
+    float *z = buf, *xt = z + bigper, *target = xt + bigper, *u = target + bigper, *du = u + per, *tt = du + per;
+    int32_t *y = (int32_t *)(tt + big), *yd = y + big;
+    uint64_t *gidx = (uint64_t *)(yd + big);
     fm_cfm_cfg cfm = { .path = (fm_path_kind)c->flow.path,
                        .time = { (fm_time_kind)c->flow.t_dist, (float)c->flow.t_mean, (float)c->flow.t_std },
                        .cfg_dropout = (float)c->flow.cfg_dropout,
@@ -233,20 +241,29 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
         fm_flow_model_set_profile(&model, pr);
         FM_PROF_VOID(pr, "step", "data", "data", FM_PROF_STEP, 0, fm_loader_batch(&L, t.step, z, y, gidx));
         double t0 = FM_PROF_START(pr);
-        rc = fm_cfm_batch(&cfm, z, y, gidx, local, D, (uint64_t)c->run.seed, (uint64_t)t.step, tt, xt, target, yd, e);
+        rc = fm_cfm_batch(&cfm, z, y, gidx, big, D, (uint64_t)c->run.seed, (uint64_t)t.step, tt, xt, target, yd, e);
         FM_PROF_STOP(pr, t0, "step", "cfm_batch", "cfm", FM_PROF_STEP, 0);
-        if (rc == FM_OK)
-            rc = fm_flow_model_forward(&model, xt, tt, yd, u, e);
+        double loss = 0;
+        for (int k = 0; rc == FM_OK && k < accum; k++) { /* mean of equal micro-batches' means */
+            const size_t at = (size_t)k * per;
+            rc = fm_flow_model_forward(&model, xt + at, tt + (size_t)k * local, yd + (size_t)k * local, u, e);
+            if (rc != FM_OK)
+                break;
+            double micro_loss;
+            FM_PROF_VOID(pr, "step", "mse", "loss", FM_PROF_STEP, 0, {
+                micro_loss = fm_mse_forward(u, target + at, (long)per);
+                fm_mse_backward(u, target + at, (long)per, 1.0f / (float)accum, du);
+            });
+            loss += micro_loss;
+            fm_accum_micro(&acc, k);
+            if (k == accum - 1)
+                fm_trainer_backward_begins(&t);
+            if ((rc = fm_flow_model_backward(&model, du, e)) == FM_OK)
+                fm_accum_backward_done(&acc);
+        }
         if (rc != FM_OK)
             break;
-        double loss;
-        FM_PROF_VOID(pr, "step", "mse", "loss", FM_PROF_STEP, 0, {
-            loss = fm_mse_forward(u, target, (long)per);
-            fm_mse_backward(u, target, (long)per, 1.0f, du);
-        });
-        fm_trainer_backward_begins(&t);
-        if ((rc = fm_flow_model_backward(&model, du, e)) != FM_OK)
-            break;
+        loss /= accum;
         if ((rc = fm_trainer_end(&t, loss, e)) != FM_OK)
             break;
         const int grid_now = grids && (t.step % c->flow.sample_every == 0 || t.step == tc->steps);
@@ -267,6 +284,7 @@ out:
     fm_generator_free(&gen);
     fm_loader_free(&L);
     fm_trainer_free(&t);
+    fm_accum_free(&acc);
     if (model.batch) {
         fm_flow_model_set_profile(&model, NULL); /* the table goes with the trainer */
         fm_flow_model_free(&model);

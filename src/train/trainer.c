@@ -582,7 +582,7 @@ static void run_position(const fm_trainer *t, fm_progress *pg)
         if (seen && s == FM_STAGE_VAE)
             later += (double)c->vae.train.steps * c->vae.train.batch_size;
         else if (seen && s == FM_STAGE_FLOW)
-            later += (double)c->flow.train.steps * c->flow.train.batch_size;
+            later += (double)c->flow.train.steps * c->flow.train.batch_size * c->flow.accum_steps;
         else if (seen && s == FM_STAGE_EVAL)
             later += (double)c->eval.classifier_steps * c->eval.classifier_batch_size;
         if (s == me && !seen) {
