@@ -181,37 +181,9 @@ name=ranks_other_latents
 H=$T/$name
 mkdir -p "$H/a" "$H/b"
 new_run "$H/a/run" && new_run "$H/b/run"
-$PY - "$H/b/run/latents.safetensors" <<'EOF'
-import json, struct, sys
-def crc32c(b):  # Castagnoli, reflected (what the file's crc32c.* metadata holds)
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    c = 0xFFFFFFFF
-    for x in b:
-        c = t[(c ^ x) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-# the same file with the first latent's first value changed (and its checksum
-# updated): same count and scale, valid on its own
-with open(sys.argv[1], "r+b") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    raw = f.read(n)
-    hdr = json.loads(raw)
-    b, e = hdr["latents"]["data_offsets"]
-    f.seek(8 + n + b)
-    data = bytearray(f.read(e - b))
-    data[0:4] = struct.pack("<f", struct.unpack("<f", data[0:4])[0] + 1.0)
-    old = hdr["__metadata__"]["crc32c.latents"]
-    assert crc32c(bytes(f.read(0)) + b"123456789") == 0xE3069283
-    new = "%08x" % crc32c(bytes(data))
-    f.seek(8 + n + b)
-    f.write(data)
-    f.seek(8)
-    f.write(raw.replace(old.encode(), new.encode(), 1))
-EOF
+# the same file with the first latent's first value changed (every checksum
+# updated by stedit.py): same count and scale, valid on its own
+$PY "$(dirname "$0")/stedit.py" "$H/b/run/latents.safetensors" "$H/b/run/latents.safetensors" set latents 0 123.5
 FMTRAIN_RANKS_PER_NODE=1 timeout -k 5 120 mpirun --oversubscribe --bind-to none -x FMTRAIN_RANKS_PER_NODE \
   -x OMP_NUM_THREADS -np 1 -wdir "$H/a" "$FMTRAIN" "$TINY" --out run "${SETS[@]}" "${F4[@]}" : \
   -np 1 -wdir "$H/b" "$FMTRAIN" "$TINY" --out run "${SETS[@]}" "${F4[@]}" >"$T/$name.log" 2>&1
