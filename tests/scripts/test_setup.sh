@@ -21,7 +21,7 @@ run_pkgs=$(bash "$S" --list run | sort)
 test_pkgs=$(bash "$S" --list test | sort)
 all_pkgs=$(bash "$S" --list all | sort)
 both=$(comm -12 <(echo "$run_pkgs") <(echo "$test_pkgs"))
-test_only=$(echo "$run_pkgs" | grep -x -E 'python3.*|clang|libclang.*|slurm.*|munge|libopenblas.*|libsimgrid.*')
+test_only=$(echo "$run_pkgs" | grep -x -E 'python3-torch|python3-numpy|python3-yaml|clang|libclang.*|slurm.*|munge|libopenblas.*|libsimgrid.*')
 make_run=$(make -C "$ROOT" -n run 2>/dev/null | grep 'scripts/setup.sh')
 make_test=$(make -C "$ROOT" -n test 2>/dev/null | grep 'scripts/setup.sh')
 if [ -z "$run_pkgs" ] || [ -z "$test_pkgs" ]; then fail groups "an empty group"
@@ -63,7 +63,7 @@ else
     case $d in nosudo) why="sudo is not installed" ;; *) why="sudo cannot run without a password here" ;; esac
     if [ $rc -ne 1 ] || ! grep -q "you are not root and $why" "$T/$d.err" ||
        ! grep -q 'Ask an administrator to run, as root:' "$T/$d.err" ||
-       ! grep -q '^  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends .*dataset-fashion-mnist$' "$T/$d.err" ||
+       ! grep -q '^  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends .*dataset-fashion-mnist python3 python3-matplotlib$' "$T/$d.err" ||
        grep -q 'command not found' "$T/$d.err"; then
       fail no_sudo "$d: exit $rc"; show "$T/$d.err"; ok=0
     fi
