@@ -26,6 +26,7 @@
 #include "fm/pipeline.h"
 #include "fm/safetensors.h"
 #include "fm/shared.h"
+#include "fm/signals.h"
 #include "fm/trainer.h"
 
 /* The training set of the flow: x [n, dim] (scaled latents or pixels), labels.
@@ -136,9 +137,12 @@ static int save_preempted(fm_trainer *t, const fm_train_config *tc, fm_err *e)
     const int saved = t->step == tc->steps || (tc->ckpt_every > 0 && t->step % tc->ckpt_every == 0);
     if (!saved)
         FM_TRY(fm_trainer_save(t, e));
-    return fm_fail(e, FM_PREEMPTED, "flow: stopped by a signal while drawing the grids of step %lld: checkpoint "
-                   "written; run the same command again (or let Slurm requeue the job) to resume",
-                   (long long)t->step);
+    /* the trainer's own wording, so that logs and scripts see one message */
+    const int sig = fm_stop_requested();
+    return fm_fail(e, FM_PREEMPTED, "flow: stopped by signal %d after step %lld: checkpoint written; run the same "
+                   "command again (or let Slurm requeue the job) to resume (the signal came while drawing the grids; "
+                   "signal 0: another rank's)",
+                   sig, (long long)t->step);
 }
 
 int fm_stage_flow(fm_pipeline *P, fm_err *e)
