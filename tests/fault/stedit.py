@@ -13,23 +13,14 @@ match again, so that a loader has to notice the bad value itself.
 The metadata checksum is recomputed as fmtrain does (safetensors.h): CRC32C of
 every other pair sorted by key, each as key NUL value NUL. No fmtrain code."""
 import json
+import os
 import struct
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from crc32c import crc32c  # noqa: E402  (tests/harness/crc32c.py)
+
 META_CRC = "crc32c.__metadata__"
-_T = []
-for i in range(256):
-    c = i
-    for _ in range(8):
-        c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-    _T.append(c)
-
-
-def crc32c(data, crc=0):
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc = _T[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
 def pack(meta, tensors, dirty=(), dups=(), overlaps=(), keep_crc=True):

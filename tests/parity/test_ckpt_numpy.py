@@ -1,6 +1,6 @@
 """A checkpoint is readable with json + numpy alone (no safetensors package,
-no torch): layout, names and shapes, CRC32C per tensor (re-implemented here,
-table-driven), and values (against sums the C writer stored in metadata).
+no torch): layout, names and shapes, CRC32C per tensor (re-implemented in
+tests/harness/crc32c.py, table-driven), and values (against sums the C writer stored in metadata).
 
 Runs $FM_BUILD/tests/io/parity_ckpt OUT (see tests/io/parity_ckpt.c).
 """
@@ -15,32 +15,14 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("FM_BUILD", "build"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "harness"))
+from crc32c import crc32c  # noqa: E402  (tests/harness/crc32c.py)
 
 PARAMS = {"conv.weight": [16, 8, 3, 3], "conv.bias": [16], "norm.weight": [16], "lin.weight": [10, 33]}
 PREFIXES = ["", "ema.", "adam.m.", "adam.v."]
 EXTRAS = {"latent_scale": [1], "counters": [2, 3]}
 EXPECTED = {p + n: s for p in PREFIXES for n, s in PARAMS.items()}
 EXPECTED.update(EXTRAS)
-
-
-def crc32c_table():
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-TABLE = crc32c_table()
-
-
-def crc32c(data):
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = (crc >> 8) ^ TABLE[(crc ^ b) & 0xFF]
-    return crc ^ 0xFFFFFFFF
 
 
 def read(path):
