@@ -103,7 +103,9 @@ test-scale: deps
 # rewrites docs/scaling-sim.csv, docs/scaling-sim.png and the simulated-study section of
 # docs/scaling.md from the schedules in jobs/simulate/schedules, with the calibration table of
 # docs/scaling-calibration.md (sudo jobs/simulate/calibrate.sh; CALIB=FILE another); MEASURED="CSV ..."
-# (jobs/report.py CSVs of repeated measured points) draws those too.
+# (jobs/report.py CSVs of repeated measured points; default: docs/measured/*.csv, one per repeat of
+# `STRONG_GRID="1x1 2x1 1x2" WEAK_GRID="1x1 2x1 1x2" jobs/run_study.sh --local OUT`) draws those too.
+MEASURED ?= $(wildcard docs/measured/*.csv)
 scaling: deps
 	$(Q)$(MAKE) --no-print-directory -C jobs/simulate
 	$(Q)/usr/bin/python3 jobs/simulate/study.py $(if $(CALIB),--calibration $(CALIB)) $(if $(MEASURED),--measured $(MEASURED))
