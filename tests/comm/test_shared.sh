@@ -71,11 +71,12 @@ R=$T/resume
 mkdir -p "$R/ckpt"
 cp "$T/np2/config.yaml" "$T/np2/latents.safetensors" "$R/"
 cp "$T/np2/ckpt/vae-00000010.safetensors" "$T/np2/ckpt/flow-00000010.safetensors" "$R/ckpt/"
+# (LeakSanitizer cannot run under ptrace: a SAN=1 build's leak check is off for the traced runs)
 if ! command -v strace >/dev/null; then skip resume_rank0_reads "strace is not installed"
 else
   mkdir -p "$T/cwd-resume"
   (cd "$T/cwd-resume" && MPI_TIMEOUT=$RUN_TIMEOUT mpi 2 sh -c \
-    'exec strace -f -e trace=openat -o "$0/openat.$OMPI_COMM_WORLD_RANK" "$@"' "$T" \
+    'export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"; exec strace -f -e trace=openat -o "$0/openat.$OMPI_COMM_WORLD_RANK" "$@"' "$T" \
     "$FMTRAIN" "$TINY" --out "$R" "${SETS[@]}") >"$T/resume.out" 2>"$T/resume.err"
   rc=$?
   r0=$(grep -c "\"$R/\(ckpt/[a-z]*-[0-9]*.safetensors\|latents.safetensors\)\"" "$T/openat.0")
@@ -150,7 +151,7 @@ stopped() {
   local name=$1 i pids=()
   mkdir -p "$T/cwd-$name"
   (cd "$T/cwd-$name" && export FMTRAIN_RANKS_PER_NODE=${2:-} && MPI_TIMEOUT=300 mpi 2 sh -c \
-    'd=$0 n=$1; shift; echo $$ >"$d/$n.pid.$OMPI_COMM_WORLD_RANK"; exec gdb -q -batch -ex "break fm_pipeline_run" \
+    'd=$0 n=$1; shift; echo $$ >"$d/$n.pid.$OMPI_COMM_WORLD_RANK"; export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"; exec gdb -q -batch -ex "break fm_pipeline_run" \
        -ex run -ex "shell touch $d/$n.stopped.$OMPI_COMM_WORLD_RANK; while [ ! -e $d/$n.go ]; do sleep 0.2; done" \
        -ex kill --args "$@"' "$T" "$name" "$FMTRAIN" "$ROOT/configs/ldm.yaml" --out "$T/$name-run" \
     --set "run.stages=[vae]" --set vae.steps=1 --set vae.warmup=0) >"$T/$name.out" 2>"$T/$name.err" &
