@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_docs_links.sh - every relative link (and #anchor) and every cited repository file in README.md and
-# docs/*.md exists (tests/cli/check_docs_links.py); and the checker itself reports a dead link, a dead
-# anchor, a cited document and a cited source file that do not exist. Needs no build.
+# docs/*.md exists (tests/cli/check_docs_links.py); the checker itself reports a dead link, a dead
+# anchor, a cited document and a cited source file that do not exist; and the README's dependency table
+# names exactly the packages of each group of scripts/setup.sh, in that group. Needs no build.
 source "$(dirname "$0")/../lib.sh" cli docs_
 CHECK=$ROOT/tests/cli/check_docs_links.py
 
@@ -12,6 +13,18 @@ if "$PY" "$CHECK" "$ROOT" "${docs[@]}" >"$T/repo.out" 2>&1; then
   pass links
 else
   fail links "dead links or cited files that do not exist in README.md or docs/*.md"; show "$T/repo.out" 20
+fi
+
+# the README's dependency table against scripts/setup.sh --list GROUP: rows "| pkg, pkg (note) | group | ... |"
+sed -n '/^### Dependencies/,/^### /p' "$ROOT/README.md" |
+  awk -F'|' 'NF > 3 && $3 ~ /^ *(run|test) *$/ { gsub(/ /, "", $3); n = split($2, p, ","); for (i = 1; i <= n; i++) {
+               sub(/^ +/, "", p[i]); sub(/ .*/, "", p[i]); print p[i], $3 } }' | sort >"$T/table"
+for g in run test; do bash "$ROOT/scripts/setup.sh" --list $g | sed "s/\$/ $g/"; done | sort >"$T/setup"
+if [ -s "$T/setup" ] && diff "$T/setup" "$T/table" >"$T/deps.diff"; then
+  pass dependency_table
+else
+  fail dependency_table "README's dependency table differs from scripts/setup.sh --list (< setup.sh, > README)"
+  show "$T/deps.diff" 20
 fi
 
 # the checker fails on each kind of dead reference (a fake repository in $T/r)
