@@ -35,7 +35,7 @@
  * line shows loss_mean); gflops is rank 0's forward+backward FLOPs of its
  * share of the batch over compute_ms (GFLOP/s of one rank; the job's is
  * world_size times it); mfu is the same FLOPs over step_ms divided by
- * run.peak_gflops (null when that is 0); world_size the number of ranks;
+ * run.peak_gflops (measured at start when that is 0: pipeline.c); world_size the number of ranks;
  * time and elapsed_s are added by fm_metrics_log (metrics.h). The progress
  * line adds the stage's place in run.stages and the run's ETA: this stage's
  * ETA plus the images of the later trained stages (vae, flow, the eval

@@ -5,9 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "fm/config_guard.h"
 #include "fm/files.h"
 #include "fm/log.h"
+#include "fm/peak.h"
 
 void fm_run_path(const fm_pipeline *P, char *path, size_t n, const char *name)
 {
@@ -78,6 +81,18 @@ static int setup(fm_pipeline *P, fm_err *e)
     return rc;
 }
 
+/* Whether the stages train a model (vae, flow, or eval's classifier): the
+ * runs whose metrics carry an mfu. */
+static int trains(const fm_config *cfg)
+{
+    for (int i = 0; i < cfg->run.stages.n; i++) {
+        const int s = cfg->run.stages.v[i];
+        if (s == FM_STAGE_VAE || s == FM_STAGE_FLOW || s == FM_STAGE_EVAL)
+            return 1;
+    }
+    return 0;
+}
+
 int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_dataset *test, const fm_world *w,
                     int force_eval, fm_err *e)
 {
@@ -114,6 +129,18 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
                 "(or use reference kernels), which is likely slower than fp32; set run.precision: fp32");
     if (rc == FM_OK)
         rc = setup(&P, e);
+    if (rc == FM_OK && w->rank == 0 && eff->run.peak_gflops == 0 && trains(cfg)) {
+        /* mfu's denominator, measured once: the other ranks wait at their next collective meanwhile */
+        double peak = 0;
+        if (fm_peak_sgemm(1024, 10, &peak, e) == FM_OK && peak > 0) {
+            eff->run.peak_gflops = peak;
+            fm_info("peak: %.1f GFLOP/s measured on rank 0 (oneDNN sgemm 1024^3 on %d thread%s): the mfu "
+                    "denominator (set run.peak_gflops to fix it)", peak, omp_get_max_threads(),
+                    omp_get_max_threads() > 1 ? "s" : "");
+        } else {
+            fm_warn("peak: could not measure the fp32 peak (%s): no mfu (set run.peak_gflops)", e->msg);
+        }
+    }
     static int (*const stage_fn[FM_STAGE_COUNT])(fm_pipeline *, fm_err *) = {
         [FM_STAGE_VAE] = fm_stage_vae,     [FM_STAGE_ENCODE] = fm_stage_encode, [FM_STAGE_FLOW] = fm_stage_flow,
         [FM_STAGE_SAMPLE] = fm_stage_sample, [FM_STAGE_EVAL] = fm_stage_eval,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fm/dnn.h"
+#include "fm/peak.h"
 #include "fm/rng.h"
 #include "fm/timer.h"
 
@@ -78,34 +79,6 @@ static int conv_probe(fm_dnn *d, int64_t N, int64_t C, int64_t H, dnnl_format_ta
     return rc;
 }
 
-static int sgemm_probe(double *gflops, fm_err *e)
-{
-    const dnnl_dim_t n = 2048;
-    float *a = malloc((size_t)(n * n) * sizeof *a), *b = malloc((size_t)(n * n) * sizeof *b);
-    float *c = malloc((size_t)(n * n) * sizeof *c);
-    if (!a || !b || !c) {
-        free(a), free(b), free(c);
-        return fm_fail(e, FM_ERR_INTERNAL, "peak probe: out of memory");
-    }
-    fm_fill_normal(a, (long)(n * n), 4, 0, 0);
-    fm_fill_normal(b, (long)(n * n), 4, 1, 0);
-    double best = 1e30;
-    int rc = FM_OK;
-    for (int r = 0; r < REPS + 1; r++) {
-        const double t0 = fm_now();
-        if (dnnl_sgemm('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n) != dnnl_success) {
-            rc = fm_fail(e, FM_ERR_INTERNAL, "peak probe: dnnl_sgemm failed");
-            break;
-        }
-        const double dt = fm_now() - t0;
-        if (r > 0 && dt < best)
-            best = dt;
-    }
-    *gflops = 2.0 * (double)n * n * n / best * 1e-9;
-    free(a), free(b), free(c);
-    return rc;
-}
-
 int main(void)
 {
     fm_err e = { 0 };
@@ -115,7 +88,7 @@ int main(void)
     if (rc == FM_OK)
         rc = conv_probe(&d, 64, 256, 32, dnnl_format_tag_any, &conv, &e);
     if (rc == FM_OK)
-        rc = sgemm_probe(&gemm, &e);
+        rc = fm_peak_sgemm(2048, REPS, &gemm, &e);
     /* the ceiling at the U-Net's own sizes: 8x8, 128 -> 128, batch 128, in
      * oneDNN's blocked layout and in NHWC (what fmtrain's layers use) */
     if (rc == FM_OK)
