@@ -10,7 +10,9 @@
 #      switch really changes the reduction) while agreeing with 1 rank;
 #   3. auto on one node (no fake nodes) keeps the flat ring;
 #   4. dist.hierarchical: on with nodes of unequal size (3 ranks as 2 + 1)
-#      stops with exit 2 naming the key.
+#      stops with exit 2 naming the key;
+#   5. the gradsync unit test (exact sums, packed buckets, poison) on 4 ranks
+#      as 2 x 2 runs the hierarchical scheme and passes on every rank.
 # Prints PASS/FAIL comm/hier_<name>; exits non-zero on any failure.
 source "$(dirname "$0")/../lib.sh" comm hier_
 
@@ -79,4 +81,8 @@ FMTRAIN_RANKS_PER_NODE=2 run_flow uneven 3 --set flow.batch_size=48 --set dist.h
 if [ "$rc" = 2 ] && grep -q "dist.hierarchical: on needs the same number of ranks on every node" "$T/uneven.log"
 then pass unequal_nodes_refused
 else fail unequal_nodes_refused "exit $rc"; show "$T/uneven.log" 5; fi
+GS=$BUILD/tests/comm/test_gradsync
+FMTRAIN_RANKS_PER_NODE=2 MPI_TIMEOUT=120 mpi 4 "$GS" >"$T/gs4.out" 2>&1; rc=$?
+if [ $rc -eq 0 ] && [ "$(grep -c '^PASS comm/test_mpi_runtime' "$T/gs4.out")" -eq 4 ]; then pass gradsync_unit_2x2
+else fail gradsync_unit_2x2 "exit $rc"; grep -v '^PASS\|re-planned' "$T/gs4.out" | head -10 | sed 's/^/    /'; fi
 finish
