@@ -12,7 +12,11 @@
 #   4. dist.hierarchical: on with nodes of unequal size (3 ranks as 2 + 1)
 #      stops with exit 2 naming the key;
 #   5. the gradsync unit test (exact sums, packed buckets, poison) on 4 ranks
-#      as 2 x 2 runs the hierarchical scheme and passes on every rank.
+#      as 2 x 2 runs the hierarchical scheme and passes on every rank;
+#   6. the deadline on the hierarchical path: rank 3 stopped (SIGSTOP) during
+#      the flow stage of a 2 x 2 run with dist.timeout=10 -> the run ends, and
+#      a message names the step, the bucket, the ring (inside the node or
+#      across the nodes) and world rank 3.
 # Prints PASS/FAIL comm/hier_<name>; exits non-zero on any failure.
 source "$(dirname "$0")/../lib.sh" comm hier_
 
@@ -73,6 +77,27 @@ FMTRAIN_RANKS_PER_NODE=2 run_flow uneven 3 --set flow.batch_size=48 --set dist.h
 if [ "$rc" = 2 ] && grep -q "dist.hierarchical: on needs the same number of ranks on every node" "$T/uneven.log"
 then pass unequal_nodes_refused
 else fail unequal_nodes_refused "exit $rc"; show "$T/uneven.log" 5; fi
+# --- 6. a stopped rank on the hierarchical path: the deadline names it
+cp -r "$T/base" "$T/stop"
+FMTRAIN_RANKS_PER_NODE=2 MPI_TIMEOUT=300 mpi 4 sh -c 'echo $$ >"$0.pid.$OMPI_COMM_WORLD_RANK"; exec "$@"' "$T/stop" \
+  "$FMTRAIN" "$TINY" --out "$T/stop" "${FLOW[@]}" --set flow.steps=2000 --set dist.timeout=10 >"$T/stop.log" 2>&1 &
+job=$!
+stopped=
+for _ in $(seq 600); do # up to 120 s for flow step 5
+  if grep -q '\(^\|Z \)flow  step 5/' "$T/stop.log" 2>/dev/null && [ -s "$T/stop.pid.3" ]; then
+    kill -STOP "$(cat "$T/stop.pid.3")" && stopped=$(date +%s); break
+  fi
+  kill -0 "$job" 2>/dev/null || break
+  sleep 0.2
+done
+wait "$job"; rc=$?
+[ -n "$stopped" ] && kill -CONT "$(cat "$T/stop.pid.3")" 2>/dev/null
+msg=$(grep -o 'gradient reduction of step [0-9]*, bucket [0-9]* of [0-9]* ([a-z ]*): [^:]*: rank [0-9] waited 10 s for rank 3' \
+      "$T/stop.log" | head -n 1)
+if [ -n "$stopped" ] && [ "$rc" -ne 0 ] && [ $(($(date +%s) - stopped)) -le 90 ] && [ -n "$msg" ]; then
+  pass "stopped_rank_named ($(($(date +%s) - stopped)) s after the stop: $msg)"
+else fail stopped_rank_named "stopped: ${stopped:-no}, exit $rc, message: ${msg:-none}"; show "$T/stop.log" 8; fi
+
 GS=$BUILD/tests/comm/test_gradsync
 FMTRAIN_RANKS_PER_NODE=2 MPI_TIMEOUT=120 mpi 4 "$GS" >"$T/gs4.out" 2>&1; rc=$?
 if [ $rc -eq 0 ] && [ "$(grep -c '^PASS comm/test_mpi_runtime' "$T/gs4.out")" -eq 4 ]; then pass gradsync_unit_2x2
