@@ -70,22 +70,15 @@ lo)
       $(train_args "$1") >"$2" 2>&1
   } ;;
 veth)
-  cl=$PWD/tests/cluster/cluster.sh
-  if [ -n "${CLUSTER:-}" ]; then
-    [ -f "$CLUSTER/cluster.env" ] || die "CLUSTER=$CLUSTER: no running cluster there (tests/cluster/cluster.sh start DIR)"
-    C=$(cd "$CLUSTER" && pwd)
-  else
-    C=$OUT/cluster
-    trap '"$cl" stop "$C"' EXIT
-    chmod 755 "$OUT" # munged wants every directory above its socket searchable by all
-    "$cl" start "$C" -n 2 -r "$RATE" || die "cannot start the 2-node cluster under $C"
-  fi
-  where="Two nodes (network namespaces), each one's veth shaped to $(. "$C/cluster.env" && echo "$RATE"); 1 rank x 1 thread per node over TCP"
+  # shellcheck source=jobs/veth_cluster.sh
+  . jobs/veth_cluster.sh
+  veth_cluster_start "$OUT/cluster" "$RATE"
+  where="Two nodes (network namespaces), each one's veth shaped to $VETH_RATE; 1 rank x 1 thread per node over TCP"
   echo "overlap: $where"
   train() {
     # one rank per node, only over the nodes' interface fm0
-    "$cl" exec "$C" sbatch --wait --quiet -N 2 --ntasks-per-node=1 --chdir="$PWD" -o "$2" --wrap \
-      "mpirun -np 2 --bind-to none --mca btl tcp,self --mca btl_tcp_if_include fm0 -x OMP_NUM_THREADS=1 $(train_args "$1")"
+    # shellcheck disable=SC2046 # the arguments, one word each
+    veth_mpirun "$2" 1 $(train_args "$1")
   } ;;
 *) die "LINK must be lo or veth, got $LINK" ;;
 esac

@@ -101,6 +101,22 @@ run() {
   pass "run_$name"
 }
 
+# tiny_latents: the VAE and encode stages of configs/tiny.yaml into $T/base (log
+# $T/base.log), the latents the flow-stage tests copy; FAIL latents and status 1 if they fail
+tiny_latents() {
+  timeout 300 "$FMTRAIN" "$TINY" --out "$T/base" --set "run.stages=[vae,encode]" >"$T/base.log" 2>&1 && return 0
+  fail latents "the VAE and encode stages failed"; show "$T/base.log" 5; return 1
+}
+
+# run_flow NAME NP ARGS...: the flow stage on a copy of $T/base (tiny_latents) in
+# $T/NAME (kept if it exists), with the caller's FLOW=(--set ...) array and ARGS,
+# under mpirun -np NP; the log in $T/NAME.log
+run_flow() {
+  local name=$1 np=$2; shift 2
+  [ -d "$T/$name" ] || cp -r "$T/base" "$T/$name"
+  MPI_TIMEOUT=600 mpi "$np" "$FMTRAIN" "$TINY" --out "$T/$name" "${FLOW[@]}" "$@" >"$T/$name.log" 2>&1
+}
+
 finish() {
   echo "    $SUITE: $npass passed, $nfail failed, $nskip skipped ($(($(date +%s) - T0))s)"
   [ "$nfail" -eq 0 ]

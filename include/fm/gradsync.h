@@ -22,6 +22,24 @@
  * waits for the thread. Every wait has a deadline (timeout_s): a rank that does
  * not arrive ends the step with an error naming it.
  *
+ * Hierarchical (node-aware) reduction (hier_mode, dist.hierarchical): with
+ * ranks on several nodes of L > 1 ranks each, each bucket is reduce-scattered
+ * by a ring inside the node (local rank l holds the node's sum of chunk l of
+ * L), chunk l is ring-allreduced across the nodes among the ranks of local
+ * rank l (L rings at once, every node's link carrying L streams), then
+ * allgathered inside the node. Each node sends 2·(N-1)/N·n floats across
+ * nodes per bucket of n (N nodes) where the flat ring, with the nodes'
+ * ranks consecutive, sends 2·(p-1)/p·n over its one link out of each node:
+ * (N-1)/N · p/(p-1) of the flat ring's inter-node bytes (2/3 for 2 x 2).
+ * The sums are taken in another order than the flat ring's (equal up to
+ * rounding), all ranks still ending with the same bits. FM_GS_HIER_AUTO takes
+ * it when there are > 1 nodes and > 1 ranks per node, all nodes equal, so a
+ * single node reduces exactly as before; FM_GS_HIER_ON whenever the nodes are
+ * equal (an error otherwise); FM_GS_HIER_OFF never. ZeRO-1's reduce-scatter and
+ * the parameter allgather keep the flat ring (its shards are the flat
+ * ring's chunks), whatever the mode. Nodes are found as shared.h does
+ * (FMTRAIN_RANKS_PER_NODE fakes them for tests).
+ *
  * Per step:
  *     fm_gradsync_begin(&gs);
  *     ... backward; the model's grad hook calls fm_gradsync_ready(&gs, first, n, e)
@@ -53,6 +71,8 @@
 #include "fm/params.h"
 #include "fm/status.h"
 #include "fm/world.h"
+
+typedef enum fm_gs_hier { FM_GS_HIER_AUTO, FM_GS_HIER_ON, FM_GS_HIER_OFF } fm_gs_hier;
 
 typedef struct fm_gs_bucket {
     size_t off, count; /* floats: p->grad[off ..) when contiguous, staging[off ..) when packed */
@@ -130,15 +150,18 @@ typedef struct fm_gradsync {
     int nshard;
     size_t shard_floats;
     int replan_due;       /* ZeRO: the hook order asks for a new plan (see fm_gradsync_replan) */
+    int nodes, per_node;  /* the node layout: nodes, ranks on each (0: they differ); 0, 0 with one rank */
+    int hier;             /* 1: gradient allreduces take the hierarchical scheme */
     struct fm_gs_thread *th; /* the communication thread (NULL with one rank) */
 } fm_gradsync;
 
-/* Plan with the default order and, with more than one rank, start the
- * communication thread and take 3 probes (collective: every rank calls it; see
- * fm_gradsync_probe). timeout_s > 0 bounds every wait of the thread.
- * FM_ERR_USAGE when MPI gives less than MPI_THREAD_SERIALIZED. */
-int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, double timeout_s,
-                     fm_err *e);
+/* Plan with the default order and, with more than one rank, find the nodes,
+ * start the communication thread and take 3 probes (collective: every rank
+ * calls it; see fm_gradsync_probe). hier_mode is an fm_gs_hier.
+ * timeout_s > 0 bounds every wait of the thread. FM_ERR_USAGE when MPI gives
+ * less than MPI_THREAD_SERIALIZED, or FM_GS_HIER_ON on nodes of unequal size. */
+int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, int hier_mode,
+                     double timeout_s, fm_err *e);
 void fm_gradsync_free(fm_gradsync *gs);
 
 /* ZeRO-1 on (1) or off (0), between steps. With it, finish leaves in

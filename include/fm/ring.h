@@ -17,7 +17,8 @@
  * Waiting is a yielding poll (MPI_Testall, sched_yield, then short sleeps), so
  * an oversubscribed node is not eaten by busy-waiting ranks, and it has a
  * deadline: a peer that sends nothing within timeout_s ends the call with
- * FM_ERR_INTERNAL naming it and the context string (e.g. "flow step 12,
+ * FM_ERR_INTERNAL naming it (by world rank, whatever the ring's communicator)
+ * and the context string (e.g. "flow step 12,
  * gradient bucket 3"). Not thread-safe: one thread drives one fm_ring. */
 #ifndef FM_RING_H
 #define FM_RING_H
@@ -29,7 +30,8 @@
 
 typedef struct fm_ring {
     MPI_Comm comm;    /* a duplicate of the world communicator, owned */
-    int rank, size, left, right;
+    int rank, size, left, right; /* in comm */
+    int *world;       /* [size] the world rank of each member (error messages name world ranks) */
     double timeout_s; /* deadline of one wait (> 0) */
     float *tmp;       /* receive buffer of the reduce-scatter: the largest chunk */
     size_t tmp_cap;   /* floats */

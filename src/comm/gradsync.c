@@ -11,6 +11,7 @@
 
 #include "fm/log.h"
 #include "fm/ring.h"
+#include "fm/shared.h"
 #include "fm/timer.h"
 
 /* ---- the plan ------------------------------------------------------------- */
@@ -177,9 +178,11 @@ typedef struct fm_gs_thread {
     float *x;           /* the round's arena-shaped array (p->grad, or what fm_gradsync_allgather got) */
     fm_err err;
     double t_first, t_last;
-    fm_ring ring;
+    fm_ring ring;       /* the flat ring over the world */
+    fm_ring node, across; /* hierarchical: the ranks of this node; the ranks of this local rank on every node */
+    int hier;           /* 1: allreduce rounds take the hierarchical scheme */
     fm_gradsync *gs;
-    char what[96];
+    char what[96], what_node[120], what_across[120];
 } fm_gs_thread;
 
 enum round_op { OP_ALLREDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER };
@@ -204,6 +207,24 @@ static void copy_packed(const fm_gs_plan *pl, const fm_gs_bucket *b, float *stag
     }
 }
 
+/* The hierarchical allreduce of x [n] (tag k): a ring reduce-scatter inside
+ * the node leaves local rank l the node's sum of chunk l (of L); a ring
+ * allreduce of that chunk across the nodes, among the ranks of local rank l
+ * (every local rank's link busy at once), scales it; a ring allgather inside
+ * the node gives every rank the whole. Every rank ends with the same bits. */
+static int hier_allreduce(fm_gs_thread *th, float *x, size_t n, float scale, int k, fm_err *e)
+{
+    snprintf(th->what_node, sizeof th->what_node, "%s (inside the node)", th->what);
+    snprintf(th->what_across, sizeof th->what_across, "%s (across the nodes)", th->what);
+    th->node.what = th->what_node;
+    th->across.what = th->what_across;
+    const int L = th->node.size, l = th->node.rank;
+    FM_TRY(fm_ring_reduce_scatter(&th->node, x, n, 1.0f, k, e));
+    const size_t o = fm_ring_chunk_off(n, L, l), m = fm_ring_chunk_off(n, L, l + 1) - o;
+    FM_TRY(fm_ring_allreduce(&th->across, x + o, m, scale, k, e));
+    return fm_ring_allgather(&th->node, x, n, k, e);
+}
+
 /* On the thread: the round's collective on bucket k; for a packed bucket,
  * unpack what this rank now holds (all of it, or its chunk after a
  * reduce-scatter). Gradients are scaled by 1/world. */
@@ -219,7 +240,9 @@ static int reduce_bucket(fm_gs_thread *th, int k, fm_err *e)
     th->ring.what = th->what;
     const float scale = 1.0f / (float)p;
     size_t a = 0, z = b->count; /* what this rank holds afterwards */
-    if (th->op == OP_ALLREDUCE) {
+    if (th->op == OP_ALLREDUCE && th->hier) {
+        FM_TRY(hier_allreduce(th, buf, b->count, scale, k, e));
+    } else if (th->op == OP_ALLREDUCE) {
         FM_TRY(fm_ring_allreduce(&th->ring, buf, b->count, scale, k, e));
     } else if (th->op == OP_REDUCE_SCATTER) {
         FM_TRY(fm_ring_reduce_scatter(&th->ring, buf, b->count, scale, k, e));
@@ -281,7 +304,54 @@ static const char *thread_level_name(int level)
     }
 }
 
-static int thread_start(fm_gradsync *gs, double timeout_s, fm_err *e)
+/* The node layout (gs->nodes, gs->per_node; 0 when the nodes differ in
+ * size) and, when mode asks for it and it applies, the two rings of the
+ * hierarchical scheme (th->hier). Collective over the world. */
+static int hier_setup(fm_gradsync *gs, fm_gs_thread *th, int mode, double timeout_s, fm_err *e)
+{
+    const fm_world *w = gs->world;
+    fm_node nd;
+    FM_TRY(fm_node_init(&nd, w, e));
+    double leaders = nd.rank == 0;
+    int most = nd.size, least = -nd.size;
+    int rc = fm_world_sum(w, &leaders, e);
+    if (rc == FM_OK)
+        rc = fm_world_max_int(w, &most, e);
+    if (rc == FM_OK)
+        rc = fm_world_max_int(w, &least, e);
+    if (rc != FM_OK) {
+        fm_node_free(&nd);
+        return rc;
+    }
+    gs->nodes = (int)leaders;
+    gs->per_node = most == -least ? most : 0;
+    if (mode == FM_GS_HIER_ON && gs->per_node == 0) {
+        fm_node_free(&nd);
+        return fm_fail(e, FM_ERR_USAGE,
+                       "dist.hierarchical: on needs the same number of ranks on every node; the %d nodes hold %d to %d "
+                       "ranks: place the ranks evenly (e.g. --ntasks-per-node) or set dist.hierarchical: auto",
+                       gs->nodes, -least, most);
+    }
+    const int use = mode == FM_GS_HIER_ON || (mode == FM_GS_HIER_AUTO && gs->nodes > 1 && gs->per_node > 1);
+    if (use) {
+        MPI_Comm across = MPI_COMM_NULL;
+        /* every rank has just passed the max above: the blocking split returns promptly */
+        int mrc = MPI_Comm_split(MPI_COMM_WORLD, nd.rank, w->rank, &across);
+        if (mrc != MPI_SUCCESS)
+            rc = fm_world_fail(e, mrc, "MPI_Comm_split: the ranks of one local rank across the nodes");
+        if (rc == FM_OK)
+            rc = fm_ring_init(&th->node, nd.size > 1 ? nd.comm : MPI_COMM_SELF, gs->p->numel, timeout_s, e);
+        if (rc == FM_OK)
+            rc = fm_ring_init(&th->across, across, gs->p->numel / (size_t)nd.size + 1, timeout_s, e);
+        if (across != MPI_COMM_NULL)
+            MPI_Comm_free(&across);
+        th->hier = gs->hier = rc == FM_OK;
+    }
+    fm_node_free(&nd);
+    return rc;
+}
+
+static int thread_start(fm_gradsync *gs, int hier_mode, double timeout_s, fm_err *e)
 {
     int level = MPI_THREAD_SINGLE;
     MPI_Query_thread(&level);
@@ -298,8 +368,14 @@ static int thread_start(fm_gradsync *gs, double timeout_s, fm_err *e)
         return fm_fail(e, FM_ERR_INTERNAL, "out of memory for the communication thread");
     }
     /* the largest bucket any plan can make: the whole gradient */
+    th->node.comm = th->across.comm = MPI_COMM_NULL;
     int rc = fm_ring_init(&th->ring, MPI_COMM_WORLD, gs->p->numel, timeout_s, e);
+    if (rc == FM_OK)
+        rc = hier_setup(gs, th, hier_mode, timeout_s, e);
     if (rc != FM_OK) {
+        fm_ring_free(&th->ring);
+        fm_ring_free(&th->node);
+        fm_ring_free(&th->across);
         free(th->ready);
         free(th);
         return rc;
@@ -311,6 +387,8 @@ static int thread_start(fm_gradsync *gs, double timeout_s, fm_err *e)
     pthread_cond_init(&th->done, NULL);
     if (pthread_create(&th->tid, NULL, thread_main, th) != 0) {
         fm_ring_free(&th->ring);
+        fm_ring_free(&th->node);
+        fm_ring_free(&th->across);
         free(th->ready);
         free(th);
         return fm_fail(e, FM_ERR_INTERNAL, "cannot start the communication thread");
@@ -330,6 +408,8 @@ static void thread_stop(fm_gradsync *gs)
     pthread_mutex_unlock(&th->mu);
     pthread_join(th->tid, NULL);
     fm_ring_free(&th->ring);
+    fm_ring_free(&th->node);
+    fm_ring_free(&th->across);
     pthread_mutex_destroy(&th->mu);
     pthread_cond_destroy(&th->work);
     pthread_cond_destroy(&th->done);
@@ -404,8 +484,8 @@ int fm_gradsync_probe(fm_gradsync *gs, int reps, fm_err *e)
     return FM_OK;
 }
 
-int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, double timeout_s,
-                     fm_err *e)
+int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, int hier_mode,
+                     double timeout_s, fm_err *e)
 {
     memset(gs, 0, sizeof *gs);
     gs->world = w;
@@ -426,7 +506,7 @@ int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bu
     }
     gs->recording = w->size > 1;
     if (w->size > 1) {
-        int rc = thread_start(gs, timeout_s, e);
+        int rc = thread_start(gs, hier_mode, timeout_s, e);
         if (rc == FM_OK)
             rc = fm_gradsync_probe(gs, 3, e);
         if (rc != FM_OK) {

@@ -23,6 +23,23 @@ int fm_ring_init(fm_ring *r, MPI_Comm comm, size_t max_count, double timeout_s, 
     if (rc != MPI_SUCCESS)
         return fm_world_fail(e, rc, "MPI_Comm_dup for the ring collectives");
     MPI_Comm_set_errhandler(r->comm, MPI_ERRORS_RETURN);
+    /* world ranks of the members, for error messages */
+    r->world = malloc((size_t)r->size * sizeof *r->world);
+    int *mine = malloc((size_t)r->size * sizeof *mine);
+    MPI_Group g = MPI_GROUP_NULL, gw = MPI_GROUP_NULL;
+    if (!r->world || !mine) {
+        free(mine);
+        fm_ring_free(r);
+        return fm_fail(e, FM_ERR_INTERNAL, "out of memory for a %d-rank ring", r->size);
+    }
+    for (int i = 0; i < r->size; i++)
+        mine[i] = i;
+    MPI_Comm_group(r->comm, &g);
+    MPI_Comm_group(MPI_COMM_WORLD, &gw);
+    MPI_Group_translate_ranks(g, r->size, mine, gw, r->world);
+    MPI_Group_free(&g);
+    MPI_Group_free(&gw);
+    free(mine);
     r->tmp_cap = max_count / (size_t)r->size + 1;
     r->tmp = malloc(r->tmp_cap * sizeof(float));
     if (!r->tmp) {
@@ -41,6 +58,7 @@ void fm_ring_free(fm_ring *r)
             MPI_Comm_free(&r->comm);
     }
     free(r->tmp);
+    free(r->world);
     memset(r, 0, sizeof *r);
     r->comm = MPI_COMM_NULL;
 }
@@ -68,7 +86,8 @@ static int wait_reqs(fm_ring *r, MPI_Request *req, const int *peer, int n, int f
     return fm_fail(e, FM_ERR_INTERNAL,
                    "%s%s%s round %d: rank %d waited %.0f s for rank %d (%s): that rank is stopped, dead or far "
                    "behind; raise dist.timeout if it is only slow",
-                   r->what ? r->what : "", r->what ? ": " : "", phase, round, r->rank, r->timeout_s, peer[open],
+                   r->what ? r->what : "", r->what ? ": " : "", phase, round, r->world[r->rank], r->timeout_s,
+                   r->world[peer[open]],
                    recv ? "no data arrived" : "it does not take our data");
 }
 

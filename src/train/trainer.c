@@ -55,6 +55,25 @@ static void log_state(const fm_trainer *t, const char *when)
             t->use_ema ? " and EMA" : "", least, most, whole);
 }
 
+/* The node layout and the reduction scheme it gave (dist.hierarchical). */
+static void log_scheme(const fm_trainer *t, const char *stage)
+{
+    const fm_gradsync *g = &t->sync;
+    char layout[64];
+    if (g->per_node > 0)
+        snprintf(layout, sizeof layout, "%d node%s x %d rank%s", g->nodes, g->nodes == 1 ? "" : "s", g->per_node,
+                 g->per_node == 1 ? "" : "s");
+    else
+        snprintf(layout, sizeof layout, "%d nodes of unequal rank counts", g->nodes);
+    const char *scheme = g->hier ? "hierarchical (ring inside each node, rings across the nodes per local rank)"
+                                 : "flat ring over all ranks";
+    if (g->hier && g->zero)
+        scheme = "flat ring over all ranks for ZeRO-1's reduce-scatter and allgather (its shards are the flat "
+                 "ring's chunks)";
+    fm_info("%s: %s, dist.hierarchical: %s: gradients reduced by a %s", stage, layout,
+            fm_hier_names[t->cfg->dist.hierarchical], scheme);
+}
+
 int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc, const fm_config *cfg,
                     const char *config_text, const fm_world *w, fm_params *params, fm_metrics *metrics,
                     int use_ema, double ema_decay, int ema_warmup, fm_err *e)
@@ -78,11 +97,12 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     if (rc == FM_OK && !t->gathered)
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' step statistics", w->size);
     if (rc == FM_OK)
-        rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), cfg->dist.timeout, e);
+        rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), cfg->dist.hierarchical,
+                              cfg->dist.timeout, e);
     if (rc == FM_OK && cfg->dist.zero)
         rc = fm_gradsync_set_zero(&t->sync, 1, e);
     /* the moments and the EMA: this rank's shard under ZeRO, else whole */
-    const size_t floats = fm_gradsync_shard_floats(&t->sync, w->rank);
+    const size_t floats = rc == FM_OK ? fm_gradsync_shard_floats(&t->sync, w->rank) : 0;
     fm_adamw_cfg oc = fm_adamw_defaults();
     oc.beta1 = tc->beta1;
     oc.beta2 = tc->beta2;
@@ -104,6 +124,8 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
         fm_info("%s: gradients in %d bucket%s of at most %.3g MiB (largest %.3g MiB), %.2f ms to reduce them alone",
                 stage, t->sync.plan.nbuckets, t->sync.plan.nbuckets == 1 ? "" : "s", cfg->flow.bucket_mb,
                 t->sync.plan.max_bucket * 4 / 1048576.0, t->sync.comm_ms);
+    if (w->size > 1)
+        log_scheme(t, stage);
     return FM_OK;
 }
 

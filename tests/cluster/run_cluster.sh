@@ -18,6 +18,10 @@
 #      resident once: the sum of the ranks' Pss of it is one block), the two
 #      nodes two different ones; measured during the flow stage and printed.
 #      Then the same shape with FM_LAUNCHER=srun.
+#   3b. -N 2 --ntasks-per-node=2, flow only, dist.hierarchical on and off: the
+#      log names the scheme, both match the 1-rank losses to <= 1e-4, and the
+#      bytes on the veths with the hierarchical scheme are 2/3 (+- 0.05) of
+#      the flat ring's (the ratio the two algorithms give on 2 x 2).
 #   4. a node lost: every process of node 2 killed (SIGKILL, slurmd included)
 #      during the flow stage of a 2-node job -> the job ends within 60 s; node 2
 #      comes back and a resubmission into the same run directory resumes flow
@@ -267,6 +271,51 @@ if [ $rc -eq 0 ] && grep -q "on fmn\[1-2\]: 4 ranks x 1 threads, srun" "$log" &&
 else
     fail sbatch_N2x2_srun "sbatch exit $rc, job '$jid', ranks: $(hosts "$jid")"; cat "$T/sbatch4.err"; show_logs "$log"
 fi
+
+# ---- 3b. 2 nodes x 2 ranks: hierarchical gradient reduction vs the flat ring ------------------
+# The same flow-only job (on the reference's latents) with dist.hierarchical on
+# and off. The flat ring 0->1->2->3->0 sends 2(p-1)/p = 1.5 bucket sizes out
+# of each node per bucket (one link leaves it); the hierarchical scheme sends
+# each local rank's half of the bucket once around a 2-node ring: 2(N-1)/N x
+# n/2 per rank, 1 bucket size per node. The veth bytes (both nodes, sent +
+# received) of the hierarchical job are therefore 2/3 of the flat job's, up to
+# the jobs' start-up and small collectives (checked within 0.05).
+hier_job() { # hier_job NAME on|off: sets rc, jid, log, and bytes[NAME]
+    local d=$T/hier-$1
+    mkdir -p "$d/ckpt"
+    cp "$T/ref/config.yaml" "$T/ref/latents.safetensors" "$d/"
+    cp "$T/ref"/ckpt/vae-*.safetensors "$d/ckpt/"
+    local b1 b2 a1 a2
+    b1=$(tx_rx fmn1); b2=$(tx_rx fmn2)
+    submit "$T/sbatch-hier-$1.err" -N 2 --ntasks-per-node=2 slurm/train.sh configs/tiny.yaml --out "$d" \
+        "${short[@]}" --set "run.stages=[flow]" --set flow.sample_every=0 --set dist.hierarchical="$2"
+    a1=$(tx_rx fmn1); a2=$(tx_rx fmn2)
+    bytes[$1]=$(echo "$b1 $a1 $b2 $a2" | awk '{ print ($3 - $1) + ($4 - $2) + ($7 - $5) + ($8 - $6) }')
+}
+declare -A bytes
+t0=$(date +%s)
+hier_job on on; jon=$jid rcon=$rc logon=$log
+hier_job off off; joff=$jid rcoff=$rc logoff=$log
+sch() { grep -o "2 nodes x 2 ranks, dist.hierarchical: $2: gradients reduced by a $3" "$1" | head -n 1; }
+if [ "$rcon" -eq 0 ] && [ "$rcoff" -eq 0 ] && [ -n "$(sch "$logon" on hierarchical)" ] &&
+    [ -n "$(sch "$logoff" off flat)" ] &&
+    lon=$(flow_losses "$T/ref/metrics.jsonl" "$T/hier-on/metrics.jsonl") &&
+    loff=$(flow_losses "$T/ref/metrics.jsonl" "$T/hier-off/metrics.jsonl"); then
+    pass "hierarchical_N2x2_losses (jobs $jon, $joff, $(secs "$t0"); hierarchical vs 1 rank: $lon; flat: $loff)"
+else
+    fail hierarchical_N2x2_losses "sbatch exits $rcon, $rcoff (jobs '$jon', '$joff'): ${lon:-} ${loff:-}"
+    grep -h "dist.hierarchical" "$logon" "$logoff"; show_logs "$logon" "$logoff"
+fi
+if msg=$($PY - "${bytes[on]}" "${bytes[off]}" <<'PYEOF'
+import sys
+on, off = int(sys.argv[1]), int(sys.argv[2])
+expect = (1 / 2) / (3 / 4)  # (N-1)/N over (p-1)/p, N = 2 nodes, p = 4 ranks
+r = on / off if off else float("inf")
+print(f"inter-node bytes: hierarchical {on / 1e6:.1f} MB, flat ring {off / 1e6:.1f} MB, ratio {r:.3f} "
+      f"(expected {expect:.3f} +- 0.05)")
+sys.exit(0 if abs(r - expect) <= 0.05 else 1)
+PYEOF
+); then pass "hierarchical_fewer_internode_bytes ($msg)"; else fail hierarchical_fewer_internode_bytes "$msg"; fi
 
 # ---- 4. a node lost mid-run, then a resubmission resumes ----------------------------------
 K=$T/killed

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fm/gradsync.h"
+#include "fm/shared.h"
 #include "fm/world.h"
 #include "test.h"
 
@@ -258,7 +259,7 @@ static int test_one_rank_runtime(void)
     CHECK_OK(make_params(&p, &e), &e);
     fm_world w1 = { 0, 1, 0, 600 };
     fm_gradsync gs;
-    CHECK_OK(fm_gradsync_init(&gs, &w1, &p, 4096, 60, &e), &e);
+    CHECK_OK(fm_gradsync_init(&gs, &w1, &p, 4096, FM_GS_HIER_AUTO, 60, &e), &e);
     poison_ctx pc = { 0, 0 };
     fm_gradsync_set_fault_hook(&gs, poison, &pc);
     for (size_t i = 0; i < p.numel; i++)
@@ -298,8 +299,17 @@ static int test_mpi_runtime(void)
     fm_params p;
     CHECK_OK(make_params(&p, &e), &e);
     fm_gradsync gs;
-    CHECK_OK(fm_gradsync_init(&gs, w, &p, 10000, 60, &e), &e);
+    CHECK_OK(fm_gradsync_init(&gs, w, &p, 10000, FM_GS_HIER_AUTO, 60, &e), &e);
     CHECK(gs.comm_ms > 0, "no blocking probe time");
+    /* nodes faked k by k (tests/comm/test_hier.sh): the hierarchical scheme when > 1 node of > 1 rank */
+    const char *k_env = getenv(FM_NODE_ENV);
+    const int k = k_env ? atoi(k_env) : 0;
+    if (k > 1 && k < w->size && w->size % k == 0)
+        CHECK(gs.hier && gs.nodes == w->size / k && gs.per_node == k, "%d ranks in nodes of %d: hier %d, %d x %d",
+              w->size, k, gs.hier, gs.nodes, gs.per_node);
+    else if (!k_env)
+        CHECK(!gs.hier && gs.nodes == 1 && gs.per_node == w->size, "one node: hier %d, %d x %d", gs.hier, gs.nodes,
+              gs.per_node);
     poison_ctx pc = { 0, 0 };
     fm_gradsync_set_fault_hook(&gs, poison, &pc);
     /* hook calls (first, n) in backward order; tensors 0 and 3 are never reported */

@@ -23,16 +23,8 @@ source "$(dirname "$0")/../lib.sh" comm zero_
 FLOW=(--set "run.stages=[flow]" --set flow.steps=40 --set flow.batch_size=48 --set run.log_every=1
       --set flow.sample_every=0 --set flow.bucket_mb=0.05 --set flow.ckpt_every=20)
 
-if ! timeout 300 "$FMTRAIN" "$TINY" --out "$T/base" --set "run.stages=[vae,encode]" >"$T/base.log" 2>&1; then
-  fail latents "the VAE and encode stages failed"; show "$T/base.log" 5; exit 1
-fi
+tiny_latents || exit 1
 
-# run_flow NAME NP ARGS...: the flow stage on a copy of the latents run, under mpirun -np NP
-run_flow() {
-  local name=$1 np=$2; shift 2
-  [ -d "$T/$name" ] || cp -r "$T/base" "$T/$name"
-  MPI_TIMEOUT=600 mpi "$np" "$FMTRAIN" "$TINY" --out "$T/$name" "${FLOW[@]}" "$@" >"$T/$name.log" 2>&1
-}
 
 # compare REF RUN FIRST_STEP: max relative flow-loss difference from FIRST_STEP on
 compare() {

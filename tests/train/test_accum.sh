@@ -12,9 +12,7 @@ source "$(dirname "$0")/../lib.sh" train accum_
 FLOW=(--set "run.stages=[flow]" --set flow.steps=5 --set run.log_every=1 --set flow.sample_every=0
       --set flow.bucket_mb=0.05)
 
-if ! timeout 300 "$FMTRAIN" "$TINY" --out "$T/base" --set "run.stages=[vae,encode]" >"$T/base.log" 2>&1; then
-  fail latents "the VAE and encode stages failed"; show "$T/base.log" 5; exit 1
-fi
+tiny_latents || exit 1
 
 # run_flow NAME NP ARGS...: the flow stage on a copy of the latents run, under mpirun -np NP
 run_flow() {
