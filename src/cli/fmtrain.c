@@ -681,8 +681,14 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     c.run.stages.n = 1; /* what this command runs of the checkpoint's config */
     c.run.stages.v[0] = FM_STAGE_SAMPLE;
     if (a->ema) { /* --ema: checked against the checkpoint's flow.ema_decay like sample.ema */
-        snprintf(c.sample.ema, sizeof c.sample.ema, "%s", strcmp(a->ema, "raw") ? a->ema : "false");
-        FM_TRY(fm_config_validate(&c, e));
+        char set[64];
+        snprintf(set, sizeof set, "sample.ema=%s", strcmp(a->ema, "raw") ? a->ema : "false");
+        rc = fm_config_set(&c, set, e);
+        if (rc == FM_OK)
+            rc = fm_config_validate(&c, e);
+        if (rc != FM_OK)
+            fm_err_prefix(e, "fmtrain sample --ema %s", a->ema);
+        FM_TRY(rc);
     }
     FM_TRY(fm_build_check_memory(&c, 1, e));
     int per = a->per_class > 0 ? a->per_class : c.sample.per_class, rows = a->cls >= 0 ? 1 : FM_NUM_CLASSES;
