@@ -136,7 +136,7 @@ typedef struct fm_config {
         int path;                 /* fm_path_kind */
         int t_dist;               /* fm_time_kind */
         double t_mean, t_std;     /* logit-normal m, s */
-        double ema_decay;
+        fm_flist ema_decay;       /* one EMA per rate, all updated each step; [0]: the "ema." tensors */
         bool ema_warmup;          /* ema.h: decay min(d, (1+k)/(10+k)) */
         double bucket_mb;         /* gradient allreduce bucket size, MiB */
         int accum_steps;          /* micro-batches of batch_size per optimiser step */
@@ -159,7 +159,7 @@ typedef struct fm_config {
         int steps;
         int per_class;            /* samples per class in a grid */
         double sde_sigma;         /* sde: sigma_t = sde_sigma * beta_t */
-        bool ema;                 /* sample with the EMA weights */
+        char ema[FM_CFG_STR_MAX]; /* weights to sample: "true", "false" or a rate (fm_config_sample_ema) */
     } sample;
     struct {
         int classifier_steps;
@@ -293,6 +293,14 @@ int fm_config_reference(FILE *f, fm_err *e);
 /* ---- queries ---- */
 
 bool fm_config_has_stage(const fm_config *c, fm_stage s);
+/* The weights sample.ema selects: 0 = the raw (trained) weights, 1 = an EMA,
+ * its decay in *rate (the first of flow.ema_decay for "true"). sample.ema
+ * was checked by fm_config_validate. */
+int fm_config_sample_ema(const fm_config *c, double *rate);
+/* "EMA 0.999" or "raw weights": what sample.ema selects, for labels and logs. */
+void fm_config_weights_label(const fm_config *c, char *out, size_t cap);
+/* A list of EMA rates as "[0.999, 0.9999]" (%.10g each). */
+void fm_config_format_rates(const fm_flist *d, char *out, size_t cap);
 /* Where `key` got its value, as a message prefix: "tiny.yaml:12:3",
  * "--set flow.lr=0.001", "--out DIR", or (a default) the file name, or
  * "defaults" without a file. */

@@ -14,6 +14,9 @@
 #include "fm/params.h"
 #include "fm/status.h"
 
+/* Averages one fused update may carry (= the list limit of flow.ema_decay). */
+#define FM_EMA_MAX 16
+
 typedef struct fm_ema {
     fm_params *p;
     float *w;        /* [nstate] EMA weights, layout of p->data (or a ZeRO-1 shard's floats, packed in
@@ -42,6 +45,18 @@ int fm_ema_update(fm_ema *m, int64_t step, fm_err *e);
  * i's average is w from float at[i] on (at NULL: a whole average, at the
  * spans' arena offsets). */
 int fm_ema_update_spans(fm_ema *m, int64_t step, const fm_span *spans, const size_t *at, int nspans, fm_err *e);
+
+/* The same updates of k averages m[0..k-1] of one arena (and one shard
+ * layout), with their own decays, in one pass that reads each parameter once;
+ * each average's floats equal those of its own fm_ema_update(_spans). */
+int fm_ema_update_n(fm_ema *m, int k, int64_t step, fm_err *e);
+int fm_ema_update_spans_n(fm_ema *m, int k, int64_t step, const fm_span *spans, const size_t *at, int nspans,
+                          fm_err *e);
+
+/* The checkpoint prefix of the average of decay `rate`: "ema." for the first
+ * rate of flow.ema_decay (the name of a single-rate run's EMA), else
+ * "ema@<rate %.10g>." (e.g. "ema@0.9999."). cap >= 32. */
+void fm_ema_prefix(double rate, int first, char *out, size_t cap);
 
 /* Exchange the EMA weights (whole) and the live parameters in place: call once to run
  * the model on EMA weights, call again to get the trained weights back. */

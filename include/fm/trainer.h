@@ -80,8 +80,10 @@ typedef struct fm_trainer {
     fm_params *params;
     fm_metrics *metrics;          /* open on rank 0 only */
     fm_adamw opt;                 /* under ZeRO-1 m and v hold this rank's shard (sync.shard), packed */
-    fm_ema ema;                   /* the same for the EMA */
-    int use_ema;
+    fm_ema ema[FM_EMA_MAX];       /* the same for each EMA, one per rate of flow.ema_decay */
+    int nema;                     /* EMAs kept (0: none) */
+    int use_ema;                  /* nema > 0 */
+    char ema_prefix[FM_EMA_MAX][32]; /* checkpoint prefix of each (fm_ema_prefix) */
     fm_lr_schedule sched;
     int64_t step;                 /* the next step to run */
     int global_batch;
@@ -113,11 +115,12 @@ typedef struct fm_trainer {
     double prof_wall;             /* wall time of the profiled steps, s (begin to the end of fm_trainer_end) */
 } fm_trainer;
 
-/* params must hold every parameter of the model. use_ema keeps an EMA with
- * decay ema_decay. Weight decay is off for 1-D tensors and embedding tables. */
+/* params must hold every parameter of the model. ema_decay (NULL: none)
+ * keeps one EMA per rate, all updated in one pass each step. Weight decay is
+ * off for 1-D tensors and embedding tables. */
 int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc, const fm_config *cfg,
                     const char *config_text, const fm_world *w, fm_params *params, fm_metrics *metrics,
-                    int use_ema, double ema_decay, int ema_warmup, fm_err *e);
+                    const fm_flist *ema_decay, int ema_warmup, fm_err *e);
 void fm_trainer_free(fm_trainer *t);
 
 /* Add an extra fp32 tensor saved with (and restored from) each checkpoint. */
@@ -156,12 +159,17 @@ void fm_trainer_backward_begins(fm_trainer *t);
 /* The EMA weights, whole, into dst [params->numel] on every rank: with
  * ZeRO-1 (dist.zero) every rank's shard allgathered (collective), else a
  * copy. dst may be params->grad between steps (the gradient is spent). */
-int fm_trainer_ema_whole(fm_trainer *t, float *dst, fm_err *e);
+int fm_trainer_ema_whole(fm_trainer *t, int k, float *dst, fm_err *e);
+/* The index of the EMA of decay `rate`, or -1. */
+int fm_trainer_ema_index(const fm_trainer *t, double rate);
 /* Write a checkpoint of the current state now (collective: every rank calls
- * it; rank 0 writes). With ZeRO-1 every rank's shard of m, v and the EMA goes
- * to rank 0, which holds the whole state only while it writes: the EMA in
- * params->grad (so call it between steps), m and v in a buffer it frees
- * afterwards. */
+ * it; rank 0 writes). With ZeRO-1 every rank's shard of m, v and the EMAs goes
+ * to rank 0, which holds the whole state only while it writes: the first EMA
+ * in params->grad (so call it between steps), m, v and any further EMA in a
+ * buffer it frees afterwards.
+ * Resume: the first EMA is read from "ema.", every further rate from its
+ * "ema@<rate>." tensors; a rate the checkpoint lacks (written with fewer rates)
+ * starts from the resumed weights, logged. */
 int fm_trainer_save(fm_trainer *t, fm_err *e);
 
 #endif

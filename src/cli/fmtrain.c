@@ -46,7 +46,8 @@ static const char usage_text[] =
     "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]... [--profile[=N]] [--dump-schedule[=N]]\n"
     "               [--dry-run]\n"
     "       fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler euler|heun|sde] [--seed s]\n"
-    "               [--vae VAE_CKPT] [-o FILE.png] [--n N | --per-class K] [--out-dir DIR] [--npz FILE.npz]\n"
+    "               [--vae VAE_CKPT] [--ema RATE|raw] [-o FILE.png] [--n N | --per-class K] [--out-dir DIR]\n"
+    "               [--npz FILE.npz]\n"
     "       fmtrain eval RUN_DIR\n"
     "       fmtrain plot RUN_DIR [-o FILE.png]\n"
     "       fmtrain --help | --version | --keys\n";
@@ -81,6 +82,8 @@ static const char help_text[] =
     "turn, or all --class c) or --per-class K samples go one PNG per sample into --out-dir\n"
     "DIR and/or into --npz FILE.npz (images uint8 [N, 32, 32], labels int64 [N]), drawn in\n"
     "batches of eval.batch_size. --vae: the VAE checkpoint when CKPT is not in its run's ckpt/.\n"
+    "--ema: the EMA of that decay (one of the run's flow.ema_decay) or raw (the trained\n"
+    "weights) instead of the run's sample.ema.\n"
     "eval: score the samples of a finished run directory.\n"
     "plot: one PNG report of a run directory (RUN_DIR/report.png; scripts/plot_run.py).\n"
     "\n"
@@ -101,6 +104,7 @@ typedef struct args {
     int novr;
     const char *ckpt, *png;              /* sample (png: also plot's -o) */
     const char *out_dir, *npz, *vae;     /* sample: NULL = not given */
+    const char *ema;                     /* sample --ema RATE|raw: NULL = the checkpoint's sample.ema */
     int n_samples, per_class;            /* sample: -1 = not given */
     int cls, steps, seed, sampler;       /* -1 = not given */
     double cfg;                          /* < 0 = not given */
@@ -185,6 +189,13 @@ static int parse_sample_args(int argc, char **argv, args *a, fm_err *e)
             a->npz = v;
         } else if ((v = opt_value(argc, argv, &i, "--vae", e, &rc))) {
             a->vae = v;
+        } else if ((v = opt_value(argc, argv, &i, "--ema", e, &rc))) {
+            char *end;
+            double r = strtod(v, &end);
+            if (strcmp(v, "raw") != 0 && (!*v || *end || !(r >= 0 && r <= 1)))
+                return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: --ema: expected an EMA rate in [0, 1] or raw, got "
+                               "\"%s\"", v);
+            a->ema = v;
         } else if (rc != FM_OK) {
             return rc;
         } else if (argv[i][0] == '-') {
@@ -669,6 +680,16 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     FM_TRY(fm_config_set_out(&c, run_dir, e));
     c.run.stages.n = 1; /* what this command runs of the checkpoint's config */
     c.run.stages.v[0] = FM_STAGE_SAMPLE;
+    if (a->ema) { /* --ema: checked against the checkpoint's flow.ema_decay like sample.ema */
+        char set[64];
+        snprintf(set, sizeof set, "sample.ema=%s", strcmp(a->ema, "raw") ? a->ema : "false");
+        rc = fm_config_set(&c, set, e);
+        if (rc == FM_OK)
+            rc = fm_config_validate(&c, e);
+        if (rc != FM_OK)
+            fm_err_prefix(e, "fmtrain sample --ema %s", a->ema);
+        FM_TRY(rc);
+    }
     FM_TRY(fm_build_check_memory(&c, 1, e));
     int per = a->per_class > 0 ? a->per_class : c.sample.per_class, rows = a->cls >= 0 ? 1 : FM_NUM_CLASSES;
     int steps = a->steps > 0 ? a->steps : c.sample.steps;
@@ -689,9 +710,10 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     rc = fm_generator_init(&g, &c, &d, a->png ? fm_build_grid_batch(B) : B, (fm_sampler_kind)kind, steps, e);
     if (rc == FM_OK) {
         rc = fm_generator_load_files(&g, &c, a->ckpt, a->vae, &step, e);
-        char header[160];
-        snprintf(header, sizeof header, "w = %g  step %lld  %s %d steps  seed %llu", cfgw, (long long)step,
-                 fm_sampler_names[kind], steps, (unsigned long long)seed);
+        char header[200], weights[48];
+        fm_config_weights_label(&c, weights, sizeof weights);
+        snprintf(header, sizeof header, "w = %g  step %lld  %s %d steps  seed %llu  %s", cfgw, (long long)step,
+                 fm_sampler_names[kind], steps, (unsigned long long)seed, weights);
         if (rc == FM_OK && a->png)
             rc = fm_generator_grid_labelled(&g, rows, per, a->cls, (float)cfgw, seed, header, a->png, e);
         if (rc == FM_OK && a->png)

@@ -83,6 +83,14 @@ static int locked(const char *name, const run_state *st)
     return st->vae || st->flow || st->classifier || st->latents; /* run.seed, data.train_limit */
 }
 
+/* flow.ema_decay may gain or lose rates after its first (whose EMA is the
+ * checkpoints' "ema." tensors): a rate the checkpoint lacks starts from the
+ * resumed weights (trainer.h). */
+static int same_first_rate(const char *name, const fm_config *old, const fm_config *now)
+{
+    return !strcmp(name, "flow.ema_decay") && old->flow.ema_decay.v[0] == now->flow.ema_decay.v[0];
+}
+
 static int exists(const char *path)
 {
     struct stat st;
@@ -199,7 +207,7 @@ int fm_config_guard(const fm_config *now, fm_config *rec, fm_err *e)
         fm_config_format(&old, i, was, sizeof was);
         fm_config_format(now, i, is, sizeof is);
         nchanged++;
-        if (!locked(name, &st)) {
+        if (!locked(name, &st) || same_first_rate(name, &old, now)) {
             fm_info("resume: %s: %s -> %s", name, was, is);
             continue;
         }

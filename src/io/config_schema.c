@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fm/config.h"
@@ -103,7 +104,9 @@ static const fm_cfg_key keys[] = {
     ENUM_("flow.t_dist", flow.t_dist, "uniform", fm_tdist_names, "training time distribution"),
     FLT_("flow.t_mean", flow.t_mean, "0", -10, 10, "logit-normal location m: t = sigmoid(m + s n)"),
     FLT_("flow.t_std", flow.t_std, "1", 0, 10, "logit-normal scale s"),
-    FLT_("flow.ema_decay", flow.ema_decay, "0.999", 0, 1, "decay of the EMA of the weights"),
+    FLTS_("flow.ema_decay", flow.ema_decay, "0.999", 0, 1, 1,
+          "decay of the EMA of the weights; a list (e.g. [0.999, 0.9999]) keeps one EMA per rate, all updated each "
+          "step and checkpointed (the first as ema.*, the others as ema@<rate>.*), each selectable by sample.ema"),
     BOOL_("flow.ema_warmup", flow.ema_warmup, "true", "EMA decay min(ema_decay, (1+k)/(10+k)) at update k"),
     POS_("flow.bucket_mb", flow.bucket_mb, "25", 4096, "gradient allreduce bucket size in MiB"),
     INT_("flow.accum_steps", flow.accum_steps, "1", 1, 1024,
@@ -129,7 +132,9 @@ static const fm_cfg_key keys[] = {
     INT_("sample.per_class", sample.per_class, "8", 1, 1500,
          "samples per class (columns of a grid; at most 1500: a grid's PNG is at most 100000 pixels wide)"),
     FLT_("sample.sde_sigma", sample.sde_sigma, "0.5", 0, 100, "sde sampler noise: sigma_t = sde_sigma * beta_t (0 = Euler)"),
-    BOOL_("sample.ema", sample.ema, "true", "sample with the EMA weights (false: the trained weights)"),
+    STR_("sample.ema", sample.ema, "true",
+         "weights to sample with: true (the EMA of the first flow.ema_decay), false (the trained weights) or a rate "
+         "of flow.ema_decay (e.g. 0.9999); fmtrain sample --ema RATE|raw sets it"),
     /* eval: classifier accuracy and Frechet distance of generated samples */
     INT_("eval.classifier_steps", eval.classifier_steps, "3000", 1, BIG, "training steps of the evaluation classifier"),
     INT_("eval.classifier_batch_size", eval.classifier_batch_size, "128", 1, 1 << 20, "global batch size of the classifier"),
@@ -234,8 +239,59 @@ static int check_usable(const fm_config *c, fm_err *e)
     return FM_OK;
 }
 
+/* flow.ema_decay: distinct rates; sample.ema: true, false or one of them. */
+static int check_ema(const fm_config *c, fm_err *e)
+{
+    const fm_flist *d = &c->flow.ema_decay;
+    for (int i = 0; i < d->n; i++)
+        for (int j = 0; j < i; j++)
+            if (d->v[i] == d->v[j])
+                return fail_at(c, "flow.ema_decay", e, "%g is listed twice", d->v[i]);
+    const char *s = c->sample.ema;
+    if (!strcmp(s, "true") || !strcmp(s, "false"))
+        return FM_OK;
+    char *end = NULL;
+    double r = strtod(s, &end);
+    if (end == s || *end || !(r >= 0 && r <= 1))
+        return fail_at(c, "sample.ema", e, "\"%s\" is not true, false or an EMA rate in [0, 1]", s);
+    for (int i = 0; i < d->n; i++)
+        if (d->v[i] == r)
+            return FM_OK;
+    char list[256];
+    fm_config_format_rates(d, list, sizeof list);
+    return fail_at(c, "sample.ema", e, "rate %s is not one of flow.ema_decay = %s", s, list);
+}
+
+int fm_config_sample_ema(const fm_config *c, double *rate)
+{
+    const char *s = c->sample.ema;
+    if (!strcmp(s, "false"))
+        return 0;
+    *rate = !strcmp(s, "true") ? c->flow.ema_decay.v[0] : strtod(s, NULL);
+    return 1;
+}
+
+void fm_config_weights_label(const fm_config *c, char *out, size_t cap)
+{
+    double rate = 0;
+    if (fm_config_sample_ema(c, &rate))
+        snprintf(out, cap, "EMA %.10g", rate);
+    else
+        snprintf(out, cap, "raw weights");
+}
+
+void fm_config_format_rates(const fm_flist *d, char *out, size_t cap)
+{
+    size_t k = (size_t)snprintf(out, cap, "[");
+    for (int i = 0; i < d->n && k < cap; i++)
+        k += (size_t)snprintf(out + k, cap - k, "%s%.10g", i ? ", " : "", d->v[i]);
+    if (k < cap)
+        snprintf(out + k, cap - k, "]");
+}
+
 int fm_config_validate(const fm_config *c, fm_err *e)
 {
+    FM_TRY(check_ema(c, e));
     FM_TRY(check_stages(c, e));
     FM_TRY(check_usable(c, e));
     if (c->flow.latent) /* the vae keys count even if the vae stage is not run */

@@ -228,6 +228,8 @@ static int plan_stage(const fm_config *c, int stage, int ws, int n_train, int n_
         FM_TRY(fm_flow_model_measure(&f, local_batch(c, c->flow.train.batch_size, ws), &a1, &p1, e));
         part(m, (double)a1, "flow.batch_size");
         part(m, TRAIN_COPIES * FLOAT_BYTES * (double)p1, f.kind == FM_FLOW_DIT ? "dit.width" : "unet.channels");
+        if (c->flow.ema_decay.n > 1) /* each further EMA, and its copy in a checkpoint read back or written */
+            part(m, 2.0 * (c->flow.ema_decay.n - 1) * FLOAT_BYTES * (double)p1, "flow.ema_decay");
         if (c->flow.latent)
             part(m, latents, "data.train_limit");
         if (c->flow.sample_every > 0 && c->sample.cfg.n > 0)

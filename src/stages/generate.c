@@ -10,6 +10,7 @@
 #include "fm/build.h"
 #include "fm/ckpt.h"
 #include "fm/dataset.h"
+#include "fm/ema.h"
 #include "fm/log.h"
 #include "fm/png.h"
 
@@ -129,12 +130,20 @@ int fm_generator_load_files(fm_generator *g, const fm_config *c, const char *ckp
 {
     float scale = 1.0f;
     fm_ckpt_extra ex = { "latent_scale", &scale, 1, { 1 } };
-    fm_ckpt_group grp = { c->sample.ema ? "ema." : "", &g->flow_p, g->flow_p.data };
+    double rate = 0;
+    char prefix[32] = "";
+    const int ema = fm_config_sample_ema(c, &rate);
+    if (ema)
+        fm_ema_prefix(rate, rate == c->flow.ema_decay.v[0], prefix, sizeof prefix);
+    fm_ckpt_group grp = { prefix, &g->flow_p, g->flow_p.data };
     fm_ckpt ck;
     int rc = ckpt ? fm_ckpt_load_file(ckpt, &grp, 1, &ex, 1, &ck, e)
                   : fm_ckpt_load_latest(c->run.out, "flow", &grp, 1, &ex, 1, &ck, e);
     if (rc == FM_CKPT_NONE)
         return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no flow checkpoint: run the flow stage first", c->run.out);
+    if (rc != FM_OK && ema && prefix[3] == '@') /* the rate's tensors are missing, most likely */
+        fm_err_prefix(e, "sample.ema = %s: the checkpoint must hold the EMA of decay %g (tensors %s*, kept when "
+                      "flow.ema_decay lists the rate during training)", c->sample.ema, rate, prefix);
     FM_TRY(rc);
     if (!(scale > 0.0f)) /* finite: fm_ckpt_load_* checked it */
         rc = fm_fail(e, FM_ERR_DATA, "%s: tensor latent_scale: %g is not > 0", ck.path, scale);
@@ -260,10 +269,12 @@ int fm_generator_write_grids(fm_generator *g, const fm_config *c, const fm_world
         snprintf(path, sizeof path, "%s/samples/%s-%08lld-w%g.png", c->run.out, tag, (long long)step,
                  c->sample.cfg.v[k]);
         rc = fm_png_write_grid(path, all + (size_t)k * floats, rows * per, IMG_SIDE, IMG_SIDE, 1, rows, per, 2, 2, e);
+        char weights[48];
+        fm_config_weights_label(c, weights, sizeof weights);
         if (rc == FM_OK && p > 1)
-            fm_info("%s: wrote %s (drawn by rank %d)", tag, path, k % p);
+            fm_info("%s: wrote %s (%s, drawn by rank %d)", tag, path, weights, k % p);
         else if (rc == FM_OK)
-            fm_info("%s: wrote %s", tag, path);
+            fm_info("%s: wrote %s (%s)", tag, path, weights);
     }
     free(mine);
     free(all);

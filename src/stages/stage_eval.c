@@ -80,7 +80,7 @@ static int train_classifier(fm_pipeline *P, fm_params *p, fm_err *e)
     if (rc == FM_OK)
         rc = fm_classifier_init(&m, &P->dnn, p, &cc, local, 1, e);
     if (rc == FM_OK)
-        rc = fm_trainer_init(&t, "classifier", &tc, c, P->config_text, P->world, p, &P->metrics, 0, 0, 0, e);
+        rc = fm_trainer_init(&t, "classifier", &tc, c, P->config_text, P->world, p, &P->metrics, NULL, 0, e);
     if (rc == FM_OK) {
         t.flops_per_step = fm_classifier_flops(&m);
         rc = fm_trainer_resume(&t, e);
@@ -349,6 +349,11 @@ static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_buf
         fputs(",\n", js);
         fprintf(js, "  \"sampler\": \"%s\",\n  \"sampler_steps\": %d,\n  \"samples_per_class\": %d,\n",
                 fm_sampler_names[c->sample.sampler], c->sample.steps, c->eval.samples_per_class);
+        double rate = 0; /* the weights sampled: the EMA's decay, or false for the trained weights */
+        if (fm_config_sample_ema(c, &rate))
+            fprintf(js, "  \"ema\": %.10g,\n", rate);
+        else
+            fputs("  \"ema\": false,\n", js);
     }
     const int has = fm_batches_mine(pl->nscales * pl->nb_gen, w->rank, w->size) > 0;
     int rc = has ? fm_generator_init(g, c, &P->dnn, pl->EB, (fm_sampler_kind)c->sample.sampler, c->sample.steps, e)

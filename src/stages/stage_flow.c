@@ -163,8 +163,11 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     FM_TRY(fm_build_flow_params(&p, c, e));
     int rc = fm_build_flow_model(&model, c, &P->dnn, &p, local, e);
     if (rc == FM_OK)
-        rc = fm_trainer_init(&t, "flow", tc, c, P->config_text, w, &p, &P->metrics, 1, c->flow.ema_decay,
+        rc = fm_trainer_init(&t, "flow", tc, c, P->config_text, w, &p, &P->metrics, &c->flow.ema_decay,
                              c->flow.ema_warmup, e);
+    /* the weights of the grids (sample.ema): an EMA's index, or -1 for the trained weights */
+    double rate = 0;
+    const int ema = fm_config_sample_ema(c, &rate) ? fm_trainer_ema_index(&t, rate) : -1;
     if (rc == FM_OK)
         rc = fm_accum_init(&acc, &p, accum, fm_gradsync_ready, &t.sync, e);
     if (rc == FM_OK)
@@ -273,11 +276,11 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
         const int grid_now = grids && (t.step % c->flow.sample_every == 0 || t.step == tc->steps);
         /* ZeRO: every rank's shard of the EMA, whole, into the spent gradient
          * arena on every rank (the weights are whole everywhere) */
-        if (grid_now && c->sample.ema && t.sync.zero && (rc = fm_trainer_ema_whole(&t, p.grad, e)) != FM_OK)
+        if (grid_now && ema >= 0 && t.sync.zero && (rc = fm_trainer_ema_whole(&t, ema, p.grad, e)) != FM_OK)
             break;
         if (grid_now) {
             if (gen.B)
-                fm_generator_set_flow_weights(&gen, !c->sample.ema ? p.data : t.sync.zero ? p.grad : t.ema.w, p.numel);
+                fm_generator_set_flow_weights(&gen, ema < 0 ? p.data : t.sync.zero ? p.grad : t.ema[ema].w, p.numel);
             rc = fm_generator_write_grids(&gen, c, w, "flow", t.step, e);
             if (rc == FM_PREEMPTED) /* stopped while drawing: save the step's state, unless saved already */
                 rc = save_preempted(&t, tc, e);

@@ -26,7 +26,7 @@ int fm_stage_vae(fm_pipeline *P, fm_err *e)
     p.seed = (uint64_t)c->run.seed;
     int rc = fm_vae_init(&v, &P->dnn, &p, &vc, local, e);
     if (rc == FM_OK)
-        rc = fm_trainer_init(&t, "vae", tc, c, P->config_text, P->world, &p, &P->metrics, 0, 0, 0, e);
+        rc = fm_trainer_init(&t, "vae", tc, c, P->config_text, P->world, &p, &P->metrics, NULL, 0, e);
     if (rc != FM_OK)
         goto out;
     t.flops_per_step = fm_vae_flops(&v);

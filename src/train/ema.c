@@ -2,6 +2,7 @@
 #include "fm/ema.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,6 +100,81 @@ int fm_ema_update_spans(fm_ema *m, int64_t step, const fm_span *spans, const siz
             w[i] = w[i] * df + omd * x[i];
     }
     return FM_OK;
+}
+
+/* The k averages' decays at `step` and their (1 - d), as fp32. */
+static void decays(const fm_ema *m, int k, int64_t step, float *df, float *omd)
+{
+    for (int j = 0; j < k; j++) {
+        const double d = fm_ema_decay_at(&m[j], step);
+        df[j] = (float)d;
+        omd[j] = (float)(1.0 - d);
+    }
+}
+
+static int check_many(const fm_ema *m, int k, fm_err *e)
+{
+    if (k < 1 || k > FM_EMA_MAX)
+        return fm_fail(e, FM_ERR_INTERNAL, "ema: %d averages in one pass (1 to %d)", k, FM_EMA_MAX);
+    for (int j = 1; j < k; j++)
+        if (m[j].p != m[0].p || m[j].nstate != m[0].nstate)
+            return fm_fail(e, FM_ERR_INTERNAL, "ema: average %d holds another arena or shard than average 0", j);
+    return FM_OK;
+}
+
+int fm_ema_update_n(fm_ema *m, int k, int64_t step, fm_err *e)
+{
+    if (k == 1)
+        return fm_ema_update(m, step, e);
+    FM_TRY(check_many(m, k, e));
+    for (int j = 0; j < k; j++)
+        FM_TRY(check_size(&m[j], 1, e));
+    float df[FM_EMA_MAX], omd[FM_EMA_MAX];
+    decays(m, k, step, df, omd);
+    const float *restrict x = m[0].p->data;
+    const long n = (long)m[0].numel;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) { /* x[i] read once for every rate */
+        const float xi = x[i];
+        for (int j = 0; j < k; j++)
+            m[j].w[i] = m[j].w[i] * df[j] + omd[j] * xi;
+    }
+    return FM_OK;
+}
+
+int fm_ema_update_spans_n(fm_ema *m, int k, int64_t step, const fm_span *spans, const size_t *at, int nspans,
+                          fm_err *e)
+{
+    if (k == 1)
+        return fm_ema_update_spans(m, step, spans, at, nspans, e);
+    FM_TRY(check_many(m, k, e));
+    for (int j = 0; j < k; j++)
+        FM_TRY(check_size(&m[j], 0, e));
+    for (int i = 0; i < nspans; i++)
+        if (spans[i].off + spans[i].count > m->numel || (at ? at[i] : spans[i].off) + spans[i].count > m->nstate)
+            return fm_fail(e, FM_ERR_INTERNAL, "ema: span %d [%zu, +%zu) outside the average", i, spans[i].off,
+                           spans[i].count);
+    float df[FM_EMA_MAX], omd[FM_EMA_MAX];
+    decays(m, k, step, df, omd);
+#pragma omp parallel for schedule(dynamic)
+    for (int s = 0; s < nspans; s++) {
+        const size_t a = at ? at[s] : spans[s].off, n = spans[s].count;
+        const float *restrict x = m[0].p->data + spans[s].off;
+        for (size_t i = 0; i < n; i++) {
+            const float xi = x[i];
+            for (int j = 0; j < k; j++)
+                m[j].w[a + i] = m[j].w[a + i] * df[j] + omd[j] * xi;
+        }
+    }
+    return FM_OK;
+}
+
+void fm_ema_prefix(double rate, int first, char *out, size_t cap)
+{
+    if (first)
+        snprintf(out, cap, "ema.");
+    else
+        snprintf(out, cap, "ema@%.10g.", rate);
 }
 
 int fm_ema_swap(fm_ema *m, fm_err *e)

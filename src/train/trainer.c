@@ -42,17 +42,20 @@ static void log_state(const fm_trainer *t, const char *when)
     const fm_world *w = t->world;
     if (w->rank != 0)
         return;
-    const double arrays = 2 + t->use_ema, whole = arrays * 4.0 * (double)t->params->numel;
+    const double arrays = 2 + t->nema, whole = arrays * 4.0 * (double)t->params->numel;
     double most = 0, least = INFINITY;
     for (int r = 0; r < w->size; r++) {
         const double b = arrays * 4.0 * (double)fm_gradsync_shard_floats(&t->sync, r);
         most = fmax(most, b);
         least = fmin(least, b);
     }
+    char emas[32] = "";
+    if (t->nema > 1)
+        snprintf(emas, sizeof emas, " and %d EMAs", t->nema);
     fm_info("%s: zero: state %.3f MB per rank (whole %.3f MB; ZeRO %s, %d rank%s%s; AdamW m, v%s; bytes per rank "
             "%.0f to %.0f, whole %.0f)",
             t->stage, most / 1e6, whole / 1e6, t->sync.zero ? "on" : "off", w->size, w->size == 1 ? "" : "s", when,
-            t->use_ema ? " and EMA" : "", least, most, whole);
+            t->nema > 1 ? emas : t->use_ema ? " and EMA" : "", least, most, whole);
 }
 
 /* The node layout and the reduction scheme it gave (dist.hierarchical). */
@@ -76,7 +79,7 @@ static void log_scheme(const fm_trainer *t, const char *stage)
 
 int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc, const fm_config *cfg,
                     const char *config_text, const fm_world *w, fm_params *params, fm_metrics *metrics,
-                    int use_ema, double ema_decay, int ema_warmup, fm_err *e)
+                    const fm_flist *ema_decay, int ema_warmup, fm_err *e)
 {
     memset(t, 0, sizeof *t);
     t->stage = stage;
@@ -111,8 +114,15 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
         fm_adamw_no_decay_1d(&t->opt);
         fm_adamw_no_decay_if(&t->opt, no_decay_embedding, NULL);
     }
-    if (rc == FM_OK && use_ema && (rc = fm_ema_init_shard(&t->ema, params, ema_decay, ema_warmup, floats, e)) == FM_OK)
-        t->use_ema = 1;
+    if (rc == FM_OK && ema_decay && ema_decay->n > FM_EMA_MAX)
+        rc = fm_fail(e, FM_ERR_USAGE, "flow.ema_decay: %d rates, at most %d", ema_decay->n, FM_EMA_MAX);
+    for (int k = 0; rc == FM_OK && ema_decay && k < ema_decay->n; k++) {
+        rc = fm_ema_init_shard(&t->ema[k], params, ema_decay->v[k], ema_warmup, floats, e);
+        if (rc == FM_OK)
+            fm_ema_prefix(ema_decay->v[k], k == 0, t->ema_prefix[k], sizeof t->ema_prefix[k]);
+        t->nema += rc == FM_OK;
+    }
+    t->use_ema = t->nema > 0;
     if (rc != FM_OK) {
         fm_err_prefix(e, "%s", stage);
         fm_trainer_free(t);
@@ -132,9 +142,9 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
 void fm_trainer_free(fm_trainer *t)
 {
     fm_adamw_free(&t->opt);
-    if (t->use_ema)
-        fm_ema_free(&t->ema);
-    t->use_ema = 0;
+    for (int k = 0; k < t->nema; k++)
+        fm_ema_free(&t->ema[k]);
+    t->nema = t->use_ema = 0;
     fm_gradsync_free(&t->sync);
     fm_profile_free(&t->prof_table);
     fm_steptrace_free(&t->trace);
@@ -156,20 +166,56 @@ int fm_trainer_add_extra(fm_trainer *t, const char *name, float *data, int n, fm
     return FM_OK;
 }
 
-/* The checkpoint's groups: the weights, then the EMA, m and v at ema, m, v
- * (whole arrays, or NULL: the group only verified on load). */
-static int groups(fm_trainer *t, float *ema, float *m, float *v, fm_ckpt_group *g)
+/* The checkpoint's groups: the weights, then the first EMA, m and v at
+ * ema[0], m, v, then each further EMA k at ema[k] (whole arrays, or NULL: the
+ * group only verified on load; ema NULL: every EMA NULL). Returns the count;
+ * *required: the groups before the further EMAs (which a resume may lack). */
+#define MAX_GROUPS (3 + FM_EMA_MAX)
+static int groups(fm_trainer *t, float *const *ema, float *m, float *v, fm_ckpt_group *g, int *required)
 {
     int n = 0;
     g[n++] = (fm_ckpt_group){ "", t->params, t->params->data };
     if (t->use_ema)
-        g[n++] = (fm_ckpt_group){ "ema.", t->params, ema };
+        g[n++] = (fm_ckpt_group){ t->ema_prefix[0], t->params, ema ? ema[0] : NULL };
     g[n++] = (fm_ckpt_group){ "adam.m.", t->params, m };
     g[n++] = (fm_ckpt_group){ "adam.v.", t->params, v };
+    if (required)
+        *required = n;
+    for (int k = 1; k < t->nema; k++)
+        g[n++] = (fm_ckpt_group){ t->ema_prefix[k], t->params, ema ? ema[k] : NULL };
     return n;
 }
 
+/* This rank's (shard of the) state array of group k of groups(). */
+static float *group_state(fm_trainer *t, int k, int required)
+{
+    if (k >= required)
+        return t->ema[k - required + 1].w;
+    return k == required - 1 ? t->opt.v : k == required - 2 ? t->opt.m : t->ema[0].w;
+}
+
 /* ---- resume: rank 0 reads the checkpoint, the others receive it ---- */
+
+/* EMA k <- the current weights (this rank's shard of them under ZeRO). */
+static void ema_from_weights(fm_trainer *t, int k)
+{
+    if (t->sync.zero)
+        fm_gradsync_pack(&t->sync, t->params->data, t->ema[k].w);
+    else
+        memcpy(t->ema[k].w, t->params->data, t->params->numel * sizeof(float));
+}
+
+/* rc of rank 0 to every rank (a failure elsewhere: the ranks stop together). */
+static int agree(const fm_world *w, int rc, fm_err *e)
+{
+    int bad = rc != FM_OK;
+    int mrc = fm_world_max_int(w, &bad, e);
+    if (rc != FM_OK)
+        return rc;
+    if (mrc != FM_OK)
+        return mrc;
+    return bad ? fm_fail(e, FM_ERR_DATA, "rank 0 could not read the checkpoint's EMA (its message says why)") : FM_OK;
+}
 
 /* The step of the newest file named <stage>-<digits>.safetensors in
  * run_dir/ckpt (0 if there is none or no directory): what a rank sees
@@ -272,20 +318,24 @@ int fm_trainer_resume(fm_trainer *t, fm_err *e)
     const size_t n = t->params->numel;
     const int zero = t->sync.zero;
     FM_TRY(fm_world_bcast(w, t->params->data, n, e));
-    if (t->use_ema && zero) /* the EMA starts equal to the broadcast weights */
-        fm_gradsync_pack(&t->sync, t->params->data, t->ema.w);
-    else if (t->use_ema)
-        memcpy(t->ema.w, t->params->data, n * sizeof(float));
+    for (int k = 0; k < t->nema; k++) /* each EMA starts equal to the broadcast weights */
+        ema_from_weights(t, k);
     t->step = 0;
-    fm_ckpt_group g[4]; /* under ZeRO rank 0 verifies the state now and sends each rank its shard below */
-    int ng = zero ? groups(t, NULL, NULL, NULL, g) : groups(t, t->ema.w, t->opt.m, t->opt.v, g);
+    /* under ZeRO rank 0 verifies the state now and sends each rank its shard below;
+     * the further EMAs are verified and copied after the load (a checkpoint may lack them) */
+    fm_ckpt_group g[MAX_GROUPS];
+    float *emas[FM_EMA_MAX];
+    for (int k = 0; k < t->nema; k++)
+        emas[k] = t->ema[k].w;
+    int required;
+    int ng = zero ? groups(t, NULL, NULL, NULL, g, &required) : groups(t, emas, t->opt.m, t->opt.v, g, &required);
     fm_ckpt ck;
     memset(&ck, 0, sizeof ck);
     int rc = FM_OK, found = 0;
     int64_t step = 0, adam_step = 0;
     double bytes = -1;
     if (w->rank == 0) {
-        rc = fm_ckpt_load_latest(t->cfg->run.out, t->stage, g, ng, t->extra, t->nextra, &ck, e);
+        rc = fm_ckpt_load_latest(t->cfg->run.out, t->stage, g, required, t->extra, t->nextra, &ck, e);
         found = rc == FM_OK;
         if (rc == FM_CKPT_NONE)
             rc = FM_OK;
@@ -317,24 +367,45 @@ int fm_trainer_resume(fm_trainer *t, fm_err *e)
     if (w->rank != 0)
         visible_ckpt(t, found, step, &mine[1]);
     rc = agree_on_resume(t, rc, mine, e);
+    /* the further EMAs: which ones the file holds (rank 0 looks, every rank learns) */
+    int have[FM_EMA_MAX] = { 0 };
+    for (int k = required; k < ng && found && rc == FM_OK; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "group:%s", g[k].prefix);
+        have[k - required] = w->rank == 0 && fm_ckpt_meta(&ck, key) != NULL;
+        rc = fm_world_max_int(w, &have[k - required], e);
+    }
     if (found && rc == FM_OK) { /* rank 0's tensors, bit for bit, to the others */
         rc = fm_world_bcast(w, t->params->data, n, e);
         if (rc == FM_OK && !zero && t->use_ema)
-            rc = fm_world_bcast(w, t->ema.w, n, e);
+            rc = fm_world_bcast(w, t->ema[0].w, n, e);
         if (rc == FM_OK && !zero)
             rc = fm_world_bcast(w, t->opt.m, n, e);
         if (rc == FM_OK && !zero)
             rc = fm_world_bcast(w, t->opt.v, n, e);
         /* ZeRO: group by group, rank 0 puts the state into the (still unused)
-         * gradient arena and sends each rank its shard */
-        for (int k = 1; k < ng && zero && rc == FM_OK; k++) {
-            float *mine = k == ng - 1 ? t->opt.v : k == ng - 2 ? t->opt.m : t->ema.w;
+         * gradient arena and sends each rank its shard; a further EMA the
+         * file holds: the same (rank 0 verifies it as it copies it), else it
+         * starts from the resumed weights */
+        for (int k = 1; k < ng && rc == FM_OK; k++) {
+            const int further = k >= required;
+            if (further && !have[k - required]) {
+                ema_from_weights(t, k - required + 1);
+                if (w->rank == 0)
+                    fm_warn("%s: %s has no EMA of decay %g (tensors %s*): it starts from the resumed weights",
+                            t->stage, ck.path, t->ema[k - required + 1].decay, g[k].prefix);
+                continue;
+            }
+            if (!zero && !further)
+                continue;
             fm_ckpt_group whole = g[k];
-            whole.base = t->params->grad;
-            if (w->rank == 0) /* verified with the rest of the file: cannot fail but on a bug */
+            whole.base = zero ? t->params->grad : group_state(t, k, required);
+            if (w->rank == 0) /* the required groups: verified with the rest of the file */
                 rc = fm_ckpt_copy_group(&ck, &whole, e);
+            rc = agree(w, rc, e);
             if (rc == FM_OK)
-                rc = fm_gradsync_scatter0(&t->sync, t->params->grad, mine, e);
+                rc = zero ? fm_gradsync_scatter0(&t->sync, t->params->grad, group_state(t, k, required), e)
+                          : fm_world_bcast(w, whole.base, n, e);
         }
         for (int k = 0; k < t->nextra && rc == FM_OK; k++)
             rc = fm_world_bcast(w, t->extra[k].data, (size_t)t->extra[k].shape[0], e);
@@ -391,21 +462,29 @@ void fm_trainer_begin(fm_trainer *t)
     t->poison = fault_step(t);
 }
 
-int fm_trainer_ema_whole(fm_trainer *t, float *dst, fm_err *e)
+int fm_trainer_ema_whole(fm_trainer *t, int k, float *dst, fm_err *e)
 {
-    if (!t->use_ema)
-        return fm_fail(e, FM_ERR_INTERNAL, "%s: no EMA to gather", t->stage);
+    if (k < 0 || k >= t->nema)
+        return fm_fail(e, FM_ERR_INTERNAL, "%s: no EMA %d to gather (%d kept)", t->stage, k, t->nema);
     if (t->sync.zero)
-        return fm_gradsync_allgather_shard(&t->sync, t->ema.w, dst, e);
-    memcpy(dst, t->ema.w, t->params->numel * sizeof(float));
+        return fm_gradsync_allgather_shard(&t->sync, t->ema[k].w, dst, e);
+    memcpy(dst, t->ema[k].w, t->params->numel * sizeof(float));
     return FM_OK;
 }
 
-/* Write the checkpoint (rank 0) of the whole state at ema, m, v. */
-static int write_ckpt(fm_trainer *t, float *ema, float *m, float *v, fm_err *e)
+int fm_trainer_ema_index(const fm_trainer *t, double rate)
 {
-    fm_ckpt_group g[4];
-    int ng = groups(t, ema, m, v, g);
+    for (int k = 0; k < t->nema; k++)
+        if (t->ema[k].decay == rate)
+            return k;
+    return -1;
+}
+
+/* Write the checkpoint (rank 0) of the whole state at ema[k], m, v. */
+static int write_ckpt(fm_trainer *t, float *const *ema, float *m, float *v, fm_err *e)
+{
+    fm_ckpt_group g[MAX_GROUPS];
+    int ng = groups(t, ema, m, v, g, NULL);
     char seed[32], world[32], adam_step[32];
     snprintf(seed, sizeof seed, "%d", t->cfg->run.seed);
     snprintf(world, sizeof world, "%d", t->world->size);
@@ -424,26 +503,32 @@ static int write_ckpt(fm_trainer *t, float *ema, float *m, float *v, fm_err *e)
 int fm_trainer_save(fm_trainer *t, fm_err *e)
 {
     const int root = t->world->rank == 0;
+    float *ema[FM_EMA_MAX];
+    for (int k = 0; k < t->nema; k++)
+        ema[k] = t->ema[k].w;
     if (!t->sync.zero)
-        return root ? write_ckpt(t, t->ema.w, t->opt.m, t->opt.v, e) : FM_OK;
-    /* ZeRO: the whole state exists for the write only, on rank 0: the EMA in
-     * the gradient arena (spent after the update), m and v in a buffer freed
-     * right after */
+        return root ? write_ckpt(t, ema, t->opt.m, t->opt.v, e) : FM_OK;
+    /* ZeRO: the whole state exists for the write only, on rank 0: the first
+     * EMA in the gradient arena (spent after the update), m, v and the
+     * further EMAs in a buffer freed right after */
     const size_t n = t->params->numel;
-    float *mv = root ? malloc(2 * n * sizeof(float)) : NULL;
+    const int further = t->nema > 1 ? t->nema - 1 : 0;
+    float *mv = root ? malloc((2 + (size_t)further) * n * sizeof(float)) : NULL;
     int bad = root && !mv;
     FM_TRY(fm_world_max_int(t->world, &bad, e));
     if (bad)
         return root ? fm_fail(e, FM_ERR_INTERNAL, "%s: out of memory for the optimiser state of the checkpoint "
-                              "(%.1f MB on rank 0)", t->stage, 8e-6 * (double)n)
+                              "(%.1f MB on rank 0)", t->stage, 4e-6 * (2 + further) * (double)n)
                     : fm_fail(e, FM_ERR_INTERNAL, "%s: rank 0 could not write the checkpoint (its message says why)",
                               t->stage);
-    float *ema = t->use_ema ? t->params->grad : NULL, *m = mv, *v = mv ? mv + n : NULL;
+    float *m = mv, *v = mv ? mv + n : NULL;
+    for (int k = 0; k < t->nema; k++)
+        ema[k] = k == 0 ? t->params->grad : mv ? mv + (size_t)(1 + k) * n : NULL;
     int rc = fm_gradsync_gather0(&t->sync, t->opt.m, m, e);
     if (rc == FM_OK)
         rc = fm_gradsync_gather0(&t->sync, t->opt.v, v, e);
-    if (rc == FM_OK && t->use_ema)
-        rc = fm_gradsync_gather0(&t->sync, t->ema.w, ema, e);
+    for (int k = 0; k < t->nema && rc == FM_OK; k++)
+        rc = fm_gradsync_gather0(&t->sync, t->ema[k].w, ema[k], e);
     if (rc == FM_OK && root)
         rc = write_ckpt(t, ema, m, v, e);
     free(mv);
@@ -668,7 +753,8 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
             MARK(t, adamw);
             if (t->use_ema)
                 FM_PROF_CALL(pr, "step", "ema", "ema", FM_PROF_STEP, 0,
-                             fm_ema_update_spans(&t->ema, t->opt.step - 1, gs->shard, gs->shard_at, gs->nshard, e));
+                             fm_ema_update_spans_n(t->ema, t->nema, t->opt.step - 1, gs->shard, gs->shard_at,
+                                                   gs->nshard, e));
             MARK(t, ema);
             FM_PROF_CALL(pr, "step", "param_allgather", "allgather", FM_PROF_STEP, 0,
                          fm_gradsync_allgather(&t->sync, t->params->data, e));
@@ -678,15 +764,19 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
             MARK(t, adamw);
             if (t->use_ema)
                 FM_PROF_CALL(pr, "step", "ema", "ema", FM_PROF_STEP, 0,
-                             fm_ema_update(&t->ema, t->opt.step - 1, e));
+                             fm_ema_update_n(t->ema, t->nema, t->opt.step - 1, e));
             MARK(t, ema);
         }
     }
     if (gs->replan_due) { /* ZeRO after the first step: the state moves to the shards of the new plan */
-        float **xs[3] = { &t->opt.m, &t->opt.v, &t->ema.w };
-        FM_TRY(fm_gradsync_replan(&t->sync, xs, t->use_ema ? 3 : 2, t->params->grad, e));
+        float **xs[2 + FM_EMA_MAX] = { &t->opt.m, &t->opt.v };
+        for (int k = 0; k < t->nema; k++)
+            xs[2 + k] = &t->ema[k].w;
+        FM_TRY(fm_gradsync_replan(&t->sync, xs, 2 + t->nema, t->params->grad, e));
         if (t->opt.nstate != gs->shard_floats) {
-            t->opt.nstate = t->ema.nstate = gs->shard_floats;
+            t->opt.nstate = gs->shard_floats;
+            for (int k = 0; k < t->nema; k++)
+                t->ema[k].nstate = gs->shard_floats;
             log_state(t, " after the re-plan");
         }
     }

@@ -135,7 +135,7 @@ static int bench_init(bench *b, const opts *o, fm_err *e)
     oc.weight_decay = tc->weight_decay;
     FM_TRY(fm_adamw_init(&b->opt, &b->p, &oc, e));
     fm_adamw_no_decay_1d(&b->opt);
-    FM_TRY(fm_ema_init(&b->ema, &b->p, c->flow.ema_decay, c->flow.ema_warmup, e));
+    FM_TRY(fm_ema_init(&b->ema, &b->p, c->flow.ema_decay.v[0], c->flow.ema_warmup, e));
     FM_TRY(fm_profile_init(&b->prof, PROFILE_CAP, e));
     b->cfm = (fm_cfm_cfg){ .path = (fm_path_kind)c->flow.path,
                            .time = { (fm_time_kind)c->flow.t_dist, (float)c->flow.t_mean, (float)c->flow.t_std },
@@ -345,7 +345,7 @@ static int run(const opts *o, fm_err *e)
     fprintf(f, ", \"train\": {\"lr\": %.17g, \"beta1\": %.17g, \"beta2\": %.17g, \"weight_decay\": %.17g, "
                "\"grad_clip\": %.17g, \"ema_decay\": %.17g, \"ema_warmup\": %s, \"cfg_dropout\": %.17g, "
                "\"path\": \"%s\"}, ",
-            tc->lr, tc->beta1, tc->beta2, tc->weight_decay, tc->grad_clip, b.c.flow.ema_decay,
+            tc->lr, tc->beta1, tc->beta2, tc->weight_decay, tc->grad_clip, b.c.flow.ema_decay.v[0],
             b.c.flow.ema_warmup ? "true" : "false", b.c.flow.cfg_dropout, fm_path_name((fm_path_kind)b.c.flow.path));
     fprintf(f, "\"steps\": %d, \"warmup\": %d, \"step_s\": %.6g, \"step_s_min\": %.6g, \"step_s_all\": [", N,
             o->warmup, step_s, min);

@@ -252,6 +252,58 @@ static int test_adamw_state_resume(void)
     return 0;
 }
 
+/* Several EMAs in one pass (fm_ema_update_n, and on spans of a packed
+ * shard, fm_ema_update_spans_n): bitwise each one's own update. */
+static int test_ema_fused(void)
+{
+    fm_err e = { 0 };
+    fm_params p;
+    if (make_params(&p, &e))
+        return 1;
+    enum { K = 3 };
+    const double rates[K] = { 0.99, 0.9, 0.5 };
+    const size_t n = p.numel, h = n / 2;
+    /* a "shard": the second half of the arena, then the first quarter, packed */
+    const fm_span spans[2] = { { h, n - h }, { 0, n / 4 } };
+    const size_t at[2] = { 0, n - h }, shard = n - h + n / 4;
+    fm_ema fused[K], one[K], fs[K], os[K];
+    for (int k = 0; k < K; k++) {
+        CHECK_OK(fm_ema_init(&fused[k], &p, rates[k], k == 1, &e), &e);
+        CHECK_OK(fm_ema_init(&one[k], &p, rates[k], k == 1, &e), &e);
+        CHECK_OK(fm_ema_init_shard(&fs[k], &p, rates[k], k == 1, shard, &e), &e);
+        CHECK_OK(fm_ema_init_shard(&os[k], &p, rates[k], k == 1, shard, &e), &e);
+    }
+    for (int s = 0; s < STEPS; s++) {
+        fm_fill_normal(p.data, (long)n, SEED, 700 + (uint64_t)s, 0);
+        CHECK_OK(fm_ema_update_n(fused, K, s, &e), &e);
+        CHECK_OK(fm_ema_update_spans_n(fs, K, s, spans, at, 2, &e), &e);
+        for (int k = 0; k < K; k++) {
+            CHECK_OK(fm_ema_update(&one[k], s, &e), &e);
+            CHECK_OK(fm_ema_update_spans(&os[k], s, spans, at, 2, &e), &e);
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        CHECK(!memcmp(fused[k].w, one[k].w, n * sizeof(float)), "rate %g: fused pass differs", rates[k]);
+        CHECK(!memcmp(fs[k].w, os[k].w, shard * sizeof(float)), "rate %g: fused spans differ", rates[k]);
+        CHECK(k == 0 || memcmp(one[k].w, one[0].w, n * sizeof(float)), "rates %d and 0 agree", k);
+    }
+    CHECK(fm_ema_update_spans_n(fs, K, 0, spans, at, 2, &e) == FM_OK, "spans");
+    CHECK(fm_ema_update_n(fs, K, 0, &e) == FM_ERR_INTERNAL, "a shard updated whole");
+    CHECK(fm_ema_update_n(fused, FM_EMA_MAX + 1, 0, &e) == FM_ERR_INTERNAL, "too many averages");
+    char pre[32];
+    fm_ema_prefix(0.9999, 1, pre, sizeof pre);
+    CHECK(!strcmp(pre, "ema."), "first prefix %s", pre);
+    fm_ema_prefix(0.9999, 0, pre, sizeof pre);
+    CHECK(!strcmp(pre, "ema@0.9999."), "further prefix %s", pre);
+    for (int k = 0; k < K; k++) {
+        fm_ema_free(&fused[k]), fm_ema_free(&one[k]);
+        fm_ema_free(&fs[k]), fm_ema_free(&os[k]);
+    }
+    fm_params_free(&p);
+    printf("  %d EMAs fused (whole and on 2 spans of a packed shard) = each alone, bitwise\n", K);
+    return 0;
+}
+
 /* EMA against a double loop, with and without warm-up; swap and copy. */
 static int test_ema(void)
 {
@@ -463,6 +515,7 @@ int main(int argc, char **argv)
     static const fm_test tests[] = {
         TEST(test_adamw_vs_double_reference), TEST(test_adamw_bitwise_scalar_and_threads),
         TEST(test_adamw_state_resume),        TEST(test_ema),
+        TEST(test_ema_fused),
         TEST(test_schedule_edges),            TEST(test_clip),
         TEST(test_shards_packed),
     };
