@@ -49,6 +49,8 @@ typedef struct fm_guide {
  * backward at all (then fm_guide_grad_logp is unavailable). */
 int fm_guide_init(fm_guide *g, fm_dnn *d, fm_params *p, const fm_guide_cfg *cfg, int n, int train, fm_err *e);
 void fm_guide_free(fm_guide *g);
+/* Arena bytes and padded parameter floats of a training instance, measured (sizing.h). */
+int fm_guide_measure(const fm_guide_cfg *cfg, int n, size_t *arena, size_t *params, fm_err *e);
 
 /* x [n, S, S, C], t [n] -> *logits [n, num_classes] (g's buffer). */
 int fm_guide_forward(fm_guide *g, const float *x, const float *t, const float **logits, fm_err *e);

@@ -388,6 +388,10 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
         case FM_STAGE_ENCODE:
             fprintf(f, " encode (%d images, batch %d)", train->n, c->encode.batch_size);
             break;
+        case FM_STAGE_GUIDE:
+            fprintf(f, " guide (latent classifier on %dx%dx%d, %d steps, batch %d)", side, side, ch,
+                    c->guide.train.steps, c->guide.train.batch_size);
+            break;
         case FM_STAGE_FLOW:
             fprintf(f, " flow (%s on %dx%dx%d %s, %d steps, batch %d, %s path, cfg dropout %g)",
                     fm_model_names[c->flow.model], side, side, ch, c->flow.latent ? "latents" : "pixels",

@@ -7,23 +7,51 @@
 
 #define ARENA_SLACK 4096 /* alignment of the four buffers */
 
-int fm_guide_init(fm_guide *g, fm_dnn *d, fm_params *p, const fm_guide_cfg *cfg, int n, int train, fm_err *e)
+static int check_cfg(const fm_guide_cfg *cfg, int n, fm_err *e)
 {
-    memset(g, 0, sizeof *g);
     if (cfg->channels < 1 || cfg->time_dim < 2 || cfg->time_dim % 2 || n < 1)
         return fm_fail(e, FM_ERR_USAGE, "guide classifier: channels (%d) and batch (%d) must be >= 1 and time_dim "
                        "(%d) even and >= 2: fix the guide section", cfg->channels, n, cfg->time_dim);
+    return FM_OK;
+}
+
+/* The CNN on the latent + time channels. */
+static fm_classifier_cfg cnn_cfg(const fm_guide_cfg *cfg)
+{
+    fm_classifier_cfg cc = { .in_ch = cfg->channels + cfg->time_dim, .size = cfg->size, .width = cfg->width,
+                             .num_classes = cfg->num_classes, .groups = cfg->groups };
+    return cc;
+}
+
+/* Bytes of g's own arena (the CNN has its own). */
+static size_t own_bytes(const fm_guide_cfg *cfg, int n, int train)
+{
+    const size_t nin = (size_t)n * cfg->size * cfg->size * (size_t)(cfg->channels + cfg->time_dim);
+    return (size_t)(cfg->time_dim / 2) * sizeof(double) +
+           ((train ? 2 : 1) * nin + (size_t)n * cfg->time_dim + (size_t)n * cfg->num_classes) * sizeof(float) +
+           ARENA_SLACK;
+}
+
+int fm_guide_measure(const fm_guide_cfg *cfg, int n, size_t *arena, size_t *params, fm_err *e)
+{
+    FM_TRY(check_cfg(cfg, n, e));
+    const fm_classifier_cfg cc = cnn_cfg(cfg);
+    FM_TRY(fm_classifier_measure(&cc, n, 1, arena, params, e));
+    *arena += own_bytes(cfg, n, 1);
+    return FM_OK;
+}
+
+int fm_guide_init(fm_guide *g, fm_dnn *d, fm_params *p, const fm_guide_cfg *cfg, int n, int train, fm_err *e)
+{
+    memset(g, 0, sizeof *g);
+    FM_TRY(check_cfg(cfg, n, e));
     g->cfg = *cfg;
     g->n = n;
     g->cin = cfg->channels + cfg->time_dim;
-    fm_classifier_cfg cc = { .in_ch = (int)g->cin, .size = cfg->size, .width = cfg->width,
-                             .num_classes = cfg->num_classes, .groups = cfg->groups };
+    const fm_classifier_cfg cc = cnn_cfg(cfg);
     FM_TRY(fm_classifier_init(&g->cls, d, p, &cc, n, train, e));
-    const size_t pix = (size_t)n * cfg->size * cfg->size, nin = pix * (size_t)g->cin;
-    const size_t bytes = (size_t)(cfg->time_dim / 2) * sizeof(double) +
-                         ((train ? 2 : 1) * nin + (size_t)n * cfg->time_dim + (size_t)n * cfg->num_classes) *
-                             sizeof(float) + ARENA_SLACK;
-    int rc = fm_arena_init(&g->arena, bytes, e);
+    const size_t nin = (size_t)n * cfg->size * cfg->size * (size_t)g->cin;
+    int rc = fm_arena_init(&g->arena, own_bytes(cfg, n, train), e);
     if (rc == FM_OK)
         rc = fm_time_embed_init(&g->temb, &g->arena, n, cfg->time_dim, FM_GUIDE_T_SCALE, e);
     if (rc == FM_OK)
