@@ -11,6 +11,7 @@
 #include "fm/config.h"
 #include "fm/dnn.h"
 #include "fm/flowmodel.h"
+#include "fm/guide.h"
 #include "fm/params.h"
 #include "fm/status.h"
 #include "fm/vae.h"
@@ -41,6 +42,10 @@ static inline int fm_build_grid_batch(int n) { return n < FM_GRID_BATCH ? n : FM
  * (fm_vae_latent_hw of fm_build_vae_cfg, vae.latent_channels) or the 32x32x1
  * images. */
 void fm_build_flow_shape(const fm_config *c, int *side, int *channels);
+
+/* The latent classifier of guide.* on fm_build_flow_shape's input with
+ * FM_NUM_CLASSES classes (guide.h). */
+void fm_build_guide_cfg(const fm_config *c, fm_guide_cfg *g);
 
 /* The VAE of vae.* (on 32x32x1 images). */
 void fm_build_vae_cfg(const fm_config *c, fm_vae_cfg *v);

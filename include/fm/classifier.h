@@ -79,6 +79,11 @@ int fm_classifier_loss(const fm_classifier *m, const int32_t *labels, double *lo
 /* Backward of that loss from the last forward on x: OVERWRITES every
  * parameter gradient. Needs train. */
 int fm_classifier_backward(fm_classifier *m, const float *x, const int32_t *labels, fm_err *e);
+/* Backward from a given gradient of the last forward's logits (dlogits
+ * [n, num_classes]; may be m->dlogits): every parameter gradient is
+ * OVERWRITTEN as above, and dx [n, S, S, in_ch] <- dL/dx unless dx is NULL
+ * (the input gradient that classifier guidance needs). Needs train. */
+int fm_classifier_backward_logits(fm_classifier *m, const float *x, const float *dlogits, float *dx, fm_err *e);
 
 /* Forward + backward FLOPs of one step (convolutions and the head). */
 double fm_classifier_flops(const fm_classifier *m);

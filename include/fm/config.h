@@ -57,6 +57,7 @@ typedef struct fm_flist {
 typedef enum fm_stage {
     FM_STAGE_VAE,
     FM_STAGE_ENCODE,
+    FM_STAGE_GUIDE,
     FM_STAGE_FLOW,
     FM_STAGE_SAMPLE,
     FM_STAGE_EVAL,
@@ -66,7 +67,7 @@ typedef enum fm_precision { FM_PRECISION_FP32, FM_PRECISION_BF16 } fm_precision;
 typedef enum fm_recon_loss { FM_RECON_L2, FM_RECON_L1 } fm_recon_loss;
 typedef enum fm_model_kind { FM_MODEL_UNET, FM_MODEL_DIT } fm_model_kind;
 
-extern const char *const fm_stage_names[];     /* vae encode flow sample eval */
+extern const char *const fm_stage_names[];     /* vae encode guide flow sample eval */
 extern const char *const fm_precision_names[]; /* fp32 bf16 */
 extern const char *const fm_recon_names[];     /* l2 l1 */
 extern const char *const fm_model_names[];     /* unet dit */
@@ -129,6 +130,11 @@ typedef struct fm_config {
     } encode;
     struct {
         fm_train_config train;
+        int width;                /* first conv's channels of the latent classifier (guide.h) */
+        int time_dim;             /* its time-embedding channels */
+    } guide;
+    struct {
+        fm_train_config train;
         int model;                /* fm_model_kind */
         bool latent;              /* train on VAE latents (true) or on pixels */
         int sample_every;         /* EMA sample grid every K steps; 0 = never */
@@ -159,6 +165,7 @@ typedef struct fm_config {
         int steps;
         int per_class;            /* samples per class in a grid */
         double sde_sigma;         /* sde: sigma_t = sde_sigma * beta_t */
+        double classifier_scale;  /* classifier guidance s (cguide.h; the guide stage's classifier); 0 = off */
         char ema[FM_CFG_STR_MAX]; /* weights to sample: "true", "false" or a rate (fm_config_sample_ema) */
     } sample;
     struct {

@@ -22,6 +22,7 @@
 #include "fm/dnn.h"
 #include "fm/flowmodel.h"
 #include "fm/params.h"
+#include "fm/guide_sampler.h"
 #include "fm/sampler.h"
 #include "fm/vae.h"
 #include "fm/world.h"
@@ -33,6 +34,7 @@ typedef struct fm_generator {
     fm_params flow_p;
     fm_flow_model model;   /* built for 2B rows */
     fm_sampler sampler;
+    fm_guide_sampler guide; /* classifier guidance (sample.classifier_scale > 0), else zero */
     fm_params vae_p;
     fm_vae_encoder enc;    /* batch 1, only so vae_p has the VAE checkpoint's layout */
     fm_vae_decoder dec;    /* batch B */

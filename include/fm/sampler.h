@@ -7,6 +7,8 @@
  * and away from the others). Both branches run as ONE model call on 2B rows:
  * rows [0, B) are x with labels y, rows [B, 2B) the same x with the null
  * label. The callback is always called with n = 2B (a fixed shape).
+ * With cfg.cguide (cguide.h) every evaluation adds s c(t) grad_x log p_t(y | x)
+ * from a noise-conditioned classifier to u~ (classifier guidance, with CFG).
  *
  * Kinds (NFE = model calls of 2B rows):
  *   euler: x += h u~(x, t_k)                                            NFE = steps
@@ -49,6 +51,7 @@ typedef struct fm_sampler_cfg {
     float sde_sigma;     /* sde: sigma_t = sde_sigma * beta_t, >= 0 */
     int heun_euler_last; /* heun: make the last step Euler (no evaluation at t = 1) */
     int null_label;      /* the null label (= num_classes) */
+    const struct fm_cguide *cguide; /* classifier guidance (cguide.h) added to u~ at every evaluation; NULL = off */
 } fm_sampler_cfg;
 
 typedef struct fm_sampler {

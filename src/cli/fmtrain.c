@@ -45,9 +45,9 @@
 static const char usage_text[] =
     "usage: fmtrain CONFIG [--out DIR] [--set section.key=value]... [--profile[=N]] [--dump-schedule[=N]]\n"
     "               [--dry-run]\n"
-    "       fmtrain sample CKPT [--class c] [--cfg w] [--steps n] [--sampler euler|heun|sde] [--seed s]\n"
-    "               [--vae VAE_CKPT] [--ema RATE|raw] [-o FILE.png] [--n N | --per-class K] [--out-dir DIR]\n"
-    "               [--npz FILE.npz]\n"
+    "       fmtrain sample CKPT [--class c] [--cfg w] [--classifier-scale s] [--steps n] [--sampler euler|heun|sde]\n"
+    "               [--seed s] [--vae VAE_CKPT] [--ema RATE|raw] [-o FILE.png] [--n N | --per-class K]\n"
+    "               [--out-dir DIR] [--npz FILE.npz]\n"
     "       fmtrain eval RUN_DIR\n"
     "       fmtrain plot RUN_DIR [-o FILE.png]\n"
     "       fmtrain --help | --version | --keys\n";
@@ -84,6 +84,8 @@ static const char help_text[] =
     "batches of eval.batch_size. --vae: the VAE checkpoint when CKPT is not in its run's ckpt/.\n"
     "--ema: the EMA of that decay (one of the run's flow.ema_decay) or raw (the trained\n"
     "weights) instead of the run's sample.ema.\n"
+    "--classifier-scale s: classifier guidance with the run's guide checkpoint (default:\n"
+    "the run's sample.classifier_scale; 0 = off).\n"
     "eval: score the samples of a finished run directory.\n"
     "plot: one PNG report of a run directory (RUN_DIR/report.png; scripts/plot_run.py).\n"
     "\n"
@@ -108,6 +110,7 @@ typedef struct args {
     int n_samples, per_class;            /* sample: -1 = not given */
     int cls, steps, seed, sampler;       /* -1 = not given */
     double cfg;                          /* < 0 = not given */
+    double cscale;                       /* --classifier-scale: < 0 = not given */
     const char *run_dir;                 /* eval */
     int dry_run;                         /* train: validate and print the plan only */
     char profile_set[64];                /* "run.profile_steps=N" of --profile, an override's text */
@@ -169,6 +172,13 @@ static int parse_sample_args(int argc, char **argv, args *a, fm_err *e)
             if (!*v || *end || !(a->cfg >= 0 && a->cfg <= 100))
                 return fm_fail(e, FM_ERR_USAGE, "fmtrain sample: --cfg: expected a guidance scale in [0, 100], got \"%s\"",
                                v);
+        } else if ((v = opt_value(argc, argv, &i, "--classifier-scale", e, &rc))) {
+            char *end;
+            a->cscale = strtod(v, &end);
+            if (!*v || *end || !(a->cscale >= 0 && a->cscale <= 100))
+                return fm_fail(e, FM_ERR_USAGE,
+                               "fmtrain sample: --classifier-scale: expected a classifier guidance scale in [0, 100], "
+                               "got \"%s\"", v);
         } else if ((v = opt_value(argc, argv, &i, "--sampler", e, &rc))) {
             a->sampler = -1;
             for (int k = 0; fm_sampler_names[k]; k++)
@@ -290,6 +300,7 @@ static int parse_args(int argc, char **argv, args *a, fm_err *e)
     memset(a, 0, sizeof *a);
     a->cls = a->steps = a->seed = a->sampler = -1;
     a->cfg = -1;
+    a->cscale = -1;
     a->n_samples = a->per_class = -1;
     for (int i = 2; i < argc && (!strcmp(argv[1], "sample") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "plot"));
          i++)
@@ -398,6 +409,10 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
             break;
         case FM_STAGE_ENCODE:
             fprintf(f, " encode (%d images, batch %d)", train->n, c->encode.batch_size);
+            break;
+        case FM_STAGE_GUIDE:
+            fprintf(f, " guide (latent classifier on %dx%dx%d, %d steps, batch %d)", side, side, ch,
+                    c->guide.train.steps, c->guide.train.batch_size);
             break;
         case FM_STAGE_FLOW:
             fprintf(f, " flow (%s on %dx%dx%d %s, %d steps, batch %d, %s path, cfg dropout %g)",
@@ -678,6 +693,8 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     char run_dir[4096];
     run_dir_of(a->ckpt, run_dir, sizeof run_dir);
     FM_TRY(fm_config_set_out(&c, run_dir, e));
+    if (a->cscale >= 0)
+        c.sample.classifier_scale = a->cscale;
     c.run.stages.n = 1; /* what this command runs of the checkpoint's config */
     c.run.stages.v[0] = FM_STAGE_SAMPLE;
     if (a->ema) { /* --ema: checked against the checkpoint's flow.ema_decay like sample.ema */
@@ -710,9 +727,11 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     rc = fm_generator_init(&g, &c, &d, a->png ? fm_build_grid_batch(B) : B, (fm_sampler_kind)kind, steps, e);
     if (rc == FM_OK) {
         rc = fm_generator_load_files(&g, &c, a->ckpt, a->vae, &step, e);
-        char header[200], weights[48];
+        char header[200], weights[48], cg[32] = "";
         fm_config_weights_label(&c, weights, sizeof weights);
-        snprintf(header, sizeof header, "w = %g  step %lld  %s %d steps  seed %llu  %s", cfgw, (long long)step,
+        if (c.sample.classifier_scale > 0)
+            snprintf(cg, sizeof cg, "  s = %g", c.sample.classifier_scale);
+        snprintf(header, sizeof header, "w = %g%s  step %lld  %s %d steps  seed %llu  %s", cfgw, cg, (long long)step,
                  fm_sampler_names[kind], steps, (unsigned long long)seed, weights);
         if (rc == FM_OK && a->png)
             rc = fm_generator_grid_labelled(&g, rows, per, a->cls, (float)cfgw, seed, header, a->png, e);

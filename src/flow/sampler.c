@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/cguide.h"
 #include "fm/rng.h"
 #include "fm/signals.h"
 
@@ -66,12 +67,15 @@ void fm_sample_noise(float *x, int B, long D, uint64_t seed, uint64_t first)
 }
 
 /* out [B, D] <- (1 - w) u(x, t | null) + w u(x, t | y), one model call on 2B
- * rows. out may alias x. s->y2 holds the labels. */
+ * rows, plus the classifier-guidance correction when cfg.cguide is on. out
+ * may alias x. s->y2 holds the labels. */
 static int guided(fm_sampler *s, fm_velocity_fn f, void *ctx, const float *x, double t, float w, float *out,
                   fm_err *e)
 {
     const int B = s->B;
     const long n = (long)B * s->D;
+    int cg = 0; /* classifier guidance (cguide.h) is taken from x before out (may alias x) is written */
+    FM_TRY(fm_cguide_prepare(s->cfg.cguide, s->cfg.path, x, t, s->y2, B, s->D, &cg, e));
     memcpy(s->x2, x, (size_t)n * sizeof *x);
     memcpy(s->x2 + n, x, (size_t)n * sizeof *x);
     for (int i = 0; i < 2 * B; i++)
@@ -92,6 +96,8 @@ static int guided(fm_sampler *s, fm_velocity_fn f, void *ctx, const float *x, do
         for (long i = 0; i < n; i++)
             out[i] = a * un[i] + w * uc[i];
     }
+    if (cg)
+        fm_cguide_add(s->cfg.cguide, out, n);
     return FM_OK;
 }
 

@@ -19,6 +19,7 @@ static const char *const free_keys[] = {
     "run.out",          "run.stages",           "run.log_every",     "run.profile_steps", "run.schedule_steps",
     "run.ckpt_keep",    "run.threads",          "run.precision",     "run.max_bad_steps", "run.memory_limit_gb",
     "run.fault_nan_steps", "data.dir",          "data.test_limit",   "encode.batch_size",
+    "guide.steps",      "guide.ckpt_every",
     "flow.steps",       "flow.ckpt_every",      "flow.sample_every", "flow.bucket_mb",
     "sample.",          "eval.classifier_steps", "eval.samples_per_class", "eval.batch_size",
     "dist.",
@@ -36,6 +37,10 @@ static const char *const flow_training[] = {
     "flow.batch_size", "flow.lr", "flow.min_lr_ratio", "flow.warmup", "flow.weight_decay", "flow.beta1",
     "flow.beta2", "flow.grad_clip", "flow.cfg_dropout", "flow.t_dist", "flow.t_mean", "flow.t_std",
     "flow.ema_decay", "flow.ema_warmup", "flow.accum_steps",
+};
+static const char *const guide_training[] = {
+    "guide.batch_size", "guide.lr", "guide.min_lr_ratio", "guide.warmup", "guide.weight_decay", "guide.beta1",
+    "guide.beta2", "guide.grad_clip",
 };
 static const char *const eval_training[] = { "eval.classifier_batch_size", "eval.classifier_lr" };
 
@@ -57,12 +62,13 @@ static int unused(const char *name, const fm_config *now)
 {
     return (!fm_config_has_stage(now, FM_STAGE_VAE) && LISTED(name, vae_training)) ||
            (!fm_config_has_stage(now, FM_STAGE_FLOW) && LISTED(name, flow_training)) ||
+           (!fm_config_has_stage(now, FM_STAGE_GUIDE) && LISTED(name, guide_training)) ||
            (!fm_config_has_stage(now, FM_STAGE_EVAL) && LISTED(name, eval_training));
 }
 
 /* What a run directory holds. */
 typedef struct run_state {
-    int vae, flow, classifier; /* checkpoints of that stage */
+    int vae, flow, classifier, guide; /* checkpoints of that stage */
     int latents;
 } run_state;
 
@@ -80,7 +86,9 @@ static int locked(const char *name, const run_state *st)
         return st->flow;
     if (starts(name, "eval."))
         return st->classifier;
-    return st->vae || st->flow || st->classifier || st->latents; /* run.seed, data.train_limit */
+    if (starts(name, "guide."))
+        return st->guide;
+    return st->vae || st->flow || st->classifier || st->guide || st->latents; /* run.seed, data.train_limit */
 }
 
 /* flow.ema_decay may gain or lose rates after its first (whose EMA is the
@@ -113,6 +121,7 @@ static run_state state_of(const char *run)
         st.vae |= starts(de->d_name, "vae-");
         st.flow |= starts(de->d_name, "flow-");
         st.classifier |= starts(de->d_name, "classifier-");
+        st.guide |= starts(de->d_name, "guide-");
     }
     closedir(d);
     return st;
@@ -143,7 +152,7 @@ static int keep_old(const char *path, fm_err *e)
  * checkpoint holds one. */
 static int config_of_ckpts(const char *run, fm_config *old, char *from, size_t n, fm_err *e)
 {
-    static const char *const stages[] = { "flow", "classifier", "vae" };
+    static const char *const stages[] = { "flow", "classifier", "guide", "vae" };
     for (size_t k = 0; k < sizeof stages / sizeof *stages; k++) {
         fm_ckpt c;
         fm_err le = { 0 };
@@ -166,7 +175,7 @@ int fm_config_guard(const fm_config *now, fm_config *rec, fm_err *e)
     char path[4200];
     snprintf(path, sizeof path, "%s/config.yaml", run);
     const run_state st = state_of(run);
-    if (!(st.vae || st.flow || st.classifier || st.latents))
+    if (!(st.vae || st.flow || st.classifier || st.guide || st.latents))
         return FM_OK; /* nothing trained yet: nothing to protect */
 
     fm_config old;

@@ -13,7 +13,7 @@
 #include "fm/dataset.h"
 #include "fm/log.h"
 
-const char *const fm_stage_names[] = { "vae", "encode", "flow", "sample", "eval", NULL };
+const char *const fm_stage_names[] = { "vae", "encode", "guide", "flow", "sample", "eval", NULL };
 const char *const fm_precision_names[] = { "fp32", "bf16", NULL };
 const char *const fm_recon_names[] = { "l2", "l1", NULL };
 const char *const fm_model_names[] = { "unet", "dit", NULL };
@@ -119,6 +119,10 @@ static const fm_cfg_key keys[] = {
     INT_("unet.heads", unet.heads, "4", 1, 256, "attention heads (must divide the width of each attention level)"),
     INT_("unet.groups", unet.groups, "8", 1, 4096, "GroupNorm groups, capped at the width (min(groups, C) must divide C)"),
     INT_("unet.emb_dim", unet.emb_dim, "256", 1, 8192, "width of the (t, y) embedding"),
+    /* guide: the noise-conditioned latent classifier of classifier guidance */
+    TRAIN_KEYS(guide, "600", "128", "2e-3", "0.1", "30", "600"),
+    INT_("guide.width", guide.width, "16", 1, 4096, "first conv's channels of the latent classifier (then 2w, 4w, 4w)"),
+    INT_("guide.time_dim", guide.time_dim, "8", 2, 1024, "time-embedding channels concatenated to the latent (even)"),
     /* dit: the transformer flow model */
     INT_("dit.width", dit.width, "256", 1, 8192, "token width"),
     INT_("dit.depth", dit.depth, "6", 1, 128, "transformer blocks"),
@@ -132,6 +136,8 @@ static const fm_cfg_key keys[] = {
     INT_("sample.per_class", sample.per_class, "8", 1, 1500,
          "samples per class (columns of a grid; at most 1500: a grid's PNG is at most 100000 pixels wide)"),
     FLT_("sample.sde_sigma", sample.sde_sigma, "0.5", 0, 100, "sde sampler noise: sigma_t = sde_sigma * beta_t (0 = Euler)"),
+    FLT_("sample.classifier_scale", sample.classifier_scale, "0", 0, 100,
+         "classifier guidance s with the guide stage's classifier, added to the CFG velocity (0 = off)"),
     STR_("sample.ema", sample.ema, "true",
          "weights to sample with: true (the EMA of the first flow.ema_decay), false (the trained weights) or a rate "
          "of flow.ema_decay (e.g. 0.9999); fmtrain sample --ema RATE|raw sets it"),
@@ -201,7 +207,7 @@ static int check_stages(const fm_config *c, fm_err *e)
                 return fail_at(c, "run.stages", e, "%s is listed twice", fm_stage_names[s->v[i]]);
             if (s->v[j] > s->v[i])
                 return fail_at(c, "run.stages", e,
-                               "%s must come before %s; stages run in the order vae, encode, flow, sample, eval",
+                               "%s must come before %s; stages run in the order vae, encode, guide, flow, sample, eval",
                                fm_stage_names[s->v[i]], fm_stage_names[s->v[j]]);
         }
     if (!c->flow.latent)
@@ -296,6 +302,9 @@ int fm_config_validate(const fm_config *c, fm_err *e)
     FM_TRY(check_usable(c, e));
     if (c->flow.latent) /* the vae keys count even if the vae stage is not run */
         FM_TRY(check_train(c, "vae", &c->vae.train, e));
+    FM_TRY(check_train(c, "guide", &c->guide.train, e));
+    if (c->guide.time_dim % 2)
+        return fail_at(c, "guide.time_dim", e, "%d is odd: the time embedding is cos and sin pairs", c->guide.time_dim);
     return check_train(c, "flow", &c->flow.train, e);
 }
 
@@ -308,6 +317,7 @@ int fm_config_check_world(const fm_config *c, int world_size, fm_err *e)
     } b[] = {
         { FM_STAGE_VAE, "vae.batch_size", c->vae.train.batch_size },
         { FM_STAGE_ENCODE, "encode.batch_size", c->encode.batch_size },
+        { FM_STAGE_GUIDE, "guide.batch_size", c->guide.train.batch_size },
         { FM_STAGE_FLOW, "flow.batch_size", c->flow.train.batch_size },
         { FM_STAGE_EVAL, "eval.classifier_batch_size", c->eval.classifier_batch_size },
         { FM_STAGE_EVAL, "eval.batch_size", c->eval.batch_size },
@@ -330,7 +340,8 @@ int fm_config_apply_world(fm_config *c, int world_size, fm_err *e)
         int *batch;
     } b[] = {
         { "vae.batch_size", &c->vae.train.batch_size },   { "encode.batch_size", &c->encode.batch_size },
-        { "flow.batch_size", &c->flow.train.batch_size }, { "eval.classifier_batch_size", &c->eval.classifier_batch_size },
+        { "flow.batch_size", &c->flow.train.batch_size }, { "guide.batch_size", &c->guide.train.batch_size },
+        { "eval.classifier_batch_size", &c->eval.classifier_batch_size },
         { "eval.batch_size", &c->eval.batch_size },
     };
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) {
@@ -344,6 +355,7 @@ int fm_config_apply_world(fm_config *c, int world_size, fm_err *e)
                                                             : 1.0;
     c->vae.train.lr *= k;
     c->flow.train.lr *= k;
+    c->guide.train.lr *= k;
     c->eval.classifier_lr *= k;
     fm_info("dist.batch: per_rank on %d ranks: global batches vae %d, encode %d, flow %d, classifier %d, eval %d; "
             "learning rates x%.4g (dist.lr_scale: %s): vae %g, flow %g, classifier %g",

@@ -50,6 +50,16 @@ void fm_build_flow_shape(const fm_config *c, int *side, int *channels)
     }
 }
 
+void fm_build_guide_cfg(const fm_config *c, fm_guide_cfg *g)
+{
+    memset(g, 0, sizeof *g);
+    fm_build_flow_shape(c, &g->size, &g->channels);
+    g->width = c->guide.width;
+    g->time_dim = c->guide.time_dim;
+    g->num_classes = FM_NUM_CLASSES;
+    g->groups = 8;
+}
+
 void fm_build_flow_cfg(const fm_config *c, fm_flow_model_cfg *f)
 {
     memset(f, 0, sizeof *f);
@@ -235,6 +245,16 @@ static int plan_stage(const fm_config *c, int stage, int ws, int n_train, int n_
         if (c->flow.sample_every > 0 && c->sample.cfg.n > 0)
             FM_TRY(plan_grids(c, m, e));
         return FM_OK;
+    case FM_STAGE_GUIDE: {
+        fm_guide_cfg g;
+        fm_build_guide_cfg(c, &g);
+        FM_TRY(fm_guide_measure(&g, local_batch(c, c->guide.train.batch_size, ws), &a1, &p1, e));
+        part(m, (double)a1, "guide.batch_size");
+        part(m, (TRAIN_COPIES + 1) * FLOAT_BYTES * (double)p1, "guide.width");
+        if (c->flow.latent)
+            part(m, latents, "data.train_limit");
+        return FM_OK;
+    }
     case FM_STAGE_SAMPLE:
         return plan_grids(c, m, e);
     case FM_STAGE_EVAL: {

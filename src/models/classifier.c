@@ -145,20 +145,36 @@ int fm_classifier_loss(const fm_classifier *m, const int32_t *labels, double *lo
     return fm_xent_forward(m->logits, labels, m->n, m->cfg.num_classes, loss, correct, e);
 }
 
-int fm_classifier_backward(fm_classifier *m, const float *x, const int32_t *labels, fm_err *e)
+/* Backward from m->dlogits of the last forward on x: every parameter
+ * gradient, and dL/dx into dx unless it is NULL. */
+static int backward_from(fm_classifier *m, const float *x, float *dx, fm_err *e)
 {
-    if (!m->train)
-        return fm_fail(e, FM_ERR_INTERNAL, "classifier: backward on an instance built without train");
     const int last = FM_CLS_STAGES - 1;
-    FM_TRY(fm_xent_backward(m->logits, labels, m->n, m->cfg.num_classes, 1.0f, m->dlogits, e));
     float *cur = m->g[0], *oth = m->g[1], *sw;
     FM_TRY(fm_linear_backward(&m->head, m->h[last], m->dlogits, cur, e)); /* the pooled features have no gradient */
     for (int k = last; k >= 0; k--) {
         FM_TRY(fm_groupnorm_backward(&m->norm[k], m->c[k], cur, cur, e));
-        FM_TRY(fm_conv2d_backward(&m->conv[k], k > 0 ? m->h[k - 1] : x, cur, k > 0 ? oth : NULL, e));
+        FM_TRY(fm_conv2d_backward(&m->conv[k], k > 0 ? m->h[k - 1] : x, cur, k > 0 ? oth : dx, e));
         sw = cur, cur = oth, oth = sw;
     }
     return FM_OK;
+}
+
+int fm_classifier_backward(fm_classifier *m, const float *x, const int32_t *labels, fm_err *e)
+{
+    if (!m->train)
+        return fm_fail(e, FM_ERR_INTERNAL, "classifier: backward on an instance built without train");
+    FM_TRY(fm_xent_backward(m->logits, labels, m->n, m->cfg.num_classes, 1.0f, m->dlogits, e));
+    return backward_from(m, x, NULL, e);
+}
+
+int fm_classifier_backward_logits(fm_classifier *m, const float *x, const float *dlogits, float *dx, fm_err *e)
+{
+    if (!m->train)
+        return fm_fail(e, FM_ERR_INTERNAL, "classifier: backward on an instance built without train");
+    if (dlogits != m->dlogits)
+        memcpy(m->dlogits, dlogits, (size_t)m->n * (size_t)m->cfg.num_classes * sizeof *dlogits);
+    return backward_from(m, x, dx, e);
 }
 
 double fm_classifier_flops(const fm_classifier *m)

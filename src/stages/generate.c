@@ -41,6 +41,11 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
                           .sde_sigma = (float)c->sample.sde_sigma,
                           .heun_euler_last = 0,
                           .null_label = FM_NUM_CLASSES };
+    if (c->sample.classifier_scale > 0) {
+        if ((rc = fm_guide_sampler_init(&g->guide, c, d, B, e)) != FM_OK)
+            goto fail;
+        sc.cguide = &g->guide.cg;
+    }
     if ((rc = fm_sampler_init(&g->sampler, &sc, B, g->dim, e)) != FM_OK)
         goto fail;
     if (g->latent) {
@@ -69,6 +74,7 @@ void fm_generator_free(fm_generator *g)
     if (g->model.batch)
         fm_flow_model_free(&g->model);
     fm_sampler_free(&g->sampler);
+    fm_guide_sampler_free(&g->guide);
     fm_vae_half_free(&g->dec);
     fm_vae_half_free(&g->enc);
     fm_params_free(&g->vae_p);

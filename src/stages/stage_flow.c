@@ -16,119 +16,18 @@
 
 #include "fm/accum.h"
 #include "fm/build.h"
-#include "fm/crc32c.h"
 #include "fm/generate.h"
+#include "fm/latent_set.h"
 #include "fm/latents.h"
 #include "fm/loader.h"
 #include "fm/log.h"
 #include "fm/loss.h"
 #include "fm/path.h"
 #include "fm/pipeline.h"
-#include "fm/safetensors.h"
-#include "fm/shared.h"
 #include "fm/signals.h"
 #include "fm/trainer.h"
 
-/* The training set of the flow: x [n, dim] (scaled latents or pixels), labels.
- * Latents live in a block shared by the ranks of a node (load_latents). */
-typedef struct flow_data {
-    const float *x;
-    const int32_t *y;
-    int n;
-    float scale;
-    fm_node node;
-    fm_shared block; /* the latents' block (flow.latent) */
-} flow_data;
-
-/* The latents' block: this header, then x [n, dim] (scaled), then y [n]. */
-typedef struct latents_head {
-    int32_t n;
-    float scale;
-} latents_head;
-
-#define LAT_ALIGN 64
-#define LAT_X_OFF ((size_t)LAT_ALIGN) /* sizeof(latents_head) rounded up */
-
-static size_t lat_y_off(int n, long dim) { return LAT_X_OFF + ((size_t)n * dim * sizeof(float) + LAT_ALIGN - 1) / LAT_ALIGN * LAT_ALIGN; }
-
 _Static_assert(FM_LATENTS_CLASSES == FM_NUM_CLASSES, "the latents' labels are the flow's classes");
-
-/* What node rank 0 reads (fm_shared_filler's ctx). */
-typedef struct latents_reader {
-    char path[4200];
-    int side, ch;
-    long dim;
-    fm_st_file file;
-    fm_latents lat;
-} latents_reader;
-
-static int latents_size(void *ctx, size_t *bytes, fm_err *e)
-{
-    latents_reader *r = ctx;
-    FM_TRY(fm_st_read(r->path, &r->file, e));
-    FM_TRY(fm_latents_check(&r->file, r->path, r->side, r->ch, &r->lat, e));
-    *bytes = lat_y_off(r->lat.n, r->dim) + (size_t)r->lat.n * sizeof(int32_t);
-    return FM_OK;
-}
-
-static int latents_fill(void *ctx, void *base, size_t bytes, fm_err *e)
-{
-    (void)bytes;
-    (void)e;
-    latents_reader *r = ctx;
-    char *b = base;
-    latents_head h = { r->lat.n, r->lat.scale };
-    memcpy(b, &h, sizeof h);
-    fm_latents_copy(&r->lat, (float *)(b + LAT_X_OFF), (int32_t *)(b + lat_y_off(h.n, r->dim)));
-    fm_st_free(&r->file);
-    return FM_OK;
-}
-
-/* The scaled latents and labels of the encode stage, read and scaled once
- * per node (node rank 0) into a block every rank of the node maps.
- * Collective; every rank returns the same status and message. */
-static int load_latents(const fm_pipeline *P, flow_data *d, const fm_flow_model *m, fm_err *e)
-{
-    latents_reader r = { 0 };
-    fm_run_path(P, r.path, sizeof r.path, FM_LATENTS_FILE);
-    r.side = m->side;
-    r.ch = m->ch;
-    r.dim = m->dim;
-    FM_TRY(fm_node_init(&d->node, P->world, e));
-    const fm_shared_filler f = { latents_size, latents_fill, &r };
-    int rc = fm_shared_load(&d->node, &f, "the latents", &d->block, e);
-    fm_st_free(&r.file);
-    if (rc != FM_OK)
-        return rc;
-    const char *b = d->block.base;
-    latents_head h;
-    memcpy(&h, b, sizeof h);
-    d->n = h.n;
-    d->scale = h.scale;
-    d->x = (const float *)(b + LAT_X_OFF);
-    d->y = (const int32_t *)(b + lat_y_off(h.n, m->dim));
-    return FM_OK;
-}
-
-/* Every node read the latents file on its own: every rank must hold what
- * rank 0 holds (count, scale and a checksum of the block), or the ranks would
- * train on different data. FM_ERR_DATA naming the rank otherwise.
- * Collective. */
-static int agree_on_latents(const fm_pipeline *P, const flow_data *d, long dim, fm_err *e)
-{
-    const uint32_t crc = fm_crc32c(fm_crc32c(0, d->x, (size_t)d->n * dim * sizeof(float)), d->y,
-                                   (size_t)d->n * sizeof(int32_t));
-    const double mine[3] = { d->n, d->scale, crc };
-    int differs;
-    FM_TRY(fm_world_same(P->world, mine, 3, &differs, e));
-    if (differs < 0)
-        return FM_OK;
-    char path[4200];
-    fm_run_path(P, path, sizeof path, FM_LATENTS_FILE);
-    return fm_fail(e, FM_ERR_DATA, "rank %d read another %s than rank 0 (a different count, scale or content): the "
-                   "ranks must see one run directory (is it on a file system shared by every node?)",
-                   differs, path);
-}
 
 /* A preemption seen while drawing the grids of step t->step (every rank
  * agreed on it): its checkpoint, then FM_PREEMPTED. Collective. */
@@ -152,7 +51,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     const fm_world *w = P->world;
     int local = tc->batch_size / w->size; /* the micro-batch on this rank */
     const int accum = c->flow.accum_steps, big = local * accum; /* the step's rows on this rank */
-    flow_data data = { 0 };
+    fm_latent_set data = { 0 };
     fm_params p;
     fm_flow_model model = { 0 };
     fm_trainer t = { 0 };
@@ -179,7 +78,7 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     long D = model.dim;
     data.scale = 1.0f;
     if (c->flow.latent) {
-        if ((rc = load_latents(P, &data, &model, e)) != FM_OK || (rc = agree_on_latents(P, &data, D, e)) != FM_OK)
+        if ((rc = fm_latent_set_load(P, model.side, model.ch, &data, e)) != FM_OK)
             goto out;
     } else {
         data.x = P->train->images;
@@ -298,8 +197,7 @@ out:
     }
     fm_params_free(&p);
     if (c->flow.latent) {
-        fm_shared_free(&data.node, &data.block, rc == FM_OK);
-        fm_node_free(&data.node);
+        fm_latent_set_free(&data, rc == FM_OK);
     }
     return rc;
 }
