@@ -3,8 +3,12 @@
  * 1. Train the classifier on the real training images (its own checkpoints,
  *    "classifier-*"), or load it when its final checkpoint exists.
  * 2. Its accuracy on the real test set; its penultimate features of the test
- *    set and of as many training images: the train-vs-test Fréchet distance is
- *    the floor a perfect generator would reach.
+ *    set and of the first ngen training images (ngen = the generated samples
+ *    of one guidance scale): the train-vs-test Fréchet distance is the floor a
+ *    perfect generator would reach, measured with the same numbers of images
+ *    on each side as every generated scale's distance (the estimate's
+ *    small-sample bias is then the same on both: the gap is unbiased).
+ *    eval.json says how many images each figure used.
  * 3. For each guidance scale w of sample.cfg: eval.samples_per_class samples
  *    per class from the flow's EMA weights; accuracy against the requested
  *    class and the Fréchet distance to the test features.
@@ -346,7 +350,7 @@ static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_buf
         json_value(js, "%.6f", test_acc, "the classifier's test accuracy");
         fputs(",\n  \"fd_floor\": ", js);
         json_value(js, "%.6f", fd_floor, "the Fréchet floor");
-        fputs(",\n", js);
+        fprintf(js, ",\n  \"fd_floor_train_images\": %d,\n  \"fd_test_images\": %d,\n", pl->nreal, pl->ntest);
         fprintf(js, "  \"sampler\": \"%s\",\n  \"sampler_steps\": %d,\n  \"samples_per_class\": %d,\n",
                 fm_sampler_names[c->sample.sampler], c->sample.steps, c->eval.samples_per_class);
         double rate = 0; /* the weights sampled: the EMA's decay, or false for the trained weights */
@@ -389,7 +393,7 @@ static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_buf
         json_value(js, "%.6f", acc, "a class accuracy");
         fputs(", \"fd\": ", js);
         json_value(js, "%.6f", fd, "a Fréchet distance (non-finite generated images?)");
-        fputc('}', js);
+        fprintf(js, ", \"n\": %d}", pl->ngen);
         /* the same as a metrics line (no "loss": readers of losses skip it) */
         static const char *const keys[] = { "cfg", "accuracy", "fd", "fd_floor", "classifier_test_accuracy" };
         const double vals[] = { gw, acc, fd, fd_floor, test_acc };
@@ -430,9 +434,9 @@ static int eval_all(fm_pipeline *P, const fm_params *p, const char *out_path, fm
     FILE *js = NULL;
     eval_plan pl = { .EB = eval_batch(c, P->world),
                      .ntest = P->test->n,
-                     .nreal = P->test->n < P->train->n ? P->test->n : P->train->n,
                      .ngen = c->eval.samples_per_class * FM_NUM_CLASSES,
                      .nscales = c->sample.cfg.n };
+    pl.nreal = pl.ngen < P->train->n ? pl.ngen : P->train->n; /* the floor on as many images as one scale */
     pl.nb_test = batches(pl.ntest, pl.EB);
     pl.nb_real = batches(pl.nreal, pl.EB);
     pl.nb_gen = batches(pl.ngen, pl.EB);

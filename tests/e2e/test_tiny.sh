@@ -51,6 +51,8 @@ assert a.shape[1] == 4 and np.isfinite(a).all()
 assert any(k.startswith("ema.") for k in hdr) and any(k.startswith("adam.m.") for k in hdr)
 ev = json.load(open(f"{R}/eval.json"))
 assert 0 <= ev["classifier_test_accuracy"] <= 1 and ev["fd_floor"] >= 0
+assert ev["fd_floor_train_images"] == ev["samples_per_class"] * 10 == ev["by_cfg"][0]["n"], ev
+assert ev["fd_test_images"] > 0, ev
 assert [b["cfg"] for b in ev["by_cfg"]] == [1, 3], ev
 print("    eval.json:", json.dumps(ev))
 PYEOF
