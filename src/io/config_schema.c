@@ -19,6 +19,8 @@ const char *const fm_model_names[] = { "unet", "dit", NULL };
 const char *const fm_path_names[] = { "linear", "cosine", NULL };
 const char *const fm_tdist_names[] = { "uniform", "logit_normal", NULL };
 const char *const fm_sampler_names[] = { "euler", "heun", "sde", NULL };
+const char *const fm_target_names[] = { "velocity", "x1", "eps", "v", NULL };
+const char *const fm_cfg_schedule_names[] = { "constant", "linear", "cosine", NULL };
 const char *const fm_batch_names[] = { "global", "per_rank", NULL };
 const char *const fm_lr_scale_names[] = { "none", "linear", "sqrt", NULL };
 
@@ -102,6 +104,9 @@ static const fm_cfg_key keys[] = {
     ENUM_("flow.t_dist", flow.t_dist, "uniform", fm_tdist_names, "training time distribution"),
     FLT_("flow.t_mean", flow.t_mean, "0", -10, 10, "logit-normal location m: t = sigmoid(m + s n)"),
     FLT_("flow.t_std", flow.t_std, "1", 0, 10, "logit-normal scale s"),
+    ENUM_("flow.target", flow.target, "velocity", fm_target_names,
+          "what the network predicts and the loss compares: velocity u, x1 (the data), eps (the noise) or v = "
+          "alpha_t eps - beta_t x1; the samplers convert it to the velocity (docs/targets.md)"),
     FLT_("flow.ema_decay", flow.ema_decay, "0.999", 0, 1, "decay of the EMA of the weights"),
     BOOL_("flow.ema_warmup", flow.ema_warmup, "true", "EMA decay min(ema_decay, (1+k)/(10+k)) at update k"),
     POS_("flow.bucket_mb", flow.bucket_mb, "25", 4096, "gradient allreduce bucket size in MiB"),
@@ -123,6 +128,11 @@ static const fm_cfg_key keys[] = {
     POS_("dit.mlp_ratio", dit.mlp_ratio, "4", 16, "MLP hidden width / dit.width"),
     /* sample: grids from the trained flow */
     FLTS_("sample.cfg", sample.cfg, "[1, 3, 5]", 0, 100, 1, "guidance scales w, one grid each (1 = conditional, 0 = unconditional)"),
+    FLTS_("sample.cfg_interval", sample.cfg_interval, "[0, 1]", 0, 1, 2,
+          "[t_lo, t_hi]: guidance only for t in this interval (t = 0 noise, 1 data), w = 1 outside, where only the "
+          "conditional branch runs"),
+    ENUM_("sample.cfg_schedule", sample.cfg_schedule, "constant", fm_cfg_schedule_names,
+          "w over the interval: constant, or ramped from 1 at t_lo to w at t_hi, linear or cosine"),
     ENUM_("sample.sampler", sample.sampler, "euler", fm_sampler_names, "ODE/SDE integrator"),
     INT_("sample.steps", sample.steps, "50", 1, 100000, "integration steps from noise to data"),
     INT_("sample.per_class", sample.per_class, "8", 1, 1500,
@@ -228,6 +238,9 @@ static int check_usable(const fm_config *c, fm_err *e)
             return fail_at(c, "data.train_limit", e,
                            "1 training image: the eval stage's Fréchet distance floor needs at least 2 (0 = all)");
     }
+    const fm_flist *iv = &c->sample.cfg_interval;
+    if (iv->n != 2 || !(iv->v[0] <= iv->v[1]))
+        return fail_at(c, "sample.cfg_interval", e, "must be two times [t_lo, t_hi] with t_lo <= t_hi, e.g. [0.2, 0.8]");
     return FM_OK;
 }
 
