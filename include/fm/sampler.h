@@ -66,7 +66,7 @@ typedef struct fm_sampler_cfg {
     int null_label;      /* the null label (= num_classes) */
     int target;          /* fm_target_kind (target.h): what the model predicts; 0 = velocity */
     int cfg_interval;    /* guidance only for t in [cfg_lo, cfg_hi] (w = 1 outside); 0 = everywhere */
-    float cfg_lo, cfg_hi;
+    double cfg_lo, cfg_hi;
     int cfg_schedule;    /* fm_cfg_schedule: w over the interval */
     int half_calls;      /* the model accepts n = B: skip the unused branch where w(t) is 1 or 0 */
 } fm_sampler_cfg;

@@ -38,7 +38,7 @@ int fm_sampler_init(fm_sampler *s, const fm_sampler_cfg *cfg, int B, long D, fm_
         return fm_fail(e, FM_ERR_USAGE, "sampler: unknown target %d", cfg->target);
     if (cfg->cfg_schedule < FM_CFG_CONSTANT || cfg->cfg_schedule > FM_CFG_COSINE)
         return fm_fail(e, FM_ERR_USAGE, "sampler: unknown guidance schedule %d", cfg->cfg_schedule);
-    if (cfg->cfg_interval && !(cfg->cfg_lo >= 0.0f && cfg->cfg_lo <= cfg->cfg_hi && cfg->cfg_hi <= 1.0f))
+    if (cfg->cfg_interval && !(cfg->cfg_lo >= 0.0 && cfg->cfg_lo <= cfg->cfg_hi && cfg->cfg_hi <= 1.0))
         return fm_fail(e, FM_ERR_USAGE, "sampler: guidance interval [%g, %g] is not within [0, 1] in order",
                        cfg->cfg_lo, cfg->cfg_hi);
     if (cfg->null_label < 0)

@@ -57,8 +57,8 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
                           .null_label = FM_NUM_CLASSES,
                           .target = c->flow.target,
                           .cfg_interval = interval,
-                          .cfg_lo = (float)iv->v[0],
-                          .cfg_hi = (float)iv->v[1],
+                          .cfg_lo = iv->v[0],
+                          .cfg_hi = iv->v[1],
                           .cfg_schedule = c->sample.cfg_schedule,
                           .half_calls = interval };
     if ((rc = fm_sampler_init(&g->sampler, &sc, B, g->dim, e)) != FM_OK)
