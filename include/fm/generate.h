@@ -32,8 +32,9 @@ typedef struct fm_generator {
     long dim;              /* values per flow sample */
     fm_params flow_p;
     fm_flow_model model;   /* built for 2B rows */
-    fm_flow_model half;    /* built for B rows (same weights) when sample.cfg_interval is not [0, 1]: the
-                            * sampler skips the unused branch there (else half.batch = 0) */
+    fm_params half_p;      /* a copy of flow_p for half (fm_generate copies the weights) */
+    fm_flow_model half;    /* built for B rows when sample.cfg_interval is not [0, 1]: the sampler skips
+                            * the unused branch outside it (else half.batch = 0 and half_p is empty) */
     fm_sampler sampler;
     fm_params vae_p;
     fm_vae_encoder enc;    /* batch 1, only so vae_p has the VAE checkpoint's layout */

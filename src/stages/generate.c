@@ -3,6 +3,7 @@
  * generate.h). */
 #include "fm/generate.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,8 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
     g->dim = g->model.dim;
     const fm_flist *iv = &c->sample.cfg_interval;
     const int interval = !(iv->v[0] == 0.0 && iv->v[1] == 1.0);
-    if (interval && (rc = fm_build_flow_model(&g->half, c, d, &g->flow_p, B, e)) != FM_OK)
+    if (interval && ((rc = fm_build_flow_params(&g->half_p, c, e)) != FM_OK ||
+                     (rc = fm_build_flow_model(&g->half, c, d, &g->half_p, B, e)) != FM_OK))
         goto fail;
     fm_sampler_cfg sc = { .kind = kind,
                           .path = (fm_path_kind)c->flow.path,
@@ -90,6 +92,7 @@ void fm_generator_free(fm_generator *g)
         fm_flow_model_free(&g->model);
     if (g->half.batch)
         fm_flow_model_free(&g->half);
+    fm_params_free(&g->half_p);
     fm_sampler_free(&g->sampler);
     fm_vae_half_free(&g->dec);
     fm_vae_half_free(&g->enc);
@@ -124,8 +127,15 @@ int fm_generator_load_vae(fm_generator *g, const char *run_dir, float latent_sca
 int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint64_t first, fm_err *e)
 {
     long n = (long)g->B * g->dim;
+    if (g->half.batch) /* the half model's weights are the full one's, however these were set */
+        memcpy(g->half_p.data, g->flow_p.data, g->flow_p.numel * sizeof(float));
     fm_sample_noise(g->x, g->B, g->dim, seed, first);
     FM_TRY(fm_sample(&g->sampler, generator_velocity, g, y, w, seed, first, g->x, e));
+    for (long i = 0; i < n; i++)
+        if (!isfinite(g->x[i]))
+            return fm_fail(e, FM_ERR_DATA, "sampler: sample %llu (guidance %g) is not finite: the flow model diverged "
+                           "or its flow.target does not match the checkpoint's training",
+                           (unsigned long long)(first + (uint64_t)(i / g->dim)), w);
     const float *img = g->x;
     if (g->latent) {
         float inv = 1.0f / g->latent_scale;
