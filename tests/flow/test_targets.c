@@ -306,6 +306,19 @@ static int test_interval_known_answer(void)
     return 0;
 }
 
+/* x [B, D] <- fm_sample of the exact model m with cfg from the noise of seed 9. */
+static int draw(exact_model *m, const fm_sampler_cfg *cfg, int B, const int32_t *y, float w, float *x)
+{
+    fm_sampler s;
+    fm_err e = { 0 };
+    CHECK_OK(fm_sampler_init(&s, cfg, B, D, &e), &e);
+    fm_sample_noise(x, B, D, 9, 0);
+    int rc = fm_sample(&s, exact_fn, m, y, w, 9, 0, x, &e);
+    fm_sampler_free(&s);
+    CHECK_OK(rc, &e);
+    return 0;
+}
+
 /* The unconditional branch runs only inside the interval; w = 1 and w = 0
  * skip it everywhere; the interval [0, 1] (constant) gives today's samples bitwise. */
 static int test_interval_calls_and_bitwise(void)
@@ -324,16 +337,8 @@ static int test_interval_calls_and_bitwise(void)
             exact_model m0 = { .g = mixture(), .path = FM_PATH_LINEAR, .B = B }, m1 = m0;
             fm_sampler_cfg wide = base;
             wide.cfg_interval = 1, wide.cfg_lo = 0.0, wide.cfg_hi = 1.0, wide.half_calls = 1;
-            fm_sampler s;
-            fm_err e = { 0 };
-            CHECK_OK(fm_sampler_init(&s, &base, B, D, &e), &e);
-            fm_sample_noise(x0, B, D, 9, 0);
-            CHECK_OK(fm_sample(&s, exact_fn, &m0, y, ws[q], 9, 0, x0, &e), &e);
-            fm_sampler_free(&s);
-            CHECK_OK(fm_sampler_init(&s, &wide, B, D, &e), &e);
-            fm_sample_noise(x1, B, D, 9, 0);
-            CHECK_OK(fm_sample(&s, exact_fn, &m1, y, ws[q], 9, 0, x1, &e), &e);
-            fm_sampler_free(&s);
+            if (draw(&m0, &base, B, y, ws[q], x0) || draw(&m1, &wide, B, y, ws[q], x1))
+                return 1;
             CHECK(memcmp(x0, x1, sizeof x0) == 0, "%s w=%g: interval [0, 1] changed the samples",
                   fm_sampler_name((fm_sampler_kind)kind), ws[q]);
             CHECK(m0.calls_full == nfe && m0.calls_half == 0, "default: %ld full calls of %d", m0.calls_full, nfe);
@@ -346,12 +351,8 @@ static int test_interval_calls_and_bitwise(void)
         exact_model m = { .g = mixture(), .path = FM_PATH_LINEAR, .B = B };
         fm_sampler_cfg cfg = base;
         cfg.cfg_interval = 1, cfg.cfg_lo = 0.3, cfg.cfg_hi = 0.6, cfg.half_calls = 1;
-        fm_sampler s;
-        fm_err e = { 0 };
-        CHECK_OK(fm_sampler_init(&s, &cfg, B, D, &e), &e);
-        fm_sample_noise(x1, B, D, 9, 0);
-        CHECK_OK(fm_sample(&s, exact_fn, &m, y, 3.0f, 9, 0, x1, &e), &e);
-        fm_sampler_free(&s);
+        if (draw(&m, &cfg, B, y, 3.0f, x1))
+            return 1;
         int inside = 0; /* the evaluation times of this sampler inside [0.3, 0.6] */
         for (int k = 0; k < STEPS; k++) {
             inside += k >= 3 && k <= 6;
