@@ -47,7 +47,7 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
         goto fail;
     g->dim = g->model.dim;
     const fm_flist *iv = &c->sample.cfg_interval;
-    const int interval = !(iv->v[0] == 0.0 && iv->v[1] == 1.0);
+    const int interval = fm_build_guidance_interval(c);
     if (interval && ((rc = fm_build_flow_params(&g->half_p, c, e)) != FM_OK ||
                      (rc = fm_build_flow_model(&g->half, c, d, &g->half_p, B, e)) != FM_OK))
         goto fail;
