@@ -38,6 +38,13 @@ int fm_build_check_memory(const fm_config *c, int world_size, fm_err *e);
 #define FM_GRID_BATCH 256
 static inline int fm_build_grid_batch(int n) { return n < FM_GRID_BATCH ? n : FM_GRID_BATCH; }
 
+/* 1 if sample.cfg_interval is not [0, 1]: a generator then also builds the flow
+ * model at B rows, for the steps outside the interval (generate.h). */
+static inline int fm_build_guidance_interval(const fm_config *c)
+{
+    return !(c->sample.cfg_interval.v[0] == 0.0 && c->sample.cfg_interval.v[1] == 1.0);
+}
+
 /* Side and channels of the flow model's input: the VAE's latents
  * (fm_vae_latent_hw of fm_build_vae_cfg, vae.latent_channels) or the 32x32x1
  * images. */

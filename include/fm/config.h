@@ -74,6 +74,8 @@ extern const char *const fm_model_names[];     /* unet dit */
 extern const char *const fm_path_names[];      /* linear cosine */
 extern const char *const fm_tdist_names[];     /* uniform logit_normal */
 extern const char *const fm_sampler_names[];   /* euler heun sde */
+extern const char *const fm_target_names[];    /* velocity x1 eps v */
+extern const char *const fm_cfg_schedule_names[]; /* constant linear cosine */
 extern const char *const fm_batch_names[];     /* global per_rank */
 extern const char *const fm_lr_scale_names[];  /* none linear sqrt */
 extern const char *const fm_hier_names[];      /* auto on off */
@@ -141,6 +143,7 @@ typedef struct fm_config {
         double cfg_dropout;       /* eta: P(y -> null) */
         int path;                 /* fm_path_kind */
         int t_dist;               /* fm_time_kind */
+        int target;               /* fm_target_kind: what the network predicts */
         double t_mean, t_std;     /* logit-normal m, s */
         fm_flist ema_decay;       /* one EMA per rate, all updated each step; [0]: the "ema." tensors */
         bool ema_warmup;          /* ema.h: decay min(d, (1+k)/(10+k)) */
@@ -161,6 +164,8 @@ typedef struct fm_config {
     } dit;
     struct {
         fm_flist cfg;             /* guidance scales w, one grid each */
+        fm_flist cfg_interval;    /* [t_lo, t_hi]: guidance only there */
+        int cfg_schedule;         /* fm_cfg_schedule: w over the interval */
         int sampler;              /* fm_sampler_kind */
         int steps;
         int per_class;            /* samples per class in a grid */

@@ -33,6 +33,9 @@ typedef struct fm_generator {
     long dim;              /* values per flow sample */
     fm_params flow_p;
     fm_flow_model model;   /* built for 2B rows */
+    fm_params half_p;      /* a copy of flow_p for half (fm_generate copies the weights) */
+    fm_flow_model half;    /* built for B rows when sample.cfg_interval is not [0, 1]: the sampler skips
+                            * the unused branch outside it (else half.batch = 0 and half_p is empty) */
     fm_sampler sampler;
     fm_guide_sampler guide; /* classifier guidance (sample.classifier_scale > 0), else zero */
     fm_params vae_p;

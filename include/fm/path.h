@@ -89,12 +89,14 @@ typedef struct fm_cfm_cfg {
     fm_time_dist time;
     float cfg_dropout; /* eta: probability that y is replaced by the null label */
     int num_classes;   /* the null label is num_classes */
+    int target;        /* fm_target_kind (target.h): what u holds; 0 = the velocity */
 } fm_cfm_cfg;
 
 /* Build the guided CFM batch of B rows of D values, no allocation:
  *   in:  z [B, D] clean data, y [B] labels in [0, num_classes) (NULL: all null),
  *        gidx [B] global sample indices of the rows, seed, step
- *   out: t [B], xt [B, D] = alpha_t z + beta_t eps, u [B, D] = dalpha_t z + dbeta_t eps,
+ *   out: t [B], xt [B, D] = alpha_t z + beta_t eps, u [B, D] = dalpha_t z + dbeta_t eps
+ *        (or the target of c->target: fm_target_of_pair),
  *        y_out [B]: y, or num_classes with probability cfg_dropout (y_out may be y).
  * eps ~ N(0, I), t and the dropout draw follow the stream layout at the top of
  * this file, so row i depends only on (seed, step, gidx[i], z[i], y[i]).

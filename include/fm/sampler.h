@@ -6,7 +6,21 @@
  * (w = 1: conditional, w = 0: unconditional, w > 1: pushed towards class y
  * and away from the others). Both branches run as ONE model call on 2B rows:
  * rows [0, B) are x with labels y, rows [B, 2B) the same x with the null
- * label. The callback is always called with n = 2B (a fixed shape).
+ * label. The callback is called with n = 2B (a fixed shape), except with
+ * half_calls: where the weight w(t) below is exactly 1 or 0 only the branch
+ * that counts runs, as one call on n = B rows (labels y, or null for w = 0).
+ *
+ * Guidance interval and schedule: the weight used at time t is
+ *   w(t) = 1                           for t outside [cfg_lo, cfg_hi] (cfg_interval set)
+ *   w(t) = 1 + (w - 1) ramp(r)         inside, r = (t - lo) / (hi - lo) (1 if hi = lo),
+ * with ramp = 1 (constant), r (linear) or (1 - cos(pi r)) / 2 (cosine), and
+ * lo, hi = 0, 1 without an interval: guidance grows from none at lo to w at hi.
+ * Constant without an interval (the zero default) is w everywhere.
+ *
+ * Targets (target.h): the model predicts cfg.target; the guided prediction
+ * is converted to the velocity with the path's coefficients, the model being
+ * evaluated at fm_target_time(target, t) (t itself for velocity and v).
+ *
  * With cfg.cguide (cguide.h) every evaluation adds s c(t) grad_x log p_t(y | x)
  * from a noise-conditioned classifier to u~ (classifier guidance, with CFG).
  *
@@ -44,6 +58,8 @@ typedef int (*fm_velocity_fn)(void *ctx, const float *x, const float *t, const i
 
 typedef enum fm_sampler_kind { FM_SAMPLER_EULER = 0, FM_SAMPLER_HEUN = 1, FM_SAMPLER_SDE = 2 } fm_sampler_kind;
 
+typedef enum fm_cfg_schedule { FM_CFG_CONSTANT = 0, FM_CFG_LINEAR = 1, FM_CFG_COSINE = 2 } fm_cfg_schedule;
+
 typedef struct fm_sampler_cfg {
     fm_sampler_kind kind;
     fm_path_kind path;
@@ -52,6 +68,11 @@ typedef struct fm_sampler_cfg {
     int heun_euler_last; /* heun: make the last step Euler (no evaluation at t = 1) */
     int null_label;      /* the null label (= num_classes) */
     const struct fm_cguide *cguide; /* classifier guidance (cguide.h) added to u~ at every evaluation; NULL = off */
+    int target;          /* fm_target_kind (target.h): what the model predicts; 0 = velocity */
+    int cfg_interval;    /* guidance only for t in [cfg_lo, cfg_hi] (w = 1 outside); 0 = everywhere */
+    double cfg_lo, cfg_hi;
+    int cfg_schedule;    /* fm_cfg_schedule: w over the interval */
+    int half_calls;      /* the model accepts n = B: skip the unused branch where w(t) is 1 or 0 */
 } fm_sampler_cfg;
 
 typedef struct fm_sampler {
@@ -81,6 +102,17 @@ int fm_sampler_nfe(const fm_sampler_cfg *cfg);
 
 /* x [B, D] <- the initial noise N(0, I) of samples first .. first+B-1. */
 void fm_sample_noise(float *x, int B, long D, uint64_t seed, uint64_t first);
+
+/* The guidance weight w(t) for the scale w (see the top of this file). */
+float fm_guidance_weight(const fm_sampler_cfg *cfg, float w, double t);
+
+/* out [B, D] <- the guided velocity at (x [B, D], t): the model's prediction
+ * (1 - w(t)) p(x, t | null) + w(t) p(x, t | y), converted from cfg.target to
+ * the velocity; labels y are in s->y2 (fm_sample sets them). One model call
+ * (2B rows, or B with half_calls where w(t) is 1 or 0). out may alias x. Every
+ * sampler step goes through this function. */
+int fm_guided_velocity(fm_sampler *s, fm_velocity_fn f, void *ctx, const float *x, double t, float w, float *out,
+                       fm_err *e);
 
 /* Integrate x_inout [B, D] (in: x_0, usually from fm_sample_noise; out: the
  * samples at t = 1) with labels y [B] (NULL: all null) and guidance w.

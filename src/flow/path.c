@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fm/rng.h"
+#include "fm/target.h"
 
 #define HALF_PI 1.5707963267948966
 
@@ -100,6 +101,8 @@ int fm_cfm_batch(const fm_cfm_cfg *c, const float *z, const int32_t *y, const ui
         return fm_fail(e, FM_ERR_USAGE, "cfm batch: bad shape [%d, %ld]", B, D);
     if (!(c->cfg_dropout >= 0.0f && c->cfg_dropout <= 1.0f))
         return fm_fail(e, FM_ERR_USAGE, "cfm batch: cfg dropout %g is not in [0, 1]", c->cfg_dropout);
+    if (c->target < FM_TARGET_VELOCITY || c->target > FM_TARGET_V)
+        return fm_fail(e, FM_ERR_USAGE, "cfm batch: unknown target %d", c->target);
     if (c->num_classes < 0)
         return fm_fail(e, FM_ERR_USAGE, "cfm batch: negative class count %d", c->num_classes);
     if (c->time.kind == FM_TIME_LOGIT_NORMAL && !(c->time.s >= 0.0f))
@@ -119,7 +122,15 @@ int fm_cfm_batch(const fm_cfm_cfg *c, const float *z, const int32_t *y, const ui
         t[i] = fm_time_draw(&c->time, seed, step, gidx[i]);
         /* eps goes through u as scratch: u <- eps, then both rows at once */
         fm_fill_normal(ui, D, seed, s_noise, gidx[i] * (uint64_t)D);
-        fm_path_interp(c->path, t[i], zi, ui, D, xi, ui);
+        if (c->target == FM_TARGET_VELOCITY) {
+            fm_path_interp(c->path, t[i], zi, ui, D, xi, ui);
+        } else {
+            const fm_path_coef pc = fm_path_coefs(c->path, t[i]);
+            const float a = (float)pc.alpha, b = (float)pc.beta;
+            for (long j = 0; j < D; j++)
+                xi[j] = a * zi[j] + b * ui[j];
+            fm_target_of_pair((fm_target_kind)c->target, c->path, t[i], zi, ui, D, ui);
+        }
         int32_t label = y ? y[i] : c->num_classes;
         if (c->cfg_dropout > 0.0f && fm_rand_uniform(seed, s_drop, gidx[i]) < c->cfg_dropout)
             label = c->num_classes;

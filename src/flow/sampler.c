@@ -8,6 +8,7 @@
 #include "fm/cguide.h"
 #include "fm/rng.h"
 #include "fm/signals.h"
+#include "fm/target.h"
 
 #define PAR_MIN 65536 /* elements below which loops stay serial */
 
@@ -34,6 +35,13 @@ int fm_sampler_init(fm_sampler *s, const fm_sampler_cfg *cfg, int B, long D, fm_
         return fm_fail(e, FM_ERR_USAGE, "sampler: steps must be >= 1, got %d", cfg->steps);
     if (!(cfg->sde_sigma >= 0.0f) || isinf(cfg->sde_sigma))
         return fm_fail(e, FM_ERR_USAGE, "sampler: sde sigma must be finite and >= 0, got %g", cfg->sde_sigma);
+    if (cfg->target < FM_TARGET_VELOCITY || cfg->target > FM_TARGET_V)
+        return fm_fail(e, FM_ERR_USAGE, "sampler: unknown target %d", cfg->target);
+    if (cfg->cfg_schedule < FM_CFG_CONSTANT || cfg->cfg_schedule > FM_CFG_COSINE)
+        return fm_fail(e, FM_ERR_USAGE, "sampler: unknown guidance schedule %d", cfg->cfg_schedule);
+    if (cfg->cfg_interval && !(cfg->cfg_lo >= 0.0 && cfg->cfg_lo <= cfg->cfg_hi && cfg->cfg_hi <= 1.0))
+        return fm_fail(e, FM_ERR_USAGE, "sampler: guidance interval [%g, %g] is not within [0, 1] in order",
+                       cfg->cfg_lo, cfg->cfg_hi);
     if (cfg->null_label < 0)
         return fm_fail(e, FM_ERR_USAGE, "sampler: negative null label %d", cfg->null_label);
     if (B < 1 || D < 1)
@@ -66,36 +74,54 @@ void fm_sample_noise(float *x, int B, long D, uint64_t seed, uint64_t first)
     fm_fill_normal(x, (long)B * D, seed, FM_SAMPLE_STREAM_BASE, first * (uint64_t)D);
 }
 
-/* out [B, D] <- (1 - w) u(x, t | null) + w u(x, t | y), one model call on 2B
- * rows, plus the classifier-guidance correction when cfg.cguide is on. out
- * may alias x. s->y2 holds the labels. */
-static int guided(fm_sampler *s, fm_velocity_fn f, void *ctx, const float *x, double t, float w, float *out,
-                  fm_err *e)
+float fm_guidance_weight(const fm_sampler_cfg *c, float w, double t)
 {
+    const double lo = c->cfg_interval ? c->cfg_lo : 0.0, hi = c->cfg_interval ? c->cfg_hi : 1.0;
+    if (c->cfg_interval && (t < lo || t > hi))
+        return 1.0f;
+    if (c->cfg_schedule == FM_CFG_CONSTANT)
+        return w;
+    const double r = hi > lo ? (t - lo) / (hi - lo) : 1.0;
+    const double ramp = c->cfg_schedule == FM_CFG_LINEAR ? r : 0.5 * (1.0 - cos(3.14159265358979323846 * r));
+    return (float)(1.0 + ((double)w - 1.0) * ramp);
+}
+
+int fm_guided_velocity(fm_sampler *s, fm_velocity_fn f, void *ctx, const float *x, double t, float w, float *out,
+                       fm_err *e)
+{
+    const fm_sampler_cfg *c = &s->cfg;
     const int B = s->B;
     const long n = (long)B * s->D;
     int cg = 0; /* classifier guidance (cguide.h) is taken from x before out (may alias x) is written */
     FM_TRY(fm_cguide_prepare(s->cfg.cguide, s->cfg.path, x, t, s->y2, B, s->D, &cg, e));
+    const float wt = fm_guidance_weight(c, w, t);
+    const double tm = fm_target_time((fm_target_kind)c->target, t); /* t away from the target's singular end */
+    const int half = c->half_calls && (wt == 1.0f || wt == 0.0f);   /* one branch only: B rows */
     memcpy(s->x2, x, (size_t)n * sizeof *x);
-    memcpy(s->x2 + n, x, (size_t)n * sizeof *x);
+    if (!half)
+        memcpy(s->x2 + n, x, (size_t)n * sizeof *x);
     for (int i = 0; i < 2 * B; i++)
-        s->t2[i] = (float)t;
-    int rc = f(ctx, s->x2, s->t2, s->y2, 2 * B, s->u2, e);
+        s->t2[i] = (float)tm;
+    /* the conditional rows' labels, or (half and w = 0) the null labels */
+    const int32_t *labels = half && wt == 0.0f ? s->y2 + B : s->y2;
+    int rc = f(ctx, s->x2, s->t2, labels, half ? B : 2 * B, s->u2, e);
     if (rc != FM_OK) {
-        fm_err_prefix(e, "sampler: model at t=%.4f", t);
+        fm_err_prefix(e, "sampler: model at t=%.4f", tm);
         return rc;
     }
     const float *uc = s->u2, *un = s->u2 + n;
-    if (w == 1.0f) {
+    if (half || wt == 1.0f) {
         memcpy(out, uc, (size_t)n * sizeof *out);
-    } else if (w == 0.0f) {
+    } else if (wt == 0.0f) {
         memcpy(out, un, (size_t)n * sizeof *out);
     } else {
-        const float a = 1.0f - w;
+        const float a = 1.0f - wt;
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
         for (long i = 0; i < n; i++)
-            out[i] = a * un[i] + w * uc[i];
+            out[i] = a * un[i] + wt * uc[i];
     }
+    /* the conversion is affine in the prediction, so converting the mix is converting each branch */
+    fm_target_to_velocity((fm_target_kind)c->target, c->path, tm, s->x2, out, n, out);
     if (cg)
         fm_cguide_add(s->cfg.cguide, out, n);
     return FM_OK;
@@ -121,7 +147,7 @@ int fm_sample(fm_sampler *s, fm_velocity_fn f, void *ctx, const int32_t *y, floa
                            fm_stop_requested(), k, steps);
         const double t = (double)k / steps, t1 = (double)(k + 1) / steps;
         float *u = s->k1;
-        FM_TRY(guided(s, f, ctx, x, t, w, u, e));
+        FM_TRY(fm_guided_velocity(s, f, ctx, x, t, w, u, e));
         if (c->kind == FM_SAMPLER_EULER) {
             const float hf = (float)h;
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
@@ -137,7 +163,7 @@ int fm_sample(fm_sampler *s, fm_velocity_fn f, void *ctx, const int32_t *y, floa
                 memcpy(x, xp, (size_t)n * sizeof *x);
                 continue;
             }
-            FM_TRY(guided(s, f, ctx, xp, t1, w, xp, e)); /* xp <- k2 */
+            FM_TRY(fm_guided_velocity(s, f, ctx, xp, t1, w, xp, e)); /* xp <- k2 */
             const float hh = (float)(0.5 * h);
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
             for (long i = 0; i < n; i++)

@@ -20,6 +20,8 @@ const char *const fm_model_names[] = { "unet", "dit", NULL };
 const char *const fm_path_names[] = { "linear", "cosine", NULL };
 const char *const fm_tdist_names[] = { "uniform", "logit_normal", NULL };
 const char *const fm_sampler_names[] = { "euler", "heun", "sde", NULL };
+const char *const fm_target_names[] = { "velocity", "x1", "eps", "v", NULL };
+const char *const fm_cfg_schedule_names[] = { "constant", "linear", "cosine", NULL };
 const char *const fm_batch_names[] = { "global", "per_rank", NULL };
 const char *const fm_lr_scale_names[] = { "none", "linear", "sqrt", NULL };
 const char *const fm_hier_names[] = { "auto", "on", "off", NULL };
@@ -104,6 +106,9 @@ static const fm_cfg_key keys[] = {
     ENUM_("flow.t_dist", flow.t_dist, "uniform", fm_tdist_names, "training time distribution"),
     FLT_("flow.t_mean", flow.t_mean, "0", -10, 10, "logit-normal location m: t = sigmoid(m + s n)"),
     FLT_("flow.t_std", flow.t_std, "1", 0, 10, "logit-normal scale s"),
+    ENUM_("flow.target", flow.target, "velocity", fm_target_names,
+          "what the network predicts and the loss compares: velocity u, x1 (the data), eps (the noise) or v = "
+          "alpha_t eps - beta_t x1; the samplers convert it to the velocity (docs/targets.md)"),
     FLTS_("flow.ema_decay", flow.ema_decay, "0.999", 0, 1, 1,
           "decay of the EMA of the weights; a list (e.g. [0.999, 0.9999]) keeps one EMA per rate, all updated each "
           "step and checkpointed (the first as ema.*, the others as ema@<rate>.*), each selectable by sample.ema"),
@@ -131,6 +136,11 @@ static const fm_cfg_key keys[] = {
     POS_("dit.mlp_ratio", dit.mlp_ratio, "4", 16, "MLP hidden width / dit.width"),
     /* sample: grids from the trained flow */
     FLTS_("sample.cfg", sample.cfg, "[1, 3, 5]", 0, 100, 1, "guidance scales w, one grid each (1 = conditional, 0 = unconditional)"),
+    FLTS_("sample.cfg_interval", sample.cfg_interval, "[0, 1]", 0, 1, 2,
+          "[t_lo, t_hi]: guidance only for t in this interval (t = 0 noise, 1 data), w = 1 outside, where only the "
+          "conditional branch runs"),
+    ENUM_("sample.cfg_schedule", sample.cfg_schedule, "constant", fm_cfg_schedule_names,
+          "w over the interval: constant, or ramped from 1 at t_lo to w at t_hi, linear or cosine"),
     ENUM_("sample.sampler", sample.sampler, "euler", fm_sampler_names, "ODE/SDE integrator"),
     INT_("sample.steps", sample.steps, "50", 1, 100000, "integration steps from noise to data"),
     INT_("sample.per_class", sample.per_class, "8", 1, 1500,
@@ -242,6 +252,9 @@ static int check_usable(const fm_config *c, fm_err *e)
             return fail_at(c, "data.train_limit", e,
                            "1 training image: the eval stage's Fréchet distance floor needs at least 2 (0 = all)");
     }
+    const fm_flist *iv = &c->sample.cfg_interval;
+    if (iv->n != 2 || !(iv->v[0] <= iv->v[1]))
+        return fail_at(c, "sample.cfg_interval", e, "must be two times [t_lo, t_hi] with t_lo <= t_hi, e.g. [0.2, 0.8]");
     return FM_OK;
 }
 

@@ -173,7 +173,8 @@ static int local_batch(const fm_config *c, int batch, int world_size)
     return c->dist.batch == FM_BATCH_GLOBAL ? batch / world_size : batch;
 }
 
-/* A generator of B samples (generate.h): the flow model at 2B rows, the VAE decoder at B, its images. */
+/* A generator of B samples (generate.h): the flow model at 2B rows (and at B with a guidance interval), the
+ * VAE decoder at B, its images. */
 static int plan_generator(const fm_config *c, int B, const char *key, mem_plan *m, fm_err *e)
 {
     fm_flow_model_cfg f;
@@ -182,6 +183,11 @@ static int plan_generator(const fm_config *c, int B, const char *key, mem_plan *
     FM_TRY(fm_flow_model_measure(&f, 2 * B, &arena, &params, e));
     part(m, (double)arena, key);
     part(m, FLOAT_BYTES * (double)params, f.kind == FM_FLOW_DIT ? "dit.width" : "unet.channels");
+    if (fm_build_guidance_interval(c)) { /* the B-row model and its copy of the weights */
+        FM_TRY(fm_flow_model_measure(&f, B, &arena, &params, e));
+        part(m, (double)arena, key);
+        part(m, FLOAT_BYTES * (double)params, "sample.cfg_interval");
+    }
     if (c->flow.latent) {
         fm_vae_cfg v;
         fm_build_vae_cfg(c, &v);

@@ -3,6 +3,7 @@
  * generate.h). */
 #include "fm/generate.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "fm/ema.h"
 #include "fm/log.h"
 #include "fm/png.h"
+#include "fm/target.h"
 
 #define IMG_SIDE 32
 
@@ -21,6 +23,16 @@
 _Static_assert(FM_PATH_LINEAR == 0 && FM_PATH_COSINE == 1, "fm_path_names order");
 _Static_assert(FM_TIME_UNIFORM == 0 && FM_TIME_LOGIT_NORMAL == 1, "fm_tdist_names order");
 _Static_assert(FM_SAMPLER_EULER == 0 && FM_SAMPLER_HEUN == 1 && FM_SAMPLER_SDE == 2, "fm_sampler_names order");
+_Static_assert(FM_TARGET_VELOCITY == 0 && FM_TARGET_X1 == 1 && FM_TARGET_EPS == 2 && FM_TARGET_V == 3,
+               "fm_target_names order");
+_Static_assert(FM_CFG_CONSTANT == 0 && FM_CFG_LINEAR == 1 && FM_CFG_COSINE == 2, "fm_cfg_schedule_names order");
+
+/* The sampler's model: 2B rows on the full model, B rows (one branch) on the half one. */
+static int generator_velocity(void *ctx, const float *x, const float *t, const int32_t *y, int n, float *u, fm_err *e)
+{
+    fm_generator *g = ctx;
+    return fm_flow_model_velocity(n == g->half.batch ? &g->half : &g->model, x, t, y, n, u, e);
+}
 
 int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_sampler_kind kind, int steps,
                       fm_err *e)
@@ -35,12 +47,23 @@ int fm_generator_init(fm_generator *g, const fm_config *c, fm_dnn *d, int B, fm_
     if (rc != FM_OK)
         goto fail;
     g->dim = g->model.dim;
+    const fm_flist *iv = &c->sample.cfg_interval;
+    const int interval = fm_build_guidance_interval(c);
+    if (interval && ((rc = fm_build_flow_params(&g->half_p, c, e)) != FM_OK ||
+                     (rc = fm_build_flow_model(&g->half, c, d, &g->half_p, B, e)) != FM_OK))
+        goto fail;
     fm_sampler_cfg sc = { .kind = kind,
                           .path = (fm_path_kind)c->flow.path,
                           .steps = steps,
                           .sde_sigma = (float)c->sample.sde_sigma,
                           .heun_euler_last = 0,
-                          .null_label = FM_NUM_CLASSES };
+                          .null_label = FM_NUM_CLASSES,
+                          .target = c->flow.target,
+                          .cfg_interval = interval,
+                          .cfg_lo = iv->v[0],
+                          .cfg_hi = iv->v[1],
+                          .cfg_schedule = c->sample.cfg_schedule,
+                          .half_calls = interval };
     if (c->sample.classifier_scale > 0) {
         if ((rc = fm_guide_sampler_init(&g->guide, c, d, B, e)) != FM_OK)
             goto fail;
@@ -73,6 +96,9 @@ void fm_generator_free(fm_generator *g)
 {
     if (g->model.batch)
         fm_flow_model_free(&g->model);
+    if (g->half.batch)
+        fm_flow_model_free(&g->half);
+    fm_params_free(&g->half_p);
     fm_sampler_free(&g->sampler);
     fm_guide_sampler_free(&g->guide);
     fm_vae_half_free(&g->dec);
@@ -108,8 +134,15 @@ int fm_generator_load_vae(fm_generator *g, const char *run_dir, float latent_sca
 int fm_generate(fm_generator *g, const int32_t *y, float w, uint64_t seed, uint64_t first, fm_err *e)
 {
     long n = (long)g->B * g->dim;
+    if (g->half.batch) /* the half model's weights are the full one's, however these were set */
+        memcpy(g->half_p.data, g->flow_p.data, g->flow_p.numel * sizeof(float));
     fm_sample_noise(g->x, g->B, g->dim, seed, first);
-    FM_TRY(fm_sample(&g->sampler, fm_flow_model_velocity, &g->model, y, w, seed, first, g->x, e));
+    FM_TRY(fm_sample(&g->sampler, generator_velocity, g, y, w, seed, first, g->x, e));
+    for (long i = 0; i < n; i++)
+        if (!isfinite(g->x[i]))
+            return fm_fail(e, FM_ERR_DATA, "sampler: sample %llu (guidance %g) is not finite: the flow model diverged "
+                           "or its flow.target does not match the checkpoint's training",
+                           (unsigned long long)(first + (uint64_t)(i / g->dim)), w);
     const float *img = g->x;
     if (g->latent) {
         float inv = 1.0f / g->latent_scale;

@@ -140,7 +140,8 @@ int fm_stage_flow(fm_pipeline *P, fm_err *e)
     fm_cfm_cfg cfm = { .path = (fm_path_kind)c->flow.path,
                        .time = { (fm_time_kind)c->flow.t_dist, (float)c->flow.t_mean, (float)c->flow.t_std },
                        .cfg_dropout = (float)c->flow.cfg_dropout,
-                       .num_classes = FM_NUM_CLASSES };
+                       .num_classes = FM_NUM_CLASSES,
+                       .target = c->flow.target };
     while (rc == FM_OK && t.step < tc->steps) {
         fm_trainer_begin(&t);
         fm_profile *pr = t.prof; /* NULL unless this step is profiled */

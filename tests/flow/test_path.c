@@ -166,7 +166,7 @@ static int test_label_dropout(void)
         g[i] = 1000 + (uint64_t)i;
     }
     fm_err e = { 0 };
-    fm_cfm_cfg c = { FM_PATH_LINEAR, { FM_TIME_UNIFORM, 0, 1 }, 0.1f, C };
+    fm_cfm_cfg c = { FM_PATH_LINEAR, { FM_TIME_UNIFORM, 0, 1 }, 0.1f, C, 0 };
     CHECK_OK(fm_cfm_batch(&c, z, y, g, N, 1, 5, 2, t, xt, u, yo, &e), &e);
     int dropped = 0;
     for (int i = 0; i < N; i++) {
@@ -216,7 +216,7 @@ static int test_split_invariance(void)
     }
     fm_err e = { 0 };
     for (int k = 0; k < 2; k++) {
-        fm_cfm_cfg c = { PATHS[k], { k ? FM_TIME_LOGIT_NORMAL : FM_TIME_UNIFORM, 0, 1 }, 0.5f, 3 };
+        fm_cfm_cfg c = { PATHS[k], { k ? FM_TIME_LOGIT_NORMAL : FM_TIME_UNIFORM, 0, 1 }, 0.5f, 3, 0 };
         CHECK_OK(fm_cfm_batch(&c, z, y, g, B, D, 77, 5, t, xt, u, yo, &e), &e);
         CHECK_OK(fm_cfm_batch(&c, z, y, g, H, D, 77, 5, t2, xt2, u2, yo2, &e), &e);
         CHECK_OK(fm_cfm_batch(&c, z + H * D, y + H, g + H, B - H, D, 77, 5, t2 + H, xt2 + H * D, u2 + H * D,

@@ -1,14 +1,9 @@
 /* test_sampler.c - Euler, Heun and SDE samplers with CFG on targets whose
  * exact velocity is known in closed form.
  *
- * Target: a mixture of C Gaussians N(mu_c, diag(s^2)) with equal weights. For
- * the Gaussian path from N(0, I), component c has the marginal
- * N(alpha mu_c, V), V = alpha^2 s^2 + beta^2 per dim, and (x = alpha z + beta eps,
- * u = dalpha z + dbeta eps jointly Gaussian, u_t(x) = E[u | x]) the exact velocity
- *   u_c(x) = dalpha mu_c + (alpha dalpha s^2 + beta dbeta) / V (x - alpha mu_c).
- * The null branch is the velocity of the mixture marginal: by linearity of the
- * continuity equation, u(x) = sum_c w_c(x) u_c(x) with the posterior weights
- * w_c(x) proportional to N(x; alpha mu_c, V). C = 1 is the single Gaussian. */
+ * Target: a mixture of C Gaussians N(mu_c, diag(s^2)) with equal weights, whose
+ * exact conditional and marginal velocities tests/harness/gmm.h gives in closed
+ * form (the null branch is the mixture's). C = 1 is the single Gaussian. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,29 +11,19 @@
 #include "fm/path.h"
 #include "fm/rng.h"
 #include "fm/sampler.h"
+#include "gmm.h"
 #include "test.h"
 
-enum { MAXC = 4, MAXD = 4 };
+enum { MAXD = FM_GMM_MAXD };
 
 typedef struct gauss_model {
     fm_path_kind path;
-    int C, D;           /* classes (the null label is C), dims */
-    double mu[MAXC][MAXD];
-    double s2[MAXD];    /* per-dim variance of every component */
+    fm_gmm g;           /* classes (the null label is g.C), dims, components */
     int B;              /* the sampler's batch: every call must have n = 2B */
     long calls;
     long contract_errors; /* calls breaking the sampler's documented contract */
     int fail_at_call;     /* > 0: return an error at that call */
 } gauss_model;
-
-static void comp_velocity(const gauss_model *m, const fm_path_coef *c, int k, const float *x, double *u)
-{
-    for (int j = 0; j < m->D; j++) {
-        double V = c->alpha * c->alpha * m->s2[j] + c->beta * c->beta;
-        u[j] = c->dalpha * m->mu[k][j] +
-               (c->alpha * c->dalpha * m->s2[j] + c->beta * c->dbeta) / V * (x[j] - c->alpha * m->mu[k][j]);
-    }
-}
 
 static int gauss_velocity(void *ctx, const float *x, const float *t, const int32_t *y, int n, float *u, fm_err *e)
 {
@@ -46,39 +31,19 @@ static int gauss_velocity(void *ctx, const float *x, const float *t, const int32
     m->calls++;
     if (m->fail_at_call && m->calls == m->fail_at_call)
         return fm_fail(e, FM_ERR_INTERNAL, "test model failed on purpose");
-    const int D = m->D, B = n / 2;
+    const int D = m->g.D, B = n / 2;
     if (n != 2 * m->B)
         m->contract_errors++;
     fm_path_coef c = fm_path_coefs(m->path, t[0]);
     long bad = 0;
     for (int r = 0; r < n; r++) {
         const float *xr = x + (long)r * D;
-        if (t[r] != t[0] || y[r] < 0 || y[r] > m->C)
+        if (t[r] != t[0] || y[r] < 0 || y[r] > m->g.C)
             bad++;
-        if (r >= B && (y[r] != m->C || memcmp(xr, x + (long)(r - B) * D, D * sizeof *xr) != 0))
+        if (r >= B && (y[r] != m->g.C || memcmp(xr, x + (long)(r - B) * D, D * sizeof *xr) != 0))
             bad++;
-        double ur[MAXD] = { 0 };
-        if (y[r] < m->C) {
-            comp_velocity(m, &c, y[r], xr, ur);
-        } else {
-            double lw[MAXC], mx = -INFINITY, sum = 0;
-            for (int k = 0; k < m->C; k++) {
-                lw[k] = 0;
-                for (int j = 0; j < D; j++) {
-                    double V = c.alpha * c.alpha * m->s2[j] + c.beta * c.beta, d = xr[j] - c.alpha * m->mu[k][j];
-                    lw[k] -= d * d / (2 * V);
-                }
-                mx = fmax(mx, lw[k]);
-            }
-            for (int k = 0; k < m->C; k++)
-                sum += (lw[k] = exp(lw[k] - mx));
-            for (int k = 0; k < m->C; k++) {
-                double uk[MAXD];
-                comp_velocity(m, &c, k, xr, uk);
-                for (int j = 0; j < D; j++)
-                    ur[j] += lw[k] / sum * uk[j];
-            }
-        }
+        double ur[MAXD];
+        fm_gmm_means(&m->g, &c, y[r], xr, NULL, NULL, ur);
         for (int j = 0; j < D; j++)
             u[(long)r * D + j] = (float)ur[j];
     }
@@ -90,11 +55,11 @@ static int gauss_velocity(void *ctx, const float *x, const float *t, const int32
  * s = (0.5, 1, 2) (narrower, equal and wider than the noise). */
 static gauss_model gaussian(fm_path_kind path, int B)
 {
-    gauss_model m = { .path = path, .C = 1, .D = 3, .B = B };
+    gauss_model m = { .path = path, .g = { .C = 1, .D = 3 }, .B = B };
     const double mu[3] = { 1.5, -0.7, 0.3 }, s[3] = { 0.5, 1.0, 2.0 };
     for (int j = 0; j < 3; j++) {
-        m.mu[0][j] = mu[j];
-        m.s2[j] = s[j] * s[j];
+        m.g.mu[0][j] = mu[j];
+        m.g.s2[j] = s[j] * s[j];
     }
     return m;
 }
@@ -105,10 +70,10 @@ static int run(gauss_model *m, const fm_sampler_cfg *cfg, int B, const int32_t *
 {
     fm_sampler s;
     fm_err e = { 0 };
-    CHECK_OK(fm_sampler_init(&s, cfg, B, m->D, &e), &e);
-    fm_sample_noise(x, B, m->D, seed, first);
+    CHECK_OK(fm_sampler_init(&s, cfg, B, m->g.D, &e), &e);
+    fm_sample_noise(x, B, m->g.D, seed, first);
     if (x0)
-        memcpy(x0, x, (size_t)B * m->D * sizeof *x);
+        memcpy(x0, x, (size_t)B * m->g.D * sizeof *x);
     m->B = B;
     m->calls = 0;
     int rc = fm_sample(&s, gauss_velocity, m, y, w, seed, first, x, &e);
@@ -166,18 +131,18 @@ static int test_gaussian_moments(void)
             gauss_model m = gaussian(PATHS[p], N);
             fm_sampler_cfg cfg = KINDS[k];
             cfg.path = PATHS[p];
-            cfg.null_label = m.C;
+            cfg.null_label = m.g.C;
             int32_t *y = calloc(N, sizeof *y);
             int bad = run(&m, &cfg, N, y, 1.0f, 7, 0, x, NULL);
             free(y);
             if (bad)
                 return free(x), 1;
             double wm = 0, wv = 0;
-            for (int j = 0; j < m.D; j++) {
-                double mean, var, s = sqrt(m.s2[j]);
-                moments(x, N, m.D, j, NULL, 0, &mean, &var);
-                wm = fmax(wm, fabs(mean - m.mu[0][j]) / s);
-                wv = fmax(wv, fabs(var / m.s2[j] - 1));
+            for (int j = 0; j < m.g.D; j++) {
+                double mean, var, s = sqrt(m.g.s2[j]);
+                moments(x, N, m.g.D, j, NULL, 0, &mean, &var);
+                wm = fmax(wm, fabs(mean - m.g.mu[0][j]) / s);
+                wv = fmax(wv, fabs(var / m.g.s2[j] - 1));
             }
             printf("  %-5s %-6s %3d steps: worst |mean-mu|/s %.4f (tol %.4f), |var/s^2-1| %.4f (tol %.4f)\n",
                    fm_sampler_name(cfg.kind), fm_path_name(cfg.path), cfg.steps, wm, tm, wv, tv);
@@ -198,11 +163,11 @@ static double flow_error(gauss_model *m, const fm_sampler_cfg *cfg, int n, float
     free(y);
     double q = 0;
     for (int r = 0; r < n; r++)
-        for (int j = 0; j < m->D; j++) {
-            double s = sqrt(m->s2[j]), d = (x[r * m->D + j] - (m->mu[0][j] + s * x0[r * m->D + j])) / s;
+        for (int j = 0; j < m->g.D; j++) {
+            double s = sqrt(m->g.s2[j]), d = (x[r * m->g.D + j] - (m->g.mu[0][j] + s * x0[r * m->g.D + j])) / s;
             q += d * d;
         }
-    return sqrt(q / (n * m->D));
+    return sqrt(q / (n * m->g.D));
 }
 
 /* Convergence order, deterministic samplers, steps 10/20/40 on 2000 samples:
@@ -293,12 +258,12 @@ static int test_split_large(void)
  * 0), s = 0.5 in both dims. */
 static gauss_model mixture(fm_path_kind path, int B)
 {
-    gauss_model m = { .path = path, .C = 3, .D = 2, .B = B };
+    gauss_model m = { .path = path, .g = { .C = 3, .D = 2 }, .B = B };
     for (int k = 0; k < 3; k++) {
-        m.mu[k][0] = 4 * cos(2.0943951023931953 * k);
-        m.mu[k][1] = 4 * sin(2.0943951023931953 * k);
+        m.g.mu[k][0] = 4 * cos(2.0943951023931953 * k);
+        m.g.mu[k][1] = 4 * sin(2.0943951023931953 * k);
     }
-    m.s2[0] = m.s2[1] = 0.25;
+    m.g.s2[0] = m.g.s2[1] = 0.25;
     return m;
 }
 
@@ -306,8 +271,8 @@ static int nearest(const gauss_model *m, const float *x)
 {
     int best = 0;
     double bd = INFINITY;
-    for (int k = 0; k < m->C; k++) {
-        double d = hypot(x[0] - m->mu[k][0], x[1] - m->mu[k][1]);
+    for (int k = 0; k < m->g.C; k++) {
+        double d = hypot(x[0] - m->g.mu[k][0], x[1] - m->g.mu[k][1]);
         if (d < bd)
             bd = d, best = k;
     }
@@ -333,7 +298,7 @@ static int test_cfg_w1_w0(void)
             gauss_model m = mixture(PATHS[p], N);
             fm_sampler_cfg cfg = KINDS[k];
             cfg.path = PATHS[p];
-            cfg.null_label = m.C;
+            cfg.null_label = m.g.C;
             for (int i = 0; i < N; i++)
                 y[i] = cls[i] = i % 3;
             if (run(&m, &cfg, N, y, 1.0f, 5, 0, x, NULL))
@@ -343,7 +308,7 @@ static int test_cfg_w1_w0(void)
                 for (int j = 0; j < 2; j++) {
                     double mean, var;
                     moments(x, N, 2, j, cls, c, &mean, &var);
-                    wm = fmax(wm, fabs(mean - m.mu[c][j]) / 0.5);
+                    wm = fmax(wm, fabs(mean - m.g.mu[c][j]) / 0.5);
                     wv = fmax(wv, fabs(var / 0.25 - 1));
                 }
             /* w = 0: the mixture, whatever the labels */
@@ -395,7 +360,7 @@ static int test_cfg_guidance_direction(void)
                 gauss_model m = mixture(PATHS[p], N);
                 fm_sampler_cfg cfg = kinds[k];
                 cfg.path = PATHS[p];
-                cfg.null_label = m.C;
+                cfg.null_label = m.g.C;
                 for (int i = 0; i < N; i++)
                     y[i] = cls[i] = i % 3;
                 if (run(&m, &cfg, N, y, ws[q], 9, 0, x, NULL))
@@ -404,9 +369,9 @@ static int test_cfg_guidance_direction(void)
                     double m0, m1, v;
                     moments(x, N, 2, 0, cls, c, &m0, &v);
                     moments(x, N, 2, 1, cls, c, &m1, &v);
-                    double nx = m.mu[c][0] / 4, ny = m.mu[c][1] / 4; /* unit(mu_c - 0) */
-                    along[q][c] = (m0 - m.mu[c][0]) * nx + (m1 - m.mu[c][1]) * ny;
-                    side[q][c] = -(m0 - m.mu[c][0]) * ny + (m1 - m.mu[c][1]) * nx;
+                    double nx = m.g.mu[c][0] / 4, ny = m.g.mu[c][1] / 4; /* unit(mu_c - 0) */
+                    along[q][c] = (m0 - m.g.mu[c][0]) * nx + (m1 - m.g.mu[c][1]) * ny;
+                    side[q][c] = -(m0 - m.g.mu[c][0]) * ny + (m1 - m.g.mu[c][1]) * nx;
                 }
             }
             printf("  %-5s %-6s offset along mu_c (class 0/1/2): w=1 %+.3f %+.3f %+.3f  w=2 %+.3f %+.3f %+.3f"
