@@ -75,6 +75,7 @@ extern const char *const fm_tdist_names[];     /* uniform logit_normal */
 extern const char *const fm_sampler_names[];   /* euler heun sde */
 extern const char *const fm_batch_names[];     /* global per_rank */
 extern const char *const fm_lr_scale_names[];  /* none linear sqrt */
+extern const char *const fm_comm_sched_names[]; /* auto slice rt nice none (fm_comm_sched, commsched.h) */
 
 typedef enum fm_batch_mode { FM_BATCH_GLOBAL, FM_BATCH_PER_RANK } fm_batch_mode;
 typedef enum fm_lr_scale { FM_LR_SCALE_NONE, FM_LR_SCALE_LINEAR, FM_LR_SCALE_SQRT } fm_lr_scale;
@@ -172,6 +173,7 @@ typedef struct fm_config {
         int batch;                 /* fm_batch_mode: what the *.batch_size keys count */
         int lr_scale;              /* fm_lr_scale: learning rates for per-rank batches on several ranks */
         double timeout;            /* s: the longest wait for another rank */
+        int comm_sched;            /* fm_comm_sched (commsched.h): the communication thread's scheduling */
     } dist;
 
     /* Where each key got its value (indexed like the key table); used by

@@ -50,6 +50,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fm/commsched.h"
 #include "fm/params.h"
 #include "fm/status.h"
 #include "fm/world.h"
@@ -131,14 +132,19 @@ typedef struct fm_gradsync {
     size_t shard_floats;
     int replan_due;       /* ZeRO: the hook order asks for a new plan (see fm_gradsync_replan) */
     struct fm_gs_thread *th; /* the communication thread (NULL with one rank) */
+    int sched_want;       /* dist.comm_sched as asked (fm_comm_sched) */
+    fm_comm_sched_state sched; /* what the communication thread put in force (commsched.h) */
 } fm_gradsync;
 
 /* Plan with the default order and, with more than one rank, start the
- * communication thread and take 3 probes (collective: every rank calls it; see
- * fm_gradsync_probe). timeout_s > 0 bounds every wait of the thread.
- * FM_ERR_USAGE when MPI gives less than MPI_THREAD_SERIALIZED. */
+ * communication thread under the scheduling policy comm_sched (an
+ * fm_comm_sched: dist.comm_sched; rank 0 logs what is in force) and take 3
+ * probes (collective: every rank calls it; see fm_gradsync_probe). timeout_s
+ * > 0 bounds every wait of the thread. FM_ERR_USAGE when MPI gives less than
+ * MPI_THREAD_SERIALIZED, or when a rank cannot put an explicitly requested
+ * policy in force (every rank fails then). */
 int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, double timeout_s,
-                     fm_err *e);
+                     int comm_sched, fm_err *e);
 void fm_gradsync_free(fm_gradsync *gs);
 
 /* ZeRO-1 on (1) or off (0), between steps. With it, finish leaves in

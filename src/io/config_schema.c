@@ -21,6 +21,7 @@ const char *const fm_tdist_names[] = { "uniform", "logit_normal", NULL };
 const char *const fm_sampler_names[] = { "euler", "heun", "sde", NULL };
 const char *const fm_batch_names[] = { "global", "per_rank", NULL };
 const char *const fm_lr_scale_names[] = { "none", "linear", "sqrt", NULL };
+const char *const fm_comm_sched_names[] = { "auto", "slice", "rt", "nice", "none", NULL };
 
 _Static_assert(FM_CFG_IMAGE_SIDE == FM_MNIST_PADDED, "image side");
 
@@ -141,6 +142,10 @@ static const fm_cfg_key keys[] = {
     ENUM_("dist.batch", dist.batch, "global", fm_batch_names, "what every *.batch_size counts: the global batch, or the batch of one rank (weak scaling)"),
     ENUM_("dist.lr_scale", dist.lr_scale, "none", fm_lr_scale_names, "with per_rank batches: learning rates times ranks (linear) or sqrt(ranks)"),
     POS_("dist.timeout", dist.timeout, "600", 1e6, "seconds a rank waits for another in a collective before it stops the job"),
+    ENUM_("dist.comm_sched", dist.comm_sched, "auto", fm_comm_sched_names,
+          "how the gradient communication thread gets a core from the compute threads: slice (short EEVDF slice, "
+          "Linux >= 6.12), rt (SCHED_FIFO: root or RLIMIT_RTPRIO), nice (compute threads at nice +5), none; auto = "
+          "slice, else rt, else none"),
 };
 
 _Static_assert(sizeof keys / sizeof keys[0] <= FM_CFG_MAX_KEYS, "raise FM_CFG_MAX_KEYS");

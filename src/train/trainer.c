@@ -78,7 +78,8 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     if (rc == FM_OK && !t->gathered)
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' step statistics", w->size);
     if (rc == FM_OK)
-        rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), cfg->dist.timeout, e);
+        rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), cfg->dist.timeout,
+                              cfg->dist.comm_sched, e);
     if (rc == FM_OK && cfg->dist.zero)
         rc = fm_gradsync_set_zero(&t->sync, 1, e);
     /* the moments and the EMA: this rank's shard under ZeRO, else whole */
