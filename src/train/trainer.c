@@ -83,7 +83,7 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     if (rc == FM_OK && cfg->dist.zero)
         rc = fm_gradsync_set_zero(&t->sync, 1, e);
     /* the moments and the EMA: this rank's shard under ZeRO, else whole */
-    const size_t floats = fm_gradsync_shard_floats(&t->sync, w->rank);
+    const size_t floats = rc == FM_OK ? fm_gradsync_shard_floats(&t->sync, w->rank) : 0; /* a failed init freed it */
     fm_adamw_cfg oc = fm_adamw_defaults();
     oc.beta1 = tc->beta1;
     oc.beta2 = tc->beta2;
