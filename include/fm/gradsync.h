@@ -134,11 +134,12 @@ typedef struct fm_gradsync {
     struct fm_gs_thread *th; /* the communication thread (NULL with one rank) */
     int sched_want;       /* dist.comm_sched as asked (fm_comm_sched) */
     fm_comm_sched_state sched; /* what the communication thread put in force (commsched.h) */
+    int sched_differs;    /* the first rank whose policy is not rank 0's, or -1 */
 } fm_gradsync;
 
 /* Plan with the default order and, with more than one rank, start the
  * communication thread under the scheduling policy comm_sched (an
- * fm_comm_sched: dist.comm_sched; rank 0 logs what is in force) and take 3
+ * fm_comm_sched: dist.comm_sched) and take 3
  * probes (collective: every rank calls it; see fm_gradsync_probe). timeout_s
  * > 0 bounds every wait of the thread. FM_ERR_USAGE when MPI gives less than
  * MPI_THREAD_SERIALIZED, or when a rank cannot put an explicitly requested
@@ -146,6 +147,10 @@ typedef struct fm_gradsync {
 int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, double timeout_s,
                      int comm_sched, fm_err *e);
 void fm_gradsync_free(fm_gradsync *gs);
+/* On rank 0 with more than one rank: one line "<stage>: dist.comm_sched: ..."
+ * saying what is in force (a warning naming what was not available when
+ * auto fell back, and one when another rank has another policy). */
+void fm_gradsync_log_sched(const fm_gradsync *gs, const char *stage);
 
 /* ZeRO-1 on (1) or off (0), between steps. With it, finish leaves in
  * p->grad only this rank's shard reduced (the mean over ranks); the rest is

@@ -344,8 +344,8 @@ static int thread_start(fm_gradsync *gs, double timeout_s, int comm_sched, fm_er
 }
 
 /* Every rank's policy (or its failure) to every rank: all ranks stop when
- * one could not put an explicitly requested policy in force, and rank 0
- * logs what is in force once (a warning when auto had to fall back). */
+ * one could not put an explicitly requested policy in force; the first rank
+ * whose policy differs from rank 0's is kept for the log. */
 static int sched_agree(fm_gradsync *gs, int rc, fm_err *e)
 {
     const fm_world *w = gs->world;
@@ -372,19 +372,24 @@ static int sched_agree(fm_gradsync *gs, int rc, fm_err *e)
     if (bad >= 0)
         return fm_fail(e, bad_rc, "rank %d: rank %d could not put dist.comm_sched: %s in force (its message says why)",
                        w->rank, bad, fm_comm_sched_name(gs->sched_want));
-    if (w->rank == 0) {
-        char what[320];
-        fm_comm_sched_describe(&gs->sched, what, sizeof what);
-        if (gs->sched_want == FM_COMM_SCHED_AUTO && gs->sched.tried[0])
-            fm_warn("dist.comm_sched: auto: %s; so %s", gs->sched.tried, what);
-        else
-            fm_info("dist.comm_sched: %s%s", gs->sched_want == FM_COMM_SCHED_AUTO ? "auto: " : "", what);
-        if (differs >= 0)
-            fm_warn("dist.comm_sched: rank %d put another policy in force than rank 0's %s (other kernel or limits "
-                    "on its node)",
-                    differs, fm_comm_sched_name(gs->sched.mode));
-    }
+    gs->sched_differs = differs;
     return FM_OK;
+}
+
+void fm_gradsync_log_sched(const fm_gradsync *gs, const char *stage)
+{
+    if (!gs->th || gs->world->rank != 0)
+        return;
+    char what[320];
+    fm_comm_sched_describe(&gs->sched, what, sizeof what);
+    if (gs->sched_want == FM_COMM_SCHED_AUTO && gs->sched.tried[0])
+        fm_warn("%s: dist.comm_sched: auto: %s; so %s", stage, gs->sched.tried, what);
+    else
+        fm_info("%s: dist.comm_sched: %s%s", stage, gs->sched_want == FM_COMM_SCHED_AUTO ? "auto: " : "", what);
+    if (gs->sched_differs >= 0)
+        fm_warn("%s: dist.comm_sched: rank %d put another policy in force than rank 0's %s (another kernel or other "
+                "limits on its node)",
+                stage, gs->sched_differs, fm_comm_sched_name(gs->sched.mode));
 }
 
 static void thread_stop(fm_gradsync *gs)

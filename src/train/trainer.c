@@ -101,6 +101,7 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     }
     log_state(t, "");
     fm_gradsync_set_fault_hook(&t->sync, poison_hook, t);
+    fm_gradsync_log_sched(&t->sync, stage);
     if (w->size > 1)
         fm_info("%s: gradients in %d bucket%s of at most %.3g MiB (largest %.3g MiB), %.2f ms to reduce them alone",
                 stage, t->sync.plan.nbuckets, t->sync.plan.nbuckets == 1 ? "" : "s", cfg->flow.bucket_mb,
