@@ -8,14 +8,18 @@
  * reduction starts, and every poll of an in-flight reduction waits again.
  * The policies, in the order `auto` tries them:
  *
+ *   rt     SCHED_FIFO priority FM_COMM_RT_PRIO (root, CAP_SYS_NICE or
+ *          RLIMIT_RTPRIO >= 1): it preempts any SCHED_OTHER thread on wake-up,
+ *          whatever else runs on the node. First because it was the most
+ *          reliable in the per-bucket schedules on this machine (bucket 0's
+ *          hand-over to reduction start: p90 0.18 ms against 3.7 ms under
+ *          slice with other jobs running, docs/scaling.md).
  *   slice  the communication thread stays SCHED_OTHER (same nice) with a
  *          custom EEVDF slice of FM_COMM_SLICE_NS (sched_setattr's
  *          sched_runtime; Linux >= 6.12, no privilege needed): with the
  *          kernel's PREEMPT_SHORT a woken short-slice thread preempts the
  *          compute thread at once, and its short slice ends its turn soon.
  *          Available when the kernel reports the slice back (sched_getattr).
- *   rt     SCHED_FIFO priority FM_COMM_RT_PRIO (root, CAP_SYS_NICE or
- *          RLIMIT_RTPRIO >= 1): it preempts any SCHED_OTHER thread on wake-up.
  *   nice   (only when asked for) every compute thread (the calling thread and
  *          each OpenMP worker) raises its nice value to the communication
  *          thread's + FM_COMM_NICE_STEP (at most 19): the scheduler favours the
@@ -29,8 +33,9 @@
  * compute thread, so its waits must not spin: instead of the yielding poll
  * (sched_yield gives a real-time thread's core to no SCHED_OTHER thread, and
  * 5 us sleeps would preempt compute 100 000 times a second while a slow link
- * drains) it sleeps between MPI tests, 10 us doubling up to FM_COMM_POLL_S
- * (fm_world_poll). With nothing to do the communication thread sleeps on a
+ * drains) it tests for 50 us, which a fast link's round needs, then sleeps
+ * between MPI tests, 10 us doubling up to FM_COMM_POLL_S (fm_world_poll),
+ * with a timer slack of 1 ns. With nothing to do the communication thread sleeps on a
  * condition variable: no policy costs compute time then. */
 #ifndef FM_COMMSCHED_H
 #define FM_COMMSCHED_H
@@ -66,8 +71,8 @@ typedef struct fm_comm_sched_state {
 const char *fm_comm_sched_name(int mode);
 
 /* On the communication thread, before its first MPI call: name the thread
- * "fmtrain-comm" (ps -L, top -H), put `want` in force for it (auto: slice,
- * else rt, else none; nice and none change nothing here) and fill *st. An explicitly requested slice or rt that the
+ * "fmtrain-comm" (ps -L, top -H), put `want` in force for it (auto: rt,
+ * else slice, else none; nice and none change nothing here) and fill *st. An explicitly requested slice or rt that the
  * system refuses: FM_ERR_USAGE naming dist.comm_sched, why, and what to do. */
 int fm_comm_sched_thread(int want, fm_comm_sched_state *st, fm_err *e);
 

@@ -148,8 +148,8 @@ int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bu
                      int comm_sched, fm_err *e);
 void fm_gradsync_free(fm_gradsync *gs);
 /* On rank 0 with more than one rank: one line "<stage>: dist.comm_sched: ..."
- * saying what is in force (a warning naming what was not available when
- * auto fell back, and one when another rank has another policy). */
+ * saying what is in force and what auto found not available (a warning when
+ * that left none, and one when another rank has another policy). */
 void fm_gradsync_log_sched(const fm_gradsync *gs, const char *stage);
 
 /* ZeRO-1 on (1) or off (0), between steps. With it, finish leaves in

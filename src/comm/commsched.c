@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -80,37 +81,41 @@ static int try_rt(char *why, size_t cap)
     return -1;
 }
 
+/* Put policy `mode` (slice or rt) in force for the calling thread: 0, or -1
+ * with why not in why. */
+static int try_mode(int mode, fm_comm_sched_state *st, char *why, size_t cap)
+{
+    if ((mode == FM_COMM_SCHED_RT ? try_rt : try_slice)(why, cap) != 0)
+        return -1;
+    st->mode = mode;
+    st->poll_sleep_s = FM_COMM_POLL_S;
+    prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul); /* sleeps as asked, not 50 us longer (SCHED_OTHER's default) */
+    return 0;
+}
+
 int fm_comm_sched_thread(int want, fm_comm_sched_state *st, fm_err *e)
 {
     memset(st, 0, sizeof *st);
     pthread_setname_np(pthread_self(), "fmtrain-comm");
     st->comm_nice = thread_nice();
     st->mode = want == FM_COMM_SCHED_AUTO ? FM_COMM_SCHED_NONE : want;
+    if (want == FM_COMM_SCHED_NICE || want == FM_COMM_SCHED_NONE)
+        return FM_OK;
     char why[160] = "";
-    if (want == FM_COMM_SCHED_SLICE || want == FM_COMM_SCHED_AUTO) {
-        if (try_slice(why, sizeof why) == 0) {
-            st->mode = FM_COMM_SCHED_SLICE;
-            st->poll_sleep_s = FM_COMM_POLL_S;
+    if (want != FM_COMM_SCHED_AUTO) {
+        if (try_mode(want, st, why, sizeof why) == 0)
             return FM_OK;
-        }
-        if (want == FM_COMM_SCHED_SLICE)
-            return fm_fail(e, FM_ERR_USAGE,
-                           "dist.comm_sched: slice is not available: %s; set dist.comm_sched: auto (or rt, nice, "
-                           "none)",
-                           why + strlen("slice: "));
-        snprintf(st->tried, sizeof st->tried, "%s", why);
+        return fm_fail(e, FM_ERR_USAGE, "dist.comm_sched: %s is not available: %s; %sset dist.comm_sched: auto (or %s)",
+                       fm_comm_sched_name(want), strchr(why, ' ') + 1,
+                       want == FM_COMM_SCHED_RT ? "run as root or raise RLIMIT_RTPRIO (ulimit -r 1, limits.conf "
+                                                  "rtprio), or "
+                                                : "",
+                       want == FM_COMM_SCHED_RT ? "slice, nice, none" : "rt, nice, none");
     }
-    if (want == FM_COMM_SCHED_RT || want == FM_COMM_SCHED_AUTO) {
-        if (try_rt(why, sizeof why) == 0) {
-            st->mode = FM_COMM_SCHED_RT;
-            st->poll_sleep_s = FM_COMM_POLL_S;
+    static const int order[] = { FM_COMM_SCHED_RT, FM_COMM_SCHED_SLICE };
+    for (int i = 0; i < 2; i++) {
+        if (try_mode(order[i], st, why, sizeof why) == 0)
             return FM_OK;
-        }
-        if (want == FM_COMM_SCHED_RT)
-            return fm_fail(e, FM_ERR_USAGE,
-                           "dist.comm_sched: rt is not available: %s; run as root or raise RLIMIT_RTPRIO (ulimit -r "
-                           "1, limits.conf rtprio), or set dist.comm_sched: auto (or slice, nice, none)",
-                           why + strlen("rt: "));
         size_t n = strlen(st->tried);
         snprintf(st->tried + n, sizeof st->tried - n, "%s%s", n ? "; " : "", why);
     }
@@ -152,12 +157,13 @@ void fm_comm_sched_describe(const fm_comm_sched_state *st, char *buf, int cap)
     case FM_COMM_SCHED_SLICE:
         snprintf(buf, (size_t)cap,
                  "slice: the communication thread is SCHED_OTHER (nice %d) with a %llu us EEVDF slice, so it "
-                 "preempts a compute thread when it wakes",
-                 st->comm_nice, FM_COMM_SLICE_NS / 1000);
+                 "preempts a compute thread when it wakes; its waits test for 50 us, then sleep 10-%.0f us",
+                 st->comm_nice, FM_COMM_SLICE_NS / 1000, 1e6 * st->poll_sleep_s);
         break;
     case FM_COMM_SCHED_RT:
         snprintf(buf, (size_t)cap,
-                 "rt: the communication thread is SCHED_FIFO priority %d and sleeps %.0f us between MPI tests",
+                 "rt: the communication thread is SCHED_FIFO priority %d; its waits test for 50 us, then sleep "
+                 "10-%.0f us",
                  FM_COMM_RT_PRIO, 1e6 * st->poll_sleep_s);
         break;
     case FM_COMM_SCHED_NICE:

@@ -382,10 +382,12 @@ void fm_gradsync_log_sched(const fm_gradsync *gs, const char *stage)
         return;
     char what[320];
     fm_comm_sched_describe(&gs->sched, what, sizeof what);
-    if (gs->sched_want == FM_COMM_SCHED_AUTO && gs->sched.tried[0])
+    const int is_auto = gs->sched_want == FM_COMM_SCHED_AUTO;
+    if (is_auto && gs->sched.mode == FM_COMM_SCHED_NONE) /* nothing helps the thread */
         fm_warn("%s: dist.comm_sched: auto: %s; so %s", stage, gs->sched.tried, what);
     else
-        fm_info("%s: dist.comm_sched: %s%s", stage, gs->sched_want == FM_COMM_SCHED_AUTO ? "auto: " : "", what);
+        fm_info("%s: dist.comm_sched: %s%s%s%s%s", stage, is_auto ? "auto: " : "", what, gs->sched.tried[0] ? " (" : "",
+                gs->sched.tried, gs->sched.tried[0] ? ")" : "");
     if (gs->sched_differs >= 0)
         fm_warn("%s: dist.comm_sched: rank %d put another policy in force than rank 0's %s (another kernel or other "
                 "limits on its node)",

@@ -143,9 +143,9 @@ static const fm_cfg_key keys[] = {
     ENUM_("dist.lr_scale", dist.lr_scale, "none", fm_lr_scale_names, "with per_rank batches: learning rates times ranks (linear) or sqrt(ranks)"),
     POS_("dist.timeout", dist.timeout, "600", 1e6, "seconds a rank waits for another in a collective before it stops the job"),
     ENUM_("dist.comm_sched", dist.comm_sched, "auto", fm_comm_sched_names,
-          "how the gradient communication thread gets a core from the compute threads: slice (short EEVDF slice, "
-          "Linux >= 6.12), rt (SCHED_FIFO: root or RLIMIT_RTPRIO), nice (compute threads at nice +5), none; auto = "
-          "slice, else rt, else none"),
+          "how the gradient communication thread gets a core from the compute threads: rt (SCHED_FIFO: root or "
+          "RLIMIT_RTPRIO), slice (short EEVDF slice, Linux >= 6.12), nice (compute threads at nice +5), none; auto = "
+          "rt, else slice, else none"),
 };
 
 _Static_assert(sizeof keys / sizeof keys[0] <= FM_CFG_MAX_KEYS, "raise FM_CFG_MAX_KEYS");

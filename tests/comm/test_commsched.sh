@@ -3,9 +3,9 @@
 # on 2 ranks x 1 thread, while a watcher reads /proc/PID/task/TID/sched of
 # every thread named fmtrain-comm of this run's processes.
 #   1. auto: rank 0 logs the policy once, and both ranks' communication
-#      threads carry it (slice: SCHED_OTHER, se.slice 100000 ns, which Linux
-#      >= 6.12 must give; rt: SCHED_FIFO).
-#   2. rt (root only): both communication threads are SCHED_FIFO.
+#      threads carry it (as root rt: SCHED_FIFO; else slice on Linux >= 6.12:
+#      SCHED_OTHER with se.slice 100000 ns).
+#   2. slice (Linux >= 6.12): both communication threads have the 100 us slice.
 #   3. rt requested by a user who may not have it (nobody, RLIMIT_RTPRIO 0):
 #      every rank stops with exit 2 and the error names dist.comm_sched and
 #      what to do; no rank hangs.
@@ -63,13 +63,14 @@ new_kernel=0
 [ "$(printf '%s\n6.12\n' "${release%%-*}" | sort -V | head -1)" = 6.12 ] && new_kernel=1
 
 # --- 1. auto ------------------------------------------------------------------
+if [ "$(id -u)" -eq 0 ]; then want=rt; elif [ $new_kernel = 1 ]; then want=slice; else want=; fi
 if watched auto; then
   lines=$(grep -c "dist.comm_sched: auto" "$T/auto.err")
   policy=$(grep -o "dist.comm_sched: auto: [a-z]*" "$T/auto.err" | head -1 | awk '{print $3}')
   if [ "$lines" != 1 ]; then
     fail auto_logged_once "$lines lines 'dist.comm_sched: auto' (want 1, from rank 0)"; show "$T/auto.err" 5
-  elif [ $new_kernel = 1 ] && [ "$policy" != slice ]; then
-    fail auto_picks_slice "Linux $release has custom slices, auto chose '$policy'"; grep comm_sched "$T/auto.err"
+  elif [ -n "$want" ] && [ "$policy" != "$want" ]; then
+    fail auto_picks_$want "auto chose '$policy' (uid $(id -u), Linux $release)"; grep comm_sched "$T/auto.err"
   else
     pass "auto_logged_once ($(grep -o 'dist.comm_sched: .*' "$T/auto.err" | cut -c1-110))"
     case $policy in
@@ -80,14 +81,14 @@ if watched auto; then
   fi
 fi
 
-# --- 2. rt ----------------------------------------------------------------------
-if [ "$(id -u)" -ne 0 ]; then
-  skip rt_in_force "needs root for SCHED_FIFO"
-elif watched rt --set dist.comm_sched=rt; then
-  if ! grep -q "dist.comm_sched: rt: the communication thread is SCHED_FIFO" "$T/rt.err"; then
-    fail rt_logged "no rt line"; show "$T/rt.err" 5
-  elif msg=$(threads_are rt 1 -); then pass "rt_in_force ($msg)"
-  else fail rt_in_force "$msg"; fi
+# --- 2. slice -------------------------------------------------------------------
+if [ $new_kernel = 0 ]; then
+  skip_hw slice_in_force "Linux $release has no custom EEVDF slices (6.12 or newer)"
+elif watched slice --set dist.comm_sched=slice; then
+  if ! grep -q "dist.comm_sched: slice: the communication thread is SCHED_OTHER" "$T/slice.err"; then
+    fail slice_logged "no slice line"; show "$T/slice.err" 5
+  elif msg=$(threads_are slice 0 100000); then pass "slice_in_force ($msg)"
+  else fail slice_in_force "$msg"; fi
 fi
 
 # --- 3. rt refused --------------------------------------------------------------
