@@ -29,6 +29,7 @@
 #   BUCKETS  bucket sizes in MiB (default "64 4 1 0.25"; 64 = one bucket)
 #   STEPS    flow steps per point (default 12; the first 2 are left out)
 #   BATCH    global batch (default 16: 8 per rank)
+#   COMM_SCHED  dist.comm_sched of the runs (default: the config's, auto)
 #   OUT      where the runs go (default runs/overlap)
 #   FMTRAIN  the binary (default ./fmtrain)
 # Usage: sudo jobs/overlap.sh     (or as root; the qdisc is removed on exit)
@@ -54,7 +55,7 @@ trap 'exit 130' INT TERM
 # train B LOG: fmtrain on 2 ranks x 1 thread over the shaped link, B MiB buckets, into $OUT/bB
 train_args() {
   echo "$FMTRAIN" configs/scaling.yaml --out "$OUT/b$1" --set flow.steps="$STEPS" --set flow.batch_size="$BATCH" \
-    --set flow.bucket_mb="$1" --set run.log_every=1
+    --set flow.bucket_mb="$1" --set run.log_every=1 ${COMM_SCHED:+--set dist.comm_sched=$COMM_SCHED}
 }
 case $LINK in
 lo)
@@ -105,7 +106,7 @@ EOF
 done
 json="${json%,}]"
 {
-  echo "$where; configs/scaling.yaml, global batch $BATCH; medians of steps 3-$STEPS."
+  echo "$where; configs/scaling.yaml, global batch $BATCH, dist.comm_sched ${COMM_SCHED:-auto} (in force: $(sed -n 's/.*dist\.comm_sched: \(auto: \)\{0,1\}\([a-z]*\):.*/\2/p' "$OUT"/b*.log | sort -u | tr '\n' ' ' | sed 's/ $//')); medians of steps 3-$STEPS."
   echo
   echo "| bucket MiB | steps | step ms | compute ms | blocked after backward ms | reduced alone ms | blocked / alone |"
   echo "|---|---|---|---|---|---|---|"

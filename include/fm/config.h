@@ -79,6 +79,7 @@ extern const char *const fm_cfg_schedule_names[]; /* constant linear cosine */
 extern const char *const fm_batch_names[];     /* global per_rank */
 extern const char *const fm_lr_scale_names[];  /* none linear sqrt */
 extern const char *const fm_hier_names[];      /* auto on off */
+extern const char *const fm_comm_sched_names[]; /* auto slice rt nice none (fm_comm_sched, commsched.h) */
 
 typedef enum fm_batch_mode { FM_BATCH_GLOBAL, FM_BATCH_PER_RANK } fm_batch_mode;
 typedef enum fm_lr_scale { FM_LR_SCALE_NONE, FM_LR_SCALE_LINEAR, FM_LR_SCALE_SQRT } fm_lr_scale;
@@ -186,6 +187,7 @@ typedef struct fm_config {
         int lr_scale;              /* fm_lr_scale: learning rates for per-rank batches on several ranks */
         double timeout;            /* s: the longest wait for another rank */
         int hierarchical;          /* fm_gs_hier (gradsync.h, in fm_hier_names order): node-aware reduction */
+        int comm_sched;            /* fm_comm_sched (commsched.h): the communication thread's scheduling */
     } dist;
 
     /* Where each key got its value (indexed like the key table); used by

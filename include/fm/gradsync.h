@@ -68,6 +68,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fm/commsched.h"
 #include "fm/params.h"
 #include "fm/status.h"
 #include "fm/world.h"
@@ -153,16 +154,26 @@ typedef struct fm_gradsync {
     int nodes, per_node;  /* the node layout: nodes, ranks on each (0: they differ); 0, 0 with one rank */
     int hier;             /* 1: gradient allreduces take the hierarchical scheme */
     struct fm_gs_thread *th; /* the communication thread (NULL with one rank) */
+    int sched_want;       /* dist.comm_sched as asked (fm_comm_sched) */
+    fm_comm_sched_state sched; /* what the communication thread put in force (commsched.h) */
+    int sched_differs;    /* the first rank whose policy is not rank 0's, or -1 */
 } fm_gradsync;
 
 /* Plan with the default order and, with more than one rank, find the nodes,
- * start the communication thread and take 3 probes (collective: every rank
- * calls it; see fm_gradsync_probe). hier_mode is an fm_gs_hier.
- * timeout_s > 0 bounds every wait of the thread. FM_ERR_USAGE when MPI gives
- * less than MPI_THREAD_SERIALIZED, or FM_GS_HIER_ON on nodes of unequal size. */
+ * start the communication thread under the scheduling policy comm_sched (an
+ * fm_comm_sched: dist.comm_sched) and take 3 probes (collective: every rank
+ * calls it; see fm_gradsync_probe). hier_mode is an fm_gs_hier. timeout_s > 0
+ * bounds every wait of the thread. FM_ERR_USAGE when MPI gives less than
+ * MPI_THREAD_SERIALIZED, on nodes of unequal size with FM_GS_HIER_ON, or when a
+ * rank cannot put an explicitly requested policy in force (every rank fails
+ * then). */
 int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, int hier_mode,
-                     double timeout_s, fm_err *e);
+                     double timeout_s, int comm_sched, fm_err *e);
 void fm_gradsync_free(fm_gradsync *gs);
+/* On rank 0 with more than one rank: one line "<stage>: dist.comm_sched: ..."
+ * saying what is in force and what auto found not available (a warning when
+ * that left none, and one when another rank has another policy). */
+void fm_gradsync_log_sched(const fm_gradsync *gs, const char *stage);
 
 /* ZeRO-1 on (1) or off (0), between steps. With it, finish leaves in
  * p->grad only this rank's shard reduced (the mean over ranks); the rest is

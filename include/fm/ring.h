@@ -14,12 +14,13 @@
  * with the same bits. With two ranks each element is x[0] + x[1] (one addition,
  * commutative), the bits MPI_Allreduce gives.
  *
- * Waiting is a yielding poll (MPI_Testall, sched_yield, then short sleeps), so
- * an oversubscribed node is not eaten by busy-waiting ranks, and it has a
- * deadline: a peer that sends nothing within timeout_s ends the call with
- * FM_ERR_INTERNAL naming it (by world rank, whatever the ring's communicator)
- * and the context string (e.g. "flow step 12,
- * gradient bucket 3"). Not thread-safe: one thread drives one fm_ring. */
+ * Waiting is a yielding poll (MPI_Testall, sched_yield, then short sleeps; or
+ * sleeps of poll_sleep_s between tests when the caller sets it, e.g. for a
+ * real-time thread), so an oversubscribed node is not eaten by busy-waiting
+ * ranks, and it has a deadline: a peer that sends nothing within timeout_s
+ * ends the call with FM_ERR_INTERNAL naming it (by world rank, whatever the ring's
+ * communicator) and the context string (e.g.
+ * "flow step 12, gradient bucket 3"). Not thread-safe: one thread drives one fm_ring. */
 #ifndef FM_RING_H
 #define FM_RING_H
 
@@ -33,6 +34,7 @@ typedef struct fm_ring {
     int rank, size, left, right; /* in comm */
     int *world;       /* [size] the world rank of each member (error messages name world ranks) */
     double timeout_s; /* deadline of one wait (> 0) */
+    double poll_sleep_s; /* 0: the yielding poll; > 0: sleep this long between tests (fm_world_poll) */
     float *tmp;       /* receive buffer of the reduce-scatter: the largest chunk */
     size_t tmp_cap;   /* floats */
     const char *what; /* context for error messages (may be NULL) */

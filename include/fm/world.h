@@ -45,13 +45,17 @@ int fm_world_same(const fm_world *w, const double *mine, int n, int *differs, fm
 int fm_world_max_int(const fm_world *w, int *v, fm_err *e);
 int fm_world_barrier(const fm_world *w, fm_err *e);
 /* Poll req[0 .. n) until all are complete, yielding the core (sched_yield,
- * then short sleeps: oversubscribed ranks must not spin), for at most
- * timeout_s seconds. FM_POLL_DONE; FM_POLL_TIMEOUT with *open the index of
- * the first request still open (the caller cancels or frees them); or
- * FM_POLL_MPI_ERROR with MPI's code in *mpi_rc. */
+ * then short sleeps: oversubscribed ranks must not spin; or, with sleep_s >
+ * 0, tests without pause for 50 us, then sleeps between tests, 10 us doubling
+ * up to sleep_s: a thread that preempts the compute threads whenever it wakes,
+ * such as a real-time one, to which sched_yield gives nothing back), for at
+ * most timeout_s seconds.
+ * FM_POLL_DONE; FM_POLL_TIMEOUT with *open the index of the first request
+ * still open (the caller cancels or frees them); or FM_POLL_MPI_ERROR with
+ * MPI's code in *mpi_rc. */
 enum { FM_POLL_DONE, FM_POLL_TIMEOUT, FM_POLL_MPI_ERROR };
 #ifdef MPI_VERSION
-int fm_world_poll(MPI_Request *req, int n, double timeout_s, int *open, int *mpi_rc);
+int fm_world_poll(MPI_Request *req, int n, double timeout_s, double sleep_s, int *open, int *mpi_rc);
 /* Wait for one non-blocking call on a communicator of size ranks (the world,
  * or "scope" such as " of this node") for at most w->timeout_s; the error
  * names the operation (what) and the ranks that were waited for. */

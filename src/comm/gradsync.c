@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/commsched.h"
 #include "fm/log.h"
 #include "fm/ring.h"
 #include "fm/shared.h"
@@ -183,6 +184,10 @@ typedef struct fm_gs_thread {
     int hier;           /* 1: allreduce rounds take the hierarchical scheme */
     fm_gradsync *gs;
     char what[96], what_node[120], what_across[120];
+    int sched_want;     /* dist.comm_sched (fm_comm_sched) */
+    int started;        /* the thread has put its scheduling policy in force (or failed to) */
+    int start_rc;
+    fm_err start_err;
 } fm_gs_thread;
 
 enum round_op { OP_ALLREDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER };
@@ -258,7 +263,14 @@ static int reduce_bucket(fm_gs_thread *th, int k, fm_err *e)
 static void *thread_main(void *arg)
 {
     fm_gs_thread *th = arg;
+    fm_err se = { 0 };
+    int src = fm_comm_sched_thread(th->sched_want, &th->gs->sched, &se); /* before any MPI call */
+    th->ring.poll_sleep_s = th->node.poll_sleep_s = th->across.poll_sleep_s = th->gs->sched.poll_sleep_s;
     pthread_mutex_lock(&th->mu);
+    th->started = 1;
+    th->start_rc = src;
+    th->start_err = se;
+    pthread_cond_signal(&th->done);
     for (;;) {
         while (!th->quit && !(th->next < th->nbuckets && th->ready[th->next]))
             pthread_cond_wait(&th->work, &th->mu);
@@ -351,7 +363,7 @@ static int hier_setup(fm_gradsync *gs, fm_gs_thread *th, int mode, double timeou
     return rc;
 }
 
-static int thread_start(fm_gradsync *gs, int hier_mode, double timeout_s, fm_err *e)
+static int thread_start(fm_gradsync *gs, int hier_mode, double timeout_s, int comm_sched, fm_err *e)
 {
     int level = MPI_THREAD_SINGLE;
     MPI_Query_thread(&level);
@@ -382,6 +394,7 @@ static int thread_start(fm_gradsync *gs, int hier_mode, double timeout_s, fm_err
     }
     th->gs = gs;
     th->nbuckets = 0;
+    th->sched_want = comm_sched;
     pthread_mutex_init(&th->mu, NULL);
     pthread_cond_init(&th->work, NULL);
     pthread_cond_init(&th->done, NULL);
@@ -394,7 +407,69 @@ static int thread_start(fm_gradsync *gs, int hier_mode, double timeout_s, fm_err
         return fm_fail(e, FM_ERR_INTERNAL, "cannot start the communication thread");
     }
     gs->th = th;
+    pthread_mutex_lock(&th->mu);
+    while (!th->started)
+        pthread_cond_wait(&th->done, &th->mu);
+    rc = th->start_rc;
+    if (rc != FM_OK)
+        *e = th->start_err;
+    pthread_mutex_unlock(&th->mu);
+    if (rc == FM_OK)
+        rc = fm_comm_sched_compute(&gs->sched, e); /* nice: this thread and the OpenMP workers */
+    if (rc != FM_OK)
+        fm_err_prefix(e, "rank %d", gs->world->rank);
+    return rc;
+}
+
+/* Every rank's policy (or its failure) to every rank: all ranks stop when
+ * one could not put an explicitly requested policy in force; the first rank
+ * whose policy differs from rank 0's is kept for the log. */
+static int sched_agree(fm_gradsync *gs, int rc, fm_err *e)
+{
+    const fm_world *w = gs->world;
+    double mine[2] = { rc == FM_OK ? gs->sched.mode : -1, rc }, *all = malloc((size_t)w->size * 2 * sizeof *all);
+    if (!all)
+        return rc != FM_OK ? rc : fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' values", w->size);
+    fm_err ae = { 0 };
+    int arc = fm_world_allgather(w, mine, 2, all, &ae);
+    int bad = -1, differs = -1;
+    for (int r = 0; arc == FM_OK && r < w->size; r++) {
+        if (all[2 * r] < 0 && bad < 0)
+            bad = r;
+        if (all[2 * r] != all[0] && differs < 0)
+            differs = r;
+    }
+    const int bad_rc = bad >= 0 ? (int)all[2 * bad + 1] : FM_OK;
+    free(all);
+    if (rc != FM_OK)
+        return rc; /* this rank's own message */
+    if (arc != FM_OK) {
+        *e = ae;
+        return arc;
+    }
+    if (bad >= 0)
+        return fm_fail(e, bad_rc, "rank %d: rank %d could not put dist.comm_sched: %s in force (its message says why)",
+                       w->rank, bad, fm_comm_sched_name(gs->sched_want));
+    gs->sched_differs = differs;
     return FM_OK;
+}
+
+void fm_gradsync_log_sched(const fm_gradsync *gs, const char *stage)
+{
+    if (!gs->th || gs->world->rank != 0)
+        return;
+    char what[320];
+    fm_comm_sched_describe(&gs->sched, what, sizeof what);
+    const int is_auto = gs->sched_want == FM_COMM_SCHED_AUTO;
+    if (is_auto && gs->sched.mode == FM_COMM_SCHED_NONE) /* nothing helps the thread */
+        fm_warn("%s: dist.comm_sched: auto: %s; so %s", stage, gs->sched.tried, what);
+    else
+        fm_info("%s: dist.comm_sched: %s%s%s%s%s", stage, is_auto ? "auto: " : "", what, gs->sched.tried[0] ? " (" : "",
+                gs->sched.tried, gs->sched.tried[0] ? ")" : "");
+    if (gs->sched_differs >= 0)
+        fm_warn("%s: dist.comm_sched: rank %d put another policy in force than rank 0's %s (another kernel or other "
+                "limits on its node)",
+                stage, gs->sched_differs, fm_comm_sched_name(gs->sched.mode));
 }
 
 static void thread_stop(fm_gradsync *gs)
@@ -485,7 +560,7 @@ int fm_gradsync_probe(fm_gradsync *gs, int reps, fm_err *e)
 }
 
 int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bucket_bytes, int hier_mode,
-                     double timeout_s, fm_err *e)
+                     double timeout_s, int comm_sched, fm_err *e)
 {
     memset(gs, 0, sizeof *gs);
     gs->world = w;
@@ -506,7 +581,10 @@ int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bu
     }
     gs->recording = w->size > 1;
     if (w->size > 1) {
-        int rc = thread_start(gs, hier_mode, timeout_s, e);
+        gs->sched_want = comm_sched;
+        int rc = thread_start(gs, hier_mode, timeout_s, comm_sched, e);
+        if (gs->th) /* the thread is up: every rank agrees before the first collective of the ring */
+            rc = sched_agree(gs, rc, e);
         if (rc == FM_OK)
             rc = fm_gradsync_probe(gs, 3, e);
         if (rc != FM_OK) {

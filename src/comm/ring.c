@@ -71,7 +71,7 @@ static int wait_reqs(fm_ring *r, MPI_Request *req, const int *peer, int n, int f
                      int round, fm_err *e)
 {
     int open = 0, mpi_rc = MPI_SUCCESS;
-    const int st = fm_world_poll(req, n, r->timeout_s, &open, &mpi_rc);
+    const int st = fm_world_poll(req, n, r->timeout_s, r->poll_sleep_s, &open, &mpi_rc);
     if (st == FM_POLL_DONE)
         return FM_OK;
     if (st == FM_POLL_MPI_ERROR)

@@ -10,6 +10,7 @@
 #include "fm/timer.h"
 
 #define MPI_CHUNK ((size_t)1 << 28) /* counts are int: reduce in chunks */
+#define FM_POLL_SPIN_S 50e-6         /* paced polls: test without pause this long first */
 
 int fm_world_fail(fm_err *e, int rc, const char *what)
 {
@@ -44,9 +45,11 @@ void fm_world_set_timeout(fm_world *w, double seconds)
         w->timeout_s = seconds;
 }
 
-int fm_world_poll(MPI_Request *req, int n, double timeout_s, int *open, int *mpi_rc)
+int fm_world_poll(MPI_Request *req, int n, double timeout_s, double sleep_s, int *open, int *mpi_rc)
 {
     const double t0 = fm_now();
+    const long paced_ns = sleep_s > 0 ? (long)(sleep_s * 1e9) : 0;
+    unsigned naps = 0; /* paced: sleeps so far */
     for (unsigned long it = 0;; it++) {
         int flag = 0;
         *mpi_rc = MPI_Testall(n, req, &flag, MPI_STATUSES_IGNORE);
@@ -54,9 +57,10 @@ int fm_world_poll(MPI_Request *req, int n, double timeout_s, int *open, int *mpi
             return FM_POLL_MPI_ERROR;
         if (flag)
             return FM_POLL_DONE;
-        if (it < 256) {
-            sched_yield();
-            continue;
+        if (paced_ns ? fm_now() - t0 < FM_POLL_SPIN_S : it < 256) {
+            if (!paced_ns)
+                sched_yield();
+            continue; /* paced: test again at once, a fast link's round ends within this */
         }
         if ((it & 63) == 0 && fm_now() - t0 > timeout_s) {
             *open = 0;
@@ -71,7 +75,14 @@ int fm_world_poll(MPI_Request *req, int n, double timeout_s, int *open, int *mpi
             }
             return FM_POLL_TIMEOUT;
         }
-        const struct timespec ts = { 0, it < 4096 ? 5000 : 50000 }; /* 5 us, then 50 us */
+        /* paced: 10 us, doubling up to the caller's interval (a slow link's
+         * transfer costs few wake-ups); else 5 us, then 50 us */
+        long ns = it < 4096 ? 5000 : 50000;
+        if (paced_ns) {
+            ns = naps < 16 && (10000l << naps) < paced_ns ? 10000l << naps : paced_ns;
+            naps++;
+        }
+        const struct timespec ts = { 0, ns };
         nanosleep(&ts, NULL);
     }
 }
@@ -79,7 +90,7 @@ int fm_world_poll(MPI_Request *req, int n, double timeout_s, int *open, int *mpi
 int fm_world_wait(const fm_world *w, int size, const char *scope, MPI_Request *req, const char *what, fm_err *e)
 {
     int open = 0, mpi_rc = MPI_SUCCESS;
-    switch (fm_world_poll(req, 1, w->timeout_s, &open, &mpi_rc)) {
+    switch (fm_world_poll(req, 1, w->timeout_s, 0, &open, &mpi_rc)) {
     case FM_POLL_DONE:
         return FM_OK;
     case FM_POLL_MPI_ERROR:

@@ -25,6 +25,7 @@ const char *const fm_cfg_schedule_names[] = { "constant", "linear", "cosine", NU
 const char *const fm_batch_names[] = { "global", "per_rank", NULL };
 const char *const fm_lr_scale_names[] = { "none", "linear", "sqrt", NULL };
 const char *const fm_hier_names[] = { "auto", "on", "off", NULL };
+const char *const fm_comm_sched_names[] = { "auto", "slice", "rt", "nice", "none", NULL };
 
 _Static_assert(FM_CFG_IMAGE_SIDE == FM_MNIST_PADDED, "image side");
 
@@ -166,6 +167,10 @@ static const fm_cfg_key keys[] = {
     POS_("dist.timeout", dist.timeout, "600", 1e6, "seconds a rank waits for another in a collective before it stops the job"),
     ENUM_("dist.hierarchical", dist.hierarchical, "auto", fm_hier_names,
           "gradients reduced inside each node, then across nodes by one ring per local rank (auto: with >1 node of >1 rank)"),
+    ENUM_("dist.comm_sched", dist.comm_sched, "auto", fm_comm_sched_names,
+          "how the gradient communication thread gets a core from the compute threads: rt (SCHED_FIFO: root or "
+          "RLIMIT_RTPRIO), slice (short EEVDF slice, Linux >= 6.12), nice (compute threads at nice +5), none; auto = "
+          "rt, else slice, else none"),
 };
 
 _Static_assert(sizeof keys / sizeof keys[0] <= FM_CFG_MAX_KEYS, "raise FM_CFG_MAX_KEYS");

@@ -101,11 +101,11 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' step statistics", w->size);
     if (rc == FM_OK)
         rc = fm_gradsync_init(&t->sync, w, params, (size_t)(cfg->flow.bucket_mb * 1048576.0), cfg->dist.hierarchical,
-                              cfg->dist.timeout, e);
+                              cfg->dist.timeout, cfg->dist.comm_sched, e);
     if (rc == FM_OK && cfg->dist.zero)
         rc = fm_gradsync_set_zero(&t->sync, 1, e);
     /* the moments and the EMA: this rank's shard under ZeRO, else whole */
-    const size_t floats = rc == FM_OK ? fm_gradsync_shard_floats(&t->sync, w->rank) : 0;
+    const size_t floats = rc == FM_OK ? fm_gradsync_shard_floats(&t->sync, w->rank) : 0; /* a failed init freed it */
     fm_adamw_cfg oc = fm_adamw_defaults();
     oc.beta1 = tc->beta1;
     oc.beta2 = tc->beta2;
@@ -130,6 +130,7 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     }
     log_state(t, "");
     fm_gradsync_set_fault_hook(&t->sync, poison_hook, t);
+    fm_gradsync_log_sched(&t->sync, stage);
     if (w->size > 1)
         fm_info("%s: gradients in %d bucket%s of at most %.3g MiB (largest %.3g MiB), %.2f ms to reduce them alone",
                 stage, t->sync.plan.nbuckets, t->sync.plan.nbuckets == 1 ? "" : "s", cfg->flow.bucket_mb,

@@ -259,7 +259,7 @@ static int test_one_rank_runtime(void)
     CHECK_OK(make_params(&p, &e), &e);
     fm_world w1 = { 0, 1, 0, 600 };
     fm_gradsync gs;
-    CHECK_OK(fm_gradsync_init(&gs, &w1, &p, 4096, FM_GS_HIER_AUTO, 60, &e), &e);
+    CHECK_OK(fm_gradsync_init(&gs, &w1, &p, 4096, FM_GS_HIER_AUTO, 60, FM_COMM_SCHED_NONE, &e), &e);
     poison_ctx pc = { 0, 0 };
     fm_gradsync_set_fault_hook(&gs, poison, &pc);
     for (size_t i = 0; i < p.numel; i++)
@@ -299,7 +299,7 @@ static int test_mpi_runtime(void)
     fm_params p;
     CHECK_OK(make_params(&p, &e), &e);
     fm_gradsync gs;
-    CHECK_OK(fm_gradsync_init(&gs, w, &p, 10000, FM_GS_HIER_AUTO, 60, &e), &e);
+    CHECK_OK(fm_gradsync_init(&gs, w, &p, 10000, FM_GS_HIER_AUTO, 60, FM_COMM_SCHED_NONE, &e), &e);
     CHECK(gs.comm_ms > 0, "no blocking probe time");
     /* nodes faked k by k (tests/comm/test_hier.sh): the hierarchical scheme when > 1 node of > 1 rank */
     const char *k_env = getenv(FM_NODE_ENV);
