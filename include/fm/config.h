@@ -58,6 +58,7 @@ typedef enum fm_stage {
     FM_STAGE_VAE,
     FM_STAGE_ENCODE,
     FM_STAGE_FLOW,
+    FM_STAGE_REFLOW,
     FM_STAGE_SAMPLE,
     FM_STAGE_EVAL,
     FM_STAGE_COUNT
@@ -66,16 +67,18 @@ typedef enum fm_precision { FM_PRECISION_FP32, FM_PRECISION_BF16 } fm_precision;
 typedef enum fm_recon_loss { FM_RECON_L2, FM_RECON_L1 } fm_recon_loss;
 typedef enum fm_model_kind { FM_MODEL_UNET, FM_MODEL_DIT } fm_model_kind;
 
-extern const char *const fm_stage_names[];     /* vae encode flow sample eval */
+extern const char *const fm_stage_names[];     /* vae encode flow reflow sample eval */
 extern const char *const fm_precision_names[]; /* fp32 bf16 */
 extern const char *const fm_recon_names[];     /* l2 l1 */
 extern const char *const fm_model_names[];     /* unet dit */
 extern const char *const fm_path_names[];      /* linear cosine */
 extern const char *const fm_tdist_names[];     /* uniform logit_normal */
 extern const char *const fm_sampler_names[];   /* euler heun sde */
+extern const char *const fm_weights_names[];   /* flow reflow */
 extern const char *const fm_batch_names[];     /* global per_rank */
 extern const char *const fm_lr_scale_names[];  /* none linear sqrt */
 
+typedef enum fm_weights_kind { FM_WEIGHTS_FLOW, FM_WEIGHTS_REFLOW } fm_weights_kind;
 typedef enum fm_batch_mode { FM_BATCH_GLOBAL, FM_BATCH_PER_RANK } fm_batch_mode;
 typedef enum fm_lr_scale { FM_LR_SCALE_NONE, FM_LR_SCALE_LINEAR, FM_LR_SCALE_SQRT } fm_lr_scale;
 
@@ -141,6 +144,15 @@ typedef struct fm_config {
         int accum_steps;          /* micro-batches of batch_size per optimiser step */
     } flow;
     struct {
+        fm_train_config train;    /* the fine-tuning of the copy on the straight paths */
+        int pairs;                /* (noise, sample) couplings drawn from the flow model */
+        double cfg;               /* guidance scale w of the couplings */
+        int sampler;              /* fm_sampler_kind of the couplings */
+        int sampler_steps;        /* integration steps of the couplings */
+        double cfg_dropout;       /* P(y -> null) while fine-tuning */
+        double ema_decay;
+    } reflow;
+    struct {
         fm_ilist channels;        /* width per level; levels after the first halve the side */
         int res_blocks;
         fm_ilist attn_res;        /* sides (e.g. 4 for 4x4) with self-attention */
@@ -159,6 +171,7 @@ typedef struct fm_config {
         int per_class;            /* samples per class in a grid */
         double sde_sigma;         /* sde: sigma_t = sde_sigma * beta_t */
         bool ema;                 /* sample with the EMA weights */
+        int weights;              /* fm_weights_kind: the flow's or the reflowed model's */
     } sample;
     struct {
         int classifier_steps;
@@ -166,6 +179,9 @@ typedef struct fm_config {
         double classifier_lr;
         int samples_per_class;     /* generated per class and guidance scale */
         int batch_size;            /* global: generation and feature extraction */
+        fm_ilist table_steps;      /* quality-vs-cost table: sampler steps of its rows; [] = no table */
+        fm_flist table_cfg;        /* the table's guidance scales (plain CFG) */
+        int table_sampler;         /* fm_sampler_kind of the table */
     } eval;
     struct {
         bool zero;                 /* ZeRO-1: optimiser and EMA state sharded over the ranks */

@@ -42,6 +42,7 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
 int fm_stage_vae(fm_pipeline *P, fm_err *e);
 int fm_stage_encode(fm_pipeline *P, fm_err *e);
 int fm_stage_flow(fm_pipeline *P, fm_err *e);
+int fm_stage_reflow(fm_pipeline *P, fm_err *e);
 int fm_stage_sample(fm_pipeline *P, fm_err *e);
 int fm_stage_eval(fm_pipeline *P, fm_err *e);
 

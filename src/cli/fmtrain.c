@@ -393,6 +393,11 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
                     fm_model_names[c->flow.model], side, side, ch, c->flow.latent ? "latents" : "pixels",
                     c->flow.train.steps, c->flow.train.batch_size * c->flow.accum_steps, fm_path_names[c->flow.path], c->flow.cfg_dropout);
             break;
+        case FM_STAGE_REFLOW:
+            fprintf(f, " reflow (%d couplings at w = %g by %s in %d steps, %d steps, batch %d)", c->reflow.pairs,
+                    c->reflow.cfg, fm_sampler_names[c->reflow.sampler], c->reflow.sampler_steps, c->reflow.train.steps,
+                    c->reflow.train.batch_size);
+            break;
         case FM_STAGE_SAMPLE:
             fprintf(f, " sample (%s, %d steps, %d per class, cfg [", fm_sampler_names[c->sample.sampler],
                     c->sample.steps, c->sample.per_class);

@@ -131,10 +131,12 @@ int fm_generator_load_files(fm_generator *g, const fm_config *c, const char *ckp
     fm_ckpt_extra ex = { "latent_scale", &scale, 1, { 1 } };
     fm_ckpt_group grp = { c->sample.ema ? "ema." : "", &g->flow_p, g->flow_p.data };
     fm_ckpt ck;
+    const char *stage = fm_weights_names[c->sample.weights]; /* flow, or reflow: the same model and groups */
     int rc = ckpt ? fm_ckpt_load_file(ckpt, &grp, 1, &ex, 1, &ck, e)
-                  : fm_ckpt_load_latest(c->run.out, "flow", &grp, 1, &ex, 1, &ck, e);
+                  : fm_ckpt_load_latest(c->run.out, stage, &grp, 1, &ex, 1, &ck, e);
     if (rc == FM_CKPT_NONE)
-        return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no flow checkpoint: run the flow stage first", c->run.out);
+        return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no %s checkpoint: run the %s stage first (sample.weights: %s)",
+                       c->run.out, stage, stage, stage);
     FM_TRY(rc);
     if (!(scale > 0.0f)) /* finite: fm_ckpt_load_* checked it */
         rc = fm_fail(e, FM_ERR_DATA, "%s: tensor latent_scale: %g is not > 0", ck.path, scale);

@@ -574,7 +574,10 @@ static void profile_step_done(fm_trainer *t)
 static void run_position(const fm_trainer *t, fm_progress *pg)
 {
     const fm_config *c = t->cfg;
-    int me = strcmp(t->stage, "vae") == 0 ? FM_STAGE_VAE : strcmp(t->stage, "flow") == 0 ? FM_STAGE_FLOW : FM_STAGE_EVAL;
+    int me = strcmp(t->stage, "vae") == 0      ? FM_STAGE_VAE
+             : strcmp(t->stage, "flow") == 0   ? FM_STAGE_FLOW
+             : strcmp(t->stage, "reflow") == 0 ? FM_STAGE_REFLOW
+                                               : FM_STAGE_EVAL;
     double later = 0;
     int seen = 0;
     for (int i = 0; i < c->run.stages.n; i++) {
@@ -583,6 +586,8 @@ static void run_position(const fm_trainer *t, fm_progress *pg)
             later += (double)c->vae.train.steps * c->vae.train.batch_size;
         else if (seen && s == FM_STAGE_FLOW)
             later += (double)c->flow.train.steps * c->flow.train.batch_size * c->flow.accum_steps;
+        else if (seen && s == FM_STAGE_REFLOW)
+            later += (double)c->reflow.train.steps * c->reflow.train.batch_size;
         else if (seen && s == FM_STAGE_EVAL)
             later += (double)c->eval.classifier_steps * c->eval.classifier_batch_size;
         if (s == me && !seen) {
