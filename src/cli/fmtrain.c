@@ -54,8 +54,9 @@ static const char usage_text[] =
 static const char help_text[] =
     "\n"
     "Trains a class-conditional latent flow-matching model on Fashion-MNIST: the stages\n"
-    "vae -> encode -> flow -> sample -> eval listed in run.stages of CONFIG (YAML, see\n"
-    "docs/config.md). Each stage resumes from its own checkpoints in the run directory.\n"
+    "vae -> encode -> flow [-> reflow] -> sample -> eval listed in run.stages of CONFIG\n"
+    "(YAML, see docs/config.md). Each stage resumes from its own checkpoints in the run\n"
+    "directory.\n"
     "Run data-parallel with: mpirun -np N fmtrain CONFIG (batch sizes are global).\n"
     "\n"
     "options:\n"
