@@ -661,9 +661,9 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     const char *text = fm_ckpt_meta(&probe, "config");
     int rc = FM_OK;
     fm_config c;
-    if (strcmp(probe.stage, "flow") != 0)
-        rc = fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s is a %s checkpoint, not a flow checkpoint", a->ckpt,
-                     probe.stage);
+    if (strcmp(probe.stage, "flow") != 0 && strcmp(probe.stage, "reflow") != 0) /* the same model and groups */
+        rc = fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s is a %s checkpoint, not a flow or reflow checkpoint",
+                     a->ckpt, probe.stage);
     else if (!text)
         rc = fm_fail(e, FM_ERR_DATA, "%s: the checkpoint holds no config", a->ckpt);
     else
