@@ -110,12 +110,12 @@ static const fm_cfg_key keys[] = {
          "micro-batches of flow.batch_size per optimiser step, gradients summed: the effective batch is "
          "batch_size x accum_steps"),
     /* reflow: rectified flow, a copy of the flow fine-tuned on its own (noise, sample) couplings */
-    TRAIN_KEYS(reflow, "1000", "128", "2e-4", "0.5", "50", "250"),
-    INT_("reflow.pairs", reflow.pairs, "10000", 1, 10000000,
+    TRAIN_KEYS(reflow, "100", "128", "5e-4", "0.5", "20", "25"),
+    INT_("reflow.pairs", reflow.pairs, "3072", 1, 10000000,
          "(noise, sample) couplings drawn from the flow's EMA weights, classes i mod 10 (reflow-pairs.safetensors)"),
     FLT_("reflow.cfg", reflow.cfg, "3", 0, 100, "guidance scale w of the couplings"),
     ENUM_("reflow.sampler", reflow.sampler, "euler", fm_sampler_names, "integrator of the couplings"),
-    INT_("reflow.sampler_steps", reflow.sampler_steps, "50", 1, 100000, "integration steps of the couplings"),
+    INT_("reflow.sampler_steps", reflow.sampler_steps, "12", 1, 100000, "integration steps of the couplings"),
     FLT_("reflow.cfg_dropout", reflow.cfg_dropout, "0.1", 0, 1,
          "probability that a coupling's label is replaced by the null label while fine-tuning"),
     FLT_("reflow.ema_decay", reflow.ema_decay, "0.999", 0, 1, "decay of the EMA of the reflowed weights"),
