@@ -110,7 +110,7 @@ static const fm_cfg_key keys[] = {
          "micro-batches of flow.batch_size per optimiser step, gradients summed: the effective batch is "
          "batch_size x accum_steps"),
     /* reflow: rectified flow, a copy of the flow fine-tuned on its own (noise, sample) couplings */
-    TRAIN_KEYS(reflow, "100", "128", "5e-4", "0.5", "20", "25"),
+    TRAIN_KEYS(reflow, "400", "128", "5e-4", "0.5", "20", "100"),
     INT_("reflow.pairs", reflow.pairs, "3072", 1, 10000000,
          "(noise, sample) couplings drawn from the flow's EMA weights, classes i mod 10 (reflow-pairs.safetensors)"),
     FLT_("reflow.cfg", reflow.cfg, "3", 0, 100, "guidance scale w of the couplings"),
