@@ -59,6 +59,7 @@ typedef enum fm_stage {
     FM_STAGE_ENCODE,
     FM_STAGE_GUIDE,
     FM_STAGE_FLOW,
+    FM_STAGE_REFLOW,
     FM_STAGE_SAMPLE,
     FM_STAGE_EVAL,
     FM_STAGE_COUNT
@@ -67,7 +68,7 @@ typedef enum fm_precision { FM_PRECISION_FP32, FM_PRECISION_BF16 } fm_precision;
 typedef enum fm_recon_loss { FM_RECON_L2, FM_RECON_L1 } fm_recon_loss;
 typedef enum fm_model_kind { FM_MODEL_UNET, FM_MODEL_DIT } fm_model_kind;
 
-extern const char *const fm_stage_names[];     /* vae encode guide flow sample eval */
+extern const char *const fm_stage_names[];     /* vae encode guide flow reflow sample eval */
 extern const char *const fm_precision_names[]; /* fp32 bf16 */
 extern const char *const fm_recon_names[];     /* l2 l1 */
 extern const char *const fm_model_names[];     /* unet dit */
@@ -76,11 +77,13 @@ extern const char *const fm_tdist_names[];     /* uniform logit_normal */
 extern const char *const fm_sampler_names[];   /* euler heun sde */
 extern const char *const fm_target_names[];    /* velocity x1 eps v */
 extern const char *const fm_cfg_schedule_names[]; /* constant linear cosine */
+extern const char *const fm_weights_names[];   /* flow reflow */
 extern const char *const fm_batch_names[];     /* global per_rank */
 extern const char *const fm_lr_scale_names[];  /* none linear sqrt */
 extern const char *const fm_hier_names[];      /* auto on off */
 extern const char *const fm_comm_sched_names[]; /* auto slice rt nice none (fm_comm_sched, commsched.h) */
 
+typedef enum fm_weights_kind { FM_WEIGHTS_FLOW, FM_WEIGHTS_REFLOW } fm_weights_kind;
 typedef enum fm_batch_mode { FM_BATCH_GLOBAL, FM_BATCH_PER_RANK } fm_batch_mode;
 typedef enum fm_lr_scale { FM_LR_SCALE_NONE, FM_LR_SCALE_LINEAR, FM_LR_SCALE_SQRT } fm_lr_scale;
 
@@ -152,6 +155,15 @@ typedef struct fm_config {
         int accum_steps;          /* micro-batches of batch_size per optimiser step */
     } flow;
     struct {
+        fm_train_config train;    /* the fine-tuning of the copy on the straight paths */
+        int pairs;                /* (noise, sample) couplings drawn from the flow model */
+        double cfg;               /* guidance scale w of the couplings */
+        int sampler;              /* fm_sampler_kind of the couplings */
+        int sampler_steps;        /* integration steps of the couplings */
+        double cfg_dropout;       /* P(y -> null) while fine-tuning */
+        double ema_decay;
+    } reflow;
+    struct {
         fm_ilist channels;        /* width per level; levels after the first halve the side */
         int res_blocks;
         fm_ilist attn_res;        /* sides (e.g. 4 for 4x4) with self-attention */
@@ -173,6 +185,7 @@ typedef struct fm_config {
         double sde_sigma;         /* sde: sigma_t = sde_sigma * beta_t */
         double classifier_scale;  /* classifier guidance s (cguide.h; the guide stage's classifier); 0 = off */
         char ema[FM_CFG_STR_MAX]; /* weights to sample: "true", "false" or a rate (fm_config_sample_ema) */
+        int weights;              /* fm_weights_kind: the flow's or the reflowed model's */
     } sample;
     struct {
         int classifier_steps;
@@ -180,6 +193,9 @@ typedef struct fm_config {
         double classifier_lr;
         int samples_per_class;     /* generated per class and guidance scale */
         int batch_size;            /* global: generation and feature extraction */
+        fm_ilist table_steps;      /* quality-vs-cost table: sampler steps of its rows; [] = no table */
+        fm_flist table_cfg;        /* the table's guidance scales (plain CFG) */
+        int table_sampler;         /* fm_sampler_kind of the table */
     } eval;
     struct {
         bool zero;                 /* ZeRO-1: optimiser and EMA state sharded over the ranks */

@@ -104,4 +104,10 @@ typedef struct fm_cfm_cfg {
 int fm_cfm_batch(const fm_cfm_cfg *c, const float *z, const int32_t *y, const uint64_t *gidx, int B, long D,
                  uint64_t seed, uint64_t step, float *t, float *xt, float *u, int32_t *y_out, fm_err *e);
 
+/* The same batch on given couplings (reflow): pairs [B, 2D], row i the sample
+ * z = x1 (D values) then its noise eps = x0 (D values); t and the label
+ * dropout are drawn as by fm_cfm_batch, nothing else. */
+int fm_cfm_pairs(const fm_cfm_cfg *c, const float *pairs, const int32_t *y, const uint64_t *gidx, int B, long D,
+                 uint64_t seed, uint64_t step, float *t, float *xt, float *u, int32_t *y_out, fm_err *e);
+
 #endif

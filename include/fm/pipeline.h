@@ -43,6 +43,7 @@ int fm_stage_vae(fm_pipeline *P, fm_err *e);
 int fm_stage_encode(fm_pipeline *P, fm_err *e);
 int fm_stage_guide(fm_pipeline *P, fm_err *e);
 int fm_stage_flow(fm_pipeline *P, fm_err *e);
+int fm_stage_reflow(fm_pipeline *P, fm_err *e);
 int fm_stage_sample(fm_pipeline *P, fm_err *e);
 int fm_stage_eval(fm_pipeline *P, fm_err *e);
 

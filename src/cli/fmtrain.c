@@ -55,8 +55,9 @@ static const char usage_text[] =
 static const char help_text[] =
     "\n"
     "Trains a class-conditional latent flow-matching model on Fashion-MNIST: the stages\n"
-    "vae -> encode -> flow -> sample -> eval listed in run.stages of CONFIG (YAML, see\n"
-    "docs/config.md). Each stage resumes from its own checkpoints in the run directory.\n"
+    "vae -> encode -> flow [-> reflow] -> sample -> eval listed in run.stages of CONFIG\n"
+    "(YAML, see docs/config.md). Each stage resumes from its own checkpoints in the run\n"
+    "directory.\n"
     "Run data-parallel with: mpirun -np N fmtrain CONFIG (batch sizes are global).\n"
     "\n"
     "options:\n"
@@ -419,6 +420,11 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
                     fm_model_names[c->flow.model], side, side, ch, c->flow.latent ? "latents" : "pixels",
                     c->flow.train.steps, c->flow.train.batch_size * c->flow.accum_steps, fm_path_names[c->flow.path], c->flow.cfg_dropout);
             break;
+        case FM_STAGE_REFLOW:
+            fprintf(f, " reflow (%d couplings at w = %g by %s in %d steps, %d steps, batch %d)", c->reflow.pairs,
+                    c->reflow.cfg, fm_sampler_names[c->reflow.sampler], c->reflow.sampler_steps, c->reflow.train.steps,
+                    c->reflow.train.batch_size);
+            break;
         case FM_STAGE_SAMPLE:
             fprintf(f, " sample (%s, %d steps, %d per class, cfg [", fm_sampler_names[c->sample.sampler],
                     c->sample.steps, c->sample.per_class);
@@ -681,9 +687,9 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     const char *text = fm_ckpt_meta(&probe, "config");
     int rc = FM_OK;
     fm_config c;
-    if (strcmp(probe.stage, "flow") != 0)
-        rc = fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s is a %s checkpoint, not a flow checkpoint", a->ckpt,
-                     probe.stage);
+    if (strcmp(probe.stage, "flow") != 0 && strcmp(probe.stage, "reflow") != 0) /* the same model and groups */
+        rc = fm_fail(e, FM_ERR_USAGE, "fmtrain sample: %s is a %s checkpoint, not a flow or reflow checkpoint",
+                     a->ckpt, probe.stage);
     else if (!text)
         rc = fm_fail(e, FM_ERR_DATA, "%s: the checkpoint holds no config", a->ckpt);
     else

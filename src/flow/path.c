@@ -94,8 +94,11 @@ void fm_time_sample(const fm_time_dist *d, uint64_t seed, uint64_t step, const u
         t[i] = fm_time_draw(d, seed, step, gidx[i]);
 }
 
-int fm_cfm_batch(const fm_cfm_cfg *c, const float *z, const int32_t *y, const uint64_t *gidx, int B, long D,
-                 uint64_t seed, uint64_t step, float *t, float *xt, float *u, int32_t *y_out, fm_err *e)
+/* The batch of fm_cfm_batch, rows of stride ld: z row i at z + i ld; eps
+ * row i at eps + i ld, or drawn when eps is NULL. */
+static int cfm_rows(const fm_cfm_cfg *c, const float *z, const float *eps, long ld, const int32_t *y,
+                    const uint64_t *gidx, int B, long D, uint64_t seed, uint64_t step, float *t, float *xt, float *u,
+                    int32_t *y_out, fm_err *e)
 {
     if (B < 0 || D <= 0)
         return fm_fail(e, FM_ERR_USAGE, "cfm batch: bad shape [%d, %ld]", B, D);
@@ -117,11 +120,14 @@ int fm_cfm_batch(const fm_cfm_cfg *c, const float *z, const int32_t *y, const ui
     uint64_t s_drop = fm_flow_stream(step, FM_FLOW_DROP);
 #pragma omp parallel for if ((long)B * D > 65536) schedule(static)
     for (int i = 0; i < B; i++) {
-        const float *zi = z + (long)i * D;
+        const float *zi = z + (long)i * ld;
         float *xi = xt + (long)i * D, *ui = u + (long)i * D;
         t[i] = fm_time_draw(&c->time, seed, step, gidx[i]);
         /* eps goes through u as scratch: u <- eps, then both rows at once */
-        fm_fill_normal(ui, D, seed, s_noise, gidx[i] * (uint64_t)D);
+        if (eps)
+            memcpy(ui, eps + (long)i * ld, (size_t)D * sizeof *ui);
+        else
+            fm_fill_normal(ui, D, seed, s_noise, gidx[i] * (uint64_t)D);
         if (c->target == FM_TARGET_VELOCITY) {
             fm_path_interp(c->path, t[i], zi, ui, D, xi, ui);
         } else {
@@ -137,4 +143,16 @@ int fm_cfm_batch(const fm_cfm_cfg *c, const float *z, const int32_t *y, const ui
         y_out[i] = label;
     }
     return FM_OK;
+}
+
+int fm_cfm_batch(const fm_cfm_cfg *c, const float *z, const int32_t *y, const uint64_t *gidx, int B, long D,
+                 uint64_t seed, uint64_t step, float *t, float *xt, float *u, int32_t *y_out, fm_err *e)
+{
+    return cfm_rows(c, z, NULL, D, y, gidx, B, D, seed, step, t, xt, u, y_out, e);
+}
+
+int fm_cfm_pairs(const fm_cfm_cfg *c, const float *pairs, const int32_t *y, const uint64_t *gidx, int B, long D,
+                 uint64_t seed, uint64_t step, float *t, float *xt, float *u, int32_t *y_out, fm_err *e)
+{
+    return cfm_rows(c, pairs, pairs + D, 2 * D, y, gidx, B, D, seed, step, t, xt, u, y_out, e);
 }

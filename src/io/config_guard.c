@@ -22,8 +22,12 @@ static const char *const free_keys[] = {
     "guide.steps",      "guide.ckpt_every",
     "flow.steps",       "flow.ckpt_every",      "flow.sample_every", "flow.bucket_mb",
     "sample.",          "eval.classifier_steps", "eval.samples_per_class", "eval.batch_size",
+    "eval.table_steps", "eval.table_cfg", "eval.table_sampler", "reflow.steps", "reflow.ckpt_every",
     "dist.",
 };
+
+/* What the reflow couplings were drawn with. */
+static const char *const coupling_keys[] = { "reflow.pairs", "reflow.cfg", "reflow.sampler", "reflow.sampler_steps" };
 
 /* Free until the latents exist. */
 static const char *const free_before_latents[] = { "vae.steps", "vae.ckpt_every" };
@@ -42,6 +46,7 @@ static const char *const guide_training[] = {
     "guide.batch_size", "guide.lr", "guide.min_lr_ratio", "guide.warmup", "guide.weight_decay", "guide.beta1",
     "guide.beta2", "guide.grad_clip",
 };
+static const char *const reflow_training[] = { "reflow." };
 static const char *const eval_training[] = { "eval.classifier_batch_size", "eval.classifier_lr" };
 
 #define LISTED(name, list) listed((name), (list), sizeof(list) / sizeof *(list))
@@ -63,12 +68,15 @@ static int unused(const char *name, const fm_config *now)
     return (!fm_config_has_stage(now, FM_STAGE_VAE) && LISTED(name, vae_training)) ||
            (!fm_config_has_stage(now, FM_STAGE_FLOW) && LISTED(name, flow_training)) ||
            (!fm_config_has_stage(now, FM_STAGE_GUIDE) && LISTED(name, guide_training)) ||
+           (!fm_config_has_stage(now, FM_STAGE_REFLOW) && LISTED(name, reflow_training)) ||
            (!fm_config_has_stage(now, FM_STAGE_EVAL) && LISTED(name, eval_training));
 }
 
 /* What a run directory holds. */
 typedef struct run_state {
     int vae, flow, classifier, guide; /* checkpoints of that stage */
+    int reflow;                /* reflow checkpoints */
+    int pairs;                 /* the reflow couplings */
     int latents;
 } run_state;
 
@@ -86,6 +94,10 @@ static int locked(const char *name, const run_state *st)
         return st->flow;
     if (starts(name, "eval."))
         return st->classifier;
+    if (LISTED(name, coupling_keys))
+        return st->pairs || st->reflow;
+    if (starts(name, "reflow."))
+        return st->reflow;
     if (starts(name, "guide."))
         return st->guide;
     return st->vae || st->flow || st->classifier || st->guide || st->latents; /* run.seed, data.train_limit */
@@ -112,6 +124,8 @@ static run_state state_of(const char *run)
     char path[4200];
     snprintf(path, sizeof path, "%s/latents.safetensors", run);
     st.latents = exists(path);
+    snprintf(path, sizeof path, "%s/reflow-pairs.safetensors", run);
+    st.pairs = exists(path);
     snprintf(path, sizeof path, "%s/ckpt", run);
     DIR *d = opendir(path);
     if (!d)
@@ -122,6 +136,7 @@ static run_state state_of(const char *run)
         st.flow |= starts(de->d_name, "flow-");
         st.classifier |= starts(de->d_name, "classifier-");
         st.guide |= starts(de->d_name, "guide-");
+        st.reflow |= starts(de->d_name, "reflow-");
     }
     closedir(d);
     return st;

@@ -13,7 +13,7 @@
 #include "fm/dataset.h"
 #include "fm/log.h"
 
-const char *const fm_stage_names[] = { "vae", "encode", "guide", "flow", "sample", "eval", NULL };
+const char *const fm_stage_names[] = { "vae", "encode", "guide", "flow", "reflow", "sample", "eval", NULL };
 const char *const fm_precision_names[] = { "fp32", "bf16", NULL };
 const char *const fm_recon_names[] = { "l2", "l1", NULL };
 const char *const fm_model_names[] = { "unet", "dit", NULL };
@@ -22,6 +22,7 @@ const char *const fm_tdist_names[] = { "uniform", "logit_normal", NULL };
 const char *const fm_sampler_names[] = { "euler", "heun", "sde", NULL };
 const char *const fm_target_names[] = { "velocity", "x1", "eps", "v", NULL };
 const char *const fm_cfg_schedule_names[] = { "constant", "linear", "cosine", NULL };
+const char *const fm_weights_names[] = { "flow", "reflow", NULL };
 const char *const fm_batch_names[] = { "global", "per_rank", NULL };
 const char *const fm_lr_scale_names[] = { "none", "linear", "sqrt", NULL };
 const char *const fm_hier_names[] = { "auto", "on", "off", NULL };
@@ -118,6 +119,16 @@ static const fm_cfg_key keys[] = {
     INT_("flow.accum_steps", flow.accum_steps, "1", 1, 1024,
          "micro-batches of flow.batch_size per optimiser step, gradients summed: the effective batch is "
          "batch_size x accum_steps"),
+    /* reflow: rectified flow, a copy of the flow fine-tuned on its own (noise, sample) couplings */
+    TRAIN_KEYS(reflow, "400", "128", "5e-4", "0.5", "20", "100"),
+    INT_("reflow.pairs", reflow.pairs, "3072", 1, 10000000,
+         "(noise, sample) couplings drawn from the flow's EMA weights, classes i mod 10 (reflow-pairs.safetensors)"),
+    FLT_("reflow.cfg", reflow.cfg, "3", 0, 100, "guidance scale w of the couplings"),
+    ENUM_("reflow.sampler", reflow.sampler, "euler", fm_sampler_names, "integrator of the couplings"),
+    INT_("reflow.sampler_steps", reflow.sampler_steps, "12", 1, 100000, "integration steps of the couplings"),
+    FLT_("reflow.cfg_dropout", reflow.cfg_dropout, "0.1", 0, 1,
+         "probability that a coupling's label is replaced by the null label while fine-tuning"),
+    FLT_("reflow.ema_decay", reflow.ema_decay, "0.999", 0, 1, "decay of the EMA of the reflowed weights"),
     /* unet: the default flow model */
     INTS_("unet.channels", unet.channels, "[64, 128]", 1, 4096, 1, "width per level, at most 8 levels; each level after the first halves the side; [0] even"),
     INT_("unet.res_blocks", unet.res_blocks, "1", 1, 16, "ResBlocks per level"),
@@ -152,6 +163,8 @@ static const fm_cfg_key keys[] = {
     STR_("sample.ema", sample.ema, "true",
          "weights to sample with: true (the EMA of the first flow.ema_decay), false (the trained weights) or a rate "
          "of flow.ema_decay (e.g. 0.9999); fmtrain sample --ema RATE|raw sets it"),
+    ENUM_("sample.weights", sample.weights, "flow", fm_weights_names,
+          "the model of the sample grids and eval's by_cfg: the flow's, or the reflowed copy's (reflow stage)"),
     /* eval: classifier accuracy and Frechet distance of generated samples */
     INT_("eval.classifier_steps", eval.classifier_steps, "3000", 1, BIG, "training steps of the evaluation classifier"),
     INT_("eval.classifier_batch_size", eval.classifier_batch_size, "128", 1, 1 << 20, "global batch size of the classifier"),
@@ -160,6 +173,11 @@ static const fm_cfg_key keys[] = {
          "generated samples per class and guidance scale (at most 10000: rank 0 keeps 128 classifier features of "
          "every sample, 1.3 GB at 16 scales)"),
     INT_("eval.batch_size", eval.batch_size, "256", 1, 1 << 20, "global batch size of generation and feature extraction"),
+    INTS_("eval.table_steps", eval.table_steps, "[]", 1, 100000, 0,
+          "quality-vs-cost table in eval.json: sampler steps of its rows, for the flow and (if trained) the reflowed "
+          "weights at each eval.table_cfg; [] = no table"),
+    FLTS_("eval.table_cfg", eval.table_cfg, "[3]", 0, 100, 1, "the table's guidance scales w (plain CFG)"),
+    ENUM_("eval.table_sampler", eval.table_sampler, "euler", fm_sampler_names, "the table's integrator"),
     /* dist: data parallelism over the MPI ranks */
     BOOL_("dist.zero", dist.zero, "false", "ZeRO-1: each rank keeps and updates a 1/ranks shard of AdamW and EMA"),
     ENUM_("dist.batch", dist.batch, "global", fm_batch_names, "what every *.batch_size counts: the global batch, or the batch of one rank (weak scaling)"),
@@ -222,7 +240,7 @@ static int check_stages(const fm_config *c, fm_err *e)
                 return fail_at(c, "run.stages", e, "%s is listed twice", fm_stage_names[s->v[i]]);
             if (s->v[j] > s->v[i])
                 return fail_at(c, "run.stages", e,
-                               "%s must come before %s; stages run in the order vae, encode, guide, flow, sample, eval",
+                               "%s must come before %s; stages run in the order vae, encode, guide, flow, reflow, sample, eval",
                                fm_stage_names[s->v[i]], fm_stage_names[s->v[j]]);
         }
     if (!c->flow.latent)
@@ -249,6 +267,9 @@ static int check_usable(const fm_config *c, fm_err *e)
     if ((size_t)bucket < sizeof(float))
         return fail_at(c, "flow.bucket_mb", e, "%g MiB is less than one 4-byte gradient value (use at least 4e-06)",
                        c->flow.bucket_mb);
+    if (fm_config_has_stage(c, FM_STAGE_REFLOW) && strcmp(fm_path_names[c->flow.path], "linear") != 0)
+        return fail_at(c, "flow.path", e, "%s: the reflow stage fine-tunes on straight paths: use linear",
+                       fm_path_names[c->flow.path]);
     if (fm_config_has_stage(c, FM_STAGE_EVAL)) { /* Fréchet statistics of the test set and as many training images */
         if (c->data.test_limit == 1)
             return fail_at(c, "data.test_limit", e,
@@ -323,6 +344,7 @@ int fm_config_validate(const fm_config *c, fm_err *e)
     FM_TRY(check_train(c, "guide", &c->guide.train, e));
     if (c->guide.time_dim % 2)
         return fail_at(c, "guide.time_dim", e, "%d is odd: the time embedding is cos and sin pairs", c->guide.time_dim);
+    FM_TRY(check_train(c, "reflow", &c->reflow.train, e));
     return check_train(c, "flow", &c->flow.train, e);
 }
 
@@ -337,6 +359,7 @@ int fm_config_check_world(const fm_config *c, int world_size, fm_err *e)
         { FM_STAGE_ENCODE, "encode.batch_size", c->encode.batch_size },
         { FM_STAGE_GUIDE, "guide.batch_size", c->guide.train.batch_size },
         { FM_STAGE_FLOW, "flow.batch_size", c->flow.train.batch_size },
+        { FM_STAGE_REFLOW, "reflow.batch_size", c->reflow.train.batch_size },
         { FM_STAGE_EVAL, "eval.classifier_batch_size", c->eval.classifier_batch_size },
         { FM_STAGE_EVAL, "eval.batch_size", c->eval.batch_size },
     };
@@ -360,6 +383,7 @@ int fm_config_apply_world(fm_config *c, int world_size, fm_err *e)
         { "vae.batch_size", &c->vae.train.batch_size },   { "encode.batch_size", &c->encode.batch_size },
         { "flow.batch_size", &c->flow.train.batch_size }, { "guide.batch_size", &c->guide.train.batch_size },
         { "eval.classifier_batch_size", &c->eval.classifier_batch_size },
+        { "reflow.batch_size", &c->reflow.train.batch_size },
         { "eval.batch_size", &c->eval.batch_size },
     };
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) {
@@ -374,6 +398,7 @@ int fm_config_apply_world(fm_config *c, int world_size, fm_err *e)
     c->vae.train.lr *= k;
     c->flow.train.lr *= k;
     c->guide.train.lr *= k;
+    c->reflow.train.lr *= k;
     c->eval.classifier_lr *= k;
     fm_info("dist.batch: per_rank on %d ranks: global batches vae %d, encode %d, flow %d, classifier %d, eval %d; "
             "learning rates x%.4g (dist.lr_scale: %s): vae %g, flow %g, classifier %g",

@@ -261,6 +261,12 @@ static int plan_stage(const fm_config *c, int stage, int ws, int n_train, int n_
             part(m, latents, "data.train_limit");
         return FM_OK;
     }
+    case FM_STAGE_REFLOW: /* the fine-tuned model, the couplings, and the coupling generator */
+        FM_TRY(fm_flow_model_measure(&f, local_batch(c, c->reflow.train.batch_size, ws), &a1, &p1, e));
+        part(m, (double)a1, "reflow.batch_size");
+        part(m, TRAIN_COPIES * FLOAT_BYTES * (double)p1, f.kind == FM_FLOW_DIT ? "dit.width" : "unet.channels");
+        part(m, 2.0 * 2.0 * FLOAT_BYTES * (double)c->reflow.pairs * side * side * ch, "reflow.pairs");
+        return plan_generator(c, c->eval.batch_size, "eval.batch_size", m, e);
     case FM_STAGE_SAMPLE:
         return plan_grids(c, m, e);
     case FM_STAGE_EVAL: {

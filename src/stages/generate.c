@@ -176,10 +176,12 @@ int fm_generator_load_files(fm_generator *g, const fm_config *c, const char *ckp
         fm_ema_prefix(rate, rate == c->flow.ema_decay.v[0], prefix, sizeof prefix);
     fm_ckpt_group grp = { prefix, &g->flow_p, g->flow_p.data };
     fm_ckpt ck;
+    const char *stage = fm_weights_names[c->sample.weights]; /* flow, or reflow: the same model and groups */
     int rc = ckpt ? fm_ckpt_load_file(ckpt, &grp, 1, &ex, 1, &ck, e)
-                  : fm_ckpt_load_latest(c->run.out, "flow", &grp, 1, &ex, 1, &ck, e);
+                  : fm_ckpt_load_latest(c->run.out, stage, &grp, 1, &ex, 1, &ck, e);
     if (rc == FM_CKPT_NONE)
-        return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no flow checkpoint: run the flow stage first", c->run.out);
+        return fm_fail(e, FM_ERR_DATA, "%s/ckpt: no %s checkpoint: run the %s stage first (sample.weights: %s)",
+                       c->run.out, stage, stage, stage);
     if (rc != FM_OK && ema && prefix[3] == '@') /* the rate's tensors are missing, most likely */
         fm_err_prefix(e, "sample.ema = %s: the checkpoint must hold the EMA of decay %g (tensors %s*, kept when "
                       "flow.ema_decay lists the rate during training)", c->sample.ema, rate, prefix);

@@ -81,13 +81,14 @@ static int setup(fm_pipeline *P, fm_err *e)
     return rc;
 }
 
-/* Whether the stages train a model (vae, guide, flow, or eval's classifier): the
+/* Whether the stages train a model (vae, guide, flow, reflow, or eval's classifier): the
  * runs whose metrics carry an mfu. */
 static int trains(const fm_config *cfg)
 {
     for (int i = 0; i < cfg->run.stages.n; i++) {
         const int s = cfg->run.stages.v[i];
-        if (s == FM_STAGE_VAE || s == FM_STAGE_GUIDE || s == FM_STAGE_FLOW || s == FM_STAGE_EVAL)
+        if (s == FM_STAGE_VAE || s == FM_STAGE_GUIDE || s == FM_STAGE_FLOW || s == FM_STAGE_REFLOW ||
+            s == FM_STAGE_EVAL)
             return 1;
     }
     return 0;
@@ -143,6 +144,7 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
     }
     static int (*const stage_fn[FM_STAGE_COUNT])(fm_pipeline *, fm_err *) = {
         [FM_STAGE_VAE] = fm_stage_vae,     [FM_STAGE_ENCODE] = fm_stage_encode, [FM_STAGE_GUIDE] = fm_stage_guide, [FM_STAGE_FLOW] = fm_stage_flow,
+        [FM_STAGE_REFLOW] = fm_stage_reflow,
         [FM_STAGE_SAMPLE] = fm_stage_sample, [FM_STAGE_EVAL] = fm_stage_eval,
     };
     for (int i = 0; rc == FM_OK && i < cfg->run.stages.n; i++) {

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "fm/batchsplit.h"
+#include "fm/ckpt.h"
 #include "fm/classifier.h"
 #include "fm/frechet.h"
 #include "fm/generate.h"
@@ -174,13 +175,14 @@ static int batches(int n, int EB) { return (n + EB - 1) / EB; }
  * turn, the batches of its ngen samples). */
 typedef struct eval_plan {
     int EB, nf, ntest, nreal, ngen, nscales;
+    int nalloc; /* the most guidance scales of one list (sample.cfg, eval.table_cfg): the buffers' */
     int nb_test, nb_real, nb_gen; /* batches of the test set, of the training images, of one scale */
 } eval_plan;
 
 static int eval_bufs_init(eval_bufs *b, const fm_world *w, const eval_plan *pl, fm_err *e)
 {
     const size_t row = (size_t)pl->EB * pl->nf * sizeof(float); /* one batch's features */
-    const int nreal = pl->nb_test + pl->nb_real, ngen = pl->nscales * pl->nb_gen;
+    const int nreal = pl->nb_test + pl->nb_real, ngen = pl->nalloc * pl->nb_gen;
     int rounds = fm_batches_rounds(nreal > ngen ? nreal : ngen, w->size);
     b->xb = malloc((size_t)pl->EB * XD * sizeof(float));
     b->ybatch = malloc((size_t)pl->EB * sizeof(int32_t));
@@ -264,7 +266,7 @@ typedef struct gen_count {
     double samples, batches, seconds;
 } gen_count;
 
-/* For every guidance scale k, ngen samples of classes i mod FM_NUM_CLASSES
+/* For every guidance scale k = ws[k] (k < nw), ngen samples of classes i mod FM_NUM_CLASSES
  * in batches of g->B (batch j: samples j·B ..), all scales' batches split
  * over the ranks as one list; each batch is classified where it was
  * generated. The ranks agree after each round, so a preemption or an error
@@ -272,18 +274,18 @@ typedef struct gen_count {
  * the classifier puts in their class (summed on every rank); b->f_gen (rank
  * 0) <- their features. Collective. */
 static int generate_all(const fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_bufs *b, const eval_plan *pl,
-                        double *right, gen_count *count, fm_err *e)
+                        const double *ws, int nw, double *right, gen_count *count, fm_err *e)
 {
     const fm_config *c = P->cfg;
     const fm_world *W = P->world;
-    const int EB = pl->EB, nb = pl->nscales * pl->nb_gen, own = fm_batches_mine(nb, W->rank, W->size);
+    const int EB = pl->EB, nb = nw * pl->nb_gen, own = fm_batches_mine(nb, W->rank, W->size);
     const size_t per = (size_t)EB * pl->nf;
-    for (int k = 0; k < pl->nscales; k++)
+    for (int k = 0; k < nw; k++)
         right[k] = 0;
     for (int s = 0; s < fm_batches_rounds(nb, W->size); s++) {
         const int j = fm_batches_global(s, W->rank, W->size), k = j / pl->nb_gen;
         const int first = (j % pl->nb_gen) * EB, rows = pl->ngen - first < EB ? pl->ngen - first : EB;
-        const float w = k < pl->nscales ? (float)c->sample.cfg.v[k] : 0;
+        const float w = k < nw ? (float)ws[k] : 0;
         int rc = FM_OK;
         if (s < own) {
             const double t0 = fm_now();
@@ -308,7 +310,7 @@ static int generate_all(const fm_pipeline *P, fm_classifier *m, fm_generator *g,
         FM_TRY(fm_batches_agree(W, rc, "eval: generating (the classifier is saved)", e));
     }
     FM_TRY(fm_batches_gather(W, b->mine, nb, per, b->f_gen, e));
-    for (int k = 0; k < pl->nscales; k++) /* sums of integers: exact in any order */
+    for (int k = 0; k < nw; k++) /* sums of integers: exact in any order */
         FM_TRY(fm_world_sum(W, &right[k], e));
     return FM_OK;
 }
@@ -333,6 +335,115 @@ static void json_value(FILE *js, const char *fmt, double v, const char *what)
 {
     if (!fm_json_num(js, fmt, v))
         fm_warn("eval: %s is %g: written as null in eval.json", what, v);
+}
+
+/* Rank 0: *fd <- the Fréchet distance of the generated images of scale k
+ * (b->f_gen) to the test features. */
+static int gen_frechet(eval_bufs *b, const eval_plan *pl, int k, double *fd, fm_err *e)
+{
+    const size_t per_scale = (size_t)pl->nb_gen * pl->EB * pl->nf;
+    FM_TRY(fm_feature_stats(b->f_gen + k * per_scale, pl->ngen, pl->nf, b->mu_x, b->c_x, e));
+    return fm_frechet(b->mu_x, b->c_x, b->mu_t, b->c_t, pl->nf, fd, e);
+}
+
+/* A way to sample, one group of rows of the quality-vs-cost table: the
+ * weights and the guidance. Plain CFG for now: w over the whole time
+ * interval [0, 1], no classifier guidance. */
+typedef struct eval_method {
+    const char *name;   /* "cfg" */
+    int weights;        /* fm_weights_kind */
+    double w;           /* CFG scale */
+    double t_lo, t_hi;  /* CFG applied for t in [t_lo, t_hi] (plain CFG: [0, 1]) */
+    double cls_scale;   /* classifier-guidance scale (plain CFG: 0) */
+} eval_method;
+
+/* Whether the run has reflow checkpoints (rank 0 looks, every rank learns). Collective. */
+static int has_reflow(const fm_pipeline *P, int *has, fm_err *e)
+{
+    *has = 0;
+    if (P->world->rank == 0) {
+        fm_ckpt ck;
+        fm_err le = { 0 };
+        if (fm_ckpt_load_latest(P->cfg->run.out, "reflow", NULL, 0, NULL, 0, &ck, &le) == FM_OK) {
+            *has = 1;
+            fm_ckpt_close(&ck);
+        }
+    }
+    return fm_world_max_int(P->world, has, e);
+}
+
+/* The quality-vs-cost table (eval.table_steps non-empty): for each weights
+ * (the flow's; the reflowed ones if the run has them) and each sampler steps
+ * of eval.table_steps, the samples of every eval.table_cfg scale, scored like
+ * by_cfg. Rank 0 writes its "table" into js. right [nalloc] is scratch.
+ * nfe counts network evaluations per sample: the sampler's model calls times
+ * 2 (every CFG call evaluates the conditional and the null-label rows).
+ * Collective. */
+static int score_table(fm_pipeline *P, fm_classifier *m, eval_bufs *b, const eval_plan *pl, double *right, FILE *js,
+                       fm_err *e)
+{
+    const fm_config *c = P->cfg;
+    const fm_world *w = P->world;
+    const fm_ilist *steps = &c->eval.table_steps;
+    const fm_flist *ws = &c->eval.table_cfg;
+    const fm_sampler_kind kind = (fm_sampler_kind)c->eval.table_sampler;
+    int reflow = 0;
+    FM_TRY(has_reflow(P, &reflow, e));
+    fm_config *gc = malloc(sizeof *gc); /* the generator's configuration: which weights */
+    fm_generator g = { 0 };
+    const int has = fm_batches_mine(ws->n * pl->nb_gen, w->rank, w->size) > 0;
+    int rc = gc ? FM_OK : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", w->rank);
+    if (rc == FM_OK) {
+        *gc = *c;
+        if (has)
+            rc = fm_generator_init(&g, gc, &P->dnn, pl->EB, kind, steps->v[0], e);
+    }
+    rc = fm_batches_agree(w, rc, "eval: building the table's generator", e);
+    if (js)
+        fprintf(js, ",\n  \"table\": {\"sampler\": \"%s\", \"samples_per_class\": %d, \"rows\": [", fm_sampler_names[kind],
+                c->eval.samples_per_class);
+    int row = 0;
+    const double t0 = fm_now();
+    for (int wt = 0; rc == FM_OK && wt <= reflow; wt++) {
+        gc->sample.weights = wt ? FM_WEIGHTS_REFLOW : FM_WEIGHTS_FLOW;
+        int64_t step = 0;
+        if ((rc = fm_generator_load_all(&g, gc, w, has, &step, e)) != FM_OK)
+            break;
+        for (int si = 0; rc == FM_OK && si < steps->n; si++) {
+            g.sampler.cfg.steps = steps->v[si]; /* the sampler's buffers do not depend on its steps */
+            const int nfe = 2 * fm_sampler_nfe(&g.sampler.cfg);
+            gen_count count = { 0, 0, 0 };
+            if ((rc = generate_all(P, m, &g, b, pl, ws->v, ws->n, right, &count, e)) != FM_OK)
+                break;
+            int rc0 = FM_OK;
+            for (int k = 0; w->rank == 0 && rc0 == FM_OK && k < ws->n; k++) {
+                const eval_method me = { "cfg", gc->sample.weights, ws->v[k], 0, 1, 0 };
+                const double acc = right[k] / pl->ngen;
+                double fd = 0;
+                if ((rc0 = gen_frechet(b, pl, k, &fd, e)) != FM_OK)
+                    break;
+                fm_info("eval: table: %s weights (step %lld), %s w = %g, %s %d steps (nfe %d): class accuracy %.2f%%, "
+                        "Fréchet distance %.3f", fm_weights_names[me.weights], (long long)step, me.name, me.w,
+                        fm_sampler_names[kind], steps->v[si], nfe, 100 * acc, fd);
+                fprintf(js, "%s\n    {\"weights\": \"%s\", \"weights_step\": %lld, \"method\": \"%s\", \"cfg\": %g, "
+                        "\"interval\": [%g, %g], \"classifier_scale\": %g, \"steps\": %d, \"nfe\": %d, \"accuracy\": ",
+                        row++ ? "," : "", fm_weights_names[me.weights], (long long)step, me.name, me.w, me.t_lo,
+                        me.t_hi, me.cls_scale, steps->v[si], nfe);
+                json_value(js, "%.6f", acc, "a class accuracy");
+                fputs(", \"fd\": ", js);
+                json_value(js, "%.6f", fd, "a Fréchet distance (non-finite generated images?)");
+                fputc('}', js);
+            }
+            rc = fm_batches_agree(w, rc0, "eval: the table's Fréchet distances", e);
+        }
+    }
+    if (js)
+        fputs("\n  ]}", js);
+    if (rc == FM_OK && w->rank == 0)
+        fm_info("eval: table of %d rows in %.1fs", (reflow + 1) * steps->n * ws->n, fm_now() - t0);
+    fm_generator_free(&g);
+    free(gc);
+    return rc;
 }
 
 /* Score the real images and every guidance scale with the trained
@@ -367,25 +478,21 @@ static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_buf
     FM_TRY(fm_generator_load_all(g, c, w, has, &flow_step, e));
     if (js)
         fprintf(js, "  \"flow_step\": %lld,\n  \"by_cfg\": [", (long long)flow_step);
-    double *right = malloc((size_t)(pl->nscales ? pl->nscales : 1) * sizeof *right); /* [nscales] */
+    double *right = malloc((size_t)(pl->nalloc ? pl->nalloc : 1) * sizeof *right); /* [nalloc] */
     rc = fm_batches_agree(w, right ? FM_OK : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", w->rank),
                           "eval: set-up", e);
     gen_count count = { 0, 0, 0 };
     const double tg = fm_now();
     if (rc == FM_OK)
-        rc = generate_all(P, m, g, b, pl, right, &count, e);
+        rc = generate_all(P, m, g, b, pl, c->sample.cfg.v, pl->nscales, right, &count, e);
     if (rc == FM_OK)
         rc = log_counts(w, &count, pl->ngen * pl->nscales, e);
-    const size_t per_scale = (size_t)pl->nb_gen * pl->EB * pl->nf;
     int rc0 = FM_OK; /* rank 0: the statistics of every scale */
     for (int k = 0; rc == FM_OK && rc0 == FM_OK && w->rank == 0 && k < pl->nscales; k++) {
         const float gw = (float)c->sample.cfg.v[k];
         const double acc = right[k] / pl->ngen;
         double fd = 0;
-        rc0 = fm_feature_stats(b->f_gen + k * per_scale, pl->ngen, pl->nf, b->mu_x, b->c_x, e);
-        if (rc0 == FM_OK)
-            rc0 = fm_frechet(b->mu_x, b->c_x, b->mu_t, b->c_t, pl->nf, &fd, e);
-        if (rc0 != FM_OK)
+        if ((rc0 = gen_frechet(b, pl, k, &fd, e)) != FM_OK)
             break;
         fm_info("eval: w = %g: class accuracy %.2f%%, Fréchet distance %.3f (floor %.3f), %d samples", gw, 100 * acc,
                 fd, fd_floor, pl->ngen);
@@ -399,15 +506,19 @@ static int score_all(fm_pipeline *P, fm_classifier *m, fm_generator *g, eval_buf
         const double vals[] = { gw, acc, fd, fd_floor, test_acc };
         rc0 = fm_metrics_log(&P->metrics, "eval", flow_step, 5, keys, vals, e);
     }
-    free(right);
-    if (rc != FM_OK)
-        return rc;
-    if (js)
-        fprintf(js, "\n  ]\n}\n");
-    if (rc0 == FM_OK && w->rank == 0)
+    if (rc == FM_OK)
+        rc = fm_batches_agree(w, rc0, "eval: the Fréchet distances", e);
+    if (rc == FM_OK && w->rank == 0)
         fm_info("eval: %d guidance scales x %d samples in %.1fs on %d rank%s", pl->nscales, pl->ngen,
                 fm_now() - tg, w->size, w->size > 1 ? "s" : "");
-    return fm_batches_agree(w, rc0, "eval: the Fréchet distances", e);
+    if (js)
+        fputs("\n  ]", js);
+    if (rc == FM_OK && c->eval.table_steps.n > 0)
+        rc = score_table(P, m, b, pl, right, js, e);
+    free(right);
+    if (rc == FM_OK && js)
+        fputs("\n}\n", js);
+    return rc;
 }
 
 /* The batch of one generation and classification call, which one rank runs
@@ -435,7 +546,8 @@ static int eval_all(fm_pipeline *P, const fm_params *p, const char *out_path, fm
     eval_plan pl = { .EB = eval_batch(c, P->world),
                      .ntest = P->test->n,
                      .ngen = c->eval.samples_per_class * FM_NUM_CLASSES,
-                     .nscales = c->sample.cfg.n };
+                     .nscales = c->sample.cfg.n,
+                     .nalloc = c->sample.cfg.n > c->eval.table_cfg.n ? c->sample.cfg.n : c->eval.table_cfg.n };
     pl.nreal = pl.ngen < P->train->n ? pl.ngen : P->train->n; /* the floor on as many images as one scale */
     pl.nb_test = batches(pl.ntest, pl.EB);
     pl.nb_real = batches(pl.nreal, pl.EB);

@@ -1,5 +1,6 @@
 /* stage_sample.c - final grids from the flow's EMA weights, one per guidance
- * scale: RUN/samples/sample-<step>-w<w>.png. Grid k is drawn by rank k mod
+ * scale: RUN/samples/sample-<step>-w<w>.png (reflow-sample-* with
+ * sample.weights: reflow). Grid k is drawn by rank k mod
  * the rank count (fm_generator_write_grids), rank 0 writes them; the stage is
  * skipped when rank 0 finds every grid. */
 #include <stdio.h>
@@ -23,10 +24,11 @@ int fm_stage_sample(fm_pipeline *P, fm_err *e)
     int64_t step = 0;
     if (rc == FM_OK)
         rc = fm_generator_load_all(&g, c, w, draws, &step, e);
+    const char *tag = c->sample.weights == FM_WEIGHTS_REFLOW ? "reflow-sample" : "sample"; /* the grids' names */
     int missing = 0; /* rank 0 looks, every rank learns */
     for (int k = 0; rc == FM_OK && w->rank == 0 && k < c->sample.cfg.n; k++) {
         char name[128], path[4300];
-        snprintf(name, sizeof name, "samples/sample-%08lld-w%g.png", (long long)step, c->sample.cfg.v[k]);
+        snprintf(name, sizeof name, "samples/%s-%08lld-w%g.png", tag, (long long)step, c->sample.cfg.v[k]);
         fm_run_path(P, path, sizeof path, name);
         missing += access(path, F_OK) != 0;
     }
@@ -35,7 +37,7 @@ int fm_stage_sample(fm_pipeline *P, fm_err *e)
     if (rc == FM_OK && !missing)
         fm_info("sample: done (grids of step %lld exist)", (long long)step);
     else if (rc == FM_OK)
-        rc = fm_generator_write_grids(&g, c, w, "sample", step, e);
+        rc = fm_generator_write_grids(&g, c, w, tag, step, e);
     fm_generator_free(&g);
     return rc;
 }

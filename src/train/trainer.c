@@ -682,10 +682,11 @@ static void profile_step_done(fm_trainer *t)
 static void run_position(const fm_trainer *t, fm_progress *pg)
 {
     const fm_config *c = t->cfg;
-    int me = strcmp(t->stage, "vae") == 0     ? FM_STAGE_VAE
-             : strcmp(t->stage, "flow") == 0  ? FM_STAGE_FLOW
-             : strcmp(t->stage, "guide") == 0 ? FM_STAGE_GUIDE
-                                              : FM_STAGE_EVAL;
+    int me = strcmp(t->stage, "vae") == 0      ? FM_STAGE_VAE
+             : strcmp(t->stage, "flow") == 0   ? FM_STAGE_FLOW
+             : strcmp(t->stage, "guide") == 0  ? FM_STAGE_GUIDE
+             : strcmp(t->stage, "reflow") == 0 ? FM_STAGE_REFLOW
+                                               : FM_STAGE_EVAL;
     double later = 0;
     int seen = 0;
     for (int i = 0; i < c->run.stages.n; i++) {
@@ -696,6 +697,8 @@ static void run_position(const fm_trainer *t, fm_progress *pg)
             later += (double)c->flow.train.steps * c->flow.train.batch_size * c->flow.accum_steps;
         else if (seen && s == FM_STAGE_GUIDE)
             later += (double)c->guide.train.steps * c->guide.train.batch_size;
+        else if (seen && s == FM_STAGE_REFLOW)
+            later += (double)c->reflow.train.steps * c->reflow.train.batch_size;
         else if (seen && s == FM_STAGE_EVAL)
             later += (double)c->eval.classifier_steps * c->eval.classifier_batch_size;
         if (s == me && !seen) {

@@ -203,6 +203,35 @@ static int test_label_dropout(void)
 
 /* A row's t, x_t, u and label depend only on (seed, step, gidx, z, y): a batch
  * split in two (uneven) halves gives bitwise identical rows. */
+/* Reflow's batch on given couplings (fm_cfm_pairs, rows x1 then x0): on the
+ * linear path x_t = t x1 + (1 - t) x0 and u = x1 - x0 (to rounding), with the
+ * t and the dropped labels fm_cfm_batch draws for the same (seed, step, gidx). */
+static int test_pairs(void)
+{
+    enum { B = 6, D = 5 };
+    float pairs[B * 2 * D], z[B * D], t[B], xt[B * D], u[B * D], t2[B], xt2[B * D], u2[B * D];
+    int32_t y[B], yo[B], yo2[B];
+    uint64_t g[B];
+    fm_fill_normal(pairs, B * 2 * D, 4, 5, 6);
+    for (int i = 0; i < B; i++) {
+        memcpy(z + i * D, pairs + i * 2 * D, D * sizeof(float));
+        g[i] = 3 * B + (uint64_t)i;
+        y[i] = i % 3;
+    }
+    fm_err e = { 0 };
+    const fm_cfm_cfg c = { FM_PATH_LINEAR, { FM_TIME_UNIFORM, 0, 1 }, 0.5f, 3, 0 };
+    CHECK_OK(fm_cfm_pairs(&c, pairs, y, g, B, D, 9, 3, t, xt, u, yo, &e), &e);
+    CHECK_OK(fm_cfm_batch(&c, z, y, g, B, D, 9, 3, t2, xt2, u2, yo2, &e), &e);
+    CHECK(memcmp(t, t2, sizeof t) == 0 && memcmp(yo, yo2, sizeof yo) == 0, "t or the dropout differ from fm_cfm_batch");
+    for (int i = 0; i < B; i++)
+        for (int j = 0; j < D; j++) {
+            const float x1 = pairs[i * 2 * D + j], x0 = pairs[i * 2 * D + D + j];
+            CHECK(fabsf(xt[i * D + j] - (t[i] * x1 + (1 - t[i]) * x0)) <= 1e-6f, "x_t of row %d", i);
+            CHECK(fabsf(u[i * D + j] - (x1 - x0)) <= 1e-6f, "u of row %d", i);
+        }
+    return 0;
+}
+
 static int test_split_invariance(void)
 {
     enum { B = 10, D = 7, H = 4 };
@@ -282,7 +311,7 @@ int main(int argc, char **argv)
     static const fm_test tests[] = {
         TEST(test_endpoints),     TEST(test_derivatives_fd),  TEST(test_target_is_time_derivative),
         TEST(test_time_moments),  TEST(test_label_dropout),   TEST(test_split_invariance),
-        TEST(test_score_from_velocity), TEST(test_names),
+        TEST(test_score_from_velocity), TEST(test_names), TEST(test_pairs),
     };
     return fm_test_main("flow/path", tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -206,6 +206,65 @@ static int test_convergence_order(void)
     return 0;
 }
 
+/* A field linear in t, the same for every label: u(x, t) = A + B t, per dim. */
+static const double FEW_A[3] = { 1.5, -0.7, 0.3 }, FEW_B[3] = { 0.8, -2.0, 0.5 };
+
+static int few_velocity(void *ctx, const float *x, const float *t, const int32_t *y, int n, float *u, fm_err *e)
+{
+    (void)x;
+    (void)y;
+    (void)e;
+    long *calls = ctx;
+    ++*calls;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 3; j++)
+            u[i * 3 + j] = (float)(FEW_A[j] + FEW_B[j] * t[i]);
+    return FM_OK;
+}
+
+/* Few steps (reflow's use): on u = A + B t the exact end point is
+ * x0 + A + B/2. Heun (trapezoid) reaches it at 1, 2 and 4 steps (its grid
+ * runs from t = 0 to exactly 1); Euler (left sums on t_k = k/N) reaches
+ * x0 + A + B (N - 1)/(2N); Heun with the last step Euler x0 + A + B/2 -
+ * B/(2N^2); each with fm_sampler_nfe model calls, under CFG (w = 3). */
+static int test_few_steps(void)
+{
+    enum { N = 16, D = 3 };
+    float x[N * D], x0[N * D];
+    int32_t y[N];
+    for (int i = 0; i < N; i++)
+        y[i] = i % 2;
+    const fm_sampler_kind kinds[3] = { FM_SAMPLER_EULER, FM_SAMPLER_HEUN, FM_SAMPLER_HEUN };
+    for (int k = 0; k < 3; k++)
+        for (int steps = 1; steps <= 4; steps *= 2) {
+            fm_sampler_cfg cfg = { .kind = kinds[k], .path = FM_PATH_LINEAR, .steps = steps, .null_label = 2,
+                                   .heun_euler_last = k == 2 };
+            fm_sampler s;
+            fm_err e = { 0 };
+            long calls = 0;
+            CHECK_OK(fm_sampler_init(&s, &cfg, N, D, &e), &e);
+            fm_sample_noise(x, N, D, 7, 0);
+            memcpy(x0, x, sizeof x);
+            int rc = fm_sample(&s, few_velocity, &calls, y, 3.0f, 7, 0, x, &e);
+            fm_sampler_free(&s);
+            CHECK_OK(rc, &e);
+            CHECK(calls == fm_sampler_nfe(&cfg), "%s at %d steps: %ld model calls, nfe %d", fm_sampler_name(kinds[k]),
+                  steps, calls, fm_sampler_nfe(&cfg));
+            double worst = 0;
+            for (int i = 0; i < N * D; i++) {
+                const double b = FEW_B[i % D], n = steps;
+                const double want = x0[i] + FEW_A[i % D] +
+                                    (k == 0 ? b * (n - 1) / (2 * n) : k == 1 ? b / 2 : b / 2 - b / (2 * n * n));
+                worst = fmax(worst, fabs(x[i] - want));
+            }
+            printf("  %-5s%s %d step%s: worst error %.1e\n", fm_sampler_name(kinds[k]), k == 2 ? "+el" : "   ", steps,
+                   steps > 1 ? "s" : " ", worst);
+            CHECK(worst <= 1e-5, "%s%s at %d steps: off the known end point by %g", fm_sampler_name(kinds[k]),
+                  k == 2 ? " (last step euler)" : "", steps, worst);
+        }
+    return 0;
+}
+
 /* Noise keyed by (seed, global sample index): sampling B = 8 at once or as two
  * halves (first = 0 and 4) is bitwise identical, for the SDE too; a different
  * seed changes the SDE path; sde_sigma = 0 is Euler (to rounding). */
@@ -433,7 +492,7 @@ int main(int argc, char **argv)
     static const fm_test tests[] = {
         TEST(test_gaussian_moments), TEST(test_convergence_order),      TEST(test_sde_split_and_sigma0),
         TEST(test_split_large),      TEST(test_cfg_w1_w0),              TEST(test_cfg_guidance_direction),
-        TEST(test_errors_and_names),
+        TEST(test_errors_and_names), TEST(test_few_steps),
     };
     return fm_test_main("flow/sampler", tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -37,7 +37,7 @@ static int test_defaults(void)
     CHECK(!strcmp(c.data.dir, "/usr/share/datasets/fashion-mnist"), "data.dir %s", c.data.dir);
     CHECK(c.run.stages.n == 5, "stages %d", c.run.stages.n);
     static const int want[5] = { FM_STAGE_VAE, FM_STAGE_ENCODE, FM_STAGE_FLOW, FM_STAGE_SAMPLE, FM_STAGE_EVAL };
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 5; i++) /* reflow is not a default stage */
         CHECK(c.run.stages.v[i] == want[i], "stage %d is %d", i, c.run.stages.v[i]);
     CHECK(c.sample.classifier_scale == 0 && c.guide.time_dim == 8, "classifier guidance is off by default");
     CHECK(c.run.ckpt_keep == 3 && c.run.precision == FM_PRECISION_FP32, "run");
@@ -313,7 +313,7 @@ static int test_err_bad_list_element(void)
     CHECK_ERR(load_text(&c, "unet:\n  channels: [64, x, 128]\n", &e), &e,
               "t.yaml:2:18: unet.channels[1]: expected an integer, got \"x\"");
     CHECK_ERR(load_text(&c, "run:\n  stages:\n    - vae\n    - train\n", &e), &e,
-              "t.yaml:4:7: run.stages[1]: expected one of vae, encode, guide, flow, sample, eval, got \"train\"");
+              "t.yaml:4:7: run.stages[1]: expected one of vae, encode, guide, flow, reflow, sample, eval, got \"train\"");
     CHECK_ERR(load_text(&c, "sample:\n  cfg: [1, -2]\n", &e), &e, "t.yaml:2:12: sample.cfg[1]: -2 is out of range [0, 100]");
     CHECK_ERR(load_text(&c, "sample:\n  cfg: [1, [2]]\n", &e), &e,
               "t.yaml:2:12: sample.cfg[1]: expected a number, got a list");
@@ -384,7 +384,7 @@ static int test_err_cross_checks(void)
     fm_config c;
     CHECK_OK(load_text(&c, "run:\n  stages: [flow, vae]\n", &e), &e);
     CHECK_ERR(fm_config_validate(&c, &e), &e,
-              "t.yaml:2:11: run.stages: vae must come before flow; stages run in the order vae, encode, guide, flow, sample, eval");
+              "t.yaml:2:11: run.stages: vae must come before flow; stages run in the order vae, encode, guide, flow, reflow, sample, eval");
     CHECK_OK(load_text(&c, "run:\n  stages: [flow, flow]\n", &e), &e);
     CHECK_ERR(fm_config_validate(&c, &e), &e, "t.yaml:2:11: run.stages: flow is listed twice");
     CHECK_OK(load_text(&c, "flow:\n  latent: false\n", &e), &e);
