@@ -194,8 +194,10 @@ typedef struct fm_config {
         int samples_per_class;     /* generated per class and guidance scale */
         int batch_size;            /* global: generation and feature extraction */
         fm_ilist table_steps;      /* quality-vs-cost table: sampler steps of its rows; [] = no table */
-        fm_flist table_cfg;        /* the table's guidance scales (plain CFG) */
+        fm_flist table_cfg;        /* the table's guidance scales */
         int table_sampler;         /* fm_sampler_kind of the table */
+        fm_flist table_interval;   /* [t_lo, t_hi] of the table's interval rows; [0, 1] = none */
+        double table_classifier_scale; /* s of the table's classifier-guidance rows; 0 = none */
     } eval;
     struct {
         bool zero;                 /* ZeRO-1: optimiser and EMA state sharded over the ranks */

@@ -85,6 +85,9 @@ typedef struct fm_sampler {
     int32_t *y2; /* [2B] labels: y then null */
     float *k1;   /* [B, D] heun: first slope */
     float *x1;   /* [B, D] heun: the Euler predictor */
+    /* counts, for the cost of a sampling method (eval's table): rows of B
+     * sampled by fm_sample, model rows evaluated, classifier-guidance rows */
+    int64_t sampled, model_rows, guide_rows;
 } fm_sampler;
 
 #define FM_SAMPLE_STREAM_BASE 0x53414d5000000000ull /* "SAMP" */

@@ -104,6 +104,8 @@ int fm_guided_velocity(fm_sampler *s, fm_velocity_fn f, void *ctx, const float *
         s->t2[i] = (float)tm;
     /* the conditional rows' labels, or (half and w = 0) the null labels */
     const int32_t *labels = half && wt == 0.0f ? s->y2 + B : s->y2;
+    s->model_rows += half ? B : 2 * B;
+    s->guide_rows += cg ? B : 0;
     int rc = f(ctx, s->x2, s->t2, labels, half ? B : 2 * B, s->u2, e);
     if (rc != FM_OK) {
         fm_err_prefix(e, "sampler: model at t=%.4f", tm);
@@ -136,6 +138,7 @@ int fm_sample(fm_sampler *s, fm_velocity_fn f, void *ctx, const int32_t *y, floa
     const double h = 1.0 / steps;
     if (!isfinite(w))
         return fm_fail(e, FM_ERR_USAGE, "sampler: guidance scale is not finite");
+    s->sampled += B;
     for (int i = 0; i < B; i++) {
         s->y2[i] = y ? y[i] : c->null_label;
         s->y2[B + i] = c->null_label;

@@ -22,7 +22,7 @@ static const char *const free_keys[] = {
     "guide.steps",      "guide.ckpt_every",
     "flow.steps",       "flow.ckpt_every",      "flow.sample_every", "flow.bucket_mb",
     "sample.",          "eval.classifier_steps", "eval.samples_per_class", "eval.batch_size",
-    "eval.table_steps", "eval.table_cfg", "eval.table_sampler", "reflow.steps", "reflow.ckpt_every",
+    "eval.table_steps", "eval.table_cfg", "eval.table_sampler", "eval.table_interval", "eval.table_classifier_scale", "reflow.steps", "reflow.ckpt_every",
     "dist.",
 };
 

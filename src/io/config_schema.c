@@ -176,8 +176,14 @@ static const fm_cfg_key keys[] = {
     INTS_("eval.table_steps", eval.table_steps, "[]", 1, 100000, 0,
           "quality-vs-cost table in eval.json: sampler steps of its rows, for the flow and (if trained) the reflowed "
           "weights at each eval.table_cfg; [] = no table"),
-    FLTS_("eval.table_cfg", eval.table_cfg, "[3]", 0, 100, 1, "the table's guidance scales w (plain CFG)"),
+    FLTS_("eval.table_cfg", eval.table_cfg, "[3]", 0, 100, 1, "the table's guidance scales w"),
     ENUM_("eval.table_sampler", eval.table_sampler, "euler", fm_sampler_names, "the table's integrator"),
+    FLTS_("eval.table_interval", eval.table_interval, "[0, 1]", 0, 1, 2,
+          "[t_lo, t_hi]: besides plain CFG, the table's rows with CFG only in this interval (method interval); "
+          "[0, 1] = no such rows"),
+    FLT_("eval.table_classifier_scale", eval.table_classifier_scale, "0", 0, 100,
+         "s > 0: the table's rows with classifier guidance s (method classifier, and both with a table interval; "
+         "needs the guide stage's checkpoint); 0 = no such rows"),
     /* dist: data parallelism over the MPI ranks */
     BOOL_("dist.zero", dist.zero, "false", "ZeRO-1: each rank keeps and updates a 1/ranks shard of AdamW and EMA"),
     ENUM_("dist.batch", dist.batch, "global", fm_batch_names, "what every *.batch_size counts: the global batch, or the batch of one rank (weak scaling)"),
@@ -281,6 +287,9 @@ static int check_usable(const fm_config *c, fm_err *e)
     const fm_flist *iv = &c->sample.cfg_interval;
     if (iv->n != 2 || !(iv->v[0] <= iv->v[1]))
         return fail_at(c, "sample.cfg_interval", e, "must be two times [t_lo, t_hi] with t_lo <= t_hi, e.g. [0.2, 0.8]");
+    iv = &c->eval.table_interval;
+    if (iv->n != 2 || !(iv->v[0] <= iv->v[1]))
+        return fail_at(c, "eval.table_interval", e, "must be two times [t_lo, t_hi] with t_lo <= t_hi, e.g. [0.2, 0.8]");
     return FM_OK;
 }
 

@@ -347,15 +347,56 @@ static int gen_frechet(eval_bufs *b, const eval_plan *pl, int k, double *fd, fm_
 }
 
 /* A way to sample, one group of rows of the quality-vs-cost table: the
- * weights and the guidance. Plain CFG for now: w over the whole time
- * interval [0, 1], no classifier guidance. */
+ * guidance besides the CFG scale w of each row: CFG over all of t ("cfg"),
+ * CFG only in eval.table_interval ("interval"), classifier guidance of
+ * scale eval.table_classifier_scale with CFG over all of t ("classifier"),
+ * or both ("both"). */
 typedef struct eval_method {
-    const char *name;   /* "cfg" */
-    int weights;        /* fm_weights_kind */
-    double w;           /* CFG scale */
-    double t_lo, t_hi;  /* CFG applied for t in [t_lo, t_hi] (plain CFG: [0, 1]) */
-    double cls_scale;   /* classifier-guidance scale (plain CFG: 0) */
+    const char *name;
+    double t_lo, t_hi;  /* CFG applied for t in [t_lo, t_hi] (w = 1 outside) */
+    double cls_scale;   /* classifier-guidance scale (0: none) */
 } eval_method;
+
+/* The table's methods (eval.table_interval and eval.table_classifier_scale
+ * decide which beyond plain CFG): how many, into me[4]. */
+static int table_methods(const fm_config *c, eval_method me[4])
+{
+    const double lo = c->eval.table_interval.v[0], hi = c->eval.table_interval.v[1];
+    const int iv = !(lo == 0 && hi == 1), cs = c->eval.table_classifier_scale > 0;
+    int n = 0;
+    me[n++] = (eval_method){ "cfg", 0, 1, 0 };
+    if (iv)
+        me[n++] = (eval_method){ "interval", lo, hi, 0 };
+    if (cs)
+        me[n++] = (eval_method){ "classifier", 0, 1, c->eval.table_classifier_scale };
+    if (iv && cs)
+        me[n++] = (eval_method){ "both", lo, hi, c->eval.table_classifier_scale };
+    return n;
+}
+
+/* The cost of the last generate_all per sample, summed over the ranks (every
+ * rank gets the same figures):
+ * network evaluations of the flow model (a CFG call on the conditional and
+ * the null-label rows counts 2, a call on one branch 1) and of the guide
+ * classifier (forward and backward). Collective. */
+static int method_cost(const fm_pipeline *P, const fm_generator *g, int has, double *nfe, double *cls, fm_err *e)
+{
+    const fm_sampler *s = &g->sampler;
+    const double mine[3] = { has ? (double)s->sampled : 0, has ? (double)s->model_rows : 0,
+                             has ? (double)s->guide_rows : 0 };
+    double *all = malloc((size_t)P->world->size * sizeof mine);
+    int rc = all ? FM_OK : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", P->world->rank);
+    rc = fm_batches_agree(P->world, rc, "eval: the table's costs", e);
+    if (rc == FM_OK)
+        rc = fm_world_allgather(P->world, mine, 3, all, e);
+    double tot[3] = { 0, 0, 0 };
+    for (int r = 0; rc == FM_OK && r < P->world->size; r++)
+        for (int i = 0; i < 3; i++)
+            tot[i] += all[3 * r + i];
+    free(all);
+    *nfe = tot[0] > 0 ? tot[1] / tot[0] : 0, *cls = tot[0] > 0 ? tot[2] / tot[0] : 0;
+    return rc;
+}
 
 /* Whether the run has reflow checkpoints (rank 0 looks, every rank learns). Collective. */
 static int has_reflow(const fm_pipeline *P, int *has, fm_err *e)
@@ -372,12 +413,13 @@ static int has_reflow(const fm_pipeline *P, int *has, fm_err *e)
     return fm_world_max_int(P->world, has, e);
 }
 
-/* The quality-vs-cost table (eval.table_steps non-empty): for each weights
- * (the flow's; the reflowed ones if the run has them) and each sampler steps
- * of eval.table_steps, the samples of every eval.table_cfg scale, scored like
- * by_cfg. Rank 0 writes its "table" into js. right [nalloc] is scratch.
- * nfe counts network evaluations per sample: the sampler's model calls times
- * 2 (every CFG call evaluates the conditional and the null-label rows).
+/* The quality-vs-cost table (eval.table_steps non-empty): for each method
+ * (table_methods), each weights (the flow's; the reflowed ones if the run has
+ * them) and each sampler steps of eval.table_steps, the samples of every
+ * eval.table_cfg scale, scored like by_cfg. Rank 0 writes its "table" into js.
+ * right [nalloc] is scratch. nfe counts the flow model's evaluations per
+ * sample as the sampler made them (2 per CFG call, 1 where only one branch
+ * runs), classifier_evals the guide classifier's (forward + backward).
  * Collective. */
 static int score_table(fm_pipeline *P, fm_classifier *m, eval_bufs *b, const eval_plan *pl, double *right, FILE *js,
                        fm_err *e)
@@ -387,61 +429,69 @@ static int score_table(fm_pipeline *P, fm_classifier *m, eval_bufs *b, const eva
     const fm_ilist *steps = &c->eval.table_steps;
     const fm_flist *ws = &c->eval.table_cfg;
     const fm_sampler_kind kind = (fm_sampler_kind)c->eval.table_sampler;
+    eval_method me[4];
+    const int nme = table_methods(c, me);
     int reflow = 0;
     FM_TRY(has_reflow(P, &reflow, e));
-    fm_config *gc = malloc(sizeof *gc); /* the generator's configuration: which weights */
+    fm_config *gc = malloc(sizeof *gc); /* the generator's configuration: weights and guidance */
     fm_generator g = { 0 };
     const int has = fm_batches_mine(ws->n * pl->nb_gen, w->rank, w->size) > 0;
-    int rc = gc ? FM_OK : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", w->rank);
-    if (rc == FM_OK) {
-        *gc = *c;
-        if (has)
-            rc = fm_generator_init(&g, gc, &P->dnn, pl->EB, kind, steps->v[0], e);
-    }
-    rc = fm_batches_agree(w, rc, "eval: building the table's generator", e);
+    int rc = fm_batches_agree(w, gc ? FM_OK : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", w->rank),
+                              "eval: the table's set-up", e);
     if (js)
         fprintf(js, ",\n  \"table\": {\"sampler\": \"%s\", \"samples_per_class\": %d, \"rows\": [", fm_sampler_names[kind],
                 c->eval.samples_per_class);
     int row = 0;
     const double t0 = fm_now();
-    for (int wt = 0; rc == FM_OK && wt <= reflow; wt++) {
-        gc->sample.weights = wt ? FM_WEIGHTS_REFLOW : FM_WEIGHTS_FLOW;
-        int64_t step = 0;
-        if ((rc = fm_generator_load_all(&g, gc, w, has, &step, e)) != FM_OK)
-            break;
-        for (int si = 0; rc == FM_OK && si < steps->n; si++) {
-            g.sampler.cfg.steps = steps->v[si]; /* the sampler's buffers do not depend on its steps */
-            const int nfe = 2 * fm_sampler_nfe(&g.sampler.cfg);
-            gen_count count = { 0, 0, 0 };
-            if ((rc = generate_all(P, m, &g, b, pl, ws->v, ws->n, right, &count, e)) != FM_OK)
+    for (int mi = 0; rc == FM_OK && mi < nme; mi++) {
+        *gc = *c;
+        gc->sample.cfg_interval.v[0] = me[mi].t_lo, gc->sample.cfg_interval.v[1] = me[mi].t_hi;
+        gc->sample.cfg_schedule = FM_CFG_CONSTANT;
+        gc->sample.classifier_scale = me[mi].cls_scale;
+        rc = has ? fm_generator_init(&g, gc, &P->dnn, pl->EB, kind, steps->v[0], e) : FM_OK;
+        rc = fm_batches_agree(w, rc, "eval: building the table's generator", e);
+        for (int wt = 0; rc == FM_OK && wt <= reflow; wt++) {
+            gc->sample.weights = wt ? FM_WEIGHTS_REFLOW : FM_WEIGHTS_FLOW;
+            int64_t step = 0;
+            if ((rc = fm_generator_load_all(&g, gc, w, has, &step, e)) != FM_OK)
                 break;
-            int rc0 = FM_OK;
-            for (int k = 0; w->rank == 0 && rc0 == FM_OK && k < ws->n; k++) {
-                const eval_method me = { "cfg", gc->sample.weights, ws->v[k], 0, 1, 0 };
-                const double acc = right[k] / pl->ngen;
-                double fd = 0;
-                if ((rc0 = gen_frechet(b, pl, k, &fd, e)) != FM_OK)
+            for (int si = 0; rc == FM_OK && si < steps->n; si++) {
+                g.sampler.cfg.steps = steps->v[si]; /* the sampler's buffers do not depend on its steps */
+                gen_count count = { 0, 0, 0 };
+                g.sampler.sampled = g.sampler.model_rows = g.sampler.guide_rows = 0;
+                double nfe = 0, cls = 0;
+                if ((rc = generate_all(P, m, &g, b, pl, ws->v, ws->n, right, &count, e)) != FM_OK ||
+                    (rc = method_cost(P, &g, has, &nfe, &cls, e)) != FM_OK)
                     break;
-                fm_info("eval: table: %s weights (step %lld), %s w = %g, %s %d steps (nfe %d): class accuracy %.2f%%, "
-                        "Fréchet distance %.3f", fm_weights_names[me.weights], (long long)step, me.name, me.w,
-                        fm_sampler_names[kind], steps->v[si], nfe, 100 * acc, fd);
-                fprintf(js, "%s\n    {\"weights\": \"%s\", \"weights_step\": %lld, \"method\": \"%s\", \"cfg\": %g, "
-                        "\"interval\": [%g, %g], \"classifier_scale\": %g, \"steps\": %d, \"nfe\": %d, \"accuracy\": ",
-                        row++ ? "," : "", fm_weights_names[me.weights], (long long)step, me.name, me.w, me.t_lo,
-                        me.t_hi, me.cls_scale, steps->v[si], nfe);
-                json_value(js, "%.6f", acc, "a class accuracy");
-                fputs(", \"fd\": ", js);
-                json_value(js, "%.6f", fd, "a Fréchet distance (non-finite generated images?)");
-                fputc('}', js);
+                int rc0 = FM_OK;
+                for (int k = 0; w->rank == 0 && rc0 == FM_OK && k < ws->n; k++) {
+                    const double acc = right[k] / pl->ngen;
+                    double fd = 0;
+                    if ((rc0 = gen_frechet(b, pl, k, &fd, e)) != FM_OK)
+                        break;
+                    fm_info("eval: table: %s weights (step %lld), %s w = %g, %s %d steps (nfe %.1f): class accuracy "
+                            "%.2f%%, Fréchet distance %.3f", fm_weights_names[gc->sample.weights], (long long)step,
+                            me[mi].name, ws->v[k], fm_sampler_names[kind], steps->v[si], nfe, 100 * acc, fd);
+                    fprintf(js, "%s\n    {\"weights\": \"%s\", \"weights_step\": %lld, \"method\": \"%s\", \"cfg\": %g, "
+                            "\"interval\": [%g, %g], \"classifier_scale\": %g, \"steps\": %d, \"nfe\": %g, "
+                            "\"classifier_evals\": %g, \"accuracy\": ",
+                            row++ ? "," : "", fm_weights_names[gc->sample.weights], (long long)step, me[mi].name,
+                            ws->v[k], me[mi].t_lo, me[mi].t_hi, me[mi].cls_scale, steps->v[si], nfe, cls);
+                    json_value(js, "%.6f", acc, "a class accuracy");
+                    fputs(", \"fd\": ", js);
+                    json_value(js, "%.6f", fd, "a Fréchet distance (non-finite generated images?)");
+                    fputc('}', js);
+                }
+                rc = fm_batches_agree(w, rc0, "eval: the table's Fréchet distances", e);
             }
-            rc = fm_batches_agree(w, rc0, "eval: the table's Fréchet distances", e);
         }
+        fm_generator_free(&g);
+        memset(&g, 0, sizeof g);
     }
     if (js)
         fputs("\n  ]}", js);
     if (rc == FM_OK && w->rank == 0)
-        fm_info("eval: table of %d rows in %.1fs", (reflow + 1) * steps->n * ws->n, fm_now() - t0);
-    fm_generator_free(&g);
+        fm_info("eval: table of %d rows in %.1fs", nme * (reflow + 1) * steps->n * ws->n, fm_now() - t0);
     free(gc);
     return rc;
 }
