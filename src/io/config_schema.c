@@ -194,7 +194,7 @@ static const fm_cfg_key keys[] = {
     ENUM_("dist.comm_sched", dist.comm_sched, "auto", fm_comm_sched_names,
           "how the gradient communication thread gets a core from the compute threads: rt (SCHED_FIFO: root or "
           "RLIMIT_RTPRIO), slice (short EEVDF slice, Linux >= 6.12), nice (compute threads at nice +5), none; auto = "
-          "rt, else slice, else none"),
+          "rt, else slice, else none, and none when the model fits one bucket (nothing to overlap)"),
 };
 
 _Static_assert(sizeof keys / sizeof keys[0] <= FM_CFG_MAX_KEYS, "raise FM_CFG_MAX_KEYS");

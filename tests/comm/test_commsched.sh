@@ -5,6 +5,8 @@
 #   1. auto: rank 0 logs the policy once, and both ranks' communication
 #      threads carry it (as root rt: SCHED_FIFO; else slice on Linux >= 6.12:
 #      SCHED_OTHER with se.slice 100000 ns).
+#   1b. auto with one bucket (flow.bucket_mb larger than the gradient): none,
+#      logged as such, both threads SCHED_OTHER (nothing to overlap).
 #   2. slice (Linux >= 6.12): both communication threads have the 100 us slice.
 #   3. rt requested by a user who may not have it (nobody, RLIMIT_RTPRIO 0):
 #      every rank stops with exit 2 and the error names dist.comm_sched and
@@ -79,6 +81,14 @@ if watched auto; then
     if msg=$(threads_are auto "${expect[@]}"); then pass "auto_in_force ($policy: $msg)"
     else fail auto_in_force "$policy: $msg"; fi
   fi
+fi
+
+# --- 1b. auto, one bucket -------------------------------------------------------
+if watched onebucket --set flow.bucket_mb=64; then
+  if ! grep -q "dist.comm_sched: auto: none (one gradient bucket" "$T/onebucket.err"; then
+    fail auto_one_bucket_none "no 'auto: none (one gradient bucket' line"; grep comm_sched "$T/onebucket.err"
+  elif msg=$(threads_are onebucket 0 -); then pass "auto_one_bucket_none ($msg)"
+  else fail auto_one_bucket_none "$msg"; fi
 fi
 
 # --- 2. slice -------------------------------------------------------------------
