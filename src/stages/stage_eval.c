@@ -457,32 +457,31 @@ static int score_table(fm_pipeline *P, fm_classifier *m, eval_bufs *b, const eva
                 break;
             for (int si = 0; rc == FM_OK && si < steps->n; si++) {
                 g.sampler.cfg.steps = steps->v[si]; /* the sampler's buffers do not depend on its steps */
-                gen_count count = { 0, 0, 0 };
-                g.sampler.sampled = g.sampler.model_rows = g.sampler.guide_rows = 0;
-                double nfe = 0, cls = 0;
-                if ((rc = generate_all(P, m, &g, b, pl, ws->v, ws->n, right, &count, e)) != FM_OK ||
-                    (rc = method_cost(P, &g, has, &nfe, &cls, e)) != FM_OK)
-                    break;
-                int rc0 = FM_OK;
-                for (int k = 0; w->rank == 0 && rc0 == FM_OK && k < ws->n; k++) {
-                    const double acc = right[k] / pl->ngen;
-                    double fd = 0;
-                    if ((rc0 = gen_frechet(b, pl, k, &fd, e)) != FM_OK)
+                for (int k = 0; rc == FM_OK && k < ws->n; k++) { /* one scale at a time: its own cost */
+                    gen_count count = { 0, 0, 0 };
+                    g.sampler.sampled = g.sampler.model_rows = g.sampler.guide_rows = 0;
+                    double nfe = 0, cls = 0, fd = 0;
+                    if ((rc = generate_all(P, m, &g, b, pl, &ws->v[k], 1, right, &count, e)) != FM_OK ||
+                        (rc = method_cost(P, &g, has, &nfe, &cls, e)) != FM_OK)
                         break;
-                    fm_info("eval: table: %s weights (step %lld), %s w = %g, %s %d steps (nfe %.1f): class accuracy "
-                            "%.2f%%, Fréchet distance %.3f", fm_weights_names[gc->sample.weights], (long long)step,
-                            me[mi].name, ws->v[k], fm_sampler_names[kind], steps->v[si], nfe, 100 * acc, fd);
-                    fprintf(js, "%s\n    {\"weights\": \"%s\", \"weights_step\": %lld, \"method\": \"%s\", \"cfg\": %g, "
-                            "\"interval\": [%g, %g], \"classifier_scale\": %g, \"steps\": %d, \"nfe\": %g, "
-                            "\"classifier_evals\": %g, \"accuracy\": ",
-                            row++ ? "," : "", fm_weights_names[gc->sample.weights], (long long)step, me[mi].name,
-                            ws->v[k], me[mi].t_lo, me[mi].t_hi, me[mi].cls_scale, steps->v[si], nfe, cls);
-                    json_value(js, "%.6f", acc, "a class accuracy");
-                    fputs(", \"fd\": ", js);
-                    json_value(js, "%.6f", fd, "a Fréchet distance (non-finite generated images?)");
-                    fputc('}', js);
+                    const double acc = right[0] / pl->ngen;
+                    int rc0 = w->rank == 0 ? gen_frechet(b, pl, 0, &fd, e) : FM_OK;
+                    if (rc0 == FM_OK && w->rank == 0) {
+                        fm_info("eval: table: %s weights (step %lld), %s w = %g, %s %d steps (nfe %g): class accuracy "
+                                "%.2f%%, Fréchet distance %.3f", fm_weights_names[gc->sample.weights], (long long)step,
+                                me[mi].name, ws->v[k], fm_sampler_names[kind], steps->v[si], nfe, 100 * acc, fd);
+                        fprintf(js, "%s\n    {\"weights\": \"%s\", \"weights_step\": %lld, \"method\": \"%s\", "
+                                "\"cfg\": %g, \"interval\": [%g, %g], \"classifier_scale\": %g, \"steps\": %d, "
+                                "\"nfe\": %g, \"classifier_evals\": %g, \"accuracy\": ",
+                                row++ ? "," : "", fm_weights_names[gc->sample.weights], (long long)step, me[mi].name,
+                                ws->v[k], me[mi].t_lo, me[mi].t_hi, me[mi].cls_scale, steps->v[si], nfe, cls);
+                        json_value(js, "%.6f", acc, "a class accuracy");
+                        fputs(", \"fd\": ", js);
+                        json_value(js, "%.6f", fd, "a Fréchet distance (non-finite generated images?)");
+                        fputc('}', js);
+                    }
+                    rc = fm_batches_agree(w, rc0, "eval: the table's Fréchet distances", e);
                 }
-                rc = fm_batches_agree(w, rc0, "eval: the table's Fréchet distances", e);
             }
         }
         fm_generator_free(&g);

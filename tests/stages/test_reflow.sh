@@ -12,10 +12,12 @@
 #      nfe = 2 x steps for Euler, accuracy in [0, 1], a finite fd).
 #   4. With a trained guide classifier, eval.table_interval=[0.5,1] and
 #      eval.table_classifier_scale=2 add the methods interval, classifier and
-#      both: 4 methods x 2 weights rows at 2 Euler steps, whose costs are what
-#      the sampler made: the model evaluated at t = 0 and 0.5, CFG (2 rows)
-#      only inside the interval (1 outside), classifier guidance off at t = 0
-#      (c(0) is infinite): nfe 4/3/4/3, classifier_evals 0/0/1/1.
+#      both: 4 methods x 2 weights x w in {1, 3} rows at 2 Euler steps, whose
+#      costs are what the sampler made: the model evaluated at t = 0 and 0.5;
+#      with an interval one branch (1 row) where w(t) is 1 (outside it, or
+#      w = 1), CFG's 2 rows elsewhere; classifier guidance off at t = 0 (c(0)
+#      is infinite): w = 3 nfe 4/3/4/3, w = 1 nfe 4/2/4/2 (cfg/interval/
+#      classifier/both), classifier_evals 0/0/1/1.
 source "$(dirname "$0")/../lib.sh" stages reflow/
 export OMP_NUM_THREADS=1
 
@@ -86,16 +88,18 @@ fi
 # --- 4. the table's other methods ------------------------------------------------------------
 mv "$T/a/eval.json" "$T/a/eval-cfg.json"
 run guide_table 1 "$TINY" --out "$T/a" --set "run.stages=[guide,eval]" --set guide.steps=20 --set guide.warmup=2 \
-  --set "eval.table_steps=[2]" --set "eval.table_cfg=[3]" --set "eval.table_interval=[0.5,1]" \
+  --set "eval.table_steps=[2]" --set "eval.table_cfg=[1,3]" --set "eval.table_interval=[0.5,1]" \
   --set eval.table_classifier_scale=2
 if "$PY" - "$T/a/eval.json" <<'EOF'
 import json, math, sys
 rows = json.load(open(sys.argv[1]))["table"]["rows"]
-want = {"cfg": (4, 0, [0, 1], 0), "interval": (3, 0, [0.5, 1], 0), "classifier": (4, 1, [0, 1], 2),
-        "both": (3, 1, [0.5, 1], 2)}
-assert sorted((r["method"], r["weights"]) for r in rows) == sorted((m, w) for m in want for w in ("flow", "reflow")), rows
+want = {"cfg": (4, 4, 0, [0, 1], 0), "interval": (3, 2, 0, [0.5, 1], 0), "classifier": (4, 4, 1, [0, 1], 2),
+        "both": (3, 2, 1, [0.5, 1], 2)}
+assert sorted((r["method"], r["weights"], r["cfg"]) for r in rows) == \
+    sorted((m, w, c) for m in want for w in ("flow", "reflow") for c in (1, 3)), rows
 for r in rows:
-    nfe, cls, iv, s = want[r["method"]]
+    nfe3, nfe1, cls, iv, s = want[r["method"]]
+    nfe = nfe3 if r["cfg"] == 3 else nfe1
     assert (r["nfe"], r["classifier_evals"], r["interval"], r["classifier_scale"]) == (nfe, cls, iv, s), r
     assert 0 <= r["accuracy"] <= 1 and math.isfinite(r["fd"]), r
 EOF
