@@ -382,20 +382,11 @@ static int table_methods(const fm_config *c, eval_method me[4])
 static int method_cost(const fm_pipeline *P, const fm_generator *g, int has, double *nfe, double *cls, fm_err *e)
 {
     const fm_sampler *s = &g->sampler;
-    const double mine[3] = { has ? (double)s->sampled : 0, has ? (double)s->model_rows : 0,
-                             has ? (double)s->guide_rows : 0 };
-    double *all = malloc((size_t)P->world->size * sizeof mine);
-    int rc = all ? FM_OK : fm_fail(e, FM_ERR_INTERNAL, "rank %d: out of memory", P->world->rank);
-    rc = fm_batches_agree(P->world, rc, "eval: the table's costs", e);
-    if (rc == FM_OK)
-        rc = fm_world_allgather(P->world, mine, 3, all, e);
-    double tot[3] = { 0, 0, 0 };
-    for (int r = 0; rc == FM_OK && r < P->world->size; r++)
-        for (int i = 0; i < 3; i++)
-            tot[i] += all[3 * r + i];
-    free(all);
+    double tot[3] = { has ? (double)s->sampled : 0, has ? (double)s->model_rows : 0, has ? (double)s->guide_rows : 0 };
+    for (int i = 0; i < 3; i++) /* sums of integers: exact in any order */
+        FM_TRY(fm_world_sum(P->world, &tot[i], e));
     *nfe = tot[0] > 0 ? tot[1] / tot[0] : 0, *cls = tot[0] > 0 ? tot[2] / tot[0] : 0;
-    return rc;
+    return FM_OK;
 }
 
 /* Whether the run has reflow checkpoints (rank 0 looks, every rank learns). Collective. */
