@@ -30,6 +30,11 @@
 #   STEPS    flow steps per point (default 12; the first 2 are left out)
 #   BATCH    global batch (default 16: 8 per rank)
 #   COMM_SCHED  dist.comm_sched of the runs (default: the config's, auto)
+#   IDLE_SLOW_START  with LINK=lo: net.ipv4.tcp_slow_start_after_idle for the
+#            duration (default 0, restored on exit; "keep" leaves it as it is).
+#            Debian's 1 resets a connection's congestion window after every
+#            pause, so each bucket's transfer restarts in slow start; nodes
+#            that reduce gradients over TCP set it to 0 (docs/scaling.md)
 #   OUT      where the runs go (default runs/overlap)
 #   FMTRAIN  the binary (default ./fmtrain)
 # Usage: sudo jobs/overlap.sh     (or as root; the qdisc is removed on exit)
@@ -60,10 +65,18 @@ train_args() {
 case $LINK in
 lo)
   tc qdisc show dev lo | grep -q tbf && die "lo already has a tbf qdisc: remove it first (tc qdisc del dev lo root)"
-  trap 'tc qdisc del dev lo root 2>/dev/null' EXIT
+  IDLE_SLOW_START=${IDLE_SLOW_START:-0}
+  idle_was=$(sysctl -n net.ipv4.tcp_slow_start_after_idle) || die "cannot read net.ipv4.tcp_slow_start_after_idle"
+  trap 'tc qdisc del dev lo root 2>/dev/null; sysctl -qw net.ipv4.tcp_slow_start_after_idle="$idle_was"' EXIT
+  case $IDLE_SLOW_START in
+  keep) ;;
+  0 | 1) sysctl -qw net.ipv4.tcp_slow_start_after_idle="$IDLE_SLOW_START" ||
+    die "cannot set net.ipv4.tcp_slow_start_after_idle (IDLE_SLOW_START=keep leaves it)" ;;
+  *) die "IDLE_SLOW_START must be 0, 1 or keep, got $IDLE_SLOW_START" ;;
+  esac
   # limit (queue bytes) large enough that the link never drops: a drop costs TCP a 200 ms timeout
   tc qdisc add dev lo root tbf rate "$RATE" burst 256kb limit 64mb || die "tc qdisc add failed"
-  where="Loopback shaped to $RATE; 2 ranks x 1 thread over TCP"
+  where="Loopback shaped to $RATE, tcp_slow_start_after_idle $(sysctl -n net.ipv4.tcp_slow_start_after_idle); 2 ranks x 1 thread over TCP"
   echo "overlap: loopback shaped to $RATE ($(tc qdisc show dev lo | head -1))"
   train() {
     # shellcheck disable=SC2046 # the arguments, one word each
