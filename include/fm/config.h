@@ -64,12 +64,12 @@ typedef enum fm_stage {
     FM_STAGE_EVAL,
     FM_STAGE_COUNT
 } fm_stage;
-typedef enum fm_precision { FM_PRECISION_FP32, FM_PRECISION_BF16 } fm_precision;
+typedef enum fm_precision { FM_PRECISION_FP32, FM_PRECISION_BF16, FM_PRECISION_AUTO } fm_precision;
 typedef enum fm_recon_loss { FM_RECON_L2, FM_RECON_L1 } fm_recon_loss;
 typedef enum fm_model_kind { FM_MODEL_UNET, FM_MODEL_DIT } fm_model_kind;
 
 extern const char *const fm_stage_names[];     /* vae encode guide flow reflow sample eval */
-extern const char *const fm_precision_names[]; /* fp32 bf16 */
+extern const char *const fm_precision_names[]; /* fp32 bf16 auto */
 extern const char *const fm_recon_names[];     /* l2 l1 */
 extern const char *const fm_model_names[];     /* unet dit */
 extern const char *const fm_path_names[];      /* linear cosine */

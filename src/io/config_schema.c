@@ -14,7 +14,7 @@
 #include "fm/log.h"
 
 const char *const fm_stage_names[] = { "vae", "encode", "guide", "flow", "reflow", "sample", "eval", NULL };
-const char *const fm_precision_names[] = { "fp32", "bf16", NULL };
+const char *const fm_precision_names[] = { "fp32", "bf16", "auto", NULL };
 const char *const fm_recon_names[] = { "l2", "l1", NULL };
 const char *const fm_model_names[] = { "unet", "dit", NULL };
 const char *const fm_path_names[] = { "linear", "cosine", NULL };
@@ -70,8 +70,9 @@ static const fm_cfg_key keys[] = {
          "jobs/simulate) in schedule-flow.json of the run directory; 0 = off; --dump-schedule sets 20"),
     INT_("run.ckpt_keep", run.ckpt_keep, "3", 1, 1000, "keep the newest K checkpoints of each stage"),
     INT_("run.threads", run.threads, "0", 0, 1024, "OpenMP threads per rank; 0 = OMP_NUM_THREADS"),
-    ENUM_("run.precision", run.precision, "fp32", fm_precision_names, "operands of every convolution and matrix product: bf16 rounds them "
-          "(AVX512-BF16 kernels) and accumulates in fp32; weights, gradients, optimiser, norms and loss stay fp32"),
+    ENUM_("run.precision", run.precision, "auto", fm_precision_names, "operands of every convolution and matrix product: bf16 rounds them "
+          "(AVX512-BF16 kernels) and accumulates in fp32; weights, gradients, optimiser, norms and loss stay fp32; "
+          "auto = bf16 when every rank's CPU has AVX512-BF16, else fp32"),
     INT_("run.max_bad_steps", run.max_bad_steps, "20", 1, 1000000,
          "stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)"),
     FLT_("run.memory_limit_gb", run.memory_limit_gb, "0", 0, 1e6,
@@ -88,7 +89,7 @@ static const fm_cfg_key keys[] = {
     INT_("data.train_limit", data.train_limit, "0", 0, BIG, "use the first N training images; 0 = all"),
     INT_("data.test_limit", data.test_limit, "0", 0, BIG, "use the first N test images; 0 = all"),
     /* vae: the autoencoder of the latent space */
-    TRAIN_KEYS(vae, "1000", "128", "1e-3", "0.1", "50", "250"),
+    TRAIN_KEYS(vae, "800", "128", "1e-3", "0.1", "50", "250"),
     INTS_("vae.channels", vae.channels, "[16, 32, 64]", 1, 4096, 1,
           "width per level, at most 4 levels; each level after the first halves the side (32 -> 8 with 3)"),
     INT_("vae.res_blocks", vae.res_blocks, "1", 1, FM_CFG_VAE_MAX_RES, "ResBlocks per level"),
@@ -101,8 +102,8 @@ static const fm_cfg_key keys[] = {
     /* flow: the flow-matching model */
     ENUM_("flow.model", flow.model, "unet", fm_model_names, "architecture of u_theta(x_t, t, y)"),
     BOOL_("flow.latent", flow.latent, "true", "train on VAE latents (true) or on 32x32 pixels (false)"),
-    TRAIN_KEYS(flow, "3500", "128", "1e-3", "0.2", "200", "500"),
-    INT_("flow.sample_every", flow.sample_every, "500", 0, BIG, "EMA sample grid every K steps; 0 = never"),
+    TRAIN_KEYS(flow, "3000", "128", "1e-3", "0.2", "200", "500"),
+    INT_("flow.sample_every", flow.sample_every, "1000", 0, BIG, "EMA sample grid every K steps; 0 = never"),
     FLT_("flow.cfg_dropout", flow.cfg_dropout, "0.1", 0, 1, "eta: probability that the label is replaced by the null label"),
     ENUM_("flow.path", flow.path, "linear", fm_path_names, "probability path: linear (alpha=t, beta=1-t) or cosine"),
     ENUM_("flow.t_dist", flow.t_dist, "uniform", fm_tdist_names, "training time distribution"),
@@ -153,8 +154,8 @@ static const fm_cfg_key keys[] = {
           "conditional branch runs"),
     ENUM_("sample.cfg_schedule", sample.cfg_schedule, "constant", fm_cfg_schedule_names,
           "w over the interval: constant, or ramped from 1 at t_lo to w at t_hi, linear or cosine"),
-    ENUM_("sample.sampler", sample.sampler, "euler", fm_sampler_names, "ODE/SDE integrator"),
-    INT_("sample.steps", sample.steps, "50", 1, 100000, "integration steps from noise to data"),
+    ENUM_("sample.sampler", sample.sampler, "heun", fm_sampler_names, "ODE/SDE integrator"),
+    INT_("sample.steps", sample.steps, "10", 1, 100000, "integration steps from noise to data"),
     INT_("sample.per_class", sample.per_class, "8", 1, 1500,
          "samples per class (columns of a grid; at most 1500: a grid's PNG is at most 100000 pixels wide)"),
     FLT_("sample.sde_sigma", sample.sde_sigma, "0.5", 0, 100, "sde sampler noise: sigma_t = sde_sigma * beta_t (0 = Euler)"),
@@ -166,10 +167,10 @@ static const fm_cfg_key keys[] = {
     ENUM_("sample.weights", sample.weights, "flow", fm_weights_names,
           "the model of the sample grids and eval's by_cfg: the flow's, or the reflowed copy's (reflow stage)"),
     /* eval: classifier accuracy and Frechet distance of generated samples */
-    INT_("eval.classifier_steps", eval.classifier_steps, "3000", 1, BIG, "training steps of the evaluation classifier"),
+    INT_("eval.classifier_steps", eval.classifier_steps, "2000", 1, BIG, "training steps of the evaluation classifier"),
     INT_("eval.classifier_batch_size", eval.classifier_batch_size, "128", 1, 1 << 20, "global batch size of the classifier"),
     POS_("eval.classifier_lr", eval.classifier_lr, "6e-3", 10, "learning rate of the classifier"),
-    INT_("eval.samples_per_class", eval.samples_per_class, "50", 1, 10000,
+    INT_("eval.samples_per_class", eval.samples_per_class, "100", 1, 10000,
          "generated samples per class and guidance scale (at most 10000: rank 0 keeps 128 classifier features of "
          "every sample, 1.3 GB at 16 scales)"),
     INT_("eval.batch_size", eval.batch_size, "256", 1, 1 << 20, "global batch size of generation and feature extraction"),

@@ -94,6 +94,29 @@ static int trains(const fm_config *cfg)
     return 0;
 }
 
+/* run.precision -> P->dnn.bf16 for every model's convolutions and matrix
+ * products. auto is bf16 only when every rank's CPU has AVX512-BF16 (one
+ * max-reduction of "lacks it", so the ranks never train in two precisions);
+ * the choice is logged and written back, so the logged config says it. */
+static int resolve_precision(fm_pipeline *P, fm_config *eff, fm_err *e)
+{
+    const int has = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+    if (eff->run.precision == FM_PRECISION_AUTO) {
+        int lacks = !has;
+        int rc = fm_world_max_int(P->world, &lacks, e);
+        if (rc != FM_OK)
+            return rc;
+        eff->run.precision = lacks ? FM_PRECISION_FP32 : FM_PRECISION_BF16;
+        if (P->world->rank == 0)
+            fm_info("run.precision: auto: %s (%s)", lacks ? "fp32" : "bf16",
+                    lacks ? "a rank's CPU has no AVX512-BF16 instructions" : "every rank's CPU has AVX512-BF16");
+    } else if (eff->run.precision == FM_PRECISION_BF16 && !has && P->world->rank == 0)
+        fm_warn("run.precision: bf16: this CPU has no AVX512-BF16 instructions: oneDNN will emulate bf16 "
+                "(or use reference kernels), which is likely slower than fp32; set run.precision: fp32 or auto");
+    P->dnn.bf16 = eff->run.precision == FM_PRECISION_BF16;
+    return FM_OK;
+}
+
 int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_dataset *test, const fm_world *w,
                     int force_eval, fm_err *e)
 {
@@ -123,11 +146,8 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
     fclose(mem);
     if (rc == FM_OK)
         rc = fm_dnn_init(&P.dnn, e);
-    P.dnn.bf16 = cfg->run.precision == FM_PRECISION_BF16; /* every model's convs and matmuls */
-    if (rc == FM_OK && P.dnn.bf16 && P.world->rank == 0 &&
-        (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16)
-        fm_warn("run.precision: bf16: this CPU has no AVX512-BF16 instructions: oneDNN will emulate bf16 "
-                "(or use reference kernels), which is likely slower than fp32; set run.precision: fp32");
+    if (rc == FM_OK)
+        rc = resolve_precision(&P, eff, e);
     if (rc == FM_OK)
         rc = setup(&P, e);
     if (rc == FM_OK && w->rank == 0 && eff->run.peak_gflops == 0 && trains(cfg)) {

@@ -40,7 +40,8 @@ static int test_defaults(void)
     for (int i = 0; i < 5; i++) /* reflow is not a default stage */
         CHECK(c.run.stages.v[i] == want[i], "stage %d is %d", i, c.run.stages.v[i]);
     CHECK(c.sample.classifier_scale == 0 && c.guide.time_dim == 8, "classifier guidance is off by default");
-    CHECK(c.run.ckpt_keep == 3 && c.run.precision == FM_PRECISION_FP32, "run");
+    CHECK(c.run.ckpt_keep == 3 && c.run.precision == FM_PRECISION_AUTO, "run");
+    CHECK(c.sample.sampler == 1 /* heun */ && c.sample.steps == 10 && c.flow.train.steps == 3000, "the recipe");
     CHECK(c.vae.latent_channels == 4 && c.vae.channels.n == 3 && c.vae.channels.v[2] == 64, "vae");
     CHECK(c.flow.train.lr == 1e-3 && c.flow.model == FM_MODEL_UNET && c.flow.latent, "flow");
     CHECK(c.flow.cfg_dropout == 0.1 && c.flow.train.beta2 == 0.999, "flow");

@@ -15,6 +15,9 @@
 #      fp32 runs of tests/dist agree to 1e-4).
 #   4. With oneDNN capped below AVX512-BF16 (ONEDNN_MAX_CPU_ISA), a bf16 run
 #      warns that bf16 will be emulated; on this CPU it does not.
+#   5. run.precision: auto (the default) says what it chose and trains exactly
+#      as that precision does: fp32 with oneDNN capped below AVX512-BF16, bf16
+#      on this CPU (the same losses, bit for bit, as the explicit runs).
 # Measured when written: worst windowed difference vae 1.9 %, flow 0.3 %,
 # DiT 0.03 %; 2 ranks vs 1: first gradient norm 2.6e-8, losses 1.4e-3.
 # Prints PASS/FAIL train/<name>; exits non-zero on any failure.
@@ -105,6 +108,21 @@ else
   rc2=$?
   if [ $rc1 -eq 0 ] && grep -q 'no AVX512-BF16' "$T/isa1.err" && [ $rc2 -eq 0 ] && ! grep -q 'no AVX512-BF16' "$T/isa2.err"
   then pass bf16_isa_warning; else fail bf16_isa_warning "exit $rc1/$rc2 or warning missing/spurious"; fi
+
+  # --- 5. auto: bf16 here, fp32 where oneDNN cannot use AVX512-BF16 ---------------------
+  losses() { grep -o '"loss":[^,]*' "$T/$1/metrics.jsonl" 2>/dev/null; }
+  AUTO=("${ISA[@]}" --set run.log_every=1)
+  timeout 120 "$FMTRAIN" "$TINY" --out "$T/isa_fp32" "${AUTO[@]}" --set run.precision=fp32 >/dev/null 2>&1
+  timeout 120 "$FMTRAIN" "$TINY" --out "$T/isa_bf16" "${AUTO[@]}" >/dev/null 2>&1
+  timeout 120 "$FMTRAIN" "$TINY" --out "$T/auto_here" "${AUTO[@]}" --set run.precision=auto >/dev/null 2>"$T/auto_here.err"
+  timeout 120 env ONEDNN_MAX_CPU_ISA=AVX512_CORE "$FMTRAIN" "$TINY" --out "$T/auto_capped" "${AUTO[@]}" \
+    --set run.precision=auto >/dev/null 2>"$T/auto_capped.err"
+  if grep -q 'run.precision: auto: bf16' "$T/auto_here.err" && [ "$(losses auto_here)" = "$(losses isa_bf16)" ] &&
+     [ -n "$(losses isa_bf16)" ] && [ "$(losses isa_bf16)" != "$(losses isa_fp32)" ]
+  then pass auto_is_bf16_here; else fail auto_is_bf16_here "log or losses differ from the bf16 run's"; fi
+  if grep -q 'run.precision: auto: fp32' "$T/auto_capped.err" && ! grep -q 'no AVX512-BF16 instructions: oneDNN will' \
+     "$T/auto_capped.err" && [ "$(losses auto_capped)" = "$(losses isa_fp32)" ] && [ -n "$(losses isa_fp32)" ]
+  then pass auto_is_fp32_without_bf16; else fail auto_is_fp32_without_bf16 "log or losses differ from the fp32 run's"; fi
 fi
 
 finish
