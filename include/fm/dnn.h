@@ -19,6 +19,10 @@ typedef struct fm_dnn {
 } fm_dnn;
 
 int fm_dnn_init(fm_dnn *d, fm_err *e);
+
+/* 1 when oneDNN's effective ISA on this CPU includes AVX512-BF16 (bf16
+ * convolutions and matrix products run natively, not emulated). */
+int fm_dnn_cpu_has_bf16(void);
 void fm_dnn_free(fm_dnn *d);
 
 /* Wrap every oneDNN call: on failure, return FM_ERR_INTERNAL with the call,

@@ -3,6 +3,11 @@
 
 #include <string.h>
 
+int fm_dnn_cpu_has_bf16(void)
+{
+    return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+}
+
 int fm_dnn_init(fm_dnn *d, fm_err *e)
 {
     memset(d, 0, sizeof *d);

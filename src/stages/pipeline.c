@@ -100,7 +100,7 @@ static int trains(const fm_config *cfg)
  * the choice is logged and written back, so the logged config says it. */
 static int resolve_precision(fm_pipeline *P, fm_config *eff, fm_err *e)
 {
-    const int has = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+    const int has = fm_dnn_cpu_has_bf16();
     if (eff->run.precision == FM_PRECISION_AUTO) {
         int lacks = !has;
         int rc = fm_world_max_int(P->world, &lacks, e);

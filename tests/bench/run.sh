@@ -73,8 +73,9 @@ echo "bench: PyTorch layers..." >&2
 # one fmtrain step run: fm_run NAME PRECISION PROFILE_STEPS (appends its JSON
 # line to fm_steps[_bf16].jsonl; the profile tables, when asked, to runs/bench)
 fm_run() {
-    local sfx="" pset=()
-    [ "$2" = bf16 ] && { sfx=_bf16; pset=(--set run.precision=bf16); }
+    local sfx=""
+    local pset=(--set run.precision="$2")
+    [ "$2" = bf16 ] && sfx=_bf16
     echo "bench: $1: fmtrain $2 step ($steps steps after $warmup, round $r of $rounds)..." >&2
     "$BUILD/tests/bench/bench_step" "$config" --name "$1" "${args[@]}" "${pset[@]}" --steps "$steps" \
         --warmup "$warmup" --profile-steps "$3" >"$out/step_$1$sfx.json" 2>"$out/err.txt" ||
