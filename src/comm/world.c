@@ -3,6 +3,7 @@
 
 #include <mpi.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,6 +12,8 @@
 
 #define MPI_CHUNK ((size_t)1 << 28) /* counts are int: reduce in chunks */
 #define FM_POLL_SPIN_S 50e-6         /* paced polls: test without pause this long first */
+#define FM_ARRIVAL_TAG 32000         /* after a timeout: "I am here" (missing_ranks) */
+#define FM_ARRIVAL_GRACE_S 3.0       /* how long a timed-out rank listens for the others */
 
 int fm_world_fail(fm_err *e, int rc, const char *what)
 {
@@ -87,6 +90,68 @@ int fm_world_poll(MPI_Request *req, int n, double timeout_s, double sleep_s, int
     }
 }
 
+/* After a world collective timed out: which ranks did not arrive? Every
+ * rank that timed out says so to all others (one int, FM_ARRIVAL_TAG on
+ * MPI_COMM_WORLD, no collective) and listens for FM_ARRIVAL_GRACE_S; the
+ * ranks that timed out in the same collective do so within that grace, so the
+ * ones not heard from are the stopped, dead or far-behind ones. Writes "rank
+ * 3" or "ranks 3, 5 and 2 more" into who; returns how many are missing (0:
+ * every rank answered, or the probe itself failed: then the caller says
+ * "not every one"). Only on the failure path: the buffers are malloc'd. */
+static int missing_ranks(const fm_world *w, char *who, size_t n)
+{
+    const int p = w->size;
+    char *heard = calloc((size_t)p, 1);
+    MPI_Request *req = malloc((size_t)p * sizeof *req);
+    int rc = heard && req ? MPI_SUCCESS : MPI_ERR_NO_MEM, missing = 0;
+    for (int q = 0; req && q < p; q++)
+        req[q] = MPI_REQUEST_NULL;
+    for (int q = 0; q < p && rc == MPI_SUCCESS; q++) {
+        if (q != w->rank)
+            rc = MPI_Isend(&w->rank, 1, MPI_INT, q, FM_ARRIVAL_TAG, MPI_COMM_WORLD, &req[q]);
+    }
+    if (rc == MPI_SUCCESS) {
+        heard[w->rank] = 1;
+        const double t0 = fm_now();
+        int left = p - 1;
+        while (left > 0 && fm_now() - t0 < FM_ARRIVAL_GRACE_S) {
+            int flag = 0, from = -1;
+            MPI_Status st;
+            if (MPI_Iprobe(MPI_ANY_SOURCE, FM_ARRIVAL_TAG, MPI_COMM_WORLD, &flag, &st) != MPI_SUCCESS)
+                break;
+            if (!flag) {
+                const struct timespec ts = { 0, 1000000 };
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            MPI_Recv(&from, 1, MPI_INT, st.MPI_SOURCE, FM_ARRIVAL_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            if (!heard[st.MPI_SOURCE]) {
+                heard[st.MPI_SOURCE] = 1;
+                left--;
+            }
+        }
+        char list[128] = "";
+        size_t len = 0;
+        for (int q = 0; q < p; q++) {
+            if (heard[q])
+                continue;
+            if (missing < 4 && len < sizeof list)
+                len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", missing ? ", " : "", q);
+            missing++;
+        }
+        if (missing > 4 && len < sizeof list)
+            snprintf(list + len, sizeof list - len, " and %d more", missing - 4);
+        if (missing > 0) /* "rank 3" / "ranks 3, 5 and 2 more" */
+            snprintf(who, n, "%s %s", missing > 1 ? "ranks" : "rank", list);
+    }
+    for (int q = 0; req && q < p; q++) /* a stopped rank never receives: do not wait for the sends */
+        if (req[q] != MPI_REQUEST_NULL)
+            MPI_Request_free(&req[q]);
+    free(heard);
+    free(req);
+    return missing;
+}
+
 int fm_world_wait(const fm_world *w, int size, const char *scope, MPI_Request *req, const char *what, fm_err *e)
 {
     int open = 0, mpi_rc = MPI_SUCCESS;
@@ -103,6 +168,11 @@ int fm_world_wait(const fm_world *w, int size, const char *scope, MPI_Request *r
                        "rank %d: %s: rank %d did not arrive within %.0f s (dist.timeout): it is stopped, dead or far "
                        "behind",
                        w->rank, what, 1 - w->rank, w->timeout_s);
+    char who[160];
+    if (size == w->size && missing_ranks(w, who, sizeof who) > 0)
+        return fm_fail(e, FM_ERR_INTERNAL,
+                       "rank %d: %s: %s did not arrive within %.0f s (dist.timeout): stopped, dead or far behind",
+                       w->rank, what, who, w->timeout_s);
     return fm_fail(e, FM_ERR_INTERNAL,
                    "rank %d: %s: not every one of the %d ranks%s arrived within %.0f s (dist.timeout): a rank is "
                    "stopped, dead or far behind",
