@@ -155,7 +155,6 @@ typedef struct fm_gradsync {
     int hier;             /* 1: gradient allreduces take the hierarchical scheme */
     struct fm_gs_thread *th; /* the communication thread (NULL with one rank) */
     int sched_want;       /* dist.comm_sched as asked (fm_comm_sched) */
-    int sched_one_bucket; /* auto with one bucket: nothing to overlap, so no priority (none) */
     fm_comm_sched_state sched; /* what the communication thread put in force (commsched.h) */
     int sched_differs;    /* the first rank whose policy is not rank 0's, or -1 */
 } fm_gradsync;

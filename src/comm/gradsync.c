@@ -454,6 +454,13 @@ static int sched_agree(fm_gradsync *gs, int rc, fm_err *e)
     return FM_OK;
 }
 
+/* dist.comm_sched auto with a gradient of one bucket: nothing overlaps
+ * backward, so the communication thread gets no priority (none). */
+static int auto_one_bucket(const fm_gradsync *gs)
+{
+    return gs->sched_want == FM_COMM_SCHED_AUTO && gs->plan.nbuckets <= 1;
+}
+
 void fm_gradsync_log_sched(const fm_gradsync *gs, const char *stage)
 {
     if (!gs->th || gs->world->rank != 0)
@@ -461,7 +468,7 @@ void fm_gradsync_log_sched(const fm_gradsync *gs, const char *stage)
     char what[320];
     fm_comm_sched_describe(&gs->sched, what, sizeof what);
     const int is_auto = gs->sched_want == FM_COMM_SCHED_AUTO;
-    if (gs->sched_one_bucket)
+    if (auto_one_bucket(gs))
         fm_info("%s: dist.comm_sched: auto: none (one gradient bucket: nothing to overlap with backward)", stage);
     else if (is_auto && gs->sched.mode == FM_COMM_SCHED_NONE) /* nothing helps the thread */
         fm_warn("%s: dist.comm_sched: auto: %s; so %s", stage, gs->sched.tried, what);
@@ -587,8 +594,7 @@ int fm_gradsync_init(fm_gradsync *gs, const fm_world *w, fm_params *p, size_t bu
         /* with one bucket the reduction starts when backward ends: a thread that
          * preempts compute would only cost (measured: the eval classifier's 1000
          * steps at 2 ranks x 1 thread 52 s under rt against 46 s) */
-        gs->sched_one_bucket = comm_sched == FM_COMM_SCHED_AUTO && gs->plan.nbuckets <= 1;
-        int rc = thread_start(gs, hier_mode, timeout_s, gs->sched_one_bucket ? FM_COMM_SCHED_NONE : comm_sched, e);
+        int rc = thread_start(gs, hier_mode, timeout_s, auto_one_bucket(gs) ? FM_COMM_SCHED_NONE : comm_sched, e);
         if (gs->th) /* the thread is up: every rank agrees before the first collective of the ring */
             rc = sched_agree(gs, rc, e);
         if (rc == FM_OK)

@@ -163,16 +163,15 @@ int fm_world_wait(const fm_world *w, int size, const char *scope, MPI_Request *r
     default:
         break;
     }
-    if (size == 2 && w->size == 2) /* the world of two: then we know who */
-        return fm_fail(e, FM_ERR_INTERNAL,
-                       "rank %d: %s: rank %d did not arrive within %.0f s (dist.timeout): it is stopped, dead or far "
-                       "behind",
-                       w->rank, what, 1 - w->rank, w->timeout_s);
     char who[160];
-    if (size == w->size && missing_ranks(w, who, sizeof who) > 0)
-        return fm_fail(e, FM_ERR_INTERNAL,
-                       "rank %d: %s: %s did not arrive within %.0f s (dist.timeout): stopped, dead or far behind",
-                       w->rank, what, who, w->timeout_s);
+    int missing = 0;
+    if (size == 2 && w->size == 2) /* the world of two: then we know who */
+        missing = snprintf(who, sizeof who, "rank %d", 1 - w->rank) > 0;
+    else if (size == w->size)
+        missing = missing_ranks(w, who, sizeof who);
+    if (missing > 0)
+        return fm_fail(e, FM_ERR_INTERNAL, "rank %d: %s: %s did not arrive within %.0f s (dist.timeout): %s stopped, "
+                       "dead or far behind", w->rank, what, who, w->timeout_s, missing > 1 ? "they are" : "it is");
     return fm_fail(e, FM_ERR_INTERNAL,
                    "rank %d: %s: not every one of the %d ranks%s arrived within %.0f s (dist.timeout): a rank is "
                    "stopped, dead or far behind",

@@ -94,7 +94,7 @@ wait "$job"; rc=$?
 [ -n "$stopped" ] && kill -CONT "$(cat "$T/stop.pid.3")" 2>/dev/null
 # the rank that waits names rank 3: in the gradient reduction ("waited 10 s for rank 3") or, when the stop
 # came between reductions, in a world collective ("rank 3 did not arrive")
-msg=$(grep -oE 'gradient reduction of step [0-9]*, bucket [0-9]* of [0-9]* \([a-z ]*\): [^:]*: rank [0-9] waited 10 s for rank 3|rank [0-9]: [a-z -]*: rank 3 did not arrive within 10 s' \
+msg=$(grep -oE 'gradient reduction of step [0-9]*, bucket [0-9]* of [0-9]* \([a-z ]*\): [^:]*: rank [0-9] waited 10 s for rank 3|rank [0-9]: [^:]*: rank 3 did not arrive within 10 s' \
       "$T/stop.log" | head -n 1)
 if [ -n "$stopped" ] && [ "$rc" -ne 0 ] && [ $(($(date +%s) - stopped)) -le 90 ] && [ -n "$msg" ]; then
   pass "stopped_rank_named ($(($(date +%s) - stopped)) s after the stop: $msg)"
