@@ -44,7 +44,8 @@ int fm_steptrace_init(fm_steptrace *s, int cap, int max_buckets, int world, fm_e
 void fm_steptrace_free(fm_steptrace *s);
 
 /* Record one step: its marks, the sync's bucket times of its last round, and
- * the ranks' (loss, compute ms) pairs of the step statistics. No-op when full. */
+ * the ranks' (loss, compute ms, wait ms) triples of the step statistics.
+ * No-op when full. */
 void fm_steptrace_add(fm_steptrace *s, int64_t step, const fm_steptrace_marks *m, const fm_gradsync *gs,
                       const double *gathered);
 

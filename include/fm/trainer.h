@@ -96,9 +96,10 @@ typedef struct fm_trainer {
     int poison;                   /* test-only: this step's gradient turns NaN (run.fault_nan_steps) */
     /* timing of the current step and of the run */
     double t_begin, t_compute_end, t_start;
-    double *gathered;             /* [world size * 2]: every rank's (loss, compute ms) of the step */
-    double win[6];                /* sums since the last metrics line: step, compute, allreduce, poll, inflight,
-                                     imbalance ms */
+    double *gathered;             /* [world size * 3]: every rank's (loss, compute ms, ms waited after its own
+                                     backward) of the step */
+    double win[7];                /* sums since the last metrics line: step, compute, allreduce, poll, inflight,
+                                     imbalance, exposed ms */
     double win_loss;              /* sum of the step losses since the last metrics line */
     int win_n;
     int64_t step_at_start;

@@ -57,7 +57,7 @@ void fm_steptrace_add(fm_steptrace *s, int64_t step, const fm_steptrace_marks *m
         r->reduce1_ms[k] = 1e3 * (gs->t_reduce1[k] - t0);
     }
     for (int q = 0; q < s->world; q++)
-        r->rank_compute_ms[q] = gathered[2 * q + 1];
+        r->rank_compute_ms[q] = gathered[3 * q + 1];
 }
 
 /* b - a in ms, or -1 when a phase did not run */

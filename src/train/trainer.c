@@ -96,7 +96,7 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
     t->sched.warmup = tc->warmup;
     t->sched.total = tc->steps;
     int rc = fm_lr_schedule_check(&t->sched, e);
-    t->gathered = malloc((size_t)w->size * 2 * sizeof(double));
+    t->gathered = malloc((size_t)w->size * 3 * sizeof(double));
     if (rc == FM_OK && !t->gathered)
         rc = fm_fail(e, FM_ERR_INTERNAL, "out of memory for %d ranks' step statistics", w->size);
     if (rc == FM_OK)
@@ -718,15 +718,19 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
     FM_PROF_CALL(pr, "step", "allreduce", "allreduce", FM_PROF_STEP, 0, fm_gradsync_finish(&t->sync, e));
     MARK(t, reduced);
     /* the loss is the mean of the ranks' losses (equal local batches); the
-     * compute times give the imbalance */
-    const double compute_ms = 1e3 * (t->t_compute_end - t->t_begin), mine[2] = { local_loss, compute_ms };
+     * compute times give the imbalance; the shortest wait after a rank's own
+     * backward is the last rank's: the reduction's exposed time, without the
+     * wait for a slower rank */
+    const double compute_ms = 1e3 * (t->t_compute_end - t->t_begin),
+                 mine[3] = { local_loss, compute_ms, 1e3 * (fm_now() - t->t_compute_end) };
     FM_PROF_CALL(pr, "step", "allgather", "allgather", FM_PROF_STEP, 0,
-                 fm_world_allgather(t->world, mine, 2, t->gathered, e));
+                 fm_world_allgather(t->world, mine, 3, t->gathered, e));
     MARK(t, stats);
-    double loss = 0, slowest = 0;
+    double loss = 0, slowest = 0, exposed = INFINITY;
     for (int r = 0; r < t->world->size; r++) {
-        loss += t->gathered[2 * r];
-        slowest = fmax(slowest, t->gathered[2 * r + 1]);
+        loss += t->gathered[3 * r];
+        slowest = fmax(slowest, t->gathered[3 * r + 1]);
+        exposed = fmin(exposed, t->gathered[3 * r + 2]);
     }
     loss /= t->world->size;
     double t_reduced = fm_now();
@@ -794,10 +798,11 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
     t->last_grad_norm = norm;
     t->last_lr = lr;
     t->last_step_ms = 1e3 * (now - t->t_begin);
-    const double step_times[6] = { t->last_step_ms,           compute_ms,
+    const double step_times[7] = { t->last_step_ms,           compute_ms,
                                    1e3 * (t_reduced - t->t_compute_end), t->sync.last.poll_ms,
-                                   t->sync.last.inflight_ms, slowest - compute_ms };
-    for (int i = 0; i < 6; i++)
+                                   t->sync.last.inflight_ms, slowest - compute_ms,
+                                   exposed };
+    for (int i = 0; i < 7; i++)
         t->win[i] += step_times[i];
     t->win_n++;
     t->win_loss += loss;
@@ -814,8 +819,8 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
         double elapsed = now - t->t_start;
         double done = (double)(t->step - t->step_at_start);
         double ips = done * t->global_batch / (elapsed > 0 ? elapsed : 1e-9);
-        double m[6];
-        for (int i = 0; i < 6; i++)
+        double m[7];
+        for (int i = 0; i < 7; i++)
             m[i] = t->win[i] / t->win_n;
         double step_ms = m[0], mean_compute_ms = m[1], allreduce_ms = m[2], comm_ms = t->sync.comm_ms;
         double hidden = comm_ms > 0 ? fmax(0.0, fmin(1.0, 1.0 - allreduce_ms / comm_ms)) : 0.0;
@@ -825,11 +830,11 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
         double loss_mean = t->win_loss / t->win_n;
         const char *keys[] = { "loss",         "lr",          "grad_norm",   "images_per_s", "step_ms",
                                "compute_ms",   "allreduce_ms", "comm_ms",    "hidden_frac",  "poll_ms",
-                               "inflight_ms",  "imbalance_ms", "gflops",     "loss_mean",    "mfu",
-                               "world_size" };
+                               "inflight_ms",  "imbalance_ms", "exposed_ms", "gflops",       "loss_mean",
+                               "mfu",          "world_size" };
         double vals[] = { loss,    lr,     norm, ips,  step_ms, mean_compute_ms, allreduce_ms,
-                          comm_ms, hidden, m[3], m[4], m[5],    gflops,          loss_mean,
-                          mfu,     t->world->size };
+                          comm_ms, hidden, m[3], m[4], m[5],    m[6],            gflops,
+                          loss_mean, mfu,  t->world->size };
         FM_TRY(fm_metrics_log(t->metrics, t->stage, t->step, (int)(sizeof vals / sizeof vals[0]), keys, vals, e));
         fm_progress pg = { .stage = t->stage, .step = t->step, .total = total, .loss = loss_mean,
                            .images_per_s = ips, .mfu = mfu, .eta_s = (double)(total - t->step) * elapsed / done };
@@ -837,8 +842,10 @@ int fm_trainer_end(fm_trainer *t, double local_loss, fm_err *e)
         char line[320], now[FM_UTC_LEN];
         fm_progress_format(line, sizeof line, &pg);
         if (t->world->size > 1)
-            fprintf(stderr, "%s %s  compute %.1f ms  allreduce %.1f ms (comm %.1f ms, %.0f%% hidden, imbalance %.1f ms)\n",
-                    fm_utc_now(now), line, mean_compute_ms, allreduce_ms, comm_ms, 100 * hidden, m[5]);
+            fprintf(stderr,
+                    "%s %s  compute %.1f ms  allreduce %.1f ms (comm %.1f ms, %.0f%% hidden, imbalance %.1f ms, "
+                    "after the last backward %.1f ms)\n",
+                    fm_utc_now(now), line, mean_compute_ms, allreduce_ms, comm_ms, 100 * hidden, m[5], m[6]);
         else
             fprintf(stderr, "%s %s  compute %.1f ms\n", fm_utc_now(now), line, mean_compute_ms);
     }

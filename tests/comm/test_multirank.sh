@@ -7,7 +7,7 @@
 #      1-rank run (no stray temporaries), metrics.jsonl has one line per logged
 #      step, and the working directory of every rank stays empty.
 #   3. metrics.jsonl of the multi-rank runs carries the allreduce split
-#      (compute_ms, allreduce_ms, comm_ms, hidden_frac, imbalance_ms) and
+#      (compute_ms, allreduce_ms, comm_ms, hidden_frac, imbalance_ms, exposed_ms) and
 #      stderr the progress line with it.
 #   4. The flow stage with the DiT (another grad-hook order) on 1 and 2 ranks.
 #   5. The bucketed allreduce unit test (test_gradsync) under 2 and 3 ranks.
@@ -69,10 +69,13 @@ for np in 2 3; do
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
 for j in lines:
-    for k in ("compute_ms", "allreduce_ms", "comm_ms", "hidden_frac", "step_ms", "imbalance_ms", "inflight_ms"):
+    for k in ("compute_ms", "allreduce_ms", "comm_ms", "hidden_frac", "step_ms", "imbalance_ms", "inflight_ms",
+              "exposed_ms"):
         assert isinstance(j.get(k), (int, float)), (k, j)
     assert j["comm_ms"] > 0 and 0 <= j["hidden_frac"] <= 1 and j["compute_ms"] > 0, j
     assert j["allreduce_ms"] >= 0 and j["imbalance_ms"] >= 0 and j["step_ms"] >= j["compute_ms"], j
+    # the last rank's wait: no longer than rank 0's, which also waits for slower ranks
+    assert 0 <= j["exposed_ms"] <= j["allreduce_ms"] + 1e-6, j
 f = [j for j in lines if j["stage"] == "flow"]
 m = lambda k: sum(j[k] for j in f[1:]) / len(f[1:])
 print("flow: compute %.1f ms, allreduce %.2f ms blocked, comm %.2f ms, hidden %.0f%%, imbalance %.1f ms"
