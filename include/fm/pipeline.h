@@ -39,6 +39,11 @@ typedef struct fm_pipeline {
 int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_dataset *test, const fm_world *w,
                     int force_eval, fm_err *e);
 
+/* What run.precision p means on this CPU alone: auto is bf16 when the CPU has
+ * AVX512-BF16, else fp32 (a run then agrees over its ranks: fp32 if any rank
+ * lacks it); fp32 and bf16 are themselves. */
+fm_precision fm_precision_here(fm_precision p);
+
 int fm_stage_vae(fm_pipeline *P, fm_err *e);
 int fm_stage_encode(fm_pipeline *P, fm_err *e);
 int fm_stage_guide(fm_pipeline *P, fm_err *e);

@@ -86,7 +86,8 @@ static const char help_text[] =
     "--ema: the EMA of that decay (one of the run's flow.ema_decay) or raw (the trained\n"
     "weights) instead of the run's sample.ema.\n"
     "--classifier-scale s: classifier guidance with the run's guide checkpoint (default:\n"
-    "the run's sample.classifier_scale; 0 = off).\n"
+    "the run's sample.classifier_scale; 0 = off). Sampling uses the run's run.precision\n"
+    "(auto: bf16 when this CPU has AVX512-BF16), as the run's own grids and eval did.\n"
     "eval: score the samples of a finished run directory.\n"
     "plot: one PNG report of a run directory (RUN_DIR/report.png; scripts/plot_run.py).\n"
     "\n"
@@ -444,6 +445,10 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
             c->data.dir);
     fprintf(f, "# world: %d rank%s x %d OpenMP thread%s\n", world, world == 1 ? "" : "s", omp_get_max_threads(),
             omp_get_max_threads() == 1 ? "" : "s");
+    if (c->run.precision == FM_PRECISION_AUTO)
+        fprintf(f, "# precision: auto is %s on this CPU (%s AVX512-BF16; at start the ranks agree: fp32 if any lacks "
+                "it)\n", fm_precision_names[fm_precision_here(FM_PRECISION_AUTO)],
+                fm_precision_here(FM_PRECISION_AUTO) == FM_PRECISION_BF16 ? "it has" : "it has no");
     fprintf(f, "# dry run: nothing was run, and %s was not created\n", c->run.out);
 }
 
@@ -728,6 +733,13 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
         B = (int)(n < c.eval.batch_size ? n : c.eval.batch_size);
     fm_dnn d;
     FM_TRY(fm_dnn_init(&d, e));
+    /* the run's precision, as its own grids and eval were drawn (auto: this CPU's) */
+    const fm_precision prec = fm_precision_here(c.run.precision);
+    d.bf16 = prec == FM_PRECISION_BF16;
+    if (d.bf16 && !fm_dnn_cpu_has_bf16())
+        fm_warn("run.precision: bf16: this CPU has no AVX512-BF16 instructions: oneDNN will emulate bf16");
+    fm_info("sampling in %s (the checkpoint's run.precision: %s)", fm_precision_names[prec],
+            fm_precision_names[c.run.precision]);
     fm_generator g;
     int64_t step = 0;
     rc = fm_generator_init(&g, &c, &d, a->png ? fm_build_grid_batch(B) : B, (fm_sampler_kind)kind, steps, e);

@@ -98,11 +98,18 @@ static int trains(const fm_config *cfg)
  * products. auto is bf16 only when every rank's CPU has AVX512-BF16 (one
  * max-reduction of "lacks it", so the ranks never train in two precisions);
  * the choice is logged and written back, so the logged config says it. */
+fm_precision fm_precision_here(fm_precision p)
+{
+    if (p != FM_PRECISION_AUTO)
+        return p;
+    return fm_dnn_cpu_has_bf16() ? FM_PRECISION_BF16 : FM_PRECISION_FP32;
+}
+
 static int resolve_precision(fm_pipeline *P, fm_config *eff, fm_err *e)
 {
     const int has = fm_dnn_cpu_has_bf16();
     if (eff->run.precision == FM_PRECISION_AUTO) {
-        int lacks = !has;
+        int lacks = fm_precision_here(FM_PRECISION_AUTO) != FM_PRECISION_BF16;
         int rc = fm_world_max_int(P->world, &lacks, e);
         if (rc != FM_OK)
             return rc;

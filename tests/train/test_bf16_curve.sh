@@ -18,6 +18,9 @@
 #   5. run.precision: auto (the default) says what it chose and trains exactly
 #      as that precision does: fp32 with oneDNN capped below AVX512-BF16, bf16
 #      on this CPU (the same losses, bit for bit, as the explicit runs).
+#   6. --dry-run says what auto is on this CPU, and `fmtrain sample` draws in
+#      the checkpoint's run.precision (auto: bf16 here, fp32 capped; the two
+#      grids differ).
 # Measured when written: worst windowed difference vae 1.9 %, flow 0.3 %,
 # DiT 0.03 %; 2 ranks vs 1: first gradient norm 2.6e-8, losses 1.4e-3.
 # Prints PASS/FAIL train/<name>; exits non-zero on any failure.
@@ -123,6 +126,27 @@ else
   if grep -q 'run.precision: auto: fp32' "$T/auto_capped.err" && ! grep -q 'no AVX512-BF16 instructions: oneDNN will' \
      "$T/auto_capped.err" && [ "$(losses auto_capped)" = "$(losses isa_fp32)" ] && [ -n "$(losses isa_fp32)" ]
   then pass auto_is_fp32_without_bf16; else fail auto_is_fp32_without_bf16 "log or losses differ from the fp32 run's"; fi
+
+  # --- 6. --dry-run says what auto is on this CPU; fmtrain sample keeps the run's precision -----
+  d1=$("$FMTRAIN" "$TINY" --set run.precision=auto --dry-run 2>/dev/null | grep '^# precision:')
+  d2=$(env ONEDNN_MAX_CPU_ISA=AVX512_CORE "$FMTRAIN" "$TINY" --set run.precision=auto --dry-run 2>/dev/null |
+    grep '^# precision:')
+  case "$d1|$d2" in
+  "# precision: auto is bf16 on this CPU"*"|# precision: auto is fp32 on this CPU"*) pass auto_in_dry_run ;;
+  *) fail auto_in_dry_run "got '$d1' and (capped) '$d2'" ;;
+  esac
+  timeout 300 "$FMTRAIN" "$TINY" --out "$T/auto_flow" --set run.precision=auto --set "run.stages=[vae,encode,flow]" \
+    >/dev/null 2>&1
+  ck=$(ls "$T"/auto_flow/ckpt/flow-*.safetensors 2>/dev/null | tail -1)
+  timeout 120 "$FMTRAIN" sample "$ck" --cfg 3 -o "$T/s_here.png" >/dev/null 2>"$T/s_here.err"
+  rc1=$?
+  timeout 120 env ONEDNN_MAX_CPU_ISA=AVX512_CORE "$FMTRAIN" sample "$ck" --cfg 3 -o "$T/s_capped.png" \
+    >/dev/null 2>"$T/s_capped.err"
+  rc2=$?
+  if [ -n "$ck" ] && [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && grep -q 'sampling in bf16' "$T/s_here.err" &&
+     grep -q 'sampling in fp32' "$T/s_capped.err" && ! cmp -s "$T/s_here.png" "$T/s_capped.png"
+  then pass sample_keeps_run_precision
+  else fail sample_keeps_run_precision "checkpoint '$ck', exit $rc1/$rc2, or the log/PNGs do not show bf16 here and fp32 capped"; fi
 fi
 
 finish
