@@ -47,6 +47,9 @@ PAR_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(PAR_SRC))
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
+# the builds that test, run and bench start use every core (make JOBS=1 ... for one)
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+
 .PHONY: all deps deps-run test tests test-scale test-cluster scaling run bench install clean
 all: $(BIN)
 
@@ -90,13 +93,13 @@ tests: $(BIN) $(TEST_BIN) $(PAR_BIN) $(BENCH_BIN)
 # The suite: every C unit test, then every Python parity test; one line per
 # test and a final "N passed, N failed, N skipped" line.
 test: deps
-	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) tests
 	$(Q)BUILD=$(BUILD) FMTRAIN=$(abspath $(BIN)) bash tests/run.sh
 
 # fmtrain at 64 ranks on this machine (oversubscribed, one thread a rank):
 # completes, matches 1 rank, and the job's peak memory stays under 12 GB.
 test-scale: deps
-	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) all
 	$(Q)FMTRAIN=$(abspath $(BIN)) bash tests/scale/run_scale.sh
 
 # The simulated scaling study (SimGrid SMPI + the alpha-beta model, jobs/simulate/study.py):
@@ -114,15 +117,15 @@ scaling: deps
 # this machine (tests/cluster/cluster.sh; root): hostnames, veth traffic,
 # losses, one data copy per node, a node lost and the job resumed.
 test-cluster: deps
-	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) all
 	$(Q)FMTRAIN=$(abspath $(BIN)) bash tests/cluster/run_cluster.sh
 
 run: deps-run
-	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) all
 	./fmtrain configs/ldm.yaml --out runs/ldm
 
 bench: deps
-	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) tests
 	$(Q)BUILD=$(BUILD) bash tests/bench/run.sh
 
 install: $(BIN)
