@@ -76,6 +76,11 @@ const char *fm_comm_sched_name(int mode);
  * system refuses: FM_ERR_USAGE naming dist.comm_sched, why, and what to do. */
 int fm_comm_sched_thread(int want, fm_comm_sched_state *st, fm_err *e);
 
+/* fm_comm_sched_thread on a thread of its own that ends at once (the
+ * caller's threads keep their scheduling): what `want` would put in force
+ * here, for --dry-run. */
+int fm_comm_sched_probe(int want, fm_comm_sched_state *st, fm_err *e);
+
 /* On the compute (calling) thread, after the communication thread has filled
  * *st: for nice, raise the nice value of this thread and of every OpenMP
  * worker thread to st->comm_nice + FM_COMM_NICE_STEP (capped at 19; an error

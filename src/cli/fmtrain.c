@@ -31,6 +31,7 @@
 #include "fm/dataset.h"
 #include "fm/generate.h"
 #include "fm/log.h"
+#include "fm/commsched.h"
 #include "fm/pipeline.h"
 #include "fm/sample_files.h"
 #include "fm/shared.h"
@@ -452,6 +453,26 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
     fprintf(f, "# dry run: nothing was run, and %s was not created\n", c->run.out);
 }
 
+/* --dry-run: what dist.comm_sched puts in force here (tried on a thread of
+ * its own), as a plan line; an explicit policy the system refuses fails as
+ * the run would, when it has more than one rank (one rank has no
+ * communication thread). */
+static int print_comm_sched(const fm_config *c, int world, FILE *f, fm_err *e)
+{
+    fm_comm_sched_state st;
+    int rc = fm_comm_sched_probe(c->dist.comm_sched, &st, e);
+    if (rc != FM_OK && world > 1)
+        return rc;
+    char what[sizeof e->msg + 32];
+    if (rc != FM_OK)
+        snprintf(what, sizeof what, "%s (unused on one rank)", e->msg);
+    else
+        fm_comm_sched_describe(&st, what, (int)sizeof what);
+    fprintf(f, "# dist.comm_sched: %s%s%s\n", c->dist.comm_sched == FM_COMM_SCHED_AUTO ? "auto: " : "", what,
+            c->dist.comm_sched == FM_COMM_SCHED_AUTO ? " (none when the gradient is one bucket)" : "");
+    return FM_OK;
+}
+
 /* ---- the dataset, once per node ---- */
 
 /* The dataset's block: this header, then the training images and labels,
@@ -641,6 +662,8 @@ static int run_train(const args *a, fm_world *w, fm_err *e)
     int rc = FM_OK;
     if (a->dry_run && w->rank == 0) {
         rc = fm_config_dump(&c, stdout, e);
+        if (rc == FM_OK)
+            rc = print_comm_sched(&c, w->size, stdout, e);
         if (rc == FM_OK) {
             print_plan(&c, &d.train, &d.test, w->size, stdout);
             if (fflush(stdout) != 0)

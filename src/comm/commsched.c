@@ -122,6 +122,30 @@ int fm_comm_sched_thread(int want, fm_comm_sched_state *st, fm_err *e)
     return FM_OK;
 }
 
+typedef struct probe_arg {
+    int want, rc;
+    fm_comm_sched_state *st;
+    fm_err *e;
+} probe_arg;
+
+static void *probe_main(void *p)
+{
+    probe_arg *a = p;
+    a->rc = fm_comm_sched_thread(a->want, a->st, a->e);
+    return NULL;
+}
+
+int fm_comm_sched_probe(int want, fm_comm_sched_state *st, fm_err *e)
+{
+    probe_arg a = { want, FM_OK, st, e };
+    pthread_t t;
+    int err = pthread_create(&t, NULL, probe_main, &a);
+    if (err != 0)
+        return fm_fail(e, FM_ERR_INTERNAL, "dist.comm_sched: cannot start a thread to try it: %s", strerror(err));
+    pthread_join(t, NULL);
+    return a.rc;
+}
+
 int fm_comm_sched_compute(fm_comm_sched_state *st, fm_err *e)
 {
     if (st->mode != FM_COMM_SCHED_NICE)

@@ -10,7 +10,10 @@
 #   2. slice (Linux >= 6.12): both communication threads have the 100 us slice.
 #   3. rt requested by a user who may not have it (nobody, RLIMIT_RTPRIO 0):
 #      every rank stops with exit 2 and the error names dist.comm_sched and
-#      what to do; no rank hangs.
+#      what to do; no rank hangs. --dry-run on 2 ranks stops the same way
+#      before anything is created; on 1 rank (no communication thread) it
+#      notes it and succeeds.
+#   4. --dry-run's plan names the policy auto put in force in 1.
 # Prints PASS/FAIL/SKIP comm/commsched/<name>.
 source "$(dirname "$0")/../lib.sh" comm commsched/
 export OMP_NUM_THREADS=1
@@ -121,6 +124,29 @@ else
   else
     fail rt_refused "exit $rc (want 2), $n lines of the error"; show "$T/deny.err" 6
   fi
+  # --dry-run says so too, before anything runs (2 ranks); on one rank it only notes it
+  (ulimit -r 0; cd "$T/deny" && HOME=$T/home timeout 120 "${deny[@]}" mpirun --bind-to none --oversubscribe -np 2 \
+     -x OMP_NUM_THREADS "$FMTRAIN" "$SCALING" --out "$T/deny/dry" "${ARGS[@]}" --set dist.comm_sched=rt --dry-run) \
+    >"$T/dry.out" 2>"$T/dry.err"
+  rc=$?
+  (ulimit -r 0; cd "$T/deny" && HOME=$T/home timeout 120 "${deny[@]}" "$FMTRAIN" "$SCALING" --out "$T/deny/dry1" \
+     "${ARGS[@]}" --set dist.comm_sched=rt --dry-run) >"$T/dry1.out" 2>"$T/dry1.err"
+  rc1=$?
+  if [ $rc -eq 2 ] && grep -q "dist.comm_sched: rt is not available: SCHED_FIFO not permitted" "$T/dry.err" &&
+     [ ! -e "$T/deny/dry" ] && [ $rc1 -eq 0 ] && grep -q "^# dist.comm_sched: .*rt is not available.*(unused on one rank)" \
+     "$T/dry1.out"; then
+    pass "rt_refused_dry_run (2 ranks: exit 2 before the run; 1 rank: noted)"
+  else
+    fail rt_refused_dry_run "exit $rc / $rc1 (want 2 / 0)"; show "$T/dry.err" 4; show "$T/dry1.out" 4
+  fi
+fi
+
+# --- 4. --dry-run names the policy auto puts in force here -----------------------------
+if line=$("$FMTRAIN" "$SCALING" "${ARGS[@]}" --dry-run 2>/dev/null | grep '^# dist.comm_sched: auto: ') &&
+   case "$line" in *"auto: $policy:"*) true ;; *) false ;; esac; then
+  pass "auto_in_dry_run (${line:2:60})"
+else
+  fail auto_in_dry_run "got '$line', the run put '$policy' in force"
 fi
 
 finish
