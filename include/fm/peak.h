@@ -1,4 +1,4 @@
-/* peak.h - the fp32 GFLOP/s this process reaches, measured.
+/* peak.h - the fp32 (and bf16) GFLOP/s this process reaches, measured.
  *
  * fm_peak_sgemm: the best of `reps` oneDNN sgemm calls of n x n x n (after
  * one untimed warm-up) on the process's OpenMP threads. `make bench`
@@ -11,5 +11,10 @@
 #include "fm/status.h"
 
 int fm_peak_sgemm(int n, int reps, double *gflops, fm_err *e);
+
+/* The same for bf16 operands with fp32 accumulation, the products of
+ * run.precision: bf16: the best of `reps` oneDNN matmuls of n x n x n (bf16
+ * A and B, f32 C) after one warm-up, on an engine of its own. */
+int fm_peak_matmul_bf16(int n, int reps, double *gflops, fm_err *e);
 
 #endif

@@ -80,8 +80,8 @@ static const fm_cfg_key keys[] = {
          "(models, optimiser state, data and grids, measured from the models' set-up); 0 = the machine's memory"),
     FLT_("run.peak_gflops", run.peak_gflops, "0", 0, 1e9,
          "GFLOP/s one rank can reach (make bench prints it as peak_gflops): the mfu of metrics.jsonl and the "
-         "progress line is achieved / this; 0 = measured once at start (rank 0, the best of ten oneDNN 1024^3 sgemm calls "
-         "on the run's threads, logged)"),
+         "progress line is achieved / this; 0 = measured once at start in the run's precision (rank 0, the best of ten "
+         "oneDNN 1024^3 sgemm calls, or bf16 matmuls under bf16, on the run's threads, logged)"),
     INTS_("run.fault_nan_steps", run.fault_nan_steps, "[]", 0, BIG, 0,
           "fault injection, for tests: steps (of every trained stage) whose gradient rank 0 makes NaN"),
     /* data: Fashion-MNIST IDX files */

@@ -158,15 +158,19 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
     if (rc == FM_OK)
         rc = setup(&P, e);
     if (rc == FM_OK && w->rank == 0 && eff->run.peak_gflops == 0 && trains(cfg)) {
-        /* mfu's denominator, measured once: the other ranks wait at their next collective meanwhile */
+        /* mfu's denominator, measured once in the run's precision: the other
+         * ranks wait at their next collective meanwhile */
         double peak = 0;
-        if (fm_peak_sgemm(1024, 10, &peak, e) == FM_OK && peak > 0) {
+        const int bf16 = eff->run.precision == FM_PRECISION_BF16;
+        const int prc = bf16 ? fm_peak_matmul_bf16(1024, 10, &peak, e) : fm_peak_sgemm(1024, 10, &peak, e);
+        if (prc == FM_OK && peak > 0) {
             eff->run.peak_gflops = peak;
-            fm_info("peak: %.1f GFLOP/s measured on rank 0 (oneDNN sgemm 1024^3 on %d thread%s): the mfu "
-                    "denominator (set run.peak_gflops to fix it)", peak, omp_get_max_threads(),
-                    omp_get_max_threads() > 1 ? "s" : "");
+            fm_info("peak: %.1f GFLOP/s measured on rank 0 (oneDNN %s 1024^3 on %d thread%s): the mfu "
+                    "denominator (set run.peak_gflops to fix it)", peak, bf16 ? "bf16 matmul" : "sgemm",
+                    omp_get_max_threads(), omp_get_max_threads() > 1 ? "s" : "");
         } else {
-            fm_warn("peak: could not measure the fp32 peak (%s): no mfu (set run.peak_gflops)", e->msg);
+            fm_warn("peak: could not measure the %s peak (%s): no mfu (set run.peak_gflops)", bf16 ? "bf16" : "fp32",
+                    e->msg);
         }
     }
     static int (*const stage_fn[FM_STAGE_COUNT])(fm_pipeline *, fm_err *) = {

@@ -18,6 +18,7 @@
 #   5. run.precision: auto (the default) says what it chose and trains exactly
 #      as that precision does: fp32 with oneDNN capped below AVX512-BF16, bf16
 #      on this CPU (the same losses, bit for bit, as the explicit runs).
+#      Its mfu denominator is the peak of that precision (bf16 matmul, sgemm).
 #   6. --dry-run says what auto is on this CPU, and `fmtrain sample` draws in
 #      the checkpoint's run.precision (auto: bf16 here, fp32 capped; the two
 #      grids differ).
@@ -126,6 +127,11 @@ else
   if grep -q 'run.precision: auto: fp32' "$T/auto_capped.err" && ! grep -q 'no AVX512-BF16 instructions: oneDNN will' \
      "$T/auto_capped.err" && [ "$(losses auto_capped)" = "$(losses isa_fp32)" ] && [ -n "$(losses isa_fp32)" ]
   then pass auto_is_fp32_without_bf16; else fail auto_is_fp32_without_bf16 "log or losses differ from the fp32 run's"; fi
+  # the mfu denominator is the peak of the precision in force
+  if grep -q 'peak: [0-9.]* GFLOP/s measured on rank 0 (oneDNN bf16 matmul' "$T/auto_here.err" &&
+     grep -q 'peak: [0-9.]* GFLOP/s measured on rank 0 (oneDNN sgemm' "$T/auto_capped.err"
+  then pass peak_of_the_precision
+  else fail peak_of_the_precision "$(grep -h 'peak:' "$T/auto_here.err" "$T/auto_capped.err" | head -2)"; fi
 
   # --- 6. --dry-run says what auto is on this CPU; fmtrain sample keeps the run's precision -----
   d1=$("$FMTRAIN" "$TINY" --set run.precision=auto --dry-run 2>/dev/null | grep '^# precision:')
