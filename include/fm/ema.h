@@ -38,6 +38,10 @@ void fm_ema_free(fm_ema *m);
 /* The decay applied at update `step` (pure). */
 double fm_ema_decay_at(const fm_ema *m, int64_t step);
 
+/* With warm-up: the first update k at which (1+k)/(10+k) reaches decay, so
+ * that the EMA's own rate applies (0 for decay <= 0.1; INT64_MAX for 1). */
+int64_t fm_ema_warmup_reaches(double decay);
+
 /* Fold the current parameters into the average; `step` counts earlier
  * updates (0 on the first). */
 int fm_ema_update(fm_ema *m, int64_t step, fm_err *e);

@@ -115,7 +115,8 @@ static const fm_cfg_key keys[] = {
     FLTS_("flow.ema_decay", flow.ema_decay, "0.999", 0, 1, 1,
           "decay of the EMA of the weights; a list (e.g. [0.999, 0.9999]) keeps one EMA per rate, all updated each "
           "step and checkpointed (the first as ema.*, the others as ema@<rate>.*), each selectable by sample.ema"),
-    BOOL_("flow.ema_warmup", flow.ema_warmup, "true", "EMA decay min(ema_decay, (1+k)/(10+k)) at update k"),
+    BOOL_("flow.ema_warmup", flow.ema_warmup, "true", "EMA decay min(ema_decay, (1+k)/(10+k)) at update k: a rate r applies only from update (10r-1)/(1-r) on "
+          "(0.999: 8990), before that every rate is the warm-up curve's (the run says so; two such rates warn)"),
     POS_("flow.bucket_mb", flow.bucket_mb, "25", 4096, "gradient allreduce bucket size in MiB"),
     INT_("flow.accum_steps", flow.accum_steps, "1", 1, 1024,
          "micro-batches of flow.batch_size per optimiser step, gradients summed: the effective batch is "

@@ -50,6 +50,20 @@ double fm_ema_decay_at(const fm_ema *m, int64_t step)
     return d < m->decay ? d : m->decay;
 }
 
+int64_t fm_ema_warmup_reaches(double decay)
+{
+    if (decay >= 1.0)
+        return INT64_MAX;
+    double k = ceil((10.0 * decay - 1.0) / (1.0 - decay)); /* (1+k)/(10+k) >= decay */
+    if (k < 0)
+        return 0;
+    while (k > 0 && (1.0 + (k - 1)) / (10.0 + (k - 1)) >= decay) /* rounding: the first such k */
+        k--;
+    while ((1.0 + k) / (10.0 + k) < decay)
+        k++;
+    return (int64_t)k;
+}
+
 /* The arena has not changed; whole: the average is not a shard. */
 static int check_size(const fm_ema *m, int whole, fm_err *e)
 {

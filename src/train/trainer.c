@@ -77,6 +77,38 @@ static void log_scheme(const fm_trainer *t, const char *stage)
             fm_hier_names[t->cfg->dist.hierarchical], scheme);
 }
 
+/* With EMA warm-up, a rate that (1+k)/(10+k) does not reach within the
+ * stage's steps never applies: say so (the EMA is the warm-up curve's),
+ * and warn when two or more rates are such, for their EMAs are then the
+ * same weights. */
+static void note_warmup_capped(const char *stage, const fm_trainer *t, int64_t steps)
+{
+    char list[160] = "";
+    int capped = 0;
+    size_t n = 0;
+    double one = 0;
+    for (int k = 0; k < t->nema; k++) {
+        if (fm_ema_warmup_reaches(t->ema[k].decay) < steps)
+            continue;
+        one = t->ema[k].decay;
+        if (n < sizeof list)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%g", capped ? ", " : "", t->ema[k].decay);
+        capped++;
+    }
+    if (capped == 0)
+        return;
+    const double last = (double)steps / (9.0 + (double)steps); /* (1+k)/(10+k) at the last update k = steps-1 */
+    if (capped == 1)
+        fm_info("%s: EMA %s: with %s.ema_warmup its decay min(%s, (1+k)/(10+k)) stays on the warm-up curve for all "
+                "%lld steps (%.5f at the last; the rate applies from update %lld on): it averages roughly the last "
+                "ninth of the steps", stage, list, stage, list, (long long)steps, last,
+                (long long)fm_ema_warmup_reaches(one));
+    else
+        fm_warn("%s.ema_decay: rates %s stay on the warm-up curve (1+k)/(10+k) for all %lld steps of %s "
+                "(%s.ema_warmup: true): their EMAs are the same weights; set %s.ema_warmup: false or train longer",
+                stage, list, (long long)steps, stage, stage, stage);
+}
+
 int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc, const fm_config *cfg,
                     const char *config_text, const fm_world *w, fm_params *params, fm_metrics *metrics,
                     const fm_flist *ema_decay, int ema_warmup, fm_err *e)
@@ -123,6 +155,8 @@ int fm_trainer_init(fm_trainer *t, const char *stage, const fm_train_config *tc,
         t->nema += rc == FM_OK;
     }
     t->use_ema = t->nema > 0;
+    if (rc == FM_OK && ema_warmup && w->rank == 0)
+        note_warmup_capped(stage, t, tc->steps);
     if (rc != FM_OK) {
         fm_err_prefix(e, "%s", stage);
         fm_trainer_free(t);

@@ -5,6 +5,9 @@
 #   1. [0.99, 0.9] trains; its weights and its "ema." tensors are bitwise the
 #      single-rate 0.99 run's, its "ema@0.9." tensors bitwise the single-rate
 #      0.9 run's "ema." (the same steps);
+#   1b. with flow.ema_warmup (the rest runs without it, so that the rates
+#      differ) two rates that (1+k)/(10+k) does not reach within the 8 steps
+#      give the same weights, and the run warns so;
 #   2. resume keeps every rate: the 2-rank ZeRO run's step-4 checkpoint resumes
 #      on 1 rank without ZeRO and the 1-rank checkpoint on 2 ranks with ZeRO;
 #      both EMAs at step 8 agree with the uninterrupted run (<= 1e-5 relative;
@@ -22,7 +25,8 @@ source "$(dirname "$0")/../lib.sh" train ema_
 
 SMALL=(--set data.train_limit=256 --set vae.steps=4 --set vae.warmup=0)
 FLOW=("${SMALL[@]}" --set "run.stages=[flow]" --set flow.steps=8 --set flow.warmup=2 --set flow.ckpt_every=4
-      --set flow.sample_every=0 --set run.log_every=1 --set flow.batch_size=16 --set flow.bucket_mb=0.05)
+      --set flow.sample_every=0 --set run.log_every=1 --set flow.batch_size=16 --set flow.bucket_mb=0.05
+      --set flow.ema_warmup=false) # with warm-up, 8 steps keep every rate on (1+k)/(10+k): the EMAs would be equal
 export OMP_NUM_THREADS=1
 
 if ! timeout 300 "$FMTRAIN" "$TINY" --out "$T/base" "${SMALL[@]}" --set "run.stages=[vae,encode]" >"$T/base.log" 2>&1; then
@@ -75,9 +79,19 @@ if run_flow two 1 --set "flow.ema_decay=[0.99,0.9]"; then
      m3=$(same "$T/two/$C8:ema@0.9." "$T/r9/$C8:ema."); then
     pass "rates_bitwise_single_rate_runs ($m2; $m3)"
   else fail rates_bitwise_single_rate_runs "$m1 / $m2 / $m3"; fi
+  if m=$(same "$T/two/$C8:ema." "$T/two/$C8:ema@0.9."); then fail rates_differ "the two EMAs are equal: $m"
+  elif [[ $m == *missing* ]]; then fail rates_differ "$m"
+  else pass "rates_differ (${m#*: })"; fi
   grep -q "AdamW m, v and 2 EMAs" "$T/two.log" && pass state_log_counts_emas ||
     fail state_log_counts_emas "no 'and 2 EMAs' in the zero: state line"
 else fail two_rates_train "exit code (see below)"; show "$T/two.log" 5; fi
+
+# --- 1b. with warm-up, rates the stage never reaches are the same weights: a warning ----------------
+if run_flow warm 1 --set "flow.ema_decay=[0.99,0.9]" --set flow.ema_warmup=true &&
+   grep -q "warning: flow.ema_decay: rates 0.99, 0.9 stay on the warm-up curve (1+k)/(10+k) for all 8 steps" "$T/warm.log" &&
+   m=$(same "$T/warm/$C8:ema." "$T/warm/$C8:ema@0.9.") && ! grep -q "stay on the warm-up curve" "$T/two.log"; then
+  pass "warmup_capped_rates_warned ($m)"
+else fail warmup_capped_rates_warned "no warning, or the EMAs differ, or the run without warm-up warned"; show "$T/warm.log" 3; fi
 
 # --- 2. resume across rank counts and ZeRO on/off keeps every rate ---------------------------------
 TWO=(--set "flow.ema_decay=[0.99,0.9]")

@@ -356,6 +356,24 @@ static int test_ema(void)
  * updates its spans of a shared weight copy; after every step the weights,
  * and each rank's packed state, equal the whole optimiser's and EMA's bit for
  * bit. Whole-state calls on a shard are refused. */
+/* fm_ema_warmup_reaches: the first update whose warm-up decay reaches the
+ * rate, against fm_ema_decay_at itself */
+static int test_ema_warmup_reaches(void)
+{
+    const double rates[] = { 0.05, 0.1, 0.5, 0.9, 0.99, 0.998, 0.999, 0.9995, 0.9999 };
+    for (size_t i = 0; i < sizeof rates / sizeof *rates; i++) {
+        fm_ema m = { .decay = 1.0, .warmup = 1 }; /* the warm-up curve alone */
+        const int64_t k = fm_ema_warmup_reaches(rates[i]);
+        CHECK(fm_ema_decay_at(&m, k) >= rates[i], "rate %g: update %lld gives %.10g", rates[i], (long long)k,
+              fm_ema_decay_at(&m, k));
+        CHECK(k == 0 || fm_ema_decay_at(&m, k - 1) < rates[i], "rate %g: update %lld is not the first", rates[i],
+              (long long)k);
+    }
+    CHECK(fm_ema_warmup_reaches(0.999) == 8990, "0.999: %lld", (long long)fm_ema_warmup_reaches(0.999));
+    CHECK(fm_ema_warmup_reaches(1.0) == INT64_MAX, "a decay of 1 is never reached");
+    return 0;
+}
+
 static int test_shards_packed(void)
 {
     fm_err e = { 0 };
@@ -515,7 +533,7 @@ int main(int argc, char **argv)
     static const fm_test tests[] = {
         TEST(test_adamw_vs_double_reference), TEST(test_adamw_bitwise_scalar_and_threads),
         TEST(test_adamw_state_resume),        TEST(test_ema),
-        TEST(test_ema_fused),
+        TEST(test_ema_fused),                 TEST(test_ema_warmup_reaches),
         TEST(test_schedule_edges),            TEST(test_clip),
         TEST(test_shards_packed),
     };
