@@ -41,8 +41,9 @@ int fm_pipeline_run(const fm_config *cfg, const fm_dataset *train, const fm_data
 
 /* What run.precision p means on this CPU alone: auto is bf16 when the CPU has
  * AVX512-BF16, else fp32 (a run then agrees over its ranks: fp32 if any rank
- * lacks it); fp32 and bf16 are themselves. */
-fm_precision fm_precision_here(fm_precision p);
+ * lacks it); fp32 and bf16 are themselves, and with warn an explicit bf16 on
+ * a CPU without AVX512-BF16 logs a warning that it will be emulated. */
+fm_precision fm_precision_here(fm_precision p, int warn);
 
 int fm_stage_vae(fm_pipeline *P, fm_err *e);
 int fm_stage_encode(fm_pipeline *P, fm_err *e);

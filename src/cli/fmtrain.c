@@ -446,10 +446,10 @@ static void print_plan(const fm_config *c, const fm_dataset *train, const fm_dat
             c->data.dir);
     fprintf(f, "# world: %d rank%s x %d OpenMP thread%s\n", world, world == 1 ? "" : "s", omp_get_max_threads(),
             omp_get_max_threads() == 1 ? "" : "s");
+    const fm_precision here = fm_precision_here(FM_PRECISION_AUTO, 0);
     if (c->run.precision == FM_PRECISION_AUTO)
         fprintf(f, "# precision: auto is %s on this CPU (%s AVX512-BF16; at start the ranks agree: fp32 if any lacks "
-                "it)\n", fm_precision_names[fm_precision_here(FM_PRECISION_AUTO)],
-                fm_precision_here(FM_PRECISION_AUTO) == FM_PRECISION_BF16 ? "it has" : "it has no");
+                "it)\n", fm_precision_names[here], here == FM_PRECISION_BF16 ? "it has" : "it has no");
     fprintf(f, "# dry run: nothing was run, and %s was not created\n", c->run.out);
 }
 
@@ -757,10 +757,8 @@ static int run_sample(const args *a, const fm_world *w, fm_err *e)
     fm_dnn d;
     FM_TRY(fm_dnn_init(&d, e));
     /* the run's precision, as its own grids and eval were drawn (auto: this CPU's) */
-    const fm_precision prec = fm_precision_here(c.run.precision);
+    const fm_precision prec = fm_precision_here(c.run.precision, 1);
     d.bf16 = prec == FM_PRECISION_BF16;
-    if (d.bf16 && !fm_dnn_cpu_has_bf16())
-        fm_warn("run.precision: bf16: this CPU has no AVX512-BF16 instructions: oneDNN will emulate bf16");
     fm_info("sampling in %s (the checkpoint's run.precision: %s)", fm_precision_names[prec],
             fm_precision_names[c.run.precision]);
     fm_generator g;

@@ -1,4 +1,4 @@
-/* peak.c - the fp32 GFLOP/s this process reaches (peak.h). */
+/* peak.c - the fp32 and bf16 GFLOP/s this process reaches (peak.h). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,7 +6,6 @@
 #include <dnnl.h>
 
 #include "fm/dnn.h"
-
 #include "fm/peak.h"
 #include "fm/rng.h"
 #include "fm/timer.h"
@@ -38,28 +37,23 @@ int fm_peak_sgemm(int n, int reps, double *gflops, fm_err *e)
     return rc;
 }
 
-/* The timed loop of fm_peak_matmul_bf16 on its engine (d) and memories. */
+/* The timed loop of fm_peak_matmul_bf16: C = A B on its engine (d) and
+ * memories, n x n each. */
 static int time_matmul(fm_dnn *d, int n, int reps, dnnl_memory_t ma, dnnl_memory_t mb, dnnl_memory_t mc,
                        double *gflops, fm_err *e)
 {
-    dnnl_memory_desc_t a_md, b_md, c_md;
-    const dnnl_dims_t dims = { n, n };
-    FM_DNN(dnnl_memory_desc_init_by_tag(&a_md, 2, dims, dnnl_bf16, dnnl_ab), e);
-    FM_DNN(dnnl_memory_desc_init_by_tag(&b_md, 2, dims, dnnl_bf16, dnnl_ab), e);
-    FM_DNN(dnnl_memory_desc_init_by_tag(&c_md, 2, dims, dnnl_f32, dnnl_ab), e);
+    const dnnl_memory_desc_t *a_md, *b_md, *c_md;
+    FM_DNN(dnnl_memory_get_memory_desc(ma, &a_md), e);
+    FM_DNN(dnnl_memory_get_memory_desc(mb, &b_md), e);
+    FM_DNN(dnnl_memory_get_memory_desc(mc, &c_md), e);
     dnnl_primitive_t mm = NULL;
     size_t scratch = 0;
-    FM_TRY(fm_dnn_matmul(d, &mm, &a_md, &b_md, NULL, &c_md, &scratch, e));
+    FM_TRY(fm_dnn_matmul(d, &mm, a_md, b_md, NULL, c_md, &scratch, e));
     void *sp = scratch ? malloc(scratch) : NULL;
     dnnl_memory_t msp = NULL;
     int rc = scratch && !sp ? fm_fail(e, FM_ERR_INTERNAL, "peak probe: out of memory for the scratchpad") : FM_OK;
-    if (rc == FM_OK && sp) {
-        dnnl_memory_desc_t sp_md;
-        const dnnl_dims_t sd = { (int64_t)scratch };
-        if (dnnl_memory_desc_init_by_tag(&sp_md, 1, sd, dnnl_u8, dnnl_x) != dnnl_success ||
-            dnnl_memory_create(&msp, &sp_md, d->engine, sp) != dnnl_success)
-            rc = fm_fail(e, FM_ERR_INTERNAL, "peak probe: cannot create the scratchpad memory");
-    }
+    if (rc == FM_OK && sp)
+        rc = fm_dnn_mem_dt(d, &msp, 1, (dnnl_dims_t){ (dnnl_dim_t)scratch }, dnnl_u8, dnnl_x, sp, e);
     double best = 1e30;
     for (int r = 0; rc == FM_OK && r < reps + 1; r++) {
         dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, ma }, { DNNL_ARG_WEIGHTS, mb }, { DNNL_ARG_DST, mc } };

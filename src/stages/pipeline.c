@@ -94,22 +94,25 @@ static int trains(const fm_config *cfg)
     return 0;
 }
 
+fm_precision fm_precision_here(fm_precision p, int warn)
+{
+    const int has = fm_dnn_cpu_has_bf16();
+    if (p == FM_PRECISION_AUTO)
+        return has ? FM_PRECISION_BF16 : FM_PRECISION_FP32;
+    if (p == FM_PRECISION_BF16 && !has && warn)
+        fm_warn("run.precision: bf16: this CPU has no AVX512-BF16 instructions: oneDNN will emulate bf16 "
+                "(or use reference kernels), which is likely slower than fp32; set run.precision: fp32 or auto");
+    return p;
+}
+
 /* run.precision -> P->dnn.bf16 for every model's convolutions and matrix
  * products. auto is bf16 only when every rank's CPU has AVX512-BF16 (one
  * max-reduction of "lacks it", so the ranks never train in two precisions);
  * the choice is logged and written back, so the logged config says it. */
-fm_precision fm_precision_here(fm_precision p)
-{
-    if (p != FM_PRECISION_AUTO)
-        return p;
-    return fm_dnn_cpu_has_bf16() ? FM_PRECISION_BF16 : FM_PRECISION_FP32;
-}
-
 static int resolve_precision(fm_pipeline *P, fm_config *eff, fm_err *e)
 {
-    const int has = fm_dnn_cpu_has_bf16();
     if (eff->run.precision == FM_PRECISION_AUTO) {
-        int lacks = fm_precision_here(FM_PRECISION_AUTO) != FM_PRECISION_BF16;
+        int lacks = fm_precision_here(FM_PRECISION_AUTO, 0) != FM_PRECISION_BF16;
         int rc = fm_world_max_int(P->world, &lacks, e);
         if (rc != FM_OK)
             return rc;
@@ -117,9 +120,8 @@ static int resolve_precision(fm_pipeline *P, fm_config *eff, fm_err *e)
         if (P->world->rank == 0)
             fm_info("run.precision: auto: %s (%s)", lacks ? "fp32" : "bf16",
                     lacks ? "a rank's CPU has no AVX512-BF16 instructions" : "every rank's CPU has AVX512-BF16");
-    } else if (eff->run.precision == FM_PRECISION_BF16 && !has && P->world->rank == 0)
-        fm_warn("run.precision: bf16: this CPU has no AVX512-BF16 instructions: oneDNN will emulate bf16 "
-                "(or use reference kernels), which is likely slower than fp32; set run.precision: fp32 or auto");
+    } else
+        fm_precision_here(eff->run.precision, P->world->rank == 0); /* bf16 without AVX512-BF16: a warning */
     P->dnn.bf16 = eff->run.precision == FM_PRECISION_BF16;
     return FM_OK;
 }

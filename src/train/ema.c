@@ -40,13 +40,16 @@ void fm_ema_free(fm_ema *m)
     memset(m, 0, sizeof *m);
 }
 
+/* The warm-up curve (1+k)/(10+k) at update k. */
+static double warmup_curve(double k) { return (1.0 + k) / (10.0 + k); }
+
 double fm_ema_decay_at(const fm_ema *m, int64_t step)
 {
     if (!m->warmup)
         return m->decay;
     if (step < 0)
         step = 0;
-    double d = (1.0 + (double)step) / (10.0 + (double)step);
+    double d = warmup_curve((double)step);
     return d < m->decay ? d : m->decay;
 }
 
@@ -57,9 +60,9 @@ int64_t fm_ema_warmup_reaches(double decay)
     double k = ceil((10.0 * decay - 1.0) / (1.0 - decay)); /* (1+k)/(10+k) >= decay */
     if (k < 0)
         return 0;
-    while (k > 0 && (1.0 + (k - 1)) / (10.0 + (k - 1)) >= decay) /* rounding: the first such k */
+    while (k > 0 && warmup_curve(k - 1) >= decay) /* rounding: the first such k */
         k--;
-    while ((1.0 + k) / (10.0 + k) < decay)
+    while (warmup_curve(k) < decay)
         k++;
     return (int64_t)k;
 }

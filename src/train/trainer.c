@@ -86,23 +86,22 @@ static void note_warmup_capped(const char *stage, const fm_trainer *t, int64_t s
     char list[160] = "";
     int capped = 0;
     size_t n = 0;
-    double one = 0;
+    const fm_ema *one = NULL;
     for (int k = 0; k < t->nema; k++) {
         if (fm_ema_warmup_reaches(t->ema[k].decay) < steps)
             continue;
-        one = t->ema[k].decay;
+        one = &t->ema[k];
         if (n < sizeof list)
             n += (size_t)snprintf(list + n, sizeof list - n, "%s%g", capped ? ", " : "", t->ema[k].decay);
         capped++;
     }
     if (capped == 0)
         return;
-    const double last = (double)steps / (9.0 + (double)steps); /* (1+k)/(10+k) at the last update k = steps-1 */
     if (capped == 1)
         fm_info("%s: EMA %s: with %s.ema_warmup its decay min(%s, (1+k)/(10+k)) stays on the warm-up curve for all "
                 "%lld steps (%.5f at the last; the rate applies from update %lld on): it averages roughly the last "
-                "ninth of the steps", stage, list, stage, list, (long long)steps, last,
-                (long long)fm_ema_warmup_reaches(one));
+                "ninth of the steps", stage, list, stage, list, (long long)steps, fm_ema_decay_at(one, steps - 1),
+                (long long)fm_ema_warmup_reaches(one->decay));
     else
         fm_warn("%s.ema_decay: rates %s stay on the warm-up curve (1+k)/(10+k) for all %lld steps of %s "
                 "(%s.ema_warmup: true): their EMAs are the same weights; set %s.ema_warmup: false or train longer",

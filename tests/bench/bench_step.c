@@ -126,7 +126,7 @@ static int bench_init(bench *b, const opts *o, fm_err *e)
     const fm_train_config *tc = &c->flow.train;
     b->B = tc->batch_size;  /* the global batch on one rank */
     FM_TRY(fm_dnn_init(&b->dnn, e));
-    c->run.precision = fm_precision_here(c->run.precision); /* as the pipeline resolves it on one rank */
+    c->run.precision = fm_precision_here(c->run.precision, 0); /* as the pipeline resolves it on one rank */
     b->dnn.bf16 = c->run.precision == FM_PRECISION_BF16;
     FM_TRY(fm_build_flow_params(&b->p, c, e));
     FM_TRY(fm_build_flow_model(&b->model, c, &b->dnn, &b->p, b->B, e));
