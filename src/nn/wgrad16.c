@@ -15,6 +15,8 @@
 
 #define OB 6  /* output channels per register tile */
 #define CV 4  /* input-channel vectors (16 channels each) per register tile */
+#define GROUP 16 /* output-channel tiles per task, whose sums the task keeps */
+#define CHUNK_BYTES 24576 /* the x block of one chunk of image pairs */
 
 int fm_wgrad16_usable(const fm_wgrad16 *g)
 {
@@ -152,26 +154,29 @@ static void valid_range(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p
     *hi = h < out ? h : out;
 }
 
-/* One register tile: dw[o0 .. o0+ob)[c0 .. c0+16 cv)[ky][kx], summed over
- * every image pair and every output pixel whose input pixel exists. ob and cv
+/* One register tile: the sums of dw[o0 .. o0+ob)[c0 .. c0+16 cv)[ky][kx]
+ * over image pairs m0 .. m1-1 and every output pixel whose input pixel
+ * exists, added to sums ([OB][CV] vectors, kept between calls). ob and cv
  * are constants at each call site (tile_dispatch), so the loops unroll and
- * the accumulators stay in registers. */
+ * the accumulators stay in registers. The sums of a tile visit the pairs,
+ * rows and columns in the same order however the pairs are split into
+ * calls, so the result does not depend on the split. */
 FM_W16_TARGET static inline __attribute__((always_inline)) void
 tile(const fm_wgrad16 *g, const uint16_t *xp, const uint16_t *dyp, int64_t ky, int64_t kx, int64_t o0, const int ob,
-     int64_t c0, const int cv, float *dw)
+     int64_t c0, const int cv, int64_t m0, int64_t m1, float *sums)
 {
     __m512 acc[OB][CV];
     FM_W16_UNROLL
     for (int o = 0; o < ob; o++)
         FM_W16_UNROLL
         for (int v = 0; v < cv; v++)
-            acc[o][v] = _mm512_setzero_ps();
+            acc[o][v] = _mm512_load_ps(sums + (o * CV + v) * 16);
     int64_t i_lo, i_hi, j_lo, j_hi;
     valid_range(g->h, g->ho, ky, g->stride, g->pad_t, &i_lo, &i_hi);
     valid_range(g->w, g->wo, kx, g->stride, g->pad_l, &j_lo, &j_hi);
-    const int64_t s = g->stride, xs = g->cin * 2, ds = g->cout * 2, pairs = (g->n + 1) / 2;
+    const int64_t s = g->stride, xs = g->cin * 2, ds = g->cout * 2;
     if (j_lo < j_hi)
-        for (int64_t m = 0; m < pairs; m++)
+        for (int64_t m = m0; m < m1; m++)
             for (int64_t i = i_lo; i < i_hi; i++) {
                 const int64_t iy = i * s + ky - g->pad_t, jx = j_lo * s + kx - g->pad_l;
                 const uint16_t *xr = xp + ((m * g->h + iy) * g->w + jx) * xs + c0 * 2;
@@ -192,23 +197,20 @@ tile(const fm_wgrad16 *g, const uint16_t *xp, const uint16_t *dyp, int64_t ky, i
                     }
                 }
             }
-    const int64_t taps = g->kh * g->kw, tap = ky * g->kw + kx;
+    FM_W16_UNROLL
     for (int o = 0; o < ob; o++)
-        for (int v = 0; v < cv; v++) {
-            float t[16];
-            _mm512_storeu_ps(t, acc[o][v]);
-            float *d = dw + ((o0 + o) * g->cin + c0 + 16 * v) * taps + tap;
-            for (int l = 0; l < 16; l++)
-                d[l * taps] = t[l];
-        }
+        FM_W16_UNROLL
+        for (int v = 0; v < cv; v++)
+            _mm512_store_ps(sums + (o * CV + v) * 16, acc[o][v]);
 }
 
 FM_W16_TARGET static void tile_dispatch(const fm_wgrad16 *g, const uint16_t *xp, const uint16_t *dyp, int64_t ky,
-                                        int64_t kx, int64_t o0, int ob, int64_t c0, int cv, float *dw)
+                                        int64_t kx, int64_t o0, int ob, int64_t c0, int cv, int64_t m0, int64_t m1,
+                                        float *sums)
 {
-#define FM_W16_CASE(B, V)                                      \
-    case (B) * 8 + (V):                                        \
-        tile(g, xp, dyp, ky, kx, o0, (B), c0, (V), dw);        \
+#define FM_W16_CASE(B, V)                                              \
+    case (B) * 8 + (V):                                                \
+        tile(g, xp, dyp, ky, kx, o0, (B), c0, (V), m0, m1, sums);      \
         break;
 #define FM_W16_ROW(B) FM_W16_CASE(B, 1) FM_W16_CASE(B, 2) FM_W16_CASE(B, 3) FM_W16_CASE(B, 4)
     switch (ob * 8 + cv) {
@@ -220,18 +222,48 @@ FM_W16_TARGET static void tile_dispatch(const fm_wgrad16 *g, const uint16_t *xp,
 #undef FM_W16_CASE
 }
 
+/* A tile's sums into dw [Cout, Cin, kh, kw]. */
+static void store_tile(const fm_wgrad16 *g, const float *sums, int64_t tap, int64_t o0, int ob, int64_t c0, int cv,
+                       float *dw)
+{
+    const int64_t taps = g->kh * g->kw;
+    for (int o = 0; o < ob; o++)
+        for (int64_t c = 0; c < 16 * cv; c++)
+            dw[((o0 + o) * g->cin + c0 + c) * taps + tap] = sums[(o * CV + c / 16) * 16 + c % 16];
+}
+
 void fm_wgrad16_run(const fm_wgrad16 *g, const uint16_t *xp, const uint16_t *dyp, float *dw)
 {
     const int64_t nob = (g->cout + OB - 1) / OB, ncb = (g->cin + 16 * CV - 1) / (16 * CV), taps = g->kh * g->kw;
-    const int64_t tiles = ncb * taps * nob;
-    /* consecutive tiles share the x block (input channels, tap) and walk the
-     * output channels; each tile belongs to one thread */
+    const int64_t groups = (nob + GROUP - 1) / GROUP, per = (nob + groups - 1) / groups;
+    const int64_t tasks = ncb * taps * groups, pairs = (g->n + 1) / 2;
+    /* the pairs of one chunk: the x block of a chunk (pair-packed pixels of
+     * 16 CV channels) stays in L1 while every tile of the task reads it */
+    const int64_t pair_bytes = g->h * g->w * 16 * CV * 4;
+    const int64_t chunk = pair_bytes >= CHUNK_BYTES ? 1 : CHUNK_BYTES / pair_bytes;
+    /* a task is one tap of one block of input channels for a group of
+     * output-channel tiles; it owns their sums, so each belongs to one thread */
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tiles; t++) {
-        const int64_t ob_i = t % nob, tap = t / nob % taps, cb = t / nob / taps;
-        const int64_t o0 = ob_i * OB, c0 = cb * 16 * CV;
-        const int ob = (int)(g->cout - o0 < OB ? g->cout - o0 : OB);
+    for (int64_t t = 0; t < tasks; t++) {
+        float sums[GROUP * OB * CV * 16] __attribute__((aligned(64)));
+        const int64_t gi = t % groups, tap = t / groups % taps, cb = t / groups / taps;
+        const int64_t ob_lo = gi * per, ob_hi = ob_lo + per < nob ? ob_lo + per : nob;
+        const int64_t c0 = cb * 16 * CV;
         const int cv = (int)((g->cin - c0) / 16 < CV ? (g->cin - c0) / 16 : CV);
-        tile_dispatch(g, xp, dyp, tap / g->kw, tap % g->kw, o0, ob, c0, cv, dw);
+        memset(sums, 0, (size_t)(ob_hi - ob_lo) * OB * CV * 16 * sizeof(float));
+        for (int64_t m0 = 0; m0 < pairs; m0 += chunk) {
+            const int64_t m1 = m0 + chunk < pairs ? m0 + chunk : pairs;
+            for (int64_t k = ob_lo; k < ob_hi; k++) {
+                const int64_t o0 = k * OB;
+                const int ob = (int)(g->cout - o0 < OB ? g->cout - o0 : OB);
+                tile_dispatch(g, xp, dyp, tap / g->kw, tap % g->kw, o0, ob, c0, cv, m0, m1,
+                              sums + (k - ob_lo) * OB * CV * 16);
+            }
+        }
+        for (int64_t k = ob_lo; k < ob_hi; k++) {
+            const int64_t o0 = k * OB;
+            const int ob = (int)(g->cout - o0 < OB ? g->cout - o0 : OB);
+            store_tile(g, sums + (k - ob_lo) * OB * CV * 16, tap, o0, ob, c0, cv, dw);
+        }
     }
 }

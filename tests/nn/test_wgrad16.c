@@ -114,6 +114,9 @@ static const wcase cases[] = {
     { "2x2 mixed pads",     2,   3, 4, 144, 12, 2, 2, 1, 1, 0, 0, 1 },
     { "n = 1",              1,   4, 4, 16, 6, 3, 3, 1, 1, 1, 1, 1 },
     { "kernel > map",       2,   2, 2, 16, 5, 3, 3, 1, 1, 1, 1, 1 },
+    /* pairs summed in several chunks (the last one short), output tiles in 3 groups */
+    { "chunks and groups",  37,  4, 4, 64, 200, 3, 3, 1, 1, 1, 1, 1 },
+    { "one pair per chunk", 9,   8, 8, 64, 100, 3, 3, 1, 1, 1, 1, 1 },
 };
 
 static int test_against_reference(void)
@@ -148,7 +151,7 @@ static int test_against_reference(void)
 /* Same bits with 1 and 2 threads: each tile has one owner. */
 static int test_threads(void)
 {
-    const wcase c = { "unet 4x4", 8, 4, 4, 128, 128, 3, 3, 1, 1, 1, 1, 1 };
+    const wcase c = { "unet 4x4", 40, 4, 4, 128, 128, 3, 3, 1, 1, 1, 1, 1 }; /* 20 pairs: several chunks */
     operands o;
     CHECK(operands_make(&c, &o) == 0, "out of memory");
     float *a = malloc((size_t)o.nw * sizeof(float)), *b = malloc((size_t)o.nw * sizeof(float));
