@@ -35,6 +35,7 @@
 #include "fm/profile.h"
 #include "fm/status.h"
 #include "fm/tensor.h"
+#include "fm/conv16.h"
 #include "fm/wgrad16.h"
 
 typedef struct fm_conv2d {
@@ -60,6 +61,8 @@ typedef struct fm_conv2d {
     size_t scratch_bytes;                      /* size of the shared scratchpad */
     fm_wgrad16 wg;                             /* geometry for fm_wgrad16 */
     fm_wgrad16_bufs wb;                        /* its buffers; wb.xp NULL: oneDNN's weight gradients */
+    fm_conv16 cg, cgt;                         /* geometry for fm_conv16: forward, backward-data */
+    uint16_t *wp16, *wpt16;                    /* their packed weights (arena); NULL: oneDNN's */
     fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_conv2d;
 

@@ -91,6 +91,27 @@ static int setup_wgrad16(fm_conv2d *l, fm_arena *a, fm_err *e)
     return fm_wgrad16_bufs_init(&l->wb, a, &l->wg, 1, l->bias != NULL, e);
 }
 
+/* Under bf16, take fm_conv16 for the forward and the backward-data of a 3x3
+ * convolution with stride 1 and padding 1 where its shape suits it (the
+ * U-Net's 4- and 8-wide maps): set l->cg, l->cgt and their packed weights. */
+static int setup_conv16(fm_conv2d *l, fm_arena *a, fm_err *e)
+{
+    l->cg = (fm_conv16){ .n = l->n, .h = l->h, .w = l->w, .cin = l->cin, .cout = l->cout };
+    l->cgt = (fm_conv16){ .n = l->n, .h = l->h, .w = l->w, .cin = l->cout, .cout = l->cin };
+    if (!l->d->bf16 || l->k != 3 || l->stride != 1 || l->pad != 1)
+        return FM_OK;
+    void *buf;
+    if (fm_conv16_usable(&l->cg)) {
+        FM_TRY(fm_arena_take(a, fm_conv16_packed_len(&l->cg), 2, &buf, "packed bf16 weights", e));
+        l->wp16 = buf;
+    }
+    if (fm_conv16_usable(&l->cgt)) {
+        FM_TRY(fm_arena_take(a, fm_conv16_packed_len(&l->cgt), 2, &buf, "packed bf16 weights", e));
+        l->wpt16 = buf;
+    }
+    return FM_OK;
+}
+
 /* On a measuring arena the primitive descriptors fix every size; the
  * primitives themselves (and the reorders) are not created. */
 static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t attr, const char *name,
@@ -99,12 +120,14 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
     const int prims = !fm_arena_measuring(a);
     FM_DNN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), e);
     FM_TRY(setup_wgrad16(l, a, e));
+    FM_TRY(setup_conv16(l, a, e));
     if (create_pds(l, pd, attr, e) != FM_OK)
         return fm_err_prefix(e, "[%lld, %lld, %lld, %lld] k%lld s%lld p%lld -> %lld", (long long)l->n,
                              (long long)l->h, (long long)l->w, (long long)l->cin, (long long)l->k,
                              (long long)l->stride, (long long)l->pad, (long long)l->cout);
-    fm_debug("conv %s: forward %s, backward-data %s, backward-weights %s", name, fm_dnn_impl_name(pd->fwd),
-             fm_dnn_impl_name(pd->bwd_data), l->wb.xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights));
+    fm_debug("conv %s: forward %s, backward-data %s, backward-weights %s", name,
+             l->wp16 ? "conv16" : fm_dnn_impl_name(pd->fwd), l->wpt16 ? "conv16" : fm_dnn_impl_name(pd->bwd_data),
+             l->wb.xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights));
 
     if (prims) {
         FM_DNN(dnnl_primitive_create(&l->fwd, pd->fwd), e);
@@ -261,6 +284,11 @@ uint16_t *fm_conv2d_operand16(fm_conv2d *l) { return l->x16.buf; }
 /* The forward on the x operand as attached, with the current weights. */
 static int forward_attached(fm_conv2d *l, float *y, fm_err *e)
 {
+    if (l->wp16) { /* the weights changed since the last forward (an optimiser step): packed on each call */
+        fm_conv16_pack_w(l->wp16, l->weight->w.data, &l->cg);
+        fm_conv16_run(&l->cg, l->x16.buf, l->wp16, l->bias ? l->bias->w.data : NULL, y);
+        return FM_OK;
+    }
     if (l->w_reorder)
         FM_TRY(reorder(l, l->w_reorder, l->m_w, l->m_w_fwd, e));
     FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
@@ -308,7 +336,10 @@ static int backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm
         fm_f32_to_bf16_n(l->dy16, dy, l->n * hwo * l->cout);
     else
         FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
-    if (dx) {
+    if (dx && l->wpt16) {
+        fm_conv16_pack_wt(l->wpt16, l->weight->w.data, &l->cg);
+        fm_conv16_run(&l->cgt, l->dy16, l->wpt16, NULL, dx);
+    } else if (dx) {
         if (l->wb_reorder)
             FM_TRY(reorder(l, l->wb_reorder, l->m_w, l->m_w_bwd, e));
         FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
