@@ -18,7 +18,7 @@
  * fixed order, so the result does not depend on the thread count.
  *
  * Backward-data is the same convolution of dy with the weights flipped and
- * transposed (fm_conv16_pack_wt), Cin and Cout swapped.
+ * transposed (the second packing of fm_conv16_pack), Cin and Cout swapped.
  *
  * Needs AVX512-BF16 and: width 4 or 8, height a multiple of 8 / width, the
  * input channels a multiple of 8 and the output channels of 16
@@ -40,14 +40,12 @@ int fm_conv16_usable(const fm_conv16 *g);
 /* Elements (uint16_t) of the packed weights of g. */
 size_t fm_conv16_packed_len(const fm_conv16 *g);
 
-/* Pack fp32 OIHW weights w [cout, cin, 3, 3] for the forward of g, rounding
- * to bf16 as fm_f32_to_bf16 does. */
-void fm_conv16_pack_w(uint16_t *wp, const float *w, const fm_conv16 *g);
-
-/* Pack the same weights for backward-data: for the geometry with cin and
- * cout swapped (the convolution of dy), flipped in both spatial axes. g is
- * the FORWARD geometry. */
-void fm_conv16_pack_wt(uint16_t *wp, const float *w, const fm_conv16 *g);
+/* Pack fp32 OIHW weights w [cout, cin, 3, 3] of the forward geometry g,
+ * rounding to bf16 as fm_f32_to_bf16 does: into wp (NULL: not wanted) for
+ * the forward of g, into wt (NULL: not wanted) for backward-data, i.e. for
+ * the geometry with cin and cout swapped (the convolution of dy), flipped in
+ * both spatial axes. Either packing needs cin and cout multiples of 8. */
+void fm_conv16_pack(uint16_t *wp, uint16_t *wt, const float *w, const fm_conv16 *g);
 
 /* y [n, h, w, cout] (fp32, overwritten) = the convolution of bf16 NHWC x
  * [n, h, w, cin] with packed weights wp, plus bias [cout] (NULL: none). */

@@ -284,8 +284,12 @@ uint16_t *fm_conv2d_operand16(fm_conv2d *l) { return l->x16.buf; }
 /* The forward on the x operand as attached, with the current weights. */
 static int forward_attached(fm_conv2d *l, float *y, fm_err *e)
 {
-    if (l->wp16) { /* the weights changed since the last forward (an optimiser step): packed on each call */
-        fm_conv16_pack_w(l->wp16, l->weight->w.data, &l->cg);
+    if (l->wp16) {
+        /* the weights changed since the last forward (an optimiser step):
+         * packed on each call, and once a backward has run (training) also
+         * for the backward-data that follows, in the same pass over them */
+        l->wt_ready = l->wpt16 && l->trains;
+        fm_conv16_pack(l->wp16, l->wt_ready ? l->wpt16 : NULL, l->weight->w.data, &l->cg);
         fm_conv16_run(&l->cg, l->x16.buf, l->wp16, l->bias ? l->bias->w.data : NULL, y);
         return FM_OK;
     }
@@ -337,7 +341,9 @@ static int backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm
     else
         FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
     if (dx && l->wpt16) {
-        fm_conv16_pack_wt(l->wpt16, l->weight->w.data, &l->cg);
+        if (!l->wt_ready)
+            fm_conv16_pack(NULL, l->wpt16, l->weight->w.data, &l->cg);
+        l->wt_ready = 0, l->trains = 1;
         fm_conv16_run(&l->cgt, l->dy16, l->wpt16, NULL, dx);
     } else if (dx) {
         if (l->wb_reorder)

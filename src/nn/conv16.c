@@ -28,46 +28,48 @@ int fm_conv16_usable(const fm_conv16 *g)
 
 size_t fm_conv16_packed_len(const fm_conv16 *g) { return (size_t)(9 * g->cin * g->cout); }
 
-/* The packings gather 8 output (or input) channels x the 2 channels of a
- * pair per 16-lane gather and round them with VCVTNEPS2BF16, as oneDNN's
- * reorders into its bf16 weight layouts do on this CPU. */
-FM_C16_TARGET void fm_conv16_pack_w(uint16_t *wp, const float *w, const fm_conv16 *g)
+/* The packings gather 8 channels x the 2 channels of a pair per 16-lane
+ * gather and round them with VCVTNEPS2BF16, as oneDNN's reorders into its
+ * bf16 weight layouts do on this CPU. A block of 8 output x 8 input channels
+ * (8 rows of 8 x 9 contiguous floats) is read from memory once and gathered
+ * from L1 for each tap: 4 pairs x 9 taps of the forward packing, 4 pairs x
+ * 9 taps of the backward-data one. */
+FM_C16_TARGET static void pack_block(uint16_t *wp, uint16_t *wt, const float *w, int64_t cin, int64_t cout, int64_t o0,
+                                     int64_t c0)
 {
-    const int64_t cin = g->cin, cout = g->cout, cp_n = cin / 2;
-    /* lane l: output channel l / 2, input channel l % 2 of the pair */
-    const __m512i lane = _mm512_set_epi32(7 * cin * 9 + 9, 7 * cin * 9, 6 * cin * 9 + 9, 6 * cin * 9,
-                                          5 * cin * 9 + 9, 5 * cin * 9, 4 * cin * 9 + 9, 4 * cin * 9,
-                                          3 * cin * 9 + 9, 3 * cin * 9, 2 * cin * 9 + 9, 2 * cin * 9,
-                                          cin * 9 + 9, cin * 9, 9, 0);
-    /* the 9 taps of 8 output channels and a pair are 8 x 72 contiguous
-     * bytes: gathered together, they are read from memory once */
-#pragma omp parallel for schedule(static) if (cin * cout >= 4096)
-    for (int64_t p = 0; p < cp_n; p++)
-        for (int64_t o0 = 0; o0 < cout; o0 += 8)
-            for (int64_t tap = 0; tap < 9; tap++) {
-                const __m512i idx = _mm512_add_epi32(lane, _mm512_set1_epi32((int)((o0 * cin + 2 * p) * 9 + tap)));
+    const int64_t cp_n = cin / 2, op_n = cout / 2;
+    /* forward, lane l: output channel o0 + l / 2, input channel 2p + l % 2 */
+    const __m512i lane_w = _mm512_set_epi32(7 * cin * 9 + 9, 7 * cin * 9, 6 * cin * 9 + 9, 6 * cin * 9,
+                                            5 * cin * 9 + 9, 5 * cin * 9, 4 * cin * 9 + 9, 4 * cin * 9,
+                                            3 * cin * 9 + 9, 3 * cin * 9, 2 * cin * 9 + 9, 2 * cin * 9,
+                                            cin * 9 + 9, cin * 9, 9, 0);
+    /* backward-data, lane l: input channel c0 + l / 2, output channel 2q + l % 2 */
+    const __m512i lane_t = _mm512_set_epi32(7 * 9 + cin * 9, 7 * 9, 6 * 9 + cin * 9, 6 * 9, 5 * 9 + cin * 9, 5 * 9,
+                                            4 * 9 + cin * 9, 4 * 9, 3 * 9 + cin * 9, 3 * 9, 2 * 9 + cin * 9, 2 * 9,
+                                            9 + cin * 9, 9, cin * 9, 0);
+    for (int64_t k = 0; k < 4; k++)
+        for (int64_t tap = 0; tap < 9; tap++) {
+            if (wp) {
+                const int64_t p = c0 / 2 + k;
+                const __m512i idx = _mm512_add_epi32(lane_w, _mm512_set1_epi32((int)((o0 * cin + 2 * p) * 9 + tap)));
                 const __m256bh v = _mm512_cvtneps_pbh(_mm512_i32gather_ps(idx, w, 4));
                 memcpy(wp + ((tap * cp_n + p) * cout + o0) * 2, &v, 32);
             }
+            if (wt) {
+                const int64_t q = o0 / 2 + k;
+                const __m512i idx = _mm512_add_epi32(lane_t, _mm512_set1_epi32((int)((2 * q * cin + c0) * 9 + tap)));
+                const __m256bh v = _mm512_cvtneps_pbh(_mm512_i32gather_ps(idx, w, 4));
+                memcpy(wt + (((8 - tap) * op_n + q) * cin + c0) * 2, &v, 32);
+            }
+        }
 }
 
-FM_C16_TARGET void fm_conv16_pack_wt(uint16_t *wp, const float *w, const fm_conv16 *g)
+void fm_conv16_pack(uint16_t *wp, uint16_t *wt, const float *w, const fm_conv16 *g)
 {
-    /* the convolution of dy: input channels o (pairs), output channels c,
-     * the kernel turned by 180 degrees */
-    const int64_t cin = g->cin, cout = g->cout, op_n = cout / 2;
-    /* lane l: input channel c0 + l / 2, output channel 2p + l % 2 */
-    const __m512i lane = _mm512_set_epi32(7 * 9 + cin * 9, 7 * 9, 6 * 9 + cin * 9, 6 * 9, 5 * 9 + cin * 9, 5 * 9,
-                                          4 * 9 + cin * 9, 4 * 9, 3 * 9 + cin * 9, 3 * 9, 2 * 9 + cin * 9, 2 * 9,
-                                          9 + cin * 9, 9, cin * 9, 0);
+    const int64_t cin = g->cin, cout = g->cout, ob = cout / 8, cb = cin / 8;
 #pragma omp parallel for schedule(static) if (cin * cout >= 4096)
-    for (int64_t p = 0; p < op_n; p++)
-        for (int64_t c0 = 0; c0 < cin; c0 += 8)
-            for (int64_t tap = 0; tap < 9; tap++) {
-                const __m512i idx = _mm512_add_epi32(lane, _mm512_set1_epi32((int)((2 * p * cin + c0) * 9 + 8 - tap)));
-                const __m256bh v = _mm512_cvtneps_pbh(_mm512_i32gather_ps(idx, w, 4));
-                memcpy(wp + ((tap * op_n + p) * cin + c0) * 2, &v, 32);
-            }
+    for (int64_t t = 0; t < ob * cb; t++)
+        pack_block(wp, wt, w, cin, cout, t / cb * 8, t % cb * 8);
 }
 
 /* One register tile: output pixels (i0 * W) .. (i0 * W + SLOTS) of image n

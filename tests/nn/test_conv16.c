@@ -143,7 +143,7 @@ static int run_forward(const operands *o, int threads, float *y)
         return 1;
     const int saved = omp_get_max_threads();
     omp_set_num_threads(threads);
-    fm_conv16_pack_w(wp, o->w, &o->g);
+    fm_conv16_pack(wp, NULL, o->w, &o->g);
     fm_conv16_run(&o->g, o->x16, wp, o->b, y);
     omp_set_num_threads(saved);
     free(wp);
@@ -157,7 +157,7 @@ static int run_backward_data(const operands *o, int threads, float *dx)
         return 1;
     const int saved = omp_get_max_threads();
     omp_set_num_threads(threads);
-    fm_conv16_pack_wt(wp, o->w, &o->g);
+    fm_conv16_pack(NULL, wp, o->w, &o->g);
     fm_conv16_run(&o->gt, o->dy16, wp, NULL, dx);
     omp_set_num_threads(saved);
     free(wp);
@@ -227,9 +227,14 @@ static int test_packing(void)
     CHECK(w && wp && wt, "out of memory");
     fm_fill_normal(w, nw, 5, 1, 0);
     w[7] = 1.0f + 0x1p-8f; /* a tie: rounds to even */
-    fm_conv16_pack_w(wp, w, &g);
-    fm_conv16_pack_wt(wt, w, &g);
-    int bad = 0;
+    uint16_t *wp1 = malloc((size_t)nw * 2), *wt1 = malloc((size_t)nw * 2);
+    CHECK(wp1 && wt1, "out of memory");
+    fm_conv16_pack(wp, wt, w, &g);
+    fm_conv16_pack(wp1, NULL, w, &g);
+    fm_conv16_pack(NULL, wt1, w, &g);
+    int bad = memcmp(wp, wp1, (size_t)nw * 2) || memcmp(wt, wt1, (size_t)nw * 2);
+    free(wp1), free(wt1);
+    CHECK(!bad, "both packings in one pass differ from each alone");
     for (int64_t tap = 0; tap < 9 && !bad; tap++)
         for (int64_t c = 0; c < g.cin && !bad; c++)
             for (int64_t o = 0; o < g.cout && !bad; o++) {
