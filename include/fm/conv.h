@@ -36,6 +36,7 @@
 #include "fm/status.h"
 #include "fm/tensor.h"
 #include "fm/conv16.h"
+#include "fm/conv32.h"
 #include "fm/wgrad16.h"
 
 typedef struct fm_conv2d {
@@ -63,6 +64,8 @@ typedef struct fm_conv2d {
     fm_wgrad16_bufs wb;                        /* its buffers; wb.xp NULL: oneDNN's weight gradients */
     fm_conv16 cg, cgt;                         /* geometry for fm_conv16: forward, backward-data */
     uint16_t *wp16, *wpt16;                    /* their packed weights (arena); NULL: oneDNN's */
+    fm_conv32 cg32, cgt32;                     /* geometry for fm_conv32 (fp32): forward, backward-data */
+    float *wt32;                               /* packed weights of its backward-data (arena); NULL: oneDNN's */
     int wt_ready;                              /* wpt16 packed by the last forward from the current weights */
     int trains;                                /* a backward-data has run: forwards pack wpt16 too */
     fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */

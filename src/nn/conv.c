@@ -91,16 +91,29 @@ static int setup_wgrad16(fm_conv2d *l, fm_arena *a, fm_err *e)
     return fm_wgrad16_bufs_init(&l->wb, a, &l->wg, 1, l->bias != NULL, e);
 }
 
-/* Under bf16, take fm_conv16 for the forward and the backward-data of a 3x3
- * convolution with stride 1 and padding 1 where its shape suits it (the
- * U-Net's 4- and 8-wide maps): set l->cg, l->cgt and their packed weights. */
+/* Take fm_conv16 (bf16) or fm_conv32 (fp32) for the forward and the
+ * backward-data of a 3x3 convolution with stride 1 and padding 1 where its
+ * shape suits it (the U-Net's 4- and 8-wide maps): set the geometries and
+ * the packed weights' buffers. */
 static int setup_conv16(fm_conv2d *l, fm_arena *a, fm_err *e)
 {
     l->cg = (fm_conv16){ .n = l->n, .h = l->h, .w = l->w, .cin = l->cin, .cout = l->cout };
     l->cgt = (fm_conv16){ .n = l->n, .h = l->h, .w = l->w, .cin = l->cout, .cout = l->cin };
-    if (!l->d->bf16 || l->k != 3 || l->stride != 1 || l->pad != 1)
+    if (l->k != 3 || l->stride != 1 || l->pad != 1)
         return FM_OK;
     void *buf;
+    if (!l->d->bf16) {
+        /* fp32: fm_conv32 for backward-data only; oneDNN's fp32 forward was
+         * as fast on these maps (docs/profile.md, "conv16") */
+        const fm_conv32 g32 = { .n = l->n, .h = l->h, .w = l->w, .cin = l->cin, .cout = l->cout };
+        if (!fm_conv32_usable(&g32))
+            return FM_OK;
+        l->cg32 = g32;
+        l->cgt32 = (fm_conv32){ .n = l->n, .h = l->h, .w = l->w, .cin = l->cout, .cout = l->cin };
+        FM_TRY(fm_arena_take(a, fm_conv32_packed_len(&g32), sizeof(float), &buf, "packed weights", e));
+        l->wt32 = buf;
+        return FM_OK;
+    }
     if (fm_conv16_usable(&l->cg)) {
         FM_TRY(fm_arena_take(a, fm_conv16_packed_len(&l->cg), 2, &buf, "packed bf16 weights", e));
         l->wp16 = buf;
@@ -126,7 +139,8 @@ static int setup(fm_conv2d *l, fm_arena *a, conv_pds *pd, dnnl_primitive_attr_t 
                              (long long)l->h, (long long)l->w, (long long)l->cin, (long long)l->k,
                              (long long)l->stride, (long long)l->pad, (long long)l->cout);
     fm_debug("conv %s: forward %s, backward-data %s, backward-weights %s", name,
-             l->wp16 ? "conv16" : fm_dnn_impl_name(pd->fwd), l->wpt16 ? "conv16" : fm_dnn_impl_name(pd->bwd_data),
+             l->wp16 ? "conv16" : fm_dnn_impl_name(pd->fwd),
+             l->wpt16 ? "conv16" : l->wt32 ? "conv32" : fm_dnn_impl_name(pd->bwd_data),
              l->wb.xp ? "wgrad16" : fm_dnn_impl_name(pd->bwd_weights));
 
     if (prims) {
@@ -340,7 +354,10 @@ static int backward(fm_conv2d *l, const float *x, const float *dy, float *dx, fm
         fm_f32_to_bf16_n(l->dy16, dy, l->n * hwo * l->cout);
     else
         FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
-    if (dx && l->wpt16) {
+    if (dx && l->wt32) {
+        fm_conv32_pack(NULL, l->wt32, l->weight->w.data, &l->cg32);
+        fm_conv32_run(&l->cgt32, dy, l->wt32, NULL, dx);
+    } else if (dx && l->wpt16) {
         if (!l->wt_ready)
             fm_conv16_pack(NULL, l->wpt16, l->weight->w.data, &l->cg);
         l->wt_ready = 0, l->trains = 1;

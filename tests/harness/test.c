@@ -33,6 +33,11 @@ const char *fm_test_no_avx512bf16(void)
     return __builtin_cpu_supports("avx512bf16") ? NULL : "this CPU has no AVX512-BF16";
 }
 
+const char *fm_test_no_avx512(void)
+{
+    return __builtin_cpu_supports("avx512f") ? NULL : "this CPU has no AVX-512";
+}
+
 const char *fm_test_sanitized(void)
 {
 #ifdef __SANITIZE_ADDRESS__

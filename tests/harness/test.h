@@ -50,6 +50,7 @@ int fm_test_main(const char *suite, const fm_test *tests, int n, int argc, char 
 
 /* Reasons for TEST_UNLESS: NULL when the test can run. */
 const char *fm_test_no_avx512bf16(void); /* this CPU lacks AVX512-BF16 */
+const char *fm_test_no_avx512(void);     /* this CPU lacks AVX-512 (AVX512F) */
 const char *fm_test_sanitized(void);     /* a sanitizer build (make test SAN=1) */
 
 /* Max |a-b| / max(max|b|, floor): the relative error used by all comparisons. */
