@@ -31,7 +31,7 @@ killed() {
   local rc2=$?
   if [ $rc2 -ne 0 ]; then fail $name "re-run: exit $rc2"; show "$T/$name.2.log"; return 1; fi
   if ! grep -q "resumed from .*flow-$(printf %08d "$k").safetensors (step $k)" "$T/$name.2.log" ||
-    [ ! -f "$D/ckpt/flow-00000060.safetensors" ]; then
+    [ ! -f "$D/ckpt/flow-$(printf %08d "$STEPS").safetensors" ]; then
     fail $name "re-run did not resume from step $k and finish"; show "$T/$name.2.log"; return 1
   fi
   ended="job ended ${secs}s after the kill with exit $rc"
@@ -39,7 +39,8 @@ killed() {
 }
 
 name=kill_rank1_mid_step
-P=(--set flow.steps=60 --set flow.ckpt_every=10)
+STEPS=60
+P=(--set flow.steps=$STEPS --set flow.ckpt_every=10)
 D=$T/$name
 new_run "$D"
 flow_mpi 2 "$D" "${P[@]}" >"$T/$name.log" 2>&1 &
@@ -53,7 +54,10 @@ else
 fi
 
 name=kill_rank0_while_writing
-P=(--set flow.steps=60 --set flow.ckpt_every=1 --set run.ckpt_keep=2)
+# enough steps that the job cannot finish while the loop below looks for a
+# temporary file (a tiny checkpoint exists as one for well under 1 ms)
+STEPS=300
+P=(--set flow.steps=$STEPS --set flow.ckpt_every=1 --set run.ckpt_keep=2)
 D=$T/$name
 new_run "$D"
 flow_mpi 2 "$D" "${P[@]}" >"$T/$name.log" 2>&1 &
@@ -67,8 +71,8 @@ else
     tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=0' && r0=$p
   done
   hit=0
-  for ((i = 0; i < 3000 && hit == 0; i++)); do
-    if ls "$D"/ckpt/flow-*.safetensors.tmp.* >/dev/null 2>&1; then kill -KILL "$r0"; hit=1; fi
+  for ((i = 0; i < 20000 && hit == 0; i++)); do # compgen: no process per look
+    if compgen -G "$D/ckpt/flow-*.safetensors.tmp.*" >/dev/null; then kill -KILL "$r0"; hit=1; fi
   done
   [ $hit -eq 1 ] || kill -KILL "$r0"
   t0=$(date +%s)
