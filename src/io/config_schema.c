@@ -89,7 +89,7 @@ static const fm_cfg_key keys[] = {
     INT_("data.train_limit", data.train_limit, "0", 0, BIG, "use the first N training images; 0 = all"),
     INT_("data.test_limit", data.test_limit, "0", 0, BIG, "use the first N test images; 0 = all"),
     /* vae: the autoencoder of the latent space */
-    TRAIN_KEYS(vae, "1000", "128", "1e-3", "0.1", "50", "250"),
+    TRAIN_KEYS(vae, "800", "128", "1e-3", "0.1", "50", "250"),
     INTS_("vae.channels", vae.channels, "[16, 32, 64]", 1, 4096, 1,
           "width per level, at most 4 levels; each level after the first halves the side (32 -> 8 with 3)"),
     INT_("vae.res_blocks", vae.res_blocks, "1", 1, FM_CFG_VAE_MAX_RES, "ResBlocks per level"),
