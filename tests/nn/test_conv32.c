@@ -11,6 +11,7 @@
 #include "fm/conv32.h"
 #include "fm/rng.h"
 #include "fm/tensor.h"
+#include "convref.h"
 #include "test.h"
 
 typedef struct ccase {
@@ -62,63 +63,6 @@ static int operands_make(const ccase *c, operands *o)
     return 0;
 }
 
-/* y = conv(x) + b in double. */
-static void ref_forward(const operands *o, double *y)
-{
-    const fm_conv32 *g = &o->g;
-    for (int64_t n = 0; n < g->n; n++)
-        for (int64_t i = 0; i < g->h; i++)
-            for (int64_t j = 0; j < g->w; j++)
-                for (int64_t oc = 0; oc < g->cout; oc++) {
-                    double s = o->b[oc];
-                    for (int ky = 0; ky < 3; ky++)
-                        for (int kx = 0; kx < 3; kx++) {
-                            const int64_t iy = i + ky - 1, jx = j + kx - 1;
-                            if (iy < 0 || iy >= g->h || jx < 0 || jx >= g->w)
-                                continue;
-                            for (int64_t c = 0; c < g->cin; c++)
-                                s += (double)o->x[((n * g->h + iy) * g->w + jx) * g->cin + c] *
-                                     o->w[((oc * g->cin + c) * 3 + ky) * 3 + kx];
-                        }
-                    y[((n * g->h + i) * g->w + j) * g->cout + oc] = s;
-                }
-}
-
-/* dx = the input gradient of that convolution for dy, in double. */
-static void ref_backward_data(const operands *o, double *dx)
-{
-    const fm_conv32 *g = &o->g;
-    memset(dx, 0, (size_t)o->nx * sizeof(double));
-    for (int64_t n = 0; n < g->n; n++)
-        for (int64_t i = 0; i < g->h; i++)
-            for (int64_t j = 0; j < g->w; j++)
-                for (int ky = 0; ky < 3; ky++)
-                    for (int kx = 0; kx < 3; kx++) {
-                        const int64_t iy = i + ky - 1, jx = j + kx - 1;
-                        if (iy < 0 || iy >= g->h || jx < 0 || jx >= g->w)
-                            continue;
-                        for (int64_t c = 0; c < g->cin; c++) {
-                            double s = 0;
-                            for (int64_t oc = 0; oc < g->cout; oc++)
-                                s += (double)o->dy[((n * g->h + i) * g->w + j) * g->cout + oc] *
-                                     o->w[((oc * g->cin + c) * 3 + ky) * 3 + kx];
-                            dx[((n * g->h + iy) * g->w + jx) * g->cin + c] += s;
-                        }
-                    }
-}
-
-/* Largest |got - want| over the largest |want|. */
-static double rel_err(const float *got, const double *want, int64_t n)
-{
-    double e = 0, m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const double d = fabs(got[i] - want[i]);
-        e = isnan(d) ? INFINITY : fmax(e, d);
-        m = fmax(m, fabs(want[i]));
-    }
-    return e / (m > 0 ? m : 1);
-}
-
 static int run_forward(const operands *o, int threads, float *y)
 {
     float *wp = malloc(fm_conv32_packed_len(&o->g) * sizeof(float));
@@ -164,15 +108,15 @@ static int test_against_reference(void)
             for (int64_t i = 0; i < o.ny; i++)
                 y[i] = NAN; /* every element must be written */
             CHECK(run_forward(&o, 2, y) == 0, "out of memory");
-            ref_forward(&o, ry);
-            ey = rel_err(y, ry, o.ny);
+            fm_ref_conv3x3(o.x, o.w, o.b, c->n, c->h, c->w, c->cin, c->cout, ry);
+            ey = fm_ref_rel_err(y, ry, o.ny);
         }
         if (bwd) {
             for (int64_t i = 0; i < o.nx; i++)
                 dx[i] = NAN;
             CHECK(run_backward_data(&o, 2, dx) == 0, "out of memory");
-            ref_backward_data(&o, rdx);
-            edx = rel_err(dx, rdx, o.nx);
+            fm_ref_conv3x3_dx(o.dy, o.w, c->n, c->h, c->w, c->cin, c->cout, rdx);
+            edx = fm_ref_rel_err(dx, rdx, o.nx);
         }
         free(y), free(dx), free(ry), free(rdx), operands_free(&o);
         fprintf(stderr, "  %s: rel err y %.1e dx %.1e\n", c->name, ey, edx);
