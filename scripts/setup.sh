@@ -170,9 +170,10 @@ wait_locks() {
       [ -z "$h" ] || break
     done
     [ -n "$h" ] || return 0
-    if [ "$lock $h" != "$last" ]; then
+    # once per lock and pid: the command line read from /proc may change or vanish between looks
+    if [ "$lock ${h%% *}" != "$last" ]; then
       say "waiting for $lock, held by pid $h (at most ${LOCK_WAIT} s; FM_SETUP_LOCK_WAIT changes it)"
-      last="$lock $h"
+      last="$lock ${h%% *}"
     fi
     if [ $(($(date +%s) - t0)) -ge "$LOCK_WAIT" ]; then
       die "$lock is still held by pid $h after ${LOCK_WAIT} s: wait for it to finish (unattended-upgrades" \
