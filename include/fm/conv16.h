@@ -12,8 +12,7 @@
  * the output pixels whose input pixel exists. A register tile is 8 output
  * pixels (one row of an 8-wide map, two rows of a 4-wide one) x 16 to 48
  * output channels; a task (a block of output channels, a range of images)
- * walks the input channels in chunks whose weights stay in L1 and runs all
- * its tiles on a chunk before the next, keeping the sums in y. The
+ * runs all its tiles over every input channel, its weights read from L2. The
  * accumulation is fp32 and each output element is summed by one thread in a
  * fixed order, so the result does not depend on the thread count.
  *

@@ -19,8 +19,8 @@
 
 int fm_conv16_usable(const fm_conv16 *g)
 {
-    if (g->n < 1 || g->h < 1 || (g->w != 4 && g->w != 8) || g->h % (SLOTS / g->w) || g->cin < 2 || g->cin % 2 ||
-        g->cout < 16 || g->cout % 16 || g->cin % 8 || 9 * g->cin * g->cout > INT32_MAX)
+    if (g->n < 1 || g->h < 1 || (g->w != 4 && g->w != 8) || g->h % (SLOTS / g->w) || g->cin < 8 || g->cin % 8 ||
+        g->cout < 16 || g->cout % 16 || 9 * g->cin * g->cout > INT32_MAX)
         return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
@@ -74,8 +74,8 @@ void fm_conv16_pack(uint16_t *wp, uint16_t *wt, const float *w, const fm_conv16 
 
 /* One register tile: output pixels (i0 * W) .. (i0 * W + SLOTS) of image n
  * (R = SLOTS / W whole rows), output channels o0 .. o0 + 16 V, summed over
- * every input channel onto the bias (or zero). W and V are constants at each call site (tile_dispatch).
- * Each (tap, pair) loads its V weight vectors once for all R rows; column j
+ * every input channel onto the bias (or zero). W and V are constants at
+ * each call site (tile_dispatch). Each (tap, pair) loads its V weight vectors once for all R rows; column j
  * of a row takes tap kx from input column j + kx - 1 when that exists, and
  * a row takes tap ky when its input row i + ky - 1 exists. */
 FM_C16_TARGET static inline __attribute__((always_inline)) void
