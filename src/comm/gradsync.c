@@ -550,15 +550,15 @@ int fm_gradsync_probe(fm_gradsync *gs, int reps, fm_err *e)
     if (!gs->th)
         return FM_OK;
     for (int r = 0; r < reps; r++) {
-        int rc = MPI_Barrier(MPI_COMM_WORLD);
-        if (rc != MPI_SUCCESS)
-            return fm_world_fail(e, rc, "MPI_Barrier before the allreduce probe");
+        /* with a deadline: a rank stopped right after the step's last
+         * collective would hold a blocking barrier for ever, unnamed */
+        FM_TRY(fm_world_barrier(gs->world, e));
         double t0 = fm_now();
         round_begin(gs, gs->zero ? OP_REDUCE_SCATTER : OP_ALLREDUCE, gs->p->grad);
         gs->th->probe = 1;
         for (int k = 0; k < gs->plan.nbuckets; k++)
             hand_over(gs, k);
-        rc = round_wait(gs, e);
+        int rc = round_wait(gs, e);
         gs->th->probe = 0;
         FM_TRY(rc);
         double ms = 1e3 * (fm_now() - t0);

@@ -6,10 +6,13 @@
  * Run under mpirun (tests/comm/test_multirank.sh does, with 2 and 3 ranks):
  * the runtime with hooks in a model-like order that is not the registration
  * order, so that step 0 re-plans with packed buckets; every step's gradient
- * must equal the mean over ranks. */
+ * must equal the mean over ranks; and a rank that never reaches the blocking
+ * probe is named by the others within dist.timeout. */
 #include <math.h>
+#include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fm/gradsync.h"
 #include "fm/shared.h"
@@ -363,6 +366,45 @@ static int test_mpi_runtime(void)
     return 0;
 }
 
+/* The last rank never comes to the probe (stopped right after the step's
+ * last collective): the others must fail within the deadline, naming it,
+ * instead of waiting for ever in a barrier. Then it joins their barrier late,
+ * so that every rank leaves with no collective open. */
+static int test_probe_absent_rank(void)
+{
+    fm_err e = { 0 };
+    fm_world w = g_world;
+    w.timeout_s = 2;
+    const int absent = w.size - 1;
+    fm_params p;
+    CHECK_OK(make_params(&p, &e), &e);
+    fm_gradsync gs;
+    CHECK_OK(fm_gradsync_init(&gs, &w, &p, 10000, FM_GS_HIER_AUTO, 60, FM_COMM_SCHED_NONE, &e), &e);
+    int rc = FM_OK;
+    double t0 = MPI_Wtime(), waited = 0;
+    if (w.rank != absent) {
+        rc = fm_gradsync_probe(&gs, 1, &e);
+        waited = MPI_Wtime() - t0;
+    } else { /* past the others' deadline and the time they listen for each other */
+        const struct timespec ts = { 7, 0 };
+        nanosleep(&ts, NULL);
+        MPI_Request req;
+        MPI_Ibarrier(MPI_COMM_WORLD, &req);
+        MPI_Wait(&req, MPI_STATUS_IGNORE);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    fm_gradsync_free(&gs);
+    fm_params_free(&p);
+    if (w.rank == absent)
+        return 0;
+    char want[32];
+    snprintf(want, sizeof want, "rank %d did not arrive", absent);
+    CHECK(rc != FM_OK, "rank %d: the probe succeeded without rank %d", w.rank, absent);
+    CHECK(strstr(e.msg, want), "rank %d: the error does not say '%s': %s", w.rank, want, e.msg);
+    CHECK(waited < 6.5, "rank %d waited %.1f s with a 2 s deadline", w.rank, waited);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     fm_err e = { 0 };
@@ -374,9 +416,9 @@ int main(int argc, char **argv)
         TEST(test_plan_default_order),   TEST(test_plan_hook_order_packs), TEST(test_plan_random_orders),
         TEST(test_plan_rejects_bad_input), TEST(test_one_rank_runtime),
     };
-    static const fm_test many[] = { TEST(test_mpi_runtime) };
+    static const fm_test many[] = { TEST(test_mpi_runtime), TEST(test_probe_absent_rank) };
     int rc = g_world.size == 1 ? fm_test_main("comm", one, (int)(sizeof one / sizeof one[0]), argc, argv)
-                               : fm_test_main("comm", many, 1, argc, argv);
+                               : fm_test_main("comm", many, (int)(sizeof many / sizeof many[0]), argc, argv);
     fm_world_finalize(&g_world);
     return rc;
 }
