@@ -55,14 +55,14 @@ float fm_rand_normal(uint64_t seed, uint64_t stream, uint64_t index)
 
 void fm_fill_normal(float *x, long n, uint64_t seed, uint64_t stream, uint64_t first)
 {
-#pragma omp parallel for if (n > 65536) schedule(static)
+#pragma omp parallel for if (n > 4096) schedule(static)
     for (long i = 0; i < n; i++)
         x[i] = fm_rand_normal(seed, stream, first + (uint64_t)i);
 }
 
 void fm_fill_uniform(float *x, long n, uint64_t seed, uint64_t stream, uint64_t first)
 {
-#pragma omp parallel for if (n > 65536) schedule(static)
+#pragma omp parallel for if (n > 4096) schedule(static)
     for (long i = 0; i < n; i++)
         x[i] = fm_rand_uniform(seed, stream, first + (uint64_t)i);
 }

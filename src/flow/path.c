@@ -118,7 +118,7 @@ static int cfm_rows(const fm_cfm_cfg *c, const float *z, const float *eps, long 
     }
     uint64_t s_noise = fm_flow_stream(step, FM_FLOW_NOISE);
     uint64_t s_drop = fm_flow_stream(step, FM_FLOW_DROP);
-#pragma omp parallel for if ((long)B * D > 65536) schedule(static)
+#pragma omp parallel for if ((long)B * D > 4096) schedule(static)
     for (int i = 0; i < B; i++) {
         const float *zi = z + (long)i * ld;
         float *xi = xt + (long)i * D, *ui = u + (long)i * D;
