@@ -22,7 +22,11 @@
  * working set is a few KB and stays in L1; oneDNN's batched matmuls on the
  * same strided views took ten times longer. Each (sample, head) is computed
  * by one thread in a fixed order, so results do not depend on the thread
- * count. Forward saves qkv, P and o in arena buffers for backward. */
+ * count. With T = 16 (the 4x4 maps of the U-Net, the DiT's 16 patches), a
+ * head size that is a multiple of 16 and AVX-512, the transposes, the
+ * softmax and its backward take one 16-float register per row (the 16x16
+ * transposes in registers); the products are the same loops. Forward saves
+ * qkv, P and o in arena buffers for backward. */
 #ifndef FM_ATTENTION_H
 #define FM_ATTENTION_H
 
@@ -54,6 +58,7 @@ typedef struct fm_attention {
     int nthr;           /* threads the core runs on (omp_get_max_threads() at init) */
     float *ws;          /* [nthr, ws_stride] */
     int64_t ws_stride;  /* hd * T */
+    int fast16;         /* T = 16, hd % 16 = 0 and AVX-512: the register-row core (attention.c) */
     fm_prof_site *prof; /* profiling site (profile.h): NULL = off, the default; set by the model's walk */
 } fm_attention;
 

@@ -3,6 +3,7 @@
  * head) that stays in L1 (see attention.h). */
 #include "fm/attention.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -52,6 +53,8 @@ int fm_attention_init(fm_attention *l, fm_dnn *d, fm_params *p, fm_arena *a, con
     l->nthr = omp_get_max_threads();
     l->ws_stride = hd * t;
     FM_TRY(fm_arena_take(a, (size_t)((int64_t)l->nthr * l->ws_stride), sizeof(float), &l->ws, name, e));
+    __builtin_cpu_init();
+    l->fast16 = t == 16 && hd % 16 == 0 && __builtin_cpu_supports("avx512f");
     return FM_OK;
 }
 
@@ -172,6 +175,116 @@ static void core_backward(const fm_attention *l, const float *q, const float *p,
     head_mm(T, D, T, ds, 1, T, q, ld, dk, ld);  // dK = dS^T Q
 }
 
+/* ---- T = 16 tokens, head size a multiple of 16: AVX-512 ------------------ */
+
+#define FM_ATT16_TARGET __attribute__((target("avx512f")))
+
+/* r[0..16), 16 rows of 16 -> their transpose (r[k] = column k). */
+FM_ATT16_TARGET static inline void tr16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* [16, D] rows of src (row stride ld) -> dst [D, 16]. */
+FM_ATT16_TARGET static void transpose16(const float *src, int64_t ld, float *dst, int64_t D)
+{
+    for (int64_t c0 = 0; c0 < D; c0 += 16) {
+        __m512 r[16];
+        for (int j = 0; j < 16; j++)
+            r[j] = _mm512_loadu_ps(src + j * ld + c0);
+        tr16(r);
+        for (int k = 0; k < 16; k++)
+            _mm512_storeu_ps(dst + (c0 + k) * 16, r[k]);
+    }
+}
+
+/* fm_expf_simd on 16 lanes, the same operations in the same order. */
+FM_ATT16_TARGET static inline __m512 exp16(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+    const __m512 shifter = _mm512_set1_ps(12582912.0f);
+    const __m512 k = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), shifter), shifter);
+    __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(-0.693145751953125f), x);
+    r = _mm512_fmadd_ps(k, _mm512_set1_ps(-1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+}
+
+/* Rows of s [16, 16] in place: s <- softmax(scale s). */
+FM_ATT16_TARGET static void softmax16(float *s, float scale)
+{
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int i = 0; i < 16; i++) {
+        const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(s + 16 * i), sc);
+        const __m512 e = exp16(_mm512_sub_ps(v, _mm512_set1_ps(_mm512_reduce_max_ps(v))));
+        _mm512_storeu_ps(s + 16 * i, _mm512_mul_ps(e, _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(e))));
+    }
+}
+
+/* ds [16, 16] in place from dP: ds = scale P (dP - rowsum(dP P)). */
+FM_ATT16_TARGET static void softmax16_grad(float *ds, const float *p, float scale)
+{
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int i = 0; i < 16; i++) {
+        const __m512 pi = _mm512_loadu_ps(p + 16 * i), si = _mm512_loadu_ps(ds + 16 * i);
+        const __m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_mul_ps(si, pi)));
+        _mm512_storeu_ps(ds + 16 * i, _mm512_mul_ps(_mm512_mul_ps(sc, pi), _mm512_sub_ps(si, dot)));
+    }
+}
+
+static void core16_forward(const fm_attention *l, const float *q, float *p, float *o, float *kt)
+{
+    const int64_t D = l->hd, ld = 3 * l->c;
+    const float *k = q + l->c, *v = q + 2 * l->c;
+    transpose16(k, ld, kt, D);
+    head_mm(16, 16, D, q, ld, 1, kt, 16, p, 16);  // S = Q K^T
+    softmax16(p, l->scale);
+    head_mm(16, D, 16, p, 16, 1, v, ld, o, l->c);  // O = P V
+}
+
+static void core16_backward(const fm_attention *l, const float *q, const float *p, const float *dout, float *ds,
+                            float *dq, float *vt)
+{
+    const int64_t D = l->hd, ld = 3 * l->c;
+    const float *k = q + l->c, *v = q + 2 * l->c;
+    float *dk = dq + l->c, *dv = dq + 2 * l->c;
+    transpose16(v, ld, vt, D);
+    head_mm(16, D, 16, p, 1, 16, dout, l->c, dv, ld);  // dV = P^T dO
+    head_mm(16, 16, D, dout, l->c, 1, vt, 16, ds, 16);  // dP = dO V^T
+    softmax16_grad(ds, p, l->scale);
+    head_mm(16, D, 16, ds, 16, 1, k, ld, dq, ld);  // dQ = dS K
+    head_mm(16, D, 16, ds, 1, 16, q, ld, dk, ld);  // dK = dS^T Q
+}
+
 static int forward(fm_attention *l, const float *x, float *y, fm_err *e)
 {
     const int64_t H = l->heads, T = l->t;
@@ -180,7 +293,8 @@ static int forward(fm_attention *l, const float *x, float *y, fm_err *e)
     for (int64_t task = 0; task < l->b * H; task++) {
         const int64_t bb = task / H, hh = task % H;
         float *kt = l->ws + (int64_t)omp_get_thread_num() * l->ws_stride;
-        core_forward(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T, l->o + bb * T * l->c + hh * l->hd, kt);
+        (l->fast16 ? core16_forward : core_forward)(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T,
+                                                    l->o + bb * T * l->c + hh * l->hd, kt);
     }
     return fm_linear_forward(&l->out_proj, l->o, y, e);
 }
@@ -193,7 +307,7 @@ static int backward(fm_attention *l, const float *x, const float *dy, float *dx,
     for (int64_t task = 0; task < l->b * H; task++) {
         const int64_t bb = task / H, hh = task % H;
         float *vt = l->ws + (int64_t)omp_get_thread_num() * l->ws_stride;
-        core_backward(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T,
+        (l->fast16 ? core16_backward : core_backward)(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T,
                       l->dout + bb * T * l->c + hh * l->hd, l->dp + task * T * T,
                       l->dqkv + head_off(l, bb, hh), vt);
     }

@@ -254,11 +254,14 @@ out:
 }
 
 /* T = 16 and 64 (4x4 and 8x8 maps), C = 32 and 64, 1, 2 and 4 heads, batch 1
- * and 3, and an odd token count (3x3) with head size 8. */
+ * and 3, and an odd token count (3x3) with head size 8; T = 16 with head
+ * sizes 16, 32 and 64 takes the AVX-512 core where the CPU has it (T = 16
+ * with head size 8 and the other T the portable one). */
 static int test_attention_vs_naive(void)
 {
     static const int64_t cases[][4] = {
         { 1, 16, 32, 1 }, { 3, 16, 32, 2 }, { 3, 16, 64, 4 }, { 1, 64, 64, 4 }, { 3, 64, 32, 2 }, { 2, 9, 24, 3 },
+        { 2, 16, 128, 2 }, { 2, 16, 32, 4 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         CHECK(check_case(cases[i][0], cases[i][1], cases[i][2], cases[i][3]) == 0, "case %zu", i);
@@ -276,6 +279,14 @@ static int test_attention_gradcheck(void)
         rc = fm_fx_gradcheck(&f.L, 1e-2, 1e-2, 200, &e);
     fx_free(&f);
     CHECK_OK(rc, &e);
+    /* T = 16, head size 16: the AVX-512 core where the CPU has it */
+    rc = fx_init(&f, 2, 16, 32, 2, 1, &e);
+    const int fast = rc == FM_OK && f.l.fast16;
+    if (rc == FM_OK)
+        rc = fm_fx_gradcheck(&f.L, 1e-2, 1e-2, 200, &e);
+    fx_free(&f);
+    CHECK_OK(rc, &e);
+    CHECK(fast || fm_test_no_avx512(), "T = 16, head size 16 did not take the AVX-512 core on an AVX-512 CPU");
     return 0;
 }
 
