@@ -171,7 +171,7 @@ static const fm_cfg_key keys[] = {
     INT_("eval.classifier_steps", eval.classifier_steps, "2000", 1, BIG, "training steps of the evaluation classifier"),
     INT_("eval.classifier_batch_size", eval.classifier_batch_size, "128", 1, 1 << 20, "global batch size of the classifier"),
     POS_("eval.classifier_lr", eval.classifier_lr, "6e-3", 10, "learning rate of the classifier"),
-    INT_("eval.samples_per_class", eval.samples_per_class, "100", 1, 10000,
+    INT_("eval.samples_per_class", eval.samples_per_class, "200", 1, 10000,
          "generated samples per class and guidance scale (at most 10000: rank 0 keeps 128 classifier features of "
          "every sample, 1.3 GB at 16 scales)"),
     INT_("eval.batch_size", eval.batch_size, "256", 1, 1 << 20, "global batch size of generation and feature extraction"),
