@@ -134,47 +134,6 @@ static void softmax_rows(float *s, int64_t t)
     }
 }
 
-/* One (sample, head) of the forward: P = softmax(scale Q K^T) into p [T, T],
- * O = P V into o (row stride C). kt: scratch [hd, T]. */
-static void core_forward(const fm_attention *l, const float *q, float *p, float *o, float *kt)
-{
-    const int64_t T = l->t, D = l->hd, ld = 3 * l->c;
-    const float *k = q + l->c, *v = q + 2 * l->c;
-    transpose_head(k, ld, kt, T, D);
-    head_mm(T, T, D, q, ld, 1, kt, T, p, T);  // S = Q K^T
-    for (int64_t i = 0; i < T * T; i++)
-        p[i] *= l->scale;
-    softmax_rows(p, T);
-    head_mm(T, D, T, p, T, 1, v, ld, o, l->c);  // O = P V
-}
-
-/* One (sample, head) of the backward, from P (p) and dO (dout, row stride
- * C): dV = P^T dO, dP = dO V^T, dS = scale P (dP - rowsum(dP P)) (into ds
- * [T, T]), dQ = dS K, dK = dS^T Q into dq (dqkv rows, stride 3C). vt:
- * scratch [hd, T]. */
-static void core_backward(const fm_attention *l, const float *q, const float *p, const float *dout, float *ds,
-                          float *dq, float *vt)
-{
-    const int64_t T = l->t, D = l->hd, ld = 3 * l->c;
-    const float *k = q + l->c, *v = q + 2 * l->c;
-    float *dk = dq + l->c, *dv = dq + 2 * l->c;
-    transpose_head(v, ld, vt, T, D);
-    head_mm(T, D, T, p, 1, T, dout, l->c, dv, ld);  // dV = P^T dO
-    head_mm(T, T, D, dout, l->c, 1, vt, T, ds, T);  // dP = dO V^T
-    for (int64_t i = 0; i < T; i++) {
-        const float *pi = p + i * T;
-        float *si = ds + i * T, dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t j = 0; j < T; j++)
-            dot += si[j] * pi[j];
-#pragma omp simd
-        for (int64_t j = 0; j < T; j++)
-            si[j] = l->scale * pi[j] * (si[j] - dot);
-    }
-    head_mm(T, D, T, ds, T, 1, k, ld, dq, ld);  // dQ = dS K
-    head_mm(T, D, T, ds, 1, T, q, ld, dk, ld);  // dK = dS^T Q
-}
-
 /* ---- T = 16 tokens, head size a multiple of 16: AVX-512 ------------------ */
 
 #define FM_ATT16_TARGET __attribute__((target("avx512f")))
@@ -261,28 +220,59 @@ FM_ATT16_TARGET static void softmax16_grad(float *ds, const float *p, float scal
     }
 }
 
-static void core16_forward(const fm_attention *l, const float *q, float *p, float *o, float *kt)
+/* One (sample, head) of the forward: P = softmax(scale Q K^T) into p [T, T],
+ * O = P V into o (row stride C). kt: scratch [hd, T]. */
+static void core_forward(const fm_attention *l, const float *q, float *p, float *o, float *kt)
 {
-    const int64_t D = l->hd, ld = 3 * l->c;
+    const int64_t T = l->t, D = l->hd, ld = 3 * l->c;
     const float *k = q + l->c, *v = q + 2 * l->c;
-    transpose16(k, ld, kt, D);
-    head_mm(16, 16, D, q, ld, 1, kt, 16, p, 16);  // S = Q K^T
-    softmax16(p, l->scale);
-    head_mm(16, D, 16, p, 16, 1, v, ld, o, l->c);  // O = P V
+    if (l->fast16)
+        transpose16(k, ld, kt, D);
+    else
+        transpose_head(k, ld, kt, T, D);
+    head_mm(T, T, D, q, ld, 1, kt, T, p, T);  // S = Q K^T
+    if (l->fast16) {
+        softmax16(p, l->scale);
+    } else {
+        for (int64_t i = 0; i < T * T; i++)
+            p[i] *= l->scale;
+        softmax_rows(p, T);
+    }
+    head_mm(T, D, T, p, T, 1, v, ld, o, l->c);  // O = P V
 }
 
-static void core16_backward(const fm_attention *l, const float *q, const float *p, const float *dout, float *ds,
-                            float *dq, float *vt)
+/* One (sample, head) of the backward, from P (p) and dO (dout, row stride
+ * C): dV = P^T dO, dP = dO V^T, dS = scale P (dP - rowsum(dP P)) (into ds
+ * [T, T]), dQ = dS K, dK = dS^T Q into dq (dqkv rows, stride 3C). vt:
+ * scratch [hd, T]. */
+static void core_backward(const fm_attention *l, const float *q, const float *p, const float *dout, float *ds,
+                          float *dq, float *vt)
 {
-    const int64_t D = l->hd, ld = 3 * l->c;
+    const int64_t T = l->t, D = l->hd, ld = 3 * l->c;
     const float *k = q + l->c, *v = q + 2 * l->c;
     float *dk = dq + l->c, *dv = dq + 2 * l->c;
-    transpose16(v, ld, vt, D);
-    head_mm(16, D, 16, p, 1, 16, dout, l->c, dv, ld);  // dV = P^T dO
-    head_mm(16, 16, D, dout, l->c, 1, vt, 16, ds, 16);  // dP = dO V^T
-    softmax16_grad(ds, p, l->scale);
-    head_mm(16, D, 16, ds, 16, 1, k, ld, dq, ld);  // dQ = dS K
-    head_mm(16, D, 16, ds, 1, 16, q, ld, dk, ld);  // dK = dS^T Q
+    if (l->fast16)
+        transpose16(v, ld, vt, D);
+    else
+        transpose_head(v, ld, vt, T, D);
+    head_mm(T, D, T, p, 1, T, dout, l->c, dv, ld);  // dV = P^T dO
+    head_mm(T, T, D, dout, l->c, 1, vt, T, ds, T);  // dP = dO V^T
+    if (l->fast16) {
+        softmax16_grad(ds, p, l->scale);
+    } else {
+        for (int64_t i = 0; i < T; i++) {
+            const float *pi = p + i * T;
+            float *si = ds + i * T, dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t j = 0; j < T; j++)
+                dot += si[j] * pi[j];
+#pragma omp simd
+            for (int64_t j = 0; j < T; j++)
+                si[j] = l->scale * pi[j] * (si[j] - dot);
+        }
+    }
+    head_mm(T, D, T, ds, T, 1, k, ld, dq, ld);  // dQ = dS K
+    head_mm(T, D, T, ds, 1, T, q, ld, dk, ld);  // dK = dS^T Q
 }
 
 static int forward(fm_attention *l, const float *x, float *y, fm_err *e)
@@ -293,8 +283,7 @@ static int forward(fm_attention *l, const float *x, float *y, fm_err *e)
     for (int64_t task = 0; task < l->b * H; task++) {
         const int64_t bb = task / H, hh = task % H;
         float *kt = l->ws + (int64_t)omp_get_thread_num() * l->ws_stride;
-        (l->fast16 ? core16_forward : core_forward)(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T,
-                                                    l->o + bb * T * l->c + hh * l->hd, kt);
+        core_forward(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T, l->o + bb * T * l->c + hh * l->hd, kt);
     }
     return fm_linear_forward(&l->out_proj, l->o, y, e);
 }
@@ -307,7 +296,7 @@ static int backward(fm_attention *l, const float *x, const float *dy, float *dx,
     for (int64_t task = 0; task < l->b * H; task++) {
         const int64_t bb = task / H, hh = task % H;
         float *vt = l->ws + (int64_t)omp_get_thread_num() * l->ws_stride;
-        (l->fast16 ? core16_backward : core_backward)(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T,
+        core_backward(l, l->qkv + head_off(l, bb, hh), l->p + task * T * T,
                       l->dout + bb * T * l->c + hh * l->hd, l->dp + task * T * T,
                       l->dqkv + head_off(l, bb, hh), vt);
     }

@@ -6,8 +6,8 @@
  * Run under mpirun (tests/comm/test_multirank.sh does, with 2 and 3 ranks):
  * the runtime with hooks in a model-like order that is not the registration
  * order, so that step 0 re-plans with packed buckets; every step's gradient
- * must equal the mean over ranks; and a rank that never reaches the blocking
- * probe is named by the others within dist.timeout. */
+ * must equal the mean over ranks; and a rank that never reaches the probe's
+ * barrier is named by the others within dist.timeout. */
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
