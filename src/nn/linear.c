@@ -163,18 +163,50 @@ static void column_sum(const float *dy, int64_t m, int64_t n, float *db)
     }
 }
 
+/* Under bf16 with a bias: column_sum and the rounding of dy into dy16 in
+ * one pass over dy (the same blocks and order, so the same bits as the two
+ * passes), which saves a read of dy: 6-8 MB per call in the DiT's MLP and
+ * attention input projections. */
+static void column_sum_round(const float *dy, int64_t m, int64_t n, float *db, uint16_t *dy16)
+{
+    enum { BLK = 64 };
+    const int64_t nblk = (n + BLK - 1) / BLK;
+#pragma omp parallel for schedule(static)
+    for (int64_t jb = 0; jb < nblk; jb++) {
+        const int64_t j0 = jb * BLK, nj = n - j0 < BLK ? n - j0 : BLK;
+        float acc[BLK] = { 0 };
+        for (int64_t i = 0; i < m; i++) {
+            const float *row = dy + i * n + j0;
+            uint16_t *out = dy16 + i * n + j0;
+#pragma omp simd
+            for (int64_t j = 0; j < nj; j++) {
+                acc[j] += row[j];
+                out[j] = fm_bf16_round(row[j]);
+            }
+        }
+        memcpy(db + j0, acc, (size_t)nj * sizeof(float));
+    }
+}
+
 static int backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     /* parameter gradients first: they are the last readers of x, so dx may overwrite it */
     FM_TRY(attach_x(l, x, 1, e));
-    if (l->dy16) {
+    int bias_done = 0;
+    /* fused only from 512 columns: at 256 (4 blocks of columns) the strided
+     * walk of the fused pass cost more than the read it saves (cold caches,
+     * 2048 rows: 1024 columns 0.66 -> 0.43 ms, 768 0.49 -> 0.37, 256 0.18 -> 0.23) */
+    if (l->dy16 && l->bias && l->out >= 512) {
+        column_sum_round(dy, l->m, l->out, l->bias->g.data, l->dy16);
+        bias_done = 1;
+    } else if (l->dy16) {
         fm_f32_to_bf16_n(l->dy16, dy, l->m * l->out);
     } else {
         FM_DNN(dnnl_memory_set_data_handle(l->m_dyt, (void *)dy), e);
         FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
     }
     FM_TRY(matmul(l, l->bwd_weights, l->m_dyt, l->m_x, l->m_dw, NULL, e));
-    if (l->bias)
+    if (l->bias && !bias_done)
         column_sum(dy, l->m, l->out, l->bias->g.data);
     if (!dx)
         return FM_OK;
