@@ -11,6 +11,8 @@
 #ifndef FM_GELU_H
 #define FM_GELU_H
 
+#include <stdint.h>
+
 #include "fm/act.h"
 
 #define FM_GELU_K0 0.7978845608028654f /* sqrt(2 / pi) */
@@ -37,6 +39,9 @@ static inline float fm_gelu_gradf(float x)
 
 /* y[i] = gelu(x[i]) for i < n. y may equal x (in place). */
 void fm_gelu_forward(const float *x, float *y, long n);
+
+/* y[i] = the bf16 rounding (fm_bf16_round) of gelu(x[i]) for i < n. */
+void fm_gelu_forward_bf16(const float *x, uint16_t *y, long n);
 
 /* dx[i] = dy[i] * gelu'(x[i]) for i < n, from the forward INPUT x.
  * Overwrites dx; dx may equal dy or x. */

@@ -75,6 +75,23 @@ int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e);
  * Needs no state from forward. */
 int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e);
 
+/* The second linear of an MLP, after its GELU: y = gelu(h) W^T + b, h
+ * [M, in]. x [M, in] is the caller's buffer for gelu(h) (the x of the
+ * backward): fp32 writes it and runs fm_linear_forward; bf16 rounds gelu(h)
+ * straight into the layer's bf16 copy of x, which then stands for x
+ * (fm_linear_keeps_x(l, x) holds until the next forward), and x is not
+ * written. Same results as fm_gelu_forward(h, x) then fm_linear_forward. */
+int fm_linear_forward_gelu(fm_linear *l, const float *h, float *x, float *y, fm_err *e);
+
+/* The first linear of an MLP, before its GELU: fm_linear_backward with
+ * dy = dg * gelu'(h), where h [M, out] is this layer's forward OUTPUT and dg
+ * the gradient of gelu(h). dg may be overwritten (fp32, and narrow layers:
+ * with dy, by fm_gelu_backward); under bf16 with a bias and at least 512
+ * output columns dy is never stored: the pass that rounds it for the matrix
+ * products also sums the bias gradient. Same results as
+ * fm_gelu_backward(h, dg, dg) then fm_linear_backward(l, x, dg, dx). */
+int fm_linear_backward_gelu(fm_linear *l, const float *x, const float *h, float *dg, float *dx, fm_err *e);
+
 /* 1 when fm_linear_backward(l, x, ...) will not read x: under bf16 the layer
  * keeps the rounded copy of its latest forward input, and x is that same
  * buffer. A model that recomputes x for backward may then skip it. */

@@ -225,7 +225,7 @@ int fm_dit_param_count(const fm_dit_cfg *cfg, int *tensors, size_t *padded, size
 static int block_forward(fm_dit *m, fm_dit_block *b, float *out, fm_err *e)
 {
     const int B = m->batch, D = m->cfg.width;
-    const long T = (long)m->tokens, M = B * T, ld = 6L * D;
+    const long T = (long)m->tokens, ld = 6L * D;
     const float *mod = b->mod;  // [B, 6D]: shift1 scale1 gate1 shift2 scale2 gate2
     FM_TRY(fm_linear_forward(&b->ada, m->sc, b->mod, e));
     /* attention half */
@@ -237,8 +237,7 @@ static int block_forward(fm_dit *m, fm_dit_block *b, float *out, fm_err *e)
     FM_TRY(fm_layernorm_forward(&b->ln2, b->xmid, m->s_n, e));
     fm_modulate_forward(m->s_n, mod + 3 * D, mod + 4 * D, ld, m->s_m, B, T, D);
     FM_TRY(fm_linear_forward(&b->mlp0, m->s_m, b->h1, e));
-    fm_gelu_forward(b->h1, m->s_h, M * (long)m->hidden);
-    FM_TRY(fm_linear_forward(&b->mlp2, m->s_h, b->f, e));
+    FM_TRY(fm_linear_forward_gelu(&b->mlp2, b->h1, m->s_h, b->f, e));  // s_h = gelu(h1)
     fm_gate_residual_forward(b->xmid, mod + 5 * D, ld, b->f, out, B, T, D);
     return FM_OK;
 }
@@ -314,11 +313,10 @@ static int block_backward(fm_dit *m, fm_dit_block *b, fm_err *e)
     if (!fm_linear_keeps_x(&b->mlp2, sh))
         fm_gelu_forward(b->h1, sh, nh);                                     // recompute
     FM_TRY(fm_linear_backward(&b->mlp2, sh, sd, sh, e));                    // sh = d gelu out
-    fm_gelu_backward(b->h1, sh, sh, nh);                                    // sh = dh1
     FM_TRY(fm_layernorm_apply(&b->ln2, b->xmid, sn, e));                    // recompute
     if (!fm_linear_keeps_x(&b->mlp0, sm))
         fm_modulate_forward(sn, mod + 3 * D, mod + 4 * D, ld, sm, B, T, D);
-    FM_TRY(fm_linear_backward(&b->mlp0, sm, sh, sm, e));                    // sm = dm2
+    FM_TRY(fm_linear_backward_gelu(&b->mlp0, sm, b->h1, sh, sm, e));        // through the GELU: sm = dm2
     fm_modulate_backward(sn, mod + 4 * D, sm, ld, sm, dmod + 3 * D, dmod + 4 * D, B, T, D);
     FM_TRY(fm_layernorm_backward(&b->ln2, b->xmid, sm, sm, e));
     fm_acc(g, sm, n);                                                       // g = d xmid

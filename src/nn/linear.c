@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fm/gelu.h"
 #include "fm/tensor.h"
 
 /* A memory object of type dt over dims with the given strides, data attached. */
@@ -134,13 +135,26 @@ static int matmul(fm_linear *l, dnnl_primitive_t p, dnnl_memory_t src, dnnl_memo
     return fm_dnn_exec(l->d, p, bias ? 5 : 4, args, e);
 }
 
-static int forward(fm_linear *l, const float *x, float *y, fm_err *e)
+/* The forward with x attached: rounded into the layer's bf16 copy unless
+ * `rounded` says the copy already holds it (fm_linear_forward_gelu). */
+static int forward(fm_linear *l, const float *x, int rounded, float *y, fm_err *e)
 {
     if (l->w16) /* the weights changed since the last forward (an optimiser step) */
         fm_f32_to_bf16_n(l->w16, l->weight->w.data, l->out * l->in);
-    FM_TRY(attach_x(l, x, 0, e));
+    FM_TRY(attach_x(l, x, rounded, e));
     FM_DNN(dnnl_memory_set_data_handle(l->m_y, y), e);
     return matmul(l, l->fwd, l->m_x, l->m_wt, l->m_y, l->bias ? l->m_b : NULL, e);
+}
+
+static int forward_gelu(fm_linear *l, const float *h, float *x, float *y, fm_err *e)
+{
+    if (!l->x16.buf) {
+        fm_gelu_forward(h, x, l->m * l->in);
+        return forward(l, x, 0, y, e);
+    }
+    fm_gelu_forward_bf16(h, l->x16.buf, l->m * l->in);
+    l->x16.of = x; /* the copy stands for x from now on (fm_linear_keeps_x) */
+    return forward(l, x, 1, y, e);
 }
 
 /* db[j] = sum_i dy[i, j] for dy [m, n]: threads take blocks of columns and
@@ -166,8 +180,10 @@ static void column_sum(const float *dy, int64_t m, int64_t n, float *db)
 /* Under bf16 with a bias: column_sum and the rounding of dy into dy16 in
  * one pass over dy (the same blocks and order, so the same bits as the two
  * passes), which saves a read of dy: 6-8 MB per call in the DiT's MLP and
- * attention input projections. */
-static void column_sum_round(const float *dy, int64_t m, int64_t n, float *db, uint16_t *dy16)
+ * attention input projections. With h (not NULL), dy is the product
+ * g[i, j] * gelu'(h[i, j]) of the rows of g, as fm_gelu_backward computes
+ * it: fm_linear_backward_gelu. */
+static void column_sum_round(const float *g, const float *h, int64_t m, int64_t n, float *db, uint16_t *dy16)
 {
     enum { BLK = 64 };
     const int64_t nblk = (n + BLK - 1) / BLK;
@@ -176,53 +192,96 @@ static void column_sum_round(const float *dy, int64_t m, int64_t n, float *db, u
         const int64_t j0 = jb * BLK, nj = n - j0 < BLK ? n - j0 : BLK;
         float acc[BLK] = { 0 };
         for (int64_t i = 0; i < m; i++) {
-            const float *row = dy + i * n + j0;
+            const float *row = g + i * n + j0;
             uint16_t *out = dy16 + i * n + j0;
+            if (h) {
+                const float *hr = h + i * n + j0;
 #pragma omp simd
-            for (int64_t j = 0; j < nj; j++) {
-                acc[j] += row[j];
-                out[j] = fm_bf16_round(row[j]);
+                for (int64_t j = 0; j < nj; j++) {
+                    const float d = row[j] * fm_gelu_gradf(hr[j]);
+                    acc[j] += d;
+                    out[j] = fm_bf16_round(d);
+                }
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < nj; j++) {
+                    acc[j] += row[j];
+                    out[j] = fm_bf16_round(row[j]);
+                }
             }
         }
         memcpy(db + j0, acc, (size_t)nj * sizeof(float));
     }
 }
 
-static int backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
+/* column_sum_round's fused pass: under bf16, with a bias, from 512 output
+ * columns. At 256 (4 blocks of columns) its strided walk cost more than the
+ * read it saves (cold caches, 2048 rows: 1024 columns 0.66 -> 0.43 ms, 768
+ * 0.49 -> 0.37, 256 0.18 -> 0.23). */
+static int fused_dy(const fm_linear *l) { return l->dy16 && l->bias && l->out >= 512; }
+
+/* The matrix products of backward, dy's operand and the bias gradient
+ * ready: parameter gradients first, since they are the last readers of x,
+ * so that dx may overwrite it. */
+static int products(fm_linear *l, float *dx, fm_err *e)
 {
-    /* parameter gradients first: they are the last readers of x, so dx may overwrite it */
-    FM_TRY(attach_x(l, x, 1, e));
-    int bias_done = 0;
-    /* fused only from 512 columns: at 256 (4 blocks of columns) the strided
-     * walk of the fused pass cost more than the read it saves (cold caches,
-     * 2048 rows: 1024 columns 0.66 -> 0.43 ms, 768 0.49 -> 0.37, 256 0.18 -> 0.23) */
-    if (l->dy16 && l->bias && l->out >= 512) {
-        column_sum_round(dy, l->m, l->out, l->bias->g.data, l->dy16);
-        bias_done = 1;
-    } else if (l->dy16) {
-        fm_f32_to_bf16_n(l->dy16, dy, l->m * l->out);
-    } else {
-        FM_DNN(dnnl_memory_set_data_handle(l->m_dyt, (void *)dy), e);
-        FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
-    }
     FM_TRY(matmul(l, l->bwd_weights, l->m_dyt, l->m_x, l->m_dw, NULL, e));
-    if (l->bias && !bias_done)
-        column_sum(dy, l->m, l->out, l->bias->g.data);
     if (!dx)
         return FM_OK;
     FM_DNN(dnnl_memory_set_data_handle(l->m_dx, dx), e);
     return matmul(l, l->bwd_data, l->m_dy, l->m_w, l->m_dx, NULL, e);
 }
 
+static int backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
+{
+    FM_TRY(attach_x(l, x, 1, e));
+    if (fused_dy(l)) {
+        column_sum_round(dy, NULL, l->m, l->out, l->bias->g.data, l->dy16);
+        return products(l, dx, e);
+    }
+    if (l->dy16) {
+        fm_f32_to_bf16_n(l->dy16, dy, l->m * l->out);
+    } else {
+        FM_DNN(dnnl_memory_set_data_handle(l->m_dyt, (void *)dy), e);
+        FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
+    }
+    if (l->bias)
+        column_sum(dy, l->m, l->out, l->bias->g.data);
+    return products(l, dx, e);
+}
+
+static int backward_gelu(fm_linear *l, const float *x, const float *h, float *dg, float *dx, fm_err *e)
+{
+    if (!fused_dy(l)) {
+        fm_gelu_backward(h, dg, dg, l->m * l->out);
+        return backward(l, x, dg, dx, e);
+    }
+    FM_TRY(attach_x(l, x, 1, e));
+    column_sum_round(dg, h, l->m, l->out, l->bias->g.data, l->dy16);
+    return products(l, dx, e);
+}
+
 int fm_linear_forward(fm_linear *l, const float *x, float *y, fm_err *e)
 {
-    FM_PROF_SITE_CALL(l->prof, FM_PROF_FWD, fm_linear_flops_fwd(l), forward(l, x, y, e));
+    FM_PROF_SITE_CALL(l->prof, FM_PROF_FWD, fm_linear_flops_fwd(l), forward(l, x, 0, y, e));
+    return FM_OK;
+}
+
+int fm_linear_forward_gelu(fm_linear *l, const float *h, float *x, float *y, fm_err *e)
+{
+    FM_PROF_SITE_CALL(l->prof, FM_PROF_FWD, fm_linear_flops_fwd(l), forward_gelu(l, h, x, y, e));
     return FM_OK;
 }
 
 int fm_linear_backward(fm_linear *l, const float *x, const float *dy, float *dx, fm_err *e)
 {
     FM_PROF_SITE_CALL(l->prof, FM_PROF_BWD, fm_linear_flops_bwd(l, dx != NULL), backward(l, x, dy, dx, e));
+    return FM_OK;
+}
+
+int fm_linear_backward_gelu(fm_linear *l, const float *x, const float *h, float *dg, float *dx, fm_err *e)
+{
+    FM_PROF_SITE_CALL(l->prof, FM_PROF_BWD, fm_linear_flops_bwd(l, dx != NULL), backward_gelu(l, x, h, dg, dx, e));
     return FM_OK;
 }
 

@@ -220,6 +220,14 @@ static int test_linear(void)
     return check(&s, "linear 72->200 x96");
 }
 
+/* 600 output columns: the bias gradient summed in the pass that rounds dy
+ * (linear.c's column_sum_round), with a partial last block of columns */
+static int test_linear_wide(void)
+{
+    shape s = { LINEAR, 40, 0, 0, 48, 600, 0, 0, 0 };
+    return check(&s, "linear 48->600 x40");
+}
+
 static int test_linear_odd(void)
 {
     shape s = { LINEAR, 5, 0, 0, 3, 7, 0, 0, 0 };
@@ -339,7 +347,7 @@ int main(int argc, char **argv)
 {
     const fm_test tests[] = {
         TEST(test_round_array), TEST(test_conv3x3), TEST(test_conv_stride2_odd), TEST(test_conv1x1),
-        TEST(test_linear),      TEST(test_linear_odd), TEST(test_attention), TEST(test_keeps_x), TEST(test_forward16),
+        TEST(test_linear),      TEST(test_linear_wide), TEST(test_linear_odd), TEST(test_attention), TEST(test_keeps_x), TEST(test_forward16),
     };
     return fm_test_main("nn/bf16", tests, (int)(sizeof tests / sizeof tests[0]), argc, argv);
 }

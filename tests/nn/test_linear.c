@@ -1,13 +1,16 @@
 /* test_linear.c - the linear layer against naive loops, a finite-difference
- * gradient check, PyTorch's default init, and bad sizes. */
+ * gradient check, PyTorch's default init, bad sizes, and the GELU-fused
+ * entry points against the unfused calls. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fm/arena.h"
 #include "fm/dnn.h"
+#include "fm/gelu.h"
 #include "fm/linear.h"
 #include "fm/params.h"
+#include "fm/rng.h"
 #include "fixture.h"
 #include "test.h"
 
@@ -177,6 +180,67 @@ static int test_linear_default_init(void)
     return 0;
 }
 
+/* fm_linear_forward_gelu and fm_linear_backward_gelu against
+ * fm_gelu_forward / fm_gelu_backward and the plain calls on a twin layer
+ * (same seed, same weights): bitwise the same y, dx and gradients, in fp32
+ * and bf16, at 200 output columns (GELU pass, then the layer) and 600 (bf16:
+ * the GELU derivative inside the pass that rounds dy and sums the bias
+ * gradient; a partial last block of columns). Under bf16 the forward's x
+ * buffer is not written, and the layer keeps its rounding as x. */
+static int gelu_case(int bf16, int64_t out)
+{
+    const int64_t m = 40, in = 24;
+    fm_err e = { 0 };
+    fm_fx_env va, vb;
+    fm_linear la, lb;
+    memset(&la, 0, sizeof la), memset(&lb, 0, sizeof lb);
+    float *buf = calloc((size_t)(m * in * 4 + m * out * 5), sizeof(float));
+    CHECK(buf != NULL, "out of memory");
+    float *h = buf, *xa = h + m * in, *xb = xa + m * in, *dx = xb + m * in; /* [m, in] each */
+    float *ya = dx + m * in, *yb = ya + m * out, *h1 = yb + m * out, *dga = h1 + m * out, *dgb = dga + m * out;
+    int rc = fm_fx_env_init(&va, bf16, 4, (size_t)(out * in + out + 64), 3, 64 << 20, &e);
+    rc = rc ? rc : fm_fx_env_init(&vb, bf16, 4, (size_t)(out * in + out + 64), 3, 64 << 20, &e);
+    rc = rc ? rc : fm_linear_init(&la, &va.d, &va.p, &va.a, "fc", in, out, 1, m, &e);
+    rc = rc ? rc : fm_linear_init(&lb, &vb.d, &vb.p, &vb.a, "fc", in, out, 1, m, &e);
+    CHECK_OK(rc, &e);
+    fm_fill_normal(h, m * in, 21, 1, 0);
+    fm_fill_normal(h1, m * out, 21, 2, 0);
+    fm_fill_normal(dga, m * out, 21, 3, 0);
+    memcpy(dgb, dga, (size_t)(m * out) * sizeof(float));
+    fm_fx_fill(xa, m * in, 7.0f);
+    CHECK_OK(fm_linear_forward_gelu(&la, h, xa, ya, &e), &e);
+    fm_gelu_forward(h, xb, m * in);
+    CHECK_OK(fm_linear_forward(&lb, xb, yb, &e), &e);
+    CHECK(memcmp(ya, yb, (size_t)(m * out) * sizeof(float)) == 0, "bf16 %d out %lld: forward differs", bf16,
+          (long long)out);
+    CHECK(!bf16 || (xa[0] == 7.0f && fm_linear_keeps_x(&la, xa)), "bf16: x written or not kept");
+    CHECK(bf16 || memcmp(xa, xb, (size_t)(m * in) * sizeof(float)) == 0, "fp32: x is not gelu(h)");
+    CHECK_OK(fm_linear_backward_gelu(&la, xa, h1, dga, dx, &e), &e);
+    float *dxa = malloc((size_t)(m * in) * sizeof(float));
+    CHECK(dxa != NULL, "out of memory");
+    memcpy(dxa, dx, (size_t)(m * in) * sizeof(float));
+    fm_gelu_backward(h1, dgb, dgb, m * out);
+    CHECK_OK(fm_linear_backward(&lb, xb, dgb, dx, &e), &e);
+    int same_dx = memcmp(dxa, dx, (size_t)(m * in) * sizeof(float)) == 0;
+    int same_g = memcmp(va.p.grad, vb.p.grad, va.p.numel * sizeof(float)) == 0;
+    free(dxa);
+    fm_linear_free(&la), fm_linear_free(&lb);
+    fm_fx_env_free(&va), fm_fx_env_free(&vb);
+    free(buf);
+    CHECK(same_dx && same_g, "bf16 %d out %lld: backward differs (dx %s, gradients %s)", bf16, (long long)out,
+          same_dx ? "same" : "differ", same_g ? "same" : "differ");
+    return 0;
+}
+
+static int test_linear_gelu(void)
+{
+    for (int bf16 = 0; bf16 <= 1; bf16++)
+        for (int64_t out = 200; out <= 600; out += 400)
+            if (gelu_case(bf16, out))
+                return 1;
+    return 0;
+}
+
 static int test_linear_flops(void)
 {
     fm_linear l = { .m = 10, .in = 3, .out = 4 };
@@ -217,7 +281,7 @@ int main(int argc, char **argv)
 {
     static const fm_test tests[] = {
         TEST(test_linear_vs_naive),     TEST(test_linear_gradcheck), TEST(test_linear_default_init),
-        TEST(test_linear_flops),        TEST(test_linear_bad_sizes),
+        TEST(test_linear_flops),        TEST(test_linear_bad_sizes), TEST(test_linear_gelu),
     };
     return fm_test_main("nn/linear", tests, (int)(sizeof tests / sizeof *tests), argc, argv);
 }
