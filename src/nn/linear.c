@@ -158,32 +158,15 @@ static int forward_gelu(fm_linear *l, const float *h, float *x, float *y, fm_err
 }
 
 /* db[j] = sum_i dy[i, j] for dy [m, n]: threads take blocks of columns and
- * stream down the rows, so each inner loop is a contiguous vector add. */
-static void column_sum(const float *dy, int64_t m, int64_t n, float *db)
-{
-    enum { BLK = 64 };
-    const int64_t nblk = (n + BLK - 1) / BLK;
-#pragma omp parallel for schedule(static)
-    for (int64_t jb = 0; jb < nblk; jb++) {
-        const int64_t j0 = jb * BLK, nj = n - j0 < BLK ? n - j0 : BLK;
-        float acc[BLK] = { 0 };
-        for (int64_t i = 0; i < m; i++) {
-            const float *row = dy + i * n + j0;
-#pragma omp simd
-            for (int64_t j = 0; j < nj; j++)
-                acc[j] += row[j];
-        }
-        memcpy(db + j0, acc, (size_t)nj * sizeof(float));
-    }
-}
-
-/* Under bf16 with a bias: column_sum and the rounding of dy into dy16 in
- * one pass over dy (the same blocks and order, so the same bits as the two
- * passes), which saves a read of dy: 6-8 MB per call in the DiT's MLP and
- * attention input projections. With h (not NULL), dy is the product
- * g[i, j] * gelu'(h[i, j]) of the rows of g, as fm_gelu_backward computes
- * it: fm_linear_backward_gelu. */
-static void column_sum_round(const float *g, const float *h, int64_t m, int64_t n, float *db, uint16_t *dy16)
+ * stream down the rows, so each inner loop is a contiguous vector add.
+ * With dy16 (not NULL, bf16) the same pass also rounds dy into dy16, which
+ * saves a read of dy (6-8 MB per call in the DiT's MLP and attention input
+ * projections); with h as well, dy is the product g[i, j] * gelu'(h[i, j])
+ * of the rows of g, as fm_gelu_backward computes it
+ * (fm_linear_backward_gelu). The blocks and the order of the sums are the
+ * same in every variant, so the bias gradient has the same bits as the
+ * separate passes. */
+static void column_sum(const float *g, const float *h, int64_t m, int64_t n, float *db, uint16_t *dy16)
 {
     enum { BLK = 64 };
     const int64_t nblk = (n + BLK - 1) / BLK;
@@ -193,7 +176,7 @@ static void column_sum_round(const float *g, const float *h, int64_t m, int64_t 
         float acc[BLK] = { 0 };
         for (int64_t i = 0; i < m; i++) {
             const float *row = g + i * n + j0;
-            uint16_t *out = dy16 + i * n + j0;
+            uint16_t *out = dy16 ? dy16 + i * n + j0 : NULL;
             if (h) {
                 const float *hr = h + i * n + j0;
 #pragma omp simd
@@ -202,20 +185,24 @@ static void column_sum_round(const float *g, const float *h, int64_t m, int64_t 
                     acc[j] += d;
                     out[j] = fm_bf16_round(d);
                 }
-            } else {
+            } else if (out) {
 #pragma omp simd
                 for (int64_t j = 0; j < nj; j++) {
                     acc[j] += row[j];
                     out[j] = fm_bf16_round(row[j]);
                 }
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < nj; j++)
+                    acc[j] += row[j];
             }
         }
         memcpy(db + j0, acc, (size_t)nj * sizeof(float));
     }
 }
 
-/* column_sum_round's fused pass: under bf16, with a bias, from 512 output
- * columns. At 256 (4 blocks of columns) its strided walk cost more than the
+/* column_sum rounds dy too (one pass) under bf16, with a bias, from 512
+ * output columns. At 256 (4 blocks of columns) its strided walk cost more than the
  * read it saves (cold caches, 2048 rows: 1024 columns 0.66 -> 0.43 ms, 768
  * 0.49 -> 0.37, 256 0.18 -> 0.23). */
 static int fused_dy(const fm_linear *l) { return l->dy16 && l->bias && l->out >= 512; }
@@ -236,7 +223,7 @@ static int backward(fm_linear *l, const float *x, const float *dy, float *dx, fm
 {
     FM_TRY(attach_x(l, x, 1, e));
     if (fused_dy(l)) {
-        column_sum_round(dy, NULL, l->m, l->out, l->bias->g.data, l->dy16);
+        column_sum(dy, NULL, l->m, l->out, l->bias->g.data, l->dy16);
         return products(l, dx, e);
     }
     if (l->dy16) {
@@ -246,7 +233,7 @@ static int backward(fm_linear *l, const float *x, const float *dy, float *dx, fm
         FM_DNN(dnnl_memory_set_data_handle(l->m_dy, (void *)dy), e);
     }
     if (l->bias)
-        column_sum(dy, l->m, l->out, l->bias->g.data);
+        column_sum(dy, NULL, l->m, l->out, l->bias->g.data, NULL);
     return products(l, dx, e);
 }
 
@@ -257,7 +244,7 @@ static int backward_gelu(fm_linear *l, const float *x, const float *h, float *dg
         return backward(l, x, dg, dx, e);
     }
     FM_TRY(attach_x(l, x, 1, e));
-    column_sum_round(dg, h, l->m, l->out, l->bias->g.data, l->dy16);
+    column_sum(dg, h, l->m, l->out, l->bias->g.data, l->dy16);
     return products(l, dx, e);
 }
 

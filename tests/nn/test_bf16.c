@@ -221,7 +221,7 @@ static int test_linear(void)
 }
 
 /* 600 output columns: the bias gradient summed in the pass that rounds dy
- * (linear.c's column_sum_round), with a partial last block of columns */
+ * (linear.c's column_sum with dy16), with a partial last block of columns */
 static int test_linear_wide(void)
 {
     shape s = { LINEAR, 40, 0, 0, 48, 600, 0, 0, 0 };
